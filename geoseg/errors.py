@@ -1,0 +1,64 @@
+"""The errors geoseg raises for things a user can fix, each with its CLI exit code.
+
+Every message names what was received, what is allowed and how to fix it, on one line. The CLI
+maps these classes to a message and an exit code in one place (``geoseg.cli.app``); anything
+else is a bug and is reported as such.
+"""
+
+from __future__ import annotations
+
+
+class GeosegError(Exception):
+    """Root of geoseg's user-facing errors."""
+
+    exit_code = 1
+
+
+class ConfigError(GeosegError, ValueError):
+    """A setting is out of range or inconsistent (tile size, overlap, batch size, ...)."""
+
+    exit_code = 2
+
+
+class SceneError(GeosegError, OSError):
+    """The input is missing, unreadable or not a raster geoseg can segment."""
+
+    exit_code = 3
+
+
+class BandError(GeosegError, ValueError):
+    """The scene's bands do not give the model what it needs."""
+
+    exit_code = 4
+
+
+class ModelError(GeosegError, ValueError):
+    """The model name is unknown, or its weights are missing or do not fit the architecture."""
+
+    exit_code = 5
+
+
+class OutputError(GeosegError, OSError):
+    """The output cannot be written where asked (exists, equals the input, not writable)."""
+
+    exit_code = 6
+
+
+class DeviceError(GeosegError, RuntimeError):
+    """The requested compute device is not available."""
+
+    exit_code = 7
+
+
+#: Exit codes as documented in README.md; 130 is used for an interrupted run (Ctrl-C).
+EXIT_CODES: dict[str, int] = {
+    "ok": 0,
+    "internal error": 1,
+    "usage / bad setting": ConfigError.exit_code,
+    "input scene": SceneError.exit_code,
+    "bands": BandError.exit_code,
+    "model": ModelError.exit_code,
+    "output": OutputError.exit_code,
+    "device": DeviceError.exit_code,
+    "interrupted": 130,
+}

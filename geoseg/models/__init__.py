@@ -1,0 +1,20 @@
+"""Models: cards that describe them, the built-in pretrained ones, and loading by name."""
+
+from geoseg.models.architectures import ARCHITECTURES, build_network
+from geoseg.models.card import ClassInfo, ModelCard, Scaling
+from geoseg.models.registry import AUTO, BUILTIN_MODELS, LoadedModel, builtin_cards, get_card, load_model, pick_builtin
+
+__all__ = [
+    "ARCHITECTURES",
+    "AUTO",
+    "BUILTIN_MODELS",
+    "ClassInfo",
+    "LoadedModel",
+    "ModelCard",
+    "Scaling",
+    "build_network",
+    "builtin_cards",
+    "get_card",
+    "load_model",
+    "pick_builtin",
+]

@@ -1,0 +1,33 @@
+"""Where converted weights are kept between runs, written atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+import torch
+from safetensors.torch import load_file, save_file
+
+#: Overrides the cache location (tests, read-only homes, shared caches on clusters).
+CACHE_ENV = "GEOSEG_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """``$GEOSEG_CACHE_DIR`` or the user's cache directory (``~/.cache/geoseg`` on Linux)."""
+    return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("geoseg"))
+
+
+def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write safetensors to ``path`` via a temporary name, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))

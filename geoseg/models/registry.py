@@ -1,0 +1,110 @@
+"""Finding a model by name: the built-in ones, or a folder with ``config.json`` + ``model.safetensors``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from geoseg.bands import match_bands
+from geoseg.errors import BandError, ModelError
+from geoseg.models.architectures import build_network
+from geoseg.models.cache import load_weights
+from geoseg.models.card import ModelCard
+from geoseg.models.csmask import CSMASK_VARIANTS, UNUSED_KEYS, csmask_card, csmask_weights
+from geoseg.scene import SceneInfo
+
+#: The model name that picks a built-in model to fit the scene.
+AUTO = "auto"
+
+#: Built-in name -> (card factory, weights factory).
+BUILTIN_MODELS: dict[str, tuple[Callable[[str], ModelCard], Callable[[str], dict[str, torch.Tensor]]]] = {
+    name: (csmask_card, csmask_weights) for name in CSMASK_VARIANTS
+}
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class LoadedModel:
+    """A model card with its network, weights loaded, in eval mode on the CPU."""
+
+    card: ModelCard
+    network: torch.nn.Module
+
+
+def builtin_cards() -> list[ModelCard]:
+    return [factory(name) for name, (factory, _) in BUILTIN_MODELS.items()]
+
+
+def pick_builtin(scene: SceneInfo, bands: Sequence[int | str] | None = None) -> str:
+    """The built-in model that fits ``scene``: 6 bands if it has them, L2A if it says so, else L1C."""
+    level = "l2a" if _looks_l2a(scene) else "l1c"
+    six = f"csmask-6b-{level}"
+    if bands is not None:
+        return six if len(bands) == 6 else f"csmask-4b-{level}"
+    try:
+        match_bands(scene.descriptions, get_card(six).bands, str(scene.path))
+        return six
+    except BandError:
+        return f"csmask-4b-{level}"
+
+
+def _looks_l2a(scene: SceneInfo) -> bool:
+    text = " ".join([scene.path.name, *scene.tags.values()]).upper()
+    return "L2A" in text or "LEVEL-2A" in text or "SURFACE REFLECTANCE" in text
+
+
+def get_card(name: str) -> ModelCard:
+    """The card of a built-in model or of a model folder, without loading weights."""
+    if name in BUILTIN_MODELS:
+        return BUILTIN_MODELS[name][0](name)
+    folder = Path(name)
+    if folder.is_dir():
+        config = folder / CONFIG_FILE
+        if not config.is_file():
+            raise ModelError(f"{folder}: model folder has no {CONFIG_FILE}; a model folder holds "
+                             f"{CONFIG_FILE} (the model card) and {WEIGHTS_FILE}")
+        return ModelCard.load(config)
+    raise ModelError(f"unknown model {name!r}; choose one of {AUTO}, {', '.join(BUILTIN_MODELS)} "
+                     f"or give a model folder ({CONFIG_FILE} + {WEIGHTS_FILE}); `geoseg models` lists them")
+
+
+def load_model(name: str) -> LoadedModel:
+    """Build the network of ``name`` and load its weights, checking that every weight fits."""
+    card = get_card(name)
+    if name in BUILTIN_MODELS:
+        tensors = BUILTIN_MODELS[name][1](name)
+        allowed_missing = UNUSED_KEYS
+    else:
+        path = Path(name) / WEIGHTS_FILE
+        if not path.is_file():
+            raise ModelError(f"{path}: missing; a model folder needs its weights as {WEIGHTS_FILE}")
+        try:
+            tensors = load_weights(path)
+        except Exception as exc:
+            raise ModelError(f"{path}: not a readable safetensors file ({exc}); re-export the weights") from None
+        allowed_missing = frozenset()
+    network = build_network(card)
+    load_state(network, tensors, allowed_missing, name)
+    return LoadedModel(card=card, network=network.eval())
+
+
+def load_state(network: torch.nn.Module, tensors: dict[str, torch.Tensor], allowed_missing: frozenset[str],
+               source: str) -> None:
+    """Load ``tensors`` into ``network``; raise unless only ``allowed_missing`` keys stay unset."""
+    try:
+        result = network.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise ModelError(f"model {source!r}: weights do not fit the architecture ({first})") from None
+    missing = set(result.missing_keys) - allowed_missing - {k for k in result.missing_keys
+                                                             if k.endswith("num_batches_tracked")}
+    if missing or result.unexpected_keys:
+        raise ModelError(
+            f"model {source!r}: weights do not fit the architecture ({len(missing)} missing, e.g. "
+            f"{sorted(missing)[:2]}; {len(result.unexpected_keys)} unexpected, e.g. {result.unexpected_keys[:2]})"
+        )

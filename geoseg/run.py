@@ -1,0 +1,157 @@
+"""``segment_scene``: the one library call behind ``geoseg run``, file in, mask file out."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import dask
+from dask.callbacks import Callback
+
+from geoseg import __version__
+from geoseg.bands import match_bands
+from geoseg.engine import plan_layout, segment
+from geoseg.errors import OutputError, SceneError
+from geoseg.inference import Predictor, resolve_device
+from geoseg.models import AUTO, LoadedModel, load_model, pick_builtin
+from geoseg.models.registry import get_card
+from geoseg.resample import resolution_factor
+from geoseg.scene import SceneInfo, open_scene, read_dask, valid_dask
+from geoseg.writing import NODATA, MaskWriter, check_output, default_output
+
+#: Called with (finished tasks, all tasks) as the run goes.
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of a run, with its default defined here once (the CLI shows these)."""
+
+    model: str = AUTO
+    bands: tuple[int | str, ...] | None = None  # scene bands in the model's input order
+    tile_size: int | None = None  # None: the model card's
+    overlap: int | None = None  # None: the model card's
+    blend: str = "cosine"
+    batch_size: int = 8
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    match_resolution: bool = True  # infer at the model's training resolution when the scene is finer
+    scale: float | None = None  # None: the model card's input scaling
+    block_size: int = 2048  # scene pixels per block edge (rounded to whole output tiles)
+    workers: int | None = None  # dask threads; None: one per CPU core
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did, for the end-of-run screen and ``--json``."""
+
+    input: str
+    output: str
+    model: str
+    device: str
+    precision: str
+    width: int
+    height: int
+    bands: tuple[int, ...]
+    band_match: str
+    factor: int
+    tile_size: int
+    overlap: int
+    blend: str
+    seconds: float
+    megapixels_per_second: float
+    class_shares: dict[str, float]
+    nodata_share: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def segment_scene(scene_path: str | Path, output: str | Path | None = None,
+                  config: RunConfig = RunConfig(), model: LoadedModel | None = None,
+                  progress: ProgressFn | None = None) -> RunSummary:
+    """Segment one scene into a georeferenced mask file and return a summary.
+
+    ``model`` overrides ``config.model`` with a network already in memory (tests, notebooks).
+    """
+    started = time.perf_counter()
+    notes: list[str] = []
+    scene = open_scene(scene_path)
+    out = Path(output) if output is not None else default_output(scene.path)
+    check_output(out, scene.path, config.overwrite)
+    if scene.crs is None:
+        notes.append(f"{scene.path}: has no CRS; the mask copies its pixel grid but will not be georeferenced")
+
+    name = config.model
+    if model is None and name == AUTO:
+        name = pick_builtin(scene, config.bands)
+    card = (model.card if model is not None else get_card(name)).with_scaling(config.scale)
+    indexes, how = match_bands(scene.descriptions, card.bands, str(scene.path), config.bands)
+    if how == "position":
+        notes.append(f"{scene.path}: bands have no names; assumed in the model's order "
+                     f"({', '.join(card.bands)}); pass --bands if they are not")
+    factor = resolution_factor(scene.pixel_size_m, card.resolution_m) if config.match_resolution else 1
+    layout = plan_layout(scene.height, scene.width, factor,
+                         config.tile_size or card.tile_size,
+                         card.overlap if config.overlap is None else config.overlap,
+                         config.blend, config.block_size)
+    _check_size(scene, factor)
+
+    device = resolve_device(config.device)
+    loaded = model if model is not None else load_model(name)
+    predictor = Predictor(loaded.network, device, config.precision, config.batch_size)
+
+    values = read_dask(scene, indexes, target_chunk=layout.block * factor)
+    valid = valid_dask(scene, indexes, values)
+    mask = segment(values, valid, card, predictor, layout)
+    tags = {"GEOSEG_VERSION": __version__, "GEOSEG_MODEL": card.name,
+            "GEOSEG_SOURCE": scene.path.name, "GEOSEG_FACTOR": str(factor)}
+    writer = MaskWriter(out, scene, card, tags)
+    threads = dask.config.set(scheduler="threads", num_workers=config.workers or os.cpu_count())
+    with writer, threads, _Progress(progress) if progress else nullcontext():
+        try:
+            mask.store(writer, lock=False)
+        except OSError as exc:
+            raise OutputError(f"{out}: writing failed ({exc}); check free space and permissions") from None
+
+    seconds = time.perf_counter() - started
+    total = scene.width * scene.height
+    counts = writer.counts
+    return RunSummary(
+        input=str(scene.path), output=str(out), model=card.name, device=str(device),
+        precision=predictor.precision, width=scene.width, height=scene.height, bands=indexes,
+        band_match=how, factor=factor, tile_size=layout.tile, overlap=layout.rows.overlap,
+        blend=config.blend if isinstance(config.blend, str) else "custom", seconds=round(seconds, 3),
+        megapixels_per_second=round(total / 1e6 / seconds, 3),
+        class_shares={c.name: round(float(counts[c.value]) / total, 6) for c in card.classes},
+        nodata_share=round(float(counts[NODATA]) / total, 6),
+        warnings=notes,
+    )
+
+
+def _check_size(scene: SceneInfo, factor: int) -> None:
+    if scene.height < factor or scene.width < factor:
+        raise SceneError(f"{scene.path}: {scene.width}x{scene.height} pixels is smaller than one model "
+                        f"pixel ({factor}x{factor}); use a larger scene or --no-match-resolution")
+
+
+class _Progress(Callback):
+    def __init__(self, report: ProgressFn):
+        super().__init__()
+        self.report = report
+        self.total = 0
+        self.done = 0
+
+    def _start_state(self, dsk, state) -> None:
+        self.total = sum(len(state[k]) for k in ("ready", "waiting", "running")) + len(state.get("finished", ()))
+        self.report(0, self.total)
+
+    def _posttask(self, key, result, dsk, state, worker_id) -> None:
+        self.done += 1
+        self.report(self.done, self.total)

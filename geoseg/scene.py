@@ -1,0 +1,208 @@
+"""Opening a scene: its metadata, checked, and lazy dask arrays of its pixels and validity.
+
+Nothing here reads whole bands. :func:`open_scene` reads the header; :func:`read_dask` and
+:func:`valid_dask` build dask arrays whose chunks are whole multiples of the file's internal
+blocks, each chunk read by its own task through a fresh rasterio handle (GDAL handles are not
+shared between threads).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
+
+from geoseg.errors import SceneError
+
+SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+#: Metres per degree of latitude (WGS84 mean), for scenes in geographic coordinates.
+_METRES_PER_DEGREE = 111_320.0
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """What geoseg needs to know about a raster, read from its header only."""
+
+    path: Path
+    driver: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: CRS | None
+    transform: Affine
+    nodata: float | None
+    block_shape: tuple[int, int]  # (rows, cols) of the first band's internal blocks
+    descriptions: tuple[str | None, ...]
+    mask_kind: str  # "none", "nodata" (from the nodata value) or "mask" (internal mask / alpha band)
+    tags: dict[str, str]
+
+    @property
+    def megapixels(self) -> float:
+        return self.width * self.height / 1e6
+
+    @property
+    def pixel_size_m(self) -> float | None:
+        """Ground size of one pixel in metres (mean of x and y), or None without a CRS."""
+        t = self.transform
+        size_x, size_y = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
+        if self.crs is None:
+            return None
+        if self.crs.is_geographic:
+            lat = (t * (self.width / 2, self.height / 2))[1]
+            metres_x = size_x * _METRES_PER_DEGREE * math.cos(math.radians(lat))
+            return 0.5 * (metres_x + size_y * _METRES_PER_DEGREE)
+        factor = self.crs.linear_units_factor[1] if self.crs.is_projected else 1.0
+        return 0.5 * (size_x + size_y) * factor
+
+
+def open_scene(path: str | Path) -> SceneInfo:
+    """Read and check a raster's header; raise :class:`SceneError` with a fix for anything unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise SceneError(f"{path}: no such file; check the path (relative paths start at {Path.cwd()})")
+    if path.is_dir():
+        raise SceneError(f"{path}: is a directory; give one raster file (GeoTIFF, COG, VRT, JP2)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                info = _describe(path, ds)
+    except RasterioIOError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        raise SceneError(
+            f"{path}: not a raster GDAL can read ({first}); check that the file is complete and is a "
+            f"GeoTIFF, COG, VRT or JP2"
+        ) from None
+    if info.width == 0 or info.height == 0:
+        raise SceneError(f"{path}: has no pixels ({info.width}x{info.height}); use a non-empty raster")
+    if info.dtype not in SUPPORTED_DTYPES:
+        raise SceneError(
+            f"{path}: pixel type {info.dtype} is not supported (use one of {', '.join(SUPPORTED_DTYPES)}); "
+            f"convert it, e.g. with gdal_translate -ot Float32"
+        )
+    return info
+
+
+def _describe(path: Path, ds: rasterio.DatasetReader) -> SceneInfo:
+    flags = ds.mask_flag_enums
+    if all(f == [MaskFlags.all_valid] for f in flags):
+        mask_kind = "none"
+    elif all(MaskFlags.nodata in f for f in flags):
+        mask_kind = "nodata"
+    else:
+        mask_kind = "mask"
+    rows, cols = ds.block_shapes[0] if ds.count else (1, 1)
+    return SceneInfo(
+        path=path,
+        driver=ds.driver,
+        width=ds.width,
+        height=ds.height,
+        count=ds.count,
+        dtype=ds.dtypes[0] if ds.count else "none",
+        crs=ds.crs,
+        transform=ds.transform,
+        nodata=ds.nodata,
+        block_shape=(int(rows), int(cols)),
+        descriptions=tuple(ds.descriptions),
+        mask_kind=mask_kind,
+        tags=dict(ds.tags()),
+    )
+
+
+def aligned_chunks(size: int, block: int, target: int) -> tuple[int, ...]:
+    """Chunk lengths along one axis: a whole multiple of the file's ``block``, near ``target``."""
+    step = max(block, round(target / block) * block) if block < size else size
+    sizes = [step] * (size // step)
+    if size % step:
+        sizes.append(size % step)
+    return tuple(sizes)
+
+
+def read_dask(info: SceneInfo, indexes: tuple[int, ...], target_chunk: int = 2048) -> da.Array:
+    """The bands ``indexes`` (1-based) as a lazy ``(band, row, col)`` dask array of the file's dtype."""
+    rows = aligned_chunks(info.height, info.block_shape[0], target_chunk)
+    cols = aligned_chunks(info.width, info.block_shape[1], target_chunk)
+    template = da.empty((len(indexes), info.height, info.width), chunks=((len(indexes),), rows, cols),
+                        dtype=info.dtype)
+    return da.map_blocks(
+        _read_chunk, path=str(info.path), indexes=indexes, dtype=info.dtype, chunks=template.chunks,
+        meta=np.empty((0, 0, 0), dtype=info.dtype), name=f"read-{_token(info, indexes)}",
+    )
+
+
+def valid_dask(info: SceneInfo, indexes: tuple[int, ...], values: da.Array) -> da.Array:
+    """Lazy ``(row, col)`` bool array: True where every selected band holds data.
+
+    From the nodata value (and NaN in float scenes) when that is all the file has, so no second
+    read; from GDAL's mask bands (internal mask, alpha band) otherwise.
+    """
+    is_float = np.dtype(info.dtype).kind == "f"
+    if info.mask_kind == "mask":
+        return da.map_blocks(
+            _read_valid_chunk, path=str(info.path), indexes=indexes, dtype=bool,
+            chunks=values.chunks[1:], meta=np.empty((0, 0), dtype=bool),
+            name=f"valid-{_token(info, indexes)}",
+        )
+    nodata = info.nodata if info.mask_kind == "nodata" else None
+    if nodata is None and not is_float:
+        return da.ones(values.shape[1:], chunks=values.chunks[1:], dtype=bool)
+    return values.map_blocks(_valid_from_values, nodata=nodata, drop_axis=0, dtype=bool,
+                             meta=np.empty((0, 0), dtype=bool))
+
+
+def _token(info: SceneInfo, indexes: tuple[int, ...]) -> str:
+    stat = info.path.stat()
+    return dask_tokenize(str(info.path.resolve()), stat.st_size, stat.st_mtime_ns, indexes)
+
+
+def dask_tokenize(*parts: object) -> str:
+    from dask.base import tokenize
+
+    return tokenize(*parts)
+
+
+def _window(block_info: dict) -> Window:
+    (row0, row1), (col0, col1) = block_info[None]["array-location"][-2:]
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def _read_chunk(path: str, indexes: tuple[int, ...], block_info: dict | None = None) -> np.ndarray:
+    assert block_info is not None
+    window = _window(block_info)
+    with _open_quiet(path) as ds:
+        return ds.read(list(indexes), window=window)
+
+
+def _read_valid_chunk(path: str, indexes: tuple[int, ...], block_info: dict | None = None) -> np.ndarray:
+    assert block_info is not None
+    window = _window(block_info)
+    with _open_quiet(path) as ds:
+        masks = ds.read_masks(list(indexes), window=window)
+    return np.all(masks > 0, axis=0)
+
+
+def _valid_from_values(values: np.ndarray, nodata: float | None) -> np.ndarray:
+    valid = np.ones(values.shape[1:], dtype=bool)
+    if values.dtype.kind == "f":
+        valid &= ~np.isnan(values).any(axis=0)
+    if nodata is not None and not math.isnan(nodata):
+        valid &= ~(values == values.dtype.type(nodata)).any(axis=0)
+    return valid
+
+
+def _open_quiet(path: str) -> rasterio.DatasetReader:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path)
