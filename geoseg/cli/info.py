@@ -1,0 +1,30 @@
+"""``geoseg info SCENE``: what geoseg sees in a raster, and which built-in model fits it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from geoseg.cli.errors import user_errors
+from geoseg.info import describe
+
+
+def info(
+    scene: Path = typer.Argument(..., help="Input raster.", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Show size, bands, dtype, CRS, nodata and the built-in model that fits SCENE."""
+    with user_errors():
+        facts = describe(scene)
+    if as_json:
+        print(json.dumps(facts, indent=2))
+        return
+    table = Table(title=str(scene), show_header=False, title_justify="left")
+    for key, value in facts.items():
+        shown = ", ".join(f"{i + 1}={d or '(no name)'}" for i, d in enumerate(value)) if key == "bands" else value
+        table.add_row(key, str(shown))
+    Console().print(table)

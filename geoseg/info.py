@@ -1,0 +1,39 @@
+"""A plain description of a scene as geoseg sees it, for ``geoseg info``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from geoseg.bands import match_bands
+from geoseg.errors import BandError
+from geoseg.models import get_card, pick_builtin
+from geoseg.resample import resolution_factor
+from geoseg.scene import open_scene
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    scene = open_scene(path)
+    name = pick_builtin(scene)
+    card = get_card(name)
+    try:
+        indexes, how = match_bands(scene.descriptions, card.bands, str(scene.path))
+        fit = f"{name} (bands {','.join(map(str, indexes))} matched by {how})"
+    except BandError as exc:
+        fit = f"none without --bands: {exc}"
+    size = scene.pixel_size_m
+    factor = resolution_factor(size, card.resolution_m)
+    return {
+        "path": str(scene.path),
+        "driver": scene.driver,
+        "size": f"{scene.width} x {scene.height} ({scene.megapixels:.1f} MP)",
+        "bands": list(scene.descriptions),
+        "dtype": scene.dtype,
+        "crs": scene.crs.to_string() if scene.crs else None,
+        "pixel_size_m": round(size, 3) if size else None,
+        "nodata": scene.nodata,
+        "mask": scene.mask_kind,
+        "block_shape": list(scene.block_shape),
+        "model": fit,
+        "inference_grid": f"1/{factor} of the scene's resolution" if factor > 1 else "scene's own grid",
+    }
