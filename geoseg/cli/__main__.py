@@ -1,0 +1,3 @@
+from geoseg.cli.app import main
+
+main()
