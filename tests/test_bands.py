@@ -29,5 +29,5 @@ def test_too_few_bands_says_what_is_needed() -> None:
 
 
 def test_missing_band_name_lists_the_bands() -> None:
-    with pytest.raises(BandError, match="no band named 'swir22'.*1=blue"):
+    with pytest.raises(BandError, match=r"no band named 'swir22'.*1=blue"):
         match_bands(S2[:4], ("blue", "nir"), "x.tif", bands=("blue", "swir22"))

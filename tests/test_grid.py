@@ -30,7 +30,7 @@ def test_grid_covers_every_pixel_and_blocks_own_each_patch_once(size: int, tile:
 
 
 def test_check_tiling_explains_fix() -> None:
-    with pytest.raises(ConfigError, match="multiple of 32.*96 or 128"):
+    with pytest.raises(ConfigError, match=r"multiple of 32.*96 or 128"):
         check_tiling(100, 10)
     with pytest.raises(ConfigError, match="smaller than the tile size"):
         check_tiling(64, 64)

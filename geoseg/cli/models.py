@@ -19,7 +19,8 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print the model c
     if as_json:
         print(json.dumps([c.to_dict() for c in cards], indent=2))
         return
-    table = Table("name", "bands", "classes", "tile / overlap", "trained at", title="built-in models (--json for full cards)")
+    table = Table("name", "bands", "classes", "tile / overlap", "trained at",
+                  title="built-in models (--json for full cards)")
     for c in cards:
         table.add_row(c.name, ", ".join(c.bands), ", ".join(f"{k.value}={k.name}" for k in c.classes),
                       f"{c.tile_size} / {c.overlap}", f"{c.resolution_m:g} m" if c.resolution_m else "-")
