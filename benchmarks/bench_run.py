@@ -29,8 +29,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.make_scene import build_scene
+from geoseg.engine import work_block
 from geoseg.models.card import ModelCard
 from geoseg.resample import resolution_factor
+from geoseg.run import RunConfig
 from geoseg.scene import open_scene, read_dask
 
 
@@ -91,7 +93,7 @@ def main() -> None:
     for scene in scenes:
         info = open_scene(scene)
         factor = 1 if "--no-match-resolution" in args.extra else resolution_factor(info.pixel_size_m, card.resolution_m)
-        block = 2048 // factor // 256 * 256 * factor or 256 * factor
+        block = work_block(RunConfig().block_size, factor) * factor  # the chunks geoseg reads
         floor = read_floor(scene, block, threads)
         summary, wall, rss = run_geoseg(scene, args.workdir / "mask.tif", args.model,
                                         ["--device", args.device, "--batch-size", str(args.batch_size), *args.extra])

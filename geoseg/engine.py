@@ -79,12 +79,17 @@ class Layout:
         return start * self.factor, min(stop * self.factor, size)
 
 
+def work_block(block_size: int, factor: int) -> int:
+    """Model-grid block edge for ``block_size`` scene pixels: a multiple of :data:`BLOCK_UNIT`."""
+    return max(BLOCK_UNIT, block_size // factor // BLOCK_UNIT * BLOCK_UNIT)
+
+
 def plan_layout(height: int, width: int, factor: int, tile: int, overlap: int,
                 blend: str | WindowFn = "cosine", block_size: int = 2048) -> Layout:
     """Lay out a run over a ``height x width`` scene; ``block_size`` is in scene pixels."""
     check_tiling(tile, overlap)
     work_h, work_w = math.ceil(height / factor), math.ceil(width / factor)
-    block = max(BLOCK_UNIT, block_size // factor // BLOCK_UNIT * BLOCK_UNIT)
+    block = work_block(block_size, factor)
     window = get_window(blend, tile, overlap)
     rows, cols = AxisGrid(work_h, tile, overlap), AxisGrid(work_w, tile, overlap)
     return Layout(height, width, factor, rows, cols, block, window,
@@ -101,7 +106,7 @@ class _Context:
     offset: float
     mean: np.ndarray  # (band, 1, 1) float32
     std: np.ndarray
-    window2d: np.ndarray  # (tile, tile) float64
+    window2d: np.ndarray  # (tile, tile) float64, in fixed-point units (times 2**QUANTUM_BITS)
     num_classes: int
 
 
@@ -135,7 +140,7 @@ def segment(values: da.Array, valid: da.Array, card: ModelCard, predictor: Predi
         layout=layout, predictor=predictor, scale=scale, offset=offset,
         mean=np.asarray(card.mean, np.float32)[:, None, None],
         std=np.asarray(card.std, np.float32)[:, None, None],
-        window2d=np.outer(layout.window, layout.window), num_classes=card.num_classes,
+        window2d=np.outer(layout.window, layout.window) * float(2**QUANTUM_BITS), num_classes=card.num_classes,
     )
     token = tokenize(values.name, valid.name, card, layout.block, layout.factor, layout.tile,
                      layout.rows.overlap, layout.window.tobytes(), id(predictor))
@@ -231,7 +236,7 @@ def _predict_block(value_pieces: list[np.ndarray], valid_pieces: list[np.ndarray
     row0, col0 = spec.native.row0 // layout.factor, spec.native.col0 // layout.factor
     region = x[:, spec.src_rows - row0][:, :, spec.src_cols - col0]
 
-    tile, quantum = layout.tile, float(2**QUANTUM_BITS)
+    tile = layout.tile
     acc = np.zeros((ctx.num_classes, *spec.footprint.shape), dtype=layout.acc_dtype)
     batch_size = ctx.predictor.batch_size
     for start in range(0, len(spec.patch_offsets), batch_size):
@@ -239,7 +244,7 @@ def _predict_block(value_pieces: list[np.ndarray], valid_pieces: list[np.ndarray
         batch = np.stack([region[:, r : r + tile, c : c + tile] for r, c in offsets])
         probs = ctx.predictor(np.ascontiguousarray(batch))
         for (r, c), p in zip(offsets, probs, strict=True):
-            acc[:, r : r + tile, c : c + tile] += np.rint(p * ctx.window2d * quantum).astype(acc.dtype)
+            acc[:, r : r + tile, c : c + tile] += np.rint(p * ctx.window2d).astype(acc.dtype)
     return acc
 
 

@@ -17,6 +17,7 @@ import dask.array as da
 import numpy as np
 import rasterio
 from affine import Affine
+from dask.base import tokenize
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
@@ -134,10 +135,8 @@ def read_dask(info: SceneInfo, indexes: tuple[int, ...], target_chunk: int = 204
     """The bands ``indexes`` (1-based) as a lazy ``(band, row, col)`` dask array of the file's dtype."""
     rows = aligned_chunks(info.height, info.block_shape[0], target_chunk)
     cols = aligned_chunks(info.width, info.block_shape[1], target_chunk)
-    template = da.empty((len(indexes), info.height, info.width), chunks=((len(indexes),), rows, cols),
-                        dtype=info.dtype)
     return da.map_blocks(
-        _read_chunk, path=str(info.path), indexes=indexes, dtype=info.dtype, chunks=template.chunks,
+        _read_chunk, path=str(info.path), indexes=indexes, dtype=info.dtype, chunks=((len(indexes),), rows, cols),
         meta=np.empty((0, 0, 0), dtype=info.dtype), name=f"read-{_token(info, indexes)}",
     )
 
@@ -164,13 +163,7 @@ def valid_dask(info: SceneInfo, indexes: tuple[int, ...], values: da.Array) -> d
 
 def _token(info: SceneInfo, indexes: tuple[int, ...]) -> str:
     stat = info.path.stat()
-    return dask_tokenize(str(info.path.resolve()), stat.st_size, stat.st_mtime_ns, indexes)
-
-
-def dask_tokenize(*parts: object) -> str:
-    from dask.base import tokenize
-
-    return tokenize(*parts)
+    return tokenize(str(info.path.resolve()), stat.st_size, stat.st_mtime_ns, indexes)
 
 
 def _window(block_info: dict) -> Window:
