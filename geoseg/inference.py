@@ -1,15 +1,13 @@
 """Running a network on batches of patches: device, precision, batching, softmax.
 
-One :class:`Predictor` per run holds the network on its device. Calls are serialised by a lock:
-dask threads prepare blocks in parallel while the device works through one batch at a time.
+One :class:`Predictor` per run holds the network on its device; the engine's one device thread
+calls it with batches of patches that are already there.
 """
 
 from __future__ import annotations
 
-import threading
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 
 from geoseg.errors import ConfigError, DeviceError
@@ -51,7 +49,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 class Predictor:
-    """Softmax probabilities of a network for batches of normalised NCHW patches."""
+    """Softmax probabilities of a network for batches of normalised NCHW patches already on its device."""
 
     def __init__(self, network: torch.nn.Module, device: torch.device, precision: str, batch_size: int):
         if batch_size < 1:
@@ -62,22 +60,17 @@ class Predictor:
         self.network = network.eval().to(device)
         if device.type == "cuda":
             self.network = self.network.to(memory_format=torch.channels_last)
-        self._lock = threading.Lock()
 
     def _autocast(self) -> torch.autocast | nullcontext:
         if self.precision in _AUTOCAST:
             return torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision])
         return nullcontext()
 
-    def __call__(self, patches: np.ndarray) -> np.ndarray:
-        """``(N, C, T, T)`` float32 in, ``(N, K, T, T)`` float32 probabilities out."""
-        out = []
-        with self._lock, torch.inference_mode():
-            for start in range(0, len(patches), self.batch_size):
-                batch = torch.from_numpy(patches[start : start + self.batch_size]).to(self.device)
-                if self.device.type == "cuda":
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                with self._autocast():
-                    logits = self.network(batch)
-                out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-        return np.concatenate(out) if out else np.empty((0,), dtype=np.float32)
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """``(N, C, T, T)`` float32 in, ``(N, K, T, T)`` float32 probabilities out, on the device."""
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                logits = self.network(batch)
+            return torch.softmax(logits.float(), dim=1)

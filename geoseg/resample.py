@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 #: The scene must be at least this many times finer than the model before geoseg resamples.
 MIN_FACTOR = 1.5
@@ -25,23 +26,22 @@ def resolution_factor(scene_m: float | None, model_m: float | None) -> int:
     return round(ratio) if ratio >= MIN_FACTOR else 1
 
 
-def coarsen(values: np.ndarray, valid: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+def coarsen(values: torch.Tensor, valid: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of the valid pixels of each ``factor x factor`` cell; cells with none are invalid.
 
-    ``values`` is ``(band, row, col)`` float32 starting on a cell boundary; the last cell of an
-    axis may be partial.
+    ``values`` is ``(band, row, col)`` float32 starting on a cell boundary and ``valid`` ``(row, col)``
+    bool, on any device; the last cell of an axis may be partial.
     """
     if factor == 1:
         return values, valid
     bands, rows, cols = values.shape
     out_r, out_c = math.ceil(rows / factor), math.ceil(cols / factor)
-    pad = ((0, out_r * factor - rows), (0, out_c * factor - cols))
-    weight = np.pad(valid, pad).astype(np.float32)
-    summed = np.pad(np.where(valid, values, 0), ((0, 0), *pad))
-    summed = summed.reshape(bands, out_r, factor, out_c, factor).sum(axis=(2, 4), dtype=np.float64)
-    count = weight.reshape(out_r, factor, out_c, factor).sum(axis=(1, 3))
-    mean = (summed / np.maximum(count, 1)).astype(np.float32)
-    return mean, count > 0
+    pad = (0, out_c * factor - cols, 0, out_r * factor - rows)
+    weight = torch.nn.functional.pad(valid.to(values.dtype), pad)
+    summed = torch.nn.functional.pad(torch.where(valid, values, 0.0), pad)
+    summed = summed.reshape(bands, out_r, factor, out_c, factor).sum(dim=(2, 4))
+    count = weight.reshape(out_r, factor, out_c, factor).sum(dim=(1, 3))
+    return summed / count.clamp(min=1), count > 0
 
 
 def bilinear_taps(start: int, stop: int, factor: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import dask
-from dask.callbacks import Callback
-
 from geoseg import __version__
 from geoseg.bands import match_bands
-from geoseg.engine import plan_layout, segment
+from geoseg.engine import ProgressFn, plan_layout, run_engine
 from geoseg.errors import OutputError, SceneError
 from geoseg.inference import Predictor, resolve_device
 from geoseg.models import AUTO, LoadedModel, load_model, pick_builtin
 from geoseg.models.registry import get_card
 from geoseg.resample import resolution_factor
-from geoseg.scene import SceneInfo, open_scene, read_dask, valid_dask
+from geoseg.scene import SceneInfo, WindowReader, open_scene
+from geoseg.stitch import Stitcher
 from geoseg.writing import NODATA, MaskWriter, check_output, default_output
-
-#: Called with (finished tasks, all tasks) as the run goes.
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -42,7 +35,7 @@ class RunConfig:
     match_resolution: bool = True  # infer at the model's training resolution when the scene is finer
     scale: float | None = None  # None: the model card's input scaling
     block_size: int = 2048  # scene pixels per block edge (rounded to whole output tiles)
-    workers: int | None = None  # dask threads; None: one per CPU core
+    workers: int | None = None  # reader threads; None: one per CPU core
     overwrite: bool = False
 
 
@@ -107,16 +100,13 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     loaded = model if model is not None else load_model(name)
     predictor = Predictor(loaded.network, device, config.precision, config.batch_size)
 
-    values = read_dask(scene, indexes, target_chunk=layout.block * factor)
-    valid = valid_dask(scene, indexes, values)
-    mask = segment(values, valid, card, predictor, layout)
+    stitcher = Stitcher(layout, card, predictor, scene.dtype)
+    reader = WindowReader(scene, indexes)
     tags = {"GEOSEG_VERSION": __version__, "GEOSEG_MODEL": card.name,
             "GEOSEG_SOURCE": scene.path.name, "GEOSEG_FACTOR": str(factor)}
-    writer = MaskWriter(out, scene, card, tags)
-    threads = dask.config.set(scheduler="threads", num_workers=config.workers or os.cpu_count())
-    with writer, threads, _Progress(progress) if progress else nullcontext():
+    with MaskWriter(out, scene, card, tags) as writer:
         try:
-            mask.store(writer, lock=False)
+            run_engine(layout, stitcher, reader.read, writer.write, config.workers or os.cpu_count() or 1, progress)
         except OSError as exc:
             raise OutputError(f"{out}: writing failed ({exc}); check free space and permissions") from None
 
@@ -139,19 +129,3 @@ def _check_size(scene: SceneInfo, factor: int) -> None:
     if scene.height < factor or scene.width < factor:
         raise SceneError(f"{scene.path}: {scene.width}x{scene.height} pixels is smaller than one model "
                         f"pixel ({factor}x{factor}); use a larger scene or --no-match-resolution")
-
-
-class _Progress(Callback):
-    def __init__(self, report: ProgressFn):
-        super().__init__()
-        self.report = report
-        self.total = 0
-        self.done = 0
-
-    def _start_state(self, dsk, state) -> None:
-        self.total = sum(len(state[k]) for k in ("ready", "waiting", "running")) + len(state.get("finished", ()))
-        self.report(0, self.total)
-
-    def _posttask(self, key, result, dsk, state, worker_id) -> None:
-        self.done += 1
-        self.report(self.done, self.total)

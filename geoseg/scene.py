@@ -9,6 +9,7 @@ shared between threads).
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,43 @@ def valid_dask(info: SceneInfo, indexes: tuple[int, ...], values: da.Array) -> d
         return da.ones(values.shape[1:], chunks=values.chunks[1:], dtype=bool)
     return values.map_blocks(_valid_from_values, nodata=nodata, drop_axis=0, dtype=bool,
                              meta=np.empty((0, 0), dtype=bool))
+
+
+class WindowReader:
+    """Reads windows of chosen bands with their validity, one rasterio handle per thread.
+
+    The engine's reader threads call :meth:`read` for exactly the windows they need (GDAL decodes
+    only the internal blocks they touch and releases the GIL while it does).
+    """
+
+    def __init__(self, info: SceneInfo, indexes: tuple[int, ...]):
+        self.info = info
+        self.indexes = list(indexes)
+        self._local = threading.local()
+
+    def _dataset(self) -> rasterio.DatasetReader:
+        ds = getattr(self._local, "dataset", None)
+        if ds is None:
+            ds = self._local.dataset = _open_quiet(str(self.info.path))
+        return ds
+
+    def read(self, row0: int, row1: int, col0: int, col1: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(band, row, col)`` values in the file's dtype and a ``(row, col)`` bool validity mask."""
+        window = Window(col0, row0, col1 - col0, row1 - row0)
+        ds = self._dataset()
+        try:
+            values = ds.read(self.indexes, window=window)
+            if self.info.mask_kind == "mask":
+                valid = np.all(ds.read_masks(self.indexes, window=window) > 0, axis=0)
+            else:
+                nodata = self.info.nodata if self.info.mask_kind == "nodata" else None
+                valid = _valid_from_values(values, nodata)
+        except RasterioIOError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else "read error"
+            raise SceneError(f"{self.info.path}: pixels at rows {row0}-{row1}, columns {col0}-{col1} cannot "
+                             f"be read ({first}); the file is damaged or incomplete: re-download or re-export "
+                             f"it") from None
+        return values, valid
 
 
 def _token(info: SceneInfo, indexes: tuple[int, ...]) -> str:

@@ -1,7 +1,7 @@
 """Writing the mask: a tiled, compressed, georeferenced GeoTIFF that appears only when complete.
 
-:class:`MaskWriter` is a ``dask.array.store`` target: blocks are written as they finish and never
-all held in memory. The file is written under a temporary name beside the output
+:class:`MaskWriter` takes full-width strips of whole output tiles as the engine finishes them;
+the whole mask is never held in memory. The file is written under a temporary name beside the output
 (``.NAME.partial-PID``) and renamed into place on success; on any error or interrupt the
 temporary file is removed, so the final path only ever holds a finished mask.
 """
@@ -23,7 +23,7 @@ from geoseg.models.card import ModelCard
 from geoseg.scene import SceneInfo
 
 NODATA = 255
-#: Output tile edge; the engine's blocks are multiples of it, so every write fills whole tiles.
+#: Output tile edge; the engine's strips are multiples of it, so every write fills whole tiles.
 OUTPUT_TILE = 256
 PARTIAL_MARK = ".partial-"
 
@@ -74,7 +74,7 @@ class MaskWriter:
             "width": self.scene.width, "height": self.scene.height,
             "crs": self.scene.crs, "transform": self.scene.transform,
             "tiled": True, "blockxsize": OUTPUT_TILE, "blockysize": OUTPUT_TILE,
-            "compress": "deflate", "BIGTIFF": "IF_SAFER",
+            "compress": "deflate", "BIGTIFF": "IF_SAFER", "num_threads": "ALL_CPUS",
         }
 
     def __enter__(self) -> MaskWriter:
@@ -92,13 +92,12 @@ class MaskWriter:
                        **self.tags)
         return self
 
-    def __setitem__(self, key: tuple[slice, slice], block: np.ndarray) -> None:
-        rows, cols = key
-        window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
-        counts = np.bincount(block.ravel(), minlength=256)
+    def write(self, row0: int, labels: np.ndarray) -> None:
+        """Write a full-width ``(row, col)`` strip of labels starting at scene row ``row0``."""
+        counts = np.bincount(labels.ravel(), minlength=256)
         with self._lock:
             assert self._dataset is not None
-            self._dataset.write(block, 1, window=window)
+            self._dataset.write(labels, 1, window=Window(0, row0, labels.shape[1], labels.shape[0]))
             self.counts += counts
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -1,0 +1,169 @@
+"""The device stage of the engine: raw blocks in, blended class labels out, all on the model's device.
+
+:class:`Stitcher` keeps two rolling bands of rows on the device, both as wide as the scene:
+
+* ``acc``: the blend-weighted class probabilities, ``(class, row, col)`` on the model grid, as
+  fixed-point integers (see :mod:`geoseg.engine`);
+* ``valid``: which scene pixels hold data, ``(row, col)`` on the scene grid.
+
+After each row of blocks, the rows that no later patch reaches are normalised by the summed blend
+weights, brought back to the scene grid (bilinear, when the model grid is coarser), turned into
+labels with argmax, marked 255 where the scene has no data, and handed out as uint8 strips of
+whole output tiles. Then the band drops them. Its height is about one block plus one tile, so
+device memory depends on the block size and the scene's width, never on its height.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from geoseg._blocks import Box
+from geoseg.engine import QUANTUM_BITS, BlockPlan, BlockRow, Layout
+from geoseg.inference import Predictor
+from geoseg.models.card import ModelCard
+from geoseg.resample import bilinear_taps, coarsen
+from geoseg.writing import NODATA, OUTPUT_TILE
+
+_STRIP = 512  # scene rows labelled at a time, to bound device memory
+
+
+class Stitcher:
+    """Turns the blocks of one run, in row order, into label strips (see module docstring)."""
+
+    def __init__(self, layout: Layout, card: ModelCard, predictor: Predictor, dtype: np.dtype | str):
+        self.layout = layout
+        self.predictor = predictor
+        self.device = dev = predictor.device
+        self.num_classes = card.num_classes
+        self.scale, self.offset = card.scaling.factors(dtype)
+        self.mean = torch.tensor(card.mean, dtype=torch.float32, device=dev)[:, None, None]
+        self.std = torch.tensor(card.std, dtype=torch.float32, device=dev)[:, None, None]
+        window2d = np.outer(layout.window, layout.window) * float(2**QUANTUM_BITS)
+        self.window2d = torch.from_numpy(window2d.astype(np.float32)).to(dev)
+        self.acc_dtype = torch.int32 if layout.deepest_sum < 2**31 - 1 else torch.int64
+        # Weights that turn fixed-point sums back into probabilities, the quantum folded into rows.
+        self.row_weight = torch.from_numpy(layout.row_weight * 2**QUANTUM_BITS).float().to(dev)
+        self.col_weight = torch.from_numpy(layout.col_weight).float().to(dev)
+        if layout.factor > 1:
+            c0, c1, ct = bilinear_taps(0, layout.width, layout.factor, layout.cols.size)
+            self.col_taps = (torch.from_numpy(c0).to(dev), torch.from_numpy(c1).to(dev), torch.from_numpy(ct).to(dev))
+
+        self.acc = torch.zeros((self.num_classes, 0, layout.cols.size), dtype=self.acc_dtype, device=dev)
+        self.acc_base = 0  # model-grid row of acc[:, 0]
+        self.valid = torch.zeros((0, layout.width), dtype=torch.bool, device=dev)
+        self.emitted = 0  # scene rows handed out so far (valid[0] is this row)
+        self._row_valid: torch.Tensor | None = None
+        self._pending: list[tuple[torch.Tensor, int, int]] = []
+
+    # -- a row of blocks -------------------------------------------------------------------------
+    def begin_row(self, row: BlockRow) -> None:
+        """Grow the accumulator to cover every patch of ``row``; start its validity strip."""
+        reach = max((b.footprint.row1 for b in row.blocks if b.origins), default=0)
+        need = min(reach, self.layout.rows.size) - self.acc_base
+        if need > self.acc.shape[1]:
+            more = torch.zeros((self.num_classes, need - self.acc.shape[1], self.layout.cols.size),
+                               dtype=self.acc_dtype, device=self.device)
+            self.acc = torch.cat([self.acc, more], dim=1)
+        r0, r1 = self.layout.scene_span(*row.core_rows, self.layout.height)
+        self._row_valid = torch.zeros((r1 - r0, self.layout.width), dtype=torch.bool, device=self.device)
+
+    def add_block(self, block: BlockPlan, values: np.ndarray, valid: np.ndarray) -> None:
+        """Take a block's scene window (``values`` in the file's dtype): predict its patches."""
+        layout, native = self.layout, block.native
+        x = _to_device(values, self.device)
+        v = torch.from_numpy(np.ascontiguousarray(valid)).to(self.device)
+        core = Box(*layout.scene_span(block.core.row0, block.core.row1, layout.height),
+                   *layout.scene_span(block.core.col0, block.core.col1, layout.width))
+        assert self._row_valid is not None
+        self._row_valid[:, core.col0 : core.col1] = v[core.row0 - native.row0 : core.row1 - native.row0,
+                                                      core.col0 - native.col0 : core.col1 - native.col0]
+        if not block.origins:
+            return
+        if self.scale != 1.0 or self.offset != 0.0:
+            x = x * self.scale + self.offset
+        x, v = coarsen(x, v, layout.factor)
+        x = torch.where(v, (x - self.mean) / self.std, 0.0)  # no-data pixels enter as the band means
+        row0, col0 = native.row0 // layout.factor, native.col0 // layout.factor
+        rows = torch.from_numpy(block.src_rows - row0).to(self.device)
+        cols = torch.from_numpy(block.src_cols - col0).to(self.device)
+        region = x.index_select(1, rows).index_select(2, cols)
+        tile, fp = layout.tile, block.footprint
+        for r, c in block.origins:
+            self._pending.append((region[:, r - fp.row0 : r - fp.row0 + tile, c - fp.col0 : c - fp.col0 + tile], r, c))
+            if len(self._pending) == self.predictor.batch_size:
+                self._predict_pending()
+
+    def end_row(self, row: BlockRow) -> Iterator[tuple[int, np.ndarray]]:
+        """Finish ``row``: predict what is pending, then yield ``(scene row, labels)`` strips now final."""
+        self._predict_pending()
+        assert self._row_valid is not None
+        self.valid = torch.cat([self.valid, self._row_valid])
+        self._row_valid = None
+        layout = self.layout
+        stop = self._final_scene_rows(row)
+        for start in range(self.emitted, stop, _STRIP):
+            end = min(start + _STRIP, stop)
+            labels = self._labels(start, end)
+            labels = torch.where(self.valid[start - self.emitted : end - self.emitted], labels, NODATA)
+            yield start, labels.cpu().numpy()
+        # Drop what no later strip needs.
+        keep_from = stop if layout.factor == 1 else int(bilinear_taps(stop, stop + 1, layout.factor,
+                                                                      layout.rows.size)[0][0])
+        keep_from = min(keep_from, self.acc_base + self.acc.shape[1])
+        self.acc = self.acc[:, keep_from - self.acc_base :]
+        self.acc_base = keep_from
+        self.valid = self.valid[stop - self.emitted :]
+        self.emitted = stop
+
+    # -- internals -------------------------------------------------------------------------------
+    def _predict_pending(self) -> None:
+        if not self._pending:
+            return
+        probs = self.predictor(torch.stack([p for p, _, _ in self._pending]))
+        weighted = torch.round(probs * self.window2d).to(self.acc_dtype)
+        tile, height, width = self.layout.tile, self.layout.rows.size, self.layout.cols.size
+        for i, (_, r, c) in enumerate(self._pending):
+            r0, r1, c0, c1 = max(r, 0), min(r + tile, height), max(c, 0), min(c + tile, width)
+            self.acc[:, r0 - self.acc_base : r1 - self.acc_base, c0:c1] += weighted[i, :, r0 - r : r1 - r,
+                                                                                     c0 - c : c1 - c]
+        self._pending.clear()
+
+    def _final_scene_rows(self, row: BlockRow) -> int:
+        """Scene rows up to here can be labelled now: in whole output tiles, unless at the end."""
+        layout = self.layout
+        if row.last:
+            return layout.height
+        have = self.emitted + self.valid.shape[0]  # scene rows whose validity is known
+        if layout.factor == 1:
+            stop = min(row.final, have)
+        else:  # a scene row needs both of its model-grid rows final
+            candidates = np.arange(self.emitted, have)
+            _, below, _ = bilinear_taps(self.emitted, have, layout.factor, layout.rows.size)
+            stop = int(candidates[below < row.final].max(initial=self.emitted - 1)) + 1
+        return max(self.emitted, stop // OUTPUT_TILE * OUTPUT_TILE)
+
+    def _labels(self, start: int, end: int) -> torch.Tensor:
+        """Class labels ``(row, col)`` uint8 of scene rows ``[start, end)``."""
+        layout, base = self.layout, self.acc_base
+        if layout.factor == 1:  # one positive weight per pixel: the argmax of the sums is the answer
+            return self.acc[:, start - base : end - base].argmax(0).to(torch.uint8)
+        r0, r1, rt = (torch.from_numpy(a).to(self.device) for a in bilinear_taps(start, end, layout.factor,
+                                                                                 layout.rows.size))
+        upper = self.acc.index_select(1, r0 - base).float() / (self.row_weight[r0][:, None] * self.col_weight)
+        lower = self.acc.index_select(1, r1 - base).float() / (self.row_weight[r1][:, None] * self.col_weight)
+        rows = upper * (1 - rt)[:, None] + lower * rt[:, None]
+        c0, c1, ct = self.col_taps
+        return (rows.index_select(2, c0) * (1 - ct) + rows.index_select(2, c1) * ct).argmax(0).to(torch.uint8)
+
+
+def _to_device(values: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``values`` as float32 on ``device``; integers travel in their own width and are widened there."""
+    values = np.ascontiguousarray(values)
+    if values.dtype == np.uint16:  # torch has few uint16 kernels: send the bits as int16
+        return (torch.from_numpy(values.view(np.int16)).to(device).to(torch.int32) & 0xFFFF).float()
+    if values.dtype == np.uint32:
+        return (torch.from_numpy(values.view(np.int32)).to(device).to(torch.int64) & 0xFFFFFFFF).float()
+    return torch.from_numpy(values).to(device).float()
