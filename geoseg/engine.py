@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 #: Blended probabilities are summed as integers in units of 2**-QUANTUM_BITS.
 QUANTUM_BITS = 24
 #: Model-grid blocks are multiples of this.
-BLOCK_UNIT = 256
+BLOCK_UNIT = 64
 
 #: Reads ``(row0, row1, col0, col1)`` of the scene grid: ``(band, row, col)`` values and ``(row, col)`` validity.
 ReadFn = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]]

@@ -7,6 +7,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import rasterio
+
 from geoseg import __version__
 from geoseg.bands import match_bands
 from geoseg.engine import ProgressFn, plan_layout, run_engine
@@ -104,7 +106,7 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     reader = WindowReader(scene, indexes)
     tags = {"GEOSEG_VERSION": __version__, "GEOSEG_MODEL": card.name,
             "GEOSEG_SOURCE": scene.path.name, "GEOSEG_FACTOR": str(factor)}
-    with MaskWriter(out, scene, card, tags) as writer:
+    with _gdal_cache(), MaskWriter(out, scene, card, tags) as writer:
         try:
             run_engine(layout, stitcher, reader.read, writer.write, config.workers or os.cpu_count() or 1, progress)
         except OSError as exc:
@@ -129,3 +131,13 @@ def _check_size(scene: SceneInfo, factor: int) -> None:
     if scene.height < factor or scene.width < factor:
         raise SceneError(f"{scene.path}: {scene.width}x{scene.height} pixels is smaller than one model "
                         f"pixel ({factor}x{factor}); use a larger scene or --no-match-resolution")
+
+
+#: GDAL's block cache for a run, in bytes. Its default (5 % of RAM) fills up over a large scene and
+#: reads as memory growing with the scene; each window is decoded once, so a small cache loses nothing.
+GDAL_CACHE_BYTES = 256 * 2**20
+
+
+def _gdal_cache() -> rasterio.Env:
+    """A bounded GDAL block cache, unless the user set ``GDAL_CACHEMAX`` themselves."""
+    return rasterio.Env() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)

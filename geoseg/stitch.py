@@ -15,6 +15,7 @@ device memory depends on the block size and the scene's width, never on its heig
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
 import numpy as np
@@ -27,7 +28,7 @@ from geoseg.models.card import ModelCard
 from geoseg.resample import bilinear_taps, coarsen
 from geoseg.writing import NODATA, OUTPUT_TILE
 
-_STRIP = 512  # scene rows labelled at a time, to bound device memory
+_STRIP = 256  # scene rows labelled at a time, to bound device memory
 
 
 class Stitcher:
@@ -57,6 +58,8 @@ class Stitcher:
         self.emitted = 0  # scene rows handed out so far (valid[0] is this row)
         self._row_valid: torch.Tensor | None = None
         self._pending: list[tuple[torch.Tensor, int, int]] = []
+        self._added = self._ran = 0  # patches queued and patches predicted so far
+        self._settles: deque[tuple[int, int]] = deque()  # (patches that must have run, final model rows)
 
     # -- a row of blocks -------------------------------------------------------------------------
     def begin_row(self, row: BlockRow) -> None:
@@ -87,23 +90,33 @@ class Stitcher:
         x, v = coarsen(x, v, layout.factor)
         x = torch.where(v, (x - self.mean) / self.std, 0.0)  # no-data pixels enter as the band means
         row0, col0 = native.row0 // layout.factor, native.col0 // layout.factor
-        rows = torch.from_numpy(block.src_rows - row0).to(self.device)
-        cols = torch.from_numpy(block.src_cols - col0).to(self.device)
-        region = x.index_select(1, rows).index_select(2, cols)
+        region = _gather(_gather(x, 1, block.src_rows - row0), 2, block.src_cols - col0)
         tile, fp = layout.tile, block.footprint
         for r, c in block.origins:
             self._pending.append((region[:, r - fp.row0 : r - fp.row0 + tile, c - fp.col0 : c - fp.col0 + tile], r, c))
+            self._added += 1
             if len(self._pending) == self.predictor.batch_size:
                 self._predict_pending()
 
     def end_row(self, row: BlockRow) -> Iterator[tuple[int, np.ndarray]]:
-        """Finish ``row``: predict what is pending, then yield ``(scene row, labels)`` strips now final."""
-        self._predict_pending()
+        """Finish ``row``; yield ``(scene row, labels)`` strips for every row that is now final.
+
+        Patches wait for a full batch across rows, so the rows a row of blocks settles are handed
+        out once its last patch has actually run, usually after the next row.
+        """
         assert self._row_valid is not None
         self.valid = torch.cat([self.valid, self._row_valid])
         self._row_valid = None
+        self._settles.append((self._added, row.final))
+        if row.last:
+            self._predict_pending()
+        limit = None
+        while self._settles and self._settles[0][0] <= self._ran:
+            limit = self._settles.popleft()[1]
+        if limit is None:
+            return
         layout = self.layout
-        stop = self._final_scene_rows(row)
+        stop = self._final_scene_rows(limit, row.last)
         for start in range(self.emitted, stop, _STRIP):
             end = min(start + _STRIP, stop)
             labels = self._labels(start, end)
@@ -122,41 +135,46 @@ class Stitcher:
     def _predict_pending(self) -> None:
         if not self._pending:
             return
-        probs = self.predictor(torch.stack([p for p, _, _ in self._pending]))
+        batch = torch.stack([p for p, _, _ in self._pending])
+        if self.device.type == "cuda" and len(batch) < self.predictor.batch_size:  # one shape: tuned once
+            batch = torch.cat([batch, batch.new_zeros((self.predictor.batch_size - len(batch), *batch.shape[1:]))])
+        probs = self.predictor(batch)
         weighted = torch.round(probs * self.window2d).to(self.acc_dtype)
         tile, height, width = self.layout.tile, self.layout.rows.size, self.layout.cols.size
         for i, (_, r, c) in enumerate(self._pending):
             r0, r1, c0, c1 = max(r, 0), min(r + tile, height), max(c, 0), min(c + tile, width)
             self.acc[:, r0 - self.acc_base : r1 - self.acc_base, c0:c1] += weighted[i, :, r0 - r : r1 - r,
                                                                                      c0 - c : c1 - c]
+        self._ran += len(self._pending)
         self._pending.clear()
 
-    def _final_scene_rows(self, row: BlockRow) -> int:
-        """Scene rows up to here can be labelled now: in whole output tiles, unless at the end."""
+    def _final_scene_rows(self, limit: int, last: bool) -> int:
+        """Scene rows before this can be labelled once model-grid rows before ``limit`` are final:
+        whole output tiles, unless at the end."""
         layout = self.layout
-        if row.last:
+        if last:
             return layout.height
         have = self.emitted + self.valid.shape[0]  # scene rows whose validity is known
         if layout.factor == 1:
-            stop = min(row.final, have)
+            stop = min(limit, have)
         else:  # a scene row needs both of its model-grid rows final
             candidates = np.arange(self.emitted, have)
             _, below, _ = bilinear_taps(self.emitted, have, layout.factor, layout.rows.size)
-            stop = int(candidates[below < row.final].max(initial=self.emitted - 1)) + 1
+            stop = int(candidates[below < limit].max(initial=self.emitted - 1)) + 1
         return max(self.emitted, stop // OUTPUT_TILE * OUTPUT_TILE)
 
     def _labels(self, start: int, end: int) -> torch.Tensor:
         """Class labels ``(row, col)`` uint8 of scene rows ``[start, end)``."""
         layout, base = self.layout, self.acc_base
         if layout.factor == 1:  # one positive weight per pixel: the argmax of the sums is the answer
-            return self.acc[:, start - base : end - base].argmax(0).to(torch.uint8)
+            return _argmax(self.acc[:, start - base : end - base])
         r0, r1, rt = (torch.from_numpy(a).to(self.device) for a in bilinear_taps(start, end, layout.factor,
                                                                                  layout.rows.size))
         upper = self.acc.index_select(1, r0 - base).float() / (self.row_weight[r0][:, None] * self.col_weight)
         lower = self.acc.index_select(1, r1 - base).float() / (self.row_weight[r1][:, None] * self.col_weight)
         rows = upper * (1 - rt)[:, None] + lower * rt[:, None]
         c0, c1, ct = self.col_taps
-        return (rows.index_select(2, c0) * (1 - ct) + rows.index_select(2, c1) * ct).argmax(0).to(torch.uint8)
+        return _argmax(rows.index_select(2, c0) * (1 - ct) + rows.index_select(2, c1) * ct)
 
 
 def _to_device(values: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -167,3 +185,24 @@ def _to_device(values: np.ndarray, device: torch.device) -> torch.Tensor:
     if values.dtype == np.uint32:
         return (torch.from_numpy(values.view(np.int32)).to(device).to(torch.int64) & 0xFFFFFFFF).float()
     return torch.from_numpy(values).to(device).float()
+
+
+def _gather(x: torch.Tensor, dim: int, index: np.ndarray) -> torch.Tensor:
+    """``x`` at positions ``index`` along ``dim``: a view when they are one run, a gather otherwise (edges)."""
+    start = int(index[0])
+    if np.array_equal(index, np.arange(start, start + len(index))):
+        return x.narrow(dim, start, len(index))
+    return x.index_select(dim, torch.from_numpy(index).to(x.device))
+
+
+def _argmax(scores: torch.Tensor) -> torch.Tensor:
+    """Index of the first largest of ``(class, row, col)`` scores as ``(row, col)`` uint8.
+
+    A pass per class: much faster than ``argmax`` over a leading axis on the CPU, and the same result.
+    """
+    best, label = scores[0].clone(), torch.zeros(scores.shape[1:], dtype=torch.uint8, device=scores.device)
+    for k in range(1, scores.shape[0]):
+        better = scores[k] > best
+        best = torch.where(better, scores[k], best)
+        label.masked_fill_(better, k)
+    return label

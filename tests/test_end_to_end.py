@@ -39,7 +39,8 @@ def test_sentinel2_cloud_mask_end_to_end(tmp_path) -> None:
     assert set(np.unique(mask)) <= {0, 1, 2, 255}
 
     # The same pixels the model sees: 3x3 means of the 10 m scene (a 30 m grid).
-    pixels = coarsen(torch.from_numpy(reflectance), torch.ones(reflectance.shape[1:], dtype=torch.bool), FACTOR)[0].numpy()
+    everywhere = torch.ones(reflectance.shape[1:], dtype=torch.bool)
+    pixels = coarsen(torch.from_numpy(reflectance), everywhere, FACTOR)[0].numpy()
 
     # (a) seams: one forward pass over the whole 30 m scene (reflect-padded at the edges as the
     # tiling is), upsampled to 10 m the same way.

@@ -52,7 +52,8 @@ def test_mask_is_independent_of_blocks_and_equals_reference(make_tif, tmp_path, 
     model = tiny_model()
     data = smooth_image((3, *shape), seed=sum(shape))
     path = make_tif(data, block=32)
-    masks = [_run(path, tmp_path / f"m{b}.tif", model, block_size=b, blend=blend) for b in (256, 512, 4096)]
+    masks = [_run(path, tmp_path / f"m{b}.tif", model, block_size=b, batch_size=n, blend=blend)
+             for b, n in ((128, 1), (256, 3), (4096, 8))]  # batches also span rows of blocks
     for other in masks[1:]:
         np.testing.assert_array_equal(masks[0], other)
     ref = sliding_window_reference(data, model.network, 64, 16, blend).argmax(0)
@@ -63,20 +64,21 @@ def test_mask_is_independent_of_blocks_and_equals_reference(make_tif, tmp_path, 
 def test_resampled_run_is_independent_of_blocks_and_equals_reference(make_tif, tmp_path, tiny_model) -> None:
     """A 10 m scene with a 30 m model: average 3x3, tile there, upsample bilinearly, argmax."""
     model = tiny_model(resolution_m=30.0)
-    data = smooth_image((3, 700, 823), seed=3)
+    data = smooth_image((3, 1000, 823), seed=3)
     path = make_tif(data, res=10.0, block=64)
-    masks = [_run(path, tmp_path / f"r{b}.tif", model, block_size=b) for b in (768, 1536, 4096)]
+    masks = [_run(path, tmp_path / f"r{b}.tif", model, block_size=b, batch_size=n)
+             for b, n in ((384, 1), (768, 5), (4096, 8))]  # 3, 2 and 1 rows of blocks
     for other in masks[1:]:
         np.testing.assert_array_equal(masks[0], other)
 
-    h, w = math.ceil(700 / 3), math.ceil(823 / 3)
+    h, w = math.ceil(1000 / 3), math.ceil(823 / 3)
     coarse = np.zeros((3, h, w), np.float32)
     for i in range(h):  # cell means over whatever pixels each (possibly partial) cell holds
         for j in range(w):
             coarse[:, i, j] = data[:, 3 * i : 3 * i + 3, 3 * j : 3 * j + 3].mean(axis=(1, 2))
     probs = sliding_window_reference(coarse, model.network, 64, 16, "cosine")
     up = torch.nn.functional.interpolate(torch.from_numpy(probs)[None], scale_factor=3, mode="bilinear",
-                                         align_corners=False)[0, :, :700, :823].numpy()
+                                         align_corners=False)[0, :, :1000, :823].numpy()
     np.testing.assert_array_equal(masks[0], up.argmax(0))
 
 
