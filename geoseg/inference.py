@@ -60,6 +60,7 @@ class Predictor:
         self.network = network.eval().to(device)
         if device.type == "cuda":
             self.network = self.network.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True  # the engine sends one batch shape: tuned once
 
     def _autocast(self) -> torch.autocast | nullcontext:
         if self.precision in _AUTOCAST:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import rasterio
+import torch
 
 from geoseg import __version__
 from geoseg.bands import match_bands
@@ -62,6 +63,7 @@ class RunSummary:
     megapixels_per_second: float
     class_shares: dict[str, float]
     nodata_share: float
+    peak_device_memory_gib: float | None = None  # CUDA only: the most the run held on the GPU
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -101,6 +103,8 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     device = resolve_device(config.device)
     loaded = model if model is not None else load_model(name)
     predictor = Predictor(loaded.network, device, config.precision, config.batch_size)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
     stitcher = Stitcher(layout, card, predictor, scene.dtype)
     reader = WindowReader(scene, indexes)
@@ -123,6 +127,8 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
         megapixels_per_second=round(total / 1e6 / seconds, 3),
         class_shares={c.name: round(float(counts[c.value]) / total, 6) for c in card.classes},
         nodata_share=round(float(counts[NODATA]) / total, 6),
+        peak_device_memory_gib=(round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+                                if device.type == "cuda" else None),
         warnings=notes,
     )
 
