@@ -100,7 +100,7 @@ def write_floor(mask: Path, out: Path) -> float:
         with rasterio.open(out, "w", **profile) as dst:
             for row0 in range(0, src.height, 256):
                 window = Window(0, row0, src.width, min(256, src.height - row0))
-                strip = src.read(1, window=window)
+                strip = np.ascontiguousarray(src.read(1, window=window))
                 start = time.perf_counter()
                 dst.write(strip, 1, window=window)
                 spent += time.perf_counter() - start
