@@ -25,6 +25,7 @@ window over the whole scene (tests/test_engine.py).
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +36,7 @@ import numpy as np
 
 from geoseg._blocks import Box
 from geoseg.blend import WindowFn, get_window
+from geoseg.errors import Cancelled
 from geoseg.grid import AxisGrid, check_tiling, reflect_index, split_axis
 
 if TYPE_CHECKING:
@@ -160,8 +162,11 @@ def _plan_block(layout: Layout, core: Box, row_patches: range, col_patches: rang
 
 
 def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn, workers: int,
-               progress: ProgressFn | None = None) -> None:
-    """Run every block through read -> device -> write, with bounded queues between the stages."""
+               progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> None:
+    """Run every block through read -> device -> write, with bounded queues between the stages.
+
+    Raises :class:`geoseg.errors.Cancelled` at the next block once ``cancel`` is set.
+    """
     plan = plan_blocks(layout)
     todo = iter([block for row in plan for block in row.blocks])
     total = sum(len(row.blocks) for row in plan)
@@ -174,6 +179,8 @@ def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn,
         for row in plan:
             stitcher.begin_row(row)
             for block in row.blocks:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("stopped on request")
                 while len(reads) < workers + 2 and (ahead := next(todo, None)) is not None:
                     reads.append(readers.submit(read, *_bounds(ahead.native)))
                 values, valid = reads.popleft().result()

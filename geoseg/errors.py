@@ -50,6 +50,10 @@ class DeviceError(GeosegError, RuntimeError):
     exit_code = 7
 
 
+class Cancelled(Exception):
+    """A run was asked to stop (a signal in ``geoseg batch``); nothing was left at the output path."""
+
+
 #: Exit codes as documented in README.md; 130 is used for an interrupted run (Ctrl-C).
 EXIT_CODES: dict[str, int] = {
     "ok": 0,

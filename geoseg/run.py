@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,14 +15,18 @@ import torch
 from geoseg import __version__
 from geoseg.bands import match_bands
 from geoseg.engine import ProgressFn, plan_layout, run_engine
-from geoseg.errors import OutputError, SceneError
+from geoseg.errors import OutputError
 from geoseg.inference import Predictor, resolve_device
 from geoseg.models import AUTO, LoadedModel, load_model, pick_builtin
 from geoseg.models.registry import get_card
+from geoseg.record import RECORD_TAG, encode, make_record
 from geoseg.resample import resolution_factor
 from geoseg.scene import SceneInfo, WindowReader, open_scene
 from geoseg.stitch import Stitcher
-from geoseg.writing import NODATA, MaskWriter, check_output, default_output
+from geoseg.writing import NODATA, MaskWriter, check_free_space, check_output, default_output
+
+#: Loads a model by name (and whether pickled checkpoints are trusted).
+ModelLoader = Callable[[str, bool], LoadedModel]
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class RunConfig:
     block_size: int = 2048  # scene pixels per block edge (rounded to whole output tiles)
     workers: int | None = None  # reader threads; None: one per CPU core
     overwrite: bool = False
+    trust_checkpoint: bool = False  # allow pickled checkpoints (model.pt ...) in model folders
 
 
 @dataclass(frozen=True)
@@ -72,10 +79,13 @@ class RunSummary:
 
 def segment_scene(scene_path: str | Path, output: str | Path | None = None,
                   config: RunConfig = RunConfig(), model: LoadedModel | None = None,
-                  progress: ProgressFn | None = None) -> RunSummary:
+                  progress: ProgressFn | None = None, loader: ModelLoader | None = None,
+                  cancel: threading.Event | None = None) -> RunSummary:
     """Segment one scene into a georeferenced mask file and return a summary.
 
-    ``model`` overrides ``config.model`` with a network already in memory (tests, notebooks).
+    ``model`` overrides ``config.model`` with a network already in memory (tests, notebooks);
+    ``loader`` loads models by name (``geoseg batch`` shares one cache across scenes); setting
+    ``cancel`` stops the run at the next block with :class:`geoseg.errors.Cancelled`, leaving no output.
     """
     started = time.perf_counter()
     notes: list[str] = []
@@ -85,9 +95,7 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     if scene.crs is None:
         notes.append(f"{scene.path}: has no CRS; the mask copies its pixel grid but will not be georeferenced")
 
-    name = config.model
-    if model is None and name == AUTO:
-        name = pick_builtin(scene, config.bands)
+    name = resolve_model_name(scene, config) if model is None else config.model
     card = (model.card if model is not None else get_card(name)).with_scaling(config.scale)
     indexes, how = match_bands(scene.descriptions, card.bands, str(scene.path), config.bands)
     if how == "position":
@@ -98,10 +106,10 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
                          config.tile_size or card.tile_size,
                          card.overlap if config.overlap is None else config.overlap,
                          config.blend, config.block_size)
-    _check_size(scene, factor)
+    check_free_space(out, scene.width, scene.height)
 
     device = resolve_device(config.device)
-    loaded = model if model is not None else load_model(name)
+    loaded = model if model is not None else (loader or _load)(name, config.trust_checkpoint)
     predictor = Predictor(loaded.network, device, config.precision, config.batch_size)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -109,16 +117,20 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     stitcher = Stitcher(layout, card, predictor, scene.dtype)
     reader = WindowReader(scene, indexes)
     tags = {"GEOSEG_VERSION": __version__, "GEOSEG_MODEL": card.name,
-            "GEOSEG_SOURCE": scene.path.name, "GEOSEG_FACTOR": str(factor)}
+            "GEOSEG_SOURCE": scene.path.name, "GEOSEG_FACTOR": str(factor),
+            RECORD_TAG: encode(make_record(scene.path, loaded.identity, config))}
     with _gdal_cache(), MaskWriter(out, scene, card, tags) as writer:
         try:
-            run_engine(layout, stitcher, reader.read, writer.write, config.workers or os.cpu_count() or 1, progress)
+            run_engine(layout, stitcher, reader.read, writer.write, config.workers or os.cpu_count() or 1, progress,
+                       cancel)
         except OSError as exc:
             raise OutputError(f"{out}: writing failed ({exc}); check free space and permissions") from None
 
     seconds = time.perf_counter() - started
     total = scene.width * scene.height
     counts = writer.counts
+    if counts[NODATA] == total:
+        notes.append(f"{scene.path}: has no valid pixels (all nodata or NaN); the mask is all nodata (255)")
     return RunSummary(
         input=str(scene.path), output=str(out), model=card.name, device=str(device),
         precision=predictor.precision, width=scene.width, height=scene.height, bands=indexes,
@@ -133,10 +145,13 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     )
 
 
-def _check_size(scene: SceneInfo, factor: int) -> None:
-    if scene.height < factor or scene.width < factor:
-        raise SceneError(f"{scene.path}: {scene.width}x{scene.height} pixels is smaller than one model "
-                        f"pixel ({factor}x{factor}); use a larger scene or --no-match-resolution")
+def resolve_model_name(scene: SceneInfo, config: RunConfig) -> str:
+    """The model a run of ``scene`` uses: ``config.model``, or the fitting built-in one for ``auto``."""
+    return pick_builtin(scene, config.bands) if config.model == AUTO else config.model
+
+
+def _load(name: str, trust_checkpoint: bool) -> LoadedModel:
+    return load_model(name, trust_checkpoint)
 
 
 #: GDAL's block cache for a run, in bytes. Its default (5 % of RAM) fills up over a large scene and

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -47,6 +48,18 @@ def check_output(output: Path, scene: Path, overwrite: bool) -> None:
         raise OutputError(f"{output}: folder {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{output}: folder {parent} is not writable; choose another output with -o")
+
+
+def check_free_space(output: Path, width: int, height: int) -> None:
+    """Refuse to start a mask that cannot fit: about a quarter of a byte per pixel, plus 1 MiB.
+
+    (Compressed masks are usually far smaller; a quarter byte is a safe margin for noisy ones.)
+    """
+    need = width * height // 4 + 2**20
+    free = shutil.disk_usage(output.parent).free
+    if free < need:
+        raise OutputError(f"{output}: about {need / 2**20:.0f} MiB is needed for the mask but {output.parent} has "
+                          f"{free / 2**20:.0f} MiB free; free some space or write elsewhere with -o")
 
 
 def colormap(card: ModelCard) -> dict[int, tuple[int, int, int, int]]:
