@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from geoseg.cli.batch import batch
 from geoseg.cli.info import info
 from geoseg.cli.models import models
 from geoseg.cli.run import run
@@ -16,6 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(run)
+app.command()(batch)
 app.command()(models)
 app.command()(info)
 

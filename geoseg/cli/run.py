@@ -11,32 +11,28 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from geoseg.cli import options as opt
 from geoseg.cli.errors import user_errors
-from geoseg.cli.options import blend_option, parse_bands, precision_option
+from geoseg.cli.options import parse_bands
 from geoseg.run import RunConfig, RunSummary, segment_scene
-
-D = RunConfig()
 
 
 def run(
     scene: Path = typer.Argument(..., help="Input raster (GeoTIFF, COG, VRT, JP2).", show_default=False),
     output: Path | None = typer.Option(None, "-o", "--output", help="Mask file [default: SCENE.mask.tif]"),
-    model: str = typer.Option(D.model, help="Built-in model name (see `geoseg models`), model folder, or auto."),
-    bands: str | None = typer.Option(None, help="Scene bands in the model's input order: 1-based indexes or "
-                                     "names, comma-separated [default: matched by band name]"),
-    tile_size: int | None = typer.Option(None, help="Patch edge in pixels, a multiple of 32 [default: model's]"),
-    overlap: int | None = typer.Option(None, help="Overlap between patches in pixels [default: model's]"),
-    blend: str = typer.Option(D.blend, callback=blend_option, help="Blend window: cosine, gaussian or none."),
-    batch_size: int = typer.Option(D.batch_size, min=1, help="Patches per model call."),
-    device: str = typer.Option(D.device, help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option(D.precision, callback=precision_option,
-                                  help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16."),
-    match_resolution: bool = typer.Option(D.match_resolution, help="Infer at the model's training resolution "
-                                          "when the scene is clearly finer; the mask stays on the scene's grid."),
-    scale: float | None = typer.Option(None, help="Multiply pixel values by this before normalising "
-                                       "[default: model's, e.g. 0.0001 for uint16 reflectance]"),
-    block_size: int = typer.Option(D.block_size, min=1, help="Scene pixels per processing block edge."),
-    workers: int | None = typer.Option(None, min=1, help="Reader threads [default: CPU cores]"),
+    model: str = opt.MODEL,
+    bands: str | None = opt.BANDS,
+    tile_size: int | None = opt.TILE_SIZE,
+    overlap: int | None = opt.OVERLAP,
+    blend: str = opt.BLEND,
+    batch_size: int = opt.BATCH_SIZE,
+    device: str = opt.DEVICE,
+    precision: str = opt.PRECISION,
+    match_resolution: bool = opt.MATCH_RESOLUTION,
+    scale: float | None = opt.SCALE,
+    block_size: int = opt.BLOCK_SIZE,
+    workers: int | None = opt.WORKERS,
+    trust_checkpoint: bool = opt.TRUST_CHECKPOINT,
     overwrite: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
@@ -45,7 +41,7 @@ def run(
     config = RunConfig(
         model=model, bands=parse_bands(bands), tile_size=tile_size, overlap=overlap, blend=blend,
         batch_size=batch_size, device=device, precision=precision, match_resolution=match_resolution,
-        scale=scale, block_size=block_size, workers=workers, overwrite=overwrite,
+        scale=scale, block_size=block_size, workers=workers, overwrite=overwrite, trust_checkpoint=trust_checkpoint,
     )
     err = Console(stderr=True)
     with user_errors():

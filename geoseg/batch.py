@@ -1,0 +1,258 @@
+"""``run_batch``: many scenes, each isolated, resumable, reported; the library call behind ``geoseg batch``.
+
+* **Resume**: a scene whose mask already exists with the record a run would write
+  (:mod:`geoseg.record`) is skipped; ``force`` redoes it. A mask that exists without a geoseg
+  record is not ours: that scene fails rather than overwrite it.
+* **Isolation**: any error in one scene (bad file, bad bands, a read error half-way, a full disk)
+  is recorded for that scene and the batch goes on.
+* **Cancellation**: setting ``cancel`` (the CLI does on SIGINT/SIGTERM) stops running scenes at
+  their next block; their temporary files are removed, scenes not started are reported as such.
+* **Leftovers**: temporary masks (``.NAME.partial-PID``) of processes that no longer exist, such
+  as a batch killed with SIGKILL, are removed from the output folders before starting.
+* **Reports**: an event per line in a JSON-lines log, and a final JSON summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from geoseg.errors import Cancelled, ConfigError, GeosegError, OutputError
+from geoseg.jobs import Job, expand_inputs
+from geoseg.models import LoadedModel, load_model
+from geoseg.models.registry import model_identity
+from geoseg.record import RECORD_TAG, is_done, make_record, read_record
+from geoseg.run import RunConfig, resolve_model_name, segment_scene
+from geoseg.scene import open_scene
+from geoseg.writing import PARTIAL_MARK
+
+#: Exit codes of ``geoseg batch`` (README.md, workflows/README.md).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+
+
+@dataclass(frozen=True)
+class Task:
+    """One scene of a batch."""
+
+    job: str
+    input: Path
+    output: Path
+    config: RunConfig
+
+
+@dataclass
+class SceneResult:
+    job: str
+    input: str
+    output: str
+    status: str  # done | skipped | failed | cancelled
+    seconds: float = 0.0
+    megapixels_per_second: float | None = None
+    error: str | None = None
+    error_kind: str | None = None  # the error class: SceneError, BandError, ... (exit code in `geoseg run`)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BatchSummary:
+    started: str
+    finished: str
+    seconds: float
+    counts: dict[str, int]
+    exit_code: int
+    notes: list[str]
+    scenes: list[SceneResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_tasks(jobs: list[Job]) -> tuple[list[Task], list[str]]:
+    """Every scene of every job with its output path; notes for inputs that matched nothing.
+
+    Two scenes writing the same output is a configuration error, found before anything runs.
+    """
+    tasks, notes = [], []
+    for job in jobs:
+        scenes, empty = expand_inputs(job.inputs)
+        notes += [f"job {job.name!r}: {n}" for n in empty]
+        tasks += [Task(job.name, scene, job.output_for(scene), job.config) for scene in scenes]
+    seen: dict[Path, Task] = {}
+    for task in tasks:
+        key = task.output.resolve()
+        if key in seen:
+            raise ConfigError(f"{seen[key].input} and {task.input} would both be written to {task.output}; "
+                              f"use {{parent}} or {{job}} in the name template")
+        seen[key] = task
+    return tasks, notes
+
+
+class EventLog:
+    """JSON lines, one event each, flushed as they happen (``tail -f`` friendly); thread-safe."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._file: TextIO | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> EventLog:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self._file is None:
+            return
+        line = json.dumps({"time": _now(), "event": event, **fields}, default=str)
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+
+
+def run_batch(tasks: list[Task], *, force: bool = False, parallel: int = 2, log: EventLog | None = None,
+              cancel: threading.Event | None = None, report: Callable[[SceneResult, int, int], None] | None = None,
+              notes: list[str] | None = None) -> BatchSummary:
+    """Run ``tasks`` (see module docstring) and return the summary; never raises for one scene's failure."""
+    started, clock = _now(), time.perf_counter()
+    log = log or EventLog(None)
+    cancel = cancel or threading.Event()
+    notes = list(notes or [])
+    for folder in sorted({t.output.parent for t in tasks}):
+        notes += [f"removed leftover temporary file {p}" for p in clean_leftovers(folder)]
+    log.emit("batch_start", scenes=len(tasks), parallel=parallel, force=force, notes=notes)
+
+    loader = _SharedModels()
+    cpus = os.cpu_count() or 1
+    results: list[SceneResult | None] = [None] * len(tasks)
+    finished = 0
+
+    def one(i: int) -> SceneResult:
+        task = tasks[i]
+        if task.config.workers is None:
+            task = replace(task, config=replace(task.config, workers=max(1, cpus // parallel)))
+        return run_task(task, force, loader, cancel, log)
+
+    with ThreadPoolExecutor(max(1, parallel), thread_name_prefix="geoseg-scene") as pool:
+        pending: dict[Future, int] = {pool.submit(one, i): i for i in range(len(tasks))}
+        while pending:  # short waits, so signal handlers in the main thread run promptly
+            done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in done:
+                i = pending.pop(future)
+                results[i] = future.result()
+                finished += 1
+                if report is not None:
+                    report(results[i], finished, len(tasks))
+
+    scenes = [r for r in results if r is not None]
+    counts = {s: sum(r.status == s for r in scenes) for s in ("done", "skipped", "failed", "cancelled")}
+    code = EXIT_FAILED if counts["failed"] else EXIT_OK
+    summary = BatchSummary(started=started, finished=_now(), seconds=round(time.perf_counter() - clock, 3),
+                           counts=counts, exit_code=code, notes=notes, scenes=scenes)
+    log.emit("batch_end", counts=counts, seconds=summary.seconds)
+    return summary
+
+
+def run_task(task: Task, force: bool, loader: _SharedModels, cancel: threading.Event, log: EventLog) -> SceneResult:
+    base = {"job": task.job, "input": str(task.input), "output": str(task.output)}
+    if cancel.is_set():
+        log.emit("scene_cancelled", **base)
+        return SceneResult(**base, status="cancelled", error="not started: the batch was stopped")
+    started = time.perf_counter()
+    try:
+        scene = open_scene(task.input)
+        name = resolve_model_name(scene, task.config)
+        record = make_record(scene.path, model_identity(name, task.config.trust_checkpoint), task.config)
+        if not force and is_done(task.output, record):
+            log.emit("scene_skipped", **base, reason="finished earlier with the same input, model and settings")
+            return SceneResult(**base, status="skipped")
+        if task.output.exists() and read_record(task.output) is None and not force:
+            raise OutputError(f"{task.output}: exists and was not written by geoseg (no {RECORD_TAG} tag); "
+                              f"move it away or pass --force to replace it")
+        log.emit("scene_start", **base, model=name)
+        summary = segment_scene(task.input, task.output, replace(task.config, model=name, overwrite=True),
+                                loader=loader, cancel=cancel)
+    except Cancelled:
+        log.emit("scene_cancelled", **base, seconds=round(time.perf_counter() - started, 3))
+        return SceneResult(**base, status="cancelled", seconds=round(time.perf_counter() - started, 3),
+                           error="stopped by a signal; no output was left")
+    except GeosegError as exc:
+        return _failed(base, started, str(exc), type(exc).__name__, log)
+    except Exception as exc:  # isolation: a bug or an unforeseen error in one scene never stops the batch
+        return _failed(base, started, f"{task.input}: internal error {type(exc).__name__}: {exc}", "InternalError",
+                       log)
+    result = SceneResult(**base, status="done", seconds=summary.seconds,
+                         megapixels_per_second=summary.megapixels_per_second, warnings=summary.warnings)
+    log.emit("scene_done", **base, seconds=summary.seconds, megapixels_per_second=summary.megapixels_per_second,
+             warnings=summary.warnings)
+    return result
+
+
+def _failed(base: dict[str, str], started: float, message: str, kind: str, log: EventLog) -> SceneResult:
+    seconds = round(time.perf_counter() - started, 3)
+    log.emit("scene_failed", **base, seconds=seconds, error=message, error_kind=kind)
+    return SceneResult(**base, status="failed", seconds=seconds, error=message, error_kind=kind)
+
+
+def clean_leftovers(folder: Path) -> list[Path]:
+    """Remove ``.NAME.partial-PID`` files in ``folder`` whose process is gone; return what was removed."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.glob(f".*{PARTIAL_MARK}*"):
+        pid_text = path.name.rsplit(PARTIAL_MARK, 1)[1]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _SharedModels:
+    """Loads each model once for the whole batch, whichever scene thread asks first."""
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, bool], LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str, trust_checkpoint: bool) -> LoadedModel:
+        with self._lock:
+            key = (name, trust_checkpoint)
+            if key not in self._models:
+                self._models[key] = load_model(name, trust_checkpoint)
+            return self._models[key]
+
+
+def write_summary(summary: BatchSummary, path: Path) -> None:
+    """Write the summary JSON atomically (a reader never sees half of it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(summary.to_dict(), indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,108 @@
+"""``geoseg batch``: many scenes from paths, globs, folders, lists or YAML job files; resumable."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import typer
+
+from geoseg.batch import EXIT_SIGINT, EXIT_SIGTERM, EventLog, SceneResult, plan_tasks, run_batch, write_summary
+from geoseg.cli import options as opt
+from geoseg.cli.errors import user_errors
+from geoseg.cli.options import parse_bands
+from geoseg.errors import ConfigError
+from geoseg.jobs import DEFAULT_TEMPLATE, Job, load_job_file
+from geoseg.run import RunConfig
+
+LOG_NAME, SUMMARY_NAME = "geoseg-batch.jsonl", "geoseg-batch-summary.json"
+
+
+def batch(
+    inputs: list[str] = typer.Argument(None, help="Scenes: files, globs (quoted), folders, or @list.txt files.",
+                                       show_default=False),
+    output_dir: Path | None = typer.Option(None, "-o", "--output-dir", help="Folder for the masks of INPUTS."),
+    job: list[Path] = typer.Option([], "--job", "-j", help="YAML job file (repeatable); see workflows/README.md."),
+    name: str = typer.Option(DEFAULT_TEMPLATE, "--name", help="Mask file name; fields {stem} {name} {parent} {job}."),
+    force: bool = typer.Option(False, help="Redo scenes that are already done."),
+    parallel: int = typer.Option(2, min=1, help="Scenes in flight at once (they share the model and GPU)."),
+    log: Path | None = typer.Option(None, help=f"JSON-lines event log [default: OUTPUT_DIR/{LOG_NAME}]"),
+    summary: Path | None = typer.Option(None, help=f"Final JSON summary [default: OUTPUT_DIR/{SUMMARY_NAME}]"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-scene lines on stderr."),
+    model: str = opt.MODEL,
+    bands: str | None = opt.BANDS,
+    tile_size: int | None = opt.TILE_SIZE,
+    overlap: int | None = opt.OVERLAP,
+    blend: str = opt.BLEND,
+    batch_size: int = opt.BATCH_SIZE,
+    device: str = opt.DEVICE,
+    precision: str = opt.PRECISION,
+    match_resolution: bool = opt.MATCH_RESOLUTION,
+    scale: float | None = opt.SCALE,
+    block_size: int = opt.BLOCK_SIZE,
+    workers: int | None = opt.WORKERS,
+    trust_checkpoint: bool = opt.TRUST_CHECKPOINT,
+) -> None:
+    """Segment many scenes; skip those already done; report every failure; exit 0, 1, 2, 130 or 143."""
+    with user_errors():
+        jobs = [j for path in job for j in load_job_file(path)]
+        if inputs:
+            if output_dir is None:
+                raise ConfigError("scenes given without -o/--output-dir; say where their masks go")
+            config = RunConfig(model=model, bands=parse_bands(bands), tile_size=tile_size, overlap=overlap,
+                               blend=blend, batch_size=batch_size, device=device, precision=precision,
+                               match_resolution=match_resolution, scale=scale, block_size=block_size,
+                               workers=workers, trust_checkpoint=trust_checkpoint)
+            jobs.append(Job(name="cli", inputs=tuple(inputs), output_dir=output_dir, name_template=name,
+                            config=config))
+        if not jobs:
+            raise ConfigError("nothing to do: give scenes and -o DIR, or --job FILE")
+        tasks, notes = plan_tasks(jobs)
+        home = output_dir or jobs[0].output_dir
+        for folder in {t.output.parent for t in tasks} | {home}:
+            _make_folder(folder)
+
+    cancel, stop = threading.Event(), {"code": 0}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop["code"] = EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
+        cancel.set()
+        print(f"geoseg: {signal.Signals(signum).name}: stopping; running scenes stop at their next block",
+              file=sys.stderr)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with EventLog(log or home / LOG_NAME) as events:
+            result = run_batch(tasks, force=force, parallel=parallel, log=events, cancel=cancel,
+                               report=None if quiet else _print_line, notes=notes)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    code = stop["code"] or result.exit_code
+    result.exit_code = code
+    write_summary(result, summary or home / SUMMARY_NAME)
+    for note in notes:
+        print(f"geoseg: note: {note}", file=sys.stderr)
+    print(json.dumps({"counts": result.counts, "exit_code": code, "summary": str(summary or home / SUMMARY_NAME)}),
+          file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def _print_line(r: SceneResult, finished: int, total: int) -> None:
+    detail = {"done": f"{r.seconds:.1f} s", "skipped": "already done", "cancelled": r.error or "",
+              "failed": r.error or ""}[r.status]
+    print(f"[{finished}/{total}] {r.status:9} {r.input}: {detail}", file=sys.stderr, flush=True)
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{folder}: output folder cannot be created ({exc.strerror}); choose another") from None
+
+
+

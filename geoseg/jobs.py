@@ -1,0 +1,188 @@
+"""Batch jobs: which scenes, where their masks go, and with which settings.
+
+A job comes from the command line (``geoseg batch INPUT... -o DIR``) or from a YAML job file::
+
+    defaults:                 # optional; merged into every job below
+      output_dir: /data/masks
+      device: cuda
+    jobs:
+      - name: sentinel2-nightly
+        inputs: ["/data/incoming/S2*.tif", /data/extra/, "@/data/lists/today.txt"]
+        name_template: "{stem}.cloudmask.tif"
+        model: auto
+        batch_size: 16
+
+Inputs are files, globs, directories (their rasters, not recursing) or ``@list.txt`` files of
+paths (one per line, ``#`` comments). Job settings are those of ``geoseg run`` (``RunConfig``
+field names); a key geoseg does not know is an error that names it and the closest known key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import string
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geoseg.errors import ConfigError
+from geoseg.run import RunConfig
+from geoseg.writing import PARTIAL_MARK
+
+#: Raster file endings taken from a directory.
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
+#: Fields a name template may use.
+TEMPLATE_FIELDS = ("stem", "name", "parent", "job")
+DEFAULT_TEMPLATE = "{stem}.mask.tif"
+
+_SETTINGS = {f.name: f for f in fields(RunConfig) if f.name != "overwrite"}
+_JOB_KEYS = ("name", "inputs", "output_dir", "name_template")
+KNOWN_KEYS = (*_JOB_KEYS, *_SETTINGS)
+
+
+@dataclass(frozen=True)
+class Job:
+    """Scenes to segment, where their masks go, and how."""
+
+    name: str
+    inputs: tuple[str, ...]
+    output_dir: Path
+    name_template: str = DEFAULT_TEMPLATE
+    config: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        check_template(self.name_template, f"job {self.name!r}")
+
+    def output_for(self, scene: Path) -> Path:
+        values = {"stem": scene.stem, "name": scene.name, "parent": scene.parent.name, "job": self.name}
+        return self.output_dir / self.name_template.format(**values)
+
+
+def check_template(template: str, where: str) -> None:
+    try:
+        used = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{where}: name template {template!r} is not valid ({exc}); "
+                          f"e.g. {DEFAULT_TEMPLATE!r}") from None
+    unknown = [f for f in used if f not in TEMPLATE_FIELDS]
+    if unknown or not used:
+        raise ConfigError(f"{where}: name template {template!r} must use fields from {{{'}, {'.join(TEMPLATE_FIELDS)}}}"
+                          f" and no others (got {unknown or 'none'}); e.g. {DEFAULT_TEMPLATE!r}")
+
+
+def load_job_file(path: Path) -> list[Job]:
+    """The jobs of a YAML job file (see module docstring); :class:`ConfigError` names any mistake."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: job file cannot be read ({exc.strerror}); check the path") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; check indentation and quoting") from None
+    if isinstance(data, dict) and "jobs" in data:
+        defaults, entries = data.get("defaults") or {}, data["jobs"]
+        extra = set(data) - {"jobs", "defaults"}
+        if extra:
+            raise ConfigError(f"{path}: unknown top-level key {sorted(extra)[0]!r}; "
+                              f"a job file has 'defaults' and 'jobs'")
+    else:
+        defaults, entries = {}, data if isinstance(data, list) else [data]
+    if not isinstance(defaults, dict) or not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: expected a 'jobs:' list of mappings (see workflows/README.md)")
+    jobs = []
+    for i, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: job {i} is not a mapping of settings (see workflows/README.md)")
+        jobs.append(job_from_mapping({**defaults, **entry}, f"{path}: job {i}", base=path.parent,
+                                     default_name=f"{path.stem}-{i}"))
+    names = [j.name for j in jobs]
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise ConfigError(f"{path}: two jobs are named {twice!r}; names must differ")
+    return jobs
+
+
+def job_from_mapping(data: dict[str, Any], where: str, base: Path, default_name: str) -> Job:
+    for key in data:
+        if key not in KNOWN_KEYS:
+            close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(KNOWN_KEYS)}"
+            raise ConfigError(f"{where}: unknown key {key!r}; {hint}")
+    name = str(data.get("name", default_name))
+    where = f"{where} ({name})"
+    inputs = data.get("inputs")
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not inputs or not isinstance(inputs, list):
+        raise ConfigError(f"{where}: 'inputs' must list files, globs, directories or @lists")
+    if "output_dir" not in data:
+        raise ConfigError(f"{where}: 'output_dir' is missing; say where the masks go")
+    settings = {k: _coerce(k, v, where) for k, v in data.items() if k in _SETTINGS}
+    return Job(name=name, inputs=tuple(str(_resolve(base, str(s))) for s in inputs),
+               output_dir=_resolve(base, str(data["output_dir"])),
+               name_template=str(data.get("name_template", DEFAULT_TEMPLATE)),
+               config=replace(RunConfig(), **settings))
+
+
+def _resolve(base: Path, text: str) -> Path:
+    if text.startswith("@"):
+        return Path("@" + str(_resolve(base, text[1:])))
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "model": str, "blend": str, "device": str, "precision": str, "tile_size": int, "overlap": int,
+    "batch_size": int, "block_size": int, "workers": int, "scale": (int, float),
+    "match_resolution": bool, "trust_checkpoint": bool, "bands": list,
+}
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    if value is None:
+        return None
+    expected = _TYPES[key]
+    if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
+        shown = expected.__name__ if isinstance(expected, type) else "number"
+        raise ConfigError(f"{where}: {key!r} must be a {shown}, got {value!r}")
+    if key == "bands":
+        return tuple(value)
+    return float(value) if key == "scale" else value
+
+
+def expand_inputs(specs: tuple[str, ...] | list[str]) -> tuple[list[Path], list[str]]:
+    """Files for ``specs`` in a stable order, and a note for each spec that matched nothing.
+
+    A plain path is kept even if missing, so that scene fails with its own reason.
+    """
+    found: list[Path] = []
+    empty: list[str] = []
+    for spec in specs:
+        if spec.startswith("@"):
+            listing = Path(spec[1:])
+            try:
+                lines = listing.read_text().splitlines()
+            except OSError as exc:
+                raise ConfigError(f"{listing}: list of inputs cannot be read ({exc.strerror})") from None
+            paths = [Path(x.strip()) for x in lines if x.strip() and not x.strip().startswith("#")]
+            found += [p if p.is_absolute() else listing.parent / p for p in paths]
+        elif Path(spec).is_dir():
+            rasters = sorted(p for p in Path(spec).iterdir()
+                             if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES
+                             and not p.name.startswith(".") and PARTIAL_MARK not in p.name)
+            found += rasters
+            if not rasters:
+                empty.append(f"{spec}: directory holds no rasters ({', '.join(RASTER_SUFFIXES)})")
+        elif glob.has_magic(spec):
+            matches = sorted(Path(p) for p in glob.glob(spec))
+            found += matches
+            if not matches:
+                empty.append(f"{spec}: matched no files")
+        else:
+            found.append(Path(spec))
+    unique = list(dict.fromkeys(found))
+    return unique, empty
