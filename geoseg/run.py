@@ -15,7 +15,7 @@ import torch
 from geoseg import __version__
 from geoseg.bands import match_bands
 from geoseg.engine import ProgressFn, plan_layout, run_engine
-from geoseg.errors import OutputError
+from geoseg.errors import GeosegError, OutputError
 from geoseg.inference import Predictor, resolve_device
 from geoseg.models import AUTO, LoadedModel, load_model, pick_builtin
 from geoseg.models.registry import get_card
@@ -123,6 +123,8 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
         try:
             run_engine(layout, stitcher, reader.read, writer.write, config.workers or os.cpu_count() or 1, progress,
                        cancel)
+        except GeosegError:
+            raise
         except OSError as exc:
             raise OutputError(f"{out}: writing failed ({exc}); check free space and permissions") from None
 

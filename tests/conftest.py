@@ -103,3 +103,17 @@ def smooth_image(shape: tuple[int, int, int], seed: int = 0, dtype: str = "float
     if np.dtype(dtype).kind == "f":
         return field.astype(dtype)
     return np.clip(2000 + 800 * field, 1, 60000).astype(dtype)
+
+
+@pytest.fixture
+def model_folder(tmp_path: Path) -> Path:
+    """A model folder (card + safetensors) holding a small random-weight smp U-Net for 3 bands b1..b3."""
+    import segmentation_models_pytorch as smp
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "unet-r18"
+    folder.mkdir()
+    tiny_card().save(folder / "config.json")
+    net = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=3)
+    save_file(net.state_dict(), str(folder / "model.safetensors"))
+    return folder

@@ -2,15 +2,49 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
+
+try:  # recent typer vendors click; older ones use the click package
+    from typer._click import exceptions as _click
+except ImportError:  # pragma: no cover
+    from click import exceptions as _click  # type: ignore[no-redef]
 
 from geoseg.cli.batch import batch
 from geoseg.cli.info import info
 from geoseg.cli.models import models
 from geoseg.cli.run import run
 
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (bad flag, bad value) as one ``geoseg: error:`` line and exit code 2, like every other error."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _click.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `geoseg`: the help, as usual
+                exc.show()
+                return self._exit(2, standalone_mode)
+            command = exc.ctx.command_path if exc.ctx is not None else "geoseg"
+            message = " ".join(exc.format_message().split())
+            print(f"geoseg: error: {message}; see `{command} --help`", file=sys.stderr)
+            code = 2
+        return self._exit(code, standalone_mode)
+
+    @staticmethod
+    def _exit(code: Any, standalone_mode: bool) -> Any:
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="geoseg",
+    cls=_OneLineErrors,
     help="Segment large satellite and aerial GeoTIFFs into seamless georeferenced masks.",
     no_args_is_help=True,
     add_completion=False,

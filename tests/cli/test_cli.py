@@ -6,24 +6,12 @@ import json
 
 import pytest
 import rasterio
-import segmentation_models_pytorch as smp
-from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from geoseg.cli.app import app
-from tests.conftest import smooth_image, tiny_card
+from tests.conftest import smooth_image
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def model_folder(tmp_path):
-    folder = tmp_path / "unet-r18"
-    folder.mkdir()
-    tiny_card().save(folder / "config.json")
-    net = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=3)
-    save_file(net.state_dict(), str(folder / "model.safetensors"))
-    return folder
 
 
 def test_run_writes_the_mask_and_prints_json(make_tif, model_folder) -> None:

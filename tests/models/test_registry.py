@@ -51,7 +51,7 @@ def test_model_folder_round_trip_and_wrong_weights(tmp_path) -> None:
         save_file({"x": torch.zeros(1)}, str(folder / "model.safetensors"))
         load_model(str(folder))
     (folder / "model.safetensors").write_bytes(b"\x00corrupt")
-    with pytest.raises(ModelError, match="weights cannot be read.*re-export it"):
+    with pytest.raises(ModelError, match=r"weights cannot be read.*re-export it"):
         load_model(str(folder))
     (folder / "model.safetensors").unlink()
     with pytest.raises(ModelError, match="missing"):
