@@ -1,0 +1,132 @@
+"""`geoseg batch`: resume, isolation, reports, job files, signals and leftovers, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from geoseg.batch import clean_leftovers
+from geoseg.cli.app import app
+from geoseg.errors import ConfigError
+from geoseg.jobs import load_job_file
+from tests.conftest import smooth_image, write_tif
+
+runner = CliRunner()
+WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+
+
+def scenes(folder: Path, n: int, size: int = 60) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [write_tif(folder / f"s{i:02d}.tif", smooth_image((3, size, size + 7), seed=i),
+                      descriptions=("b1", "b2", "b3")) for i in range(n)]
+
+
+def batch(*args: str) -> tuple[int, dict]:
+    result = runner.invoke(app, ["batch", *args, "--quiet"])
+    out = Path(args[args.index("-o") + 1]) if "-o" in args else None
+    summary = json.loads((out / "geoseg-batch-summary.json").read_text()) if out else {}
+    return result.exit_code, summary
+
+
+def test_resume_skips_done_scenes_and_redoes_changed_ones(tmp_path, model_folder) -> None:
+    inputs = scenes(tmp_path / "in", 4)
+    out = tmp_path / "out"
+    code, first = batch(str(tmp_path / "in"), "-o", str(out), "--model", str(model_folder))
+    assert code == 0 and first["counts"] == {"done": 4, "skipped": 0, "failed": 0, "cancelled": 0}
+    masks = {p.name: p.read_bytes() for p in out.glob("*.mask.tif")}
+
+    code, again = batch(str(tmp_path / "in"), "-o", str(out), "--model", str(model_folder), "--batch-size", "3")
+    assert code == 0 and again["counts"]["skipped"] == 4  # speed settings do not invalidate the record
+
+    write_tif(inputs[1], smooth_image((3, 60, 67), seed=99), descriptions=("b1", "b2", "b3"))  # input changed
+    code, changed = batch(str(tmp_path / "in"), "-o", str(out), "--model", str(model_folder))
+    status = {Path(s["input"]).name: s["status"] for s in changed["scenes"]}
+    assert status == {"s00.tif": "skipped", "s01.tif": "done", "s02.tif": "skipped", "s03.tif": "skipped"}
+
+    code, settings = batch(str(tmp_path / "in"), "-o", str(out), "--model", str(model_folder), "--blend", "none")
+    assert settings["counts"]["done"] == 4  # a setting that changes the mask redoes everything
+    code, forced = batch(str(tmp_path / "in"), "-o", str(out), "--model", str(model_folder), "--blend", "none",
+                         "--force")
+    assert forced["counts"]["done"] == 4
+    assert masks["s00.mask.tif"] != (out / "s00.mask.tif").read_bytes()  # blend none differs from cosine
+
+    events = [json.loads(line) for line in (out / "geoseg-batch.jsonl").read_text().splitlines()]
+    assert {"batch_start", "scene_start", "scene_done", "scene_skipped", "batch_end"} <= {e["event"] for e in events}
+
+
+def test_a_foreign_file_at_the_output_path_is_not_overwritten(tmp_path, model_folder) -> None:
+    scenes(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "s00.mask.tif").write_text("someone else's file")
+    code, summary = batch(str(tmp_path / "in"), "-o", str(out), "--model", str(model_folder))
+    assert code == 1 and "was not written by geoseg" in summary["scenes"][0]["error"]
+    assert (out / "s00.mask.tif").read_text() == "someone else's file"
+
+
+def test_job_files_and_their_mistakes(tmp_path, model_folder) -> None:
+    scenes(tmp_path / "in", 2)
+    (tmp_path / "list.txt").write_text("# tonight\nin/s01.tif\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"defaults:\n  model: {model_folder}\n  output_dir: out\njobs:\n"
+                   f"  - name: a\n    inputs: ['in/s00.tif']\n    batch_size: 2\n"
+                   f"  - name: b\n    inputs: ['@list.txt']\n    name_template: '{{job}}-{{stem}}.tif'\n")
+    result = runner.invoke(app, ["batch", "--job", str(job), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.tif")) == ["b-s01.tif", "s00.mask.tif"]
+
+    job.write_text("jobs:\n  - inputs: [in]\n    output_dir: out\n    tile_sise: 256\n")
+    result = runner.invoke(app, ["batch", "--job", str(job)])
+    assert result.exit_code == 2
+    assert "unknown key 'tile_sise'; did you mean 'tile_size'?" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+    job.write_text("jobs:\n  - inputs: [in]\n    output_dir: out\n    batch_size: many\n")
+    with pytest.raises(ConfigError, match="'batch_size' must be a int"):
+        load_job_file(job)
+
+
+@pytest.mark.parametrize("path", sorted(WORKFLOWS.rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_job_file_loads(path: Path) -> None:
+    jobs = load_job_file(path)
+    assert jobs and all(j.inputs and j.output_dir for j in jobs)
+
+
+def test_leftovers_of_dead_processes_are_removed(tmp_path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".a.mask.tif.partial-{dead.pid}"
+    live = tmp_path / f".b.mask.tif.partial-{os.getpid()}"
+    stale.write_bytes(b"x")
+    live.write_bytes(b"x")
+    assert clean_leftovers(tmp_path) == [stale]
+    assert live.exists() and not stale.exists()
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_cleanly_and_writes_the_summary(tmp_path, model_folder, sig, code) -> None:
+    scenes(tmp_path / "in", 6, size=700)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "geoseg.cli", "batch", str(tmp_path / "in"), "-o", str(out),
+                             "--model", str(model_folder), "--device", "cpu", "--parallel", "1",
+                             "--block-size", "256"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.glob(".*partial*")) and time.time() < deadline:  # wait until a scene is being written
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    summary = json.loads((out / "geoseg-batch-summary.json").read_text())
+    assert summary["exit_code"] == code and summary["counts"]["cancelled"] >= 1
+    assert not list(out.glob(".*partial*"))  # no temporary file left
+    done = {Path(s["output"]).name for s in summary["scenes"] if s["status"] == "done"}
+    assert {p.name for p in out.glob("*.mask.tif")} == done  # every mask present is a finished one
+    assert "Traceback" not in err
