@@ -29,7 +29,7 @@ from geoseg.errors import Cancelled, ConfigError, GeosegError, OutputError
 from geoseg.jobs import Job, expand_inputs
 from geoseg.models import LoadedModel, load_model
 from geoseg.models.registry import model_identity
-from geoseg.record import RECORD_TAG, is_done, make_record, read_record
+from geoseg.record import RECORD_TAG, make_record, read_record, same_record
 from geoseg.run import RunConfig, resolve_model_name, segment_scene
 from geoseg.scene import open_scene
 from geoseg.writing import PARTIAL_MARK
@@ -175,10 +175,11 @@ def run_task(task: Task, force: bool, loader: _SharedModels, cancel: threading.E
         scene = open_scene(task.input)
         name = resolve_model_name(scene, task.config)
         record = make_record(scene.path, model_identity(name, task.config.trust_checkpoint), task.config)
-        if not force and is_done(task.output, record):
+        found = read_record(task.output) if task.output.exists() else None
+        if not force and same_record(found, record):
             log.emit("scene_skipped", **base, reason="finished earlier with the same input, model and settings")
             return SceneResult(**base, status="skipped")
-        if task.output.exists() and read_record(task.output) is None and not force:
+        if task.output.exists() and found is None and not force:
             raise OutputError(f"{task.output}: exists and was not written by geoseg (no {RECORD_TAG} tag); "
                               f"move it away or pass --force to replace it")
         log.emit("scene_start", **base, model=name)

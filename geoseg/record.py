@@ -54,6 +54,6 @@ def read_record(output: Path) -> dict[str, Any] | None:
         return None
 
 
-def is_done(output: Path, record: dict[str, Any]) -> bool:
-    """True if ``output`` exists and was made from exactly this input, model and settings."""
-    return output.is_file() and read_record(output) == json.loads(encode(record))
+def same_record(found: dict[str, Any] | None, record: dict[str, Any]) -> bool:
+    """True if ``found`` (from :func:`read_record`) says: made from exactly this input, model and settings."""
+    return found is not None and found == json.loads(encode(record))

@@ -109,7 +109,7 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     check_free_space(out, scene.width, scene.height)
 
     device = resolve_device(config.device)
-    loaded = model if model is not None else (loader or _load)(name, config.trust_checkpoint)
+    loaded = model if model is not None else (loader or load_model)(name, config.trust_checkpoint)
     predictor = Predictor(loaded.network, device, config.precision, config.batch_size)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -150,10 +150,6 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
 def resolve_model_name(scene: SceneInfo, config: RunConfig) -> str:
     """The model a run of ``scene`` uses: ``config.model``, or the fitting built-in one for ``auto``."""
     return pick_builtin(scene, config.bands) if config.model == AUTO else config.model
-
-
-def _load(name: str, trust_checkpoint: bool) -> LoadedModel:
-    return load_model(name, trust_checkpoint)
 
 
 #: GDAL's block cache for a run, in bytes. Its default (5 % of RAM) fills up over a large scene and

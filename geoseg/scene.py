@@ -155,7 +155,7 @@ def valid_dask(info: SceneInfo, indexes: tuple[int, ...], values: da.Array) -> d
             chunks=values.chunks[1:], meta=np.empty((0, 0), dtype=bool),
             name=f"valid-{_token(info, indexes)}",
         )
-    nodata = info.nodata if info.mask_kind == "nodata" else None
+    nodata = _nodata_value(info)
     if nodata is None and not is_float:
         return da.ones(values.shape[1:], chunks=values.chunks[1:], dtype=bool)
     return values.map_blocks(_valid_from_values, nodata=nodata, drop_axis=0, dtype=bool,
@@ -187,10 +187,9 @@ class WindowReader:
         try:
             values = ds.read(self.indexes, window=window)
             if self.info.mask_kind == "mask":
-                valid = np.all(ds.read_masks(self.indexes, window=window) > 0, axis=0)
+                valid = _valid_from_masks(ds, self.indexes, window)
             else:
-                nodata = self.info.nodata if self.info.mask_kind == "nodata" else None
-                valid = _valid_from_values(values, nodata)
+                valid = _valid_from_values(values, _nodata_value(self.info))
         except RasterioIOError as exc:
             first = str(exc).splitlines()[0] if str(exc) else "read error"
             raise SceneError(f"{self.info.path}: pixels at rows {row0}-{row1}, columns {col0}-{col1} cannot "
@@ -220,8 +219,16 @@ def _read_valid_chunk(path: str, indexes: tuple[int, ...], block_info: dict | No
     assert block_info is not None
     window = _window(block_info)
     with _open_quiet(path) as ds:
-        masks = ds.read_masks(list(indexes), window=window)
-    return np.all(masks > 0, axis=0)
+        return _valid_from_masks(ds, list(indexes), window)
+
+
+def _nodata_value(info: SceneInfo) -> float | None:
+    """The value that marks no data, when the file's validity comes from one (not from mask bands)."""
+    return info.nodata if info.mask_kind == "nodata" else None
+
+
+def _valid_from_masks(ds: rasterio.DatasetReader, indexes: list[int], window: Window) -> np.ndarray:
+    return np.all(ds.read_masks(indexes, window=window) > 0, axis=0)
 
 
 def _valid_from_values(values: np.ndarray, nodata: float | None) -> np.ndarray:
