@@ -7,10 +7,12 @@ row by row. Each block *owns* the patches whose anchor lies inside it
 
 Three stages overlap, each with a bounded queue, so host memory does not grow with the scene:
 
-* **read** (a thread pool): the scene window each block needs, reflected footprint included,
-  decoded by GDAL with the GIL released; at most ``workers + 2`` blocks ahead of the device;
-* **device** (the calling thread, :class:`geoseg.stitch.Stitcher`): raw pixels go to the device
-  as they are, are scaled, averaged to the model grid, normalised and cut into patches there;
+* **read** (a thread pool): the scene rows each row of blocks needs, in chunks made of whole
+  internal blocks of the file (:func:`plan_reads`), so GDAL decodes every file block exactly once,
+  with the GIL released, into pinned host buffers; at most ``workers + 2`` chunks ahead of the device;
+* **device** (the calling thread, :class:`geoseg.stitch.Stitcher`): raw pixels are copied to a
+  rolling band of scene rows on the device as they are (uint16 stays 2 bytes a value), and each
+  block's window is scaled, averaged to the model grid, normalised and cut into patches there;
   patches from consecutive blocks share batches; blend-weighted probabilities are summed into a
   rolling band of rows on the device; rows that no later patch can reach are normalised, brought
   back to the scene grid, turned into class labels and copied back as uint8;
@@ -47,8 +49,14 @@ QUANTUM_BITS = 24
 #: Model-grid blocks are multiples of this.
 BLOCK_UNIT = 64
 
-#: Reads ``(row0, row1, col0, col1)`` of the scene grid: ``(band, row, col)`` values and ``(row, col)`` validity.
-ReadFn = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]]
+#: Bytes of raw pixels in one read chunk, at most (unless one internal block of the file is larger).
+CHUNK_BYTES = 32 * 2**20
+#: Columns of one read chunk, rounded to whole internal blocks of the file.
+CHUNK_COLS = 1024
+
+#: Reads ``(row0, row1, col0, col1)`` of the scene grid into ``out`` (``(band, row, col)``, the file's
+#: dtype) and returns the ``(row, col)`` validity.
+ReadFn = Callable[[int, int, int, int, np.ndarray], np.ndarray]
 #: Writes a full-width strip of labels starting at a scene row.
 WriteFn = Callable[[int, np.ndarray], None]
 #: Called with (blocks done, all blocks).
@@ -161,30 +169,80 @@ def _plan_block(layout: Layout, core: Box, row_patches: range, col_patches: rang
     return BlockPlan(core, native, origins, footprint, src_rows, src_cols)
 
 
+@dataclass(frozen=True)
+class ReadStrip:
+    """What is read for one row of blocks: the scene rows it needs that earlier rows did not read."""
+
+    need: tuple[int, int]  # scene rows the row's blocks take their windows from
+    rows: tuple[int, int]  # scene rows read for it (empty when earlier rows read them all)
+    chunks: list[Box]  # the reads, scene grid, each a whole number of the file's internal blocks
+
+
+def plan_reads(layout: Layout, plan: list[BlockRow], block_shape: tuple[int, int], pixel_bytes: int) -> list[ReadStrip]:
+    """The reads for ``plan``, one strip per row of blocks, so that every internal block of the
+    file (``block_shape``, rows x cols) is decoded exactly once.
+
+    Strips end on file-block rows (or the scene's end); chunks are about :data:`CHUNK_COLS` wide
+    and at most :data:`CHUNK_BYTES` of ``pixel_bytes``-byte pixels, both in whole file blocks.
+    Striped files (blocks as wide as the scene) are cut into bands of rows instead.
+    """
+    height, width = layout.height, layout.width
+    bh, bw = max(1, min(block_shape[0], height)), max(1, min(block_shape[1], width))
+    cw = min(width, max(bw, CHUNK_COLS // bw * bw))
+    ch = max(bh, CHUNK_BYTES // pixel_bytes // cw // bh * bh)
+    strips, fetched = [], 0
+    for row in plan:
+        need = (min(b.native.row0 for b in row.blocks), max(b.native.row1 for b in row.blocks))
+        end = max(fetched, min(height, -(-need[1] // bh) * bh))
+        chunks = [Box(r, min(r + ch, end), c, min(c + cw, width))
+                  for r in range(fetched, end, ch) for c in range(0, width, cw)]
+        strips.append(ReadStrip(need, (fetched, end), chunks))
+        fetched = end
+    return strips
+
+
 def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn, workers: int,
-               progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> None:
+               progress: ProgressFn | None = None, cancel: threading.Event | None = None,
+               block_shape: tuple[int, int] = (1, 1)) -> None:
     """Run every block through read -> device -> write, with bounded queues between the stages.
 
+    ``block_shape`` is the file's internal block shape: reads are whole blocks of it.
     Raises :class:`geoseg.errors.Cancelled` at the next block once ``cancel`` is set.
     """
     plan = plan_blocks(layout)
-    todo = iter([block for row in plan for block in row.blocks])
+    strips = plan_reads(layout, plan, block_shape, stitcher.pixel_bytes)
+    todo = iter([chunk for strip in strips for chunk in strip.chunks])
     total = sum(len(row.blocks) for row in plan)
     readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="geoseg-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="geoseg-write")
     reads: deque[Future] = deque()
     writes: deque[Future] = deque()
     done = 0
+
+    def load(box: Box) -> tuple[Box, object, np.ndarray]:  # on a reader thread
+        buffer, out = stitcher.host_buffer(*box.shape)
+        return box, buffer, read(box.row0, box.row1, box.col0, box.col1, out)
+
+    def read_ahead() -> None:
+        while len(reads) < workers + 2 and (chunk := next(todo, None)) is not None:
+            reads.append(readers.submit(load, chunk))
+
+    def check() -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("stopped on request")
+
     try:
-        for row in plan:
+        for i, (row, strip) in enumerate(zip(plan, strips, strict=True)):
+            stitcher.extend_input(strip.rows[1])
+            for _ in strip.chunks:
+                check()
+                read_ahead()
+                stitcher.put(*reads.popleft().result())
+            read_ahead()  # the readers go on with the next strip while the device works
             stitcher.begin_row(row)
             for block in row.blocks:
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("stopped on request")
-                while len(reads) < workers + 2 and (ahead := next(todo, None)) is not None:
-                    reads.append(readers.submit(read, *_bounds(ahead.native)))
-                values, valid = reads.popleft().result()
-                stitcher.add_block(block, values, valid)
+                check()
+                stitcher.add_block(block)
                 done += 1
                 if progress is not None:
                     progress(done, total)
@@ -192,12 +250,9 @@ def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn,
                 writes.append(writer.submit(write, row0, labels))
                 while len(writes) > 2:
                     writes.popleft().result()
+            stitcher.drop_input(strips[i + 1].need[0] if i + 1 < len(strips) else layout.height)
         while writes:
             writes.popleft().result()
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True, cancel_futures=True)
-
-
-def _bounds(box: Box) -> tuple[int, int, int, int]:
-    return box.row0, box.row1, box.col0, box.col1

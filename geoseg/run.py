@@ -121,8 +121,8 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
             RECORD_TAG: encode(make_record(scene.path, loaded.identity, config))}
     with _gdal_cache(), MaskWriter(out, scene, card, tags) as writer:
         try:
-            run_engine(layout, stitcher, reader.read, writer.write, config.workers or os.cpu_count() or 1, progress,
-                       cancel)
+            run_engine(layout, stitcher, reader.read_into, writer.write, config.workers or os.cpu_count() or 1,
+                       progress, cancel, block_shape=scene.block_shape)
         except GeosegError:
             raise
         except OSError as exc:

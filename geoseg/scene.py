@@ -180,12 +180,14 @@ class WindowReader:
             ds = self._local.dataset = _open_quiet(str(self.info.path))
         return ds
 
-    def read(self, row0: int, row1: int, col0: int, col1: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(band, row, col)`` values in the file's dtype and a ``(row, col)`` bool validity mask."""
+    def read(self, row0: int, row1: int, col0: int, col1: int, out: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """``(band, row, col)`` values in the file's dtype (into ``out`` when given) and a
+        ``(row, col)`` bool validity mask."""
         window = Window(col0, row0, col1 - col0, row1 - row0)
         ds = self._dataset()
         try:
-            values = ds.read(self.indexes, window=window)
+            values = ds.read(self.indexes, window=window, out=out)
             if self.info.mask_kind == "mask":
                 valid = _valid_from_masks(ds, self.indexes, window)
             else:
@@ -196,6 +198,10 @@ class WindowReader:
                              f"be read ({first}); the file is damaged or incomplete: re-download or re-export "
                              f"it") from None
         return values, valid
+
+    def read_into(self, row0: int, row1: int, col0: int, col1: int, out: np.ndarray) -> np.ndarray:
+        """Read a window into ``out``; return its validity (the engine's :data:`geoseg.engine.ReadFn`)."""
+        return self.read(row0, row1, col0, col1, out)[1]
 
 
 def _token(info: SceneInfo, indexes: tuple[int, ...]) -> str:

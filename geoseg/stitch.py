@@ -9,8 +9,8 @@
 After each row of blocks, the rows that no later patch reaches are normalised by the summed blend
 weights, brought back to the scene grid (bilinear, when the model grid is coarser), turned into
 labels with argmax, marked 255 where the scene has no data, and handed out as uint8 strips of
-whole output tiles. Then the band drops them. Its height is about one block plus one tile, so
-device memory depends on the block size and the scene's width, never on its height.
+whole output tiles. Then the bands drop them. Their heights are about one block plus one tile,
+so device memory depends on the block size and the scene's width, never on its height.
 """
 
 from __future__ import annotations
@@ -39,6 +39,13 @@ class Stitcher:
         self.predictor = predictor
         self.device = dev = predictor.device
         self.num_classes = card.num_classes
+        self.file_dtype = np.dtype(dtype)
+        self.transfer_dtype = _TRANSFER[self.file_dtype.name]
+        self.num_bands = len(card.bands)
+        self.pin = dev.type == "cuda"  # page-locked host buffers: asynchronous copies at full speed
+        self.band = torch.zeros((self.num_bands, 0, layout.width), dtype=self.transfer_dtype, device=dev)
+        self.band_valid = torch.zeros((0, layout.width), dtype=torch.bool, device=dev)
+        self.band_base = 0  # scene row of band[:, 0]
         self.scale, self.offset = card.scaling.factors(dtype)
         self.mean = torch.tensor(card.mean, dtype=torch.float32, device=dev)[:, None, None]
         self.std = torch.tensor(card.std, dtype=torch.float32, device=dev)[:, None, None]
@@ -61,9 +68,41 @@ class Stitcher:
         self._added = self._ran = 0  # patches queued and patches predicted so far
         self._settles: deque[tuple[int, int]] = deque()  # (patches that must have run, final model rows)
 
+    # -- input rows --------------------------------------------------------------------------------
+    @property
+    def pixel_bytes(self) -> int:
+        """Bytes of one scene pixel, all bands, as read."""
+        return self.num_bands * self.file_dtype.itemsize
+
+    def host_buffer(self, rows: int, cols: int) -> tuple[torch.Tensor, np.ndarray]:
+        """A host buffer for a read of ``rows x cols`` pixels: the tensor, and a view in the file's dtype
+        to read into. Pinned when the device is a GPU (called from the reader threads)."""
+        buffer = torch.empty((self.num_bands, rows, cols), dtype=self.transfer_dtype, pin_memory=self.pin)
+        return buffer, buffer.numpy().view(self.file_dtype)
+
+    def extend_input(self, stop: int) -> None:
+        """Make room in the input band for scene rows up to ``stop``."""
+        more = stop - self.band_base - self.band.shape[1]
+        if more > 0:
+            self.band = torch.cat([self.band, self.band.new_zeros((self.num_bands, more, self.layout.width))], dim=1)
+            self.band_valid = torch.cat([self.band_valid, self.band_valid.new_zeros((more, self.layout.width))])
+
+    def put(self, box: Box, buffer: torch.Tensor, valid: np.ndarray) -> None:
+        """Copy a read chunk (from :meth:`host_buffer`) and its validity into the input band."""
+        r0, r1 = box.row0 - self.band_base, box.row1 - self.band_base
+        self.band[:, r0:r1, box.col0 : box.col1].copy_(buffer, non_blocking=True)
+        self.band_valid[r0:r1, box.col0 : box.col1].copy_(torch.from_numpy(valid), non_blocking=True)
+
+    def drop_input(self, before: int) -> None:
+        """Forget input rows above scene row ``before``: no later block reads them."""
+        k = before - self.band_base
+        if k > 0:
+            self.band, self.band_valid = self.band[:, k:], self.band_valid[k:]
+            self.band_base = before
+
     # -- a row of blocks -------------------------------------------------------------------------
     def begin_row(self, row: BlockRow) -> None:
-        """Grow the accumulator to cover every patch of ``row``; start its validity strip."""
+        """Grow the accumulator to cover every patch of ``row``; take its validity from the input band."""
         reach = max((b.footprint.row1 for b in row.blocks if b.origins), default=0)
         need = min(reach, self.layout.rows.size) - self.acc_base
         if need > self.acc.shape[1]:
@@ -71,20 +110,16 @@ class Stitcher:
                                dtype=self.acc_dtype, device=self.device)
             self.acc = torch.cat([self.acc, more], dim=1)
         r0, r1 = self.layout.scene_span(*row.core_rows, self.layout.height)
-        self._row_valid = torch.zeros((r1 - r0, self.layout.width), dtype=torch.bool, device=self.device)
+        self._row_valid = self.band_valid[r0 - self.band_base : r1 - self.band_base].clone()
 
-    def add_block(self, block: BlockPlan, values: np.ndarray, valid: np.ndarray) -> None:
-        """Take a block's scene window (``values`` in the file's dtype): predict its patches."""
+    def add_block(self, block: BlockPlan) -> None:
+        """Predict the patches of ``block`` from its window of the input band."""
         layout, native = self.layout, block.native
-        x = _to_device(values, self.device)
-        v = torch.from_numpy(np.ascontiguousarray(valid)).to(self.device)
-        core = Box(*layout.scene_span(block.core.row0, block.core.row1, layout.height),
-                   *layout.scene_span(block.core.col0, block.core.col1, layout.width))
-        assert self._row_valid is not None
-        self._row_valid[:, core.col0 : core.col1] = v[core.row0 - native.row0 : core.row1 - native.row0,
-                                                      core.col0 - native.col0 : core.col1 - native.col0]
         if not block.origins:
             return
+        r0, r1 = native.row0 - self.band_base, native.row1 - self.band_base
+        x = _widen(self.band[:, r0:r1, native.col0 : native.col1], self.file_dtype)
+        v = self.band_valid[r0:r1, native.col0 : native.col1]
         if self.scale != 1.0 or self.offset != 0.0:
             x = x * self.scale + self.offset
         x, v = coarsen(x, v, layout.factor)
@@ -177,14 +212,19 @@ class Stitcher:
         return _argmax(rows.index_select(2, c0) * (1 - ct) + rows.index_select(2, c1) * ct)
 
 
-def _to_device(values: np.ndarray, device: torch.device) -> torch.Tensor:
-    """``values`` as float32 on ``device``; integers travel in their own width and are widened there."""
-    values = np.ascontiguousarray(values)
-    if values.dtype == np.uint16:  # torch has few uint16 kernels: send the bits as int16
-        return (torch.from_numpy(values.view(np.int16)).to(device).to(torch.int32) & 0xFFFF).float()
-    if values.dtype == np.uint32:
-        return (torch.from_numpy(values.view(np.int32)).to(device).to(torch.int64) & 0xFFFFFFFF).float()
-    return torch.from_numpy(values).to(device).float()
+#: How each file dtype travels to the device: in its own width; unsigned 16/32-bit as signed bits
+#: (torch has few kernels for them), turned back by :func:`_widen`.
+_TRANSFER = {"uint8": torch.uint8, "int8": torch.int8, "uint16": torch.int16, "int16": torch.int16,
+             "uint32": torch.int32, "int32": torch.int32, "float32": torch.float32, "float64": torch.float64}
+
+
+def _widen(x: torch.Tensor, file_dtype: np.dtype) -> torch.Tensor:
+    """Raw values as they travelled (see :data:`_TRANSFER`) as float32 values of the file's dtype."""
+    if file_dtype == np.uint16:
+        return (x.to(torch.int32) & 0xFFFF).float()
+    if file_dtype == np.uint32:
+        return (x.to(torch.int64) & 0xFFFFFFFF).float()
+    return x.float()
 
 
 def _gather(x: torch.Tensor, dim: int, index: np.ndarray) -> torch.Tensor:

@@ -89,3 +89,63 @@ def test_nodata_pixels_are_written_as_255_and_do_not_leak(make_tif, tmp_path, ti
     path = make_tif(data, nodata=0)
     mask = _run(path, tmp_path / "n.tif", model, scale=1e-3)
     assert (mask[:, :30] == 255).all() and (mask[:, 30:] < 3).all()
+
+
+@pytest.mark.parametrize("block_shape", [(64, 64), (512, 512), (1, 555), (16, 555), (32, 96)],
+                         ids=["tiles-64", "tiles-larger-than-scene", "strips-1", "strips-16", "tiles-32x96"])
+@pytest.mark.parametrize("factor", [1, 3])
+def test_reads_decode_every_file_block_exactly_once(monkeypatch, block_shape, factor) -> None:
+    """The read chunks partition the scene, each made of whole file blocks, and every row of blocks
+    finds the rows it needs already read and not yet dropped."""
+    from geoseg import engine
+
+    monkeypatch.setattr(engine, "CHUNK_COLS", 100)
+    monkeypatch.setattr(engine, "CHUNK_BYTES", 12 * 64 * 64)
+    height, width = 701, 555
+    layout = engine.plan_layout(height, width, factor, 64, 16, block_size=128 * factor)
+    plan = engine.plan_blocks(layout)
+    strips = engine.plan_reads(layout, plan, block_shape, pixel_bytes=12)
+    seen = np.zeros((height, width), np.int32)
+    bh, bw = min(block_shape[0], height), min(block_shape[1], width)
+    for chunk in (c for s in strips for c in s.chunks):
+        seen[chunk.row0 : chunk.row1, chunk.col0 : chunk.col1] += 1
+        assert chunk.row0 % bh == 0 and chunk.col0 % bw == 0
+        assert chunk.row1 % bh == 0 or chunk.row1 == height
+        assert chunk.col1 % bw == 0 or chunk.col1 == width
+    assert (seen == 1).all()
+    if block_shape[0] < height // 4:  # small file blocks: many chunks, so the test means something
+        assert sum(len(s.chunks) for s in strips) > 2 * len(plan)
+    for i, (row, strip) in enumerate(zip(plan, strips, strict=True)):
+        assert strip.need[1] <= strip.rows[1]  # read by the time the row runs
+        dropped = strips[i - 1].need[0] if i else 0
+        assert dropped <= strip.need[0]  # and not dropped after the previous row
+        for block in row.blocks:
+            assert strip.need[0] <= block.native.row0 and block.native.row1 <= strip.need[1]
+
+
+@pytest.mark.parametrize("tiled", [True, False], ids=["tiled", "striped"])
+def test_mask_is_independent_of_read_chunks(monkeypatch, make_tif, tmp_path, tiny_model, tiled) -> None:
+    """Many small read chunks (columns and rows) give the same mask as one chunk per strip; uint16
+    values above 32767 (sent to the device as int16 bits) come back as themselves."""
+    from geoseg import engine
+
+    model = tiny_model()
+    data = smooth_image((3, 301, 555), seed=5, dtype="uint16")
+    data[:, 100:140, 200:260] += 40000  # above int16's range
+    if tiled:
+        path = make_tif(data, block=32)
+    else:  # strips of 8 rows as wide as the scene
+        path = tmp_path / "striped.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=555, height=301, count=3, dtype="uint16",
+                           crs="EPSG:32633", transform=rasterio.Affine(10, 0, 330000, 0, -10, 5822040),
+                           blockysize=8, compress="deflate") as ds:
+            ds.write(data)
+        with rasterio.open(path) as ds:
+            assert ds.block_shapes[0] == (8, 555)
+    as_float = make_tif(data.astype("float32"), block=32)
+    whole = _run(as_float, tmp_path / "float.tif", model, block_size=4096, scale=1.0)
+    monkeypatch.setattr(engine, "CHUNK_COLS", 64)
+    monkeypatch.setattr(engine, "CHUNK_BYTES", 6 * 64 * 48)
+    chunked = _run(path, tmp_path / "chunked.tif", model, block_size=128, scale=1.0, batch_size=3)
+    np.testing.assert_array_equal(chunked, whole)
+    assert len(np.unique(whole)) > 1
