@@ -1,11 +1,18 @@
 """Running a network on batches of patches: device, precision, batching, softmax.
 
 One :class:`Predictor` per run holds the network on its device; the engine's one device thread
-calls it with batches of patches that are already there.
+calls it with batches of patches that are already there. Speed options:
+
+* ``batch_size=None`` picks the batch from the GPU's free memory (:func:`auto_batch_size`);
+* out of GPU memory, a batch is retried in halves, and the halved size is kept (:attr:`Predictor.notes`);
+* ``compile`` wraps the network in ``torch.compile``; ``cuda_graphs`` records each batch shape's
+  forward pass once as a CUDA graph and replays it (one launch instead of hundreds).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -14,6 +21,13 @@ from geoseg.errors import ConfigError, DeviceError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: The largest batch :func:`auto_batch_size` picks: beyond it a U-Net gains little and the padded
+#: last batch of a small scene costs more.
+MAX_AUTO_BATCH = 16
+#: Batch size on the CPU when none is given.
+CPU_BATCH = 4
+#: Share of the GPU's free memory the automatic batch may take (the rest: input and blend bands).
+AUTO_BATCH_SHARE = 0.4
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -51,27 +65,104 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 class Predictor:
     """Softmax probabilities of a network for batches of normalised NCHW patches already on its device."""
 
-    def __init__(self, network: torch.nn.Module, device: torch.device, precision: str, batch_size: int):
-        if batch_size < 1:
+    def __init__(self, network: torch.nn.Module, device: torch.device, precision: str, batch_size: int | None,
+                 *, channels: int, tile: int, compile: bool = False, cuda_graphs: bool = False):
+        if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch size {batch_size} must be at least 1")
+        if cuda_graphs and device.type != "cuda":
+            raise ConfigError(f"CUDA graphs need a CUDA device, not {device}; drop --cuda-graphs or use --device cuda")
         self.device = device
         self.precision = resolve_precision(precision, device)
-        self.batch_size = batch_size
         self.network = network.eval().to(device)
         if device.type == "cuda":
             self.network = self.network.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True  # the engine sends one batch shape: tuned once
+        self._net: Callable[[torch.Tensor], torch.Tensor] = (
+            torch.compile(self.network, dynamic=False) if compile else self.network)  # type: ignore[assignment]
+        self.cuda_graphs = cuda_graphs
+        self._graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        #: What the predictor had to change on the way (out-of-memory back-offs), for the run summary.
+        self.notes: list[str] = []
+        self.batch_size = batch_size or auto_batch_size(lambda x: self._forward(x, self.network), device, channels,
+                                                         tile)  # probed eagerly: no compile for the probe's shape
 
     def _autocast(self) -> torch.autocast | nullcontext:
         if self.precision in _AUTOCAST:
             return torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision])
         return nullcontext()
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """``(N, C, T, T)`` float32 in, ``(N, K, T, T)`` float32 probabilities out, on the device."""
+    def _forward(self, batch: torch.Tensor, net: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         with torch.inference_mode():
             if self.device.type == "cuda":
                 batch = batch.contiguous(memory_format=torch.channels_last)
             with self._autocast():
-                logits = self.network(batch)
+                logits = (net or self._net)(batch)
             return torch.softmax(logits.float(), dim=1)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """``(N, C, T, T)`` float32 in, ``(N, K, T, T)`` float32 probabilities out, on the device.
+
+        Out of GPU memory, the batch is split in halves (and the batch size halved for what
+        follows) until it fits; a single patch that does not fit raises :class:`DeviceError`.
+        """
+        try:
+            return self._graphed(batch) if self.cuda_graphs else self._forward(batch)
+        except torch.OutOfMemoryError:
+            self._graphs.clear()
+            torch.cuda.empty_cache()
+            if len(batch) == 1:
+                raise DeviceError(f"{self.device} is out of memory even for one patch; use a smaller --tile-size "
+                                  f"or --block-size, or free the GPU") from None
+            if len(batch) <= self.batch_size:
+                self.batch_size = len(batch) // 2
+                self.notes.append(f"{self.device} ran out of memory with batches of {len(batch)} patches; "
+                                  f"went on with {self.batch_size}")
+            parts, start = [], 0
+            while start < len(batch):  # at the batch size as it is now: a nested back-off lowers it
+                parts.append(self(batch[start : start + self.batch_size]))
+                start += len(parts[-1])
+            return torch.cat(parts)
+
+    def _graphed(self, batch: torch.Tensor) -> torch.Tensor:
+        """The forward pass replayed from a CUDA graph recorded for this batch shape.
+
+        The output lives in the graph's own buffer until the next call: the engine consumes it first.
+        """
+        key = tuple(batch.shape)
+        if key not in self._graphs:
+            static_in = batch.clone()
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):  # warm up (cuDNN tuning, lazy init) outside the capture
+                for _ in range(2):
+                    self._forward(static_in)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self._forward(static_in)
+            self._graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = self._graphs[key]
+        static_in.copy_(batch)
+        graph.replay()
+        return static_out
+
+
+def auto_batch_size(forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device, channels: int,
+                    tile: int) -> int:
+    """A batch size that fits the GPU's free memory: the largest power of two, up to
+    :data:`MAX_AUTO_BATCH`, whose measured working memory (one probe forward pass of two patches)
+    fits :data:`AUTO_BATCH_SHARE` of what is free. :data:`CPU_BATCH` on the CPU."""
+    if device.type != "cuda":
+        return CPU_BATCH
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    probe = torch.zeros((2, channels, tile, tile), device=device)
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False):  # no tuning for a shape used once
+        forward(probe)
+    torch.cuda.synchronize(device)
+    per_patch = max(1, (torch.cuda.max_memory_allocated(device) - base) / 2)
+    del probe
+    free, _ = torch.cuda.mem_get_info(device)
+    fits = AUTO_BATCH_SHARE * free / per_patch
+    return int(min(MAX_AUTO_BATCH, 2 ** max(0, math.floor(math.log2(max(fits, 1))))))

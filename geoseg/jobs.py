@@ -138,7 +138,7 @@ def _resolve(base: Path, text: str) -> Path:
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "model": str, "blend": str, "device": str, "precision": str, "tile_size": int, "overlap": int,
     "batch_size": int, "block_size": int, "workers": int, "scale": (int, float),
-    "match_resolution": bool, "trust_checkpoint": bool, "bands": list,
+    "match_resolution": bool, "trust_checkpoint": bool, "compile": bool, "cuda_graphs": bool, "bands": list,
 }
 
 

@@ -15,7 +15,7 @@ import torch
 from geoseg import __version__
 from geoseg.bands import match_bands
 from geoseg.engine import ProgressFn, plan_layout, run_engine
-from geoseg.errors import GeosegError, OutputError
+from geoseg.errors import DeviceError, GeosegError, OutputError
 from geoseg.inference import Predictor, resolve_device
 from geoseg.models import AUTO, LoadedModel, load_model, pick_builtin
 from geoseg.models.registry import get_card
@@ -38,7 +38,7 @@ class RunConfig:
     tile_size: int | None = None  # None: the model card's
     overlap: int | None = None  # None: the model card's
     blend: str = "cosine"
-    batch_size: int = 8
+    batch_size: int | None = None  # None: from the GPU's free memory (up to 16), 4 on the CPU
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     match_resolution: bool = True  # infer at the model's training resolution when the scene is finer
@@ -47,6 +47,8 @@ class RunConfig:
     workers: int | None = None  # reader threads; None: one per CPU core
     overwrite: bool = False
     trust_checkpoint: bool = False  # allow pickled checkpoints (model.pt ...) in model folders
+    compile: bool = False  # torch.compile the network (pays back on long runs; see benchmarks/RESULTS.md)
+    cuda_graphs: bool = False  # replay the forward pass from a CUDA graph
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class RunSummary:
     model: str
     device: str
     precision: str
+    batch_size: int  # patches per model call, as chosen (auto) and after any out-of-memory back-off
     width: int
     height: int
     bands: tuple[int, ...]
@@ -110,7 +113,8 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
 
     device = resolve_device(config.device)
     loaded = model if model is not None else (loader or load_model)(name, config.trust_checkpoint)
-    predictor = Predictor(loaded.network, device, config.precision, config.batch_size)
+    predictor = Predictor(loaded.network, device, config.precision, config.batch_size, channels=len(card.bands),
+                          tile=layout.tile, compile=config.compile, cuda_graphs=config.cuda_graphs)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -125,17 +129,22 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
                        progress, cancel, block_shape=scene.block_shape)
         except GeosegError:
             raise
+        except torch.OutOfMemoryError:
+            raise DeviceError(f"{device} ran out of memory outside the model (input and blend bands grow with the "
+                              f"scene's width and --block-size); use a smaller --block-size") from None
         except OSError as exc:
             raise OutputError(f"{out}: writing failed ({exc}); check free space and permissions") from None
 
     seconds = time.perf_counter() - started
+    notes.extend(f"{scene.path}: {note}" for note in predictor.notes)
     total = scene.width * scene.height
     counts = writer.counts
     if counts[NODATA] == total:
         notes.append(f"{scene.path}: has no valid pixels (all nodata or NaN); the mask is all nodata (255)")
     return RunSummary(
         input=str(scene.path), output=str(out), model=card.name, device=str(device),
-        precision=predictor.precision, width=scene.width, height=scene.height, bands=indexes,
+        precision=predictor.precision, batch_size=predictor.batch_size, width=scene.width, height=scene.height,
+        bands=indexes,
         band_match=how, factor=factor, tile_size=layout.tile, overlap=layout.rows.overlap,
         blend=config.blend if isinstance(config.blend, str) else "custom", seconds=round(seconds, 3),
         megapixels_per_second=round(total / 1e6 / seconds, 3),

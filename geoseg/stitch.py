@@ -130,7 +130,7 @@ class Stitcher:
         for r, c in block.origins:
             self._pending.append((region[:, r - fp.row0 : r - fp.row0 + tile, c - fp.col0 : c - fp.col0 + tile], r, c))
             self._added += 1
-            if len(self._pending) == self.predictor.batch_size:
+            if len(self._pending) >= self.predictor.batch_size:
                 self._predict_pending()
 
     def end_row(self, row: BlockRow) -> Iterator[tuple[int, np.ndarray]]:

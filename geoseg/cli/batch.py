@@ -38,7 +38,7 @@ def batch(
     tile_size: int | None = opt.TILE_SIZE,
     overlap: int | None = opt.OVERLAP,
     blend: str = opt.BLEND,
-    batch_size: int = opt.BATCH_SIZE,
+    batch_size: int | None = opt.BATCH_SIZE,
     device: str = opt.DEVICE,
     precision: str = opt.PRECISION,
     match_resolution: bool = opt.MATCH_RESOLUTION,
@@ -46,6 +46,8 @@ def batch(
     block_size: int = opt.BLOCK_SIZE,
     workers: int | None = opt.WORKERS,
     trust_checkpoint: bool = opt.TRUST_CHECKPOINT,
+    compile: bool = opt.COMPILE,
+    cuda_graphs: bool = opt.CUDA_GRAPHS,
 ) -> None:
     """Segment many scenes; skip those already done; report every failure; exit 0, 1, 2, 130 or 143."""
     with user_errors():
@@ -56,7 +58,8 @@ def batch(
             config = RunConfig(model=model, bands=parse_bands(bands), tile_size=tile_size, overlap=overlap,
                                blend=blend, batch_size=batch_size, device=device, precision=precision,
                                match_resolution=match_resolution, scale=scale, block_size=block_size,
-                               workers=workers, trust_checkpoint=trust_checkpoint)
+                               workers=workers, trust_checkpoint=trust_checkpoint,
+                               compile=compile, cuda_graphs=cuda_graphs)
             jobs.append(Job(name="cli", inputs=tuple(inputs), output_dir=output_dir, name_template=name,
                             config=config))
         if not jobs:

@@ -25,7 +25,7 @@ def run(
     tile_size: int | None = opt.TILE_SIZE,
     overlap: int | None = opt.OVERLAP,
     blend: str = opt.BLEND,
-    batch_size: int = opt.BATCH_SIZE,
+    batch_size: int | None = opt.BATCH_SIZE,
     device: str = opt.DEVICE,
     precision: str = opt.PRECISION,
     match_resolution: bool = opt.MATCH_RESOLUTION,
@@ -33,6 +33,8 @@ def run(
     block_size: int = opt.BLOCK_SIZE,
     workers: int | None = opt.WORKERS,
     trust_checkpoint: bool = opt.TRUST_CHECKPOINT,
+    compile: bool = opt.COMPILE,
+    cuda_graphs: bool = opt.CUDA_GRAPHS,
     overwrite: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
@@ -42,6 +44,7 @@ def run(
         model=model, bands=parse_bands(bands), tile_size=tile_size, overlap=overlap, blend=blend,
         batch_size=batch_size, device=device, precision=precision, match_resolution=match_resolution,
         scale=scale, block_size=block_size, workers=workers, overwrite=overwrite, trust_checkpoint=trust_checkpoint,
+        compile=compile, cuda_graphs=cuda_graphs,
     )
     err = Console(stderr=True)
     with user_errors():
@@ -76,7 +79,7 @@ def summary_table(s: RunSummary) -> Table:
     table = Table(title=f"geoseg: {s.output}", show_header=False, title_justify="left")
     table.add_row("input", f"{s.input} ({s.width} x {s.height}, bands {','.join(map(str, s.bands))})")
     grid = f"inferred at 1/{s.factor} of the scene's resolution" if s.factor > 1 else "scene's own grid"
-    table.add_row("model", f"{s.model} on {s.device} ({s.precision}), {grid}")
+    table.add_row("model", f"{s.model} on {s.device} ({s.precision}, batches of {s.batch_size}), {grid}")
     table.add_row("tiling", f"{s.tile_size} px tiles, {s.overlap} px overlap, {s.blend} blend")
     table.add_row("time", f"{s.seconds:.1f} s, {s.megapixels_per_second:.2f} MP/s")
     for name, share in s.class_shares.items():

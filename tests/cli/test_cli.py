@@ -32,6 +32,7 @@ def test_run_writes_the_mask_and_prints_json(make_tif, model_folder) -> None:
         (["--bands", "1,9,2"], 4, "band 9 does not exist"),
         (["--model", "nonesuch"], 5, "unknown model 'nonesuch'"),
         (["--device", "cuda:7"], 7, "cuda:7"),
+        (["--cuda-graphs", "--device", "cpu"], 2, "CUDA graphs need a CUDA device"),
         (["-o", "{scene}"], 6, "is the input scene"),
     ],
 )

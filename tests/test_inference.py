@@ -1,0 +1,76 @@
+"""The predictor's speed options keep the mask: out-of-memory back-off, torch.compile, CUDA graphs' guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from geoseg import RunConfig, segment_scene
+from geoseg.errors import ConfigError, DeviceError
+from geoseg.inference import CPU_BATCH, Predictor
+from geoseg.models import LoadedModel
+from tests.conftest import TinyNet, smooth_image
+
+
+class RunsOutOfMemory(torch.nn.Module):
+    """Wraps a network; raises CUDA's out-of-memory error for batches larger than ``fits``."""
+
+    def __init__(self, net: torch.nn.Module, fits: int):
+        super().__init__()
+        self.net, self.fits = net, fits
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(x))
+        if len(x) > self.fits:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return self.net(x)
+
+
+def _mask(path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+def test_out_of_memory_halves_the_batch_reports_it_and_keeps_the_mask(make_tif, tmp_path, tiny_model) -> None:
+    model = tiny_model()
+    scene = make_tif(smooth_image((3, 300, 420), seed=2))
+    flaky = RunsOutOfMemory(model.network, fits=2)
+    summary = segment_scene(scene, tmp_path / "oom.tif", RunConfig(batch_size=8, workers=2),
+                            model=LoadedModel(card=model.card, network=flaky))
+    plain = segment_scene(scene, tmp_path / "plain.tif", RunConfig(batch_size=2, workers=2), model=model)
+    assert summary.batch_size == 2 and plain.batch_size == 2
+    backoffs = [w for w in summary.warnings if "ran out of memory" in w]
+    assert len(backoffs) == 2 and "batches of 8" in backoffs[0] and "went on with 2" in backoffs[1]
+    assert flaky.sizes[:3] == [8, 4, 2]  # halved, then kept at the size that fits
+    assert all(n <= 2 for n in flaky.sizes[3:])
+    np.testing.assert_array_equal(_mask(tmp_path / "oom.tif"), _mask(tmp_path / "plain.tif"))
+
+
+def test_out_of_memory_for_one_patch_is_a_device_error(make_tif, tmp_path, tiny_model) -> None:
+    model = tiny_model()
+    scene = make_tif(smooth_image((3, 80, 90)))
+    hopeless = LoadedModel(card=model.card, network=RunsOutOfMemory(model.network, fits=0))
+    with pytest.raises(DeviceError, match="out of memory even for one patch"):
+        segment_scene(scene, tmp_path / "m.tif", RunConfig(batch_size=4), model=hopeless)
+    assert not (tmp_path / "m.tif").exists()
+
+
+def test_batch_size_defaults_on_the_cpu_and_cuda_graphs_need_cuda() -> None:
+    cpu = torch.device("cpu")
+    assert Predictor(TinyNet(), cpu, "fp32", None, channels=3, tile=64).batch_size == CPU_BATCH
+    with pytest.raises(ConfigError, match="CUDA graphs need a CUDA device"):
+        Predictor(TinyNet(), cpu, "fp32", 4, channels=3, tile=64, cuda_graphs=True)
+
+
+def test_compiled_network_gives_the_same_mask(make_tif, tmp_path, tiny_model) -> None:
+    """torch.compile (inductor, C++ on the CPU) fuses the network's arithmetic; the mask must agree."""
+    model = tiny_model()
+    scene = make_tif(smooth_image((3, 150, 200), seed=4))
+    segment_scene(scene, tmp_path / "eager.tif", RunConfig(workers=2), model=model)
+    segment_scene(scene, tmp_path / "compiled.tif", RunConfig(workers=2, compile=True), model=model)
+    eager, compiled = _mask(tmp_path / "eager.tif"), _mask(tmp_path / "compiled.tif")
+    assert len(np.unique(eager)) > 1
+    assert (eager == compiled).mean() >= 0.999  # only exact near-ties may flip: fusion reorders float sums
