@@ -1,19 +1,29 @@
-"""End-to-end run benchmark: geoseg file-to-file against its floors, per scene size and model.
+"""GPU benchmark: geoseg file to file against its floors and against pytorch-toolbelt, one table per part.
 
-For each scene and model it measures, in this one process:
-  * read floor: reading and decoding every 512-px block of every band with one thread per core;
-  * model floor: the raw network over the same number of patches, batches already on the device,
-    bf16 + channels_last on CUDA, no I/O, no blending;
-  * write floor: encoding and writing the mask geoseg produced, in the same strips and threads;
-  * geoseg: `geoseg run` in a child process (so its peak RSS is its own): wall time, MP/s, ratio
-    to the largest floor, peak host RSS, peak GPU memory, mean GPU utilisation (nvidia-smi).
-Scenes larger than the source are built from it with make_scene.py (mirror + repeat).
+Scenes larger than the real source are built from it by make_scene.py (mirror + repeat). Parts
+(``--parts``, default all three), each printing a table whose figures come from this one run:
 
-    python benchmarks/bench_run.py SOURCE.tif --sizes 16384 32768 --model MODEL_DIR \
+* ``main``: for each scene and model, the floors and geoseg end to end:
+  - read floor: decode every internal block of the file once, with one thread per core, both in
+    geoseg's own read chunks and as dask 512-px chunks; the faster counts;
+  - model floor: the raw network over as many patches as the run has, batch already on the GPU,
+    bf16 + channels_last, eager and replayed from a CUDA graph; the faster counts;
+  - write floor: encode and write the mask geoseg produced, in its strips and threads;
+  - geoseg: ``geoseg run`` as a fresh process (cold: Python, CUDA, model, cuDNN tuning included)
+    and ``segment_scene`` in a process that has already run one small scene with the same model
+    (warm: how ``geoseg batch`` runs every scene after its first), with that process's peak RSS,
+    peak GPU memory, GPU busy share (nvidia-smi, 100 ms) and its model stage throughput.
+* ``options`` (first generated scene, first model): ``--cuda-graphs``, ``--compile`` (and the
+  compiled model floor), and fp32 (the share of pixels bf16 flips against it).
+* ``peers`` (first generated scene, first model, at the scene's own resolution so that every
+  tool runs the same patches): pytorch-toolbelt's ImageSlicer + TileMerger as a user's script
+  (rasterio in, same model / tile / overlap / bf16 / batch, rasterio out) against geoseg.
+
+    python benchmarks/bench_run.py SOURCE.tif --sizes 16384 32768 --model MODEL_DIR \\
         --more-models R34_DIR VGG16_DIR --device cuda
 
-MODEL_DIR is a model folder; if it has a config.json but no weights, random weights are written
-(speed does not depend on the weights).
+MODEL_DIR is a model folder; with a config.json and no weights, random weights are written
+(speed does not depend on them).
 """
 
 from __future__ import annotations
@@ -21,10 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dask
@@ -33,12 +45,15 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.make_scene import build_scene
-from geoseg.engine import plan_layout
+from geoseg.engine import plan_blocks, plan_layout, plan_reads
 from geoseg.models.card import ModelCard
 from geoseg.resample import resolution_factor
-from geoseg.scene import open_scene, read_dask
+from geoseg.scene import WindowReader, open_scene, read_dask
+
+BATCH = 16
 
 
+# -- floors -------------------------------------------------------------------------------------
 def ensure_weights(folder: Path) -> None:
     weights = folder / "model.safetensors"
     if weights.exists():
@@ -51,42 +66,61 @@ def ensure_weights(folder: Path) -> None:
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
 
 
-def read_floor(path: Path, block: int, threads: int) -> float:
+def read_floor(path: Path, factor: int, card: ModelCard, threads: int) -> dict[str, float]:
+    """Seconds to decode every block of ``path`` once: in geoseg's read chunks and in dask 512-px chunks."""
     info = open_scene(path)
-    values = read_dask(info, tuple(range(1, info.count + 1)), target_chunk=block)
+    indexes = tuple(range(1, info.count + 1))
+    layout = plan_layout(info.height, info.width, factor, card.tile_size, card.overlap)
+    chunks = [c for s in plan_reads(layout, plan_blocks(layout), info.block_shape, info.count * 2) for c in s.chunks]
+    reader = WindowReader(info, indexes)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda c: reader.read(c.row0, c.row1, c.col0, c.col1)[0].shape, chunks))
+    own = time.perf_counter() - start
+    values = read_dask(info, indexes, target_chunk=512)
     touched = values.map_blocks(lambda b: np.zeros((1, 1, 1), np.uint8), chunks=(1, 1, 1), dtype=np.uint8)
     start = time.perf_counter()
     with dask.config.set(scheduler="threads", num_workers=threads):
         touched.compute()
-    return time.perf_counter() - start
+    return {"read own s": own, "read dask s": time.perf_counter() - start}
 
 
-def model_floor(card: ModelCard, patches: int, batch_size: int, device: str) -> float:
-    """Raw model time for ``patches`` patches: batches already on the device, bf16, channels_last, no I/O."""
+def model_floor(card: ModelCard, patches: int, device: str, how: str = "eager") -> float:
+    """Raw network time for ``patches`` patches, batches already on the device, bf16, channels_last;
+    ``how``: eager, graph (CUDA graph replay) or compile (torch.compile, compile time excluded)."""
     import torch
 
     from geoseg.models.architectures import build_network
 
     dev = torch.device(device)
-    net = build_network(card).eval().to(dev)
-    if dev.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-    batch = torch.rand((batch_size, len(card.bands), card.tile_size, card.tile_size), device=dev)
-    if dev.type == "cuda":
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
-    batches = -(-patches // batch_size)
-    with torch.inference_mode(), autocast:
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    net = build_network(card).eval().to(dev).to(memory_format=torch.channels_last)
+    torch.backends.cudnn.benchmark = True
+    fn = torch.compile(net, dynamic=False) if how == "compile" else net
+    batch = torch.rand((BATCH, len(card.bands), card.tile_size, card.tile_size), device=dev)
+    batch = batch.contiguous(memory_format=torch.channels_last)
+    batches = -(-patches // BATCH)
+
+    def step() -> torch.Tensor:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+            return torch.softmax(fn(batch).float(), dim=1)
+
+    with torch.inference_mode():
         for _ in range(3):
-            net(batch)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+            step()
+        if how == "graph" and cuda:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                step()
+            run = graph.replay
+        else:
+            run = step  # type: ignore[assignment]
+        sync()
         start = time.perf_counter()
         for _ in range(batches):
-            torch.softmax(net(batch).float(), dim=1)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+            run()
+        sync()
     return time.perf_counter() - start
 
 
@@ -110,6 +144,7 @@ def write_floor(mask: Path, out: Path) -> float:
     return spent
 
 
+# -- children: one fresh process per measured run ----------------------------------------------------
 class GpuBusy:
     """Mean GPU utilisation (nvidia-smi samples every 100 ms) while the block runs; None without nvidia-smi."""
 
@@ -134,19 +169,191 @@ class GpuBusy:
         return sum(self.samples) / len(self.samples) / 100 if self.samples else None
 
 
-def run_geoseg(scene: Path, out: Path, model: Path, extra: list[str]) -> tuple[dict, float, float]:
+def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: dict) -> dict:
+    """Warm up on ``warmup`` with the same model and settings, then time ``scene``."""
+    from geoseg.models import load_model
+    from geoseg.run import RunConfig, segment_scene
+
+    started = time.perf_counter()
+    loaded = load_model(str(model))
+    config = RunConfig(overwrite=True, batch_size=BATCH, **settings)
+    segment_scene(warmup, out, config, model=loaded)
+    warmup_s = time.perf_counter() - started
+    with GpuBusy() as busy:
+        summary = segment_scene(scene, out, config, model=loaded)
+    return {"seconds": summary.seconds, "warmup s": warmup_s, "busy": busy.fraction,
+            "gpu_gib": summary.peak_device_memory_gib, "model s": summary.model_seconds,
+            "patches": summary.patches, "batch": summary.batch_size}
+
+
+def toolbelt_script(scene: Path, out: Path, model: Path, device: str = "cuda") -> None:
+    """A user's pytorch-toolbelt script: rasterio in, ImageSlicer + TileMerger on the GPU, rasterio out."""
+    import torch
+    from pytorch_toolbelt.inference.tiles import ImageSlicer, TileMerger
+
+    from geoseg.models import load_model
+
+    loaded = load_model(str(model))
+    card = loaded.card
+    net = loaded.network.eval().to(device).to(memory_format=torch.channels_last)
+    torch.backends.cudnn.benchmark = True
+    with rasterio.open(scene) as src:
+        image = src.read()
+        profile = src.profile
+    scale, offset = card.scaling.factors(image.dtype)
+    image = np.moveaxis(image, 0, -1).astype(np.float32) * np.float32(scale) + np.float32(offset)
+    image = (image - np.float32(card.mean)) / np.float32(card.std)
+    tile, step = card.tile_size, card.tile_size - card.overlap
+    slicer = ImageSlicer(image.shape, tile_size=tile, tile_step=step, weight="pyramid")
+    merger = TileMerger(slicer.target_shape, channels=card.num_classes, weight=slicer.weight, device=device)
+    tiles = slicer.split(image)
+    with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        for i in range(0, len(tiles), BATCH):
+            x = torch.from_numpy(np.stack(tiles[i : i + BATCH])).permute(0, 3, 1, 2).to(device, non_blocking=True)
+            probs = torch.softmax(net(x.contiguous(memory_format=torch.channels_last)).float(), dim=1)
+            merger.integrate_batch(probs, slicer.crops[i : i + BATCH])
+        labels = slicer.crop_to_orignal_size(merger.merge().argmax(dim=0)).byte().cpu().numpy()
+    profile.update(count=1, dtype="uint8", nodata=255, tiled=True, blockxsize=256, blockysize=256,
+                   compress="deflate", predictor=1, num_threads="ALL_CPUS")
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(labels, 1)
+
+
+def child_toolbelt(scene: Path, out: Path, model: Path, warmup: Path, device: str) -> dict:
+    import torch
+
+    cuda = device.startswith("cuda")
+    toolbelt_script(warmup, out, model, device)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    with GpuBusy() as busy:
+        start = time.perf_counter()
+        toolbelt_script(scene, out, model, device)
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "busy": busy.fraction,
+            "gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
+
+
+def spawn(kind: str, scene: Path, out: Path, model: Path, warmup: Path, settings: dict | None = None) -> dict:
+    """Run a child measurement in a fresh process; add its peak RSS."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, str(scene), "--out", str(out),
+           "--model", str(model), "--warmup", str(warmup), "--settings", json.dumps(settings or {})]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{kind} child failed: {proc.stderr.strip()[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_cli(scene: Path, out: Path, model: Path, device: str) -> float:
+    """Wall seconds of `geoseg run` as a fresh process."""
     cmd = [sys.executable, "-m", "geoseg.cli", "run", str(scene), "-o", str(out), "--model", str(model),
-           "--overwrite", "--json", *extra]
+           "--overwrite", "--quiet", "--device", device, "--batch-size", str(BATCH)]
     start = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
-        proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)  # rusage of this child alone: its own peak RSS
-        wall = time.perf_counter() - start
-        out_f.seek(0), err_f.seek(0)
-        stdout, stderr = out_f.read(), err_f.read()
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"geoseg failed: {stderr.strip()[-2000:]}")
-    return json.loads(stdout), wall, usage.ru_maxrss / 2**20  # KiB -> GiB
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"geoseg failed: {proc.stderr.strip()[-2000:]}")
+    return time.perf_counter() - start
+
+
+# -- parts --------------------------------------------------------------------------------------
+def patches_of(scene: Path, card: ModelCard, factor: int) -> int:
+    info = open_scene(scene)
+    layout = plan_layout(info.height, info.width, factor, card.tile_size, card.overlap)
+    return layout.rows.count * layout.cols.count
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def part_main(scenes: list[Path], models: list[Path], more: list[Path], args: argparse.Namespace) -> None:
+    threads = os.cpu_count() or 1
+    runs = [(s, models[0]) for s in scenes] + [(scenes[min(1, len(scenes) - 1)], m) for m in more]
+    head = ("scene", "encoder", "f", "patches", "read floor s (own / dask)", "model floor s (eager / graph)",
+            "write floor s", "geoseg cold s", "geoseg warm s", "MP/s warm", "warm / largest floor",
+            "cold / largest floor", "model stage / model floor", "peak RSS GiB", "peak GPU GiB", "GPU busy")
+    rows = []
+    for scene, model in runs:
+        card = ModelCard.load(model / "config.json")
+        info = open_scene(scene)
+        factor = resolution_factor(info.pixel_size_m, card.resolution_m)
+        patches = patches_of(scene, card, factor)
+        reads = read_floor(scene, factor, card, threads)
+        eager = model_floor(card, patches, args.device, "eager")
+        graph = model_floor(card, patches, args.device, "graph")
+        out = args.workdir / "mask.tif"
+        cold = run_cli(scene, out, model, args.device)
+        warm = spawn("geoseg", scene, out, model, args.source, {"device": args.device})
+        write = write_floor(out, args.workdir / "rewrite.tif")
+        read = min(reads.values())
+        floor = max(read, min(eager, graph), write)
+        model_rate = warm["patches"] / warm["model s"] / (patches / min(eager, graph))
+        rows.append([scene.name, card.encoder, str(factor), str(patches),
+                     f"{reads['read own s']:.2f} / {reads['read dask s']:.2f}", f"{eager:.2f} / {graph:.2f}",
+                     f"{write:.2f}", f"{cold:.2f}", f"{warm['seconds']:.2f}",
+                     f"{info.megapixels / warm['seconds']:.1f}",
+                     f"{warm['seconds'] / floor:.2f}", f"{cold / floor:.2f}", f"{model_rate:.0%}",
+                     f"{warm['rss']:.2f}", fmt(warm["gpu_gib"], ".2f"), fmt(warm["busy"], ".0%")])
+        print(f"done {scene.name} {card.encoder}: cold {cold:.1f} s, warm {warm['seconds']:.1f} s",
+              file=sys.stderr, flush=True)
+        print(json.dumps({"row": rows[-1], "warm": warm, "reads": reads, "eager": eager, "graph": graph}),
+              file=sys.stderr, flush=True)
+    table("main: floors and geoseg end to end", head, rows)
+
+
+def part_options(scene: Path, model: Path, args: argparse.Namespace) -> None:
+    card = ModelCard.load(model / "config.json")
+    info = open_scene(scene)
+    factor = resolution_factor(info.pixel_size_m, card.resolution_m)
+    patches = patches_of(scene, card, factor)
+    floors = {how: model_floor(card, patches, args.device, how) for how in ("eager", "graph", "compile")}
+    head = ("scene", "settings", "warm-up s (incl. compile)", "geoseg s", "model stage s", "patches/s in model",
+            "x eager run", "pixels changed vs bf16 run")
+    rows, masks = [], {}
+    base = None
+    for name, settings in (("bf16 (default)", {}), ("--cuda-graphs", {"cuda_graphs": True}),
+                           ("--compile", {"compile": True}), ("fp32", {"precision": "fp32"})):
+        out = args.workdir / f"opt-{len(rows)}.tif"
+        r = spawn("geoseg", scene, out, model, args.source, {"device": args.device, **settings})
+        with rasterio.open(out) as ds:
+            masks[name] = ds.read(1)
+        base = base or r["seconds"]
+        changed = float((masks[name] != masks["bf16 (default)"]).mean())
+        rows.append([scene.name, name, f"{r['warmup s']:.1f}", f"{r['seconds']:.2f}", f"{r['model s']:.2f}",
+                     f"{r['patches'] / r['model s']:.0f}", f"{r['seconds'] / base:.2f}", f"{changed:.4%}"])
+        print(json.dumps({"row": rows[-1], "run": r}), file=sys.stderr, flush=True)
+    table(f"options ({card.encoder}, f={factor}; model floors for {patches} patches: "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in floors.items()) + ")", head, rows)
+
+
+def part_peers(scene: Path, model: Path, args: argparse.Namespace) -> None:
+    card = ModelCard.load(model / "config.json")
+    info = open_scene(scene)
+    patches = patches_of(scene, card, 1)
+    floor = min(model_floor(card, patches, args.device, how) for how in ("eager", "graph"))
+    geo = spawn("geoseg", scene, args.workdir / "peer-geoseg.tif", model, args.source,
+                {"device": args.device, "match_resolution": False})
+    peer = spawn("toolbelt", scene, args.workdir / "peer-toolbelt.tif", model, args.source, {"device": args.device})
+    with rasterio.open(args.workdir / "peer-geoseg.tif") as a, rasterio.open(args.workdir / "peer-toolbelt.tif") as b:
+        agreement = float((a.read(1) == b.read(1)).mean())
+    head = ("scene", "tool", "seconds", "MP/s", "x model floor", "peak RSS GiB", "peak GPU GiB", "GPU busy")
+    rows = [[scene.name, name, f"{r['seconds']:.2f}", f"{info.megapixels / r['seconds']:.1f}",
+             f"{r['seconds'] / floor:.2f}", f"{r['rss']:.2f}", fmt(r["gpu_gib"], ".2f"), fmt(r["busy"], ".0%")]
+            for name, r in (("geoseg --no-match-resolution", geo), ("pytorch-toolbelt script", peer))]
+    rows.append([scene.name, "toolbelt / geoseg", f"{peer['seconds'] / geo['seconds']:.2f}x", "", "",
+                 f"{peer['rss'] / geo['rss']:.2f}x", "", ""])
+    table(f"peers ({card.encoder}, f=1, {patches} patches, tile {card.tile_size} overlap {card.overlap}, bf16, "
+          f"batch {BATCH}; model floor {floor:.2f} s; masks agree on {agreement:.2%} (blend windows differ))",
+          head, rows)
+
+
+def table(title: str, head: tuple[str, ...], rows: list[list[str]]) -> None:
+    print(f"\n{title}\n")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    sys.stdout.flush()
 
 
 def main() -> None:
@@ -155,53 +362,47 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[16384])
     parser.add_argument("--model", type=Path, required=True, help="model folder timed on every scene")
     parser.add_argument("--more-models", type=Path, nargs="*", default=[],
-                        help="model folders timed end to end on the first generated scene only")
+                        help="model folders timed on the first generated scene only")
+    parser.add_argument("--parts", nargs="*", default=["main", "options", "peers"],
+                        choices=["main", "options", "peers"])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-bench"))
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--extra", nargs="*", default=[], help="more `geoseg run` flags, e.g. --no-match-resolution")
+    parser.add_argument("--child", choices=["geoseg", "toolbelt"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--settings", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    threads = os.cpu_count() or 1
-    scenes = [args.source] + [build_scene(args.source, args.workdir / f"s2-{n}.tif", n) for n in args.sizes]
-    runs = [(scene, args.model) for scene in scenes]
-    runs += [(scenes[1 if len(scenes) > 1 else 0], m) for m in args.more_models]
-    rows = []
-    for scene, model in runs:
-        ensure_weights(model)
-        card = ModelCard.load(model / "config.json")
-        info = open_scene(scene)
-        factor = 1 if "--no-match-resolution" in args.extra else resolution_factor(info.pixel_size_m, card.resolution_m)
-        layout = plan_layout(info.height, info.width, factor, card.tile_size, card.overlap)
-        patches = layout.rows.count * layout.cols.count
-        floors = {"read": read_floor(scene, 512, threads),
-                  "model": model_floor(card, patches, args.batch_size, args.device)}
-        out = args.workdir / "mask.tif"
-        with GpuBusy() as busy:
-            summary, wall, rss = run_geoseg(scene, out, model, ["--device", args.device, "--batch-size",
-                                                                str(args.batch_size), *args.extra])
-        floors["write"] = write_floor(out, args.workdir / "rewrite.tif")
-        rows.append({"scene": scene.name, "size": f"{info.width}x{info.height}", "MP": info.megapixels,
-                     "encoder": card.encoder, "f": factor, "patches": patches, **{f"{k} floor s": v for k, v in
-                                                                                   floors.items()},
-                     "geoseg s": summary["seconds"], "process s": wall, "rss": rss, "busy": busy.fraction,
-                     "gpu_gib": summary.get("peak_device_memory_gib"), "largest": max(floors.values())})
-        print(f"done {scene.name} {card.encoder}: {summary['seconds']:.1f} s", file=sys.stderr, flush=True)
+    if args.child:  # a measured run in a fresh process: one JSON line, with its own peak RSS
+        if args.child == "geoseg":
+            result = child_geoseg(args.source, args.out, args.model, args.warmup, json.loads(args.settings))
+        else:
+            result = child_toolbelt(args.source, args.out, args.model, args.warmup,
+                                    json.loads(args.settings).get("device", "cuda"))
+        result["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+        print(json.dumps(result))
+        return
 
-    print(json.dumps(rows), file=sys.stderr)
-    head = ("scene", "size", "encoder", "f", "patches", "read floor s", "model floor s", "write floor s", "geoseg s",
-            "MP/s", "x largest floor", "model floor / geoseg", "peak RSS GiB", "peak GPU GiB", "GPU busy")
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
-    for r in rows:
-        busy = "-" if r["busy"] is None else f"{r['busy']:.0%}"
-        gpu = "-" if r["gpu_gib"] is None else f"{r['gpu_gib']:.2f}"
-        print(f"| {r['scene']} | {r['size']} | {r['encoder']} | {r['f']} | {r['patches']} | {r['read floor s']:.2f} | "
-              f"{r['model floor s']:.2f} | {r['write floor s']:.2f} | {r['geoseg s']:.2f} | "
-              f"{r['MP'] / r['geoseg s']:.1f} | {r['geoseg s'] / r['largest']:.2f} | "
-              f"{r['model floor s'] / r['geoseg s']:.0%} | {r['rss']:.2f} | {gpu} | {busy} |")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    for folder in [args.model, *args.more_models]:
+        ensure_weights(folder)
+    built = [build_scene(args.source, args.workdir / f"s2-{n}.tif", n) for n in args.sizes]
+    print(f"device: {describe_device()}; {os.cpu_count()} CPU cores; {time.strftime('%Y-%m-%d')}")
+    if "main" in args.parts:
+        part_main([args.source, *built], [args.model], args.more_models, args)
+    first = built[0] if built else args.source
+    if "options" in args.parts:
+        part_options(first, args.model, args)
+    if "peers" in args.parts:
+        part_peers(first, args.model, args)
+
+
+def describe_device() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU only"
 
 
 if __name__ == "__main__":
-    main()
+    with tempfile.TemporaryDirectory():
+        main()

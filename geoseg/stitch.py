@@ -16,7 +16,7 @@ so device memory depends on the block size and the scene's width, never on its h
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from geoseg.resample import bilinear_taps, coarsen
 from geoseg.writing import NODATA, OUTPUT_TILE
 
 _STRIP = 256  # scene rows labelled at a time, to bound device memory
+_DEVELOP_ROWS = 768  # scene rows developed at a time, to bound device memory
 
 
 class Stitcher:
@@ -44,8 +45,11 @@ class Stitcher:
         self.num_bands = len(card.bands)
         self.pin = dev.type == "cuda"  # page-locked host buffers: asynchronous copies at full speed
         self.band = torch.zeros((self.num_bands, 0, layout.width), dtype=self.transfer_dtype, device=dev)
+        self.band_base = 0  # scene row of band[:, 0]; rows above it are developed
         self.band_valid = torch.zeros((0, layout.width), dtype=torch.bool, device=dev)
-        self.band_base = 0  # scene row of band[:, 0]
+        self.valid_base = 0  # scene row of band_valid[0]
+        self.model_band = torch.zeros((self.num_bands, 0, layout.cols.size), dtype=torch.float32, device=dev)
+        self.model_base = 0  # model-grid row of model_band[:, 0]
         self.scale, self.offset = card.scaling.factors(dtype)
         self.mean = torch.tensor(card.mean, dtype=torch.float32, device=dev)[:, None, None]
         self.std = torch.tensor(card.std, dtype=torch.float32, device=dev)[:, None, None]
@@ -67,6 +71,8 @@ class Stitcher:
         self._pending: list[tuple[torch.Tensor, int, int]] = []
         self._added = self._ran = 0  # patches queued and patches predicted so far
         self._settles: deque[tuple[int, int]] = deque()  # (patches that must have run, final model rows)
+        #: Diagnostics (benchmarks/precision.py): called with (scene row, probabilities) of every strip.
+        self.probe: Callable[[int, torch.Tensor], None] | None = None
 
     # -- input rows --------------------------------------------------------------------------------
     @property
@@ -82,23 +88,48 @@ class Stitcher:
 
     def extend_input(self, stop: int) -> None:
         """Make room in the input band for scene rows up to ``stop``."""
+        width = self.layout.width
         more = stop - self.band_base - self.band.shape[1]
         if more > 0:
-            self.band = torch.cat([self.band, self.band.new_zeros((self.num_bands, more, self.layout.width))], dim=1)
-            self.band_valid = torch.cat([self.band_valid, self.band_valid.new_zeros((more, self.layout.width))])
+            self.band = torch.cat([self.band, self.band.new_zeros((self.num_bands, more, width))], dim=1)
+        more = stop - self.valid_base - self.band_valid.shape[0]
+        if more > 0:
+            self.band_valid = torch.cat([self.band_valid, self.band_valid.new_zeros((more, width))])
 
     def put(self, box: Box, buffer: torch.Tensor, valid: np.ndarray) -> None:
         """Copy a read chunk (from :meth:`host_buffer`) and its validity into the input band."""
         r0, r1 = box.row0 - self.band_base, box.row1 - self.band_base
         self.band[:, r0:r1, box.col0 : box.col1].copy_(buffer, non_blocking=True)
+        r0, r1 = box.row0 - self.valid_base, box.row1 - self.valid_base
         self.band_valid[r0:r1, box.col0 : box.col1].copy_(torch.from_numpy(valid), non_blocking=True)
 
     def drop_input(self, before: int) -> None:
-        """Forget input rows above scene row ``before``: no later block reads them."""
-        k = before - self.band_base
+        """Forget input rows above scene row ``before`` (a model-grid row boundary): no later block reads them."""
+        k = before - self.valid_base
         if k > 0:
-            self.band, self.band_valid = self.band[:, k:], self.band_valid[k:]
-            self.band_base = before
+            self.band_valid, self.valid_base = self.band_valid[k:], before
+        k = before // self.layout.factor - self.model_base
+        if k > 0:
+            self.model_band, self.model_base = self.model_band[:, k:], before // self.layout.factor
+
+    def _develop(self) -> None:
+        """Develop every whole model-grid row of the input band (see module docstring), in slices
+        of :data:`_DEVELOP_ROWS` scene rows to bound temporaries."""
+        layout, f = self.layout, self.layout.factor
+        end = self.band_base + self.band.shape[1]
+        stop = end if end >= layout.height else end // f * f
+        step = max(f, _DEVELOP_ROWS // f * f)
+        parts = [self.model_band]
+        for a in range(self.band_base, stop, step):
+            b = min(a + step, stop)
+            x = _widen(self.band[:, a - self.band_base : b - self.band_base], self.file_dtype)
+            v = self.band_valid[a - self.valid_base : b - self.valid_base]
+            x, v = coarsen(x, v, f)  # scaling is affine: it commutes with the mean, so it runs on fewer pixels
+            parts.append(torch.where(v, (x * self.scale + self.offset - self.mean) / self.std, 0.0))  # no data
+            # enters as the band means
+        if len(parts) > 1:
+            self.model_band = torch.cat(parts, dim=1)
+            self.band, self.band_base = self.band[:, stop - self.band_base :], stop
 
     # -- a row of blocks -------------------------------------------------------------------------
     def begin_row(self, row: BlockRow) -> None:
@@ -110,22 +141,15 @@ class Stitcher:
                                dtype=self.acc_dtype, device=self.device)
             self.acc = torch.cat([self.acc, more], dim=1)
         r0, r1 = self.layout.scene_span(*row.core_rows, self.layout.height)
-        self._row_valid = self.band_valid[r0 - self.band_base : r1 - self.band_base].clone()
+        self._row_valid = self.band_valid[r0 - self.valid_base : r1 - self.valid_base].clone()
+        self._develop()
 
     def add_block(self, block: BlockPlan) -> None:
-        """Predict the patches of ``block`` from its window of the input band."""
-        layout, native = self.layout, block.native
+        """Queue the patches of ``block``, cut from the developed rows; predict every full batch."""
+        layout = self.layout
         if not block.origins:
             return
-        r0, r1 = native.row0 - self.band_base, native.row1 - self.band_base
-        x = _widen(self.band[:, r0:r1, native.col0 : native.col1], self.file_dtype)
-        v = self.band_valid[r0:r1, native.col0 : native.col1]
-        if self.scale != 1.0 or self.offset != 0.0:
-            x = x * self.scale + self.offset
-        x, v = coarsen(x, v, layout.factor)
-        x = torch.where(v, (x - self.mean) / self.std, 0.0)  # no-data pixels enter as the band means
-        row0, col0 = native.row0 // layout.factor, native.col0 // layout.factor
-        region = _gather(_gather(x, 1, block.src_rows - row0), 2, block.src_cols - col0)
+        region = _gather(_gather(self.model_band, 1, block.src_rows - self.model_base), 2, block.src_cols)
         tile, fp = layout.tile, block.footprint
         for r, c in block.origins:
             self._pending.append((region[:, r - fp.row0 : r - fp.row0 + tile, c - fp.col0 : c - fp.col0 + tile], r, c))
@@ -200,20 +224,31 @@ class Stitcher:
 
     def _labels(self, start: int, end: int) -> torch.Tensor:
         """Class labels ``(row, col)`` uint8 of scene rows ``[start, end)``."""
-        layout, base = self.layout, self.acc_base
-        if layout.factor == 1:  # one positive weight per pixel: the argmax of the sums is the answer
+        if self.probe is not None:
+            self.probe(start, self.probabilities(start, end))
+        if self.layout.factor == 1:  # one positive weight per pixel: the argmax of the sums is the answer
+            base = self.acc_base
             return _argmax(self.acc[:, start - base : end - base])
+        return _argmax(self.probabilities(start, end))
+
+    def probabilities(self, start: int, end: int) -> torch.Tensor:
+        """Blended class probabilities ``(class, row, col)`` float32 of scene rows ``[start, end)``
+        (of those not yet handed out)."""
+        layout, base = self.layout, self.acc_base
+        if layout.factor == 1:
+            return self.acc[:, start - base : end - base].float() / (
+                self.row_weight[start:end][:, None] * self.col_weight)
         r0, r1, rt = (torch.from_numpy(a).to(self.device) for a in bilinear_taps(start, end, layout.factor,
                                                                                  layout.rows.size))
         upper = self.acc.index_select(1, r0 - base).float() / (self.row_weight[r0][:, None] * self.col_weight)
         lower = self.acc.index_select(1, r1 - base).float() / (self.row_weight[r1][:, None] * self.col_weight)
         rows = upper * (1 - rt)[:, None] + lower * rt[:, None]
         c0, c1, ct = self.col_taps
-        return _argmax(rows.index_select(2, c0) * (1 - ct) + rows.index_select(2, c1) * ct)
+        return rows.index_select(2, c0) * (1 - ct) + rows.index_select(2, c1) * ct
 
 
 #: How each file dtype travels to the device: in its own width; unsigned 16/32-bit as signed bits
-#: (torch has few kernels for them), turned back by :func:`_widen`.
+#: (torch has few kernels for unsigned types; conversion is one of them), read back by :func:`_widen`.
 _TRANSFER = {"uint8": torch.uint8, "int8": torch.int8, "uint16": torch.int16, "int16": torch.int16,
              "uint32": torch.int32, "int32": torch.int32, "float32": torch.float32, "float64": torch.float64}
 
@@ -221,9 +256,9 @@ _TRANSFER = {"uint8": torch.uint8, "int8": torch.int8, "uint16": torch.int16, "i
 def _widen(x: torch.Tensor, file_dtype: np.dtype) -> torch.Tensor:
     """Raw values as they travelled (see :data:`_TRANSFER`) as float32 values of the file's dtype."""
     if file_dtype == np.uint16:
-        return (x.to(torch.int32) & 0xFFFF).float()
+        return x.view(torch.uint16).float()
     if file_dtype == np.uint32:
-        return (x.to(torch.int64) & 0xFFFFFFFF).float()
+        return x.view(torch.uint32).float()
     return x.float()
 
 

@@ -1,0 +1,112 @@
+"""geoseg against ukis-csmask as shipped, on this machine's CPU, same weights, same scene, same cores.
+
+The peer is what its README asks of a user: read the scene at 30 m (rasterio, average resampling),
+scale to reflectance, ``CSmask(img, band_order, product_level="l1c")`` (its own 256 px tiling with
+20 % overlap, ONNX Runtime on every core), write the mask with rasterio. geoseg is ``geoseg run``
+with its built-in model (the same ONNX weights, converted). Each runs in its own child process,
+timed from start to exit; peak RSS is the child's own (``getrusage``). The scene is a full Sentinel-2
+tile's size (10980 x 10980 at 10 m) mirrored and repeated from the real one.
+
+    python benchmarks/cpu_peers.py SOURCE.tif --size 10980 --workdir /tmp/geoseg-cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.make_scene import build_scene
+
+BAND_ORDER = ["blue", "green", "red", "nir", "swir16", "swir22"]  # the scene's bands B02 B03 B04 B08 B11 B12
+FACTOR = 3  # 10 m scene, 30 m model
+
+
+def csmask_script(scene: Path, out: Path) -> None:
+    """A user's ukis-csmask script: read at 30 m, CSmask, write the mask (runs in the child)."""
+    from rasterio.enums import Resampling
+    from ukis_csmask.mask import CSmask
+
+    with rasterio.open(scene) as src:
+        height, width = -(-src.height // FACTOR), -(-src.width // FACTOR)
+        img = src.read(out_shape=(src.count, height, width), resampling=Resampling.average).astype(np.float32)
+        profile = src.profile
+        transform = src.transform * src.transform.scale(src.width / width, src.height / height)
+    img = np.moveaxis(img * np.float32(1e-4), 0, -1)
+    csm = CSmask(img, BAND_ORDER, product_level="l1c").csm[..., 0]
+    profile.update(count=1, dtype="uint8", width=width, height=height, transform=transform, nodata=255,
+                   predictor=1)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(csm, 1)
+
+
+def timed_child(cmd: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (GiB) and stdout of a child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"{cmd[:4]} failed: {err.strip()[-2000:]}")
+    return wall, float(out.strip().splitlines()[-1]), out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path)
+    parser.add_argument("--size", type=int, default=10980)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-cpu"))
+    parser.add_argument("--child", choices=["csmask", "geoseg", "geoseg-bf16"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:  # measured in a fresh process: print peak RSS (GiB) last
+        import resource
+
+        if args.child == "csmask":
+            csmask_script(args.source, args.out)
+        else:
+            from geoseg.run import RunConfig, segment_scene
+
+            precision = "bf16" if args.child == "geoseg-bf16" else "auto"
+            segment_scene(args.source, args.out, RunConfig(device="cpu", overwrite=True, precision=precision))
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+        return
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    scene = build_scene(args.source, args.workdir / f"s2-{args.size}.tif", args.size)
+    me = [sys.executable, str(Path(__file__).resolve()), str(scene)]
+    rows = {}
+    for name in ("geoseg", "geoseg-bf16", "csmask"):
+        out = args.workdir / f"{name}.tif"
+        wall, rss, _ = timed_child([*me, "--child", name, "--out", str(out)])
+        rows[name] = (wall, rss)
+        print(f"{name}: {wall:.1f} s, peak RSS {rss:.2f} GiB", file=sys.stderr, flush=True)
+    with rasterio.open(args.workdir / "geoseg.tif") as a, rasterio.open(args.workdir / "csmask.tif") as b:
+        ours = a.read(1)
+        theirs = b.read(1).repeat(FACTOR, axis=0).repeat(FACTOR, axis=1)[: a.height, : a.width]
+    agreement = float((ours == theirs).mean())
+
+    print(json.dumps({"rows": rows, "agreement": agreement, "cores": os.cpu_count()}), file=sys.stderr)
+    print(f"scene {scene.name} ({args.size}x{args.size}, 6 bands uint16, 10 m), CPU cores: {os.cpu_count()}")
+    print("| tool (geoseg: default fp32 on the CPU; -bf16: --precision bf16) | wall s | peak RSS GiB |")
+    print("|---|---|---|")
+    for name, (wall, rss) in rows.items():
+        print(f"| {name} | {wall:.1f} | {rss:.2f} |")
+    c = rows["csmask"]
+    for name in ("geoseg", "geoseg-bf16"):
+        g = rows[name]
+        print(f"| {name} / ukis-csmask | {g[0] / c[0]:.2f}x time | {g[1] / c[1]:.2f}x memory |")
+    print(f"mask agreement (ukis-csmask's 30 m mask repeated to 10 m): {agreement:.2%}")
+
+
+if __name__ == "__main__":
+    main()

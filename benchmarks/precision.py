@@ -1,0 +1,86 @@
+"""Which pixels does a lower precision flip, and how close were they to a tie?
+
+Runs the engine twice on one scene (fp32, then bf16 or fp16), keeping the fp32 run's blended
+probabilities, and reports the share of pixels whose class changed and the fp32 margin (top
+probability minus the runner-up) of those pixels: a precision change should only flip near-ties.
+
+    python benchmarks/precision.py SCENE.tif --model csmask-6b-l1c --device cpu --against bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from geoseg.bands import match_bands
+from geoseg.engine import plan_layout, run_engine
+from geoseg.inference import Predictor, resolve_device
+from geoseg.models import LoadedModel, load_model
+from geoseg.resample import resolution_factor
+from geoseg.scene import WindowReader, open_scene
+from geoseg.stitch import Stitcher
+from geoseg.writing import NODATA
+
+
+def labels_and_margins(scene_path: Path, loaded: LoadedModel, precision: str, device: str,
+                       batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The mask geoseg writes for ``scene_path`` and each pixel's top-two probability margin."""
+    scene = open_scene(scene_path)
+    card = loaded.card
+    indexes, _ = match_bands(scene.descriptions, card.bands, str(scene.path), None)
+    factor = resolution_factor(scene.pixel_size_m, card.resolution_m)
+    layout = plan_layout(scene.height, scene.width, factor, card.tile_size, card.overlap)
+    predictor = Predictor(loaded.network, resolve_device(device), precision, batch_size,
+                          channels=len(card.bands), tile=layout.tile)
+    stitcher = Stitcher(layout, card, predictor, scene.dtype)
+    labels = np.empty((scene.height, scene.width), np.uint8)
+    margins = np.empty((scene.height, scene.width), np.float32)
+
+    def keep_margin(row0: int, probs: torch.Tensor) -> None:
+        top2 = probs.topk(2, dim=0).values
+        margins[row0 : row0 + probs.shape[1]] = (top2[0] - top2[1]).cpu().numpy()
+
+    def write(row0: int, strip: np.ndarray) -> None:
+        labels[row0 : row0 + len(strip)] = strip
+
+    stitcher.probe = keep_margin
+    run_engine(layout, stitcher, WindowReader(scene, indexes).read_into, write, os.cpu_count() or 1,
+               block_shape=scene.block_shape)
+    return labels, margins
+
+
+def flip_report(scene_path: Path, loaded: LoadedModel, device: str, against: str = "bf16",
+                batch_size: int | None = None) -> dict[str, float]:
+    """Share of valid pixels whose class differs between fp32 and ``against``, and their fp32 margins."""
+    ref, margin = labels_and_margins(scene_path, loaded, "fp32", device, batch_size)
+    low, _ = labels_and_margins(scene_path, loaded, against, device, batch_size)
+    valid = ref != NODATA
+    flipped = valid & (ref != low)
+    worst = float(margin[flipped].max()) if flipped.any() else 0.0
+    return {"pixels": int(valid.sum()), "flipped": int(flipped.sum()),
+            "flipped share": float(flipped.sum() / max(1, valid.sum())),
+            "largest fp32 margin flipped": worst,
+            "p99 fp32 margin flipped": float(np.quantile(margin[flipped], 0.99)) if flipped.any() else 0.0,
+            "pixels within that margin": float((valid & (margin <= worst)).sum() / max(1, valid.sum()))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scene", type=Path)
+    parser.add_argument("--model", default="csmask-6b-l1c", help="built-in model name or model folder")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--against", default="bf16", choices=["bf16", "fp16"])
+    args = parser.parse_args()
+    report = flip_report(args.scene, load_model(args.model), args.device, args.against)
+    for key, value in report.items():
+        print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    main()
