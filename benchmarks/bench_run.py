@@ -176,7 +176,7 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
 
     started = time.perf_counter()
     loaded = load_model(str(model))
-    config = RunConfig(overwrite=True, batch_size=BATCH, **settings)
+    config = RunConfig(**{"overwrite": True, "batch_size": BATCH, **settings})
     segment_scene(warmup, out, config, model=loaded)
     warmup_s = time.perf_counter() - started
     with GpuBusy() as busy:
@@ -308,11 +308,13 @@ def part_options(scene: Path, model: Path, args: argparse.Namespace) -> None:
     patches = patches_of(scene, card, factor)
     floors = {how: model_floor(card, patches, args.device, how) for how in ("eager", "graph", "compile")}
     head = ("scene", "settings", "warm-up s (incl. compile)", "geoseg s", "model stage s", "patches/s in model",
-            "x eager run", "pixels changed vs bf16 run")
+            "x eager run", "pixels changed vs bf16 run", "batch used", "peak GPU GiB")
     rows, masks = [], {}
     base = None
     for name, settings in (("bf16 (default)", {}), ("--cuda-graphs", {"cuda_graphs": True}),
-                           ("--compile", {"compile": True}), ("fp32", {"precision": "fp32"})):
+                           ("--compile", {"compile": True}), ("fp32", {"precision": "fp32"}),
+                           ("batch size auto", {"batch_size": None}),
+                           ("--batch-size 2048 (out-of-memory back-off)", {"batch_size": 2048})):
         out = args.workdir / f"opt-{len(rows)}.tif"
         r = spawn("geoseg", scene, out, model, args.source, {"device": args.device, **settings})
         with rasterio.open(out) as ds:
@@ -320,7 +322,8 @@ def part_options(scene: Path, model: Path, args: argparse.Namespace) -> None:
         base = base or r["seconds"]
         changed = float((masks[name] != masks["bf16 (default)"]).mean())
         rows.append([scene.name, name, f"{r['warmup s']:.1f}", f"{r['seconds']:.2f}", f"{r['model s']:.2f}",
-                     f"{r['patches'] / r['model s']:.0f}", f"{r['seconds'] / base:.2f}", f"{changed:.4%}"])
+                     f"{r['patches'] / r['model s']:.0f}", f"{r['seconds'] / base:.2f}", f"{changed:.4%}",
+                     str(r["batch"]), fmt(r["gpu_gib"], ".2f")])
         print(json.dumps({"row": rows[-1], "run": r}), file=sys.stderr, flush=True)
     table(f"options ({card.encoder}, f={factor}; model floors for {patches} patches: "
           + ", ".join(f"{k} {v:.2f} s" for k, v in floors.items()) + ")", head, rows)

@@ -256,9 +256,15 @@ _TRANSFER = {"uint8": torch.uint8, "int8": torch.int8, "uint16": torch.int16, "i
 def _widen(x: torch.Tensor, file_dtype: np.dtype) -> torch.Tensor:
     """Raw values as they travelled (see :data:`_TRANSFER`) as float32 values of the file's dtype."""
     if file_dtype == np.uint16:
-        return x.view(torch.uint16).float()
+        try:
+            return x.view(torch.uint16).float()
+        except (NotImplementedError, RuntimeError):  # a build without unsigned kernels on this device
+            return (x.to(torch.int32) & 0xFFFF).float()
     if file_dtype == np.uint32:
-        return x.view(torch.uint32).float()
+        try:
+            return x.view(torch.uint32).float()
+        except (NotImplementedError, RuntimeError):
+            return (x.to(torch.int64) & 0xFFFFFFFF).float()
     return x.float()
 
 
