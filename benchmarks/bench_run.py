@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ import numpy as np
 import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.make_scene import build_scene
+from benchmarks.make_scene import build_scene, peak_rss_gib
 from geoseg.engine import plan_blocks, plan_layout, plan_reads
 from geoseg.models.card import ModelCard
 from geoseg.resample import resolution_factor
@@ -183,7 +182,7 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
         summary = segment_scene(scene, out, config, model=loaded)
     return {"seconds": summary.seconds, "warmup s": warmup_s, "busy": busy.fraction,
             "gpu_gib": summary.peak_device_memory_gib, "model s": summary.model_seconds,
-            "patches": summary.patches, "batch": summary.batch_size}
+            "patches": summary.patches, "batch": summary.batch_size, "stages": summary.stage_seconds}
 
 
 def toolbelt_script(scene: Path, out: Path, model: Path, device: str = "cuda") -> None:
@@ -271,7 +270,8 @@ def part_main(scenes: list[Path], models: list[Path], more: list[Path], args: ar
     runs = [(s, models[0]) for s in scenes] + [(scenes[min(1, len(scenes) - 1)], m) for m in more]
     head = ("scene", "encoder", "f", "patches", "read floor s (own / dask)", "model floor s (eager / graph)",
             "write floor s", "geoseg cold s", "geoseg warm s", "MP/s warm", "warm / largest floor",
-            "cold / largest floor", "model stage / model floor", "peak RSS GiB", "peak GPU GiB", "GPU busy")
+            "cold / largest floor", "model stage / model floor", "peak RSS GiB", "peak GPU GiB", "GPU busy",
+            "device thread s: wait reads / take in / blocks / labels / wait writes")
     rows = []
     for scene, model in runs:
         card = ModelCard.load(model / "config.json")
@@ -293,7 +293,8 @@ def part_main(scenes: list[Path], models: list[Path], more: list[Path], args: ar
                      f"{write:.2f}", f"{cold:.2f}", f"{warm['seconds']:.2f}",
                      f"{info.megapixels / warm['seconds']:.1f}",
                      f"{warm['seconds'] / floor:.2f}", f"{cold / floor:.2f}", f"{model_rate:.0%}",
-                     f"{warm['rss']:.2f}", fmt(warm["gpu_gib"], ".2f"), fmt(warm["busy"], ".0%")])
+                     f"{warm['rss']:.2f}", fmt(warm["gpu_gib"], ".2f"), fmt(warm["busy"], ".0%"),
+                     " / ".join(f"{v:.2f}" for v in warm["stages"].values())])
         print(f"done {scene.name} {card.encoder}: cold {cold:.1f} s, warm {warm['seconds']:.1f} s",
               file=sys.stderr, flush=True)
         print(json.dumps({"row": rows[-1], "warm": warm, "reads": reads, "eager": eager, "graph": graph}),
@@ -382,7 +383,7 @@ def main() -> None:
         else:
             result = child_toolbelt(args.source, args.out, args.model, args.warmup,
                                     json.loads(args.settings).get("device", "cuda"))
-        result["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+        result["rss"] = peak_rss_gib()
         print(json.dumps(result))
         return
 

@@ -24,7 +24,7 @@ import numpy as np
 import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.make_scene import build_scene
+from benchmarks.make_scene import build_scene, peak_rss_gib
 
 BAND_ORDER = ["blue", "green", "red", "nir", "swir16", "swir22"]  # the scene's bands B02 B03 B04 B08 B11 B12
 FACTOR = 3  # 10 m scene, 30 m model
@@ -69,8 +69,6 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.child:  # measured in a fresh process: print peak RSS (GiB) last
-        import resource
-
         if args.child == "csmask":
             csmask_script(args.source, args.out)
         else:
@@ -78,7 +76,7 @@ def main() -> None:
 
             precision = "bf16" if args.child == "geoseg-bf16" else "auto"
             segment_scene(args.source, args.out, RunConfig(device="cpu", overwrite=True, precision=precision))
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+        print(peak_rss_gib())
         return
 
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,18 @@ def build_scene(source: Path, out: Path, size: int, rows_per_write: int = 1024) 
     return out
 
 
+def peak_rss_gib() -> float:
+    """This process's own peak resident memory (VmHWM), in GiB.
+
+    Not ``getrusage``'s ru_maxrss: Linux carries the parent's peak across fork + exec into it, so a
+    child started by a large benchmark process would report the parent's peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20  # kB -> GiB
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,6 +43,8 @@ from geoseg.errors import Cancelled
 from geoseg.grid import AxisGrid, check_tiling, reflect_index, split_axis
 
 if TYPE_CHECKING:
+    import torch
+
     from geoseg.stitch import Stitcher
 
 #: Blended probabilities are summed as integers in units of 2**-QUANTUM_BITS.
@@ -53,6 +56,8 @@ BLOCK_UNIT = 64
 CHUNK_BYTES = 32 * 2**20
 #: Columns of one read chunk, rounded to whole internal blocks of the file.
 CHUNK_COLS = 1024
+#: Raw pixels read ahead of the device, at most (and at least ``workers + 2`` chunks).
+READ_AHEAD_BYTES = 1024 * 2**20
 
 #: Reads ``(row0, row1, col0, col1)`` of the scene grid into ``out`` (``(band, row, col)``, the file's
 #: dtype) and returns the ``(row, col)`` validity.
@@ -203,28 +208,41 @@ def plan_reads(layout: Layout, plan: list[BlockRow], block_shape: tuple[int, int
 
 def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn, workers: int,
                progress: ProgressFn | None = None, cancel: threading.Event | None = None,
-               block_shape: tuple[int, int] = (1, 1)) -> None:
+               block_shape: tuple[int, int] = (1, 1), timings: dict[str, float] | None = None) -> None:
     """Run every block through read -> device -> write, with bounded queues between the stages.
 
-    ``block_shape`` is the file's internal block shape: reads are whole blocks of it.
-    Raises :class:`geoseg.errors.Cancelled` at the next block once ``cancel`` is set.
+    ``block_shape`` is the file's internal block shape: reads are whole blocks of it. ``timings``,
+    when given, receives the device thread's seconds per stage (waiting for reads, taking them in,
+    blocks, labels, waiting for writes). Raises :class:`geoseg.errors.Cancelled` at the next block
+    once ``cancel`` is set.
     """
     plan = plan_blocks(layout)
     strips = plan_reads(layout, plan, block_shape, stitcher.pixel_bytes)
-    todo = iter([chunk for strip in strips for chunk in strip.chunks])
+    chunks = [chunk for strip in strips for chunk in strip.chunks]
+    todo = iter(chunks)
+    largest = max((c.shape[0] * c.shape[1] * stitcher.pixel_bytes for c in chunks), default=1)
+    ahead = max(workers + 2, READ_AHEAD_BYTES // largest)
     total = sum(len(row.blocks) for row in plan)
     readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="geoseg-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="geoseg-write")
     reads: deque[Future] = deque()
     writes: deque[Future] = deque()
+    spent = dict.fromkeys(("wait for reads", "take in", "blocks", "labels", "wait for writes"), 0.0)
+    clock = time.perf_counter()
     done = 0
 
-    def load(box: Box) -> tuple[Box, object, np.ndarray]:  # on a reader thread
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        spent[stage] += now - clock
+        clock = now
+
+    def load(box: Box) -> tuple[Box, torch.Tensor, torch.Tensor]:  # on a reader thread
         buffer, out = stitcher.host_buffer(*box.shape)
-        return box, buffer, read(box.row0, box.row1, box.col0, box.col1, out)
+        return box, buffer, stitcher.pinned(read(box.row0, box.row1, box.col0, box.col1, out))
 
     def read_ahead() -> None:
-        while len(reads) < workers + 2 and (chunk := next(todo, None)) is not None:
+        while len(reads) < ahead and (chunk := next(todo, None)) is not None:
             reads.append(readers.submit(load, chunk))
 
     def check() -> None:
@@ -237,7 +255,10 @@ def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn,
             for _ in strip.chunks:
                 check()
                 read_ahead()
-                stitcher.put(*reads.popleft().result())
+                chunk = reads.popleft().result()
+                lap("wait for reads")
+                stitcher.put(*chunk)
+                lap("take in")
             read_ahead()  # the readers go on with the next strip while the device works
             stitcher.begin_row(row)
             for block in row.blocks:
@@ -246,13 +267,20 @@ def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn,
                 done += 1
                 if progress is not None:
                     progress(done, total)
+            lap("blocks")
             for row0, labels in stitcher.end_row(row):
+                lap("labels")
                 writes.append(writer.submit(write, row0, labels))
                 while len(writes) > 2:
                     writes.popleft().result()
+                lap("wait for writes")
+            lap("labels")
             stitcher.drop_input(strips[i + 1].need[0] if i + 1 < len(strips) else layout.height)
         while writes:
             writes.popleft().result()
+        lap("wait for writes")
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True, cancel_futures=True)
+        if timings is not None:
+            timings.update({k: round(v, 3) for k, v in spent.items()})

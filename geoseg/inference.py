@@ -5,6 +5,8 @@ calls it with batches of patches that are already there. Speed options:
 
 * ``batch_size=None`` picks the batch from the GPU's free memory (:func:`auto_batch_size`);
 * out of GPU memory, a batch is retried in halves, and the halved size is kept (:attr:`Predictor.notes`);
+* ``tune`` lets cuDNN time its algorithms for the batch shape once per process (seconds for an
+  EfficientNet-B4; :data:`TUNE_MIN_PATCHES` in :mod:`geoseg.run` decides when that pays back);
 * ``compile`` wraps the network in ``torch.compile``; ``cuda_graphs`` records each batch shape's
   forward pass once as a CUDA graph and replays it (one launch instead of hundreds).
 """
@@ -67,7 +69,7 @@ class Predictor:
     """Softmax probabilities of a network for batches of normalised NCHW patches already on its device."""
 
     def __init__(self, network: torch.nn.Module, device: torch.device, precision: str, batch_size: int | None,
-                 *, channels: int, tile: int, compile: bool = False, cuda_graphs: bool = False):
+                 *, channels: int, tile: int, compile: bool = False, cuda_graphs: bool = False, tune: bool = True):
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch size {batch_size} must be at least 1")
         if cuda_graphs and device.type != "cuda":
@@ -76,8 +78,8 @@ class Predictor:
         self.precision = resolve_precision(precision, device)
         # channels_last: cuDNN's and oneDNN's fast convolution layouts (2.3x on a CPU for EfficientNet-B4)
         self.network = network.eval().to(device).to(memory_format=torch.channels_last)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # the engine sends one batch shape: tuned once
+        if device.type == "cuda" and tune:
+            torch.backends.cudnn.benchmark = True  # the engine sends one batch shape: tuned once per process
         self._net: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(self.network, dynamic=False) if compile else self.network)  # type: ignore[assignment]
         self.cuda_graphs = cuda_graphs
@@ -122,20 +124,21 @@ class Predictor:
             self.patches += len(batch)
             return probs
         except torch.OutOfMemoryError:
-            self._graphs.clear()
-            torch.cuda.empty_cache()
-            if len(batch) == 1:
-                raise DeviceError(f"{self.device} is out of memory even for one patch; use a smaller --tile-size "
-                                  f"or --block-size, or free the GPU") from None
-            if len(batch) <= self.batch_size:
-                self.batch_size = len(batch) // 2
-                self.notes.append(f"{self.device} ran out of memory with batches of {len(batch)} patches; "
-                                  f"went on with {self.batch_size}")
-            parts, start = [], 0
-            while start < len(batch):  # at the batch size as it is now: a nested back-off lowers it
-                parts.append(self(batch[start : start + self.batch_size]))
-                start += len(parts[-1])
-            return torch.cat(parts)
+            pass  # retried below, outside the handler: its traceback still holds the failed pass's tensors
+        self._graphs.clear()
+        torch.cuda.empty_cache()
+        if len(batch) == 1:
+            raise DeviceError(f"{self.device} is out of memory even for one patch; use a smaller --tile-size "
+                              f"or --block-size, or free the GPU")
+        if len(batch) <= self.batch_size:
+            self.batch_size = len(batch) // 2
+            self.notes.append(f"{self.device} ran out of memory with batches of {len(batch)} patches; "
+                              f"went on with {self.batch_size}")
+        parts, start = [], 0
+        while start < len(batch):  # at the batch size as it is now: a nested back-off lowers it
+            parts.append(self(batch[start : start + self.batch_size]))
+            start += len(parts[-1])
+        return torch.cat(parts)
 
     @property
     def model_seconds(self) -> float:

@@ -25,6 +25,10 @@ from geoseg.scene import SceneInfo, WindowReader, open_scene
 from geoseg.stitch import Stitcher
 from geoseg.writing import NODATA, MaskWriter, check_free_space, check_output, default_output
 
+#: Scenes with at least this many patches let cuDNN time its algorithms first (about 3.5 s for the
+#: built-in EfficientNet-B4 on an H200, paid once per process; benchmarks/RESULTS.md).
+TUNE_MIN_PATCHES = 1024
+
 #: Loads a model by name (and whether pickled checkpoints are trusted).
 ModelLoader = Callable[[str, bool], LoadedModel]
 
@@ -76,6 +80,7 @@ class RunSummary:
     peak_device_memory_gib: float | None = None  # CUDA only: the most the run held on the GPU
     model_seconds: float = 0.0  # of ``seconds``, the time spent in the network (device time on CUDA)
     patches: int = 0  # patches the network saw (a padded last batch included)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # where the device thread's time went
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -115,8 +120,10 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
 
     device = resolve_device(config.device)
     loaded = model if model is not None else (loader or load_model)(name, config.trust_checkpoint)
+    patches = layout.rows.count * layout.cols.count
     predictor = Predictor(loaded.network, device, config.precision, config.batch_size, channels=len(card.bands),
-                          tile=layout.tile, compile=config.compile, cuda_graphs=config.cuda_graphs)
+                          tile=layout.tile, compile=config.compile, cuda_graphs=config.cuda_graphs,
+                          tune=patches >= TUNE_MIN_PATCHES)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -125,10 +132,11 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     tags = {"GEOSEG_VERSION": __version__, "GEOSEG_MODEL": card.name,
             "GEOSEG_SOURCE": scene.path.name, "GEOSEG_FACTOR": str(factor),
             RECORD_TAG: encode(make_record(scene.path, loaded.identity, config))}
+    stages: dict[str, float] = {}
     with _gdal_cache(), MaskWriter(out, scene, card, tags) as writer:
         try:
             run_engine(layout, stitcher, reader.read_into, writer.write, config.workers or os.cpu_count() or 1,
-                       progress, cancel, block_shape=scene.block_shape)
+                       progress, cancel, block_shape=scene.block_shape, timings=stages)
         except GeosegError:
             raise
         except torch.OutOfMemoryError:
@@ -154,7 +162,7 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
         nodata_share=round(float(counts[NODATA]) / total, 6),
         peak_device_memory_gib=(round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
                                 if device.type == "cuda" else None),
-        model_seconds=round(predictor.model_seconds, 3), patches=predictor.patches,
+        model_seconds=round(predictor.model_seconds, 3), patches=predictor.patches, stage_seconds=stages,
         warnings=notes,
     )
 

@@ -62,6 +62,9 @@ class Stitcher:
         if layout.factor > 1:
             c0, c1, ct = bilinear_taps(0, layout.width, layout.factor, layout.cols.size)
             self.col_taps = (torch.from_numpy(c0).to(dev), torch.from_numpy(c1).to(dev), torch.from_numpy(ct).to(dev))
+            # Every scene row's taps, uploaded once: a copy from the host mid-run would wait for the device.
+            self.row_taps = tuple(torch.from_numpy(a).to(dev) for a in bilinear_taps(0, layout.height, layout.factor,
+                                                                                     layout.rows.size))
 
         self.acc = torch.zeros((self.num_classes, 0, layout.cols.size), dtype=self.acc_dtype, device=dev)
         self.acc_base = 0  # model-grid row of acc[:, 0]
@@ -86,6 +89,14 @@ class Stitcher:
         buffer = torch.empty((self.num_bands, rows, cols), dtype=self.transfer_dtype, pin_memory=self.pin)
         return buffer, buffer.numpy().view(self.file_dtype)
 
+    def pinned(self, array: np.ndarray) -> torch.Tensor:
+        """``array`` as a tensor ready for an asynchronous copy to the device (called from the reader threads)."""
+        if not self.pin:
+            return torch.from_numpy(array)
+        tensor = torch.empty(array.shape, dtype=torch.from_numpy(array[:0]).dtype, pin_memory=True)
+        tensor.numpy()[...] = array
+        return tensor
+
     def extend_input(self, stop: int) -> None:
         """Make room in the input band for scene rows up to ``stop``."""
         width = self.layout.width
@@ -96,12 +107,12 @@ class Stitcher:
         if more > 0:
             self.band_valid = torch.cat([self.band_valid, self.band_valid.new_zeros((more, width))])
 
-    def put(self, box: Box, buffer: torch.Tensor, valid: np.ndarray) -> None:
-        """Copy a read chunk (from :meth:`host_buffer`) and its validity into the input band."""
+    def put(self, box: Box, buffer: torch.Tensor, valid: torch.Tensor) -> None:
+        """Copy a read chunk (from :meth:`host_buffer`) and its validity (from :meth:`pinned`) into the input band."""
         r0, r1 = box.row0 - self.band_base, box.row1 - self.band_base
         self.band[:, r0:r1, box.col0 : box.col1].copy_(buffer, non_blocking=True)
         r0, r1 = box.row0 - self.valid_base, box.row1 - self.valid_base
-        self.band_valid[r0:r1, box.col0 : box.col1].copy_(torch.from_numpy(valid), non_blocking=True)
+        self.band_valid[r0:r1, box.col0 : box.col1].copy_(valid, non_blocking=True)
 
     def drop_input(self, before: int) -> None:
         """Forget input rows above scene row ``before`` (a model-grid row boundary): no later block reads them."""
@@ -238,8 +249,7 @@ class Stitcher:
         if layout.factor == 1:
             return self.acc[:, start - base : end - base].float() / (
                 self.row_weight[start:end][:, None] * self.col_weight)
-        r0, r1, rt = (torch.from_numpy(a).to(self.device) for a in bilinear_taps(start, end, layout.factor,
-                                                                                 layout.rows.size))
+        r0, r1, rt = (taps[start:end] for taps in self.row_taps)
         upper = self.acc.index_select(1, r0 - base).float() / (self.row_weight[r0][:, None] * self.col_weight)
         lower = self.acc.index_select(1, r1 - base).float() / (self.row_weight[r1][:, None] * self.col_weight)
         rows = upper * (1 - rt)[:, None] + lower * rt[:, None]
@@ -273,7 +283,15 @@ def _gather(x: torch.Tensor, dim: int, index: np.ndarray) -> torch.Tensor:
     start = int(index[0])
     if np.array_equal(index, np.arange(start, start + len(index))):
         return x.narrow(dim, start, len(index))
-    return x.index_select(dim, torch.from_numpy(index).to(x.device))
+    return x.index_select(dim, _upload(index, x.device))
+
+
+def _upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A small host array on ``device`` without waiting for the device (pinned, asynchronous)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _argmax(scores: torch.Tensor) -> torch.Tensor:
