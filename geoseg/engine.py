@@ -16,7 +16,8 @@ Three stages overlap, each with a bounded queue, so host memory does not grow wi
   patches from consecutive blocks share batches; blend-weighted probabilities are summed into a
   rolling band of rows on the device; rows that no later patch can reach are normalised, brought
   back to the scene grid, turned into class labels and copied back as uint8;
-* **write** (one thread): full-width strips of whole 256-px output tiles, at most two in flight.
+* **write** (one thread): full-width strips of whole 256-px output tiles, at most
+  :data:`WRITES_AHEAD` queued; each is copied back asynchronously and waited for there.
 
 Why fixed point: blended probabilities are summed as integers (units of 2**-QUANTUM_BITS), and
 integer sums do not depend on their order, so a pixel gets bit-identical probabilities whatever
@@ -56,6 +57,8 @@ BLOCK_UNIT = 64
 CHUNK_BYTES = 32 * 2**20
 #: Columns of one read chunk, rounded to whole internal blocks of the file.
 CHUNK_COLS = 1024
+#: Label strips queued for the writer, at most.
+WRITES_AHEAD = 8
 #: Raw pixels read ahead of the device, at most (and at least ``workers + 2`` chunks).
 READ_AHEAD_BYTES = 1024 * 2**20
 
@@ -268,10 +271,10 @@ def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn,
                 if progress is not None:
                     progress(done, total)
             lap("blocks")
-            for row0, labels in stitcher.end_row(row):
+            for row0, strip in stitcher.end_row(row):
                 lap("labels")
-                writes.append(writer.submit(write, row0, labels))
-                while len(writes) > 2:
+                writes.append(writer.submit(lambda r, s: write(r, s.numpy()), row0, strip))
+                while len(writes) > WRITES_AHEAD:
                     writes.popleft().result()
                 lap("wait for writes")
             lap("labels")

@@ -148,7 +148,7 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     seconds = time.perf_counter() - started
     notes.extend(f"{scene.path}: {note}" for note in predictor.notes)
     total = scene.width * scene.height
-    counts = writer.counts
+    counts = stitcher.counts.cpu().numpy()
     if counts[NODATA] == total:
         notes.append(f"{scene.path}: has no valid pixels (all nodata or NaN); the mask is all nodata (255)")
     return RunSummary(

@@ -74,6 +74,9 @@ class Stitcher:
         self._pending: list[tuple[torch.Tensor, int, int]] = []
         self._added = self._ran = 0  # patches queued and patches predicted so far
         self._settles: deque[tuple[int, int]] = deque()  # (patches that must have run, final model rows)
+        #: Pixels per label value (classes and NODATA), on the device until the run ends.
+        self.counts = torch.zeros(256, dtype=torch.int64, device=dev)
+        self._counted = [c.value for c in card.classes] + [NODATA]
         #: Diagnostics (benchmarks/precision.py): called with (scene row, probabilities) of every strip.
         self.probe: Callable[[int, torch.Tensor], None] | None = None
 
@@ -168,7 +171,7 @@ class Stitcher:
             if len(self._pending) >= self.predictor.batch_size:
                 self._predict_pending()
 
-    def end_row(self, row: BlockRow) -> Iterator[tuple[int, np.ndarray]]:
+    def end_row(self, row: BlockRow) -> Iterator[tuple[int, HostStrip]]:
         """Finish ``row``; yield ``(scene row, labels)`` strips for every row that is now final.
 
         Patches wait for a full batch across rows, so the rows a row of blocks settles are handed
@@ -191,7 +194,9 @@ class Stitcher:
             end = min(start + _STRIP, stop)
             labels = self._labels(start, end)
             labels = torch.where(self.valid[start - self.emitted : end - self.emitted], labels, NODATA)
-            yield start, labels.cpu().numpy()
+            for value in self._counted:  # counted where the labels are: no pass over them on the host
+                self.counts[value] += (labels == value).sum()
+            yield start, HostStrip.of(labels)
         # Drop what no later strip needs.
         keep_from = stop if layout.factor == 1 else int(bilinear_taps(stop, stop + 1, layout.factor,
                                                                       layout.rows.size)[0][0])
@@ -255,6 +260,29 @@ class Stitcher:
         rows = upper * (1 - rt)[:, None] + lower * rt[:, None]
         c0, c1, ct = self.col_taps
         return rows.index_select(2, c0) * (1 - ct) + rows.index_select(2, c1) * ct
+
+
+class HostStrip:
+    """A strip of labels on its way to the host: copied asynchronously into pinned memory on a GPU,
+    so the device thread never waits for it; :meth:`numpy` (on the writer thread) waits for the copy."""
+
+    def __init__(self, host: torch.Tensor, copied: torch.cuda.Event | None):
+        self.host, self.copied = host, copied
+
+    @classmethod
+    def of(cls, labels: torch.Tensor) -> HostStrip:
+        if labels.device.type != "cuda":
+            return cls(labels, None)
+        host = torch.empty(labels.shape, dtype=labels.dtype, pin_memory=True)
+        host.copy_(labels, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+        return cls(host, copied)
+
+    def numpy(self) -> np.ndarray:
+        if self.copied is not None:
+            self.copied.synchronize()
+        return self.host.numpy()
 
 
 #: How each file dtype travels to the device: in its own width; unsigned 16/32-bit as signed bits

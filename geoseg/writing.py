@@ -77,7 +77,6 @@ class MaskWriter:
         self.card = card
         self.tags = tags
         self.partial = output.with_name(f".{output.name}{PARTIAL_MARK}{os.getpid()}")
-        self.counts = np.zeros(256, dtype=np.int64)
         self._lock = threading.Lock()
         self._dataset: rasterio.io.DatasetWriter | None = None
 
@@ -107,11 +106,9 @@ class MaskWriter:
 
     def write(self, row0: int, labels: np.ndarray) -> None:
         """Write a full-width ``(row, col)`` strip of labels starting at scene row ``row0``."""
-        counts = np.bincount(labels.ravel(), minlength=256)
         with self._lock:
             assert self._dataset is not None
             self._dataset.write(labels, 1, window=Window(0, row0, labels.shape[1], labels.shape[0]))
-            self.counts += counts
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
