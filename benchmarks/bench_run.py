@@ -170,9 +170,11 @@ class GpuBusy:
 
 def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: dict) -> dict:
     """Warm up on ``warmup`` with the same model and settings, then time ``scene``."""
+    from geoseg.inference import tune_for_many_scenes
     from geoseg.models import load_model
     from geoseg.run import RunConfig, segment_scene
 
+    tune_for_many_scenes()  # as `geoseg batch` does: the warm-up pays for cuDNN's tuning
     started = time.perf_counter()
     loaded = load_model(str(model))
     config = RunConfig(**{"overwrite": True, "batch_size": BATCH, **settings})

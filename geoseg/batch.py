@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from geoseg.errors import Cancelled, ConfigError, GeosegError, OutputError
+from geoseg.inference import tune_for_many_scenes
 from geoseg.jobs import Job, expand_inputs
 from geoseg.models import LoadedModel, load_model
 from geoseg.models.registry import model_identity
@@ -135,6 +136,8 @@ def run_batch(tasks: list[Task], *, force: bool = False, parallel: int = 2, log:
     log.emit("batch_start", scenes=len(tasks), parallel=parallel, force=force, notes=notes)
 
     loader = _SharedModels()
+    if len(tasks) > 1:
+        tune_for_many_scenes()  # seconds once; each later scene's model calls are faster
     cpus = os.cpu_count() or 1
     results: list[SceneResult | None] = [None] * len(tasks)
     finished = 0

@@ -171,6 +171,11 @@ class Predictor:
         return static_out
 
 
+def tune_for_many_scenes() -> None:
+    """Let cuDNN time its algorithms once for this process: worth it when many scenes follow."""
+    torch.backends.cudnn.benchmark = True
+
+
 def auto_batch_size(forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device, channels: int,
                     tile: int) -> int:
     """A batch size that fits the GPU's free memory: the largest power of two, up to
