@@ -63,8 +63,8 @@ WRITES_AHEAD = 8
 READ_AHEAD_BYTES = 1024 * 2**20
 
 #: Reads ``(row0, row1, col0, col1)`` of the scene grid into ``out`` (``(band, row, col)``, the file's
-#: dtype) and returns the ``(row, col)`` validity.
-ReadFn = Callable[[int, int, int, int, np.ndarray], np.ndarray]
+#: dtype) and returns the ``(row, col)`` validity, or None when every pixel is valid.
+ReadFn = Callable[[int, int, int, int, np.ndarray], "np.ndarray | None"]
 #: Writes a full-width strip of labels starting at a scene row.
 WriteFn = Callable[[int, np.ndarray], None]
 #: Called with (blocks done, all blocks).
@@ -240,9 +240,10 @@ def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn,
         spent[stage] += now - clock
         clock = now
 
-    def load(box: Box) -> tuple[Box, torch.Tensor, torch.Tensor]:  # on a reader thread
+    def load(box: Box) -> tuple[Box, torch.Tensor, torch.Tensor | None]:  # on a reader thread
         buffer, out = stitcher.host_buffer(*box.shape)
-        return box, buffer, stitcher.pinned(read(box.row0, box.row1, box.col0, box.col1, out))
+        valid = read(box.row0, box.row1, box.col0, box.col1, out)
+        return box, buffer, None if valid is None else stitcher.pinned(valid)
 
     def read_ahead() -> None:
         while len(reads) < ahead and (chunk := next(todo, None)) is not None:

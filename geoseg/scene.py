@@ -193,15 +193,27 @@ class WindowReader:
             else:
                 valid = _valid_from_values(values, _nodata_value(self.info))
         except RasterioIOError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else "read error"
-            raise SceneError(f"{self.info.path}: pixels at rows {row0}-{row1}, columns {col0}-{col1} cannot "
-                             f"be read ({first}); the file is damaged or incomplete: re-download or re-export "
-                             f"it") from None
+            raise self._read_error(exc, row0, row1, col0, col1) from None
         return values, valid
 
-    def read_into(self, row0: int, row1: int, col0: int, col1: int, out: np.ndarray) -> np.ndarray:
-        """Read a window into ``out``; return its validity (the engine's :data:`geoseg.engine.ReadFn`)."""
+    def read_into(self, row0: int, row1: int, col0: int, col1: int, out: np.ndarray) -> np.ndarray | None:
+        """Read a window into ``out``; return its validity, or None where every pixel is valid by
+        construction (an integer file with neither nodata nor masks) (the engine's :data:`geoseg.engine.ReadFn`)."""
+        if self.info.mask_kind == "none" and np.dtype(self.info.dtype).kind != "f":
+            self._read_values(row0, row1, col0, col1, out)
+            return None
         return self.read(row0, row1, col0, col1, out)[1]
+
+    def _read_values(self, row0: int, row1: int, col0: int, col1: int, out: np.ndarray) -> None:
+        try:
+            self._dataset().read(self.indexes, window=Window(col0, row0, col1 - col0, row1 - row0), out=out)
+        except RasterioIOError as exc:
+            raise self._read_error(exc, row0, row1, col0, col1) from None
+
+    def _read_error(self, exc: RasterioIOError, row0: int, row1: int, col0: int, col1: int) -> SceneError:
+        first = str(exc).splitlines()[0] if str(exc) else "read error"
+        return SceneError(f"{self.info.path}: pixels at rows {row0}-{row1}, columns {col0}-{col1} cannot be read "
+                          f"({first}); the file is damaged or incomplete: re-download or re-export it")
 
 
 def _token(info: SceneInfo, indexes: tuple[int, ...]) -> str:

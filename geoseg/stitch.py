@@ -110,12 +110,16 @@ class Stitcher:
         if more > 0:
             self.band_valid = torch.cat([self.band_valid, self.band_valid.new_zeros((more, width))])
 
-    def put(self, box: Box, buffer: torch.Tensor, valid: torch.Tensor) -> None:
-        """Copy a read chunk (from :meth:`host_buffer`) and its validity (from :meth:`pinned`) into the input band."""
+    def put(self, box: Box, buffer: torch.Tensor, valid: torch.Tensor | None) -> None:
+        """Copy a read chunk (from :meth:`host_buffer`) and its validity (from :meth:`pinned`; None: all
+        valid) into the input band."""
         r0, r1 = box.row0 - self.band_base, box.row1 - self.band_base
         self.band[:, r0:r1, box.col0 : box.col1].copy_(buffer, non_blocking=True)
         r0, r1 = box.row0 - self.valid_base, box.row1 - self.valid_base
-        self.band_valid[r0:r1, box.col0 : box.col1].copy_(valid, non_blocking=True)
+        if valid is None:
+            self.band_valid[r0:r1, box.col0 : box.col1] = True
+        else:
+            self.band_valid[r0:r1, box.col0 : box.col1].copy_(valid, non_blocking=True)
 
     def drop_input(self, before: int) -> None:
         """Forget input rows above scene row ``before`` (a model-grid row boundary): no later block reads them."""
