@@ -47,6 +47,9 @@ def test_out_of_memory_halves_the_batch_reports_it_and_keeps_the_mask(make_tif, 
     assert flaky.sizes[:3] == [8, 4, 2]  # halved, then kept at the size that fits
     assert all(n <= 2 for n in flaky.sizes[3:])
     np.testing.assert_array_equal(_mask(tmp_path / "oom.tif"), _mask(tmp_path / "plain.tif"))
+    # The summary says where the time went: patches the network ran (failed attempts not counted).
+    assert plain.patches == sum(n for n in flaky.sizes if n <= 2) and 0 < plain.model_seconds < plain.seconds
+    assert set(plain.stage_seconds) == {"wait for reads", "take in", "blocks", "labels", "wait for writes"}
 
 
 def test_out_of_memory_for_one_patch_is_a_device_error(make_tif, tmp_path, tiny_model) -> None:
