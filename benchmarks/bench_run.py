@@ -182,9 +182,27 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
     warmup_s = time.perf_counter() - started
     with GpuBusy() as busy:
         summary = segment_scene(scene, out, config, model=loaded)
-    return {"seconds": summary.seconds, "warmup s": warmup_s, "busy": busy.fraction,
+    memory = memory_breakdown()
+    return {"seconds": summary.seconds, "warmup s": warmup_s, "busy": busy.fraction, "memory": memory,
             "gpu_gib": summary.peak_device_memory_gib, "model s": summary.model_seconds,
             "patches": summary.patches, "batch": summary.batch_size, "stages": summary.stage_seconds}
+
+
+def memory_breakdown() -> dict[str, float]:
+    """GiB of this process's resident memory by kind (now), and the pinned host allocator's peak."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem"):
+            out[key] = int(value.split()[0]) / 2**20
+    import torch
+
+    if torch.cuda.is_available() and hasattr(torch.cuda, "host_memory_stats"):
+        stats = torch.cuda.host_memory_stats()
+        for key in ("allocated_bytes.all.peak", "reserved_bytes.all.peak", "reserved_bytes.all.current"):
+            if key in stats:
+                out["pinned " + key] = stats[key] / 2**30
+    return out
 
 
 def toolbelt_script(scene: Path, out: Path, model: Path, device: str = "cuda") -> None:
