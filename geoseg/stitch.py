@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -44,6 +45,9 @@ class Stitcher:
         self.transfer_dtype = _TRANSFER[self.file_dtype.name]
         self.num_bands = len(card.bands)
         self.pin = dev.type == "cuda"  # page-locked host buffers: asynchronous copies at full speed
+        # Input copies run on their own stream, so they finish (and free their pinned buffers) at
+        # once instead of queueing behind the model; the compute stream waits for them per row.
+        self.copy_stream = torch.cuda.Stream(dev) if self.pin else None
         self.band = torch.zeros((self.num_bands, 0, layout.width), dtype=self.transfer_dtype, device=dev)
         self.band_base = 0  # scene row of band[:, 0]; rows above it are developed
         self.band_valid = torch.zeros((0, layout.width), dtype=torch.bool, device=dev)
@@ -109,17 +113,20 @@ class Stitcher:
         more = stop - self.valid_base - self.band_valid.shape[0]
         if more > 0:
             self.band_valid = torch.cat([self.band_valid, self.band_valid.new_zeros((more, width))])
+        if self.copy_stream is not None:  # the copies go into the bands as they are now
+            self.copy_stream.wait_stream(torch.cuda.current_stream(self.device))
 
     def put(self, box: Box, buffer: torch.Tensor, valid: torch.Tensor | None) -> None:
         """Copy a read chunk (from :meth:`host_buffer`) and its validity (from :meth:`pinned`; None: all
         valid) into the input band."""
-        r0, r1 = box.row0 - self.band_base, box.row1 - self.band_base
-        self.band[:, r0:r1, box.col0 : box.col1].copy_(buffer, non_blocking=True)
-        r0, r1 = box.row0 - self.valid_base, box.row1 - self.valid_base
-        if valid is None:
-            self.band_valid[r0:r1, box.col0 : box.col1] = True
-        else:
-            self.band_valid[r0:r1, box.col0 : box.col1].copy_(valid, non_blocking=True)
+        with torch.cuda.stream(self.copy_stream) if self.copy_stream is not None else nullcontext():
+            r0, r1 = box.row0 - self.band_base, box.row1 - self.band_base
+            self.band[:, r0:r1, box.col0 : box.col1].copy_(buffer, non_blocking=True)
+            r0, r1 = box.row0 - self.valid_base, box.row1 - self.valid_base
+            if valid is None:
+                self.band_valid[r0:r1, box.col0 : box.col1] = True
+            else:
+                self.band_valid[r0:r1, box.col0 : box.col1].copy_(valid, non_blocking=True)
 
     def drop_input(self, before: int) -> None:
         """Forget input rows above scene row ``before`` (a model-grid row boundary): no later block reads them."""
@@ -158,6 +165,8 @@ class Stitcher:
             more = torch.zeros((self.num_classes, need - self.acc.shape[1], self.layout.cols.size),
                                dtype=self.acc_dtype, device=self.device)
             self.acc = torch.cat([self.acc, more], dim=1)
+        if self.copy_stream is not None:  # every chunk of the row is in
+            torch.cuda.current_stream(self.device).wait_stream(self.copy_stream)
         r0, r1 = self.layout.scene_span(*row.core_rows, self.layout.height)
         self._row_valid = self.band_valid[r0 - self.valid_base : r1 - self.valid_base].clone()
         self._develop()
