@@ -9,11 +9,12 @@ Three stages overlap, each with a bounded queue, so host memory does not grow wi
 
 * **read** (a thread pool): the scene rows each row of blocks needs, in chunks made of whole
   internal blocks of the file (:func:`plan_reads`), so GDAL decodes every file block exactly once,
-  with the GIL released, into pinned host buffers; at most ``workers + 2`` chunks ahead of the device;
+  with the GIL released, into pinned host buffers; at most :data:`READ_AHEAD_BYTES` ahead of the
+  device (and at least ``workers + 2`` chunks);
 * **device** (the calling thread, :class:`geoseg.stitch.Stitcher`): raw pixels are copied to a
-  rolling band of scene rows on the device as they are (uint16 stays 2 bytes a value), and each
-  block's window is scaled, averaged to the model grid, normalised and cut into patches there;
-  patches from consecutive blocks share batches; blend-weighted probabilities are summed into a
+  rolling band of scene rows on the device as they are (uint16 stays 2 bytes a value); each row
+  is developed there once (averaged to the model grid, scaled, normalised) and patches are cut
+  from the developed rows; patches from consecutive blocks share batches; blend-weighted probabilities are summed into a
   rolling band of rows on the device; rows that no later patch can reach are normalised, brought
   back to the scene grid, turned into class labels and copied back as uint8;
 * **write** (one thread): full-width strips of whole 256-px output tiles, at most
