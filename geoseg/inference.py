@@ -79,7 +79,7 @@ class Predictor:
         # channels_last: cuDNN's and oneDNN's fast convolution layouts (2.3x on a CPU for EfficientNet-B4)
         self.network = network.eval().to(device).to(memory_format=torch.channels_last)
         if device.type == "cuda" and tune:
-            torch.backends.cudnn.benchmark = True  # the engine sends one batch shape: tuned once per process
+            tune_for_many_scenes()  # the engine sends one batch shape: tuned once per process
         self._net: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(self.network, dynamic=False) if compile else self.network)  # type: ignore[assignment]
         self.cuda_graphs = cuda_graphs

@@ -181,39 +181,30 @@ class WindowReader:
         return ds
 
     def read(self, row0: int, row1: int, col0: int, col1: int, out: np.ndarray | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
+             ) -> tuple[np.ndarray, np.ndarray | None]:
         """``(band, row, col)`` values in the file's dtype (into ``out`` when given) and a
-        ``(row, col)`` bool validity mask."""
+        ``(row, col)`` bool validity mask, or None where every pixel is valid by construction (an
+        integer file with neither nodata nor masks)."""
         window = Window(col0, row0, col1 - col0, row1 - row0)
         ds = self._dataset()
         try:
             values = ds.read(self.indexes, window=window, out=out)
             if self.info.mask_kind == "mask":
                 valid = _valid_from_masks(ds, self.indexes, window)
+            elif self.info.mask_kind == "none" and np.dtype(self.info.dtype).kind != "f":
+                valid = None
             else:
                 valid = _valid_from_values(values, _nodata_value(self.info))
         except RasterioIOError as exc:
-            raise self._read_error(exc, row0, row1, col0, col1) from None
+            first = str(exc).splitlines()[0] if str(exc) else "read error"
+            raise SceneError(f"{self.info.path}: pixels at rows {row0}-{row1}, columns {col0}-{col1} cannot "
+                             f"be read ({first}); the file is damaged or incomplete: re-download or re-export "
+                             f"it") from None
         return values, valid
 
     def read_into(self, row0: int, row1: int, col0: int, col1: int, out: np.ndarray) -> np.ndarray | None:
-        """Read a window into ``out``; return its validity, or None where every pixel is valid by
-        construction (an integer file with neither nodata nor masks) (the engine's :data:`geoseg.engine.ReadFn`)."""
-        if self.info.mask_kind == "none" and np.dtype(self.info.dtype).kind != "f":
-            self._read_values(row0, row1, col0, col1, out)
-            return None
+        """Read a window into ``out``; return its validity (the engine's :data:`geoseg.engine.ReadFn`)."""
         return self.read(row0, row1, col0, col1, out)[1]
-
-    def _read_values(self, row0: int, row1: int, col0: int, col1: int, out: np.ndarray) -> None:
-        try:
-            self._dataset().read(self.indexes, window=Window(col0, row0, col1 - col0, row1 - row0), out=out)
-        except RasterioIOError as exc:
-            raise self._read_error(exc, row0, row1, col0, col1) from None
-
-    def _read_error(self, exc: RasterioIOError, row0: int, row1: int, col0: int, col1: int) -> SceneError:
-        first = str(exc).splitlines()[0] if str(exc) else "read error"
-        return SceneError(f"{self.info.path}: pixels at rows {row0}-{row1}, columns {col0}-{col1} cannot be read "
-                          f"({first}); the file is damaged or incomplete: re-download or re-export it")
 
 
 def _token(info: SceneInfo, indexes: tuple[int, ...]) -> str:

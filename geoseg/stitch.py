@@ -253,24 +253,30 @@ class Stitcher:
 
     def _labels(self, start: int, end: int) -> torch.Tensor:
         """Class labels ``(row, col)`` uint8 of scene rows ``[start, end)``."""
+        probs = self.probabilities(start, end) if self.probe is not None or self.layout.factor > 1 else None
         if self.probe is not None:
-            self.probe(start, self.probabilities(start, end))
-        if self.layout.factor == 1:  # one positive weight per pixel: the argmax of the sums is the answer
+            self.probe(start, probs)
+        if probs is None or self.layout.factor == 1:  # one positive weight per pixel: argmax of the sums
             base = self.acc_base
             return _argmax(self.acc[:, start - base : end - base])
-        return _argmax(self.probabilities(start, end))
+        return _argmax(probs)
 
     def probabilities(self, start: int, end: int) -> torch.Tensor:
         """Blended class probabilities ``(class, row, col)`` float32 of scene rows ``[start, end)``
         (of those not yet handed out)."""
-        layout, base = self.layout, self.acc_base
-        if layout.factor == 1:
-            return self.acc[:, start - base : end - base].float() / (
-                self.row_weight[start:end][:, None] * self.col_weight)
+        base = self.acc_base
+
+        def normalised(rows: slice | torch.Tensor) -> torch.Tensor:  # model-grid rows of acc, as probabilities
+            if isinstance(rows, slice):
+                picked = self.acc[:, rows.start - base : rows.stop - base]
+            else:
+                picked = self.acc.index_select(1, rows - base)
+            return picked.float() / (self.row_weight[rows][:, None] * self.col_weight)
+
+        if self.layout.factor == 1:
+            return normalised(slice(start, end))
         r0, r1, rt = (taps[start:end] for taps in self.row_taps)
-        upper = self.acc.index_select(1, r0 - base).float() / (self.row_weight[r0][:, None] * self.col_weight)
-        lower = self.acc.index_select(1, r1 - base).float() / (self.row_weight[r1][:, None] * self.col_weight)
-        rows = upper * (1 - rt)[:, None] + lower * rt[:, None]
+        rows = normalised(r0) * (1 - rt)[:, None] + normalised(r1) * rt[:, None]
         c0, c1, ct = self.col_taps
         return rows.index_select(2, c0) * (1 - ct) + rows.index_select(2, c1) * ct
 
@@ -304,19 +310,20 @@ _TRANSFER = {"uint8": torch.uint8, "int8": torch.int8, "uint16": torch.int16, "i
              "uint32": torch.int32, "int32": torch.int32, "float32": torch.float32, "float64": torch.float64}
 
 
+#: Unsigned types that travel as signed bits: (torch's unsigned type, a wider signed type, the bit mask).
+_UNSIGNED = {np.dtype("uint16"): (torch.uint16, torch.int32, 0xFFFF),
+             np.dtype("uint32"): (torch.uint32, torch.int64, 0xFFFFFFFF)}
+
+
 def _widen(x: torch.Tensor, file_dtype: np.dtype) -> torch.Tensor:
     """Raw values as they travelled (see :data:`_TRANSFER`) as float32 values of the file's dtype."""
-    if file_dtype == np.uint16:
-        try:
-            return x.view(torch.uint16).float()
-        except (NotImplementedError, RuntimeError):  # a build without unsigned kernels on this device
-            return (x.to(torch.int32) & 0xFFFF).float()
-    if file_dtype == np.uint32:
-        try:
-            return x.view(torch.uint32).float()
-        except (NotImplementedError, RuntimeError):
-            return (x.to(torch.int64) & 0xFFFFFFFF).float()
-    return x.float()
+    if file_dtype not in _UNSIGNED:
+        return x.float()
+    unsigned, wider, mask = _UNSIGNED[file_dtype]
+    try:
+        return x.view(unsigned).float()
+    except (NotImplementedError, RuntimeError):  # a build without unsigned kernels on this device
+        return (x.to(wider) & mask).float()
 
 
 def _gather(x: torch.Tensor, dim: int, index: np.ndarray) -> torch.Tensor:
