@@ -44,7 +44,7 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.make_scene import build_scene, peak_rss_gib
-from geoseg.engine import plan_blocks, plan_layout, plan_reads
+from geoseg.engine import default_workers, plan_blocks, plan_layout, plan_reads
 from geoseg.models.card import ModelCard
 from geoseg.resample import resolution_factor
 from geoseg.scene import WindowReader, open_scene, read_dask
@@ -286,7 +286,7 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def part_main(scenes: list[Path], models: list[Path], more: list[Path], args: argparse.Namespace) -> None:
-    threads = os.cpu_count() or 1
+    threads = default_workers()  # what geoseg uses: the read floor is timed with the same count
     runs = [(s, models[0]) for s in scenes] + [(scenes[min(1, len(scenes) - 1)], m) for m in more]
     head = ("scene", "encoder", "f", "patches", "read floor s (own / dask)", "model floor s (eager / graph)",
             "write floor s", "geoseg cold s", "geoseg warm s", "MP/s warm", "warm / largest floor",

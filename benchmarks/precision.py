@@ -10,7 +10,6 @@ probability minus the runner-up) of those pixels: a precision change should only
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from geoseg.bands import match_bands
-from geoseg.engine import plan_layout, run_engine
+from geoseg.engine import default_workers, plan_layout, run_engine
 from geoseg.inference import Predictor, resolve_device
 from geoseg.models import LoadedModel, load_model
 from geoseg.resample import resolution_factor
@@ -50,7 +49,7 @@ def labels_and_margins(scene_path: Path, loaded: LoadedModel, precision: str, de
         labels[row0 : row0 + len(strip)] = strip
 
     stitcher.probe = keep_margin
-    run_engine(layout, stitcher, WindowReader(scene, indexes).read_into, write, os.cpu_count() or 1,
+    run_engine(layout, stitcher, WindowReader(scene, indexes).read_into, write, default_workers(),
                block_shape=scene.block_shape)
     return labels, margins
 

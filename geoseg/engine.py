@@ -5,13 +5,14 @@ a coarser resolution (:mod:`geoseg.resample`). The model grid is cut into square
 row by row. Each block *owns* the patches whose anchor lies inside it
 (:meth:`geoseg.grid.AxisGrid.owned`), so every patch of the global grid is predicted exactly once.
 
-Three stages overlap, each with a bounded queue, so host memory does not grow with the scene:
+Three stages overlap, each bounded, so host memory does not grow with the scene:
 
 * **read** (a thread pool): the scene rows each row of blocks needs, in chunks made of whole
   internal blocks of the file (:func:`plan_reads`), so GDAL decodes every file block exactly once,
-  with the GIL released, into pinned host buffers; at most :data:`READ_AHEAD_BYTES` ahead of the
-  device (and at least ``workers + 2`` chunks);
-* **device** (the calling thread, :class:`geoseg.stitch.Stitcher`): raw pixels are copied to a
+  with the GIL released, into a fixed pool of pinned staging buffers
+  (:class:`geoseg.staging.StagingPool`); the reader thread then starts the copy to the device on
+  a stream of its own. The readers work one strip of rows ahead of the device;
+* **device** (the calling thread, :class:`geoseg.stitch.Stitcher`): raw pixels arrive in a
   rolling band of scene rows on the device as they are (uint16 stays 2 bytes a value); each row
   is developed there once (averaged to the model grid, scaled, normalised) and patches are cut
   from the developed rows; patches from consecutive blocks share batches; blend-weighted probabilities are summed into a
@@ -29,6 +30,7 @@ window over the whole scene (tests/test_engine.py).
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -43,11 +45,11 @@ from geoseg._blocks import Box
 from geoseg.blend import WindowFn, get_window
 from geoseg.errors import Cancelled
 from geoseg.grid import AxisGrid, check_tiling, reflect_index, split_axis
+from geoseg.staging import StagingPool
 
 if TYPE_CHECKING:
-    import torch
 
-    from geoseg.stitch import Stitcher
+    from geoseg.stitch import InputStrip, Stitcher
 
 #: Blended probabilities are summed as integers in units of 2**-QUANTUM_BITS.
 QUANTUM_BITS = 24
@@ -60,8 +62,8 @@ CHUNK_BYTES = 32 * 2**20
 CHUNK_COLS = 1024
 #: Label strips queued for the writer, at most.
 WRITES_AHEAD = 8
-#: Raw pixels read ahead of the device, at most (and at least ``workers + 2`` chunks).
-READ_AHEAD_BYTES = 1024 * 2**20
+#: Staging buffers beyond one per reader thread (:class:`geoseg.staging.StagingPool`).
+STAGING_SPARE = 4
 
 #: Reads ``(row0, row1, col0, col1)`` of the scene grid into ``out`` (``(band, row, col)``, the file's
 #: dtype) and returns the ``(row, col)`` validity, or None when every pixel is valid.
@@ -210,6 +212,11 @@ def plan_reads(layout: Layout, plan: list[BlockRow], block_shape: tuple[int, int
     return strips
 
 
+def default_workers() -> int:
+    """Reader threads when none are asked for: one per CPU core but one, which the device thread needs."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn, workers: int,
                progress: ProgressFn | None = None, cancel: threading.Event | None = None,
                block_shape: tuple[int, int] = (1, 1), timings: dict[str, float] | None = None) -> None:
@@ -222,14 +229,12 @@ def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn,
     """
     plan = plan_blocks(layout)
     strips = plan_reads(layout, plan, block_shape, stitcher.pixel_bytes)
-    chunks = [chunk for strip in strips for chunk in strip.chunks]
-    todo = iter(chunks)
-    largest = max((c.shape[0] * c.shape[1] * stitcher.pixel_bytes for c in chunks), default=1)
-    ahead = max(workers + 2, READ_AHEAD_BYTES // largest)
+    largest = max((c.shape[0] * c.shape[1] for strip in strips for c in strip.chunks), default=1)
+    pool = StagingPool(largest * (stitcher.pixel_bytes + 1), workers + STAGING_SPARE, stitcher.pin)
     total = sum(len(row.blocks) for row in plan)
     readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="geoseg-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="geoseg-write")
-    reads: deque[Future] = deque()
+    loading: dict[int, tuple[InputStrip, list[Future]]] = {}
     writes: deque[Future] = deque()
     spent = dict.fromkeys(("wait for reads", "take in", "blocks", "labels", "wait for writes"), 0.0)
     clock = time.perf_counter()
@@ -241,30 +246,28 @@ def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn,
         spent[stage] += now - clock
         clock = now
 
-    def load(box: Box) -> tuple[Box, torch.Tensor, torch.Tensor | None]:  # on a reader thread
-        buffer, out = stitcher.host_buffer(*box.shape)
-        valid = read(box.row0, box.row1, box.col0, box.col1, out)
-        return box, buffer, None if valid is None else stitcher.pinned(valid)
-
-    def read_ahead() -> None:
-        while len(reads) < ahead and (chunk := next(todo, None)) is not None:
-            reads.append(readers.submit(load, chunk))
+    def start_reading(i: int) -> None:
+        if i < len(strips) and i not in loading:
+            strip = stitcher.open_strip(*strips[i].rows)
+            loading[i] = strip, [readers.submit(stitcher.load, strip, box, read, pool) for box in strips[i].chunks]
 
     def check() -> None:
         if cancel is not None and cancel.is_set():
             raise Cancelled("stopped on request")
 
     try:
-        for i, (row, strip) in enumerate(zip(plan, strips, strict=True)):
-            stitcher.extend_input(strip.rows[1])
-            for _ in strip.chunks:
+        for i, row in enumerate(plan):
+            check()
+            start_reading(i)
+            start_reading(i + 1)  # the readers go on with the next strip while the device works on this one
+            strip, loads = loading.pop(i)
+            for load in loads:
                 check()
-                read_ahead()
-                chunk = reads.popleft().result()
-                lap("wait for reads")
-                stitcher.put(*chunk)
-                lap("take in")
-            read_ahead()  # the readers go on with the next strip while the device works
+                load.result()
+            lap("wait for reads")
+            stitcher.take_strip(strip)
+            del strip, loads
+            lap("take in")
             stitcher.begin_row(row)
             for block in row.blocks:
                 check()
@@ -273,9 +276,9 @@ def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn,
                 if progress is not None:
                     progress(done, total)
             lap("blocks")
-            for row0, strip in stitcher.end_row(row):
+            for row0, labels in stitcher.end_row(row):
                 lap("labels")
-                writes.append(writer.submit(lambda r, s: write(r, s.numpy()), row0, strip))
+                writes.append(writer.submit(lambda r, s: write(r, s.numpy()), row0, labels))
                 while len(writes) > WRITES_AHEAD:
                     writes.popleft().result()
                 lap("wait for writes")

@@ -14,7 +14,7 @@ import torch
 
 from geoseg import __version__
 from geoseg.bands import match_bands
-from geoseg.engine import ProgressFn, plan_layout, run_engine
+from geoseg.engine import ProgressFn, default_workers, plan_layout, run_engine
 from geoseg.errors import DeviceError, GeosegError, OutputError
 from geoseg.inference import Predictor, resolve_device
 from geoseg.models import AUTO, LoadedModel, load_model, pick_builtin
@@ -48,7 +48,7 @@ class RunConfig:
     match_resolution: bool = True  # infer at the model's training resolution when the scene is finer
     scale: float | None = None  # None: the model card's input scaling
     block_size: int = 2048  # scene pixels per block edge (rounded to whole output tiles)
-    workers: int | None = None  # reader threads; None: one per CPU core
+    workers: int | None = None  # reader threads; None: one per CPU core but one
     overwrite: bool = False
     trust_checkpoint: bool = False  # allow pickled checkpoints (model.pt ...) in model folders
     compile: bool = False  # torch.compile the network (pays back on long runs; see benchmarks/RESULTS.md)
@@ -135,7 +135,7 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     stages: dict[str, float] = {}
     with _gdal_cache(), MaskWriter(out, scene, card, tags) as writer:
         try:
-            run_engine(layout, stitcher, reader.read_into, writer.write, config.workers or os.cpu_count() or 1,
+            run_engine(layout, stitcher, reader.read_into, writer.write, config.workers or default_workers(),
                        progress, cancel, block_shape=scene.block_shape, timings=stages)
         except GeosegError:
             raise

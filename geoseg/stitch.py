@@ -18,15 +18,17 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from geoseg._blocks import Box
-from geoseg.engine import QUANTUM_BITS, BlockPlan, BlockRow, Layout
+from geoseg.engine import QUANTUM_BITS, BlockPlan, BlockRow, Layout, ReadFn
 from geoseg.inference import Predictor
 from geoseg.models.card import ModelCard
 from geoseg.resample import bilinear_taps, coarsen
+from geoseg.staging import StagingPool, carve
 from geoseg.writing import NODATA, OUTPUT_TILE
 
 _STRIP = 256  # scene rows labelled at a time, to bound device memory
@@ -44,9 +46,9 @@ class Stitcher:
         self.file_dtype = np.dtype(dtype)
         self.transfer_dtype = _TRANSFER[self.file_dtype.name]
         self.num_bands = len(card.bands)
-        self.pin = dev.type == "cuda"  # page-locked host buffers: asynchronous copies at full speed
-        # Input copies run on their own stream, so they finish (and free their pinned buffers) at
-        # once instead of queueing behind the model; the compute stream waits for them per row.
+        self.pin = dev.type == "cuda"  # page-locked staging buffers: asynchronous copies at full speed
+        # Input copies run on their own stream, so they finish (and free their staging buffers) at
+        # once instead of queueing behind the model; the model's stream waits for them per strip.
         self.copy_stream = torch.cuda.Stream(dev) if self.pin else None
         self.band = torch.zeros((self.num_bands, 0, layout.width), dtype=self.transfer_dtype, device=dev)
         self.band_base = 0  # scene row of band[:, 0]; rows above it are developed
@@ -90,43 +92,54 @@ class Stitcher:
         """Bytes of one scene pixel, all bands, as read."""
         return self.num_bands * self.file_dtype.itemsize
 
-    def host_buffer(self, rows: int, cols: int) -> tuple[torch.Tensor, np.ndarray]:
-        """A host buffer for a read of ``rows x cols`` pixels: the tensor, and a view in the file's dtype
-        to read into. Pinned when the device is a GPU (called from the reader threads)."""
-        buffer = torch.empty((self.num_bands, rows, cols), dtype=self.transfer_dtype, pin_memory=self.pin)
-        return buffer, buffer.numpy().view(self.file_dtype)
+    def open_strip(self, row0: int, row1: int) -> InputStrip:
+        """Room on the device for scene rows ``[row0, row1)``, which the readers fill with :meth:`load`.
 
-    def pinned(self, array: np.ndarray) -> torch.Tensor:
-        """``array`` as a tensor ready for an asynchronous copy to the device (called from the reader threads)."""
-        if not self.pin:
-            return torch.from_numpy(array)
-        tensor = torch.empty(array.shape, dtype=torch.from_numpy(array[:0]).dtype, pin_memory=True)
-        tensor.numpy()[...] = array
-        return tensor
+        Allocated on the copy stream, so the copies into it never wait for the model's work."""
+        with self._on_copy_stream():
+            band = torch.empty((self.num_bands, row1 - row0, self.layout.width), dtype=self.transfer_dtype,
+                               device=self.device)
+            valid = torch.ones((row1 - row0, self.layout.width), dtype=torch.bool, device=self.device)
+        return InputStrip((row0, row1), band, valid, [])
 
-    def extend_input(self, stop: int) -> None:
-        """Make room in the input band for scene rows up to ``stop``."""
-        width = self.layout.width
-        more = stop - self.band_base - self.band.shape[1]
-        if more > 0:
-            self.band = torch.cat([self.band, self.band.new_zeros((self.num_bands, more, width))], dim=1)
-        more = stop - self.valid_base - self.band_valid.shape[0]
-        if more > 0:
-            self.band_valid = torch.cat([self.band_valid, self.band_valid.new_zeros((more, width))])
-        if self.copy_stream is not None:  # the copies go into the bands as they are now
-            self.copy_stream.wait_stream(torch.cuda.current_stream(self.device))
+    def load(self, strip: InputStrip, box: Box, read: ReadFn, pool: StagingPool) -> None:
+        """Read the scene pixels ``box`` into ``strip`` through a staging buffer of ``pool`` (called
+        from the reader threads; on a GPU the copy is asynchronous, on its own stream)."""
+        rows, cols = box.shape
+        data_bytes = rows * cols * self.pixel_bytes
+        buffer = pool.acquire(data_bytes + rows * cols)  # the pixels, then their validity
+        copied = None
+        try:
+            staged = carve(buffer, (self.num_bands, rows, cols), self.transfer_dtype)
+            valid = read(box.row0, box.row1, box.col0, box.col1, staged.numpy().view(self.file_dtype))
+            r0, r1 = box.row0 - strip.rows[0], box.row1 - strip.rows[0]
+            with self._on_copy_stream():
+                strip.band[:, r0:r1, box.col0 : box.col1].copy_(staged, non_blocking=True)
+                if valid is not None:
+                    mask = carve(buffer, (rows, cols), torch.bool, data_bytes)
+                    mask.numpy()[...] = valid
+                    strip.valid[r0:r1, box.col0 : box.col1].copy_(mask, non_blocking=True)
+                if self.copy_stream is not None:
+                    copied = torch.cuda.Event()
+                    copied.record(self.copy_stream)
+                    strip.copied.append(copied)
+        finally:
+            pool.release(buffer, copied)
 
-    def put(self, box: Box, buffer: torch.Tensor, valid: torch.Tensor | None) -> None:
-        """Copy a read chunk (from :meth:`host_buffer`) and its validity (from :meth:`pinned`; None: all
-        valid) into the input band."""
-        with torch.cuda.stream(self.copy_stream) if self.copy_stream is not None else nullcontext():
-            r0, r1 = box.row0 - self.band_base, box.row1 - self.band_base
-            self.band[:, r0:r1, box.col0 : box.col1].copy_(buffer, non_blocking=True)
-            r0, r1 = box.row0 - self.valid_base, box.row1 - self.valid_base
-            if valid is None:
-                self.band_valid[r0:r1, box.col0 : box.col1] = True
-            else:
-                self.band_valid[r0:r1, box.col0 : box.col1].copy_(valid, non_blocking=True)
+    def take_strip(self, strip: InputStrip) -> None:
+        """Append a strip whose every :meth:`load` has returned to the input band."""
+        assert strip.rows[0] == self.band_base + self.band.shape[1] == self.valid_base + self.band_valid.shape[0]
+        if self.copy_stream is not None:  # the model's stream waits for the copies, and keeps the strip alive
+            compute = torch.cuda.current_stream(self.device)
+            for copied in strip.copied:
+                compute.wait_event(copied)
+            strip.band.record_stream(compute)
+            strip.valid.record_stream(compute)
+        self.band = strip.band if self.band.shape[1] == 0 else torch.cat([self.band, strip.band], dim=1)
+        self.band_valid = strip.valid if self.band_valid.shape[0] == 0 else torch.cat([self.band_valid, strip.valid])
+
+    def _on_copy_stream(self) -> torch.cuda.StreamContext | nullcontext:
+        return torch.cuda.stream(self.copy_stream) if self.copy_stream is not None else nullcontext()
 
     def drop_input(self, before: int) -> None:
         """Forget input rows above scene row ``before`` (a model-grid row boundary): no later block reads them."""
@@ -165,8 +178,6 @@ class Stitcher:
             more = torch.zeros((self.num_classes, need - self.acc.shape[1], self.layout.cols.size),
                                dtype=self.acc_dtype, device=self.device)
             self.acc = torch.cat([self.acc, more], dim=1)
-        if self.copy_stream is not None:  # every chunk of the row is in
-            torch.cuda.current_stream(self.device).wait_stream(self.copy_stream)
         r0, r1 = self.layout.scene_span(*row.core_rows, self.layout.height)
         self._row_valid = self.band_valid[r0 - self.valid_base : r1 - self.valid_base].clone()
         self._develop()
@@ -279,6 +290,16 @@ class Stitcher:
         rows = normalised(r0) * (1 - rt)[:, None] + normalised(r1) * rt[:, None]
         c0, c1, ct = self.col_taps
         return rows.index_select(2, c0) * (1 - ct) + rows.index_select(2, c1) * ct
+
+
+@dataclass
+class InputStrip:
+    """Scene rows on their way to the device (:meth:`Stitcher.open_strip`)."""
+
+    rows: tuple[int, int]  # scene rows
+    band: torch.Tensor  # (band, row, col), as the values travel (see _TRANSFER)
+    valid: torch.Tensor  # (row, col)
+    copied: list[torch.cuda.Event]  # one per chunk copied to it (GPU)
 
 
 class HostStrip:

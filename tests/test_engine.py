@@ -149,3 +149,24 @@ def test_mask_is_independent_of_read_chunks(monkeypatch, make_tif, tmp_path, tin
     chunked = _run(path, tmp_path / "chunked.tif", model, block_size=128, scale=1.0, batch_size=3)
     np.testing.assert_array_equal(chunked, whole)
     assert len(np.unique(whole)) > 1
+
+
+def test_mask_is_independent_of_staging_buffers(monkeypatch, make_tif, tmp_path, tiny_model) -> None:
+    """One reader and one staging buffer, reused for every small chunk (pixels and their validity),
+    give the same mask as one chunk per strip; nodata stays nodata."""
+    from geoseg import engine
+
+    model = tiny_model()
+    data = smooth_image((3, 301, 555), seed=7, dtype="uint16")
+    data[:, 50:120, 300:420] = 0
+    path = make_tif(data, block=32, nodata=0)
+    whole = _run(path, tmp_path / "whole.tif", model, block_size=4096, scale=1e-3)
+    monkeypatch.setattr(engine, "CHUNK_COLS", 64)
+    monkeypatch.setattr(engine, "CHUNK_BYTES", 6 * 64 * 48)
+    monkeypatch.setattr(engine, "STAGING_SPARE", 0)
+    segment_scene(path, tmp_path / "one.tif", RunConfig(workers=1, block_size=128, batch_size=3, scale=1e-3),
+                  model=model)
+    with rasterio.open(tmp_path / "one.tif") as ds:
+        one = ds.read(1)
+    np.testing.assert_array_equal(one, whole)
+    assert (whole[50:120, 300:420] == 255).all() and (whole[:50] < 3).all()

@@ -51,7 +51,7 @@ MATCH_RESOLUTION = typer.Option(D.match_resolution, help="Infer at the model's t
 SCALE = typer.Option(None, help="Multiply pixel values by this before normalising "
                      "[default: model's, e.g. 0.0001 for uint16 reflectance]")
 BLOCK_SIZE = typer.Option(D.block_size, min=1, help="Scene pixels per processing block edge.")
-WORKERS = typer.Option(None, min=1, help="Reader threads [default: CPU cores]")
+WORKERS = typer.Option(None, min=1, help="Reader threads [default: CPU cores minus one]")
 TRUST_CHECKPOINT = typer.Option(D.trust_checkpoint, help="Allow a model folder's pickled checkpoint (model.pt, "
                                 ".pth, .ckpt): loading one can run code, so only for files you trust.")
 COMPILE = typer.Option(D.compile, "--compile/--no-compile", help="torch.compile the network: faster model calls "
