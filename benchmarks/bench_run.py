@@ -4,7 +4,7 @@ Scenes larger than the real source are built from it by make_scene.py (mirror + 
 (``--parts``, default all three), each printing a table whose figures come from this one run:
 
 * ``main``: for each scene and model, the floors and geoseg end to end:
-  - read floor: decode every internal block of the file once, with one thread per core, both in
+  - read floor: decode every internal block of the file once, with geoseg's reader thread count, both in
     geoseg's own read chunks and as dask 512-px chunks; the faster counts;
   - model floor: the raw network over as many patches as the run has, batch already on the GPU,
     bf16 + channels_last, eager and replayed from a CUDA graph; the faster counts;
@@ -13,8 +13,10 @@ Scenes larger than the real source are built from it by make_scene.py (mirror + 
     and ``segment_scene`` in a process that has already run one small scene with the same model
     (warm: how ``geoseg batch`` runs every scene after its first), with that process's peak RSS,
     peak GPU memory, GPU busy share (nvidia-smi, 100 ms) and its model stage throughput.
-* ``options`` (first generated scene, first model): ``--cuda-graphs``, ``--compile`` (and the
-  compiled model floor), and fp32 (the share of pixels bf16 flips against it).
+* ``options`` (every generated scene, first model): the settings ``--options`` names against the
+  default run, e.g. ``--cuda-graphs``, ``--compile`` (and the compiled model floor), fp32 (the share
+  of pixels bf16 flips against it), the automatic batch, out-of-memory back-off, the mask's deflate
+  level and the reader thread count.
 * ``peers`` (first generated scene, first model, at the scene's own resolution so that every
   tool runs the same patches): pytorch-toolbelt's ImageSlicer + TileMerger as a user's script
   (rasterio in, same model / tile / overlap / bf16 / batch, rasterio out) against geoseg.
@@ -44,6 +46,7 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.make_scene import build_scene, peak_rss_gib
+from geoseg import writing
 from geoseg.engine import default_workers, plan_blocks, plan_layout, plan_reads
 from geoseg.models.card import ModelCard
 from geoseg.resample import resolution_factor
@@ -128,7 +131,7 @@ def write_floor(mask: Path, out: Path) -> float:
     from rasterio.windows import Window
 
     with rasterio.open(mask) as src:
-        profile = {**src.profile, "num_threads": "ALL_CPUS"}
+        profile = {**src.profile, "num_threads": "ALL_CPUS", "zlevel": writing.ZLEVEL}
         spent = 0.0
         with rasterio.open(out, "w", **profile) as dst:
             for row0 in range(0, src.height, 256):
@@ -174,6 +177,9 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
     from geoseg.models import load_model
     from geoseg.run import RunConfig, segment_scene
 
+    settings = dict(settings)
+    if "zlevel" in settings:  # a mask setting that is not a run option: compared in --parts options
+        writing.ZLEVEL = settings.pop("zlevel")
     tune_for_many_scenes()  # as `geoseg batch` does: the warm-up pays for cuDNN's tuning
     started = time.perf_counter()
     loaded = load_model(str(model))
@@ -322,32 +328,48 @@ def part_main(scenes: list[Path], models: list[Path], more: list[Path], args: ar
     table("main: floors and geoseg end to end", head, rows)
 
 
-def part_options(scene: Path, model: Path, args: argparse.Namespace) -> None:
+#: The settings ``--parts options`` compares, by the name ``--options`` selects them with.
+OPTIONS = {
+    "default": ("bf16 (default)", {}),
+    "graphs": ("--cuda-graphs", {"cuda_graphs": True}),
+    "compile": ("--compile", {"compile": True}),
+    "fp32": ("fp32", {"precision": "fp32"}),
+    "auto": ("batch size auto", {"batch_size": None}),
+    "oom": ("--batch-size 2048 (out-of-memory back-off)", {"batch_size": 2048}),
+    "zlevel6": ("mask deflate level 6 (GDAL's default)", {"zlevel": 6}),
+    "readers": ("one reader per core", {"workers": os.cpu_count() or 1}),
+    "blocks": ("--block-size 1024 (the mask should not change)", {"block_size": 1024}),
+}
+
+
+def part_options(scenes: list[Path], model: Path, args: argparse.Namespace) -> None:
     card = ModelCard.load(model / "config.json")
-    info = open_scene(scene)
-    factor = resolution_factor(info.pixel_size_m, card.resolution_m)
-    patches = patches_of(scene, card, factor)
-    floors = {how: model_floor(card, patches, args.device, how) for how in ("eager", "graph", "compile")}
     head = ("scene", "settings", "warm-up s (incl. compile)", "geoseg s", "model stage s", "patches/s in model",
-            "x eager run", "pixels changed vs bf16 run", "batch used", "peak GPU GiB")
-    rows, masks = [], {}
-    base = None
-    for name, settings in (("bf16 (default)", {}), ("--cuda-graphs", {"cuda_graphs": True}),
-                           ("--compile", {"compile": True}), ("fp32", {"precision": "fp32"}),
-                           ("batch size auto", {"batch_size": None}),
-                           ("--batch-size 2048 (out-of-memory back-off)", {"batch_size": 2048})):
-        out = args.workdir / f"opt-{len(rows)}.tif"
-        r = spawn("geoseg", scene, out, model, args.source, {"device": args.device, **settings})
-        with rasterio.open(out) as ds:
-            masks[name] = ds.read(1)
-        base = base or r["seconds"]
-        changed = float((masks[name] != masks["bf16 (default)"]).mean())
-        rows.append([scene.name, name, f"{r['warmup s']:.1f}", f"{r['seconds']:.2f}", f"{r['model s']:.2f}",
-                     f"{r['patches'] / r['model s']:.0f}", f"{r['seconds'] / base:.2f}", f"{changed:.4%}",
-                     str(r["batch"]), fmt(r["gpu_gib"], ".2f")])
-        print(json.dumps({"row": rows[-1], "run": r}), file=sys.stderr, flush=True)
-    table(f"options ({card.encoder}, f={factor}; model floors for {patches} patches: "
-          + ", ".join(f"{k} {v:.2f} s" for k, v in floors.items()) + ")", head, rows)
+            "x default run", "pixels changed vs default", "batch used", "peak RSS GiB", "peak GPU GiB",
+            "device thread s: wait reads / take in / blocks / labels / wait writes")
+    chosen = ["default", *(k for k in args.options if k != "default")]
+    for scene in scenes:
+        info = open_scene(scene)
+        factor = resolution_factor(info.pixel_size_m, card.resolution_m)
+        patches = patches_of(scene, card, factor)
+        floors = {how: model_floor(card, patches, args.device, how)
+                  for how in ("eager", "graph", "compile") if how != "compile" or "compile" in chosen}
+        rows, masks, base = [], {}, None
+        for key in chosen:
+            name, settings = OPTIONS[key]
+            out = args.workdir / f"opt-{key}.tif"
+            r = spawn("geoseg", scene, out, model, args.source, {"device": args.device, **settings})
+            with rasterio.open(out) as ds:
+                masks[key] = ds.read(1)
+            base = base or r["seconds"]
+            changed = float((masks[key] != masks["default"]).mean())
+            rows.append([scene.name, name, f"{r['warmup s']:.1f}", f"{r['seconds']:.2f}", f"{r['model s']:.2f}",
+                         f"{r['patches'] / r['model s']:.0f}", f"{r['seconds'] / base:.2f}", f"{changed:.4%}",
+                         str(r["batch"]), f"{r['rss']:.2f}", fmt(r["gpu_gib"], ".2f"),
+                         " / ".join(f"{v:.2f}" for v in r["stages"].values())])
+            print(json.dumps({"row": rows[-1], "run": r}), file=sys.stderr, flush=True)
+        table(f"options ({card.encoder}, f={factor}, {info.width}x{info.height}; model floors for {patches} "
+              "patches: " + ", ".join(f"{k} {v:.2f} s" for k, v in floors.items()) + ")", head, rows)
 
 
 def part_peers(scene: Path, model: Path, args: argparse.Namespace) -> None:
@@ -389,6 +411,8 @@ def main() -> None:
                         help="model folders timed on the first generated scene only")
     parser.add_argument("--parts", nargs="*", default=["main", "options", "peers"],
                         choices=["main", "options", "peers"])
+    parser.add_argument("--options", nargs="*", default=["graphs", "compile", "fp32", "auto", "oom"],
+                        choices=list(OPTIONS), help="settings compared by --parts options (default: %(default)s)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-bench"))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--child", choices=["geoseg", "toolbelt"], help=argparse.SUPPRESS)
@@ -416,7 +440,7 @@ def main() -> None:
         part_main([args.source, *built], [args.model], args.more_models, args)
     first = built[0] if built else args.source
     if "options" in args.parts:
-        part_options(first, args.model, args)
+        part_options(built or [args.source], args.model, args)
     if "peers" in args.parts:
         part_peers(first, args.model, args)
 
