@@ -11,7 +11,7 @@ Three stages overlap, each bounded, so host memory does not grow with the scene:
   internal blocks of the file (:func:`plan_reads`), so GDAL decodes every file block exactly once,
   with the GIL released, into a fixed pool of pinned staging buffers
   (:class:`geoseg.staging.StagingPool`); the reader thread then starts the copy to the device on
-  a stream of its own. The readers work one strip of rows ahead of the device;
+  a stream of its own. The readers work :data:`READ_AHEAD_STRIPS` strips of rows ahead of the device;
 * **device** (the calling thread, :class:`geoseg.stitch.Stitcher`): raw pixels arrive in a
   rolling band of scene rows on the device as they are (uint16 stays 2 bytes a value); each row
   is developed there once (averaged to the model grid, scaled, normalised) and patches are cut
@@ -62,6 +62,10 @@ CHUNK_BYTES = 32 * 2**20
 CHUNK_COLS = 1024
 #: Label strips queued for the writer, at most.
 WRITES_AHEAD = 8
+#: Strips of rows the readers work ahead of the device. With one, the readers ran out of work at the
+#: end of every strip while its last chunks were decoded (benchmarks/RESULTS.md); each strip ahead
+#: costs its raw pixels in device memory.
+READ_AHEAD_STRIPS = 2
 #: Staging buffers beyond one per reader thread (:class:`geoseg.staging.StagingPool`).
 STAGING_SPARE = 4
 
@@ -258,8 +262,8 @@ def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn,
     try:
         for i, row in enumerate(plan):
             check()
-            start_reading(i)
-            start_reading(i + 1)  # the readers go on with the next strip while the device works on this one
+            for ahead in range(READ_AHEAD_STRIPS + 1):  # the readers go on while the device works on this one
+                start_reading(i + ahead)
             strip, loads = loading.pop(i)
             for load in loads:
                 check()
