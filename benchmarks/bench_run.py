@@ -11,7 +11,9 @@ Scenes larger than the real source are built from it by make_scene.py (mirror + 
   - write floor: encode and write the mask geoseg produced, in its strips and threads;
   - geoseg: ``geoseg run`` as a fresh process (cold: Python, CUDA, model, cuDNN tuning included)
     and ``segment_scene`` in a process that has already run one small scene with the same model
-    (warm: how ``geoseg batch`` runs every scene after its first), with that process's peak RSS,
+    (warm: how ``geoseg batch`` runs every scene after its first), then the same scene again in that
+    process (steady: every later scene of a series of same-size tiles, whose staging buffers and
+    device memory are already there), with that process's peak RSS,
     peak GPU memory, GPU busy share (nvidia-smi, 100 ms) and its model stage throughput.
 * ``options`` (every generated scene, first model): the settings ``--options`` names against the
   default run, e.g. ``--cuda-graphs``, ``--compile`` (and the compiled model floor), fp32 (the share
@@ -46,7 +48,7 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.make_scene import build_scene, peak_rss_gib
-from geoseg import writing
+from geoseg import engine, writing
 from geoseg.engine import default_workers, plan_blocks, plan_layout, plan_reads
 from geoseg.models.card import ModelCard
 from geoseg.resample import resolution_factor
@@ -178,8 +180,10 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
     from geoseg.run import RunConfig, segment_scene
 
     settings = dict(settings)
-    if "zlevel" in settings:  # a mask setting that is not a run option: compared in --parts options
+    if "zlevel" in settings:  # module settings that are not run options: compared in --parts options
         writing.ZLEVEL = settings.pop("zlevel")
+    if "reader_nice" in settings:
+        engine.READER_NICE = settings.pop("reader_nice")
     tune_for_many_scenes()  # as `geoseg batch` does: the warm-up pays for cuDNN's tuning
     started = time.perf_counter()
     loaded = load_model(str(model))
@@ -189,9 +193,11 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
     with GpuBusy() as busy:
         summary = segment_scene(scene, out, config, model=loaded)
     memory = memory_breakdown()
+    again = segment_scene(scene, out, config, model=loaded)  # steady: as every later scene of a tile series
     return {"seconds": summary.seconds, "warmup s": warmup_s, "busy": busy.fraction, "memory": memory,
             "gpu_gib": summary.peak_device_memory_gib, "model s": summary.model_seconds,
-            "patches": summary.patches, "batch": summary.batch_size, "stages": summary.stage_seconds}
+            "patches": summary.patches, "batch": summary.batch_size, "stages": summary.stage_seconds,
+            "steady": {"seconds": again.seconds, "model s": again.model_seconds, "stages": again.stage_seconds}}
 
 
 def memory_breakdown() -> dict[str, float]:
@@ -295,8 +301,9 @@ def part_main(scenes: list[Path], models: list[Path], more: list[Path], args: ar
     threads = default_workers()  # what geoseg uses: the read floor is timed with the same count
     runs = [(s, models[0]) for s in scenes] + [(scenes[min(1, len(scenes) - 1)], m) for m in more]
     head = ("scene", "encoder", "f", "patches", "read floor s (own / dask)", "model floor s (eager / graph)",
-            "write floor s", "geoseg cold s", "geoseg warm s", "MP/s warm", "warm / largest floor",
-            "cold / largest floor", "model stage / model floor", "peak RSS GiB", "peak GPU GiB", "GPU busy",
+            "write floor s", "geoseg cold s", "geoseg warm s", "geoseg steady s", "MP/s steady",
+            "warm / largest floor", "steady / largest floor", "cold / largest floor", "model stage / model floor",
+            "peak RSS GiB", "peak GPU GiB", "GPU busy",
             "device thread s: wait reads / take in / blocks / labels / wait writes")
     rows = []
     for scene, model in runs:
@@ -314,11 +321,12 @@ def part_main(scenes: list[Path], models: list[Path], more: list[Path], args: ar
         read = min(reads.values())
         floor = max(read, min(eager, graph), write)
         model_rate = warm["patches"] / warm["model s"] / (patches / min(eager, graph))
+        steady = warm["steady"]["seconds"]
         rows.append([scene.name, card.encoder, str(factor), str(patches),
                      f"{reads['read own s']:.2f} / {reads['read dask s']:.2f}", f"{eager:.2f} / {graph:.2f}",
-                     f"{write:.2f}", f"{cold:.2f}", f"{warm['seconds']:.2f}",
-                     f"{info.megapixels / warm['seconds']:.1f}",
-                     f"{warm['seconds'] / floor:.2f}", f"{cold / floor:.2f}", f"{model_rate:.0%}",
+                     f"{write:.2f}", f"{cold:.2f}", f"{warm['seconds']:.2f}", f"{steady:.2f}",
+                     f"{info.megapixels / steady:.1f}", f"{warm['seconds'] / floor:.2f}",
+                     f"{steady / floor:.2f}", f"{cold / floor:.2f}", f"{model_rate:.0%}",
                      f"{warm['rss']:.2f}", fmt(warm["gpu_gib"], ".2f"), fmt(warm["busy"], ".0%"),
                      " / ".join(f"{v:.2f}" for v in warm["stages"].values())])
         print(f"done {scene.name} {card.encoder}: cold {cold:.1f} s, warm {warm['seconds']:.1f} s",
@@ -339,12 +347,14 @@ OPTIONS = {
     "zlevel6": ("mask deflate level 6 (GDAL's default)", {"zlevel": 6}),
     "readers": ("one reader per core", {"workers": os.cpu_count() or 1}),
     "blocks": ("--block-size 1024 (the mask should not change)", {"block_size": 1024}),
+    "nice": ("reader threads at nice +5", {"reader_nice": 5}),
 }
 
 
 def part_options(scenes: list[Path], model: Path, args: argparse.Namespace) -> None:
     card = ModelCard.load(model / "config.json")
-    head = ("scene", "settings", "warm-up s (incl. compile)", "geoseg s", "model stage s", "patches/s in model",
+    head = ("scene", "settings", "warm-up s (incl. compile)", "geoseg s", "steady s", "model stage s",
+            "patches/s in model",
             "x default run", "pixels changed vs default", "batch used", "peak RSS GiB", "peak GPU GiB",
             "device thread s: wait reads / take in / blocks / labels / wait writes")
     chosen = ["default", *(k for k in args.options if k != "default")]
@@ -363,7 +373,8 @@ def part_options(scenes: list[Path], model: Path, args: argparse.Namespace) -> N
                 masks[key] = ds.read(1)
             base = base or r["seconds"]
             changed = float((masks[key] != masks["default"]).mean())
-            rows.append([scene.name, name, f"{r['warmup s']:.1f}", f"{r['seconds']:.2f}", f"{r['model s']:.2f}",
+            rows.append([scene.name, name, f"{r['warmup s']:.1f}", f"{r['seconds']:.2f}",
+                         f"{r['steady']['seconds']:.2f}", f"{r['model s']:.2f}",
                          f"{r['patches'] / r['model s']:.0f}", f"{r['seconds'] / base:.2f}", f"{changed:.4%}",
                          str(r["batch"]), f"{r['rss']:.2f}", fmt(r["gpu_gib"], ".2f"),
                          " / ".join(f"{v:.2f}" for v in r["stages"].values())])
