@@ -182,8 +182,8 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
     settings = dict(settings)
     if "zlevel" in settings:  # module settings that are not run options: compared in --parts options
         writing.ZLEVEL = settings.pop("zlevel")
-    if "reader_nice" in settings:
-        engine.READER_NICE = settings.pop("reader_nice")
+    if "pin_staging" in settings:
+        engine.PIN_STAGING = settings.pop("pin_staging")
     tune_for_many_scenes()  # as `geoseg batch` does: the warm-up pays for cuDNN's tuning
     started = time.perf_counter()
     loaded = load_model(str(model))
@@ -347,7 +347,7 @@ OPTIONS = {
     "zlevel6": ("mask deflate level 6 (GDAL's default)", {"zlevel": 6}),
     "readers": ("one reader per core", {"workers": os.cpu_count() or 1}),
     "blocks": ("--block-size 1024 (the mask should not change)", {"block_size": 1024}),
-    "nice": ("reader threads at nice +5", {"reader_nice": 5}),
+    "pageable": ("pageable staging buffers", {"pin_staging": False}),
 }
 
 

@@ -29,7 +29,6 @@ window over the whole scene (tests/test_engine.py).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import threading
@@ -67,9 +66,9 @@ WRITES_AHEAD = 8
 #: end of every strip while its last chunks were decoded (benchmarks/RESULTS.md); each strip ahead
 #: costs its raw pixels in device memory.
 READ_AHEAD_STRIPS = 2
-#: Niceness added to the reader threads (Linux): above 0, the device thread and the writer win the
-#: cores when decoding keeps them all busy.
-READER_NICE = 0
+#: Staging buffers are page-locked on a GPU (asynchronous copies at full speed); False: pageable
+#: (no page-locking cost, copies staged by the driver).
+PIN_STAGING = True
 #: Staging buffers beyond one per reader thread (:class:`geoseg.staging.StagingPool`).
 STAGING_SPARE = 4
 
@@ -238,10 +237,9 @@ def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn,
     plan = plan_blocks(layout)
     strips = plan_reads(layout, plan, block_shape, stitcher.pixel_bytes)
     largest = max((c.shape[0] * c.shape[1] for strip in strips for c in strip.chunks), default=1)
-    pool = StagingPool(largest * (stitcher.pixel_bytes + 1), workers + STAGING_SPARE, stitcher.pin)
+    pool = StagingPool(largest * (stitcher.pixel_bytes + 1), workers + STAGING_SPARE, stitcher.pin and PIN_STAGING)
     total = sum(len(row.blocks) for row in plan)
-    readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="geoseg-read", initializer=_be_nice,
-                                 initargs=(READER_NICE,))
+    readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="geoseg-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="geoseg-write")
     loading: dict[int, tuple[InputStrip, list[Future]]] = {}
     writes: deque[Future] = deque()
@@ -302,9 +300,3 @@ def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn,
         if timings is not None:
             timings.update({k: round(v, 3) for k, v in spent.items()})
 
-
-def _be_nice(nice: int) -> None:
-    """Lower this thread's priority by ``nice`` (Linux, where a thread id names one thread); else nothing."""
-    if nice > 0 and hasattr(os, "setpriority"):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + nice)
