@@ -16,7 +16,7 @@ Scenes larger than the real source are built from it by make_scene.py (mirror + 
     device memory are already there), with that process's peak RSS,
     peak GPU memory, GPU busy share (nvidia-smi, 100 ms) and its model stage throughput.
 * ``options`` (every generated scene, first model): the settings ``--options`` names against the
-  default run, e.g. ``--cuda-graphs``, ``--compile`` (and the compiled model floor), fp32 (the share
+  default run, e.g. ``--no-cuda-graphs``, ``--compile`` (and the compiled model floor), fp32 (the share
   of pixels bf16 flips against it), the automatic batch, out-of-memory back-off, the mask's deflate
   level and the reader thread count.
 * ``peers`` (first generated scene, first model, at the scene's own resolution so that every
@@ -182,8 +182,8 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
     settings = dict(settings)
     if "zlevel" in settings:  # module settings that are not run options: compared in --parts options
         writing.ZLEVEL = settings.pop("zlevel")
-    if "pin_staging" in settings:
-        engine.PIN_STAGING = settings.pop("pin_staging")
+    if "chunk_bytes" in settings:
+        engine.CHUNK_BYTES = settings.pop("chunk_bytes")
     tune_for_many_scenes()  # as `geoseg batch` does: the warm-up pays for cuDNN's tuning
     started = time.perf_counter()
     loaded = load_model(str(model))
@@ -339,7 +339,7 @@ def part_main(scenes: list[Path], models: list[Path], more: list[Path], args: ar
 #: The settings ``--parts options`` compares, by the name ``--options`` selects them with.
 OPTIONS = {
     "default": ("bf16 (default)", {}),
-    "graphs": ("--cuda-graphs", {"cuda_graphs": True}),
+    "eager": ("--no-cuda-graphs", {"cuda_graphs": False}),
     "compile": ("--compile", {"compile": True}),
     "fp32": ("fp32", {"precision": "fp32"}),
     "auto": ("batch size auto", {"batch_size": None}),
@@ -347,7 +347,7 @@ OPTIONS = {
     "zlevel6": ("mask deflate level 6 (GDAL's default)", {"zlevel": 6}),
     "readers": ("one reader per core", {"workers": os.cpu_count() or 1}),
     "blocks": ("--block-size 1024 (the mask should not change)", {"block_size": 1024}),
-    "pageable": ("pageable staging buffers", {"pin_staging": False}),
+    "chunk32": ("read chunks of 32 MiB", {"chunk_bytes": 32 * 2**20}),
 }
 
 
@@ -422,7 +422,7 @@ def main() -> None:
                         help="model folders timed on the first generated scene only")
     parser.add_argument("--parts", nargs="*", default=["main", "options", "peers"],
                         choices=["main", "options", "peers"])
-    parser.add_argument("--options", nargs="*", default=["graphs", "compile", "fp32", "auto", "oom"],
+    parser.add_argument("--options", nargs="*", default=["eager", "compile", "fp32", "auto", "oom"],
                         choices=list(OPTIONS), help="settings compared by --parts options (default: %(default)s)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-bench"))
     parser.add_argument("--device", default="cuda")

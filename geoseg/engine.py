@@ -57,7 +57,9 @@ QUANTUM_BITS = 24
 BLOCK_UNIT = 64
 
 #: Bytes of raw pixels in one read chunk, at most (unless one internal block of the file is larger).
-CHUNK_BYTES = 32 * 2**20
+#: With its validity, a chunk fits a 16 MiB page-locked block; 32 MiB chunks cost twice the
+#: page-locking on a scene's first run (benchmarks/RESULTS.md).
+CHUNK_BYTES = 16 * 2**20
 #: Columns of one read chunk, rounded to whole internal blocks of the file.
 CHUNK_COLS = 1024
 #: Label strips queued for the writer, at most.
@@ -66,9 +68,6 @@ WRITES_AHEAD = 8
 #: end of every strip while its last chunks were decoded (benchmarks/RESULTS.md); each strip ahead
 #: costs its raw pixels in device memory.
 READ_AHEAD_STRIPS = 2
-#: Staging buffers are page-locked on a GPU (asynchronous copies at full speed); False: pageable
-#: (no page-locking cost, copies staged by the driver).
-PIN_STAGING = True
 #: Staging buffers beyond one per reader thread (:class:`geoseg.staging.StagingPool`).
 STAGING_SPARE = 4
 
@@ -237,7 +236,7 @@ def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn,
     plan = plan_blocks(layout)
     strips = plan_reads(layout, plan, block_shape, stitcher.pixel_bytes)
     largest = max((c.shape[0] * c.shape[1] for strip in strips for c in strip.chunks), default=1)
-    pool = StagingPool(largest * (stitcher.pixel_bytes + 1), workers + STAGING_SPARE, stitcher.pin and PIN_STAGING)
+    pool = StagingPool(largest * (stitcher.pixel_bytes + 1), workers + STAGING_SPARE, stitcher.pin)
     total = sum(len(row.blocks) for row in plan)
     readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="geoseg-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="geoseg-write")

@@ -7,8 +7,10 @@ calls it with batches of patches that are already there. Speed options:
 * out of GPU memory, a batch is retried in halves, and the halved size is kept (:attr:`Predictor.notes`);
 * ``tune`` lets cuDNN time its algorithms for the batch shape once per process (seconds for an
   EfficientNet-B4; :data:`TUNE_MIN_PATCHES` in :mod:`geoseg.run` decides when that pays back);
-* ``compile`` wraps the network in ``torch.compile``; ``cuda_graphs`` records each batch shape's
-  forward pass once as a CUDA graph and replays it (one launch instead of hundreds).
+* ``compile`` wraps the network in ``torch.compile``; ``cuda_graphs`` (on by default on a GPU)
+  records each batch shape's forward pass once as a CUDA graph and replays it: one launch instead
+  of hundreds, so the model keeps its pace while reader threads take the CPU. A network that cannot
+  be captured runs eagerly, with a note.
 """
 
 from __future__ import annotations
@@ -69,9 +71,12 @@ class Predictor:
     """Softmax probabilities of a network for batches of normalised NCHW patches already on its device."""
 
     def __init__(self, network: torch.nn.Module, device: torch.device, precision: str, batch_size: int | None,
-                 *, channels: int, tile: int, compile: bool = False, cuda_graphs: bool = False, tune: bool = True):
+                 *, channels: int, tile: int, compile: bool = False, cuda_graphs: bool | None = None,
+                 tune: bool = True):
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch size {batch_size} must be at least 1")
+        if cuda_graphs is None:  # on by default where they exist: 1.4x in the model stage at 32768² (RESULTS.md)
+            cuda_graphs = device.type == "cuda"
         if cuda_graphs and device.type != "cuda":
             raise ConfigError(f"CUDA graphs need a CUDA device, not {device}; drop --cuda-graphs or use --device cuda")
         self.device = device
@@ -154,23 +159,35 @@ class Predictor:
         """
         key = tuple(batch.shape)
         if key not in self._graphs:
-            static_in = batch.clone()
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):  # warm up (cuDNN tuning, lazy init) outside the capture
-                for _ in range(2):
-                    self._forward(static_in)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            # thread_local: the reader threads' copies and page-locking on other streams are not part of
-            # the capture, and must not invalidate it
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                static_out = self._forward(static_in)
-            self._graphs[key] = (graph, static_in, static_out)
+            try:
+                self._graphs[key] = self._record(batch)
+            except torch.OutOfMemoryError:
+                raise
+            except RuntimeError as exc:  # a network that cannot be captured (host syncs, dynamic shapes ...)
+                self.cuda_graphs = False
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                self.notes.append(f"the model cannot be replayed from a CUDA graph ({first}); ran it eagerly")
+                return self._forward(batch)
         graph, static_in, static_out = self._graphs[key]
         static_in.copy_(batch)
         graph.replay()
         return static_out
+
+    def _record(self, batch: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+        """A CUDA graph of the forward pass for ``batch``'s shape, with its input and output buffers."""
+        static_in = batch.clone()
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # warm up (cuDNN tuning, lazy init) outside the capture
+            for _ in range(2):
+                self._forward(static_in)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the reader threads' copies and page-locking on other streams are not part of the
+        # capture, and must not invalidate it (the global mode failed a run on the H200)
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            static_out = self._forward(static_in)
+        return graph, static_in, static_out
 
 
 def tune_for_many_scenes() -> None:

@@ -52,7 +52,7 @@ class RunConfig:
     overwrite: bool = False
     trust_checkpoint: bool = False  # allow pickled checkpoints (model.pt ...) in model folders
     compile: bool = False  # torch.compile the network (pays back on long runs; see benchmarks/RESULTS.md)
-    cuda_graphs: bool = False  # replay the forward pass from a CUDA graph
+    cuda_graphs: bool | None = None  # replay the forward pass from a CUDA graph; None: on a GPU
 
 
 @dataclass(frozen=True)

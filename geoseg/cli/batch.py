@@ -30,8 +30,8 @@ def batch(
     name: str = typer.Option(DEFAULT_TEMPLATE, "--name", help="Mask file name; fields {stem} {name} {parent} {job}."),
     force: bool = typer.Option(False, help="Redo scenes that are already done."),
     parallel: int = typer.Option(2, min=1, help="Scenes in flight at once (they share the model and GPU)."),
-    log: Path | None = typer.Option(None, help=f"JSON-lines event log [default: OUTPUT_DIR/{LOG_NAME}]"),
-    summary: Path | None = typer.Option(None, help=f"Final JSON summary [default: OUTPUT_DIR/{SUMMARY_NAME}]"),
+    log: Path | None = typer.Option(None, help=f"JSON-lines event log \\[default: OUTPUT_DIR/{LOG_NAME}]"),
+    summary: Path | None = typer.Option(None, help=f"Final JSON summary \\[default: OUTPUT_DIR/{SUMMARY_NAME}]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-scene lines on stderr."),
     model: str = opt.MODEL,
     bands: str | None = opt.BANDS,
@@ -47,7 +47,7 @@ def batch(
     workers: int | None = opt.WORKERS,
     trust_checkpoint: bool = opt.TRUST_CHECKPOINT,
     compile: bool = opt.COMPILE,
-    cuda_graphs: bool = opt.CUDA_GRAPHS,
+    cuda_graphs: bool | None = opt.CUDA_GRAPHS,
 ) -> None:
     """Segment many scenes; skip those already done; report every failure; exit 0, 1, 2, 130 or 143."""
     with user_errors():

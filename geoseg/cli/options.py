@@ -37,24 +37,25 @@ def precision_option(value: str) -> str:
 D = RunConfig()
 MODEL = typer.Option(D.model, help="Built-in model name (see `geoseg models`), model folder, or auto.")
 BANDS = typer.Option(None, help="Scene bands in the model's input order: 1-based indexes or names, "
-                     "comma-separated [default: matched by band name]")
-TILE_SIZE = typer.Option(None, help="Patch edge in pixels, a multiple of 32 [default: model's]")
-OVERLAP = typer.Option(None, help="Overlap between patches in pixels [default: model's]")
+                     "comma-separated \\[default: matched by band name]")
+TILE_SIZE = typer.Option(None, help="Patch edge in pixels, a multiple of 32 \\[default: model's]")
+OVERLAP = typer.Option(None, help="Overlap between patches in pixels \\[default: model's]")
 BLEND = typer.Option(D.blend, callback=blend_option, help="Blend window: cosine, gaussian or none.")
 BATCH_SIZE = typer.Option(None, min=1, help="Patches per model call; halved automatically when the GPU runs out "
-                          "of memory [default: from free GPU memory, up to 16; 4 on the CPU]")
+                          "of memory \\[default: from free GPU memory, up to 16; 4 on the CPU]")
 DEVICE = typer.Option(D.device, help="auto, cpu, cuda or cuda:N.")
 PRECISION = typer.Option(D.precision, callback=precision_option,
                          help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")
 MATCH_RESOLUTION = typer.Option(D.match_resolution, help="Infer at the model's training resolution when the scene "
                                 "is clearly finer; the mask stays on the scene's grid.")
 SCALE = typer.Option(None, help="Multiply pixel values by this before normalising "
-                     "[default: model's, e.g. 0.0001 for uint16 reflectance]")
+                     "\\[default: model's, e.g. 0.0001 for uint16 reflectance]")
 BLOCK_SIZE = typer.Option(D.block_size, min=1, help="Scene pixels per processing block edge.")
-WORKERS = typer.Option(None, min=1, help="Reader threads [default: CPU cores minus one]")
+WORKERS = typer.Option(None, min=1, help="Reader threads \\[default: CPU cores minus one]")
 TRUST_CHECKPOINT = typer.Option(D.trust_checkpoint, help="Allow a model folder's pickled checkpoint (model.pt, "
                                 ".pth, .ckpt): loading one can run code, so only for files you trust.")
 COMPILE = typer.Option(D.compile, "--compile/--no-compile", help="torch.compile the network: faster model calls "
                        "after a one-off compile (tens of seconds); pays on long runs and batches.")
-CUDA_GRAPHS = typer.Option(D.cuda_graphs, "--cuda-graphs/--no-cuda-graphs", help="Replay the model from a CUDA "
-                           "graph (fewer launches; CUDA only).")
+CUDA_GRAPHS = typer.Option(D.cuda_graphs, "--cuda-graphs/--no-cuda-graphs", show_default=False,
+                           help="Replay the model from a CUDA graph: one launch per batch instead of hundreds "
+                           "\\[default: on a GPU]")

@@ -19,7 +19,7 @@ from geoseg.run import RunConfig, RunSummary, segment_scene
 
 def run(
     scene: Path = typer.Argument(..., help="Input raster (GeoTIFF, COG, VRT, JP2).", show_default=False),
-    output: Path | None = typer.Option(None, "-o", "--output", help="Mask file [default: SCENE.mask.tif]"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Mask file \\[default: SCENE.mask.tif]"),
     model: str = opt.MODEL,
     bands: str | None = opt.BANDS,
     tile_size: int | None = opt.TILE_SIZE,
@@ -34,7 +34,7 @@ def run(
     workers: int | None = opt.WORKERS,
     trust_checkpoint: bool = opt.TRUST_CHECKPOINT,
     compile: bool = opt.COMPILE,
-    cuda_graphs: bool = opt.CUDA_GRAPHS,
+    cuda_graphs: bool | None = opt.CUDA_GRAPHS,
     overwrite: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),

@@ -74,3 +74,12 @@ def test_info_reports_the_fitting_model(make_tif) -> None:
     facts = json.loads(result.stdout)
     assert facts["model"].startswith("csmask-6b-l1c (bands 1,2,3,4,5,6 matched by name)")
     assert facts["dtype"] == "uint16" and facts["nodata"] == 0 and facts["crs"] == "EPSG:32633"
+
+
+@pytest.mark.parametrize("command", ["run", "batch"])
+def test_help_shows_the_defaults_that_depend_on_the_machine(command) -> None:
+    """Defaults written into help texts survive rich's markup (unescaped, "[default: ...]" vanished)."""
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for shown in ("[default: CPU cores minus one]", "[default: on a GPU]", "[default: from free GPU memory"):
+        assert shown in result.output

@@ -1,0 +1,76 @@
+"""On a CUDA GPU (skipped without one): the device-side pipeline keeps the exactness guarantee.
+
+The reader threads copy into the device on their own stream, staging buffers are recycled once
+their copies are done, and the model is replayed from CUDA graphs; none of it may change a pixel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from geoseg import RunConfig, segment_scene
+from geoseg.inference import Predictor
+from tests.conftest import TinyNet, smooth_image
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _mask(path, out, model, **kw) -> np.ndarray:
+    segment_scene(path, out, RunConfig(overwrite=True, scale=1e-3, **kw), model=model)
+    with rasterio.open(out) as ds:
+        return ds.read(1)
+
+
+def test_mask_is_independent_of_blocks_chunks_staging_and_graphs(monkeypatch, make_tif, tmp_path,
+                                                                 tiny_model) -> None:
+    from geoseg import engine
+
+    model = tiny_model()
+    data = smooth_image((3, 700, 900), seed=11, dtype="uint16")
+    data[:, 100:180, 200:300] += 40000  # above int16's range: travels as int16 bits
+    data[:, 400:480, 600:700] = 0
+    path = make_tif(data, block=64, nodata=0)
+    whole = _mask(path, tmp_path / "whole.tif", model, device="cuda", precision="fp32", block_size=4096,
+                  cuda_graphs=False)
+    monkeypatch.setattr(engine, "CHUNK_COLS", 64)
+    monkeypatch.setattr(engine, "CHUNK_BYTES", 6 * 64 * 64)
+    monkeypatch.setattr(engine, "STAGING_SPARE", 0)  # three buffers for three readers: recycled all the time
+    pieces = _mask(path, tmp_path / "pieces.tif", model, device="cuda", precision="fp32", block_size=128,
+                   batch_size=3, workers=3, cuda_graphs=True)
+    np.testing.assert_array_equal(pieces, whole)
+    assert (whole[400:480, 600:700] == 255).all() and len(np.unique(whole)) > 2
+    cpu = _mask(path, tmp_path / "cpu.tif", model, device="cpu", block_size=4096)
+    assert (cpu == whole).mean() > 0.9999  # other kernels, other rounding: near-ties may flip
+
+
+class _Syncing(TinyNet):
+    """Reads a value back to the host mid-forward, which a CUDA graph cannot capture."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float(x.abs().sum()) < 0:
+            x = -x
+        return super().forward(x)
+
+
+def test_a_network_that_cannot_be_captured_runs_eagerly_with_a_note() -> None:
+    cuda = torch.device("cuda")
+    batch = torch.rand((4, 3, 64, 64), device=cuda)
+    graphed = Predictor(_Syncing(), cuda, "fp32", 4, channels=3, tile=64, cuda_graphs=True)
+    eager = Predictor(TinyNet(), cuda, "fp32", 4, channels=3, tile=64, cuda_graphs=False)
+    assert torch.equal(graphed(batch), eager(batch))
+    assert not graphed.cuda_graphs
+    assert "cannot be replayed from a CUDA graph" in graphed.notes[0]
+    assert torch.equal(graphed(batch), eager(batch))  # and goes on eagerly
+
+
+def test_graph_replay_gives_the_eager_probabilities() -> None:
+    cuda = torch.device("cuda")
+    graphed = Predictor(TinyNet(), cuda, "fp32", 4, channels=3, tile=64)  # graphs are the default on a GPU
+    eager = Predictor(TinyNet(), cuda, "fp32", 4, channels=3, tile=64, cuda_graphs=False)
+    assert graphed.cuda_graphs and not eager.cuda_graphs
+    for seed in range(3):  # the graph's buffers are reused: every replay must see its own batch
+        batch = torch.rand((4, 3, 64, 64), device=cuda, generator=torch.Generator(cuda).manual_seed(seed))
+        assert torch.equal(graphed(batch).clone(), eager(batch))
