@@ -1,5 +1,6 @@
-"""Exactness: the mask must not depend on how the scene is cut into blocks, and must equal a plain
-in-memory sliding window written here, independently of the engine."""
+"""Exactness on the CPU (tests/test_gpu.py has it on a GPU): the mask must not depend on how the
+scene is cut into blocks, and must equal a plain in-memory sliding window written here,
+independently of the engine."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def sliding_window_reference(image: np.ndarray, net: torch.nn.Module, tile: int,
 
 
 def _run(path, out, model, **kw) -> np.ndarray:
-    segment_scene(path, out, RunConfig(overwrite=True, workers=2, **kw), model=model)
+    segment_scene(path, out, RunConfig(overwrite=True, workers=2, device="cpu", **kw), model=model)
     with rasterio.open(out) as ds:
         return ds.read(1)
 
@@ -164,8 +165,8 @@ def test_mask_is_independent_of_staging_buffers(monkeypatch, make_tif, tmp_path,
     monkeypatch.setattr(engine, "CHUNK_COLS", 64)
     monkeypatch.setattr(engine, "CHUNK_BYTES", 6 * 64 * 48)
     monkeypatch.setattr(engine, "STAGING_SPARE", 0)
-    segment_scene(path, tmp_path / "one.tif", RunConfig(workers=1, block_size=128, batch_size=3, scale=1e-3),
-                  model=model)
+    config = RunConfig(workers=1, block_size=128, batch_size=3, scale=1e-3, device="cpu")
+    segment_scene(path, tmp_path / "one.tif", config, model=model)
     with rasterio.open(tmp_path / "one.tif") as ds:
         one = ds.read(1)
     np.testing.assert_array_equal(one, whole)

@@ -38,9 +38,9 @@ def test_out_of_memory_halves_the_batch_reports_it_and_keeps_the_mask(make_tif, 
     model = tiny_model()
     scene = make_tif(smooth_image((3, 300, 420), seed=2))
     flaky = RunsOutOfMemory(model.network, fits=2)
-    summary = segment_scene(scene, tmp_path / "oom.tif", RunConfig(batch_size=8, workers=2),
+    summary = segment_scene(scene, tmp_path / "oom.tif", RunConfig(batch_size=8, workers=2, device="cpu"),
                             model=LoadedModel(card=model.card, network=flaky))
-    plain = segment_scene(scene, tmp_path / "plain.tif", RunConfig(batch_size=2, workers=2), model=model)
+    plain = segment_scene(scene, tmp_path / "plain.tif", RunConfig(batch_size=2, workers=2, device="cpu"), model=model)
     assert summary.batch_size == 2 and plain.batch_size == 2
     backoffs = [w for w in summary.warnings if "ran out of memory" in w]
     assert len(backoffs) == 2 and "batches of 8" in backoffs[0] and "went on with 2" in backoffs[1]
@@ -57,7 +57,7 @@ def test_out_of_memory_for_one_patch_is_a_device_error(make_tif, tmp_path, tiny_
     scene = make_tif(smooth_image((3, 80, 90)))
     hopeless = LoadedModel(card=model.card, network=RunsOutOfMemory(model.network, fits=0))
     with pytest.raises(DeviceError, match="out of memory even for one patch"):
-        segment_scene(scene, tmp_path / "m.tif", RunConfig(batch_size=4), model=hopeless)
+        segment_scene(scene, tmp_path / "m.tif", RunConfig(batch_size=4, device="cpu"), model=hopeless)
     assert not (tmp_path / "m.tif").exists()
 
 
@@ -72,8 +72,8 @@ def test_compiled_network_gives_the_same_mask(make_tif, tmp_path, tiny_model) ->
     """torch.compile (inductor, C++ on the CPU) fuses the network's arithmetic; the mask must agree."""
     model = tiny_model()
     scene = make_tif(smooth_image((3, 150, 200), seed=4))
-    segment_scene(scene, tmp_path / "eager.tif", RunConfig(workers=2), model=model)
-    segment_scene(scene, tmp_path / "compiled.tif", RunConfig(workers=2, compile=True), model=model)
+    segment_scene(scene, tmp_path / "eager.tif", RunConfig(workers=2, device="cpu"), model=model)
+    segment_scene(scene, tmp_path / "compiled.tif", RunConfig(workers=2, compile=True, device="cpu"), model=model)
     eager, compiled = _mask(tmp_path / "eager.tif"), _mask(tmp_path / "compiled.tif")
     assert len(np.unique(eager)) > 1
     assert (eager == compiled).mean() >= 0.999  # only exact near-ties may flip: fusion reorders float sums
