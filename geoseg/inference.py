@@ -16,6 +16,7 @@ calls it with batches of patches that are already there. Speed options:
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -31,6 +32,8 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MAX_AUTO_BATCH = 16
 #: Batch size on the CPU when none is given.
 CPU_BATCH = 4
+#: Held while a CUDA graph is captured: one capture at a time in the process.
+_CAPTURE = threading.Lock()
 #: Share of the GPU's free memory the automatic batch may take (the rest: input and blend bands).
 AUTO_BATCH_SHARE = 0.4
 
@@ -184,8 +187,9 @@ class Predictor:
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         # thread_local: the reader threads' copies and page-locking on other streams are not part of the
-        # capture, and must not invalidate it (the global mode failed a run on the H200)
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        # capture, and must not invalidate it (the global mode failed a run on the H200). One capture
+        # at a time in the process (scenes in flight in `geoseg batch --cuda-graphs`).
+        with _CAPTURE, torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self._forward(static_in)
         return graph, static_in, static_out
 

@@ -17,6 +17,7 @@ from geoseg.batch import clean_leftovers
 from geoseg.cli.app import app
 from geoseg.errors import ConfigError
 from geoseg.jobs import load_job_file
+from geoseg.record import read_record
 from tests.conftest import smooth_image, write_tif
 
 runner = CliRunner()
@@ -56,7 +57,8 @@ def test_resume_skips_done_scenes_and_redoes_changed_ones(tmp_path, model_folder
     code, forced = batch(str(tmp_path / "in"), "-o", str(out), "--model", str(model_folder), "--blend", "none",
                          "--force")
     assert forced["counts"]["done"] == 4
-    assert masks["s00.mask.tif"] != (out / "s00.mask.tif").read_bytes()  # blend none differs from cosine
+    assert read_record(out / "s00.mask.tif")["settings"]["blend"] == "none"  # rewritten, with its new record
+    assert masks["s00.mask.tif"] != (out / "s00.mask.tif").read_bytes()
 
     events = [json.loads(line) for line in (out / "geoseg-batch.jsonl").read_text().splitlines()]
     assert {"batch_start", "scene_start", "scene_done", "scene_skipped", "batch_end"} <= {e["event"] for e in events}

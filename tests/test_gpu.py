@@ -6,6 +6,8 @@ their copies are done, and the model is replayed from CUDA graphs; none of it ma
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import rasterio
@@ -74,3 +76,23 @@ def test_graph_replay_gives_the_eager_probabilities() -> None:
     for seed in range(3):  # the graph's buffers are reused: every replay must see its own batch
         batch = torch.rand((4, 3, 64, 64), device=cuda, generator=torch.Generator(cuda).manual_seed(seed))
         assert torch.equal(graphed(batch).clone(), eager(batch))
+
+
+@pytest.mark.parametrize("graphs", [[], ["--cuda-graphs"]], ids=["default", "cuda-graphs"])
+def test_batch_scenes_in_flight_share_the_gpu(tmp_path, model_folder, graphs) -> None:
+    """Two scenes at a time on one GPU: by default eagerly, with --cuda-graphs capturing in turn."""
+    from typer.testing import CliRunner
+
+    from geoseg.cli.app import app
+    from tests.conftest import write_tif
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(6):
+        write_tif(folder / f"s{i}.tif", smooth_image((3, 300, 340), seed=i), descriptions=("b1", "b2", "b3"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["batch", str(folder), "-o", str(out), "--model", str(model_folder),
+                                      "--parallel", "2", "--quiet", *graphs])
+    summary = json.loads((out / "geoseg-batch-summary.json").read_text())
+    assert result.exit_code == 0, [s.get("error") for s in summary["scenes"]]
+    assert summary["counts"]["done"] == 6
