@@ -147,8 +147,8 @@ def run_batch(tasks: list[Task], *, force: bool = False, parallel: int = 2, log:
         if task.config.workers is None:
             task = replace(task, config=replace(task.config, workers=max(1, cpus // parallel)))
         if task.config.cuda_graphs is None and parallel > 1:
-            # Scenes in flight share one network: each would record its own graphs of it, at the same
-            # time as the other runs it. Eager unless asked for (then captures take turns).
+            # Scenes in flight share the GPU, and a CUDA graph is captured only by a run alone in the
+            # process (geoseg.inference.run_in_flight): eager, unless asked for.
             task = replace(task, config=replace(task.config, cuda_graphs=False))
         return run_task(task, force, loader, cancel, log)
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -32,8 +32,24 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MAX_AUTO_BATCH = 16
 #: Batch size on the CPU when none is given.
 CPU_BATCH = 4
-#: Held while a CUDA graph is captured: one capture at a time in the process.
+#: Guards :data:`_runs` and CUDA graph captures: a graph is captured only while its run is the only
+#: one in flight in the process, and no run starts its GPU work during a capture. (On an H200, runs
+#: in flight in other threads during a capture crashed the process or failed runs.)
 _CAPTURE = threading.Lock()
+_runs = 0
+
+
+@contextmanager
+def run_in_flight() -> Iterator[None]:
+    """Marks a run's GPU work (``segment_scene`` holds it); waits for a capture in progress to end."""
+    global _runs
+    with _CAPTURE:
+        _runs += 1
+    try:
+        yield
+    finally:
+        with _CAPTURE:
+            _runs -= 1
 #: Share of the GPU's free memory the automatic batch may take (the rest: input and blend bands).
 AUTO_BATCH_SHARE = 0.4
 
@@ -162,14 +178,21 @@ class Predictor:
         """
         key = tuple(batch.shape)
         if key not in self._graphs:
-            try:
-                self._graphs[key] = self._record(batch)
-            except torch.OutOfMemoryError:
-                raise
-            except RuntimeError as exc:  # a network that cannot be captured (host syncs, dynamic shapes ...)
+            with _CAPTURE:
+                alone = _runs <= 1
+                try:
+                    if alone:
+                        self._graphs[key] = self._record(batch)
+                except torch.OutOfMemoryError:
+                    raise
+                except RuntimeError as exc:  # a network that cannot be captured (host syncs, dynamic shapes ...)
+                    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    self.notes.append(f"the model cannot be replayed from a CUDA graph ({first}); ran it eagerly")
+            if key not in self._graphs:
+                if not alone:
+                    self.notes.append("other runs share the GPU in this process: CUDA graphs are captured only by a "
+                                      "run alone; ran the model eagerly")
                 self.cuda_graphs = False
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                self.notes.append(f"the model cannot be replayed from a CUDA graph ({first}); ran it eagerly")
                 return self._forward(batch)
         graph, static_in, static_out = self._graphs[key]
         static_in.copy_(batch)
@@ -187,9 +210,9 @@ class Predictor:
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         # thread_local: the reader threads' copies and page-locking on other streams are not part of the
-        # capture, and must not invalidate it (the global mode failed a run on the H200). One capture
-        # at a time in the process (scenes in flight in `geoseg batch --cuda-graphs`).
-        with _CAPTURE, torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        # capture, and must not invalidate it (the global mode failed a run on the H200). The caller
+        # holds _CAPTURE.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self._forward(static_in)
         return graph, static_in, static_out
 

@@ -16,7 +16,7 @@ from geoseg import __version__
 from geoseg.bands import match_bands
 from geoseg.engine import ProgressFn, default_workers, plan_layout, run_engine
 from geoseg.errors import DeviceError, GeosegError, OutputError
-from geoseg.inference import Predictor, resolve_device
+from geoseg.inference import Predictor, resolve_device, run_in_flight
 from geoseg.models import AUTO, LoadedModel, load_model, pick_builtin
 from geoseg.models.registry import get_card
 from geoseg.record import RECORD_TAG, encode, make_record
@@ -121,34 +121,35 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     device = resolve_device(config.device)
     loaded = model if model is not None else (loader or load_model)(name, config.trust_checkpoint)
     patches = layout.rows.count * layout.cols.count
-    predictor = Predictor(loaded.network, device, config.precision, config.batch_size, channels=len(card.bands),
-                          tile=layout.tile, compile=config.compile, cuda_graphs=config.cuda_graphs,
-                          tune=patches >= TUNE_MIN_PATCHES)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    with run_in_flight():  # CUDA graphs are captured only by a run alone in the process
+        predictor = Predictor(loaded.network, device, config.precision, config.batch_size, channels=len(card.bands),
+                              tile=layout.tile, compile=config.compile, cuda_graphs=config.cuda_graphs,
+                              tune=patches >= TUNE_MIN_PATCHES)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
 
-    stitcher = Stitcher(layout, card, predictor, scene.dtype)
-    reader = WindowReader(scene, indexes)
-    tags = {"GEOSEG_VERSION": __version__, "GEOSEG_MODEL": card.name,
-            "GEOSEG_SOURCE": scene.path.name, "GEOSEG_FACTOR": str(factor),
-            RECORD_TAG: encode(make_record(scene.path, loaded.identity, config))}
-    stages: dict[str, float] = {}
-    with _gdal_cache(), MaskWriter(out, scene, card, tags) as writer:
-        try:
-            run_engine(layout, stitcher, reader.read_into, writer.write, config.workers or default_workers(),
-                       progress, cancel, block_shape=scene.block_shape, timings=stages)
-        except GeosegError:
-            raise
-        except torch.OutOfMemoryError:
-            raise DeviceError(f"{device} ran out of memory outside the model (input and blend bands grow with the "
-                              f"scene's width and --block-size); use a smaller --block-size") from None
-        except OSError as exc:
-            raise OutputError(f"{out}: writing failed ({exc}); check free space and permissions") from None
+        stitcher = Stitcher(layout, card, predictor, scene.dtype)
+        reader = WindowReader(scene, indexes)
+        tags = {"GEOSEG_VERSION": __version__, "GEOSEG_MODEL": card.name,
+                "GEOSEG_SOURCE": scene.path.name, "GEOSEG_FACTOR": str(factor),
+                RECORD_TAG: encode(make_record(scene.path, loaded.identity, config))}
+        stages: dict[str, float] = {}
+        with _gdal_cache(), MaskWriter(out, scene, card, tags) as writer:
+            try:
+                run_engine(layout, stitcher, reader.read_into, writer.write, config.workers or default_workers(),
+                           progress, cancel, block_shape=scene.block_shape, timings=stages)
+            except GeosegError:
+                raise
+            except torch.OutOfMemoryError:
+                raise DeviceError(f"{device} ran out of memory outside the model (input and blend bands grow with the "
+                                  f"scene's width and --block-size); use a smaller --block-size") from None
+            except OSError as exc:
+                raise OutputError(f"{out}: writing failed ({exc}); check free space and permissions") from None
 
-    seconds = time.perf_counter() - started
-    notes.extend(f"{scene.path}: {note}" for note in predictor.notes)
-    total = scene.width * scene.height
-    counts = stitcher.counts.cpu().numpy()
+        seconds = time.perf_counter() - started
+        notes.extend(f"{scene.path}: {note}" for note in predictor.notes)
+        total = scene.width * scene.height
+        counts = stitcher.counts.cpu().numpy()
     if counts[NODATA] == total:
         notes.append(f"{scene.path}: has no valid pixels (all nodata or NaN); the mask is all nodata (255)")
     return RunSummary(

@@ -80,7 +80,8 @@ def test_graph_replay_gives_the_eager_probabilities() -> None:
 
 @pytest.mark.parametrize("graphs", [[], ["--cuda-graphs"]], ids=["default", "cuda-graphs"])
 def test_batch_scenes_in_flight_share_the_gpu(tmp_path, model_folder, graphs) -> None:
-    """Two scenes at a time on one GPU: by default eagerly, with --cuda-graphs capturing in turn."""
+    """Two scenes at a time on one GPU: eagerly by default; with --cuda-graphs, a scene captures only
+    while it is alone in the process, and otherwise runs eagerly (captures beside other runs crashed)."""
     from typer.testing import CliRunner
 
     from geoseg.cli.app import app
