@@ -77,3 +77,21 @@ def test_compiled_network_gives_the_same_mask(make_tif, tmp_path, tiny_model) ->
     eager, compiled = _mask(tmp_path / "eager.tif"), _mask(tmp_path / "compiled.tif")
     assert len(np.unique(eager)) > 1
     assert (eager == compiled).mean() >= 0.999  # only exact near-ties may flip: fusion reorders float sums
+
+
+def test_a_placed_network_is_not_moved_again() -> None:
+    """Scenes in flight share one network: once placed, a later Predictor leaves its parameters alone."""
+    from geoseg.inference import place
+
+    def spied() -> tuple[torch.nn.Module, list]:
+        net, moves = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train(), []
+        original = net._apply
+        net._apply = lambda fn, *a, **k: (moves.append(fn), original(fn, *a, **k))[1]  # what .to() calls
+        return net, moves
+
+    net, moves = spied()
+    placed = place(net, torch.device("cpu"))
+    assert moves and not placed.training and placed[0].weight.is_contiguous(memory_format=torch.channels_last)
+    moves.clear()
+    Predictor(placed, torch.device("cpu"), "fp32", 2, channels=3, tile=32)
+    assert moves == []
