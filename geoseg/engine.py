@@ -48,7 +48,6 @@ from geoseg.grid import AxisGrid, check_tiling, reflect_index, split_axis
 from geoseg.staging import StagingPool
 
 if TYPE_CHECKING:
-
     from geoseg.stitch import InputStrip, Stitcher
 
 #: Blended probabilities are summed as integers in units of 2**-QUANTUM_BITS.
@@ -236,7 +235,7 @@ def run_engine(layout: Layout, stitcher: Stitcher, read: ReadFn, write: WriteFn,
     plan = plan_blocks(layout)
     strips = plan_reads(layout, plan, block_shape, stitcher.pixel_bytes)
     largest = max((c.shape[0] * c.shape[1] for strip in strips for c in strip.chunks), default=1)
-    pool = StagingPool(largest * (stitcher.pixel_bytes + 1), workers + STAGING_SPARE, stitcher.pin)
+    pool = StagingPool(stitcher.staged_bytes(largest), workers + STAGING_SPARE, stitcher.pin)
     total = sum(len(row.blocks) for row in plan)
     readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="geoseg-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="geoseg-write")

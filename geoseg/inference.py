@@ -32,6 +32,10 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MAX_AUTO_BATCH = 16
 #: Batch size on the CPU when none is given.
 CPU_BATCH = 4
+#: Share of the GPU's free memory the automatic batch may take (the rest: input and blend bands).
+AUTO_BATCH_SHARE = 0.4
+
+
 #: Guards :data:`_runs` and CUDA graph captures: a graph is captured only while its run is the only
 #: one in flight in the process, and no run starts its GPU work during a capture. (On an H200, runs
 #: in flight in other threads during a capture crashed the process or failed runs.)
@@ -50,8 +54,6 @@ def run_in_flight() -> Iterator[None]:
     finally:
         with _CAPTURE:
             _runs -= 1
-#: Share of the GPU's free memory the automatic batch may take (the rest: input and blend bands).
-AUTO_BATCH_SHARE = 0.4
 
 
 def resolve_device(spec: str) -> torch.device:

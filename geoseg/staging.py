@@ -14,6 +14,7 @@ end of a run go back to that cache, so the next run of the process gets them wit
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 
@@ -66,8 +67,5 @@ class StagingPool:
 
 def carve(buffer: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, offset: int = 0) -> torch.Tensor:
     """A ``shape`` tensor of ``dtype`` on the bytes of ``buffer`` from ``offset`` (a multiple of the item size)."""
-    count = 1
-    for n in shape:
-        count *= n
-    nbytes = count * torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(shape) * dtype.itemsize
     return buffer[offset : offset + nbytes].view(dtype).view(shape)

@@ -92,6 +92,10 @@ class Stitcher:
         """Bytes of one scene pixel, all bands, as read."""
         return self.num_bands * self.file_dtype.itemsize
 
+    def staged_bytes(self, pixels: int) -> int:
+        """Bytes of a staging buffer for a read of ``pixels`` pixels: the values, then their validity."""
+        return pixels * (self.pixel_bytes + 1)
+
     def open_strip(self, row0: int, row1: int) -> InputStrip:
         """Room on the device for scene rows ``[row0, row1)``, which the readers fill with :meth:`load`.
 
@@ -107,7 +111,7 @@ class Stitcher:
         from the reader threads; on a GPU the copy is asynchronous, on its own stream)."""
         rows, cols = box.shape
         data_bytes = rows * cols * self.pixel_bytes
-        buffer = pool.acquire(data_bytes + rows * cols)  # the pixels, then their validity
+        buffer = pool.acquire(self.staged_bytes(rows * cols))
         copied = None
         try:
             staged = carve(buffer, (self.num_bands, rows, cols), self.transfer_dtype)
