@@ -363,6 +363,7 @@ OPTIONS = {
     "readers": ("one reader per core", {"workers": os.cpu_count() or 1}),
     "blocks": ("--block-size 1024 (the mask should not change)", {"block_size": 1024}),
     "chunk32": ("read chunks of 32 MiB", {"chunk_bytes": 32 * 2**20}),
+    "chunk8": ("read chunks of 8 MiB", {"chunk_bytes": 8 * 2**20}),
 }
 
 

@@ -7,6 +7,10 @@ with its built-in model (the same ONNX weights, converted). Each runs in its own
 timed from start to exit; peak RSS is the child's own (``getrusage``). The scene is a full Sentinel-2
 tile's size (10980 x 10980 at 10 m) mirrored and repeated from the real one.
 
+It also measures **model floors** in the same run: the network alone (batches ready in memory, every
+core) over the patches each tool runs, in ONNX Runtime (ukis-csmask's own session) and in PyTorch
+(geoseg's, fp32 and bf16). They bound what any pipeline around the same network can reach here.
+
     python benchmarks/cpu_peers.py SOURCE.tif --size 10980 --workdir /tmp/geoseg-cpu
 """
 
@@ -48,6 +52,61 @@ def csmask_script(scene: Path, out: Path) -> None:
         dst.write(csm, 1)
 
 
+MODEL = "csmask-6b-l1c"
+GEOSEG_BATCH = 4  # geoseg's CPU batch (geoseg.inference.CPU_BATCH)
+
+
+def model_floors(height: int, width: int, repeats: int = 3) -> dict[str, float]:
+    """Seconds the network alone takes here for each tool's patches of a ``height x width`` 30 m grid.
+
+    Per-call times are the best of ``repeats`` calls after a warm-up call, times the number of calls.
+    """
+    import onnxruntime
+    import torch
+    from ukis_csmask.utils import tile_array
+
+    from geoseg.engine import plan_layout
+    from geoseg.inference import CPU_BATCH, place
+    from geoseg.models import get_card, load_model
+
+    assert CPU_BATCH == GEOSEG_BATCH
+    card = get_card(MODEL)
+    layout = plan_layout(height, width, 1, card.tile_size, card.overlap)
+    ours = layout.rows.count * layout.cols.count
+    theirs = tile_array(np.zeros((height, width, 1), np.float32), 256, 256, 0.2).shape[0]  # CSmask's tiling
+
+    def best(call, *args) -> float:
+        call(*args)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call(*args)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    session = onnxruntime.InferenceSession(str(Path(__import__("ukis_csmask").__file__).parent / "model_6b_l1c.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    tile = np.random.default_rng(0).standard_normal((1, 6, 256, 256), dtype=np.float32)
+    onnx_tile = best(lambda: session.run(None, {name: tile}))
+    network = place(load_model(MODEL).network, torch.device("cpu"))
+    batch = torch.randn((GEOSEG_BATCH, 6, card.tile_size, card.tile_size)).contiguous(memory_format=torch.channels_last)
+
+    def torch_call(dtype: torch.dtype | None) -> None:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            network(batch)
+
+    calls = -(-ours // GEOSEG_BATCH)
+    per_patch_tiles = (card.tile_size // 256) ** 2  # 256-px tiles in one of geoseg's patches
+    return {
+        "patches (geoseg, 512 px)": ours, "tiles (ukis-csmask, 256 px)": theirs,
+        "ONNX Runtime fp32, ukis-csmask's tiles": onnx_tile * theirs,
+        "ONNX Runtime fp32, geoseg's patches": onnx_tile * per_patch_tiles * ours,
+        "PyTorch fp32, geoseg's patches": best(torch_call, None) * calls,
+        "PyTorch bf16, geoseg's patches": best(torch_call, torch.bfloat16) * calls,
+    }
+
+
 def timed_child(cmd: list[str]) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (GiB) and stdout of a child process."""
     start = time.perf_counter()
@@ -64,6 +123,7 @@ def main() -> None:
     parser.add_argument("source", type=Path)
     parser.add_argument("--size", type=int, default=10980)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-cpu"))
+    parser.add_argument("--no-floors", action="store_true", help="skip the model floors")
     parser.add_argument("--child", choices=["csmask", "geoseg", "geoseg-bf16"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -104,6 +164,19 @@ def main() -> None:
         g = rows[name]
         print(f"| {name} / ukis-csmask | {g[0] / c[0]:.2f}x time | {g[1] / c[1]:.2f}x memory |")
     print(f"mask agreement (ukis-csmask's 30 m mask repeated to 10 m): {agreement:.2%}")
+    if args.no_floors:
+        return
+    floors = model_floors(-(-args.size // FACTOR), -(-args.size // FACTOR))
+    print(json.dumps(floors), file=sys.stderr)
+    print(f"\nmodel floors (the network alone, {os.cpu_count()} cores; 3x faster than ukis-csmask is "
+          f"{c[0] / 3:.1f} s end to end)")
+    print("| network run | seconds | x (ukis-csmask wall / 3) |")
+    print("|---|---|---|")
+    for name, value in floors.items():
+        if isinstance(value, float):
+            print(f"| {name} | {value:.1f} | {value / (c[0] / 3):.2f} |")
+        else:
+            print(f"| {name} | {value} | |")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ calls it with batches of patches that are already there. Speed options:
 * ``compile`` wraps the network in ``torch.compile``; ``cuda_graphs`` (on by default on a GPU)
   records each batch shape's forward pass once as a CUDA graph and replays it: one launch instead
   of hundreds, so the model keeps its pace while reader threads take the CPU. A network that cannot
-  be captured runs eagerly, with a note.
+  be captured runs eagerly, with a note. Captured graphs stay with their network when a run ends
+  (:meth:`Predictor.close`), so the next scene of a ``geoseg batch`` replays them without capturing.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 
@@ -54,6 +56,14 @@ def run_in_flight() -> Iterator[None]:
     finally:
         with _CAPTURE:
             _runs -= 1
+
+
+#: Captured CUDA graphs by batch shape: (graph, its input buffer, its output buffer).
+Graphs = dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]]
+#: Graphs kept with their network between runs, with what they were captured for (device, precision,
+#: compile, the parameters' addresses: a graph replays the memory it was captured on). One set per
+#: network, held by one run at a time: a replay writes the graph's own buffers. Guarded by _CAPTURE.
+_KEPT: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, Graphs]] = weakref.WeakKeyDictionary()
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -108,7 +118,14 @@ class Predictor:
         self._net: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(self.network, dynamic=False) if compile else self.network)  # type: ignore[assignment]
         self.cuda_graphs = cuda_graphs
-        self._graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._graphs: Graphs = {}
+        self._used: set[tuple[int, ...]] = set()  # batch shapes replayed by this run
+        self._captured_for = (device, self.precision, compile, tuple(p.data_ptr() for p in self.network.parameters()))
+        if cuda_graphs:  # the graphs an earlier run of this network captured, if they fit
+            with _CAPTURE:
+                kept = _KEPT.pop(self.network, None)
+                if kept is not None and kept[0] == self._captured_for:
+                    self._graphs = kept[1]
         #: What the predictor had to change on the way (out-of-memory back-offs), for the run summary.
         self.notes: list[str] = []
         self.patches = 0  # patches predicted (padding included)
@@ -165,6 +182,17 @@ class Predictor:
             start += len(parts[-1])
         return torch.cat(parts)
 
+    def close(self) -> None:
+        """End the run: its captured graphs stay with the network for the next run (the shapes it used).
+
+        Call it once the run's work is done; the predictor runs eagerly afterwards.
+        """
+        graphs = {shape: self._graphs[shape] for shape in self._used if shape in self._graphs}
+        if graphs and self.cuda_graphs:
+            with _CAPTURE:
+                _KEPT[self.network] = (self._captured_for, graphs)
+        self._graphs, self._used, self.cuda_graphs = {}, set(), False
+
     @property
     def model_seconds(self) -> float:
         """Time spent in the network so far (device time on CUDA, from events; waits for the device)."""
@@ -196,6 +224,7 @@ class Predictor:
                 self.cuda_graphs = False
                 return self._forward(batch)
         graph, static_in, static_out = self._graphs[key]
+        self._used.add(key)
         static_in.copy_(batch)
         graph.replay()
         return static_out

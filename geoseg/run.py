@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -121,10 +122,12 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     device = resolve_device(config.device)
     loaded = model if model is not None else (loader or load_model)(name, config.trust_checkpoint)
     patches = layout.rows.count * layout.cols.count
-    with run_in_flight():  # CUDA graphs are captured only by a run alone in the process
-        predictor = Predictor(loaded.network, device, config.precision, config.batch_size, channels=len(card.bands),
-                              tile=layout.tile, compile=config.compile, cuda_graphs=config.cuda_graphs,
-                              tune=patches >= TUNE_MIN_PATCHES)
+    # run_in_flight: CUDA graphs are captured only by a run alone in the process (entered before the
+    # predictor touches the GPU); closing: captured graphs stay with the network for the next scene.
+    with run_in_flight(), closing(Predictor(loaded.network, device, config.precision, config.batch_size,
+                                            channels=len(card.bands), tile=layout.tile, compile=config.compile,
+                                            cuda_graphs=config.cuda_graphs,
+                                            tune=patches >= TUNE_MIN_PATCHES)) as predictor:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
 

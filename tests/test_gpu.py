@@ -78,6 +78,43 @@ def test_graph_replay_gives_the_eager_probabilities() -> None:
         assert torch.equal(graphed(batch).clone(), eager(batch))
 
 
+def test_captured_graphs_stay_with_the_network_for_the_next_run(monkeypatch) -> None:
+    """A closed predictor leaves its graphs to the next one on the same network, precision and memory."""
+    cuda = torch.device("cuda")
+    net, captures = TinyNet(), []
+    record = Predictor._record
+
+    def counted(self: Predictor, batch: torch.Tensor):
+        captures.append(self.precision)
+        return record(self, batch)
+
+    monkeypatch.setattr(Predictor, "_record", counted)
+    eager = Predictor(TinyNet(), cuda, "fp32", 4, channels=3, tile=64, cuda_graphs=False)
+
+    def run(precision: str, seed: int) -> torch.Tensor:
+        predictor = Predictor(net, cuda, precision, 4, channels=3, tile=64)
+        batch = torch.rand((4, 3, 64, 64), device=cuda, generator=torch.Generator(cuda).manual_seed(seed))
+        probs = predictor(batch).clone()
+        assert predictor.cuda_graphs and not predictor.notes
+        predictor.close()
+        if precision == "fp32":
+            assert torch.equal(probs, eager(batch))
+        return probs
+
+    run("fp32", 0)
+    run("fp32", 1)  # replays the first run's graph
+    assert captures == ["fp32"]
+    run("bf16", 2)  # another precision: captured anew, and now the kept one
+    assert captures == ["fp32", "bf16"]
+    run("fp32", 3)
+    assert captures == ["fp32", "bf16", "fp32"]
+    old = [p.data for p in net.parameters()]  # kept alive, so the parameters cannot come back to the same memory
+    net.cpu()  # moved away and back (by the next Predictor): the kept graph would read the old memory
+    run("fp32", 4)
+    del old
+    assert captures == ["fp32", "bf16", "fp32", "fp32"]
+
+
 @pytest.mark.parametrize("graphs", [[], ["--cuda-graphs"]], ids=["default", "cuda-graphs"])
 def test_batch_scenes_in_flight_share_the_gpu(tmp_path, model_folder, graphs) -> None:
     """Two scenes at a time on one GPU: eagerly by default; with --cuda-graphs, a scene captures only
