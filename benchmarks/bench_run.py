@@ -281,10 +281,12 @@ def child_toolbelt(scene: Path, out: Path, model: Path, warmup: Path, device: st
 
 
 def spawn(kind: str, scene: Path, out: Path, model: Path, warmup: Path, settings: dict | None = None) -> dict:
-    """Run a child measurement in a fresh process; add its peak RSS."""
+    """Run a child measurement in a fresh process; add its peak RSS. ``settings["env"]`` sets its environment."""
+    settings = dict(settings or {})
+    env = {**os.environ, **settings.pop("env", {})}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, str(scene), "--out", str(out),
-           "--model", str(model), "--warmup", str(warmup), "--settings", json.dumps(settings or {})]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+           "--model", str(model), "--warmup", str(warmup), "--settings", json.dumps(settings)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
         raise SystemExit(f"{kind} child failed: {proc.stderr.strip()[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -364,6 +366,9 @@ OPTIONS = {
     "blocks": ("--block-size 1024 (the mask should not change)", {"block_size": 1024}),
     "chunk32": ("read chunks of 32 MiB", {"chunk_bytes": 32 * 2**20}),
     "chunk8": ("read chunks of 8 MiB", {"chunk_bytes": 8 * 2**20}),
+    "hostregister": ("pinned memory page-locked by 8 threads (cudaHostRegister)",
+                     {"env": {"PYTORCH_CUDA_ALLOC_CONF": "pinned_use_cuda_host_register:True,"
+                                                        "pinned_num_register_threads:8"}}),
 }
 
 

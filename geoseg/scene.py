@@ -13,18 +13,20 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
 import rasterio
 from affine import Affine
-from dask.base import tokenize
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from geoseg.errors import SceneError
+
+if TYPE_CHECKING:  # dask is imported where it is used: it costs about 1 s at start-up, and runs do not need it
+    import dask.array as da
 
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
@@ -134,6 +136,8 @@ def aligned_chunks(size: int, block: int, target: int) -> tuple[int, ...]:
 
 def read_dask(info: SceneInfo, indexes: tuple[int, ...], target_chunk: int = 2048) -> da.Array:
     """The bands ``indexes`` (1-based) as a lazy ``(band, row, col)`` dask array of the file's dtype."""
+    import dask.array as da
+
     rows = aligned_chunks(info.height, info.block_shape[0], target_chunk)
     cols = aligned_chunks(info.width, info.block_shape[1], target_chunk)
     return da.map_blocks(
@@ -148,6 +152,8 @@ def valid_dask(info: SceneInfo, indexes: tuple[int, ...], values: da.Array) -> d
     From the nodata value (and NaN in float scenes) when that is all the file has, so no second
     read; from GDAL's mask bands (internal mask, alpha band) otherwise.
     """
+    import dask.array as da
+
     is_float = np.dtype(info.dtype).kind == "f"
     if info.mask_kind == "mask":
         return da.map_blocks(
@@ -208,6 +214,8 @@ class WindowReader:
 
 
 def _token(info: SceneInfo, indexes: tuple[int, ...]) -> str:
+    from dask.base import tokenize
+
     stat = info.path.stat()
     return tokenize(str(info.path.resolve()), stat.st_size, stat.st_mtime_ns, indexes)
 
