@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=10980)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-cpu"))
     parser.add_argument("--no-floors", action="store_true", help="skip the model floors")
-    parser.add_argument("--child", choices=["csmask", "geoseg", "geoseg-bf16"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["csmask", "geoseg", "geoseg-fp32"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -134,7 +134,7 @@ def main() -> None:
         else:
             from geoseg.run import RunConfig, segment_scene
 
-            precision = "bf16" if args.child == "geoseg-bf16" else "auto"
+            precision = "fp32" if args.child == "geoseg-fp32" else "auto"
             segment_scene(args.source, args.out, RunConfig(device="cpu", overwrite=True, precision=precision))
         print(peak_rss_gib())
         return
@@ -143,7 +143,7 @@ def main() -> None:
     scene = build_scene(args.source, args.workdir / f"s2-{args.size}.tif", args.size)
     me = [sys.executable, str(Path(__file__).resolve()), str(scene)]
     rows = {}
-    for name in ("geoseg", "geoseg-bf16", "csmask"):
+    for name in ("geoseg", "geoseg-fp32", "csmask"):
         out = args.workdir / f"{name}.tif"
         wall, rss, _ = timed_child([*me, "--child", name, "--out", str(out)])
         rows[name] = (wall, rss)
@@ -155,12 +155,15 @@ def main() -> None:
 
     print(json.dumps({"rows": rows, "agreement": agreement, "cores": os.cpu_count()}), file=sys.stderr)
     print(f"scene {scene.name} ({args.size}x{args.size}, 6 bands uint16, 10 m), CPU cores: {os.cpu_count()}")
-    print("| tool (geoseg: default fp32 on the CPU; -bf16: --precision bf16) | wall s | peak RSS GiB |")
+    from geoseg.inference import cpu_has_bf16
+
+    default = "bf16" if cpu_has_bf16() else "fp32"
+    print(f"| tool (geoseg: its default here, {default}; -fp32: --precision fp32) | wall s | peak RSS GiB |")
     print("|---|---|---|")
     for name, (wall, rss) in rows.items():
         print(f"| {name} | {wall:.1f} | {rss:.2f} |")
     c = rows["csmask"]
-    for name in ("geoseg", "geoseg-bf16"):
+    for name in ("geoseg", "geoseg-fp32"):
         g = rows[name]
         print(f"| {name} / ukis-csmask | {g[0] / c[0]:.2f}x time | {g[1] / c[1]:.2f}x memory |")
     print(f"mask agreement (ukis-csmask's 30 m mask repeated to 10 m): {agreement:.2%}")

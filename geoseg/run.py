@@ -45,7 +45,7 @@ class RunConfig:
     blend: str = "cosine"
     batch_size: int | None = None  # None: from the GPU's free memory (up to 16), 4 on the CPU
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with bf16 instructions, else fp32 (fp16 on old GPUs)
     match_resolution: bool = True  # infer at the model's training resolution when the scene is finer
     scale: float | None = None  # None: the model card's input scaling
     block_size: int = 2048  # scene pixels per block edge (rounded to whole output tiles)

@@ -42,7 +42,7 @@ def sliding_window_reference(image: np.ndarray, net: torch.nn.Module, tile: int,
 
 
 def _run(path, out, model, **kw) -> np.ndarray:
-    segment_scene(path, out, RunConfig(overwrite=True, workers=2, device="cpu", **kw), model=model)
+    segment_scene(path, out, RunConfig(overwrite=True, workers=2, device="cpu", precision="fp32", **kw), model=model)
     with rasterio.open(out) as ds:
         return ds.read(1)
 
@@ -165,7 +165,7 @@ def test_mask_is_independent_of_staging_buffers(monkeypatch, make_tif, tmp_path,
     monkeypatch.setattr(engine, "CHUNK_COLS", 64)
     monkeypatch.setattr(engine, "CHUNK_BYTES", 6 * 64 * 48)
     monkeypatch.setattr(engine, "STAGING_SPARE", 0)
-    config = RunConfig(workers=1, block_size=128, batch_size=3, scale=1e-3, device="cpu")
+    config = RunConfig(workers=1, block_size=128, batch_size=3, scale=1e-3, device="cpu", precision="fp32")
     segment_scene(path, tmp_path / "one.tif", config, model=model)
     with rasterio.open(tmp_path / "one.tif") as ds:
         one = ds.read(1)

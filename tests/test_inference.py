@@ -38,9 +38,10 @@ def test_out_of_memory_halves_the_batch_reports_it_and_keeps_the_mask(make_tif, 
     model = tiny_model()
     scene = make_tif(smooth_image((3, 300, 420), seed=2))
     flaky = RunsOutOfMemory(model.network, fits=2)
-    summary = segment_scene(scene, tmp_path / "oom.tif", RunConfig(batch_size=8, workers=2, device="cpu"),
+    cpu = {"workers": 2, "device": "cpu", "precision": "fp32"}
+    summary = segment_scene(scene, tmp_path / "oom.tif", RunConfig(batch_size=8, **cpu),
                             model=LoadedModel(card=model.card, network=flaky))
-    plain = segment_scene(scene, tmp_path / "plain.tif", RunConfig(batch_size=2, workers=2, device="cpu"), model=model)
+    plain = segment_scene(scene, tmp_path / "plain.tif", RunConfig(batch_size=2, **cpu), model=model)
     assert summary.batch_size == 2 and plain.batch_size == 2
     backoffs = [w for w in summary.warnings if "ran out of memory" in w]
     assert len(backoffs) == 2 and "batches of 8" in backoffs[0] and "went on with 2" in backoffs[1]
@@ -68,12 +69,24 @@ def test_batch_size_defaults_on_the_cpu_and_cuda_graphs_need_cuda() -> None:
         Predictor(TinyNet(), cpu, "fp32", 4, channels=3, tile=64, cuda_graphs=True)
 
 
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_auto_precision_on_the_cpu_follows_its_bf16_instructions(monkeypatch, has_bf16) -> None:
+    """bf16 where the CPU has bf16 instructions (oneDNN runs it natively), fp32 where it would be emulated."""
+    from geoseg import inference
+
+    assert isinstance(inference.cpu_has_bf16(), bool)
+    monkeypatch.setattr(inference, "cpu_has_bf16", lambda: has_bf16)
+    assert inference.resolve_precision("auto", torch.device("cpu")) == ("bf16" if has_bf16 else "fp32")
+    assert inference.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+
+
 def test_compiled_network_gives_the_same_mask(make_tif, tmp_path, tiny_model) -> None:
     """torch.compile (inductor, C++ on the CPU) fuses the network's arithmetic; the mask must agree."""
     model = tiny_model()
     scene = make_tif(smooth_image((3, 150, 200), seed=4))
-    segment_scene(scene, tmp_path / "eager.tif", RunConfig(workers=2, device="cpu"), model=model)
-    segment_scene(scene, tmp_path / "compiled.tif", RunConfig(workers=2, compile=True, device="cpu"), model=model)
+    segment_scene(scene, tmp_path / "eager.tif", RunConfig(workers=2, device="cpu", precision="fp32"), model=model)
+    segment_scene(scene, tmp_path / "compiled.tif", RunConfig(workers=2, compile=True, device="cpu", precision="fp32"),
+                  model=model)
     eager, compiled = _mask(tmp_path / "eager.tif"), _mask(tmp_path / "compiled.tif")
     assert len(np.unique(eager)) > 1
     assert (eager == compiled).mean() >= 0.999  # only exact near-ties may flip: fusion reorders float sums

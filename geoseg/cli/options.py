@@ -45,7 +45,8 @@ BATCH_SIZE = typer.Option(None, min=1, help="Patches per model call; halved auto
                           "of memory \\[default: from free GPU memory, up to 16; 4 on the CPU]")
 DEVICE = typer.Option(D.device, help="auto, cpu, cuda or cuda:N.")
 PRECISION = typer.Option(D.precision, callback=precision_option,
-                         help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")
+                         help="auto (bf16 on CUDA and on CPUs with bf16 instructions, else fp32), fp32, bf16 "
+                         "or fp16.")
 MATCH_RESOLUTION = typer.Option(D.match_resolution, help="Infer at the model's training resolution when the scene "
                                 "is clearly finer; the mask stays on the scene's grid.")
 SCALE = typer.Option(None, help="Multiply pixel values by this before normalising "
