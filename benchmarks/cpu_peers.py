@@ -2,16 +2,17 @@
 
 The peer is what its README asks of a user: read the scene at 30 m (rasterio, average resampling),
 scale to reflectance, ``CSmask(img, band_order, product_level="l1c")`` (its own 256 px tiling with
-20 % overlap, ONNX Runtime on every core), write the mask with rasterio. geoseg is ``geoseg run``
-with its built-in model (the same ONNX weights, converted). Each runs in its own child process,
-timed from start to exit; peak RSS is the child's own (``getrusage``). The scene is a full Sentinel-2
-tile's size (10980 x 10980 at 10 m) mirrored and repeated from the real one.
+20 % overlap, ONNX Runtime on every core), write the mask with rasterio. geoseg is ``segment_scene``
+with its built-in model (the same ONNX weights, converted), in its default precision (bf16 on a CPU
+with bf16 instructions) and in fp32. Each runs in its own child process, timed from start to exit,
+in ``--rounds`` interleaved rounds (the median counts); peak RSS is the child's own. The scene is a
+full Sentinel-2 tile's size (10980 x 10980 at 10 m) mirrored and repeated from the real one.
 
 It also measures **model floors** in the same run: the network alone (batches ready in memory, every
 core) over the patches each tool runs, in ONNX Runtime (ukis-csmask's own session) and in PyTorch
 (geoseg's, fp32 and bf16). They bound what any pipeline around the same network can reach here.
 
-    python benchmarks/cpu_peers.py SOURCE.tif --size 10980 --workdir /tmp/geoseg-cpu
+    python benchmarks/cpu_peers.py SOURCE.tif --size 10980 --rounds 3 --workdir /tmp/geoseg-cpu
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ MODEL = "csmask-6b-l1c"
 GEOSEG_BATCH = 4  # geoseg's CPU batch (geoseg.inference.CPU_BATCH)
 
 
-def model_floors(height: int, width: int, repeats: int = 3) -> dict[str, float]:
+def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
     """Seconds the network alone takes here for each tool's patches of a ``height x width`` 30 m grid.
 
     Per-call times are the best of ``repeats`` calls after a warm-up call, times the number of calls.
@@ -75,20 +76,10 @@ def model_floors(height: int, width: int, repeats: int = 3) -> dict[str, float]:
     ours = layout.rows.count * layout.cols.count
     theirs = tile_array(np.zeros((height, width, 1), np.float32), 256, 256, 0.2).shape[0]  # CSmask's tiling
 
-    def best(call, *args) -> float:
-        call(*args)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            call(*args)
-            times.append(time.perf_counter() - start)
-        return min(times)
-
     session = onnxruntime.InferenceSession(str(Path(__import__("ukis_csmask").__file__).parent / "model_6b_l1c.onnx"),
                                            providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     tile = np.random.default_rng(0).standard_normal((1, 6, 256, 256), dtype=np.float32)
-    onnx_tile = best(lambda: session.run(None, {name: tile}))
     network = place(load_model(MODEL).network, torch.device("cpu"))
     batch = torch.randn((GEOSEG_BATCH, 6, card.tile_size, card.tile_size)).contiguous(memory_format=torch.channels_last)
 
@@ -96,14 +87,24 @@ def model_floors(height: int, width: int, repeats: int = 3) -> dict[str, float]:
         with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             network(batch)
 
+    kinds = {"onnx": lambda: session.run(None, {name: tile}), "fp32": lambda: torch_call(None),
+             "bf16": lambda: torch_call(torch.bfloat16)}
+    best = dict.fromkeys(kinds, float("inf"))
+    for call in kinds.values():  # warm-up
+        call()
+    for _ in range(repeats):  # interleaved, so a slow minute of a shared machine hits every kind alike
+        for kind, call in kinds.items():
+            start = time.perf_counter()
+            call()
+            best[kind] = min(best[kind], time.perf_counter() - start)
     calls = -(-ours // GEOSEG_BATCH)
     per_patch_tiles = (card.tile_size // 256) ** 2  # 256-px tiles in one of geoseg's patches
     return {
         "patches (geoseg, 512 px)": ours, "tiles (ukis-csmask, 256 px)": theirs,
-        "ONNX Runtime fp32, ukis-csmask's tiles": onnx_tile * theirs,
-        "ONNX Runtime fp32, geoseg's patches": onnx_tile * per_patch_tiles * ours,
-        "PyTorch fp32, geoseg's patches": best(torch_call, None) * calls,
-        "PyTorch bf16, geoseg's patches": best(torch_call, torch.bfloat16) * calls,
+        "ONNX Runtime fp32, ukis-csmask's tiles": best["onnx"] * theirs,
+        "ONNX Runtime fp32, geoseg's patches": best["onnx"] * per_patch_tiles * ours,
+        "PyTorch fp32, geoseg's patches": best["fp32"] * calls,
+        "PyTorch bf16, geoseg's patches": best["bf16"] * calls,
     }
 
 
@@ -124,6 +125,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=10980)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-cpu"))
     parser.add_argument("--no-floors", action="store_true", help="skip the model floors")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the three tools, interleaved; the median of each counts (default: 3)")
     parser.add_argument("--child", choices=["csmask", "geoseg", "geoseg-fp32"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -142,26 +145,31 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     scene = build_scene(args.source, args.workdir / f"s2-{args.size}.tif", args.size)
     me = [sys.executable, str(Path(__file__).resolve()), str(scene)]
-    rows = {}
-    for name in ("geoseg", "geoseg-fp32", "csmask"):
-        out = args.workdir / f"{name}.tif"
-        wall, rss, _ = timed_child([*me, "--child", name, "--out", str(out)])
-        rows[name] = (wall, rss)
-        print(f"{name}: {wall:.1f} s, peak RSS {rss:.2f} GiB", file=sys.stderr, flush=True)
+    runs: dict[str, list[tuple[float, float]]] = {"geoseg": [], "geoseg-fp32": [], "csmask": []}
+    for _ in range(args.rounds):  # a shared machine's speed drifts by the minute: rounds, not one run each
+        for name, done in runs.items():
+            out = args.workdir / f"{name}.tif"
+            wall, rss, _ = timed_child([*me, "--child", name, "--out", str(out)])
+            done.append((wall, rss))
+            print(f"{name}: {wall:.1f} s, peak RSS {rss:.2f} GiB", file=sys.stderr, flush=True)
+    rows = {name: (float(np.median([w for w, _ in done])), float(np.median([r for _, r in done])))
+            for name, done in runs.items()}
     with rasterio.open(args.workdir / "geoseg.tif") as a, rasterio.open(args.workdir / "csmask.tif") as b:
         ours = a.read(1)
         theirs = b.read(1).repeat(FACTOR, axis=0).repeat(FACTOR, axis=1)[: a.height, : a.width]
     agreement = float((ours == theirs).mean())
 
-    print(json.dumps({"rows": rows, "agreement": agreement, "cores": os.cpu_count()}), file=sys.stderr)
+    print(json.dumps({"runs": runs, "agreement": agreement, "cores": os.cpu_count()}), file=sys.stderr)
     print(f"scene {scene.name} ({args.size}x{args.size}, 6 bands uint16, 10 m), CPU cores: {os.cpu_count()}")
     from geoseg.inference import cpu_has_bf16
 
     default = "bf16" if cpu_has_bf16() else "fp32"
-    print(f"| tool (geoseg: its default here, {default}; -fp32: --precision fp32) | wall s | peak RSS GiB |")
+    print(f"| tool (geoseg: its default here, {default}; -fp32: --precision fp32) | wall s, median of {args.rounds} "
+          "(each round) | peak RSS GiB |")
     print("|---|---|---|")
     for name, (wall, rss) in rows.items():
-        print(f"| {name} | {wall:.1f} | {rss:.2f} |")
+        each = ", ".join(f"{w:.1f}" for w, _ in runs[name])
+        print(f"| {name} | {wall:.1f} ({each}) | {rss:.2f} |")
     c = rows["csmask"]
     for name in ("geoseg", "geoseg-fp32"):
         g = rows[name]
