@@ -17,7 +17,3 @@ class Box:
     @property
     def shape(self) -> tuple[int, int]:
         return self.row1 - self.row0, self.col1 - self.col0
-
-    def intersects(self, other: Box) -> bool:
-        return (self.row0 < other.row1 and other.row0 < self.row1
-                and self.col0 < other.col1 and other.col0 < self.col1)

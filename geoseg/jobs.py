@@ -22,14 +22,14 @@ from __future__ import annotations
 import difflib
 import glob
 import string
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from geoseg.errors import ConfigError
-from geoseg.run import RunConfig
+from geoseg.run import SETTINGS, RunConfig
 from geoseg.writing import PARTIAL_MARK
 
 #: Raster file endings taken from a directory.
@@ -38,9 +38,8 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
 TEMPLATE_FIELDS = ("stem", "name", "parent", "job")
 DEFAULT_TEMPLATE = "{stem}.mask.tif"
 
-_SETTINGS = {f.name: f for f in fields(RunConfig) if f.name != "overwrite"}
 _JOB_KEYS = ("name", "inputs", "output_dir", "name_template")
-KNOWN_KEYS = (*_JOB_KEYS, *_SETTINGS)
+KNOWN_KEYS = (*_JOB_KEYS, *SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def job_from_mapping(data: dict[str, Any], where: str, base: Path, default_name:
         raise ConfigError(f"{where}: 'inputs' must list files, globs, directories or @lists")
     if "output_dir" not in data:
         raise ConfigError(f"{where}: 'output_dir' is missing; say where the masks go")
-    settings = {k: _coerce(k, v, where) for k, v in data.items() if k in _SETTINGS}
+    settings = {k: _coerce(k, v, where) for k, v in data.items() if k in SETTINGS}
     return Job(name=name, inputs=tuple(str(_resolve(base, str(s))) for s in inputs),
                output_dir=_resolve(base, str(data["output_dir"])),
                name_template=str(data.get("name_template", DEFAULT_TEMPLATE)),

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import rasterio
@@ -54,6 +54,11 @@ class RunConfig:
     trust_checkpoint: bool = False  # allow pickled checkpoints (model.pt ...) in model folders
     compile: bool = False  # torch.compile the network (pays back on long runs; see benchmarks/RESULTS.md)
     cuda_graphs: bool | None = None  # replay the forward pass from a CUDA graph; None: on a GPU
+
+
+#: The settings a command line or a job file gives a run: every RunConfig field but ``overwrite``,
+#: which ``geoseg run`` takes as a flag and ``geoseg batch`` decides per scene.
+SETTINGS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig) if f.name != "overwrite")
 
 
 @dataclass(frozen=True)

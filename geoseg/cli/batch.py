@@ -14,10 +14,8 @@ import typer
 from geoseg.batch import EXIT_SIGINT, EXIT_SIGTERM, EventLog, SceneResult, plan_tasks, run_batch, write_summary
 from geoseg.cli import options as opt
 from geoseg.cli.errors import user_errors
-from geoseg.cli.options import parse_bands
 from geoseg.errors import ConfigError
 from geoseg.jobs import DEFAULT_TEMPLATE, Job, load_job_file
-from geoseg.run import RunConfig
 
 LOG_NAME, SUMMARY_NAME = "geoseg-batch.jsonl", "geoseg-batch-summary.json"
 
@@ -55,13 +53,8 @@ def batch(
         if inputs:
             if output_dir is None:
                 raise ConfigError("scenes given without -o/--output-dir; say where their masks go")
-            config = RunConfig(model=model, bands=parse_bands(bands), tile_size=tile_size, overlap=overlap,
-                               blend=blend, batch_size=batch_size, device=device, precision=precision,
-                               match_resolution=match_resolution, scale=scale, block_size=block_size,
-                               workers=workers, trust_checkpoint=trust_checkpoint,
-                               compile=compile, cuda_graphs=cuda_graphs)
             jobs.append(Job(name="cli", inputs=tuple(inputs), output_dir=output_dir, name_template=name,
-                            config=config))
+                            config=opt.run_config(locals())))
         if not jobs:
             raise ConfigError("nothing to do: give scenes and -o DIR, or --job FILE")
         tasks, notes = plan_tasks(jobs)

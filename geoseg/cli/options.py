@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from geoseg.blend import BLEND_WINDOWS
 from geoseg.inference import PRECISIONS
-from geoseg.run import RunConfig
+from geoseg.run import SETTINGS, RunConfig
 
 
 def parse_bands(value: str | None) -> tuple[int | str, ...] | None:
@@ -17,6 +19,14 @@ def parse_bands(value: str | None) -> tuple[int | str, ...] | None:
     if not all(parts):
         raise typer.BadParameter(f"{value!r} has an empty entry; list bands like 3,2,1,4 or red,green,blue,nir")
     return tuple(int(p) if p.isdigit() else p for p in parts)
+
+
+def run_config(values: dict[str, Any], **extra: Any) -> RunConfig:
+    """The RunConfig of a command from its parameters (its ``locals()``): every shared setting below
+    (:data:`geoseg.run.SETTINGS`, ``--bands`` parsed) and ``extra``. A setting missing from the
+    command's signature is a KeyError here, so the commands cannot drift from RunConfig."""
+    settings = {name: values[name] for name in SETTINGS}
+    return RunConfig(**{**settings, "bands": parse_bands(settings["bands"]), **extra})
 
 
 def check_choice(value: str, choices: tuple[str, ...] | list[str], what: str) -> str:

@@ -13,8 +13,7 @@ from rich.table import Table
 
 from geoseg.cli import options as opt
 from geoseg.cli.errors import user_errors
-from geoseg.cli.options import parse_bands
-from geoseg.run import RunConfig, RunSummary, segment_scene
+from geoseg.run import RunSummary, segment_scene
 
 
 def run(
@@ -40,12 +39,7 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
     """Segment SCENE into a georeferenced class mask (uint8 GeoTIFF, nodata 255)."""
-    config = RunConfig(
-        model=model, bands=parse_bands(bands), tile_size=tile_size, overlap=overlap, blend=blend,
-        batch_size=batch_size, device=device, precision=precision, match_resolution=match_resolution,
-        scale=scale, block_size=block_size, workers=workers, overwrite=overwrite, trust_checkpoint=trust_checkpoint,
-        compile=compile, cuda_graphs=cuda_graphs,
-    )
+    config = opt.run_config(locals(), overwrite=overwrite)
     err = Console(stderr=True)
     with user_errors():
         if quiet or as_json or not err.is_terminal:

@@ -83,3 +83,15 @@ def test_help_shows_the_defaults_that_depend_on_the_machine(command) -> None:
     assert result.exit_code == 0
     for shown in ("[default: CPU cores minus one]", "[default: on a GPU]", "[default: from free GPU memory"):
         assert shown in result.output
+
+
+def test_run_and_batch_take_every_run_setting() -> None:
+    """Both commands build their RunConfig from their own parameters (geoseg.cli.options.run_config)."""
+    import inspect
+
+    from geoseg.cli.batch import batch
+    from geoseg.cli.run import run
+    from geoseg.run import SETTINGS
+
+    for command in (run, batch):
+        assert set(SETTINGS) <= set(inspect.signature(command).parameters), command.__name__
