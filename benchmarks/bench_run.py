@@ -49,12 +49,13 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.make_scene import build_scene, peak_rss_gib
-from geoseg import engine, writing
-from geoseg._blocks import Box
-from geoseg.engine import default_workers, plan_blocks, plan_layout, plan_reads
+from geoseg.engine.pipeline import Tuning, default_workers
+from geoseg.engine.plan import Box, ReadChunking, plan_blocks, plan_layout, plan_reads
+from geoseg.engine.resample import resolution_factor
+from geoseg.io import writing
+from geoseg.io.lazy import read_dask
+from geoseg.io.scene import WindowReader, open_scene
 from geoseg.models.card import ModelCard
-from geoseg.resample import resolution_factor
-from geoseg.scene import WindowReader, open_scene, read_dask
 
 BATCH = 16
 
@@ -190,25 +191,28 @@ class GpuBusy:
 
 def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: dict) -> dict:
     """Warm up on ``warmup`` with the same model and settings, then time ``scene``."""
-    from geoseg.inference import tune_for_many_scenes
+    from geoseg.config import RunConfig
+    from geoseg.engine.device import DeviceSession
     from geoseg.models import load_model
-    from geoseg.run import RunConfig, segment_scene
+    from geoseg.run import segment_scene
 
     settings = dict(settings)
     if "zlevel" in settings:  # module settings that are not run options: compared in --parts options
         writing.ZLEVEL = settings.pop("zlevel")
+    tuning = Tuning()
     if "chunk_bytes" in settings:
-        engine.CHUNK_BYTES = settings.pop("chunk_bytes")
-    tune_for_many_scenes()  # as `geoseg batch` does: the warm-up pays for cuDNN's tuning
+        tuning = Tuning(chunking=ReadChunking(max_bytes=settings.pop("chunk_bytes")))
+    DeviceSession.tune_for_many_scenes()  # as `geoseg batch` does: the warm-up pays for cuDNN's tuning
     started = time.perf_counter()
     loaded = load_model(str(model))
     config = RunConfig(**{"overwrite": True, "batch_size": BATCH, **settings})
-    segment_scene(warmup, out, config, model=loaded)
+    segment_scene(warmup, out, config, model=loaded, tuning=tuning)
     warmup_s = time.perf_counter() - started
     with GpuBusy() as busy:
-        summary = segment_scene(scene, out, config, model=loaded)
+        summary = segment_scene(scene, out, config, model=loaded, tuning=tuning)
     memory = memory_breakdown()
-    again = segment_scene(scene, out, config, model=loaded)  # steady: as every later scene of a tile series
+    # steady: as every later scene of a tile series
+    again = segment_scene(scene, out, config, model=loaded, tuning=tuning)
     return {"seconds": summary.seconds, "warmup s": warmup_s, "busy": busy.fraction, "memory": memory,
             "gpu_gib": summary.peak_device_memory_gib, "model s": summary.model_seconds,
             "patches": summary.patches, "batch": summary.batch_size, "stages": summary.stage_seconds,

@@ -54,7 +54,7 @@ def csmask_script(scene: Path, out: Path) -> None:
 
 
 MODEL = "csmask-6b-l1c"
-GEOSEG_BATCH = 4  # geoseg's CPU batch (geoseg.inference.CPU_BATCH)
+GEOSEG_BATCH = 4  # geoseg's CPU batch (geoseg.engine.predictor.CPU_BATCH)
 
 
 def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
@@ -67,7 +67,8 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
     from ukis_csmask.utils import tile_array
 
     from geoseg.engine import plan_layout
-    from geoseg.inference import CPU_BATCH, place
+    from geoseg.engine.device import DeviceSession
+    from geoseg.engine.predictor import CPU_BATCH
     from geoseg.models import get_card, load_model
 
     assert CPU_BATCH == GEOSEG_BATCH
@@ -80,7 +81,7 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
                                            providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     tile = np.random.default_rng(0).standard_normal((1, 6, 256, 256), dtype=np.float32)
-    network = place(load_model(MODEL).network, torch.device("cpu"))
+    network = DeviceSession.default().place(load_model(MODEL).network, torch.device("cpu"))
     batch = torch.randn((GEOSEG_BATCH, 6, card.tile_size, card.tile_size)).contiguous(memory_format=torch.channels_last)
 
     def torch_call(dtype: torch.dtype | None) -> None:
@@ -135,7 +136,8 @@ def main() -> None:
         if args.child == "csmask":
             csmask_script(args.source, args.out)
         else:
-            from geoseg.run import RunConfig, segment_scene
+            from geoseg.config import RunConfig
+            from geoseg.run import segment_scene
 
             precision = "fp32" if args.child == "geoseg-fp32" else "auto"
             segment_scene(args.source, args.out, RunConfig(device="cpu", overwrite=True, precision=precision))
@@ -161,7 +163,7 @@ def main() -> None:
 
     print(json.dumps({"runs": runs, "agreement": agreement, "cores": os.cpu_count()}), file=sys.stderr)
     print(f"scene {scene.name} ({args.size}x{args.size}, 6 bands uint16, 10 m), CPU cores: {os.cpu_count()}")
-    from geoseg.inference import cpu_has_bf16
+    from geoseg.engine.device import cpu_has_bf16
 
     default = "bf16" if cpu_has_bf16() else "fp32"
     print(f"| tool (geoseg: its default here, {default}; -fp32: --precision fp32) | wall s, median of {args.rounds} "

@@ -11,33 +11,35 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from geoseg.bands import match_bands
-from geoseg.engine import default_workers, plan_layout, run_engine
-from geoseg.inference import Predictor, resolve_device
+from geoseg.config import RunConfig
+from geoseg.engine.blender import Blender
+from geoseg.engine.device import resolve_device
+from geoseg.engine.input_band import InputBand
+from geoseg.engine.pipeline import default_workers, run_pipeline
+from geoseg.engine.predictor import Predictor
+from geoseg.io.scene import WindowReader
+from geoseg.io.writing import NODATA
 from geoseg.models import LoadedModel, load_model
-from geoseg.resample import resolution_factor
-from geoseg.scene import WindowReader, open_scene
-from geoseg.stitch import Stitcher
-from geoseg.writing import NODATA
+from geoseg.prepare import prepare_run
 
 
 def labels_and_margins(scene_path: Path, loaded: LoadedModel, precision: str, device: str,
                        batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The mask geoseg writes for ``scene_path`` and each pixel's top-two probability margin."""
-    scene = open_scene(scene_path)
-    card = loaded.card
-    indexes, _ = match_bands(scene.descriptions, card.bands, str(scene.path), None)
-    factor = resolution_factor(scene.pixel_size_m, card.resolution_m)
-    layout = plan_layout(scene.height, scene.width, factor, card.tile_size, card.overlap)
+    # The output is never written: the strips land in memory below.
+    prepared = prepare_run(scene_path, Path(tempfile.gettempdir()) / "geoseg-precision.tif",
+                           RunConfig(overwrite=True), loaded.card)
+    scene, card, layout = prepared.scene, prepared.card, prepared.layout
     predictor = Predictor(loaded.network, resolve_device(device), precision, batch_size,
                           channels=len(card.bands), tile=layout.tile)
-    stitcher = Stitcher(layout, card, predictor, scene.dtype)
+    inputs, blender = InputBand(layout, card, predictor.device, scene.dtype), Blender(layout, card, predictor)
     labels = np.empty((scene.height, scene.width), np.uint8)
     margins = np.empty((scene.height, scene.width), np.float32)
 
@@ -48,9 +50,9 @@ def labels_and_margins(scene_path: Path, loaded: LoadedModel, precision: str, de
     def write(row0: int, strip: np.ndarray) -> None:
         labels[row0 : row0 + len(strip)] = strip
 
-    stitcher.probe = keep_margin
-    run_engine(layout, stitcher, WindowReader(scene, indexes).read_into, write, default_workers(),
-               block_shape=scene.block_shape)
+    blender.probe = keep_margin
+    run_pipeline(layout, inputs, blender, WindowReader(scene, prepared.bands).read_into, write, default_workers(),
+                 block_shape=scene.block_shape)
     return labels, margins
 
 

@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from geoseg.inference import tune_for_many_scenes
+from geoseg.config import RunConfig
+from geoseg.engine.device import DeviceSession
 from geoseg.models import load_model
-from geoseg.run import RunConfig, segment_scene
+from geoseg.run import segment_scene
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/geoseg-profile.tif"))
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
-    tune_for_many_scenes()
+    DeviceSession.tune_for_many_scenes()
     loaded = load_model(args.model)
     config = RunConfig(device=args.device, batch_size=16, overwrite=True)
     segment_scene(args.warmup, args.out, config, model=loaded)

@@ -11,7 +11,7 @@ from __future__ import annotations
 class GeosegError(Exception):
     """Root of geoseg's user-facing errors."""
 
-    exit_code = 1
+    exit_code = 1  # overridden by every subclass; EXIT_FAILED for a plain GeosegError
 
 
 class ConfigError(GeosegError, ValueError):
@@ -54,15 +54,9 @@ class Cancelled(Exception):
     """A run was asked to stop (a signal in ``geoseg batch``); nothing was left at the output path."""
 
 
-#: Exit codes as documented in README.md; 130 is used for an interrupted run (Ctrl-C).
-EXIT_CODES: dict[str, int] = {
-    "ok": 0,
-    "internal error": 1,
-    "usage / bad setting": ConfigError.exit_code,
-    "input scene": SceneError.exit_code,
-    "bands": BandError.exit_code,
-    "model": ModelError.exit_code,
-    "output": OutputError.exit_code,
-    "device": DeviceError.exit_code,
-    "interrupted": 130,
-}
+#: Exit codes that belong to no error class (README.md's table lists them all): a finished command,
+#: a bug or a batch with failed scenes, and the signals that stopped it (128 + the signal's number).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143

@@ -6,15 +6,16 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.bands import match_bands
+from geoseg.engine.resample import resolution_factor
 from geoseg.errors import BandError
-from geoseg.models import get_card, pick_builtin
-from geoseg.resample import resolution_factor
-from geoseg.scene import open_scene
+from geoseg.io.scene import open_scene
+from geoseg.models import get_card
+from geoseg.prepare import choose_builtin
 
 
 def describe(path: str | Path) -> dict[str, Any]:
     scene = open_scene(path)
-    name = pick_builtin(scene)
+    name = choose_builtin(scene)
     card = get_card(name)
     try:
         indexes, how = match_bands(scene.descriptions, card.bands, str(scene.path))

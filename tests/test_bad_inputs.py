@@ -19,7 +19,7 @@ from affine import Affine
 from typer.testing import CliRunner
 
 from geoseg.cli.app import app
-from tests.conftest import smooth_image, write_tif
+from tests.helpers import smooth_image, write_tif
 
 runner = CliRunner()
 NAMES = ("b1", "b2", "b3")
@@ -129,17 +129,17 @@ def _check_all_nodata(scene: Path, out: Path) -> None:
 
 
 def _unwritable(mp: pytest.MonkeyPatch) -> None:  # root ignores permissions: say what a user would get
-    import geoseg.writing
+    import geoseg.io.writing
 
-    real = geoseg.writing.os.access
-    mp.setattr(geoseg.writing.os, "access", lambda path, mode: False if mode == geoseg.writing.os.W_OK
+    real = geoseg.io.writing.os.access
+    mp.setattr(geoseg.io.writing.os, "access", lambda path, mode: False if mode == geoseg.io.writing.os.W_OK
                else real(path, mode))
 
 
 def _no_space(mp: pytest.MonkeyPatch) -> None:
-    import geoseg.writing
+    import geoseg.io.writing
 
-    mp.setattr(geoseg.writing.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10, 10))
+    mp.setattr(geoseg.io.writing.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10, 10))
 
 
 def _unknown_model(f, m):

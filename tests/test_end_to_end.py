@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from geoseg.cli.app import app
+from geoseg.engine.resample import coarsen
 from geoseg.models import load_model
-from geoseg.resample import coarsen
-from tests.conftest import S2_SCENE
+from tests.helpers import S2_SCENE
 
 pytestmark = pytest.mark.skipif(not S2_SCENE.exists(), reason=f"real data not found at {S2_SCENE}")
 FACTOR = 3  # 10 m scene, 30 m model

@@ -14,22 +14,21 @@ import rasterio
 import torch
 
 from geoseg import RunConfig, segment_scene
-from geoseg.inference import Predictor
-from tests.conftest import TinyNet, smooth_image
+from geoseg.engine.pipeline import Tuning
+from geoseg.engine.plan import ReadChunking
+from geoseg.engine.predictor import Predictor
+from tests.helpers import TinyNet, smooth_image
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def _mask(path, out, model, **kw) -> np.ndarray:
-    segment_scene(path, out, RunConfig(overwrite=True, scale=1e-3, **kw), model=model)
+def _mask(path, out, model, tuning: Tuning = Tuning(), **kw) -> np.ndarray:
+    segment_scene(path, out, RunConfig(overwrite=True, scale=1e-3, **kw), model=model, tuning=tuning)
     with rasterio.open(out) as ds:
         return ds.read(1)
 
 
-def test_mask_is_independent_of_blocks_chunks_staging_and_graphs(monkeypatch, make_tif, tmp_path,
-                                                                 tiny_model) -> None:
-    from geoseg import engine
-
+def test_mask_is_independent_of_blocks_chunks_staging_and_graphs(make_tif, tmp_path, tiny_model) -> None:
     model = tiny_model()
     data = smooth_image((3, 700, 900), seed=11, dtype="uint16")
     data[:, 100:180, 200:300] += 40000  # above int16's range: travels as int16 bits
@@ -37,10 +36,9 @@ def test_mask_is_independent_of_blocks_chunks_staging_and_graphs(monkeypatch, ma
     path = make_tif(data, block=64, nodata=0)
     whole = _mask(path, tmp_path / "whole.tif", model, device="cuda", precision="fp32", block_size=4096,
                   cuda_graphs=False)
-    monkeypatch.setattr(engine, "CHUNK_COLS", 64)
-    monkeypatch.setattr(engine, "CHUNK_BYTES", 6 * 64 * 64)
-    monkeypatch.setattr(engine, "STAGING_SPARE", 0)  # three buffers for three readers: recycled all the time
-    pieces = _mask(path, tmp_path / "pieces.tif", model, device="cuda", precision="fp32", block_size=128,
+    # Three staging buffers for three readers: recycled all the time.
+    small = Tuning(chunking=ReadChunking(max_bytes=6 * 64 * 64, cols=64), staging_spare=0)
+    pieces = _mask(path, tmp_path / "pieces.tif", model, small, device="cuda", precision="fp32", block_size=128,
                    batch_size=3, workers=3, cuda_graphs=True)
     np.testing.assert_array_equal(pieces, whole)
     assert (whole[400:480, 600:700] == 255).all() and len(np.unique(whole)) > 2
@@ -122,7 +120,7 @@ def test_batch_scenes_in_flight_share_the_gpu(tmp_path, model_folder, graphs) ->
     from typer.testing import CliRunner
 
     from geoseg.cli.app import app
-    from tests.conftest import write_tif
+    from tests.helpers import write_tif
 
     folder = tmp_path / "in"
     folder.mkdir()

@@ -11,15 +11,17 @@ from types import FrameType
 
 import typer
 
-from geoseg.batch import EXIT_SIGINT, EXIT_SIGTERM, EventLog, SceneResult, plan_tasks, run_batch, write_summary
-from geoseg.cli import options as opt
+from geoseg.batch import EventLog, Job, SceneResult, load_job_file, plan_tasks, run_batch, write_summary
+from geoseg.batch.jobs import DEFAULT_TEMPLATE
 from geoseg.cli.errors import user_errors
-from geoseg.errors import ConfigError
-from geoseg.jobs import DEFAULT_TEMPLATE, Job, load_job_file
+from geoseg.cli.options import with_run_settings
+from geoseg.config import RunConfig
+from geoseg.errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError
 
 LOG_NAME, SUMMARY_NAME = "geoseg-batch.jsonl", "geoseg-batch-summary.json"
 
 
+@with_run_settings
 def batch(
     inputs: list[str] = typer.Argument(None, help="Scenes: files, globs (quoted), folders, or @list.txt files.",
                                        show_default=False),
@@ -31,21 +33,8 @@ def batch(
     log: Path | None = typer.Option(None, help=f"JSON-lines event log \\[default: OUTPUT_DIR/{LOG_NAME}]"),
     summary: Path | None = typer.Option(None, help=f"Final JSON summary \\[default: OUTPUT_DIR/{SUMMARY_NAME}]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-scene lines on stderr."),
-    model: str = opt.MODEL,
-    bands: str | None = opt.BANDS,
-    tile_size: int | None = opt.TILE_SIZE,
-    overlap: int | None = opt.OVERLAP,
-    blend: str = opt.BLEND,
-    batch_size: int | None = opt.BATCH_SIZE,
-    device: str = opt.DEVICE,
-    precision: str = opt.PRECISION,
-    match_resolution: bool = opt.MATCH_RESOLUTION,
-    scale: float | None = opt.SCALE,
-    block_size: int = opt.BLOCK_SIZE,
-    workers: int | None = opt.WORKERS,
-    trust_checkpoint: bool = opt.TRUST_CHECKPOINT,
-    compile: bool = opt.COMPILE,
-    cuda_graphs: bool | None = opt.CUDA_GRAPHS,
+    *,
+    settings: RunConfig,
 ) -> None:
     """Segment many scenes; skip those already done; report every failure; exit 0, 1, 2, 130 or 143."""
     with user_errors():
@@ -54,7 +43,7 @@ def batch(
             if output_dir is None:
                 raise ConfigError("scenes given without -o/--output-dir; say where their masks go")
             jobs.append(Job(name="cli", inputs=tuple(inputs), output_dir=output_dir, name_template=name,
-                            config=opt.run_config(locals())))
+                            config=settings))
         if not jobs:
             raise ConfigError("nothing to do: give scenes and -o DIR, or --job FILE")
         tasks, notes = plan_tasks(jobs)

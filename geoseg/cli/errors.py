@@ -8,9 +8,7 @@ from contextlib import contextmanager
 
 import typer
 
-from geoseg.errors import GeosegError
-
-INTERRUPTED = 130
+from geoseg.errors import EXIT_SIGINT, GeosegError
 
 
 @contextmanager
@@ -23,4 +21,4 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         print("geoseg: interrupted; no output was left at the final path", file=sys.stderr)
-        raise typer.Exit(INTERRUPTED) from None
+        raise typer.Exit(EXIT_SIGINT) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -11,35 +12,24 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from geoseg.cli import options as opt
 from geoseg.cli.errors import user_errors
+from geoseg.cli.options import with_run_settings
+from geoseg.config import RunConfig
 from geoseg.run import RunSummary, segment_scene
 
 
+@with_run_settings
 def run(
     scene: Path = typer.Argument(..., help="Input raster (GeoTIFF, COG, VRT, JP2).", show_default=False),
     output: Path | None = typer.Option(None, "-o", "--output", help="Mask file \\[default: SCENE.mask.tif]"),
-    model: str = opt.MODEL,
-    bands: str | None = opt.BANDS,
-    tile_size: int | None = opt.TILE_SIZE,
-    overlap: int | None = opt.OVERLAP,
-    blend: str = opt.BLEND,
-    batch_size: int | None = opt.BATCH_SIZE,
-    device: str = opt.DEVICE,
-    precision: str = opt.PRECISION,
-    match_resolution: bool = opt.MATCH_RESOLUTION,
-    scale: float | None = opt.SCALE,
-    block_size: int = opt.BLOCK_SIZE,
-    workers: int | None = opt.WORKERS,
-    trust_checkpoint: bool = opt.TRUST_CHECKPOINT,
-    compile: bool = opt.COMPILE,
-    cuda_graphs: bool | None = opt.CUDA_GRAPHS,
     overwrite: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    *,
+    settings: RunConfig,
 ) -> None:
     """Segment SCENE into a georeferenced class mask (uint8 GeoTIFF, nodata 255)."""
-    config = opt.run_config(locals(), overwrite=overwrite)
+    config = replace(settings, overwrite=overwrite)
     err = Console(stderr=True)
     with user_errors():
         if quiet or as_json or not err.is_terminal:

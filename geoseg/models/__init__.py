@@ -2,11 +2,10 @@
 
 from geoseg.models.architectures import ARCHITECTURES, build_network
 from geoseg.models.card import ClassInfo, ModelCard, Scaling
-from geoseg.models.registry import AUTO, BUILTIN_MODELS, LoadedModel, builtin_cards, get_card, load_model, pick_builtin
+from geoseg.models.registry import BUILTIN_MODELS, LoadedModel, builtin_cards, get_card, load_model
 
 __all__ = [
     "ARCHITECTURES",
-    "AUTO",
     "BUILTIN_MODELS",
     "ClassInfo",
     "LoadedModel",
@@ -16,5 +15,4 @@ __all__ = [
     "builtin_cards",
     "get_card",
     "load_model",
-    "pick_builtin",
 ]

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from geoseg.bands import match_bands
-from geoseg.errors import BandError, ModelError
+from geoseg.config import AUTO
+from geoseg.errors import ModelError
 from geoseg.models.architectures import build_network
 from geoseg.models.cache import load_weights
 from geoseg.models.card import ModelCard
 from geoseg.models.csmask import CSMASK_VARIANTS, UNUSED_KEYS, csmask_card, csmask_weights
-from geoseg.scene import SceneInfo
-
-#: The model name that picks a built-in model to fit the scene.
-AUTO = "auto"
 
 #: Built-in name -> (card factory, weights factory).
 BUILTIN_MODELS: dict[str, tuple[Callable[[str], ModelCard], Callable[[str], dict[str, torch.Tensor]]]] = {
@@ -45,24 +41,6 @@ class LoadedModel:
 
 def builtin_cards() -> list[ModelCard]:
     return [factory(name) for name, (factory, _) in BUILTIN_MODELS.items()]
-
-
-def pick_builtin(scene: SceneInfo, bands: Sequence[int | str] | None = None) -> str:
-    """The built-in model that fits ``scene``: 6 bands if it has them, L2A if it says so, else L1C."""
-    level = "l2a" if _looks_l2a(scene) else "l1c"
-    six = f"csmask-6b-{level}"
-    if bands is not None:
-        return six if len(bands) == 6 else f"csmask-4b-{level}"
-    try:
-        match_bands(scene.descriptions, get_card(six).bands, str(scene.path))
-        return six
-    except BandError:
-        return f"csmask-4b-{level}"
-
-
-def _looks_l2a(scene: SceneInfo) -> bool:
-    text = " ".join([scene.path.name, *scene.tags.values()]).upper()
-    return "L2A" in text or "LEVEL-2A" in text or "SURFACE REFLECTANCE" in text
 
 
 def get_card(name: str) -> ModelCard:

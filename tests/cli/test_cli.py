@@ -9,7 +9,8 @@ import rasterio
 from typer.testing import CliRunner
 
 from geoseg.cli.app import app
-from tests.conftest import smooth_image
+from geoseg.errors import ConfigError
+from tests.helpers import smooth_image
 
 runner = CliRunner()
 
@@ -86,12 +87,40 @@ def test_help_shows_the_defaults_that_depend_on_the_machine(command) -> None:
 
 
 def test_run_and_batch_take_every_run_setting() -> None:
-    """Both commands build their RunConfig from their own parameters (geoseg.cli.options.run_config)."""
-    import inspect
+    """Both commands have one option per RunConfig setting (geoseg.cli.options.with_run_settings)."""
+    from typer.main import get_command
 
-    from geoseg.cli.batch import batch
-    from geoseg.cli.run import run
-    from geoseg.run import SETTINGS
+    from geoseg.config import SETTINGS
 
-    for command in (run, batch):
-        assert set(SETTINGS) <= set(inspect.signature(command).parameters), command.__name__
+    group = get_command(app)
+    for name in ("run", "batch"):
+        options = {p.name for p in group.commands[name].params}  # type: ignore[attr-defined]
+        assert set(SETTINGS) <= options, name
+
+
+@pytest.mark.parametrize("command", ["run", "batch"])
+def test_options_reach_the_run_config(command, make_tif, tmp_path, monkeypatch) -> None:
+    """What the command line says is what the library gets, parsed (bands) and checked."""
+    from geoseg.batch import runner as batch_runner
+    from geoseg.cli import run as run_command
+    from geoseg.config import RunConfig
+
+    seen: list[RunConfig] = []
+
+    def stop(scene, output, config, **kw):
+        seen.append(config)
+        raise ConfigError("stopped here")
+
+    monkeypatch.setattr(run_command if command == "run" else batch_runner, "segment_scene", stop)
+    scene = make_tif(smooth_image((3, 40, 40)))
+    where = [str(scene)] if command == "run" else [str(scene), "-o", str(tmp_path / "out")]
+    args = ["--bands", "3,2,1", "--tile-size", "128", "--precision", "fp32", "--no-match-resolution",
+            "--compile", "--no-cuda-graphs", "--block-size", "512", "--scale", "0.5"]
+    result = runner.invoke(app, [command, *where, *args, "--quiet"])
+    assert result.exit_code == (2 if command == "run" else 1), result.output
+    got = seen[0]
+    assert got.bands == (3, 2, 1) and got.tile_size == 128 and got.precision == "fp32"
+    assert not got.match_resolution and got.compile and got.cuda_graphs is False
+    assert got.block_size == 512 and got.scale == 0.5 and got.device == RunConfig().device
+    bad = runner.invoke(app, [command, *where, "--blend", "triangle"])
+    assert bad.exit_code == 2 and "not one of cosine, gaussian, none" in bad.output

@@ -4,11 +4,10 @@ import torch
 from safetensors.torch import save_file
 
 from geoseg.errors import ModelError
-from geoseg.models import BUILTIN_MODELS, get_card, load_model, pick_builtin
+from geoseg.models import BUILTIN_MODELS, get_card, load_model
 from geoseg.models.cache import cache_dir
 from geoseg.models.csmask import UNUSED_KEYS
-from geoseg.scene import open_scene
-from tests.conftest import smooth_image, tiny_card
+from tests.helpers import tiny_card
 
 
 def test_builtin_weights_load_with_only_the_unused_head_missing_and_are_cached() -> None:
@@ -29,13 +28,6 @@ def test_builtin_cards_describe_four_variants() -> None:
     card = get_card("csmask-6b-l1c")
     assert card.resolution_m == 30 and card.scaling.integer_scale == 1e-4 and len(card.mean) == 6
     assert [c.name for c in card.classes] == ["clear", "cloud", "cloud shadow"]
-
-
-def test_auto_picks_by_bands_and_product_level(make_tif) -> None:
-    six = ("blue", "green", "red", "nir", "swir16", "swir22")
-    assert pick_builtin(open_scene(make_tif(smooth_image((6, 8, 8)), descriptions=six))) == "csmask-6b-l1c"
-    four = open_scene(make_tif(smooth_image((4, 8, 8)), name="S2B_L2A_x.tif", descriptions=six[:4]))
-    assert pick_builtin(four) == "csmask-4b-l2a"
 
 
 def test_model_folder_round_trip_and_wrong_weights(tmp_path) -> None:

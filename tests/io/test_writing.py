@@ -2,9 +2,9 @@ import pytest
 import rasterio
 
 from geoseg import RunConfig, segment_scene
+from geoseg.engine.predictor import Predictor
 from geoseg.errors import OutputError
-from geoseg.inference import Predictor
-from tests.conftest import smooth_image
+from tests.helpers import smooth_image
 
 
 def test_output_copies_the_grid_and_carries_colours_and_class_names(make_tif, tmp_path, tiny_model) -> None:

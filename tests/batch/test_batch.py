@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from geoseg.batch import clean_leftovers
+from geoseg.batch.jobs import load_job_file
+from geoseg.batch.runner import clean_leftovers
 from geoseg.cli.app import app
 from geoseg.errors import ConfigError
-from geoseg.jobs import load_job_file
-from geoseg.record import read_record
-from tests.conftest import smooth_image, write_tif
+from geoseg.io.record import read_record
+from tests.helpers import smooth_image, write_tif
 
 runner = CliRunner()
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"

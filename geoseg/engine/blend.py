@@ -1,7 +1,7 @@
 """Blend windows: how much each patch pixel counts where patches overlap.
 
 A window is separable, ``w2d[row, col] = w(row) * w(col)``, so the summed weights over the whole
-grid are a product of two 1-D sums (see :meth:`geoseg.grid.AxisGrid.weight_sum`). Each entry of
+grid are a product of two 1-D sums (see :meth:`geoseg.engine.grid.AxisGrid.weight_sum`). Each entry of
 :data:`BLEND_WINDOWS` maps ``(tile, overlap)`` to a strictly positive float64 vector of length
 ``tile``; strictly positive means every pixel has a defined blended value.
 """

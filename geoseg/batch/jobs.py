@@ -13,8 +13,9 @@ A job comes from the command line (``geoseg batch INPUT... -o DIR``) or from a Y
         batch_size: 16
 
 Inputs are files, globs, directories (their rasters, not recursing) or ``@list.txt`` files of
-paths (one per line, ``#`` comments). Job settings are those of ``geoseg run`` (``RunConfig``
-field names); a key geoseg does not know is an error that names it and the closest known key.
+paths (one per line, ``#`` comments). Job settings are those of ``geoseg run``, by their
+:class:`geoseg.config.RunConfig` field names and value types; a key geoseg does not know is an
+error that names it and the closest known key.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from typing import Any
 
 import yaml
 
+from geoseg.config import SETTINGS, RunConfig, value_type
 from geoseg.errors import ConfigError
-from geoseg.run import SETTINGS, RunConfig
-from geoseg.writing import PARTIAL_MARK
+from geoseg.io.writing import PARTIAL_MARK
 
 #: Raster file endings taken from a directory.
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
@@ -134,23 +135,19 @@ def _resolve(base: Path, text: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-_TYPES: dict[str, type | tuple[type, ...]] = {
-    "model": str, "blend": str, "device": str, "precision": str, "tile_size": int, "overlap": int,
-    "batch_size": int, "block_size": int, "workers": int, "scale": (int, float),
-    "match_resolution": bool, "trust_checkpoint": bool, "compile": bool, "cuda_graphs": bool, "bands": list,
-}
-
-
 def _coerce(key: str, value: Any, where: str) -> Any:
+    """A job file's ``value`` for setting ``key``, checked against the setting's type in RunConfig."""
     if value is None:
         return None
-    expected = _TYPES[key]
-    if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
-        shown = expected.__name__ if isinstance(expected, type) else "number"
+    parse = SETTINGS[key].parse
+    if parse is not None and isinstance(value, str):  # the command line's text form, e.g. bands: "3,2,1"
+        return parse(value)
+    expected = value_type(key)
+    accepted: type | tuple[type, ...] = {float: (int, float), tuple: list}.get(expected, expected)
+    if (isinstance(value, bool) and expected is not bool) or not isinstance(value, accepted):
+        shown = {float: "number", tuple: "list"}.get(expected, expected.__name__)
         raise ConfigError(f"{where}: {key!r} must be a {shown}, got {value!r}")
-    if key == "bands":
-        return tuple(value)
-    return float(value) if key == "scale" else value
+    return expected(value)
 
 
 def expand_inputs(specs: tuple[str, ...] | list[str]) -> tuple[list[Path], list[str]]:

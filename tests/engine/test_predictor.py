@@ -8,10 +8,10 @@ import rasterio
 import torch
 
 from geoseg import RunConfig, segment_scene
+from geoseg.engine.predictor import CPU_BATCH, Predictor
 from geoseg.errors import ConfigError, DeviceError
-from geoseg.inference import CPU_BATCH, Predictor
 from geoseg.models import LoadedModel
-from tests.conftest import TinyNet, smooth_image
+from tests.helpers import TinyNet, smooth_image
 
 
 class RunsOutOfMemory(torch.nn.Module):
@@ -69,17 +69,6 @@ def test_batch_size_defaults_on_the_cpu_and_cuda_graphs_need_cuda() -> None:
         Predictor(TinyNet(), cpu, "fp32", 4, channels=3, tile=64, cuda_graphs=True)
 
 
-@pytest.mark.parametrize("has_bf16", [True, False])
-def test_auto_precision_on_the_cpu_follows_its_bf16_instructions(monkeypatch, has_bf16) -> None:
-    """bf16 where the CPU has bf16 instructions (oneDNN runs it natively), fp32 where it would be emulated."""
-    from geoseg import inference
-
-    assert isinstance(inference.cpu_has_bf16(), bool)
-    monkeypatch.setattr(inference, "cpu_has_bf16", lambda: has_bf16)
-    assert inference.resolve_precision("auto", torch.device("cpu")) == ("bf16" if has_bf16 else "fp32")
-    assert inference.resolve_precision("fp32", torch.device("cpu")) == "fp32"
-
-
 def test_compiled_network_gives_the_same_mask(make_tif, tmp_path, tiny_model) -> None:
     """torch.compile (inductor, C++ on the CPU) fuses the network's arithmetic; the mask must agree."""
     model = tiny_model()
@@ -90,21 +79,3 @@ def test_compiled_network_gives_the_same_mask(make_tif, tmp_path, tiny_model) ->
     eager, compiled = _mask(tmp_path / "eager.tif"), _mask(tmp_path / "compiled.tif")
     assert len(np.unique(eager)) > 1
     assert (eager == compiled).mean() >= 0.999  # only exact near-ties may flip: fusion reorders float sums
-
-
-def test_a_placed_network_is_not_moved_again() -> None:
-    """Scenes in flight share one network: once placed, a later Predictor leaves its parameters alone."""
-    from geoseg.inference import place
-
-    def spied() -> tuple[torch.nn.Module, list]:
-        net, moves = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train(), []
-        original = net._apply
-        net._apply = lambda fn, *a, **k: (moves.append(fn), original(fn, *a, **k))[1]  # what .to() calls
-        return net, moves
-
-    net, moves = spied()
-    placed = place(net, torch.device("cpu"))
-    assert moves and not placed.training and placed[0].weight.is_contiguous(memory_format=torch.channels_last)
-    moves.clear()
-    Predictor(placed, torch.device("cpu"), "fp32", 2, channels=3, tile=32)
-    assert moves == []

@@ -5,6 +5,7 @@ independently of the engine."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,8 +13,10 @@ import rasterio
 import torch
 
 from geoseg import RunConfig, segment_scene
-from geoseg.blend import get_window
-from tests.conftest import smooth_image
+from geoseg.engine.blend import get_window
+from geoseg.engine.pipeline import Tuning
+from geoseg.engine.plan import ReadChunking
+from tests.helpers import smooth_image
 
 
 def sliding_window_reference(image: np.ndarray, net: torch.nn.Module, tile: int, overlap: int,
@@ -41,8 +44,13 @@ def sliding_window_reference(image: np.ndarray, net: torch.nn.Module, tile: int,
     return blended[:, overlap : overlap + height, overlap : overlap + width]
 
 
-def _run(path, out, model, **kw) -> np.ndarray:
-    segment_scene(path, out, RunConfig(overwrite=True, workers=2, device="cpu", precision="fp32", **kw), model=model)
+#: Many small reads: chunks of 64 columns and a few rows.
+SMALL_READS = Tuning(chunking=ReadChunking(max_bytes=6 * 64 * 48, cols=64))
+
+
+def _run(path, out, model, tuning: Tuning = Tuning(), **kw) -> np.ndarray:
+    segment_scene(path, out, RunConfig(overwrite=True, workers=2, device="cpu", precision="fp32", **kw), model=model,
+                  tuning=tuning)
     with rasterio.open(out) as ds:
         return ds.read(1)
 
@@ -92,44 +100,10 @@ def test_nodata_pixels_are_written_as_255_and_do_not_leak(make_tif, tmp_path, ti
     assert (mask[:, :30] == 255).all() and (mask[:, 30:] < 3).all()
 
 
-@pytest.mark.parametrize("block_shape", [(64, 64), (512, 512), (1, 555), (16, 555), (32, 96)],
-                         ids=["tiles-64", "tiles-larger-than-scene", "strips-1", "strips-16", "tiles-32x96"])
-@pytest.mark.parametrize("factor", [1, 3])
-def test_reads_decode_every_file_block_exactly_once(monkeypatch, block_shape, factor) -> None:
-    """The read chunks partition the scene, each made of whole file blocks, and every row of blocks
-    finds the rows it needs already read and not yet dropped."""
-    from geoseg import engine
-
-    monkeypatch.setattr(engine, "CHUNK_COLS", 100)
-    monkeypatch.setattr(engine, "CHUNK_BYTES", 12 * 64 * 64)
-    height, width = 701, 555
-    layout = engine.plan_layout(height, width, factor, 64, 16, block_size=128 * factor)
-    plan = engine.plan_blocks(layout)
-    strips = engine.plan_reads(layout, plan, block_shape, pixel_bytes=12)
-    seen = np.zeros((height, width), np.int32)
-    bh, bw = min(block_shape[0], height), min(block_shape[1], width)
-    for chunk in (c for s in strips for c in s.chunks):
-        seen[chunk.row0 : chunk.row1, chunk.col0 : chunk.col1] += 1
-        assert chunk.row0 % bh == 0 and chunk.col0 % bw == 0
-        assert chunk.row1 % bh == 0 or chunk.row1 == height
-        assert chunk.col1 % bw == 0 or chunk.col1 == width
-    assert (seen == 1).all()
-    if block_shape[0] < height // 4:  # small file blocks: many chunks, so the test means something
-        assert sum(len(s.chunks) for s in strips) > 2 * len(plan)
-    for i, (row, strip) in enumerate(zip(plan, strips, strict=True)):
-        assert strip.need[1] <= strip.rows[1]  # read by the time the row runs
-        dropped = strips[i - 1].need[0] if i else 0
-        assert dropped <= strip.need[0]  # and not dropped after the previous row
-        for block in row.blocks:
-            assert strip.need[0] <= block.native.row0 and block.native.row1 <= strip.need[1]
-
-
 @pytest.mark.parametrize("tiled", [True, False], ids=["tiled", "striped"])
-def test_mask_is_independent_of_read_chunks(monkeypatch, make_tif, tmp_path, tiny_model, tiled) -> None:
+def test_mask_is_independent_of_read_chunks(make_tif, tmp_path, tiny_model, tiled) -> None:
     """Many small read chunks (columns and rows) give the same mask as one chunk per strip; uint16
     values above 32767 (sent to the device as int16 bits) come back as themselves."""
-    from geoseg import engine
-
     model = tiny_model()
     data = smooth_image((3, 301, 555), seed=5, dtype="uint16")
     data[:, 100:140, 200:260] += 40000  # above int16's range
@@ -145,28 +119,21 @@ def test_mask_is_independent_of_read_chunks(monkeypatch, make_tif, tmp_path, tin
             assert ds.block_shapes[0] == (8, 555)
     as_float = make_tif(data.astype("float32"), block=32)
     whole = _run(as_float, tmp_path / "float.tif", model, block_size=4096, scale=1.0)
-    monkeypatch.setattr(engine, "CHUNK_COLS", 64)
-    monkeypatch.setattr(engine, "CHUNK_BYTES", 6 * 64 * 48)
-    chunked = _run(path, tmp_path / "chunked.tif", model, block_size=128, scale=1.0, batch_size=3)
+    chunked = _run(path, tmp_path / "chunked.tif", model, SMALL_READS, block_size=128, scale=1.0, batch_size=3)
     np.testing.assert_array_equal(chunked, whole)
     assert len(np.unique(whole)) > 1
 
 
-def test_mask_is_independent_of_staging_buffers(monkeypatch, make_tif, tmp_path, tiny_model) -> None:
+def test_mask_is_independent_of_staging_buffers(make_tif, tmp_path, tiny_model) -> None:
     """One reader and one staging buffer, reused for every small chunk (pixels and their validity),
     give the same mask as one chunk per strip; nodata stays nodata."""
-    from geoseg import engine
-
     model = tiny_model()
     data = smooth_image((3, 301, 555), seed=7, dtype="uint16")
     data[:, 50:120, 300:420] = 0
     path = make_tif(data, block=32, nodata=0)
     whole = _run(path, tmp_path / "whole.tif", model, block_size=4096, scale=1e-3)
-    monkeypatch.setattr(engine, "CHUNK_COLS", 64)
-    monkeypatch.setattr(engine, "CHUNK_BYTES", 6 * 64 * 48)
-    monkeypatch.setattr(engine, "STAGING_SPARE", 0)
     config = RunConfig(workers=1, block_size=128, batch_size=3, scale=1e-3, device="cpu", precision="fp32")
-    segment_scene(path, tmp_path / "one.tif", config, model=model)
+    segment_scene(path, tmp_path / "one.tif", config, model=model, tuning=replace(SMALL_READS, staging_spare=0))
     with rasterio.open(tmp_path / "one.tif") as ds:
         one = ds.read(1)
     np.testing.assert_array_equal(one, whole)

@@ -1,9 +1,10 @@
-"""Opening a scene: its metadata, checked, and lazy dask arrays of its pixels and validity.
+"""Opening a scene: its header, checked, and windows of its pixels with their validity.
 
-Nothing here reads whole bands. :func:`open_scene` reads the header; :func:`read_dask` and
-:func:`valid_dask` build dask arrays whose chunks are whole multiples of the file's internal
-blocks, each chunk read by its own task through a fresh rasterio handle (GDAL handles are not
-shared between threads).
+Nothing here reads whole bands. :func:`open_scene` reads the header into a :class:`SceneInfo`;
+:class:`WindowReader` reads exactly the windows the engine's reader threads ask for, with a
+rasterio handle per thread (GDAL handles are not shared between threads). Validity comes from the
+nodata value and NaN, or from GDAL's mask bands (internal mask, alpha band): :func:`valid_from_values`
+and :func:`valid_from_masks`, which :mod:`geoseg.io.lazy` shares.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -24,9 +24,6 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from geoseg.errors import SceneError
-
-if TYPE_CHECKING:  # dask is imported where it is used: it costs about 1 s at start-up, and runs do not need it
-    import dask.array as da
 
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
@@ -125,49 +122,6 @@ def _describe(path: Path, ds: rasterio.DatasetReader) -> SceneInfo:
     )
 
 
-def aligned_chunks(size: int, block: int, target: int) -> tuple[int, ...]:
-    """Chunk lengths along one axis: a whole multiple of the file's ``block``, near ``target``."""
-    step = max(block, round(target / block) * block) if block < size else size
-    sizes = [step] * (size // step)
-    if size % step:
-        sizes.append(size % step)
-    return tuple(sizes)
-
-
-def read_dask(info: SceneInfo, indexes: tuple[int, ...], target_chunk: int = 2048) -> da.Array:
-    """The bands ``indexes`` (1-based) as a lazy ``(band, row, col)`` dask array of the file's dtype."""
-    import dask.array as da
-
-    rows = aligned_chunks(info.height, info.block_shape[0], target_chunk)
-    cols = aligned_chunks(info.width, info.block_shape[1], target_chunk)
-    return da.map_blocks(
-        _read_chunk, path=str(info.path), indexes=indexes, dtype=info.dtype, chunks=((len(indexes),), rows, cols),
-        meta=np.empty((0, 0, 0), dtype=info.dtype), name=f"read-{_token(info, indexes)}",
-    )
-
-
-def valid_dask(info: SceneInfo, indexes: tuple[int, ...], values: da.Array) -> da.Array:
-    """Lazy ``(row, col)`` bool array: True where every selected band holds data.
-
-    From the nodata value (and NaN in float scenes) when that is all the file has, so no second
-    read; from GDAL's mask bands (internal mask, alpha band) otherwise.
-    """
-    import dask.array as da
-
-    is_float = np.dtype(info.dtype).kind == "f"
-    if info.mask_kind == "mask":
-        return da.map_blocks(
-            _read_valid_chunk, path=str(info.path), indexes=indexes, dtype=bool,
-            chunks=values.chunks[1:], meta=np.empty((0, 0), dtype=bool),
-            name=f"valid-{_token(info, indexes)}",
-        )
-    nodata = _nodata_value(info)
-    if nodata is None and not is_float:
-        return da.ones(values.shape[1:], chunks=values.chunks[1:], dtype=bool)
-    return values.map_blocks(_valid_from_values, nodata=nodata, drop_axis=0, dtype=bool,
-                             meta=np.empty((0, 0), dtype=bool))
-
-
 class WindowReader:
     """Reads windows of chosen bands with their validity, one rasterio handle per thread.
 
@@ -183,7 +137,7 @@ class WindowReader:
     def _dataset(self) -> rasterio.DatasetReader:
         ds = getattr(self._local, "dataset", None)
         if ds is None:
-            ds = self._local.dataset = _open_quiet(str(self.info.path))
+            ds = self._local.dataset = open_quiet(str(self.info.path))
         return ds
 
     def read(self, row0: int, row1: int, col0: int, col1: int, out: np.ndarray | None = None
@@ -196,11 +150,11 @@ class WindowReader:
         try:
             values = ds.read(self.indexes, window=window, out=out)
             if self.info.mask_kind == "mask":
-                valid = _valid_from_masks(ds, self.indexes, window)
+                valid = valid_from_masks(ds, self.indexes, window)
             elif self.info.mask_kind == "none" and np.dtype(self.info.dtype).kind != "f":
                 valid = None
             else:
-                valid = _valid_from_values(values, _nodata_value(self.info))
+                valid = valid_from_values(values, nodata_value(self.info))
         except RasterioIOError as exc:
             first = str(exc).splitlines()[0] if str(exc) else "read error"
             raise SceneError(f"{self.info.path}: pixels at rows {row0}-{row1}, columns {col0}-{col1} cannot "
@@ -209,46 +163,20 @@ class WindowReader:
         return values, valid
 
     def read_into(self, row0: int, row1: int, col0: int, col1: int, out: np.ndarray) -> np.ndarray | None:
-        """Read a window into ``out``; return its validity (the engine's :data:`geoseg.engine.ReadFn`)."""
+        """Read a window into ``out``; return its validity (the engine's :data:`geoseg.engine.plan.ReadFn`)."""
         return self.read(row0, row1, col0, col1, out)[1]
 
 
-def _token(info: SceneInfo, indexes: tuple[int, ...]) -> str:
-    from dask.base import tokenize
-
-    stat = info.path.stat()
-    return tokenize(str(info.path.resolve()), stat.st_size, stat.st_mtime_ns, indexes)
-
-
-def _window(block_info: dict) -> Window:
-    (row0, row1), (col0, col1) = block_info[None]["array-location"][-2:]
-    return Window(col0, row0, col1 - col0, row1 - row0)
-
-
-def _read_chunk(path: str, indexes: tuple[int, ...], block_info: dict | None = None) -> np.ndarray:
-    assert block_info is not None
-    window = _window(block_info)
-    with _open_quiet(path) as ds:
-        return ds.read(list(indexes), window=window)
-
-
-def _read_valid_chunk(path: str, indexes: tuple[int, ...], block_info: dict | None = None) -> np.ndarray:
-    assert block_info is not None
-    window = _window(block_info)
-    with _open_quiet(path) as ds:
-        return _valid_from_masks(ds, list(indexes), window)
-
-
-def _nodata_value(info: SceneInfo) -> float | None:
+def nodata_value(info: SceneInfo) -> float | None:
     """The value that marks no data, when the file's validity comes from one (not from mask bands)."""
     return info.nodata if info.mask_kind == "nodata" else None
 
 
-def _valid_from_masks(ds: rasterio.DatasetReader, indexes: list[int], window: Window) -> np.ndarray:
+def valid_from_masks(ds: rasterio.DatasetReader, indexes: list[int], window: Window) -> np.ndarray:
     return np.all(ds.read_masks(indexes, window=window) > 0, axis=0)
 
 
-def _valid_from_values(values: np.ndarray, nodata: float | None) -> np.ndarray:
+def valid_from_values(values: np.ndarray, nodata: float | None) -> np.ndarray:
     valid = np.ones(values.shape[1:], dtype=bool)
     if values.dtype.kind == "f":
         valid &= ~np.isnan(values).any(axis=0)
@@ -257,7 +185,7 @@ def _valid_from_values(values: np.ndarray, nodata: float | None) -> np.ndarray:
     return valid
 
 
-def _open_quiet(path: str) -> rasterio.DatasetReader:
+def open_quiet(path: str) -> rasterio.DatasetReader:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         return rasterio.open(path)

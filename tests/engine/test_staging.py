@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from geoseg.staging import StagingPool, carve
+from geoseg.engine.staging import StagingPool, carve
 
 
 def test_pool_never_holds_more_than_its_slots_and_reuses_them() -> None:

@@ -2,10 +2,11 @@
 
 Every mask carries a ``GEOSEG_RECORD`` tag (JSON): the input's identity (resolved path, size,
 modification time), the model's identity (built-in name and version, or the weight file's path,
-size and modification time) and every setting that changes the result. Because the mask only
-appears at its final path once complete, a mask whose record equals the one a rerun would write
-is finished work: ``geoseg batch`` skips it. Settings that cannot change the mask (batch size,
-block size, threads, device) are left out, so a rerun with other speed settings still skips.
+size and modification time) and every setting that changes the result
+(:data:`geoseg.config.RESULT_SETTINGS`). Because the mask only appears at its final path once
+complete, a mask whose record equals the one a rerun would write is finished work: ``geoseg batch``
+skips it. Settings that cannot change the mask (batch size, block size, threads, device) are left
+out, so a rerun with other speed settings still skips.
 """
 
 from __future__ import annotations
@@ -14,17 +15,14 @@ import json
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-if TYPE_CHECKING:
-    from geoseg.run import RunConfig
+from geoseg.config import RESULT_SETTINGS, RunConfig
 
 RECORD_TAG = "GEOSEG_RECORD"
-#: RunConfig fields that change the mask.
-RESULT_SETTINGS = ("bands", "tile_size", "overlap", "blend", "precision", "match_resolution", "scale")
 
 
 def input_identity(path: Path) -> dict[str, Any]:

@@ -20,16 +20,16 @@ import rasterio
 from rasterio.windows import Window
 
 from geoseg.errors import OutputError
+from geoseg.io.scene import SceneInfo
 from geoseg.models.card import ModelCard
-from geoseg.scene import SceneInfo
 
 NODATA = 255
 #: Output tile edge; the engine's strips are multiples of it, so every write fills whole tiles.
 OUTPUT_TILE = 256
 PARTIAL_MARK = ".partial-"
-#: Deflate level of the mask. GDAL's default is 6; on smooth labels from a real Sentinel-2 scene, 3
-#: encoded 2.7x faster for a 46 % larger file (benchmarks/RESULTS.md). Encoding the mask competes
-#: with decoding the input for the same cores, and masks are small next to their scenes.
+#: Deflate level of the mask. GDAL's default is 6; level 3 encodes much faster for a somewhat larger
+#: file (measured in benchmarks/RESULTS.md). Encoding the mask competes with decoding the input for
+#: the same cores, and masks are small next to their scenes.
 ZLEVEL = 3
 
 

@@ -1,33 +1,31 @@
-"""Running a network on batches of patches: device, precision, batching, softmax.
+"""Running a network on batches of patches: precision, batch size, out-of-memory back-off, CUDA graphs.
 
-One :class:`Predictor` per run holds the network on its device; the engine's one device thread
-calls it with batches of patches that are already there. Speed options:
+One :class:`Predictor` per run holds the network on its device (placed through the run's
+:class:`geoseg.engine.device.DeviceSession`); the engine's device thread calls it with batches of
+patches that are already there. The predictor owns the batch size: it picks it
+(:func:`auto_batch_size` from the GPU's free memory), pads short batches to it on a GPU (one shape:
+tuned and captured once), and halves it when the GPU runs out of memory (:attr:`Predictor.notes`).
 
-* ``batch_size=None`` picks the batch from the GPU's free memory (:func:`auto_batch_size`);
-* out of GPU memory, a batch is retried in halves, and the halved size is kept (:attr:`Predictor.notes`);
-* ``tune`` lets cuDNN time its algorithms for the batch shape once per process (seconds for an
-  EfficientNet-B4; :data:`TUNE_MIN_PATCHES` in :mod:`geoseg.run` decides when that pays back);
-* ``compile`` wraps the network in ``torch.compile``; ``cuda_graphs`` (on by default on a GPU)
-  records each batch shape's forward pass once as a CUDA graph and replays it: one launch instead
-  of hundreds, so the model keeps its pace while reader threads take the CPU. A network that cannot
-  be captured runs eagerly, with a note. Captured graphs stay with their network when a run ends
-  (:meth:`Predictor.close`), so the next scene of a ``geoseg batch`` replays them without capturing.
+Speed options: ``tune`` lets cuDNN time its algorithms for the batch shape once per process;
+``compile`` wraps the network in ``torch.compile``; ``cuda_graphs`` (on by default on a GPU)
+records each batch shape's forward pass once as a CUDA graph and replays it: one launch instead of
+hundreds, so the model keeps its pace while reader threads take the CPU. A network that cannot be
+captured runs eagerly, with a note. Captured graphs stay with their network in the session when a
+run ends (:meth:`Predictor.close`), so the next scene of a ``geoseg batch`` replays them.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 
+from geoseg.engine.device import DeviceSession, Graphs, resolve_precision
 from geoseg.errors import ConfigError, DeviceError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: The largest batch :func:`auto_batch_size` picks: beyond it a U-Net gains little and the padded
 #: last batch of a small scene costs more.
@@ -38,92 +36,24 @@ CPU_BATCH = 4
 AUTO_BATCH_SHARE = 0.4
 
 
-#: Guards :data:`_runs` and CUDA graph captures: a graph is captured only while its run is the only
-#: one in flight in the process, and no run starts its GPU work during a capture. (On an H200, runs
-#: in flight in other threads during a capture crashed the process or failed runs.)
-_CAPTURE = threading.Lock()
-_runs = 0
-
-
-@contextmanager
-def run_in_flight() -> Iterator[None]:
-    """Marks a run's GPU work (``segment_scene`` holds it); waits for a capture in progress to end."""
-    global _runs
-    with _CAPTURE:
-        _runs += 1
-    try:
-        yield
-    finally:
-        with _CAPTURE:
-            _runs -= 1
-
-
-#: Captured CUDA graphs by batch shape: (graph, its input buffer, its output buffer).
-Graphs = dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]]
-#: Graphs kept with their network between runs, with what they were captured for (device, precision,
-#: compile, the parameters' addresses: a graph replays the memory it was captured on). One set per
-#: network, held by one run at a time: a replay writes the graph's own buffers. Guarded by _CAPTURE.
-_KEPT: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, Graphs]] = weakref.WeakKeyDictionary()
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
-    spec = spec.strip().lower()
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec == "cuda" or spec.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {spec!r} asked for, but no CUDA GPU is visible to torch; "
-                              f"use --device cpu (or auto)")
-        index = int(spec.split(":")[1]) if ":" in spec and spec.split(":")[1].isdigit() else 0
-        if ":" in spec and not spec.split(":")[1].isdigit():
-            raise ConfigError(f"device {spec!r} is not valid; use auto, cpu, cuda or cuda:N")
-        if index >= torch.cuda.device_count():
-            raise DeviceError(f"device {spec!r} does not exist; this machine has "
-                              f"{torch.cuda.device_count()} GPU(s): cuda:0..cuda:{torch.cuda.device_count() - 1}")
-        return torch.device("cuda", index)
-    raise ConfigError(f"device {spec!r} is not valid; use auto, cpu, cuda or cuda:N")
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` is bf16 on GPUs that support it (fp16 otherwise), bf16 on CPUs with bf16 instructions
-    (:func:`cpu_has_bf16`), and fp32 on other CPUs."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r} is not valid; use one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_bf16() else "fp32"
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), where oneDNN's bf16 kernels run
-    the built-in EfficientNet-B4 2.9x faster than fp32 (benchmarks/RESULTS.md). Elsewhere bf16 is
-    emulated, and slower than fp32."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own (private) probes
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-
-
 class Predictor:
     """Softmax probabilities of a network for batches of normalised NCHW patches already on its device."""
 
     def __init__(self, network: torch.nn.Module, device: torch.device, precision: str, batch_size: int | None,
                  *, channels: int, tile: int, compile: bool = False, cuda_graphs: bool | None = None,
-                 tune: bool = True):
+                 tune: bool = True, session: DeviceSession | None = None):
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch size {batch_size} must be at least 1")
-        if cuda_graphs is None:  # on by default where they exist: 1.4x in the model stage at 32768² (RESULTS.md)
+        if cuda_graphs is None:  # on by default where they exist (benchmarks/RESULTS.md)
             cuda_graphs = device.type == "cuda"
         if cuda_graphs and device.type != "cuda":
             raise ConfigError(f"CUDA graphs need a CUDA device, not {device}; drop --cuda-graphs or use --device cuda")
         self.device = device
+        self.session = session or DeviceSession.default()
         self.precision = resolve_precision(precision, device)
-        self.network = place(network, device)
+        self.network = self.session.place(network, device)
         if device.type == "cuda" and tune:
-            tune_for_many_scenes()  # the engine sends one batch shape: tuned once per process
+            self.session.tune_for_many_scenes()  # the engine sends one batch shape: tuned once per process
         self._net: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(self.network, dynamic=False) if compile else self.network)  # type: ignore[assignment]
         self.cuda_graphs = cuda_graphs
@@ -131,10 +61,7 @@ class Predictor:
         self._used: set[tuple[int, ...]] = set()  # batch shapes replayed by this run
         self._captured_for = (device, self.precision, compile, tuple(p.data_ptr() for p in self.network.parameters()))
         if cuda_graphs:  # the graphs an earlier run of this network captured, if they fit
-            with _CAPTURE:
-                kept = _KEPT.pop(self.network, None)
-                if kept is not None and kept[0] == self._captured_for:
-                    self._graphs = kept[1]
+            self._graphs = self.session.take_graphs(self.network, self._captured_for)
         #: What the predictor had to change on the way (out-of-memory back-offs), for the run summary.
         self.notes: list[str] = []
         self.patches = 0  # patches predicted (padding included)
@@ -158,9 +85,17 @@ class Predictor:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """``(N, C, T, T)`` float32 in, ``(N, K, T, T)`` float32 probabilities out, on the device.
 
-        Out of GPU memory, the batch is split in halves (and the batch size halved for what
-        follows) until it fits; a single patch that does not fit raises :class:`DeviceError`.
+        ``N`` is at most :attr:`batch_size`; on a GPU a shorter batch is padded to it (one shape:
+        tuned and captured once). Out of GPU memory, the batch is split in halves (and the batch size
+        halved for what follows) until it fits; a single patch that does not fit raises
+        :class:`DeviceError`. The result may live in a graph's buffer until the next call.
         """
+        n = len(batch)
+        if self.device.type == "cuda" and n < self.batch_size:
+            batch = torch.cat([batch, batch.new_zeros((self.batch_size - n, *batch.shape[1:]))])
+        return self._predict(batch)[:n]
+
+    def _predict(self, batch: torch.Tensor) -> torch.Tensor:
         try:
             if self.device.type != "cuda":
                 started = time.perf_counter()
@@ -197,9 +132,8 @@ class Predictor:
         Call it once the run's work is done; the predictor runs eagerly afterwards.
         """
         graphs = {shape: self._graphs[shape] for shape in self._used if shape in self._graphs}
-        if graphs and self.cuda_graphs:
-            with _CAPTURE:
-                _KEPT[self.network] = (self._captured_for, graphs)
+        if self.cuda_graphs:
+            self.session.keep_graphs(self.network, self._captured_for, graphs)
         self._graphs, self._used, self.cuda_graphs = {}, set(), False
 
     @property
@@ -216,8 +150,7 @@ class Predictor:
         """
         key = tuple(batch.shape)
         if key not in self._graphs:
-            with _CAPTURE:
-                alone = _runs <= 1
+            with self.session.capturing() as alone:
                 try:
                     if alone:
                         self._graphs[key] = self._record(batch)
@@ -250,34 +183,10 @@ class Predictor:
         graph = torch.cuda.CUDAGraph()
         # thread_local: the reader threads' copies and page-locking on other streams are not part of the
         # capture, and must not invalidate it (the global mode failed a run on the H200). The caller
-        # holds _CAPTURE.
+        # holds the session's capture lock.
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self._forward(static_in)
         return graph, static_in, static_out
-
-
-#: Held while a network is moved: scenes in flight share one network (``geoseg batch``).
-_PLACE = threading.Lock()
-
-
-def place(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """``network`` in eval mode on ``device`` in channels_last, cuDNN's and oneDNN's fast convolution
-    layouts (2.3x on a CPU for EfficientNet-B4). Moved once: moving rewrites every parameter, and a
-    network shared by scenes in flight must not be rewritten while another scene runs it (that
-    crashed ``geoseg batch`` on an H200)."""
-    with _PLACE:
-        params = list(network.parameters()) + list(network.buffers())
-        if not all(p.device == device and (p.dim() != 4 or p.is_contiguous(memory_format=torch.channels_last))
-                   for p in params):
-            network.eval().to(device).to(memory_format=torch.channels_last)
-        elif network.training:
-            network.eval()
-    return network
-
-
-def tune_for_many_scenes() -> None:
-    """Let cuDNN time its algorithms once for this process: worth it when many scenes follow."""
-    torch.backends.cudnn.benchmark = True
 
 
 def auto_batch_size(forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device, channels: int,

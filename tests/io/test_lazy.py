@@ -1,10 +1,12 @@
+"""Lazy dask arrays of a scene: chunks of whole file blocks, exact values, validity from nodata or masks."""
+
 import numpy as np
 import pytest
 import rasterio
 
-from geoseg.errors import SceneError
-from geoseg.scene import aligned_chunks, open_scene, read_dask, valid_dask
-from tests.conftest import smooth_image
+from geoseg.io.lazy import aligned_chunks, read_dask, valid_dask
+from geoseg.io.scene import open_scene
+from tests.helpers import smooth_image
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32", "float64"])
@@ -43,20 +45,3 @@ def test_valid_from_internal_mask(make_tif, tmp_path) -> None:
 def test_aligned_chunks() -> None:
     assert aligned_chunks(1000, 256, 600) == (512, 488)
     assert aligned_chunks(100, 256, 600) == (100,)
-
-
-@pytest.mark.parametrize(("content", "match"), [(b"", "not a raster"), (b"hello", "not a raster")])
-def test_unreadable_files_name_the_file(tmp_path, content: bytes, match: str) -> None:
-    path = tmp_path / "bad.tif"
-    path.write_bytes(content)
-    with pytest.raises(SceneError, match=f"{path}: {match}"):
-        open_scene(path)
-
-
-def test_missing_file(tmp_path) -> None:
-    with pytest.raises(SceneError, match="no such file"):
-        open_scene(tmp_path / "nope.tif")
-
-
-def test_pixel_size_in_metres(make_tif) -> None:
-    assert open_scene(make_tif(smooth_image((1, 8, 8)), res=10.0)).pixel_size_m == pytest.approx(10.0)

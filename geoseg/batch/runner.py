@@ -1,7 +1,7 @@
 """``run_batch``: many scenes, each isolated, resumable, reported; the library call behind ``geoseg batch``.
 
 * **Resume**: a scene whose mask already exists with the record a run would write
-  (:mod:`geoseg.record`) is skipped; ``force`` redoes it. A mask that exists without a geoseg
+  (:mod:`geoseg.io.record`) is skipped; ``force`` redoes it. A mask that exists without a geoseg
   record is not ours: that scene fails rather than overwrite it.
 * **Isolation**: any error in one scene (bad file, bad bands, a read error half-way, a full disk)
   is recorded for that scene and the batch goes on.
@@ -25,18 +25,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from geoseg.errors import Cancelled, ConfigError, GeosegError, OutputError
-from geoseg.inference import tune_for_many_scenes
-from geoseg.jobs import Job, expand_inputs
+from geoseg.batch.jobs import Job, expand_inputs
+from geoseg.config import RunConfig
+from geoseg.engine.device import DeviceSession
+from geoseg.errors import EXIT_FAILED, EXIT_OK, Cancelled, ConfigError, GeosegError, OutputError
+from geoseg.io.record import RECORD_TAG, make_record, read_record, same_record
+from geoseg.io.scene import open_scene
+from geoseg.io.writing import PARTIAL_MARK
 from geoseg.models import LoadedModel, load_model
 from geoseg.models.registry import model_identity
-from geoseg.record import RECORD_TAG, make_record, read_record, same_record
-from geoseg.run import RunConfig, resolve_model_name, segment_scene
-from geoseg.scene import open_scene
-from geoseg.writing import PARTIAL_MARK
-
-#: Exit codes of ``geoseg batch`` (README.md, workflows/README.md).
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+from geoseg.prepare import choose_model
+from geoseg.run import segment_scene
 
 
 @dataclass(frozen=True)
@@ -136,8 +135,9 @@ def run_batch(tasks: list[Task], *, force: bool = False, parallel: int = 2, log:
     log.emit("batch_start", scenes=len(tasks), parallel=parallel, force=force, notes=notes)
 
     loader = _SharedModels()
+    session = DeviceSession()  # the scenes' shared network, its placement and its CUDA graphs
     if len(tasks) > 1:
-        tune_for_many_scenes()  # seconds once; each later scene's model calls are faster
+        session.tune_for_many_scenes()  # seconds once; each later scene's model calls are faster
     cpus = os.cpu_count() or 1
     results: list[SceneResult | None] = [None] * len(tasks)
     finished = 0
@@ -148,9 +148,9 @@ def run_batch(tasks: list[Task], *, force: bool = False, parallel: int = 2, log:
             task = replace(task, config=replace(task.config, workers=max(1, cpus // parallel)))
         if task.config.cuda_graphs is None and parallel > 1:
             # Scenes in flight share the GPU, and a CUDA graph is captured only by a run alone in the
-            # process (geoseg.inference.run_in_flight): eager, unless asked for.
+            # session (DeviceSession.run_in_flight): eager, unless asked for.
             task = replace(task, config=replace(task.config, cuda_graphs=False))
-        return run_task(task, force, loader, cancel, log)
+        return run_task(task, force, loader, cancel, log, session)
 
     with ThreadPoolExecutor(max(1, parallel), thread_name_prefix="geoseg-scene") as pool:
         pending: dict[Future, int] = {pool.submit(one, i): i for i in range(len(tasks))}
@@ -172,7 +172,8 @@ def run_batch(tasks: list[Task], *, force: bool = False, parallel: int = 2, log:
     return summary
 
 
-def run_task(task: Task, force: bool, loader: _SharedModels, cancel: threading.Event, log: EventLog) -> SceneResult:
+def run_task(task: Task, force: bool, loader: _SharedModels, cancel: threading.Event, log: EventLog,
+             session: DeviceSession | None = None) -> SceneResult:
     base = {"job": task.job, "input": str(task.input), "output": str(task.output)}
     if cancel.is_set():
         log.emit("scene_cancelled", **base)
@@ -180,7 +181,7 @@ def run_task(task: Task, force: bool, loader: _SharedModels, cancel: threading.E
     started = time.perf_counter()
     try:
         scene = open_scene(task.input)
-        name = resolve_model_name(scene, task.config)
+        name = choose_model(scene, task.config)
         record = make_record(scene.path, model_identity(name, task.config.trust_checkpoint), task.config)
         found = read_record(task.output) if task.output.exists() else None
         if not force and same_record(found, record):
@@ -191,7 +192,7 @@ def run_task(task: Task, force: bool, loader: _SharedModels, cancel: threading.E
                               f"move it away or pass --force to replace it")
         log.emit("scene_start", **base, model=name)
         summary = segment_scene(task.input, task.output, replace(task.config, model=name, overwrite=True),
-                                loader=loader, cancel=cancel)
+                                loader=loader, cancel=cancel, session=session)
     except Cancelled:
         log.emit("scene_cancelled", **base, seconds=round(time.perf_counter() - started, 3))
         return SceneResult(**base, status="cancelled", seconds=round(time.perf_counter() - started, 3),

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from geoseg.engine.grid import AxisGrid, check_tiling, reflect_index, split_axis
 from geoseg.errors import ConfigError
-from geoseg.grid import AxisGrid, check_tiling, reflect_index, split_axis
 
 
 @pytest.mark.parametrize("size", [1, 2, 5, 37, 64])

@@ -1,0 +1,115 @@
+"""The settings of a run, declared once.
+
+:class:`RunConfig` holds every setting with its default. Each field's :class:`Setting` metadata says
+how the command line shows it and whether it changes the mask. Everything else derives from here:
+
+* the options of ``geoseg run`` and ``geoseg batch`` (:func:`geoseg.cli.options.with_run_settings`);
+* the keys and value types of YAML job files (:mod:`geoseg.batch.jobs`);
+* the settings kept in every mask's resume record (:data:`RESULT_SETTINGS`, :mod:`geoseg.io.record`).
+
+A new setting is one field here; the CLI, job files and records pick it up.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from geoseg.errors import ConfigError
+
+#: The model name that picks a built-in model to fit each scene.
+AUTO = "auto"
+#: Precisions a run may ask for; ``auto`` is resolved per device (:func:`geoseg.engine.device.resolve_precision`).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def parse_bands(value: str | None) -> tuple[int | str, ...] | None:
+    """``"4,3,2"`` or ``"red,green,blue"`` -> a tuple of 1-based indexes / names."""
+    if value is None:
+        return None
+    parts = [p.strip() for p in str(value).split(",")]
+    if not all(parts):
+        raise ConfigError(f"bands {value!r} has an empty entry; list bands like 3,2,1,4 or red,green,blue,nir")
+    return tuple(int(p) if p.isdigit() else p for p in parts)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the world outside :class:`RunConfig` needs to know about one of its fields."""
+
+    help: str
+    #: Changes the mask: kept in the resume record, so a rerun with another value redoes the scene.
+    result: bool = False
+    #: Option declarations when not plain ``--name`` (a boolean's ``--x/--no-x`` ...).
+    flags: tuple[str, ...] = ()
+    #: Shown as ``[default: ...]`` where the default is None or decided at run time.
+    default_text: str | None = None
+    #: Smallest value a number may take.
+    min: int | None = None
+    #: Allowed values, where a fixed list decides (a registry's names are checked by the registry).
+    choices: tuple[str, ...] | None = None
+    #: Turns the text form (command line, job file string) into the field's value.
+    parse: Callable[[str | None], Any] | None = None
+
+
+def setting(default: Any, help: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"setting": Setting(help=help, **meta)})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of a run, with its default (the CLI shows these)."""
+
+    model: str = setting(AUTO, "Built-in model name (see `geoseg models`), model folder, or auto.")
+    bands: tuple[int | str, ...] | None = setting(
+        None, "Scene bands in the model's input order: 1-based indexes or names, comma-separated.",
+        result=True, default_text="matched by band name", parse=parse_bands)
+    tile_size: int | None = setting(None, "Patch edge in pixels, a multiple of 32.", result=True,
+                                    default_text="model's")
+    overlap: int | None = setting(None, "Overlap between patches in pixels.", result=True, default_text="model's")
+    blend: str = setting("cosine", "Blend window: cosine, gaussian or none.", result=True)
+    batch_size: int | None = setting(
+        None, "Patches per model call; halved automatically when the GPU runs out of memory.", min=1,
+        default_text="from free GPU memory, up to 16; 4 on the CPU")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
+    precision: str = setting(
+        "auto", "auto (bf16 on CUDA and on CPUs with bf16 instructions, else fp32), fp32, bf16 or fp16.",
+        result=True, choices=PRECISIONS)
+    match_resolution: bool = setting(
+        True, "Infer at the model's training resolution when the scene is clearly finer; the mask stays on "
+        "the scene's grid.", result=True)
+    scale: float | None = setting(None, "Multiply pixel values by this before normalising.", result=True,
+                                  default_text="model's, e.g. 0.0001 for uint16 reflectance")
+    block_size: int = setting(2048, "Scene pixels per processing block edge.", min=1)
+    workers: int | None = setting(None, "Reader threads.", min=1, default_text="CPU cores minus one")
+    trust_checkpoint: bool = setting(
+        False, "Allow a model folder's pickled checkpoint (model.pt, .pth, .ckpt): loading one can run code, so "
+        "only for files you trust.")
+    compile: bool = setting(False, "torch.compile the network: faster model calls after a one-off compile; pays "
+                            "on long runs and batches.", flags=("--compile/--no-compile",))
+    cuda_graphs: bool | None = setting(
+        None, "Replay the model from a CUDA graph: one launch per batch instead of hundreds.",
+        flags=("--cuda-graphs/--no-cuda-graphs",), default_text="on a GPU")
+    #: Not a shared setting: ``geoseg run`` takes it as a flag, ``geoseg batch`` decides per scene.
+    overwrite: bool = False
+
+
+def _settings() -> dict[str, Setting]:
+    return {f.name: f.metadata["setting"] for f in fields(RunConfig) if "setting" in f.metadata}
+
+
+#: Every setting a command line or a job file gives a run, by field name, in declaration order.
+SETTINGS: dict[str, Setting] = _settings()
+#: The settings that change the mask, kept in the resume record.
+RESULT_SETTINGS: tuple[str, ...] = tuple(name for name, s in SETTINGS.items() if s.result)
+
+
+def value_type(name: str) -> type:
+    """The plain type of setting ``name``'s values: ``int`` for ``int | None``, ``tuple`` for ``tuple[...]``."""
+    hint = typing.get_type_hints(RunConfig)[name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return typing.get_origin(hint) or hint

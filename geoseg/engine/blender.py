@@ -1,0 +1,225 @@
+"""The blender: patches in, blended class probabilities and labels out, on the model's device.
+
+:class:`Blender` queues each block's patches (cut by :class:`geoseg.engine.input_band.InputBand`),
+runs them through the :class:`geoseg.engine.predictor.Predictor` in full batches across blocks, and
+keeps two rolling bands of rows on the device, both as wide as the scene:
+
+* ``acc``: the blend-weighted class probabilities, ``(class, row, col)`` on the model grid, summed
+  as fixed-point integers in units of 2**-:data:`geoseg.engine.plan.QUANTUM_BITS`. Integer sums do
+  not depend on their order, so a pixel gets bit-identical probabilities whatever the block size,
+  and the mask equals a plain sliding window over the whole scene (tests/engine/test_exactness.py);
+* ``valid``: which scene pixels hold data, ``(row, col)`` on the scene grid.
+
+After each row of blocks, the rows that no later patch reaches are normalised by the summed blend
+weights, brought back to the scene grid (bilinear, when the model grid is coarser), turned into
+labels, marked :data:`geoseg.io.writing.NODATA` where the scene has no data, counted, and handed
+out as uint8 strips of whole output tiles (:class:`HostStrip`). Then the bands drop them. Their
+heights are about one block plus one tile, so device memory depends on the block size and the
+scene's width, never on its height.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from geoseg.engine.plan import QUANTUM_BITS, BlockPlan, BlockRow, Layout
+from geoseg.engine.predictor import Predictor
+from geoseg.engine.resample import bilinear_taps
+from geoseg.io.writing import NODATA, OUTPUT_TILE
+from geoseg.models.card import ModelCard
+
+#: Scene rows labelled at a time, to bound device memory.
+LABEL_ROWS = 256
+
+
+class Blender:
+    """Turns the patches of one run, block row by block row, into label strips (see module docstring)."""
+
+    def __init__(self, layout: Layout, card: ModelCard, predictor: Predictor):
+        self.layout = layout
+        self.predictor = predictor
+        self.device = dev = predictor.device
+        self.num_classes = card.num_classes
+        window2d = np.outer(layout.window, layout.window) * float(2**QUANTUM_BITS)
+        self.window2d = torch.from_numpy(window2d.astype(np.float32)).to(dev)
+        self.acc_dtype = torch.int32 if layout.deepest_sum < 2**31 - 1 else torch.int64
+        # Weights that turn fixed-point sums back into probabilities, the quantum folded into rows.
+        self.row_weight = torch.from_numpy(layout.row_weight * 2**QUANTUM_BITS).float().to(dev)
+        self.col_weight = torch.from_numpy(layout.col_weight).float().to(dev)
+        if layout.factor > 1:
+            c0, c1, ct = bilinear_taps(0, layout.width, layout.factor, layout.cols.size)
+            self.col_taps = (torch.from_numpy(c0).to(dev), torch.from_numpy(c1).to(dev), torch.from_numpy(ct).to(dev))
+            # Every scene row's taps, uploaded once: a copy from the host mid-run would wait for the device.
+            self.row_taps = tuple(torch.from_numpy(a).to(dev) for a in bilinear_taps(0, layout.height, layout.factor,
+                                                                                     layout.rows.size))
+
+        self.acc = torch.zeros((self.num_classes, 0, layout.cols.size), dtype=self.acc_dtype, device=dev)
+        self.acc_base = 0  # model-grid row of acc[:, 0]
+        self.valid = torch.zeros((0, layout.width), dtype=torch.bool, device=dev)
+        self.emitted = 0  # scene rows handed out so far (valid[0] is this row)
+        self._row_valid: torch.Tensor | None = None
+        self._pending: list[tuple[torch.Tensor, int, int]] = []
+        self._added = self._ran = 0  # patches queued and patches predicted so far
+        self._settles: deque[tuple[int, int]] = deque()  # (patches that must have run, final model rows)
+        #: Pixels per label value (classes and NODATA), on the device until the run ends.
+        self.counts = torch.zeros(256, dtype=torch.int64, device=dev)
+        self._counted = [c.value for c in card.classes] + [NODATA]
+        #: Diagnostics (benchmarks/precision.py): called with (scene row, probabilities) of every strip.
+        self.probe: Callable[[int, torch.Tensor], None] | None = None
+
+    # -- a row of blocks -------------------------------------------------------------------------
+    def begin_row(self, row: BlockRow, valid: torch.Tensor) -> None:
+        """Grow the accumulator to cover every patch of ``row``; ``valid`` is the ``(row, col)``
+        validity of its scene rows."""
+        reach = max((b.footprint.row1 for b in row.blocks if b.origins), default=0)
+        need = min(reach, self.layout.rows.size) - self.acc_base
+        if need > self.acc.shape[1]:
+            more = torch.zeros((self.num_classes, need - self.acc.shape[1], self.layout.cols.size),
+                               dtype=self.acc_dtype, device=self.device)
+            self.acc = torch.cat([self.acc, more], dim=1)
+        self._row_valid = valid
+
+    def add_block(self, block: BlockPlan, region: torch.Tensor | None) -> None:
+        """Queue the patches of ``block``, cut from ``region`` (its developed footprint, None for a
+        block without patches); predict every full batch."""
+        if not block.origins or region is None:
+            return
+        tile, fp = self.layout.tile, block.footprint
+        for r, c in block.origins:
+            self._pending.append((region[:, r - fp.row0 : r - fp.row0 + tile, c - fp.col0 : c - fp.col0 + tile], r, c))
+            self._added += 1
+            if len(self._pending) >= self.predictor.batch_size:
+                self._predict_pending()
+
+    def end_row(self, row: BlockRow) -> Iterator[tuple[int, HostStrip]]:
+        """Finish ``row``; yield ``(scene row, labels)`` strips for every row that is now final.
+
+        Patches wait for a full batch across rows, so the rows a row of blocks settles are handed
+        out once its last patch has actually run, usually after the next row.
+        """
+        assert self._row_valid is not None
+        self.valid = torch.cat([self.valid, self._row_valid])
+        self._row_valid = None
+        self._settles.append((self._added, row.final))
+        if row.last:
+            self._predict_pending()
+        limit = None
+        while self._settles and self._settles[0][0] <= self._ran:
+            limit = self._settles.popleft()[1]
+        if limit is None:
+            return
+        layout = self.layout
+        stop = self._final_scene_rows(limit, row.last)
+        for start in range(self.emitted, stop, LABEL_ROWS):
+            end = min(start + LABEL_ROWS, stop)
+            labels = self._labels(start, end)
+            labels = torch.where(self.valid[start - self.emitted : end - self.emitted], labels, NODATA)
+            for value in self._counted:  # counted where the labels are: no pass over them on the host
+                self.counts[value] += (labels == value).sum()
+            yield start, HostStrip.of(labels)
+        # Drop what no later strip needs.
+        keep_from = stop if layout.factor == 1 else int(bilinear_taps(stop, stop + 1, layout.factor,
+                                                                      layout.rows.size)[0][0])
+        keep_from = min(keep_from, self.acc_base + self.acc.shape[1])
+        self.acc = self.acc[:, keep_from - self.acc_base :]
+        self.acc_base = keep_from
+        self.valid = self.valid[stop - self.emitted :]
+        self.emitted = stop
+
+    # -- internals -------------------------------------------------------------------------------
+    def _predict_pending(self) -> None:
+        if not self._pending:
+            return
+        probs = self.predictor(torch.stack([p for p, _, _ in self._pending]))
+        weighted = torch.round(probs * self.window2d).to(self.acc_dtype)
+        tile, height, width = self.layout.tile, self.layout.rows.size, self.layout.cols.size
+        for i, (_, r, c) in enumerate(self._pending):
+            r0, r1, c0, c1 = max(r, 0), min(r + tile, height), max(c, 0), min(c + tile, width)
+            self.acc[:, r0 - self.acc_base : r1 - self.acc_base, c0:c1] += weighted[i, :, r0 - r : r1 - r,
+                                                                                     c0 - c : c1 - c]
+        self._ran += len(self._pending)
+        self._pending.clear()
+
+    def _final_scene_rows(self, limit: int, last: bool) -> int:
+        """Scene rows before this can be labelled once model-grid rows before ``limit`` are final:
+        whole output tiles, unless at the end."""
+        layout = self.layout
+        if last:
+            return layout.height
+        have = self.emitted + self.valid.shape[0]  # scene rows whose validity is known
+        if layout.factor == 1:
+            stop = min(limit, have)
+        else:  # a scene row needs both of its model-grid rows final
+            candidates = np.arange(self.emitted, have)
+            _, below, _ = bilinear_taps(self.emitted, have, layout.factor, layout.rows.size)
+            stop = int(candidates[below < limit].max(initial=self.emitted - 1)) + 1
+        return max(self.emitted, stop // OUTPUT_TILE * OUTPUT_TILE)
+
+    def _labels(self, start: int, end: int) -> torch.Tensor:
+        """Class labels ``(row, col)`` uint8 of scene rows ``[start, end)``."""
+        probs = self.probabilities(start, end) if self.probe is not None or self.layout.factor > 1 else None
+        if self.probe is not None:
+            self.probe(start, probs)
+        if probs is None or self.layout.factor == 1:  # one positive weight per pixel: argmax of the sums
+            base = self.acc_base
+            return _argmax(self.acc[:, start - base : end - base])
+        return _argmax(probs)
+
+    def probabilities(self, start: int, end: int) -> torch.Tensor:
+        """Blended class probabilities ``(class, row, col)`` float32 of scene rows ``[start, end)``
+        (of those not yet handed out)."""
+        base = self.acc_base
+
+        def normalised(rows: slice | torch.Tensor) -> torch.Tensor:  # model-grid rows of acc, as probabilities
+            if isinstance(rows, slice):
+                picked = self.acc[:, rows.start - base : rows.stop - base]
+            else:
+                picked = self.acc.index_select(1, rows - base)
+            return picked.float() / (self.row_weight[rows][:, None] * self.col_weight)
+
+        if self.layout.factor == 1:
+            return normalised(slice(start, end))
+        r0, r1, rt = (taps[start:end] for taps in self.row_taps)
+        rows = normalised(r0) * (1 - rt)[:, None] + normalised(r1) * rt[:, None]
+        c0, c1, ct = self.col_taps
+        return rows.index_select(2, c0) * (1 - ct) + rows.index_select(2, c1) * ct
+
+
+class HostStrip:
+    """A strip of labels on its way to the host: copied asynchronously into pinned memory on a GPU,
+    so the device thread never waits for it; :meth:`numpy` (on the writer thread) waits for the copy."""
+
+    def __init__(self, host: torch.Tensor, copied: torch.cuda.Event | None):
+        self.host, self.copied = host, copied
+
+    @classmethod
+    def of(cls, labels: torch.Tensor) -> HostStrip:
+        if labels.device.type != "cuda":
+            return cls(labels, None)
+        host = torch.empty(labels.shape, dtype=labels.dtype, pin_memory=True)
+        host.copy_(labels, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+        return cls(host, copied)
+
+    def numpy(self) -> np.ndarray:
+        if self.copied is not None:
+            self.copied.synchronize()
+        return self.host.numpy()
+
+
+def _argmax(scores: torch.Tensor) -> torch.Tensor:
+    """Index of the first largest of ``(class, row, col)`` scores as ``(row, col)`` uint8.
+
+    A pass per class: much faster than ``argmax`` over a leading axis on the CPU, and the same result.
+    """
+    best, label = scores[0].clone(), torch.zeros(scores.shape[1:], dtype=torch.uint8, device=scores.device)
+    for k in range(1, scores.shape[0]):
+        better = scores[k] > best
+        best = torch.where(better, scores[k], best)
+        label.masked_fill_(better, k)
+    return label

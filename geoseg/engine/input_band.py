@@ -1,0 +1,199 @@
+"""The input band: raw scene rows on the device, developed into the model's input rows.
+
+:class:`InputBand` keeps, on the model's device and as wide as the scene:
+
+* ``band``: raw pixels ``(band, row, col)`` of scene rows not yet developed, in the file's own width
+  (uint16 stays 2 bytes a value; see :data:`_TRANSFER`), and ``band_valid``: which of them hold data;
+* ``model_band``: *developed* rows on the model grid: widened to float32, averaged to the model's
+  resolution over valid pixels (:func:`geoseg.engine.resample.coarsen`), scaled and normalised by the
+  model card. Pixels without data enter as the band means (zero after normalising).
+
+Reader threads fill :class:`InputStrip` s chunk by chunk through a pool of host staging buffers
+(:class:`geoseg.engine.staging.StagingPool`); on a GPU each copy runs on a stream of its own, so it
+never queues behind the model. The device thread appends finished strips (:meth:`InputBand.take_strip`),
+develops every whole model-grid row once, cuts each block's patch region from the developed rows
+(reflected at the scene's edges) and drops rows no later block reads. Device memory follows the
+scene's width and the rows in flight, never its height.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from geoseg.engine.plan import BlockPlan, Box, Layout, ReadFn
+from geoseg.engine.resample import coarsen
+from geoseg.engine.staging import StagingPool, carve
+from geoseg.models.card import ModelCard
+
+#: Scene rows developed at a time, to bound device memory.
+DEVELOP_ROWS = 768
+
+
+class InputBand:
+    """Scene rows in, developed model-grid rows and patch regions out (see module docstring)."""
+
+    def __init__(self, layout: Layout, card: ModelCard, device: torch.device, dtype: np.dtype | str):
+        self.layout = layout
+        self.device = dev = device
+        self.file_dtype = np.dtype(dtype)
+        self.transfer_dtype = _TRANSFER[self.file_dtype.name]
+        self.num_bands = len(card.bands)
+        self.pin = dev.type == "cuda"  # page-locked staging buffers: asynchronous copies at full speed
+        # Input copies run on their own stream, so they finish (and free their staging buffers) at
+        # once instead of queueing behind the model; the model's stream waits for them per strip.
+        self.copy_stream = torch.cuda.Stream(dev) if self.pin else None
+        self.band = torch.zeros((self.num_bands, 0, layout.width), dtype=self.transfer_dtype, device=dev)
+        self.band_base = 0  # scene row of band[:, 0]; rows above it are developed
+        self.band_valid = torch.zeros((0, layout.width), dtype=torch.bool, device=dev)
+        self.valid_base = 0  # scene row of band_valid[0]
+        self.model_band = torch.zeros((self.num_bands, 0, layout.cols.size), dtype=torch.float32, device=dev)
+        self.model_base = 0  # model-grid row of model_band[:, 0]
+        self.scale, self.offset = card.scaling.factors(dtype)
+        self.mean = torch.tensor(card.mean, dtype=torch.float32, device=dev)[:, None, None]
+        self.std = torch.tensor(card.std, dtype=torch.float32, device=dev)[:, None, None]
+
+    @property
+    def pixel_bytes(self) -> int:
+        """Bytes of one scene pixel, all bands, as read."""
+        return self.num_bands * self.file_dtype.itemsize
+
+    def staged_bytes(self, pixels: int) -> int:
+        """Bytes of a staging buffer for a read of ``pixels`` pixels: the values, then their validity."""
+        return pixels * (self.pixel_bytes + 1)
+
+    def open_strip(self, row0: int, row1: int) -> InputStrip:
+        """Room on the device for scene rows ``[row0, row1)``, which the readers fill with :meth:`load`.
+
+        Allocated on the copy stream, so the copies into it never wait for the model's work."""
+        with self._on_copy_stream():
+            band = torch.empty((self.num_bands, row1 - row0, self.layout.width), dtype=self.transfer_dtype,
+                               device=self.device)
+            valid = torch.ones((row1 - row0, self.layout.width), dtype=torch.bool, device=self.device)
+        return InputStrip((row0, row1), band, valid, [])
+
+    def load(self, strip: InputStrip, box: Box, read: ReadFn, pool: StagingPool) -> None:
+        """Read the scene pixels ``box`` into ``strip`` through a staging buffer of ``pool`` (called
+        from the reader threads; on a GPU the copy is asynchronous, on its own stream)."""
+        rows, cols = box.shape
+        data_bytes = rows * cols * self.pixel_bytes
+        buffer = pool.acquire(self.staged_bytes(rows * cols))
+        copied = None
+        try:
+            staged = carve(buffer, (self.num_bands, rows, cols), self.transfer_dtype)
+            valid = read(box.row0, box.row1, box.col0, box.col1, staged.numpy().view(self.file_dtype))
+            r0, r1 = box.row0 - strip.rows[0], box.row1 - strip.rows[0]
+            with self._on_copy_stream():
+                strip.band[:, r0:r1, box.col0 : box.col1].copy_(staged, non_blocking=True)
+                if valid is not None:
+                    mask = carve(buffer, (rows, cols), torch.bool, data_bytes)
+                    mask.numpy()[...] = valid
+                    strip.valid[r0:r1, box.col0 : box.col1].copy_(mask, non_blocking=True)
+                if self.copy_stream is not None:
+                    copied = torch.cuda.Event()
+                    copied.record(self.copy_stream)
+                    strip.copied.append(copied)
+        finally:
+            pool.release(buffer, copied)
+
+    def take_strip(self, strip: InputStrip) -> None:
+        """Append a strip whose every :meth:`load` has returned to the input band."""
+        assert strip.rows[0] == self.band_base + self.band.shape[1] == self.valid_base + self.band_valid.shape[0]
+        if self.copy_stream is not None:  # the model's stream waits for the copies, and keeps the strip alive
+            compute = torch.cuda.current_stream(self.device)
+            for copied in strip.copied:
+                compute.wait_event(copied)
+            strip.band.record_stream(compute)
+            strip.valid.record_stream(compute)
+        self.band = strip.band if self.band.shape[1] == 0 else torch.cat([self.band, strip.band], dim=1)
+        self.band_valid = strip.valid if self.band_valid.shape[0] == 0 else torch.cat([self.band_valid, strip.valid])
+
+    def _on_copy_stream(self) -> torch.cuda.StreamContext | nullcontext:
+        return torch.cuda.stream(self.copy_stream) if self.copy_stream is not None else nullcontext()
+
+    def drop_before(self, before: int) -> None:
+        """Forget input rows above scene row ``before`` (a model-grid row boundary): no later block reads them."""
+        k = before - self.valid_base
+        if k > 0:
+            self.band_valid, self.valid_base = self.band_valid[k:], before
+        k = before // self.layout.factor - self.model_base
+        if k > 0:
+            self.model_band, self.model_base = self.model_band[:, k:], before // self.layout.factor
+
+    def develop(self) -> None:
+        """Develop every whole model-grid row of the input band (see module docstring), in slices
+        of :data:`DEVELOP_ROWS` scene rows to bound temporaries."""
+        layout, f = self.layout, self.layout.factor
+        end = self.band_base + self.band.shape[1]
+        stop = end if end >= layout.height else end // f * f
+        step = max(f, DEVELOP_ROWS // f * f)
+        parts = [self.model_band]
+        for a in range(self.band_base, stop, step):
+            b = min(a + step, stop)
+            x = _widen(self.band[:, a - self.band_base : b - self.band_base], self.file_dtype)
+            v = self.band_valid[a - self.valid_base : b - self.valid_base]
+            x, v = coarsen(x, v, f)  # scaling is affine: it commutes with the mean, so it runs on fewer pixels
+            parts.append(torch.where(v, (x * self.scale + self.offset - self.mean) / self.std, 0.0))  # no data
+            # enters as the band means
+        if len(parts) > 1:
+            self.model_band = torch.cat(parts, dim=1)
+            self.band, self.band_base = self.band[:, stop - self.band_base :], stop
+
+    def validity(self, row0: int, row1: int) -> torch.Tensor:
+        """``(row, col)`` validity of scene rows ``[row0, row1)``, a copy the band may drop later."""
+        return self.band_valid[row0 - self.valid_base : row1 - self.valid_base].clone()
+
+    def patch_region(self, block: BlockPlan) -> torch.Tensor:
+        """The developed ``(band, row, col)`` pixels of ``block``'s footprint, reflected at the scene's edges."""
+        return _gather(_gather(self.model_band, 1, block.src_rows - self.model_base), 2, block.src_cols)
+
+
+@dataclass
+class InputStrip:
+    """Scene rows on their way to the device (:meth:`InputBand.open_strip`)."""
+
+    rows: tuple[int, int]  # scene rows
+    band: torch.Tensor  # (band, row, col), as the values travel (see _TRANSFER)
+    valid: torch.Tensor  # (row, col)
+    copied: list[torch.cuda.Event]  # one per chunk copied to it (GPU)
+
+
+#: How each file dtype travels to the device: in its own width; unsigned 16/32-bit as signed bits
+#: (torch has few kernels for unsigned types; conversion is one of them), read back by :func:`_widen`.
+_TRANSFER = {"uint8": torch.uint8, "int8": torch.int8, "uint16": torch.int16, "int16": torch.int16,
+             "uint32": torch.int32, "int32": torch.int32, "float32": torch.float32, "float64": torch.float64}
+
+
+#: Unsigned types that travel as signed bits: (torch's unsigned type, a wider signed type, the bit mask).
+_UNSIGNED = {np.dtype("uint16"): (torch.uint16, torch.int32, 0xFFFF),
+             np.dtype("uint32"): (torch.uint32, torch.int64, 0xFFFFFFFF)}
+
+
+def _widen(x: torch.Tensor, file_dtype: np.dtype) -> torch.Tensor:
+    """Raw values as they travelled (see :data:`_TRANSFER`) as float32 values of the file's dtype."""
+    if file_dtype not in _UNSIGNED:
+        return x.float()
+    unsigned, wider, mask = _UNSIGNED[file_dtype]
+    try:
+        return x.view(unsigned).float()
+    except (NotImplementedError, RuntimeError):  # a build without unsigned kernels on this device
+        return (x.to(wider) & mask).float()
+
+
+def _gather(x: torch.Tensor, dim: int, index: np.ndarray) -> torch.Tensor:
+    """``x`` at positions ``index`` along ``dim``: a view when they are one run, a gather otherwise (edges)."""
+    start = int(index[0])
+    if np.array_equal(index, np.arange(start, start + len(index))):
+        return x.narrow(dim, start, len(index))
+    return x.index_select(dim, _upload(index, x.device))
+
+
+def _upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A small host array on ``device`` without waiting for the device (pinned, asynchronous)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)

@@ -1,0 +1,141 @@
+"""The pipeline: blocks read ahead on threads, inferred and blended on the device, written behind.
+
+Three stages overlap, each bounded, so host memory does not grow with the scene:
+
+* **read** (a thread pool): the scene rows each row of blocks needs, in the chunks of
+  :func:`geoseg.engine.plan.plan_reads` (whole internal blocks of the file, each decoded exactly
+  once, with the GIL released), into a fixed pool of staging buffers, page-locked on a GPU
+  (:class:`geoseg.engine.staging.StagingPool`); the reader thread then starts the copy to the
+  device (:meth:`geoseg.engine.input_band.InputBand.load`). The readers work
+  ``Tuning.read_ahead_strips`` strips of rows ahead of the device;
+* **device** (the calling thread): each finished strip joins the
+  :class:`~geoseg.engine.input_band.InputBand`, which develops its rows and cuts each block's patch
+  region; the :class:`~geoseg.engine.blender.Blender` batches the patches across blocks, blends
+  the probabilities and labels the rows no later patch reaches;
+* **write** (one thread): full-width strips of whole output tiles, at most ``Tuning.writes_ahead``
+  queued; each is copied back asynchronously and waited for there.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from geoseg.engine.blender import Blender
+from geoseg.engine.input_band import InputBand, InputStrip
+from geoseg.engine.plan import Layout, ReadChunking, ReadFn, plan_blocks, plan_reads
+from geoseg.engine.staging import StagingPool
+from geoseg.errors import Cancelled
+
+#: Writes a full-width strip of labels starting at a scene row.
+WriteFn = Callable[[int, np.ndarray], None]
+#: Called with (blocks done, all blocks).
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How the pipeline's stages are sized. None of it changes the mask (tests/engine/test_exactness.py)."""
+
+    #: Size of one read (:func:`geoseg.engine.plan.plan_reads`).
+    chunking: ReadChunking = field(default_factory=ReadChunking)
+    #: Staging buffers beyond one per reader thread.
+    staging_spare: int = 4
+    #: Strips of rows the readers work ahead of the device. With one, the readers ran out of work at
+    #: the end of every strip while its last chunks were decoded (benchmarks/RESULTS.md); each strip
+    #: ahead costs its raw pixels in device memory.
+    read_ahead_strips: int = 2
+    #: Label strips queued for the writer, at most.
+    writes_ahead: int = 8
+
+
+def default_workers() -> int:
+    """Reader threads when none are asked for: one per CPU core but one, which the device thread needs."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: ReadFn, write: WriteFn, workers: int,
+                 progress: ProgressFn | None = None, cancel: threading.Event | None = None,
+                 block_shape: tuple[int, int] = (1, 1), timings: dict[str, float] | None = None,
+                 tuning: Tuning = Tuning()) -> None:
+    """Run every block through read -> device -> write, with bounded queues between the stages.
+
+    ``block_shape`` is the file's internal block shape: reads are whole blocks of it. ``timings``,
+    when given, receives the device thread's seconds per stage (waiting for reads, taking them in,
+    blocks, labels, waiting for writes). Raises :class:`geoseg.errors.Cancelled` at the next block
+    once ``cancel`` is set.
+    """
+    plan = plan_blocks(layout)
+    strips = plan_reads(layout, plan, block_shape, inputs.pixel_bytes, tuning.chunking)
+    largest = max((c.shape[0] * c.shape[1] for strip in strips for c in strip.chunks), default=1)
+    pool = StagingPool(inputs.staged_bytes(largest), workers + tuning.staging_spare, inputs.pin)
+    total = sum(len(row.blocks) for row in plan)
+    readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="geoseg-read")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="geoseg-write")
+    loading: dict[int, tuple[InputStrip, list[Future]]] = {}
+    writes: deque[Future] = deque()
+    spent = dict.fromkeys(("wait for reads", "take in", "blocks", "labels", "wait for writes"), 0.0)
+    clock = time.perf_counter()
+    done = 0
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        spent[stage] += now - clock
+        clock = now
+
+    def start_reading(i: int) -> None:
+        if i < len(strips) and i not in loading:
+            strip = inputs.open_strip(*strips[i].rows)
+            loading[i] = strip, [readers.submit(inputs.load, strip, box, read, pool) for box in strips[i].chunks]
+
+    def check() -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("stopped on request")
+
+    try:
+        for i, row in enumerate(plan):
+            check()
+            for ahead in range(tuning.read_ahead_strips + 1):  # the readers go on while the device works on this one
+                start_reading(i + ahead)
+            strip, loads = loading.pop(i)
+            for load in loads:
+                check()
+                load.result()
+            lap("wait for reads")
+            inputs.take_strip(strip)
+            del strip, loads
+            lap("take in")
+            inputs.develop()
+            blender.begin_row(row, inputs.validity(*layout.scene_span(*row.core_rows, layout.height)))
+            for block in row.blocks:
+                check()
+                blender.add_block(block, inputs.patch_region(block) if block.origins else None)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            lap("blocks")
+            for row0, labels in blender.end_row(row):
+                lap("labels")
+                writes.append(writer.submit(lambda r, s: write(r, s.numpy()), row0, labels))
+                while len(writes) > tuning.writes_ahead:
+                    writes.popleft().result()
+                lap("wait for writes")
+            lap("labels")
+            inputs.drop_before(strips[i + 1].need[0] if i + 1 < len(strips) else layout.height)
+        while writes:
+            writes.popleft().result()
+        lap("wait for writes")
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True, cancel_futures=True)
+        if timings is not None:
+            timings.update({k: round(v, 3) for k, v in spent.items()})
+

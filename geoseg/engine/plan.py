@@ -1,0 +1,199 @@
+"""The plan of a run: where every patch, block and read chunk lies, decided before any pixel is read.
+
+Work happens on the *model grid*: the scene's grid, or a coarser one when the model was trained at
+a coarser resolution (:mod:`geoseg.engine.resample`). The patch grid on it is global
+(:mod:`geoseg.engine.grid`). The model grid is cut into square blocks, taken row by row; each
+block *owns* the patches whose anchor lies inside it (:meth:`geoseg.engine.grid.AxisGrid.owned`),
+so every patch of the global grid is predicted exactly once. Reads are planned per row of blocks
+in chunks of whole internal blocks of the file (:func:`plan_reads`), so GDAL decodes every file
+block exactly once.
+
+Everything here is plain numbers (numpy for index arrays): no device, no file handle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from geoseg.engine.blend import WindowFn, get_window
+from geoseg.engine.grid import AxisGrid, check_tiling, reflect_index, split_axis
+
+#: Blended probabilities are summed as integers in units of 2**-QUANTUM_BITS
+#: (:mod:`geoseg.engine.blender`: integer sums do not depend on their order).
+QUANTUM_BITS = 24
+#: Model-grid blocks are multiples of this.
+BLOCK_UNIT = 64
+
+#: Reads ``(row0, row1, col0, col1)`` of the scene grid into ``out`` (``(band, row, col)``, the file's
+#: dtype) and returns the ``(row, col)`` validity, or None when every pixel is valid.
+ReadFn = Callable[[int, int, int, int, np.ndarray], "np.ndarray | None"]
+
+
+@dataclass(frozen=True)
+class Box:
+    """A half-open pixel rectangle ``[row0, row1) x [col0, col1)``."""
+
+    row0: int
+    row1: int
+    col0: int
+    col1: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, cols)``."""
+        return self.row1 - self.row0, self.col1 - self.col0
+
+
+@dataclass(frozen=True)
+class ReadChunking:
+    """How large one read is: at most ``max_bytes`` of raw pixels (unless one internal block of the
+    file is larger), about ``cols`` columns wide, both rounded to whole internal blocks.
+
+    With its validity, a default chunk fits a 16 MiB page-locked staging buffer; larger chunks cost
+    more page-locking on a scene's first run (benchmarks/RESULTS.md)."""
+
+    max_bytes: int = 16 * 2**20
+    cols: int = 1024
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The geometry of one run: scene and model grids, patch grid, blocks and blend weights."""
+
+    height: int  # scene grid
+    width: int
+    factor: int  # scene pixels per model-grid pixel along each axis
+    rows: AxisGrid  # patch grid on the model grid
+    cols: AxisGrid
+    block: int  # model-grid block edge
+    window: np.ndarray  # 1-D blend window
+    row_weight: np.ndarray  # summed window over all patches, per model-grid row
+    col_weight: np.ndarray
+
+    @property
+    def tile(self) -> int:
+        return self.rows.tile
+
+    @property
+    def deepest_sum(self) -> float:
+        """The largest fixed-point sum a pixel can reach (decides int32 or int64 accumulators)."""
+        return math.ceil(self.tile / self.rows.stride) ** 2 * float(self.window.max()) ** 2 * 2**QUANTUM_BITS
+
+    def scene_span(self, start: int, stop: int, size: int) -> tuple[int, int]:
+        """Scene-grid pixels of model-grid pixels ``[start, stop)`` on an axis of ``size`` scene pixels."""
+        return start * self.factor, min(stop * self.factor, size)
+
+    def final_rows(self, stop: int) -> int:
+        """Model-grid rows below this are final once every patch anchored above ``stop`` has been added."""
+        k = math.ceil(stop / self.rows.stride)
+        return self.rows.size if k >= self.rows.count else min(self.rows.origin(k), self.rows.size)
+
+
+def work_block(block_size: int, factor: int) -> int:
+    """Model-grid block edge for ``block_size`` scene pixels: a multiple of :data:`BLOCK_UNIT`."""
+    return max(BLOCK_UNIT, block_size // factor // BLOCK_UNIT * BLOCK_UNIT)
+
+
+def plan_layout(height: int, width: int, factor: int, tile: int, overlap: int,
+                blend: str | WindowFn = "cosine", block_size: int = 2048) -> Layout:
+    """Lay out a run over a ``height x width`` scene; ``block_size`` is in scene pixels."""
+    check_tiling(tile, overlap)
+    work_h, work_w = math.ceil(height / factor), math.ceil(width / factor)
+    block = work_block(block_size, factor)
+    window = get_window(blend, tile, overlap)
+    rows, cols = AxisGrid(work_h, tile, overlap), AxisGrid(work_w, tile, overlap)
+    return Layout(height, width, factor, rows, cols, block, window,
+                  rows.weight_sum(window), cols.weight_sum(window))
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """One block: its place, its patches, and the scene window to read for them."""
+
+    core: Box  # model grid: the block itself
+    native: Box  # scene grid: what is read (the reflected footprint, and the block's own pixels)
+    origins: list[tuple[int, int]]  # model-grid origins of the patches it owns
+    footprint: Box  # model grid: the union of its patches (may reach outside the scene)
+    src_rows: np.ndarray  # model-grid rows (reflected) that make up the footprint
+    src_cols: np.ndarray
+
+
+@dataclass(frozen=True)
+class BlockRow:
+    """A row of blocks, processed together."""
+
+    core_rows: tuple[int, int]  # model grid
+    blocks: list[BlockPlan]
+    final: int  # model-grid rows below this are final after this row
+    last: bool
+
+
+def plan_blocks(layout: Layout) -> list[BlockRow]:
+    """Every block of the run, row by row."""
+    row_blocks = split_axis(layout.rows.size, layout.block)
+    col_blocks = split_axis(layout.cols.size, layout.block)
+    plan = []
+    for bi, (r0, r1) in enumerate(row_blocks):
+        last_row = bi == len(row_blocks) - 1
+        row_patches = layout.rows.owned(r0, r1, last=last_row)
+        blocks = [_plan_block(layout, Box(r0, r1, c0, c1), row_patches,
+                              layout.cols.owned(c0, c1, last=bj == len(col_blocks) - 1))
+                  for bj, (c0, c1) in enumerate(col_blocks)]
+        plan.append(BlockRow((r0, r1), blocks, layout.rows.size if last_row else layout.final_rows(r1), last_row))
+    return plan
+
+
+def _plan_block(layout: Layout, core: Box, row_patches: range, col_patches: range) -> BlockPlan:
+    tile, rows, cols = layout.tile, layout.rows, layout.cols
+    if not row_patches or not col_patches:  # a thin last block: read only for its validity
+        empty = np.zeros(0, dtype=np.int64)
+        native = Box(*layout.scene_span(core.row0, core.row1, layout.height),
+                     *layout.scene_span(core.col0, core.col1, layout.width))
+        return BlockPlan(core, native, [], Box(0, 0, 0, 0), empty, empty)
+    footprint = Box(rows.origin(row_patches[0]), rows.origin(row_patches[-1]) + tile,
+                    cols.origin(col_patches[0]), cols.origin(col_patches[-1]) + tile)
+    src_rows = reflect_index(np.arange(footprint.row0, footprint.row1), rows.size)
+    src_cols = reflect_index(np.arange(footprint.col0, footprint.col1), cols.size)
+    native = Box(*layout.scene_span(min(int(src_rows.min()), core.row0), max(int(src_rows.max()) + 1, core.row1),
+                                    layout.height),
+                 *layout.scene_span(min(int(src_cols.min()), core.col0), max(int(src_cols.max()) + 1, core.col1),
+                                    layout.width))
+    origins = [(rows.origin(k), cols.origin(m)) for k in row_patches for m in col_patches]
+    return BlockPlan(core, native, origins, footprint, src_rows, src_cols)
+
+
+@dataclass(frozen=True)
+class ReadStrip:
+    """What is read for one row of blocks: the scene rows it needs that earlier rows did not read."""
+
+    need: tuple[int, int]  # scene rows the row's blocks take their windows from
+    rows: tuple[int, int]  # scene rows read for it (empty when earlier rows read them all)
+    chunks: list[Box]  # the reads, scene grid, each a whole number of the file's internal blocks
+
+
+def plan_reads(layout: Layout, plan: list[BlockRow], block_shape: tuple[int, int], pixel_bytes: int,
+               chunking: ReadChunking = ReadChunking()) -> list[ReadStrip]:
+    """The reads for ``plan``, one strip per row of blocks, so that every internal block of the
+    file (``block_shape``, rows x cols) is decoded exactly once.
+
+    Strips end on file-block rows (or the scene's end); chunks are about ``chunking.cols`` wide and
+    at most ``chunking.max_bytes`` of ``pixel_bytes``-byte pixels, both in whole file blocks.
+    Striped files (blocks as wide as the scene) are cut into bands of rows instead.
+    """
+    height, width = layout.height, layout.width
+    bh, bw = max(1, min(block_shape[0], height)), max(1, min(block_shape[1], width))
+    cw = min(width, max(bw, chunking.cols // bw * bw))
+    ch = max(bh, chunking.max_bytes // pixel_bytes // cw // bh * bh)
+    strips, fetched = [], 0
+    for row in plan:
+        need = (min(b.native.row0 for b in row.blocks), max(b.native.row1 for b in row.blocks))
+        end = max(fetched, min(height, -(-need[1] // bh) * bh))
+        chunks = [Box(r, min(r + ch, end), c, min(c + cw, width))
+                  for r in range(fetched, end, ch) for c in range(0, width, cw)]
+        strips.append(ReadStrip(need, (fetched, end), chunks))
+        fetched = end
+    return strips
