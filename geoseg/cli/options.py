@@ -22,8 +22,10 @@ from geoseg.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Settings whose allowed values a registry decides (its names are the choices the CLI checks).
-REGISTRIES: dict[str, Callable[[], Sequence[str]]] = {"blend": lambda: list(BLEND_WINDOWS)}
+#: Settings whose allowed values a registry decides: what the values are called, and the registry's names.
+REGISTRIES: dict[str, tuple[str, Callable[[], Sequence[str]]]] = {
+    "blend": ("blend window", lambda: list(BLEND_WINDOWS)),
+}
 
 
 def with_run_settings(command: F) -> F:
@@ -67,7 +69,7 @@ def _option(name: str, meta: Setting, default: Any) -> Any:
 
 def _checker(name: str, meta: Setting) -> Callable[[Any], Any]:
     """A typer callback: the value parsed and checked, or a clear usage error."""
-    what = name.replace("_", " ")
+    what = REGISTRIES[name][0] if name in REGISTRIES else name.replace("_", " ")
 
     def check(value: Any) -> Any:
         if meta.parse is not None:
@@ -75,7 +77,7 @@ def _checker(name: str, meta: Setting) -> Callable[[Any], Any]:
                 return meta.parse(value)
             except ConfigError as exc:
                 raise typer.BadParameter(str(exc)) from None
-        choices = meta.choices if meta.choices is not None else REGISTRIES[name]()
+        choices = meta.choices if meta.choices is not None else REGISTRIES[name][1]()
         if value not in choices:
             raise typer.BadParameter(f"{what} {value!r} is not one of {', '.join(choices)}")
         return value
