@@ -5,7 +5,8 @@ The package is layered; each folder is a subsystem and imports only from the lay
 
     errors, version, config          what every layer may name
     models/   io/                    model cards and networks; scenes, masks and records on disk
-    engine/                          plan, device session, input band, blender, pipeline
+    engine/   export/                plan, device session, input band, blender, pipeline; legend, stats,
+                                     vectors, STAC
     bands, prepare, run, info        one run, from a path to a summary
     batch/                           many runs, jobs and resume
     cli/                             the command line over all of the above

@@ -93,6 +93,11 @@ class RunConfig:
     cuda_graphs: bool | None = setting(
         None, "Replay the model from a CUDA graph: one launch per batch instead of hundreds.",
         flags=("--cuda-graphs/--no-cuda-graphs",), default_text="on a GPU")
+    output_format: str = setting("cog", "Mask file format: cog (Cloud-Optimized GeoTIFF with overviews) or gtiff "
+                                 "(tiled GeoTIFF, no overviews).", result=True, flags=("--format",))
+    probabilities: str | None = setting(
+        None, "Also write probabilities beside the mask (NAME.probs.tif, uint8 = p x 250): top (the chosen class's) "
+        "or all (one band per class).", result=True, choices=("top", "all"), default_text="none")
     #: Not a shared setting: ``geoseg run`` takes it as a flag, ``geoseg batch`` decides per scene.
     overwrite: bool = False
 

@@ -7,28 +7,42 @@ written) and :func:`summarise` (the :class:`RunSummary` the CLI prints).
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from collections.abc import Callable
-from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from contextlib import ExitStack, closing
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import rasterio
 import torch
 
-from geoseg.config import RunConfig
+from geoseg.config import RESULT_SETTINGS, RunConfig
 from geoseg.engine.blender import Blender
 from geoseg.engine.device import DeviceSession, resolve_device
 from geoseg.engine.input_band import InputBand
 from geoseg.engine.pipeline import ProgressFn, Tuning, default_workers, run_pipeline
 from geoseg.engine.predictor import Predictor
 from geoseg.errors import DeviceError, GeosegError, OutputError
+from geoseg.export.legend import write_pam, write_qml
+from geoseg.export.stac import mask_item
+from geoseg.export.stats import ClassStat, class_table, pixel_area_m2
+from geoseg.export.vector import polygonize
 from geoseg.io.record import RECORD_TAG, encode, make_record
-from geoseg.io.scene import WindowReader
-from geoseg.io.writing import NODATA, MaskWriter
+from geoseg.io.scene import SceneInfo, WindowReader
+from geoseg.io.writing import (
+    NODATA,
+    ProductPaths,
+    Staging,
+    StripWriter,
+    finish,
+    get_format,
+    mask_spec,
+    probability_spec,
+)
 from geoseg.models import LoadedModel, load_model
 from geoseg.prepare import PreparedRun, prepare_run
 from geoseg.version import __version__
@@ -67,6 +81,11 @@ class RunSummary:
     model_seconds: float = 0.0  # of ``seconds``, the time spent in the network (device time on CUDA)
     patches: int = 0  # patches the network saw (a padded last batch included)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # where the device thread's time went
+    output_format: str = "cog"
+    finish_seconds: float = 0.0  # of ``seconds``, turning the written mask into its format (COG: overviews)
+    class_stats: list[dict] = field(default_factory=list)  # per class: value, name, pixels, area_ha, share
+    files: dict[str, str] = field(default_factory=dict)  # mask, style, stac, legend, probabilities
+    vector: dict | None = None  # the polygon layer, when one was asked for
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -86,20 +105,24 @@ class Execution:
     stage_seconds: dict[str, float]
     peak_device_memory_gib: float | None
     notes: list[str]
+    finish_seconds: float = 0.0  # turning the written mask into its format (COG overviews and layout)
+    class_stats: list[dict] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
 
 
 def segment_scene(scene_path: str | Path, output: str | Path | None = None,
                   config: RunConfig = RunConfig(), model: LoadedModel | None = None,
                   progress: ProgressFn | None = None, loader: ModelLoader | None = None,
                   cancel: threading.Event | None = None, session: DeviceSession | None = None,
-                  tuning: Tuning = Tuning()) -> RunSummary:
+                  tuning: Tuning = Tuning(), vector: VectorRequest | None = None) -> RunSummary:
     """Segment one scene into a georeferenced mask file and return a summary.
 
     ``model`` overrides ``config.model`` with a network already in memory (tests, notebooks);
     ``loader`` loads models by name (``geoseg batch`` shares one cache across scenes); ``session``
     holds placed networks and their CUDA graphs across runs (default: the process's); setting
     ``cancel`` stops the run at the next block with :class:`geoseg.errors.Cancelled`, leaving no
-    output; ``tuning`` sizes the pipeline's stages (never changes the mask).
+    output; ``tuning`` sizes the pipeline's stages (never changes the mask); ``vector`` also
+    polygonises the finished mask (:func:`geoseg.export.vector.polygonize`).
     """
     started = time.perf_counter()
     prepared = prepare_run(scene_path, output, config, model.card if model is not None else None)
@@ -107,15 +130,36 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     loaded = model if model is not None else (loader or load_model)(prepared.model, config.trust_checkpoint)
     execution = execute(prepared, loaded, config, device, progress=progress, cancel=cancel, session=session,
                         tuning=tuning)
-    return summarise(prepared, execution, config, time.perf_counter() - started)
+    layer = None
+    if vector is not None:
+        layer = asdict(polygonize(prepared.output, vector.path, min_area_m2=vector.min_area_m2,
+                                  simplify=vector.simplify, overwrite=config.overwrite))
+    return replace(summarise(prepared, execution, config, time.perf_counter() - started), vector=layer)
+
+
+@dataclass(frozen=True)
+class VectorRequest:
+    """A polygon layer to make from the finished mask (``geoseg run --vector``)."""
+
+    path: Path
+    min_area_m2: float = 0.0
+    simplify: float = 0.0
 
 
 def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, device: torch.device, *,
             progress: ProgressFn | None = None, cancel: threading.Event | None = None,
             session: DeviceSession | None = None, tuning: Tuning = Tuning()) -> Execution:
-    """Run the network over ``prepared``'s scene on ``device`` and write its mask (atomically)."""
+    """Run the network over ``prepared``'s scene on ``device`` and write its product: the mask in
+    ``config.output_format``, the probabilities if asked for, the legend, style and STAC sidecars.
+    Nothing appears at the final paths until all of it is complete (:class:`geoseg.io.writing.Staging`)."""
     scene, layout, card = prepared.scene, prepared.layout, prepared.card
     session = session or DeviceSession.default()
+    fmt = get_format(config.output_format)
+    paths = ProductPaths.of(prepared.output)
+    tags = mask_tags(prepared, loaded, config)
+    rasters = [(paths.mask, mask_spec(card, tags))]
+    if config.probabilities is not None:
+        rasters.append((paths.probabilities, probability_spec(card, config.probabilities == "top", tags)))
     patches = layout.rows.count * layout.cols.count
     # run_in_flight: CUDA graphs are captured only by a run alone in the session (entered before the
     # predictor touches the GPU); closing: captured graphs stay with the network for the next scene.
@@ -123,16 +167,26 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
                                                     channels=len(card.bands), tile=layout.tile,
                                                     compile=config.compile, cuda_graphs=config.cuda_graphs,
                                                     tune=patches >= TUNE_MIN_PATCHES,
-                                                    session=session)) as predictor:
+                                                    session=session)) as predictor, Staging() as staging:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         inputs = InputBand(layout, card, device, scene.dtype)
-        blender = Blender(layout, card, predictor)
+        blender = Blender(layout, card, predictor, config.probabilities)
         reader = WindowReader(scene, prepared.bands)
+        working = {final: staging.scratch(final, "work") if fmt.finish else staging.stage(final)
+                   for final, _ in rasters}
         stages: dict[str, float] = {}
-        with _gdal_cache(), MaskWriter(prepared.output, scene, card, mask_tags(prepared, loaded, config)) as writer:
+        with _gdal_cache(), ExitStack() as open_writers:
+            writers = [open_writers.enter_context(StripWriter(working[final], scene, spec, fmt, final))
+                       for final, spec in rasters]
+
+            def write(row0: int, labels: np.ndarray, probs: np.ndarray | None) -> None:
+                writers[0].write(row0, labels)
+                if probs is not None:
+                    writers[1].write(row0, probs)
+
             try:
-                run_pipeline(layout, inputs, blender, reader.read_into, writer.write,
+                run_pipeline(layout, inputs, blender, reader.read_into, write,
                              config.workers or default_workers(), progress, cancel, block_shape=scene.block_shape,
                              timings=stages, tuning=tuning)
             except GeosegError:
@@ -143,13 +197,52 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
             except OSError as exc:
                 raise OutputError(f"{prepared.output}: writing failed ({exc}); check free space and "
                                   f"permissions") from None
+        with _gdal_cache():
+            finishing = sum(finish(fmt, working[final], staging.stage(final), spec) for final, spec in rasters
+                            if fmt.finish is not None)
+        counts = blender.counts.cpu().numpy()
+        stats = class_table(card.classes, counts, counts * scene_pixel_area(scene))
+        write_sidecars(staging, paths, prepared, config, stats, counts)
+        staging.publish(last=paths.mask)
         return Execution(
-            counts=blender.counts.cpu().numpy(), device=str(device), precision=predictor.precision,
+            counts=counts, device=str(device), precision=predictor.precision,
             batch_size=predictor.batch_size, model_seconds=predictor.model_seconds, patches=predictor.patches,
             stage_seconds=stages,
             peak_device_memory_gib=(round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
                                     if device.type == "cuda" else None),
-            notes=[f"{scene.path}: {note}" for note in predictor.notes])
+            notes=[f"{scene.path}: {note}" for note in predictor.notes], finish_seconds=round(finishing, 3),
+            class_stats=[vars(s) for s in stats],
+            files={"mask": str(paths.mask), "style": str(paths.style), "stac": str(paths.stac),
+                   "legend": str(paths.legend),
+                   **({"probabilities": str(paths.probabilities)} if config.probabilities else {})})
+
+
+def scene_pixel_area(scene: SceneInfo) -> float:
+    """Ground area of one scene pixel in m² (on a geographic grid: at the scene's middle row)."""
+    return float(np.ravel(pixel_area_m2(scene.crs, scene.transform, np.array([scene.height // 2])))[0])
+
+
+def write_sidecars(staging: Staging, paths: ProductPaths, prepared: PreparedRun, config: RunConfig,
+                   stats: list[ClassStat], counts: np.ndarray) -> None:
+    """The legend (GDAL's PAM sidecar), the QGIS style and the STAC Item of a mask, staged for publishing."""
+    scene, card = prepared.scene, prepared.card
+    sidecars = {"style": paths.style, "legend": paths.legend}
+    if config.probabilities is not None:
+        sidecars["probabilities"] = paths.probabilities
+    item = mask_item(paths.mask, crs=scene.crs, transform=scene.transform, width=scene.width, height=scene.height,
+                     pixel_size_m=scene.pixel_size_m, classes=card.classes, stats=stats, nodata=NODATA,
+                     fmt=config.output_format, source=scene.path, sidecars=sidecars,
+                     properties={"geoseg:model": card.name, "geoseg:model_description": card.description,
+                                 "geoseg:version": __version__,
+                                 "geoseg:settings": {k: v for k, v in asdict(config).items() if k in RESULT_SETTINGS
+                                                     and v is not None and not callable(v)}})
+    try:
+        write_pam(staging.stage(paths.legend), card.classes, counts)
+        write_qml(staging.stage(paths.style), card.classes)
+        staging.stage(paths.stac).write_text(json.dumps(item, indent=2, default=str) + "\n")
+    except OSError as exc:
+        raise OutputError(f"{paths.mask}: its sidecar files cannot be written ({exc.strerror}); check free space "
+                          f"and permissions") from None
 
 
 def mask_tags(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig) -> dict[str, str]:
@@ -177,7 +270,9 @@ def summarise(prepared: PreparedRun, execution: Execution, config: RunConfig, se
         nodata_share=round(float(counts[NODATA]) / total, 6),
         peak_device_memory_gib=execution.peak_device_memory_gib,
         model_seconds=round(execution.model_seconds, 3), patches=execution.patches,
-        stage_seconds=execution.stage_seconds, warnings=notes,
+        stage_seconds=execution.stage_seconds, output_format=config.output_format,
+        finish_seconds=execution.finish_seconds, class_stats=execution.class_stats, files=execution.files,
+        warnings=notes,
     )
 
 

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "geoseg"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("geoseg.errors", "geoseg.version", "geoseg.config"),
     ("geoseg.models", "geoseg.io"),
-    ("geoseg.engine",),
+    ("geoseg.engine", "geoseg.export"),
     ("geoseg.bands", "geoseg.prepare", "geoseg.run", "geoseg.info"),
     ("geoseg.batch",),
     ("geoseg.cli",),

@@ -216,12 +216,13 @@ def _failed(base: dict[str, str], started: float, message: str, kind: str, log: 
 
 
 def clean_leftovers(folder: Path) -> list[Path]:
-    """Remove ``.NAME.partial-PID`` files in ``folder`` whose process is gone; return what was removed."""
+    """Remove ``.NAME.partial-PID`` files (and ``.NAME.partial-PID.ext``) in ``folder`` whose process is gone;
+    return what was removed."""
     removed = []
     if not folder.is_dir():
         return removed
     for path in folder.glob(f".*{PARTIAL_MARK}*"):
-        pid_text = path.name.rsplit(PARTIAL_MARK, 1)[1]
+        pid_text = path.name.rsplit(PARTIAL_MARK, 1)[1].split(".")[0]  # NAME.partial-PID[.ext]
         if pid_text.isdigit() and not _alive(int(pid_text)):
             path.unlink(missing_ok=True)
             removed.append(path)

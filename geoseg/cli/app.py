@@ -14,6 +14,7 @@ except ImportError:  # pragma: no cover
     from click import exceptions as _click  # type: ignore[no-redef]
 
 from geoseg.cli.batch import batch
+from geoseg.cli.export import export
 from geoseg.cli.info import info
 from geoseg.cli.models import models
 from geoseg.cli.run import run
@@ -54,6 +55,7 @@ app.command()(run)
 app.command()(batch)
 app.command()(models)
 app.command()(info)
+app.add_typer(export, name="export")
 
 
 def main() -> None:

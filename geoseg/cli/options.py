@@ -19,12 +19,14 @@ import typer
 from geoseg.config import SETTINGS, RunConfig, Setting, value_type
 from geoseg.engine.blend import BLEND_WINDOWS
 from geoseg.errors import ConfigError
+from geoseg.io.writing import RASTER_FORMATS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Settings whose allowed values a registry decides: what the values are called, and the registry's names.
 REGISTRIES: dict[str, tuple[str, Callable[[], Sequence[str]]]] = {
     "blend": ("blend window", lambda: list(BLEND_WINDOWS)),
+    "output_format": ("output format", lambda: list(RASTER_FORMATS)),
 }
 
 
@@ -72,6 +74,8 @@ def _checker(name: str, meta: Setting) -> Callable[[Any], Any]:
     what = REGISTRIES[name][0] if name in REGISTRIES else name.replace("_", " ")
 
     def check(value: Any) -> Any:
+        if value is None:  # an optional setting left out
+            return value
         if meta.parse is not None:
             try:
                 return meta.parse(value)

@@ -15,7 +15,7 @@ from rich.table import Table
 from geoseg.cli.errors import user_errors
 from geoseg.cli.options import with_run_settings
 from geoseg.config import RunConfig
-from geoseg.run import RunSummary, segment_scene
+from geoseg.run import RunSummary, VectorRequest, segment_scene
 
 
 @with_run_settings
@@ -25,18 +25,26 @@ def run(
     overwrite: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    vector: Path | None = typer.Option(None, "--vector", help="Also polygonise the mask into this layer "
+                                       "(.gpkg, .fgb, .parquet, .geojson).", show_default=False),
+    min_area: float = typer.Option(0.0, "--min-area", min=0, help="With --vector: sieve regions smaller than this "
+                                   "many m² first."),
+    simplify: float = typer.Option(0.0, "--simplify", min=0, help="With --vector: simplify polygons by this "
+                                   "tolerance in map units, keeping shared edges shared."),
     *,
     settings: RunConfig,
 ) -> None:
-    """Segment SCENE into a georeferenced class mask (uint8 GeoTIFF, nodata 255)."""
+    """Segment SCENE into a georeferenced class mask (Cloud-Optimized GeoTIFF, uint8, nodata 255) with its
+    QGIS style (.qml), STAC Item (.json) and GDAL legend (.aux.xml) beside it."""
     config = replace(settings, overwrite=overwrite)
+    layer = VectorRequest(vector, min_area, simplify) if vector is not None else None
     err = Console(stderr=True)
     with user_errors():
         if quiet or as_json or not err.is_terminal:
-            summary = segment_scene(scene, output, config)
+            summary = segment_scene(scene, output, config, vector=layer)
         else:
             with _progress_bar(err) as (bar, task):
-                summary = segment_scene(scene, output, config,
+                summary = segment_scene(scene, output, config, vector=layer,
                                         progress=lambda done, total: bar.update(task, completed=done, total=total))
     for note in summary.warnings:
         print(f"geoseg: warning: {note}", file=sys.stderr)
@@ -65,8 +73,13 @@ def summary_table(s: RunSummary) -> Table:
     grid = f"inferred at 1/{s.factor} of the scene's resolution" if s.factor > 1 else "scene's own grid"
     table.add_row("model", f"{s.model} on {s.device} ({s.precision}, batches of {s.batch_size}), {grid}")
     table.add_row("tiling", f"{s.tile_size} px tiles, {s.overlap} px overlap, {s.blend} blend")
-    table.add_row("time", f"{s.seconds:.1f} s, {s.megapixels_per_second:.2f} MP/s")
-    for name, share in s.class_shares.items():
-        table.add_row(name, f"{100 * share:.2f} %")
-    table.add_row("no data", f"{100 * s.nodata_share:.2f} %")
+    finishing = f" ({s.finish_seconds:.1f} s of it finishing the {s.output_format})" if s.finish_seconds else ""
+    table.add_row("time", f"{s.seconds:.1f} s, {s.megapixels_per_second:.2f} MP/s{finishing}")
+    for c in s.class_stats:
+        table.add_row(c["name"], f"{100 * c['share']:.2f} % of the valid area, {c['area_ha']:,.1f} ha")
+    table.add_row("no data", f"{100 * s.nodata_share:.2f} % of the scene")
+    for kind, path in s.files.items():
+        table.add_row(kind, path)
+    if s.vector is not None:
+        table.add_row("vector", f"{s.vector['path']} ({s.vector['polygons']:,} polygons, {s.vector['seconds']:.1f} s)")
     return table

@@ -29,18 +29,25 @@ import torch
 from geoseg.engine.plan import QUANTUM_BITS, BlockPlan, BlockRow, Layout
 from geoseg.engine.predictor import Predictor
 from geoseg.engine.resample import bilinear_taps
-from geoseg.io.writing import NODATA, OUTPUT_TILE
+from geoseg.errors import ConfigError
+from geoseg.io.writing import NODATA, OUTPUT_TILE, PROBABILITY_SCALE
 from geoseg.models.card import ModelCard
 
 #: Scene rows labelled at a time, to bound device memory.
 LABEL_ROWS = 256
+#: What the blender can hand out beside the labels: nothing, the top class's probability, every class's.
+PROBABILITY_BANDS = (None, "top", "all")
 
 
 class Blender:
     """Turns the patches of one run, block row by block row, into label strips (see module docstring)."""
 
-    def __init__(self, layout: Layout, card: ModelCard, predictor: Predictor):
+    def __init__(self, layout: Layout, card: ModelCard, predictor: Predictor, probabilities: str | None = None):
+        if probabilities not in PROBABILITY_BANDS:
+            raise ConfigError(f"probabilities {probabilities!r} is not one of top, all (or none)")
         self.layout = layout
+        #: Also hand out probabilities as uint8 (see :func:`quantize`): the top class's, or one band per class.
+        self.probability_bands = probabilities
         self.predictor = predictor
         self.device = dev = predictor.device
         self.num_classes = card.num_classes
@@ -95,8 +102,9 @@ class Blender:
             if len(self._pending) >= self.predictor.batch_size:
                 self._predict_pending()
 
-    def end_row(self, row: BlockRow) -> Iterator[tuple[int, HostStrip]]:
-        """Finish ``row``; yield ``(scene row, labels)`` strips for every row that is now final.
+    def end_row(self, row: BlockRow) -> Iterator[tuple[int, HostStrip, HostStrip | None]]:
+        """Finish ``row``; yield ``(scene row, labels, probabilities or None)`` strips for every row
+        that is now final.
 
         Patches wait for a full batch across rows, so the rows a row of blocks settles are handed
         out once its last patch has actually run, usually after the next row.
@@ -116,11 +124,16 @@ class Blender:
         stop = self._final_scene_rows(limit, row.last)
         for start in range(self.emitted, stop, LABEL_ROWS):
             end = min(start + LABEL_ROWS, stop)
-            labels = self._labels(start, end)
-            labels = torch.where(self.valid[start - self.emitted : end - self.emitted], labels, NODATA)
+            labels, probs = self._labels(start, end)
+            valid = self.valid[start - self.emitted : end - self.emitted]
+            labels = torch.where(valid, labels, NODATA)
             for value in self._counted:  # counted where the labels are: no pass over them on the host
                 self.counts[value] += (labels == value).sum()
-            yield start, HostStrip.of(labels)
+            extra = None
+            if self.probability_bands is not None:
+                assert probs is not None
+                extra = HostStrip.of(quantize(probs, valid, self.probability_bands == "top"))
+            yield start, HostStrip.of(labels), extra
         # Drop what no later strip needs.
         keep_from = stop if layout.factor == 1 else int(bilinear_taps(stop, stop + 1, layout.factor,
                                                                       layout.rows.size)[0][0])
@@ -159,15 +172,17 @@ class Blender:
             stop = int(candidates[below < limit].max(initial=self.emitted - 1)) + 1
         return max(self.emitted, stop // OUTPUT_TILE * OUTPUT_TILE)
 
-    def _labels(self, start: int, end: int) -> torch.Tensor:
-        """Class labels ``(row, col)`` uint8 of scene rows ``[start, end)``."""
-        probs = self.probabilities(start, end) if self.probe is not None or self.layout.factor > 1 else None
+    def _labels(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Class labels ``(row, col)`` uint8 of scene rows ``[start, end)``, and their probabilities
+        where they were needed."""
+        needed = self.probe is not None or self.layout.factor > 1 or self.probability_bands is not None
+        probs = self.probabilities(start, end) if needed else None
         if self.probe is not None:
             self.probe(start, probs)
         if probs is None or self.layout.factor == 1:  # one positive weight per pixel: argmax of the sums
             base = self.acc_base
-            return _argmax(self.acc[:, start - base : end - base])
-        return _argmax(probs)
+            return _argmax(self.acc[:, start - base : end - base]), probs
+        return _argmax(probs), probs
 
     def probabilities(self, start: int, end: int) -> torch.Tensor:
         """Blended class probabilities ``(class, row, col)`` float32 of scene rows ``[start, end)``
@@ -223,3 +238,11 @@ def _argmax(scores: torch.Tensor) -> torch.Tensor:
         best = torch.where(better, scores[k], best)
         label.masked_fill_(better, k)
     return label
+
+
+def quantize(probs: torch.Tensor, valid: torch.Tensor, top: bool) -> torch.Tensor:
+    """Probabilities ``(class, row, col)`` as uint8 ``round(p * PROBABILITY_SCALE)`` (0..250), NODATA
+    where the scene has no data: ``(1, row, col)`` of the largest when ``top``, else one band per class."""
+    picked = probs.amax(dim=0, keepdim=True) if top else probs
+    scaled = torch.round(picked.clamp(0, 1) * PROBABILITY_SCALE).to(torch.uint8)
+    return torch.where(valid, scaled, NODATA)

@@ -34,8 +34,9 @@ from geoseg.engine.plan import Layout, ReadChunking, ReadFn, plan_blocks, plan_r
 from geoseg.engine.staging import StagingPool
 from geoseg.errors import Cancelled
 
-#: Writes a full-width strip of labels starting at a scene row.
-WriteFn = Callable[[int, np.ndarray], None]
+#: Writes a full-width strip starting at a scene row: labels ``(row, col)``, and the probabilities
+#: ``(band, row, col)`` when the blender hands them out.
+WriteFn = Callable[[int, np.ndarray, "np.ndarray | None"], None]
 #: Called with (blocks done, all blocks).
 ProgressFn = Callable[[int, int], None]
 
@@ -122,9 +123,10 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
                 if progress is not None:
                     progress(done, total)
             lap("blocks")
-            for row0, labels in blender.end_row(row):
+            for row0, labels, probs in blender.end_row(row):
                 lap("labels")
-                writes.append(writer.submit(lambda r, s: write(r, s.numpy()), row0, labels))
+                writes.append(writer.submit(lambda r, s, p: write(r, s.numpy(), None if p is None else p.numpy()),
+                                            row0, labels, probs))
                 while len(writes) > tuning.writes_ahead:
                     writes.popleft().result()
                 lap("wait for writes")

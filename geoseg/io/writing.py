@@ -1,9 +1,16 @@
-"""Writing the mask: a tiled, compressed, georeferenced GeoTIFF that appears only when complete.
+"""Writing rasters on a scene's grid strip by strip, finishing them in an output format, atomically.
 
-:class:`MaskWriter` takes full-width strips of whole output tiles as the engine finishes them;
-the whole mask is never held in memory. The file is written under a temporary name beside the output
-(``.NAME.partial-PID``) and renamed into place on success; on any error or interrupt the
-temporary file is removed, so the final path only ever holds a finished mask.
+:class:`StripWriter` takes full-width strips of whole output tiles as the engine finishes them; the
+whole raster is never held in memory. Every file of a product (the mask, its probabilities, its
+sidecars) is written under a temporary name beside its final path (``.NAME.partial-PID``,
+:class:`Staging`) and published together once all are complete, the mask last: the final path only
+ever holds a finished mask, and a mask at its final path means its sidecars are there too. On any
+error or interrupt the temporary files are removed.
+
+Output formats are a registry (:data:`RASTER_FORMATS`): ``gtiff`` is the tiled GeoTIFF the engine
+writes; ``cog`` turns it into a Cloud-Optimized GeoTIFF with GDAL's COG driver (512-px blocks,
+internal overviews resampled with MODE, so classes are never averaged), a second pass over the
+finished file whose time the run summary reports.
 """
 
 from __future__ import annotations
@@ -12,22 +19,29 @@ import json
 import os
 import shutil
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from rasterio.windows import Window
 
-from geoseg.errors import OutputError
+from geoseg.errors import ConfigError, OutputError
 from geoseg.io.scene import SceneInfo
 from geoseg.models.card import ModelCard
 
 NODATA = 255
+#: Probabilities are written as uint8 ``round(p * PROBABILITY_SCALE)``: 0..250, NODATA above.
+PROBABILITY_SCALE = 250
 #: Output tile edge; the engine's strips are multiples of it, so every write fills whole tiles.
 OUTPUT_TILE = 256
 PARTIAL_MARK = ".partial-"
-#: Deflate level of the mask. GDAL's default is 6; level 3 encodes much faster for a somewhat larger
+#: Deflate level of the plain GeoTIFF mask. GDAL's default is 6; level 3 encodes much faster for a somewhat larger
 #: file (measured in benchmarks/RESULTS.md). Encoding the mask competes with decoding the input for
 #: the same cores, and masks are small next to their scenes.
 ZLEVEL = 3
@@ -36,6 +50,22 @@ ZLEVEL = 3
 def default_output(scene: Path) -> Path:
     """``scene.mask.tif`` beside ``scene.tif``."""
     return scene.with_name(f"{scene.stem}.mask.tif")
+
+
+@dataclass(frozen=True)
+class ProductPaths:
+    """The files of one mask product, named from the mask's path ``NAME.tif``."""
+
+    mask: Path
+    probabilities: Path  # NAME.probs.tif (with --probabilities)
+    style: Path  # NAME.qml: QGIS loads it as the mask's default style
+    stac: Path  # NAME.json: the STAC Item
+    legend: Path  # NAME.tif.aux.xml: GDAL's category names and attribute table
+
+    @classmethod
+    def of(cls, mask: Path) -> ProductPaths:
+        return cls(mask, mask.with_name(f"{mask.stem}.probs{mask.suffix}"), mask.with_suffix(".qml"),
+                   mask.with_suffix(".json"), mask.with_name(f"{mask.name}.aux.xml"))
 
 
 def check_output(output: Path, scene: Path, overwrite: bool) -> None:
@@ -72,55 +102,170 @@ def colormap(card: ModelCard) -> dict[int, tuple[int, int, int, int]]:
     return cmap
 
 
-class MaskWriter:
-    """Atomic writer of a one-band uint8 class mask on a scene's grid (see module docstring)."""
+#: Bytes a GeoTIFF working file may take per pixel and band before it is finished, for the free-space check.
+WORKING_BYTES_PER_PIXEL = 0.25
 
-    def __init__(self, output: Path, scene: SceneInfo, card: ModelCard, tags: dict[str, str]):
-        self.output = output
-        self.scene = scene
-        self.card = card
-        self.tags = tags
-        self.partial = output.with_name(f".{output.name}{PARTIAL_MARK}{os.getpid()}")
+
+@dataclass(frozen=True)
+class RasterFormat:
+    """An output format: how the engine's working file is written, and how it becomes the product."""
+
+    name: str
+    description: str
+    #: Creation options of the GeoTIFF the engine writes strip by strip (tiled at :data:`OUTPUT_TILE`).
+    working: dict[str, Any]
+    #: Turns the finished working file into the product at a second path, building overviews with the
+    #: given resampling; None: the working file is the product.
+    finish: Callable[[Path, Path, str], None] | None = None
+
+
+def _finish_cog(working: Path, product: Path, resampling: str) -> None:
+    """GDAL's COG driver: 512-px blocks, DEFLATE, internal overviews (MODE for classes: never averaged)."""
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+        rasterio.shutil.copy(working, product, driver="COG", BLOCKSIZE=512, COMPRESS="DEFLATE",
+                             OVERVIEW_RESAMPLING=resampling, NUM_THREADS="ALL_CPUS", BIGTIFF="IF_SAFER")
+
+
+#: Output formats by name (``--format``).
+RASTER_FORMATS: dict[str, RasterFormat] = {
+    "cog": RasterFormat("cog", "Cloud-Optimized GeoTIFF: 512-px blocks, DEFLATE, MODE overviews",
+                        # A scratch file read once by the COG driver: the fastest codec.
+                        working={"compress": "zstd", "zstd_level": 1}, finish=_finish_cog),
+    "gtiff": RasterFormat("gtiff", f"tiled GeoTIFF: {OUTPUT_TILE}-px blocks, DEFLATE level {ZLEVEL}, no overviews",
+                          working={"compress": "deflate", "zlevel": ZLEVEL}),
+}
+
+
+def get_format(name: str) -> RasterFormat:
+    try:
+        return RASTER_FORMATS[name]
+    except KeyError:
+        raise ConfigError(f"output format {name!r} is not one of {', '.join(RASTER_FORMATS)}") from None
+
+
+def partial_path(final: Path, step: str = "") -> Path:
+    """The temporary name of ``final`` while this process writes it (``step`` tells scratch files apart)."""
+    return final.with_name(f".{final.name}{'.' + step if step else ''}{PARTIAL_MARK}{os.getpid()}")
+
+
+class Staging:
+    """The files of one product, written under temporary names and published together (module docstring).
+
+    :meth:`stage` names a file to publish, :meth:`scratch` one to throw away; :meth:`publish` renames
+    the staged files into place, ``last`` after all others; leaving the ``with`` block removes
+    whatever is still temporary (everything, after an error)."""
+
+    def __init__(self) -> None:
+        self._staged: dict[Path, Path] = {}  # final -> temporary
+        self._scratch: list[Path] = []
+
+    def stage(self, final: Path) -> Path:
+        self._staged[final] = partial_path(final)
+        return self._staged[final]
+
+    def scratch(self, final: Path, step: str) -> Path:
+        self._scratch.append(partial_path(final, step))
+        return self._scratch[-1]
+
+    def publish(self, last: Path) -> None:
+        for final in [*(f for f in self._staged if f != last), last]:
+            os.replace(self._staged.pop(final), final)
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for path in [*self._staged.values(), *self._scratch]:
+            path.unlink(missing_ok=True)
+        self._staged.clear()
+
+
+@dataclass
+class RasterSpec:
+    """What a raster on a scene's grid holds: bands, type, nodata, colours and metadata."""
+
+    count: int
+    dtype: str
+    nodata: float
+    tags: dict[str, str] = field(default_factory=dict)
+    colormap: dict[int, tuple[int, int, int, int]] | None = None
+    descriptions: tuple[str, ...] = ()
+    scales: tuple[float, ...] | None = None
+    #: How overviews are computed where the format has them: MODE for classes, AVERAGE for quantities.
+    overview_resampling: str = "MODE"
+
+
+def mask_spec(card: ModelCard, tags: dict[str, str]) -> RasterSpec:
+    """The class mask: one uint8 band, :data:`NODATA` where the scene has no data, the card's colours,
+    and the class names as tags (``CLASSES`` as a JSON list and ``CLASS_<value>``)."""
+    names = {"CLASSES": json.dumps([c.name for c in card.classes]),
+             **{f"CLASS_{c.value}": c.name for c in card.classes}}
+    return RasterSpec(1, "uint8", NODATA, {"GEOSEG_PRODUCT": "mask", **names, **tags}, colormap(card), ("class",))
+
+
+def probability_spec(card: ModelCard, top: bool, tags: dict[str, str]) -> RasterSpec:
+    """Probabilities as uint8 ``round(p * PROBABILITY_SCALE)``, NODATA where the scene has none; the
+    band scale (``1 / PROBABILITY_SCALE``) turns them back into 0..1 in GDAL and QGIS."""
+    names = ("probability of the top class",) if top else tuple(f"probability of {c.name}" for c in card.classes)
+    return RasterSpec(len(names), "uint8", NODATA,
+                      {"GEOSEG_PRODUCT": "probabilities", "PROBABILITY_SCALE": str(PROBABILITY_SCALE), **tags},
+                      descriptions=names, scales=(1 / PROBABILITY_SCALE,) * len(names), overview_resampling="AVERAGE")
+
+
+class StripWriter:
+    """Writes a raster on ``scene``'s grid at ``path``, strip by strip, in ``fmt``'s working layout."""
+
+    def __init__(self, path: Path, scene: SceneInfo, spec: RasterSpec, fmt: RasterFormat, output: Path):
+        self.path, self.scene, self.spec, self.fmt, self.output = path, scene, spec, fmt, output
         self._lock = threading.Lock()
         self._dataset: rasterio.io.DatasetWriter | None = None
 
     def profile(self) -> dict:
         return {
-            "driver": "GTiff", "dtype": "uint8", "count": 1, "nodata": NODATA,
+            "driver": "GTiff", "dtype": self.spec.dtype, "count": self.spec.count, "nodata": self.spec.nodata,
             "width": self.scene.width, "height": self.scene.height,
             "crs": self.scene.crs, "transform": self.scene.transform,
-            "tiled": True, "blockxsize": OUTPUT_TILE, "blockysize": OUTPUT_TILE,
-            "compress": "deflate", "zlevel": ZLEVEL, "BIGTIFF": "IF_SAFER", "num_threads": "ALL_CPUS",
+            "tiled": True, "blockxsize": OUTPUT_TILE, "blockysize": OUTPUT_TILE, "interleave": "band",
+            "BIGTIFF": "IF_SAFER", "num_threads": "ALL_CPUS", **self.fmt.working,
         }
 
-    def __enter__(self) -> MaskWriter:
+    def __enter__(self) -> StripWriter:
         try:
             with rasterio.Env(GDAL_PAM_ENABLED="NO"):
-                self._dataset = rasterio.open(self.partial, "w", **self.profile())
+                self._dataset = rasterio.open(self.path, "w", **self.profile())
         except rasterio.errors.RasterioIOError as exc:
-            self.partial.unlink(missing_ok=True)
             raise OutputError(f"{self.output}: cannot be created ({exc}); check the folder and free space") from None
-        ds = self._dataset
-        ds.write_colormap(1, colormap(self.card))
-        ds.set_band_description(1, "class")
-        names = [c.name for c in self.card.classes]
-        ds.update_tags(CLASSES=json.dumps(names), **{f"CLASS_{c.value}": c.name for c in self.card.classes},
-                       **self.tags)
+        ds, spec = self._dataset, self.spec
+        if spec.colormap is not None:
+            ds.write_colormap(1, spec.colormap)
+        for i, text in enumerate(spec.descriptions, 1):
+            ds.set_band_description(i, text)
+        if spec.scales is not None:
+            ds.scales = spec.scales
+        ds.update_tags(**spec.tags)
         return self
 
-    def write(self, row0: int, labels: np.ndarray) -> None:
-        """Write a full-width ``(row, col)`` strip of labels starting at scene row ``row0``."""
+    def write(self, row0: int, values: np.ndarray) -> None:
+        """Write a full-width strip, ``(row, col)`` or ``(band, row, col)``, starting at scene row ``row0``."""
+        values = values if values.ndim == 3 else values[None]
         with self._lock:
             assert self._dataset is not None
-            self._dataset.write(labels, 1, window=Window(0, row0, labels.shape[1], labels.shape[0]))
+            self._dataset.write(values, window=Window(0, row0, values.shape[2], values.shape[1]))
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         ds, self._dataset = self._dataset, None
+        if ds is not None:
+            ds.close()
+
+
+def finish(fmt: RasterFormat, working: Path, product: Path, spec: RasterSpec) -> float:
+    """Turn a complete working file into the product (same path for a format without a finishing
+    step); return the seconds it took."""
+    started = time.perf_counter()
+    if fmt.finish is not None:
         try:
-            if ds is not None:
-                ds.close()
-            if exc_type is None:
-                os.replace(self.partial, self.output)
-        finally:
-            self.partial.unlink(missing_ok=True)
+            fmt.finish(working, product, spec.overview_resampling)
+        except rasterio.errors.RasterioIOError as exc:
+            raise OutputError(f"{product}: finishing the {fmt.name} failed ({exc}); check free space") from None
+    return time.perf_counter() - started

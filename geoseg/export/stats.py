@@ -1,0 +1,178 @@
+"""Class statistics of a mask: pixels, area (ha) and share of the valid area, whole or per region.
+
+:func:`class_table` turns pixel counts into the table the run summary, ``--json`` and
+``geoseg export stats`` print. :func:`mask_stats` counts a finished mask strip by strip (any size).
+On a mask in geographic coordinates each row of pixels has its own area (a pixel shrinks towards the
+poles), computed on the authalic sphere; on a projected mask every pixel has the same area.
+:func:`zonal_stats` counts the mask's classes inside each polygon of a regions layer (reprojected to
+the mask's CRS), reading only the windows the polygon covers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.features import geometry_mask
+from rasterio.warp import transform_geom
+from rasterio.windows import Window, from_bounds
+
+from geoseg.errors import ConfigError, OutputError, SceneError
+from geoseg.export.legend import read_legend
+from geoseg.models.card import ClassInfo
+
+#: Radius of the authalic sphere (same surface as the WGS84 ellipsoid), metres.
+AUTHALIC_RADIUS_M = 6_371_007.2
+#: Rows read at a time.
+STRIP_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class ClassStat:
+    """One class of a mask (or of one region of it)."""
+
+    value: int
+    name: str
+    pixels: int
+    area_ha: float
+    share: float  # of the valid (classified) area
+
+
+def class_table(classes: tuple[ClassInfo, ...], pixels: np.ndarray, area_m2: np.ndarray) -> list[ClassStat]:
+    """Statistics of each class from its pixel count and area (both indexed by class value)."""
+    valid_area = float(sum(area_m2[c.value] for c in classes))
+    return [ClassStat(c.value, c.name, int(pixels[c.value]), round(float(area_m2[c.value]) / 1e4, 4),
+                      round(float(area_m2[c.value]) / valid_area, 6) if valid_area else 0.0) for c in classes]
+
+
+def pixel_area_m2(crs: CRS | None, transform: Affine, rows: np.ndarray | None = None) -> np.ndarray | float:
+    """Ground area of one pixel in m²: one figure on a projected grid (or without a CRS: map units²),
+    and one per row (``rows``, 0-based) on a geographic grid."""
+    det = abs(transform.a * transform.e - transform.b * transform.d)
+    if crs is None or not crs.is_geographic:
+        unit = crs.linear_units_factor[1] if crs is not None and crs.is_projected else 1.0
+        return det * unit**2
+    if rows is None:
+        raise ValueError("a geographic grid needs the rows whose pixel area is asked for")
+    # A pixel between latitudes phi0 and phi1, dlon wide: R^2 * dlon * |sin(phi0) - sin(phi1)|.
+    top = transform.f + rows * transform.e
+    phi0, phi1 = np.radians(top), np.radians(top + transform.e)
+    return AUTHALIC_RADIUS_M**2 * math.radians(abs(transform.a)) * np.abs(np.sin(phi0) - np.sin(phi1))
+
+
+def mask_stats(mask: Path) -> tuple[list[ClassStat], dict[str, Any]]:
+    """Class statistics of a whole mask, and what it is (path, size, CRS, nodata pixels)."""
+    with _open(mask) as ds:
+        classes = read_legend(ds)
+        pixels, area = np.zeros(65536, np.int64), np.zeros(65536, np.float64)
+        for window, values in _strips(ds, 0, ds.height, 0, ds.width):
+            _count(values, ds, window, pixels, area)
+        nodata = int(pixels[int(ds.nodata)]) if ds.nodata is not None else 0
+        about = {"mask": str(mask), "width": ds.width, "height": ds.height,
+                 "crs": ds.crs.to_string() if ds.crs else None, "nodata_pixels": nodata}
+    return class_table(classes, pixels, area), about
+
+
+def zonal_stats(mask: Path, regions: Path, by: str | None) -> list[dict[str, Any]]:
+    """Class statistics inside each polygon of ``regions`` (any vector format GDAL reads); rows named
+    by the field ``by`` (default: the feature's index)."""
+    import pyogrio
+    import shapely
+
+    try:
+        meta, _, geometry, fields = pyogrio.raw.read(regions)
+    except Exception as exc:
+        raise ConfigError(f"{regions}: regions layer cannot be read ({str(exc).splitlines()[0]}); give a vector file "
+                          f"(GeoPackage, shapefile, GeoJSON ...)") from None
+    names = list(meta["fields"])
+    if by is not None and by not in names:
+        raise ConfigError(f"{regions}: has no field {by!r}; its fields are {', '.join(names) or 'none'}")
+    labels = fields[names.index(by)] if by is not None else np.arange(len(geometry))
+    rows = []
+    with _open(mask) as ds:
+        classes = read_legend(ds)
+        src_crs = meta["crs"] or (ds.crs.to_string() if ds.crs else None)
+        for label, wkb in zip(labels, geometry, strict=True):
+            if wkb is None:
+                continue
+            shape = shapely.geometry.mapping(shapely.from_wkb(wkb))
+            if src_crs and ds.crs and CRS.from_user_input(src_crs) != ds.crs:
+                shape = transform_geom(src_crs, ds.crs, shape)
+            pixels, area = np.zeros(65536, np.int64), np.zeros(65536, np.float64)
+            bounds = shapely.bounds(shapely.geometry.shape(shape))
+            window = from_bounds(*bounds, transform=ds.transform).round_offsets("floor").round_lengths("ceil")
+            window = window.intersection(Window(0, 0, ds.width, ds.height)) if _overlaps(window, ds) else None
+            if window is not None:
+                r0, c0 = int(window.row_off), int(window.col_off)
+                for strip, values in _strips(ds, r0, r0 + int(window.height), c0, c0 + int(window.width)):
+                    inside = geometry_mask([shape], (int(strip.height), int(strip.width)),
+                                           ds.window_transform(strip), invert=True)
+                    _count(values, ds, strip, pixels, area, inside)
+            rows.append({"region": label.item() if hasattr(label, "item") else label,
+                         "classes": [vars(s) for s in class_table(classes, pixels, area)]})
+    return rows
+
+
+def _count(values: np.ndarray, ds: rasterio.io.DatasetReader, window: Window, pixels: np.ndarray,
+           area: np.ndarray, inside: np.ndarray | None = None) -> None:
+    """Add the pixels and areas of a strip (only where ``inside``) to the per-value totals."""
+    per_pixel = pixel_area_m2(ds.crs, ds.transform, np.arange(window.row_off, window.row_off + window.height))
+    if np.ndim(per_pixel) == 0:
+        picked = values if inside is None else values[inside]
+        found = np.bincount(picked.ravel(), minlength=len(pixels))
+        pixels += found
+        area += found * float(per_pixel)
+        return
+    for i, row_area in enumerate(per_pixel):  # geographic: each row its own pixel area
+        picked = values[i] if inside is None else values[i][inside[i]]
+        found = np.bincount(picked, minlength=len(pixels))
+        pixels += found
+        area += found * float(row_area)
+
+
+def _strips(ds: rasterio.io.DatasetReader, row0: int, row1: int, col0: int, col1: int
+            ) -> Iterator[tuple[Window, np.ndarray]]:
+    for r in range(row0, row1, STRIP_ROWS):
+        window = Window(col0, r, col1 - col0, min(STRIP_ROWS, row1 - r))
+        yield window, ds.read(1, window=window)
+
+
+def _overlaps(window: Window, ds: rasterio.io.DatasetReader) -> bool:
+    return (window.col_off < ds.width and window.row_off < ds.height
+            and window.col_off + window.width > 0 and window.row_off + window.height > 0)
+
+
+def _open(mask: Path) -> rasterio.io.DatasetReader:
+    if not mask.is_file():
+        raise SceneError(f"{mask}: no such mask; give a mask geoseg wrote (or any single-band class raster)")
+    try:
+        ds = rasterio.open(mask)
+    except rasterio.errors.RasterioIOError as exc:
+        raise SceneError(f"{mask}: not a raster GDAL can read ({str(exc).splitlines()[0]})") from None
+    if ds.count != 1 or ds.dtypes[0] not in ("uint8", "uint16"):
+        ds.close()
+        raise SceneError(f"{mask}: has {ds.count} band(s) of {ds.dtypes[0]}; a class mask has one uint8 or uint16 band")
+    return ds
+
+
+def write_table(rows: list[dict[str, Any]], path: Path) -> None:
+    """CSV of statistics rows (one line per class, and per region where there are regions)."""
+    import csv
+
+    try:
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["region", "value", "name", "pixels", "area_ha", "share"])
+            for row in rows:
+                for s in row["classes"]:
+                    writer.writerow([row.get("region", ""), s["value"], s["name"], s["pixels"], s["area_ha"],
+                                     s["share"]])
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot be written ({exc.strerror}); choose another path") from None

@@ -1,0 +1,298 @@
+"""Polygons of a mask: one layer, one polygon per connected region of a class, for masks of any size.
+
+The mask is read in square windows, row by row. Each window is polygonised by GDAL
+(``rasterio.features.shapes``, 4-connectivity, as ``gdal_polygonize`` by default) in pixel
+coordinates, so "touches a window edge" is an exact integer test. Polygons that touch no inner
+window edge are final at once. The others are *open*: after each row of windows, open polygons of
+the same class that share an edge of positive length (a corner is not a connection under
+4-connectivity) are unioned (shapely), and a merged polygon is final once it cannot reach the next
+row. So no polygon is split and no straight seam appears at window edges, memory holds only the open
+front, and the set of polygons equals a whole-mask polygonise (tests/export/test_vector.py).
+
+Attributes: class value, class name, and the area in m² of the region before any simplification
+(on a projected CRS: the region's pixel count times the pixel area, exactly; on a geographic CRS:
+measured in a Lambert azimuthal equal-area projection centred on the mask).
+
+``min_area_m2`` sieves regions smaller than that (GDAL's sieve, which merges each into its largest
+neighbour) before polygonising; each window is sieved with a halo as wide as the largest region the
+sieve removes, so the decision for a region never depends on the windows. ``simplify`` simplifies the
+polygons as one coverage (``shapely.coverage_simplify``: shared edges stay shared, no gaps or
+overlaps appear); it needs all polygons at once, so it holds the layer in memory.
+
+Output by extension: ``.gpkg`` (GeoPackage, written in batches), ``.fgb`` (FlatGeobuf),
+``.parquet`` (GeoParquet 1.1, through pyarrow), ``.geojson``. Written under a temporary name and
+renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+from affine import Affine
+from rasterio.features import shapes, sieve
+from rasterio.warp import transform_geom
+from rasterio.windows import Window
+
+from geoseg.errors import ConfigError, OutputError
+from geoseg.export.legend import read_legend
+from geoseg.export.stats import _open, pixel_area_m2
+from geoseg.io.writing import PARTIAL_MARK
+
+#: Vector formats by file extension: GDAL driver name, and whether it can be appended to in batches.
+VECTOR_FORMATS: dict[str, tuple[str, bool]] = {
+    ".gpkg": ("GPKG", True), ".fgb": ("FlatGeobuf", False), ".parquet": ("GeoParquet", False),
+    ".geojson": ("GeoJSON", False), ".json": ("GeoJSON", False),
+}
+#: Window edge in pixels.
+WINDOW = 4096
+#: Widest halo a sieve reads around a window (a region removed by the sieve is at most this long).
+MAX_HALO = 2048
+#: Final polygons written at a time.
+BATCH = 50_000
+
+
+@dataclass
+class VectorSummary:
+    """What a polygonise wrote."""
+
+    path: str
+    polygons: int
+    seconds: float
+    per_class: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Open:
+    """A polygon that touches an inner window edge (pixel coordinates)."""
+
+    value: int
+    geom: shapely.Polygon
+
+
+def polygonize(mask: Path, output: Path, *, min_area_m2: float = 0.0, simplify: float = 0.0,
+               window: int = WINDOW, overwrite: bool = False) -> VectorSummary:
+    """Polygonise ``mask`` into ``output`` (see module docstring); returns what was written."""
+    started = time.perf_counter()
+    driver, appendable = _driver(output)
+    if output.exists() and not overwrite:
+        raise OutputError(f"{output}: already exists; pass --overwrite to replace it or choose -o")
+    with _open(mask) as ds:
+        classes = {c.value: c.name for c in read_legend(ds)}
+        layer = _Layer(output, driver, appendable and simplify == 0, ds.crs, output.stem)
+        to_map = _MapGeometry(ds)
+        sieve_px = _sieve_pixels(ds, min_area_m2)
+        try:
+            finals: list[tuple[int, shapely.Polygon]] = []
+            for value, geom in _regions(ds, window, sieve_px):
+                finals.append((value, geom))
+                if len(finals) >= BATCH and layer.streaming:
+                    layer.add(finals, classes, to_map)
+                    finals = []
+            layer.add(finals, classes, to_map)
+            layer.close(simplify)
+            os.replace(layer.partial, output)
+        finally:
+            layer.partial.unlink(missing_ok=True)
+    return VectorSummary(str(output), layer.count, round(time.perf_counter() - started, 3),
+                         {classes.get(v, str(v)): n for v, n in sorted(layer.per_value.items())})
+
+
+def _regions(ds: rasterio.io.DatasetReader, window: int, sieve_px: int) -> Iterator[tuple[int, shapely.Polygon]]:
+    """Every region of the mask as ``(value, polygon in pixel coordinates)``, each exactly once."""
+    height, width, nodata = ds.height, ds.width, ds.nodata
+    halo = min(sieve_px, MAX_HALO) if sieve_px > 1 else 0
+    front: list[_Open] = []
+    for row0 in range(0, height, window):
+        row1 = min(row0 + window, height)
+        fresh: list[_Open] = []
+        for col0 in range(0, width, window):
+            col1 = min(col0 + window, width)
+            values = _read(ds, row0, row1, col0, col1, halo, sieve_px, nodata)
+            valid = values != nodata if nodata is not None else None
+            inner = (col0 > 0, col1 < width, row0 > 0, row1 < height)  # left, right, top, bottom are inner edges
+            for shape, value in shapes(values, mask=valid, connectivity=4, transform=Affine.translation(col0, row0)):
+                geom = shapely.geometry.shape(shape)
+                x0, y0, x1, y1 = geom.bounds
+                if (inner[0] and x0 == col0) or (inner[1] and x1 == col1) or (inner[2] and y0 == row0) or \
+                        (inner[3] and y1 == row1):
+                    fresh.append(_Open(int(value), geom))
+                else:
+                    yield int(value), geom
+        front = _merge(front + fresh)
+        keep = []
+        for piece in front:
+            if row1 == height or piece.geom.bounds[3] < row1:
+                yield piece.value, piece.geom
+            else:
+                keep.append(piece)
+        front = keep
+
+
+def _merge(pieces: list[_Open]) -> list[_Open]:
+    """Union the pieces of each class that share an edge (not only a corner)."""
+    if len(pieces) < 2:
+        return pieces
+    geoms = [p.geom for p in pieces]
+    tree = shapely.STRtree(geoms)
+    parent = list(range(len(pieces)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    left, right = tree.query(geoms, predicate="touches")
+    for i, j in zip(left.tolist(), right.tolist(), strict=True):
+        if i < j and pieces[i].value == pieces[j].value and root(i) != root(j) \
+                and shapely.intersection(geoms[i], geoms[j]).length > 0:
+            parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(pieces)):
+        groups.setdefault(root(i), []).append(i)
+    return [pieces[g[0]] if len(g) == 1 else _Open(pieces[g[0]].value, shapely.union_all([geoms[i] for i in g]))
+            for g in groups.values()]
+
+
+def _read(ds: rasterio.io.DatasetReader, row0: int, row1: int, col0: int, col1: int, halo: int, sieve_px: int,
+          nodata: float | None) -> np.ndarray:
+    """The window's values, sieved (with a halo) when regions below ``sieve_px`` pixels are dropped."""
+    if not halo:
+        return ds.read(1, window=Window(col0, row0, col1 - col0, row1 - row0))
+    r0, r1 = max(0, row0 - halo), min(ds.height, row1 + halo)
+    c0, c1 = max(0, col0 - halo), min(ds.width, col1 + halo)
+    values = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+    valid = values != nodata if nodata is not None else None
+    sieved = sieve(values, size=sieve_px, connectivity=4, mask=valid)
+    if valid is not None:
+        sieved = np.where(valid, sieved, values)
+    return np.ascontiguousarray(sieved[row0 - r0 : row1 - r0, col0 - c0 : col1 - c0])
+
+
+def _sieve_pixels(ds: rasterio.io.DatasetReader, min_area_m2: float) -> int:
+    """Regions of fewer pixels than this are sieved (geographic masks: the pixel area at the centre)."""
+    if min_area_m2 <= 0:
+        return 0
+    area = pixel_area_m2(ds.crs, ds.transform, np.array([ds.height // 2]))
+    return max(1, math.ceil(min_area_m2 / float(np.ravel(area)[0])))
+
+
+class _MapGeometry:
+    """From pixel coordinates to the mask's CRS, and areas in m²."""
+
+    def __init__(self, ds: rasterio.io.DatasetReader):
+        self.transform = ds.transform
+        self.crs = ds.crs
+        self.geographic = ds.crs is not None and ds.crs.is_geographic
+        self.unit = ds.crs.linear_units_factor[1] if ds.crs is not None and ds.crs.is_projected else 1.0
+        if self.geographic:
+            lon, lat = ds.transform * (ds.width / 2, ds.height / 2)
+            self.equal_area = f"+proj=laea +lat_0={lat} +lon_0={lon} +datum=WGS84 +units=m"
+
+    def __call__(self, geoms: list[shapely.Polygon]) -> tuple[np.ndarray, np.ndarray]:
+        t = self.transform
+        pixel_area = abs(t.a * t.e - t.b * t.d) * self.unit**2
+        linear, shift = np.array([[t.a, t.d], [t.b, t.e]]), np.array([t.c, t.f])
+        pixels = np.empty(len(geoms), dtype=object)
+        pixels[:] = geoms
+        mapped = shapely.transform(pixels, lambda xy: xy @ linear + shift)  # (col, row) -> (x, y)
+        if not self.geographic:
+            return mapped, shapely.area(pixels) * pixel_area
+        # Edges densified to a few pixels first: a long edge along a parallel is a curve on the ground.
+        dense = shapely.segmentize(mapped, max(abs(t.a), abs(t.e)) * 8)
+        areas = [shapely.geometry.shape(transform_geom(self.crs, self.equal_area, shapely.geometry.mapping(g))).area
+                 for g in dense]
+        return mapped, np.asarray(areas)
+
+
+class _Layer:
+    """The output layer, written in batches where the format allows (under a temporary name)."""
+
+    def __init__(self, output: Path, driver: str, streaming: bool, crs: rasterio.crs.CRS | None, name: str):
+        self.output, self.driver, self.streaming, self.crs, self.name = output, driver, streaming, crs, name
+        # The format's own extension last (drivers check it); the process id right after the mark.
+        self.partial = output.with_name(f".{output.stem}{PARTIAL_MARK}{os.getpid()}{output.suffix}")
+        self.count = 0
+        self.per_value: dict[int, int] = {}
+        self._held: list[tuple[np.ndarray, np.ndarray, list[str], np.ndarray]] = []
+
+    def add(self, finals: list[tuple[int, shapely.Polygon]], classes: dict[int, str], to_map: _MapGeometry) -> None:
+        if not finals:
+            return
+        values = np.array([v for v, _ in finals], dtype=np.int32)
+        geoms, areas = to_map([g for _, g in finals])
+        names = [classes.get(int(v), str(v)) for v in values]
+        for v in values.tolist():
+            self.per_value[v] = self.per_value.get(v, 0) + 1
+        self.count += len(values)
+        if self.streaming:
+            self._write(values, geoms, names, areas, append=self.partial.exists())
+        else:
+            self._held.append((values, geoms, names, areas))
+
+    def close(self, simplify: float) -> None:
+        if not self.streaming or not self.partial.exists():
+            parts = self._held or [(np.zeros(0, np.int32), np.zeros(0, dtype=object), [], np.zeros(0))]
+            values = np.concatenate([p[0] for p in parts])
+            geoms = np.concatenate([p[1] for p in parts])
+            names = [n for p in parts for n in p[2]]
+            areas = np.concatenate([p[3] for p in parts])
+            if simplify > 0 and len(geoms):
+                geoms = shapely.coverage_simplify(geoms, simplify)
+            self._write(values, geoms, names, areas, append=False)
+
+    def _write(self, values: np.ndarray, geoms: np.ndarray, names: list[str], areas: np.ndarray,
+               append: bool) -> None:
+        if self.driver == "GeoParquet":
+            return _write_parquet(self.partial, values, geoms, names, areas, self.crs)
+        import pyogrio
+
+        try:
+            pyogrio.raw.write(str(self.partial), geometry=shapely.to_wkb(geoms), field_data=[values, np.array(
+                names, dtype=object), np.round(areas, 3)], fields=["class", "name", "area_m2"],
+                crs=self.crs.to_wkt() if self.crs else None, driver=self.driver, geometry_type="Polygon",
+                layer=self.name, append=append, promote_to_multi=False)
+        except Exception as exc:
+            raise OutputError(f"{self.output}: writing the {self.driver} layer failed ({str(exc).splitlines()[0]})"
+                              ) from None
+
+
+def _write_parquet(path: Path, values: np.ndarray, geoms: np.ndarray, names: list[str], areas: np.ndarray,
+                   crs: rasterio.crs.CRS | None) -> None:
+    """GeoParquet 1.1 with WKB geometries (pyarrow writes it; the "geo" metadata says how to read it)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError(f"{path.name}: GeoParquet needs pyarrow (pip install pyarrow); or write .gpkg or .fgb"
+                          ) from None
+    table = pa.table({"class": pa.array(values, pa.int32()), "name": pa.array(names, pa.string()),
+                      "area_m2": pa.array(np.round(areas, 3), pa.float64()),
+                      "geometry": pa.array(shapely.to_wkb(geoms).tolist(), pa.binary())})
+    column = {"encoding": "WKB", "geometry_types": ["Polygon"]}
+    if crs is not None:
+        import pyproj
+
+        column["crs"] = pyproj.CRS.from_wkt(crs.to_wkt()).to_json_dict()
+    if len(geoms):
+        column["bbox"] = list(shapely.total_bounds(geoms))
+    meta = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
+    table = table.replace_schema_metadata({b"geo": json.dumps(meta).encode()})
+    pq.write_table(table, path)
+
+
+def _driver(output: Path) -> tuple[str, bool]:
+    try:
+        return VECTOR_FORMATS[output.suffix.lower()]
+    except KeyError:
+        raise ConfigError(f"{output}: unknown vector format {output.suffix or '(no extension)'!r}; use one of "
+                          f"{', '.join(VECTOR_FORMATS)}") from None
