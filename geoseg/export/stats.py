@@ -107,11 +107,12 @@ def zonal_stats(mask: Path, regions: Path, by: str | None) -> list[dict[str, Any
                 shape = transform_geom(src_crs, ds.crs, shape)
             pixels, area = np.zeros(65536, np.int64), np.zeros(65536, np.float64)
             bounds = shapely.bounds(shapely.geometry.shape(shape))
-            window = from_bounds(*bounds, transform=ds.transform).round_offsets("floor").round_lengths("ceil")
-            window = window.intersection(Window(0, 0, ds.width, ds.height)) if _overlaps(window, ds) else None
-            if window is not None:
-                r0, c0 = int(window.row_off), int(window.col_off)
-                for strip, values in _strips(ds, r0, r0 + int(window.height), c0, c0 + int(window.width)):
+            span = from_bounds(*bounds, transform=ds.transform)
+            r0, c0 = max(0, math.floor(span.row_off)), max(0, math.floor(span.col_off))
+            r1 = min(ds.height, math.ceil(span.row_off + span.height))
+            c1 = min(ds.width, math.ceil(span.col_off + span.width))
+            if r0 < r1 and c0 < c1:
+                for strip, values in _strips(ds, r0, r1, c0, c1):
                     inside = geometry_mask([shape], (int(strip.height), int(strip.width)),
                                            ds.window_transform(strip), invert=True)
                     _count(values, ds, strip, pixels, area, inside)
@@ -142,11 +143,6 @@ def _strips(ds: rasterio.io.DatasetReader, row0: int, row1: int, col0: int, col1
     for r in range(row0, row1, STRIP_ROWS):
         window = Window(col0, r, col1 - col0, min(STRIP_ROWS, row1 - r))
         yield window, ds.read(1, window=window)
-
-
-def _overlaps(window: Window, ds: rasterio.io.DatasetReader) -> bool:
-    return (window.col_off < ds.width and window.row_off < ds.height
-            and window.col_off + window.width > 0 and window.row_off + window.height > 0)
 
 
 def _open(mask: Path) -> rasterio.io.DatasetReader:

@@ -13,11 +13,17 @@ Attributes: class value, class name, and the area in m² of the region before an
 (on a projected CRS: the region's pixel count times the pixel area, exactly; on a geographic CRS:
 measured in a Lambert azimuthal equal-area projection centred on the mask).
 
-``min_area_m2`` sieves regions smaller than that (GDAL's sieve, which merges each into its largest
-neighbour) before polygonising; each window is sieved with a halo as wide as the largest region the
-sieve removes, so the decision for a region never depends on the windows. ``simplify`` simplifies the
-polygons as one coverage (``shapely.coverage_simplify``: shared edges stay shared, no gaps or
-overlaps appear); it needs all polygons at once, so it holds the layer in memory.
+``min_area_m2`` sieves regions smaller than that before polygonising (:func:`sieve_regions`): in
+each of :data:`SIEVE_PASSES` passes, each such region takes the class that most of its neighbouring
+pixels in regions that stay have (or, where all its neighbours are small too, most of its neighbouring
+pixels). A pass looks at most ``2 * (size + 1)`` pixels away, and each window is sieved with a halo
+of that times the passes, so the result never depends on the windows (up to a halo of
+:data:`MAX_HALO`: regions up to about 340 pixels). (GDAL's sieve merges a region into its *largest* neighbouring
+polygon, which cannot be decided window by window: a neighbour may reach far beyond any halo.)
+
+``simplify`` simplifies the polygons as one coverage (``shapely.coverage_simplify``: shared edges
+stay shared, no gaps or overlaps appear); it needs all polygons at once, so it holds the layer in
+memory.
 
 Output by extension: ``.gpkg`` (GeoPackage, written in batches), ``.fgb`` (FlatGeobuf),
 ``.parquet`` (GeoParquet 1.1, through pyarrow), ``.geojson``. Written under a temporary name and
@@ -38,7 +44,7 @@ import numpy as np
 import rasterio
 import shapely
 from affine import Affine
-from rasterio.features import shapes, sieve
+from rasterio.features import shapes
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
 
@@ -56,6 +62,8 @@ VECTOR_FORMATS: dict[str, tuple[str, bool]] = {
 WINDOW = 4096
 #: Widest halo a sieve reads around a window (a region removed by the sieve is at most this long).
 MAX_HALO = 2048
+#: Passes of the sieve: speckle whose neighbours are all small too needs more than one.
+SIEVE_PASSES = 3
 #: Final polygons written at a time.
 BATCH = 50_000
 
@@ -109,7 +117,7 @@ def polygonize(mask: Path, output: Path, *, min_area_m2: float = 0.0, simplify: 
 def _regions(ds: rasterio.io.DatasetReader, window: int, sieve_px: int) -> Iterator[tuple[int, shapely.Polygon]]:
     """Every region of the mask as ``(value, polygon in pixel coordinates)``, each exactly once."""
     height, width, nodata = ds.height, ds.width, ds.nodata
-    halo = min(sieve_px, MAX_HALO) if sieve_px > 1 else 0
+    halo = min(SIEVE_PASSES * 2 * (sieve_px + 1), MAX_HALO) if sieve_px > 1 else 0
     front: list[_Open] = []
     for row0 in range(0, height, window):
         row1 = min(row0 + window, height)
@@ -159,7 +167,10 @@ def _merge(pieces: list[_Open]) -> list[_Open]:
     groups: dict[int, list[int]] = {}
     for i in range(len(pieces)):
         groups.setdefault(root(i), []).append(i)
-    return [pieces[g[0]] if len(g) == 1 else _Open(pieces[g[0]].value, shapely.union_all([geoms[i] for i in g]))
+    # A union keeps a vertex wherever a window line crossed an edge; on pixel coordinates those are exactly
+    # collinear, and a zero-tolerance simplification drops exactly them.
+    return [pieces[g[0]] if len(g) == 1 else
+            _Open(pieces[g[0]].value, shapely.simplify(shapely.union_all([geoms[i] for i in g]), 0))
             for g in groups.values()]
 
 
@@ -171,11 +182,49 @@ def _read(ds: rasterio.io.DatasetReader, row0: int, row1: int, col0: int, col1: 
     r0, r1 = max(0, row0 - halo), min(ds.height, row1 + halo)
     c0, c1 = max(0, col0 - halo), min(ds.width, col1 + halo)
     values = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
-    valid = values != nodata if nodata is not None else None
-    sieved = sieve(values, size=sieve_px, connectivity=4, mask=valid)
-    if valid is not None:
-        sieved = np.where(valid, sieved, values)
+    valid = values != nodata if nodata is not None else np.ones(values.shape, bool)
+    sieved = values
+    for _ in range(SIEVE_PASSES):
+        before, sieved = sieved, sieve_regions(sieved, valid, sieve_px)
+        if np.array_equal(before, sieved):
+            break
     return np.ascontiguousarray(sieved[row0 - r0 : row1 - r0, col0 - c0 : col1 - c0])
+
+
+#: 4-connectivity.
+_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
+
+
+def sieve_regions(values: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:
+    """``values`` with every 4-connected region of fewer than ``size`` valid pixels given the class
+    most of its neighbouring pixels in regions of at least ``size`` have (where it has none, most of
+    its valid neighbouring pixels; ties: the smaller class value). One pass, so the result for a
+    region depends only on the pixels within ``2 * (size + 1)`` of it. Regions with no valid
+    neighbour stay as they are."""
+    from scipy import ndimage
+
+    out = values.copy()
+    region_size = np.zeros(values.shape, np.int64)
+    components = []
+    for value in np.unique(values[valid]):
+        labels, count = ndimage.label((values == value) & valid, structure=_CROSS)
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)
+        sizes[0] = 0
+        region_size += sizes[labels]
+        components.append((labels, np.flatnonzero(sizes[1:] < size) + 1))
+    for labels, small in components:
+        boxes = ndimage.find_objects(labels)
+        for k in small.tolist():
+            rows, cols = boxes[k - 1]
+            r0, r1 = max(rows.start - 1, 0), min(rows.stop + 1, values.shape[0])
+            c0, c1 = max(cols.start - 1, 0), min(cols.stop + 1, values.shape[1])
+            region = labels[r0:r1, c0:c1] == k
+            ring = ndimage.binary_dilation(region, structure=_CROSS) & ~region & valid[r0:r1, c0:c1]
+            stays = ring & (region_size[r0:r1, c0:c1] >= size)
+            around = values[r0:r1, c0:c1][stays if stays.any() else ring]
+            if around.size:
+                out[r0:r1, c0:c1][region] = np.bincount(around).argmax()
+    return out
 
 
 def _sieve_pixels(ds: rasterio.io.DatasetReader, min_area_m2: float) -> int:
