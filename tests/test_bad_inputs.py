@@ -19,6 +19,7 @@ from affine import Affine
 from typer.testing import CliRunner
 
 from geoseg.cli.app import app
+from geoseg.io.writing import ProductPaths
 from tests.helpers import smooth_image, write_tif
 
 runner = CliRunner()
@@ -241,8 +242,9 @@ def test_run_on_a_bad_or_awkward_input(name, tmp_path, model_folder, monkeypatch
     for path, data in before.items():  # every input (and everything else) untouched
         assert after.get(path) == data, path
     new = set(after) - set(before)
-    if case.code == 0:
-        assert new == {str(out.relative_to(folder))}
+    if case.code == 0:  # the mask and its sidecars, nothing else
+        paths = ProductPaths.of(out)
+        assert new == {str(p.relative_to(folder)) for p in (paths.mask, paths.style, paths.stac, paths.legend)}
         assert case.message in result.stderr
         if case.check:
             case.check(scene, out)

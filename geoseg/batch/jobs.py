@@ -13,7 +13,10 @@ A job comes from the command line (``geoseg batch INPUT... -o DIR``) or from a Y
         batch_size: 16
 
 Inputs are files, globs, directories (their rasters, not recursing) or ``@list.txt`` files of
-paths (one per line, ``#`` comments). Job settings are those of ``geoseg run``, by their
+paths (one per line, ``#`` comments). Folders and globs leave out what geoseg wrote itself (masks
+and probabilities carry its record tag), so a mask written beside its scene is never a scene.
+
+Job settings are those of ``geoseg run``, by their
 :class:`geoseg.config.RunConfig` field names and value types; a key geoseg does not know is an
 error that names it and the closest known key.
 """
@@ -31,6 +34,7 @@ import yaml
 
 from geoseg.config import SETTINGS, RunConfig, value_type
 from geoseg.errors import ConfigError
+from geoseg.io.record import is_geoseg_output
 from geoseg.io.writing import PARTIAL_MARK
 
 #: Raster file endings taken from a directory.
@@ -170,11 +174,13 @@ def expand_inputs(specs: tuple[str, ...] | list[str]) -> tuple[list[Path], list[
             rasters = sorted(p for p in Path(spec).iterdir()
                              if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES
                              and not p.name.startswith(".") and PARTIAL_MARK not in p.name)
+            rasters = [p for p in rasters if not is_geoseg_output(p)]  # masks written beside their scenes
             found += rasters
             if not rasters:
                 empty.append(f"{spec}: directory holds no rasters ({', '.join(RASTER_SUFFIXES)})")
         elif glob.has_magic(spec):
             matches = sorted(Path(p) for p in glob.glob(spec))
+            matches = [p for p in matches if not is_geoseg_output(p)]
             found += matches
             if not matches:
                 empty.append(f"{spec}: matched no files")

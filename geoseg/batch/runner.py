@@ -10,6 +10,8 @@
 * **Leftovers**: temporary masks (``.NAME.partial-PID``) of processes that no longer exist, such
   as a batch killed with SIGKILL, are removed from the output folders before starting.
 * **Reports**: an event per line in a JSON-lines log, and a final JSON summary.
+* **Catalogue**: each output folder gets a STAC Collection of its masks' Items (``collection.json``)
+  and a VRT mosaic of them (``geoseg-mosaic.vrt``), rewritten after every batch.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from geoseg.batch.jobs import Job, expand_inputs
 from geoseg.config import RunConfig
 from geoseg.engine.device import DeviceSession
 from geoseg.errors import EXIT_FAILED, EXIT_OK, Cancelled, ConfigError, GeosegError, OutputError
+from geoseg.export.mosaic import write_vrt
+from geoseg.export.stac import collection
 from geoseg.io.record import RECORD_TAG, make_record, read_record, same_record
 from geoseg.io.scene import open_scene
 from geoseg.io.writing import PARTIAL_MARK
@@ -70,6 +74,7 @@ class BatchSummary:
     exit_code: int
     notes: list[str]
     scenes: list[SceneResult]
+    catalogs: list[str] = field(default_factory=list)  # each output folder's STAC Collection and VRT mosaic
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,8 +171,16 @@ def run_batch(tasks: list[Task], *, force: bool = False, parallel: int = 2, log:
     scenes = [r for r in results if r is not None]
     counts = {s: sum(r.status == s for r in scenes) for s in ("done", "skipped", "failed", "cancelled")}
     code = EXIT_FAILED if counts["failed"] else EXIT_OK
+    catalogs = []
+    for folder in sorted({Path(r.output).parent for r in scenes if r.status in ("done", "skipped")}):
+        try:
+            catalogs += write_catalog(folder, [Path(r.output) for r in scenes
+                                               if r.status in ("done", "skipped") and Path(r.output).parent == folder],
+                                      notes)
+        except (OSError, ValueError) as exc:  # a catalogue is extra: the masks are done either way
+            notes.append(f"{folder}: its STAC Collection and mosaic could not be written ({exc})")
     summary = BatchSummary(started=started, finished=_now(), seconds=round(time.perf_counter() - clock, 3),
-                           counts=counts, exit_code=code, notes=notes, scenes=scenes)
+                           counts=counts, exit_code=code, notes=notes, scenes=scenes, catalogs=catalogs)
     log.emit("batch_end", counts=counts, seconds=summary.seconds)
     return summary
 
@@ -254,6 +267,27 @@ class _SharedModels:
             if key not in self._models:
                 self._models[key] = load_model(name, trust_checkpoint)
             return self._models[key]
+
+
+#: Written into each output folder of a batch: the STAC Collection of its masks and their VRT mosaic.
+COLLECTION_NAME, MOSAIC_NAME = "collection.json", "geoseg-mosaic.vrt"
+
+
+def write_catalog(folder: Path, masks: list[Path], notes: list[str]) -> list[str]:
+    """The STAC Collection (linking each mask's Item) and the VRT mosaic of the masks in ``folder``."""
+    items = [json.loads(m.with_suffix(".json").read_text()) for m in masks if m.with_suffix(".json").is_file()]
+    written = []
+    if items:
+        path = folder / COLLECTION_NAME
+        tmp = path.with_name(f".{path.name}{PARTIAL_MARK}{os.getpid()}")
+        tmp.write_text(json.dumps(collection(folder, items, folder.name or "geoseg"), indent=2) + "\n")
+        os.replace(tmp, path)
+        written.append(str(path))
+    used, left_out = write_vrt([m for m in masks if m.is_file()], folder / MOSAIC_NAME)
+    notes += left_out
+    if used:
+        written.append(str(folder / MOSAIC_NAME))
+    return written
 
 
 def write_summary(summary: BatchSummary, path: Path) -> None:

@@ -244,7 +244,7 @@ class _MapGeometry:
         self.geographic = ds.crs is not None and ds.crs.is_geographic
         self.unit = ds.crs.linear_units_factor[1] if ds.crs is not None and ds.crs.is_projected else 1.0
         if self.geographic:
-            lon, lat = ds.transform * (ds.width / 2, ds.height / 2)
+            lon, lat = ds.transform @ (ds.width / 2, ds.height / 2)
             self.equal_area = f"+proj=laea +lat_0={lat} +lon_0={lon} +datum=WGS84 +units=m"
 
     def __call__(self, geoms: list[shapely.Polygon]) -> tuple[np.ndarray, np.ndarray]:

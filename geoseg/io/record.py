@@ -55,3 +55,15 @@ def read_record(output: Path) -> dict[str, Any] | None:
 def same_record(found: dict[str, Any] | None, record: dict[str, Any]) -> bool:
     """True if ``found`` (from :func:`read_record`) says: made from exactly this input, model and settings."""
     return found is not None and found == json.loads(encode(record))
+
+
+def is_geoseg_output(path: Path) -> bool:
+    """Whether ``path`` is a raster geoseg wrote (a mask or its probabilities): it carries the record tag."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                tags = ds.tags()
+    except (RasterioIOError, OSError):
+        return False
+    return RECORD_TAG in tags or "GEOSEG_PRODUCT" in tags

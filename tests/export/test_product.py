@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from geoseg import RunConfig, segment_scene
 from geoseg.cli.app import app
 from geoseg.io.writing import NODATA, ProductPaths
+from geoseg.run import VectorRequest
 from tests.helpers import smooth_image
 
 runner = CliRunner()
@@ -37,16 +38,33 @@ def _has_qgis() -> bool:
 
 
 @pytest.fixture
-def product(make_tif, tmp_path, model_folder) -> ProductPaths:
-    """A COG mask of a 700 x 900 scene with a nodata corner, written by the real CLI."""
+def product(make_tif, tmp_path, tiny_model) -> ProductPaths:
+    """A COG mask of a 700 x 900 scene with a nodata corner, its probabilities and polygons (the
+    stand-in model gives every class somewhere: the checks below look at each)."""
     data = smooth_image((3, 700, 900), seed=3)
     data[:, :100, :150] = -9999
     scene = make_tif(data, nodata=-9999, descriptions=("b1", "b2", "b3"))
     out = tmp_path / "scene.mask.tif"
-    result = runner.invoke(app, ["run", str(scene), "-o", str(out), "--model", str(model_folder), "--device", "cpu",
-                                 "--probabilities", "all", "--vector", str(tmp_path / "scene.gpkg"), "--json"])
-    assert result.exit_code == 0, result.output
+    segment_scene(scene, out, RunConfig(device="cpu", probabilities="all"), model=tiny_model(),
+                  vector=VectorRequest(tmp_path / "scene.gpkg"))
+    with rasterio.open(out) as ds:
+        assert set(np.unique(ds.read(1)).tolist()) == {0, 1, 2, NODATA}
     return ProductPaths.of(out)
+
+
+def test_run_writes_the_whole_product_from_the_command_line(make_tif, tmp_path, model_folder) -> None:
+    scene = make_tif(smooth_image((3, 120, 150), seed=1), descriptions=("b1", "b2", "b3"))
+    out = tmp_path / "s.mask.tif"
+    result = runner.invoke(app, ["run", str(scene), "-o", str(out), "--model", str(model_folder), "--device", "cpu",
+                                 "--probabilities", "top", "--vector", str(tmp_path / "s.fgb"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    paths = ProductPaths.of(out)
+    assert summary["files"] == {"mask": str(out), "style": str(paths.style), "stac": str(paths.stac),
+                                "legend": str(paths.legend), "probabilities": str(paths.probabilities)}
+    assert all(Path(p).is_file() for p in summary["files"].values()) and (tmp_path / "s.fgb").is_file()
+    assert summary["vector"]["polygons"] >= 1 and summary["output_format"] == "cog"
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 
 
 @needs_gdalinfo
