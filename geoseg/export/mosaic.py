@@ -51,7 +51,9 @@ def write_vrt(masks: list[Path], output: Path) -> tuple[list[Path], list[str]]:
                     f'      <DstRect xOff="{col:g}" yOff="{row:g}" xSize="{w}" ySize="{h}"/>\n'
                     "      <NODATA>255</NODATA>\n    </ComplexSource>\n")
     srs = f"  <SRS>{escape(crs.to_wkt())}</SRS>\n" if crs is not None else ""
+    # The product tag: a batch over this folder knows the mosaic for geoseg's own, not a scene.
     text = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">\n{srs}'
+            '  <Metadata>\n    <MDI key="GEOSEG_PRODUCT">mosaic</MDI>\n  </Metadata>\n'
             f"  <GeoTransform>{x0!r}, {first.a!r}, 0.0, {y0!r}, 0.0, {first.e!r}</GeoTransform>\n"
             '  <VRTRasterBand dataType="Byte" band="1">\n    <NoDataValue>255</NoDataValue>\n'
             f"    <ColorInterp>Palette</ColorInterp>\n    <ColorTable>\n{entries}    </ColorTable>\n"

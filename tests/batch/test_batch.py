@@ -21,7 +21,7 @@ from geoseg.io.record import read_record
 from tests.helpers import smooth_image, write_tif
 
 runner = CliRunner()
-WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 
 
 def scenes(folder: Path, n: int, size: int = 60) -> list[Path]:
@@ -132,3 +132,44 @@ def test_a_signal_stops_cleanly_and_writes_the_summary(tmp_path, model_folder, s
     done = {Path(s["output"]).name for s in summary["scenes"] if s["status"] == "done"}
     assert {p.name for p in out.glob("*.mask.tif")} == done  # every mask present is a finished one
     assert "Traceback" not in err
+
+
+def test_a_folder_holding_its_own_masks_and_sidecars_reruns_cleanly(tmp_path, model_folder) -> None:
+    """Masks written beside their scenes (and their probabilities) are never taken as scenes."""
+    folder = tmp_path / "in"
+    scenes(folder, 3)
+    code, first = batch(str(folder), "-o", str(folder), "--model", str(model_folder), "--probabilities", "top")
+    assert code == 0 and first["counts"]["done"] == 3
+    assert len(list(folder.glob("*.probs.tif"))) == 3 and len(list(folder.glob("*.mask.tif"))) == 3
+    code, again = batch(str(folder), "-o", str(folder), "--model", str(model_folder), "--probabilities", "top")
+    assert code == 0 and again["counts"] == {"done": 0, "skipped": 3, "failed": 0, "cancelled": 0}
+
+
+def test_each_output_folder_gets_a_stac_collection_and_a_mosaic(tmp_path, model_folder) -> None:
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    from tests.export.test_product import _validate
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):  # three tiles side by side on one grid
+        with rasterio.open(folder / f"t{i}.tif", "w", driver="GTiff", width=80, height=64, count=3, dtype="float32",
+                           crs="EPSG:32633", transform=Affine(10, 0, 330000 + 800 * i, 0, -10, 5822040)) as ds:
+            ds.write(smooth_image((3, 64, 80), seed=i))
+            for b, name in enumerate(("b1", "b2", "b3"), 1):
+                ds.set_band_description(b, name)
+    out = tmp_path / "out"
+    code, summary = batch(str(folder), "-o", str(out), "--model", str(model_folder))
+    assert code == 0 and sorted(summary["catalogs"]) == [str(out / "collection.json"), str(out / "geoseg-mosaic.vrt")]
+    collection = json.loads((out / "collection.json").read_text())
+    _validate(collection)
+    assert sorted(link["href"] for link in collection["links"] if link["rel"] == "item") == [
+        "./t0.mask.json", "./t1.mask.json", "./t2.mask.json"]
+    with rasterio.open(out / "geoseg-mosaic.vrt") as vrt:
+        assert (vrt.width, vrt.height) == (240, 64) and vrt.crs.to_epsg() == 32633 and vrt.nodata == 255
+        mosaic = vrt.read(1)
+    for i in range(3):
+        with rasterio.open(out / f"t{i}.mask.tif") as ds:
+            np.testing.assert_array_equal(mosaic[:, 80 * i : 80 * (i + 1)], ds.read(1))
