@@ -1,0 +1,141 @@
+"""What the GIS product costs: COG finishing against the run it finishes, and polygonising the mask
+against GDAL's polygonize of the whole mask, all in one process.
+
+    python benchmarks/bench_export.py SOURCE.tif --size 16384 --model MODEL_DIR --real-mask MASK.tif \
+        [--device cuda] [--rounds 2]
+
+1. geoseg warm (model loaded, a small scene run first), the same scene as a plain GeoTIFF
+   (``--format gtiff``) and as a COG (the default), interleaved ``--rounds`` times: the COG's
+   ``finish_seconds`` (GDAL's COG driver: overviews by MODE, 512-px blocks) against its whole run
+   (target: at most 25 %), and against the GeoTIFF run's time.
+   A model with random weights (as in bench_run.py: speed does not depend on them) makes masks of
+   unrealistic texture, and finishing and polygonising depend on it. So parts 2 and 3 also run on a
+   *realistic* mask of the same size: the real model's mask of the real scene (``--real-mask``, made
+   by ``geoseg run`` on it), mirrored and repeated like the scenes; its COG finishing is timed alone
+   and compared with the same COG run.
+2. ``geoseg export vector`` of the masks into a GeoPackage (windows of 4096 px, merged), against
+   the baseline: GDAL's polygonize of the whole mask in one call (``rasterio.features.shapes`` over
+   the whole array, 4-connectivity, the same library ``gdal_polygonize`` uses) written with pyogrio,
+   and the polygon counts of both (they must agree).
+3. ``geoseg export stats`` of the mask, for scale.
+
+Prints a markdown table; the scene is built from the real one by make_scene.py (mirror and repeat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.bench_run import ensure_weights, table
+from benchmarks.make_scene import build_scene, peak_rss_gib
+
+
+def gdal_polygonize_whole(mask: Path, out: Path) -> tuple[float, int]:
+    """The baseline: GDAL's polygonize over the whole mask in memory, then one write."""
+    import pyogrio
+    import shapely
+    from rasterio.features import shapes
+
+    started = time.perf_counter()
+    with rasterio.open(mask) as ds:
+        labels = ds.read(1)
+        found = list(shapes(labels, mask=labels != ds.nodata, connectivity=4, transform=ds.transform))
+        crs = ds.crs.to_wkt()
+    geoms = shapely.to_wkb(np.array([shapely.geometry.shape(s) for s, _ in found], dtype=object))
+    values = np.array([int(v) for _, v in found], dtype=np.int32)
+    pyogrio.raw.write(str(out), geometry=geoms, field_data=[values], fields=["class"], crs=crs, driver="GPKG",
+                      geometry_type="Polygon")
+    return time.perf_counter() - started, len(found)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path)
+    parser.add_argument("--size", type=int, default=16384)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--real-mask", type=Path, required=True, help="a mask of the real scene by the real model")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-bench"))
+    parser.add_argument("--parts", nargs="*", default=["run", "vector"], choices=["run", "vector"],
+                        help="run: the runs and COG finishing; vector: polygons and statistics of the masks the run "
+                        "part left in --workdir")
+    args = parser.parse_args()
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if "run" in args.parts:
+        part_run(args)
+    if "vector" in args.parts:
+        part_vector(args)
+
+
+def part_run(args: argparse.Namespace) -> None:
+    from geoseg.config import RunConfig
+    from geoseg.engine.device import DeviceSession
+    from geoseg.io.writing import RASTER_FORMATS, RasterSpec, finish
+    from geoseg.models import load_model
+    from geoseg.run import segment_scene
+
+    scene = build_scene(args.source, args.workdir / f"s2-{args.size}.tif", args.size)
+    ensure_weights(args.model)
+    loaded = load_model(str(args.model))
+    DeviceSession.tune_for_many_scenes()
+    base = RunConfig(device=args.device, overwrite=True, batch_size=16 if args.device != "cpu" else None)
+    segment_scene(args.source, args.workdir / "warm.tif", base, model=loaded)  # warm-up: model placed, kernels
+    runs: dict[str, list] = {"gtiff": [], "cog": []}
+    for _ in range(args.rounds):
+        for fmt in ("gtiff", "cog"):
+            runs[fmt].append(segment_scene(scene, args.workdir / f"mask-{fmt}.tif", replace(base, output_format=fmt),
+                                           model=loaded))
+    g = statistics.median(s.seconds for s in runs["gtiff"])
+    c = statistics.median(s.seconds for s in runs["cog"])
+    f = statistics.median(s.finish_seconds for s in runs["cog"])
+    real_gtiff = build_scene(args.real_mask, args.workdir / f"real-mask-{args.size}.tif", args.size)
+    real_cog = args.workdir / f"real-mask-{args.size}.cog.tif"
+    with rasterio.open(real_gtiff) as ds:
+        spec = RasterSpec(1, "uint8", ds.nodata)
+    real_finish = statistics.median(finish(RASTER_FORMATS["cog"], real_gtiff, real_cog, spec)
+                                    for _ in range(args.rounds))
+    mp = args.size * args.size / 1e6
+    print(f"device {args.device}; scene {args.size}² ({mp:.0f} MP), {args.rounds} interleaved rounds, medians; "
+          f"peak RSS {peak_rss_gib():.2f} GiB", flush=True)
+    size_mb = {k: (args.workdir / f"mask-{k}.tif").stat().st_size / 1e6 for k in ("gtiff", "cog")}
+    table("COG finishing", ("mask", "run gtiff s", "run cog s", "cog finishing s", "finishing / cog run",
+                            "cog / gtiff run", "MB gtiff / cog"),
+          [["random-weights (in the run)", f"{g:.2f}", f"{c:.2f}", f"{f:.2f}", f"{f / c:.0%}", f"{c / g:.2f}",
+            f"{size_mb['gtiff']:.1f} / {size_mb['cog']:.1f}"],
+           ["realistic (finished alone)", "-", "-", f"{real_finish:.2f}", f"{real_finish / c:.0%}", "-",
+            f"{real_gtiff.stat().st_size / 1e6:.1f} / {real_cog.stat().st_size / 1e6:.1f}"]])
+
+
+def part_vector(args: argparse.Namespace) -> None:
+    from geoseg.export.stats import mask_stats
+    from geoseg.export.vector import polygonize
+
+    polygons = []
+    for name, mask in (("random-weights mask", args.workdir / "mask-cog.tif"),
+                       ("realistic mask", args.workdir / f"real-mask-{args.size}.cog.tif")):
+        vector = polygonize(mask, args.workdir / "mask.gpkg", overwrite=True)
+        base_s, base_n = gdal_polygonize_whole(mask, args.workdir / "whole.gpkg")
+        (args.workdir / "whole.gpkg").unlink()
+        started = time.perf_counter()
+        mask_stats(mask)
+        stats_s = time.perf_counter() - started
+        polygons.append([name, f"{vector.seconds:.2f}", f"{vector.polygons:,}", f"{base_s:.2f}", f"{base_n:,}",
+                         f"{vector.seconds / base_s:.2f}", f"{stats_s:.2f}"])
+    table("polygons of the mask", ("mask", "geoseg export vector s", "polygons",
+                                   "GDAL polygonize whole mask s (baseline)", "polygons", "geoseg / baseline",
+                                   "geoseg export stats s"), polygons)
+
+
+if __name__ == "__main__":
+    main()
