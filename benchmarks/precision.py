@@ -47,8 +47,8 @@ def labels_and_margins(scene_path: Path, loaded: LoadedModel, precision: str, de
         top2 = probs.topk(2, dim=0).values
         margins[row0 : row0 + probs.shape[1]] = (top2[0] - top2[1]).cpu().numpy()
 
-    def write(row0: int, strip: np.ndarray) -> None:
-        labels[row0 : row0 + len(strip)] = strip
+    def write(row0: int, strips: dict[str, np.ndarray]) -> None:
+        labels[row0 : row0 + len(strips["labels"])] = strips["labels"]
 
     blender.probe = keep_margin
     run_pipeline(layout, inputs, blender, WindowReader(scene, prepared.bands).read_into, write, default_workers(),

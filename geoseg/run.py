@@ -31,11 +31,13 @@ from geoseg.export.legend import write_pam, write_qml
 from geoseg.export.stac import mask_item
 from geoseg.export.stats import ClassStat, class_table, pixel_area_m2
 from geoseg.export.vector import polygonize
+from geoseg.io.overviews import OverviewPyramid, overview_vrt
 from geoseg.io.record import RECORD_TAG, encode, make_record
 from geoseg.io.scene import SceneInfo, WindowReader
 from geoseg.io.writing import (
     NODATA,
     ProductPaths,
+    RasterSpec,
     Staging,
     StripWriter,
     finish,
@@ -171,19 +173,30 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         inputs = InputBand(layout, card, device, scene.dtype)
-        blender = Blender(layout, card, predictor, config.probabilities)
+        blender = Blender(layout, card, predictor, config.probabilities, overview=fmt.finish is not None)
         reader = WindowReader(scene, prepared.bands)
         working = {final: staging.scratch(final, "work") if fmt.finish else staging.stage(final)
                    for final, _ in rasters}
         stages: dict[str, float] = {}
+        levels: list[Path] = []
         with _gdal_cache(), ExitStack() as open_writers:
             writers = [open_writers.enter_context(StripWriter(working[final], scene, spec, fmt, final))
                        for final, spec in rasters]
 
-            def write(row0: int, labels: np.ndarray, probs: np.ndarray | None) -> None:
-                writers[0].write(row0, labels)
-                if probs is not None:
-                    writers[1].write(row0, probs)
+            def open_level(k: int, grid: SceneInfo) -> Callable[[int, np.ndarray], None]:
+                levels.append(staging.scratch(paths.mask, f"overview{k}"))
+                level = StripWriter(levels[-1], grid, RasterSpec(1, "uint8", NODATA), fmt, paths.mask)
+                return open_writers.enter_context(level).write
+
+            # A COG's mask overviews are built from the strips as they are written (geoseg.io.overviews).
+            pyramid = OverviewPyramid(scene, NODATA, open_level) if fmt.finish is not None else None
+
+            def write(row0: int, strips: dict[str, np.ndarray]) -> None:
+                writers[0].write(row0, strips["labels"])
+                if pyramid is not None:
+                    pyramid.add_first(strips["overview"])
+                if "probabilities" in strips:
+                    writers[1].write(row0, strips["probabilities"])
 
             try:
                 run_pipeline(layout, inputs, blender, reader.read_into, write,
@@ -197,6 +210,14 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
             except OSError as exc:
                 raise OutputError(f"{prepared.output}: writing failed ({exc}); check free space and "
                                   f"permissions") from None
+            if pyramid is not None:
+                pyramid.close()
+        if pyramid is not None:  # the mask's source for the COG driver: the working file with its overviews
+            mask_spec_ = rasters[0][1]
+            vrt = staging.scratch(paths.mask, "vrt")
+            vrt.write_text(overview_vrt(working[paths.mask], levels, scene, NODATA, mask_spec_.colormap,
+                                        mask_spec_.tags, "class"))
+            working[paths.mask] = vrt
         with _gdal_cache():
             finishing = sum(finish(fmt, working[final], staging.stage(final), spec) for final, spec in rasters
                             if fmt.finish is not None)

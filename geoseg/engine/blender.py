@@ -42,12 +42,15 @@ PROBABILITY_BANDS = (None, "top", "all")
 class Blender:
     """Turns the patches of one run, block row by block row, into label strips (see module docstring)."""
 
-    def __init__(self, layout: Layout, card: ModelCard, predictor: Predictor, probabilities: str | None = None):
+    def __init__(self, layout: Layout, card: ModelCard, predictor: Predictor, probabilities: str | None = None,
+                 overview: bool = False):
         if probabilities not in PROBABILITY_BANDS:
             raise ConfigError(f"probabilities {probabilities!r} is not one of top, all (or none)")
         self.layout = layout
         #: Also hand out probabilities as uint8 (see :func:`quantize`): the top class's, or one band per class.
         self.probability_bands = probabilities
+        #: Also hand out the labels' first overview level (:func:`mode2x2`), computed here on the device.
+        self.overview = overview
         self.predictor = predictor
         self.device = dev = predictor.device
         self.num_classes = card.num_classes
@@ -102,9 +105,9 @@ class Blender:
             if len(self._pending) >= self.predictor.batch_size:
                 self._predict_pending()
 
-    def end_row(self, row: BlockRow) -> Iterator[tuple[int, HostStrip, HostStrip | None]]:
-        """Finish ``row``; yield ``(scene row, labels, probabilities or None)`` strips for every row
-        that is now final.
+    def end_row(self, row: BlockRow) -> Iterator[tuple[int, dict[str, HostStrip]]]:
+        """Finish ``row``; yield ``(scene row, strips)`` for every run of rows that is now final:
+        ``labels``, and ``probabilities`` and ``overview`` where asked for.
 
         Patches wait for a full batch across rows, so the rows a row of blocks settles are handed
         out once its last patch has actually run, usually after the next row.
@@ -129,11 +132,13 @@ class Blender:
             labels = torch.where(valid, labels, NODATA)
             for value in self._counted:  # counted where the labels are: no pass over them on the host
                 self.counts[value] += (labels == value).sum()
-            extra = None
+            strips = {"labels": HostStrip.of(labels)}
             if self.probability_bands is not None:
                 assert probs is not None
-                extra = HostStrip.of(quantize(probs, valid, self.probability_bands == "top"))
-            yield start, HostStrip.of(labels), extra
+                strips["probabilities"] = HostStrip.of(quantize(probs, valid, self.probability_bands == "top"))
+            if self.overview:  # strips start on even rows (whole output tiles), so the halving is exact
+                strips["overview"] = HostStrip.of(mode2x2(labels, NODATA))
+            yield start, strips
         # Drop what no later strip needs.
         keep_from = stop if layout.factor == 1 else int(bilinear_taps(stop, stop + 1, layout.factor,
                                                                       layout.rows.size)[0][0])
@@ -246,3 +251,27 @@ def quantize(probs: torch.Tensor, valid: torch.Tensor, top: bool) -> torch.Tenso
     picked = probs.amax(dim=0, keepdim=True) if top else probs
     scaled = torch.round(picked.clamp(0, 1) * PROBABILITY_SCALE).to(torch.uint8)
     return torch.where(valid, scaled, NODATA)
+
+
+def mode2x2(labels: torch.Tensor, nodata: int) -> torch.Tensor:
+    """``(row, col)`` -> half the rows and columns (rounded up; odd edges padded with ``nodata``): the
+    most frequent valid value of each 2 x 2 cell, ties to the first of top-left, top-right,
+    bottom-left, bottom-right; ``nodata`` only where all four are. The device twin of
+    :func:`geoseg.io.overviews.mode2x2` (tests/engine/test_blender.py holds them equal)."""
+    rows, cols = labels.shape
+    if rows % 2 or cols % 2:
+        padded = torch.full((rows + rows % 2, cols + cols % 2), nodata, dtype=labels.dtype, device=labels.device)
+        padded[:rows, :cols] = labels
+        labels = padded
+    cells = (labels[0::2, 0::2], labels[0::2, 1::2], labels[1::2, 0::2], labels[1::2, 1::2])
+    best = cells[0]
+    best_count = torch.zeros(best.shape, dtype=torch.uint8, device=labels.device)
+    for i, x in enumerate(cells):
+        count = sum((x == y).to(torch.uint8) for y in cells) * (x != nodata)
+        if i == 0:
+            best_count = count
+            continue
+        better = count > best_count
+        best = torch.where(better, x, best)
+        best_count = torch.maximum(count, best_count)
+    return torch.where(best_count == 0, torch.full_like(best, nodata), best)

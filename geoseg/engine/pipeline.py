@@ -34,9 +34,10 @@ from geoseg.engine.plan import Layout, ReadChunking, ReadFn, plan_blocks, plan_r
 from geoseg.engine.staging import StagingPool
 from geoseg.errors import Cancelled
 
-#: Writes a full-width strip starting at a scene row: labels ``(row, col)``, and the probabilities
-#: ``(band, row, col)`` when the blender hands them out.
-WriteFn = Callable[[int, np.ndarray, "np.ndarray | None"], None]
+#: Writes full-width strips starting at a scene row: ``labels`` ``(row, col)``, and ``probabilities``
+#: ``(band, row, col)`` and ``overview`` (the labels halved, from half that row) when the blender hands
+#: them out (:meth:`geoseg.engine.blender.Blender.end_row`).
+WriteFn = Callable[[int, dict[str, np.ndarray]], None]
 #: Called with (blocks done, all blocks).
 ProgressFn = Callable[[int, int], None]
 
@@ -123,10 +124,9 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
                 if progress is not None:
                     progress(done, total)
             lap("blocks")
-            for row0, labels, probs in blender.end_row(row):
+            for row0, made in blender.end_row(row):
                 lap("labels")
-                writes.append(writer.submit(lambda r, s, p: write(r, s.numpy(), None if p is None else p.numpy()),
-                                            row0, labels, probs))
+                writes.append(writer.submit(lambda r, m: write(r, {k: v.numpy() for k, v in m.items()}), row0, made))
                 while len(writes) > tuning.writes_ahead:
                     writes.popleft().result()
                 lap("wait for writes")

@@ -120,10 +120,16 @@ class RasterFormat:
 
 
 def _finish_cog(working: Path, product: Path, resampling: str) -> None:
-    """GDAL's COG driver: 512-px blocks, DEFLATE, internal overviews (MODE for classes: never averaged)."""
+    """GDAL's COG driver: 512-px blocks, DEFLATE, internal overviews (MODE for classes: never averaged).
+
+    ``working`` may be a VRT that already lists the overviews (:mod:`geoseg.io.overviews`): they are
+    copied as they are."""
+    with working.open("rb") as f:
+        existing = f.read(11) == b"<VRTDataset"
+    overviews = {"OVERVIEWS": "FORCE_USE_EXISTING"} if existing else {"OVERVIEW_RESAMPLING": resampling}
     with rasterio.Env(GDAL_PAM_ENABLED="NO"):
         rasterio.shutil.copy(working, product, driver="COG", BLOCKSIZE=512, COMPRESS="DEFLATE",
-                             OVERVIEW_RESAMPLING=resampling, NUM_THREADS="ALL_CPUS", BIGTIFF="IF_SAFER")
+                             NUM_THREADS="ALL_CPUS", BIGTIFF="IF_SAFER", **overviews)
 
 
 #: Output formats by name (``--format``).

@@ -128,6 +128,18 @@ def test_qgis_loads_the_styled_mask_and_the_polygons_and_renders_the_class_colou
             assert tuple(rgba[:3, row, col]) == colours[value], (row, col, value)
 
 
+def test_the_cog_overview_is_the_mode_of_the_mask(product) -> None:
+    """The overview QGIS shows zoomed out: each pixel the most frequent class of its 2 x 2 cell."""
+    from geoseg.io.overviews import mode2x2
+
+    with rasterio.open(product.mask) as ds:
+        labels = ds.read(1)
+        assert ds.overviews(1) == [2]
+        with rasterio.open(product.mask, overview_level=0) as level:
+            overview = level.read(1)
+    np.testing.assert_array_equal(overview, mode2x2(labels, NODATA))
+
+
 def _validate(document: dict) -> None:
     """Validate against the STAC core schema (pystac's copy) and every declared extension (tests/data/stac)."""
     import jsonschema
