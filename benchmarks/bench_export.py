@@ -40,20 +40,27 @@ from benchmarks.make_scene import build_scene, peak_rss_gib
 
 
 def gdal_polygonize_whole(mask: Path, out: Path) -> tuple[float, int]:
-    """The baseline: GDAL's polygonize over the whole mask in memory, then one write."""
-    import pyogrio
+    """The baseline: GDAL's polygonize over the whole mask in memory, then one write (GeoPackage
+    through pyogrio, or GeoParquet through the same writer geoseg uses)."""
     import shapely
     from rasterio.features import shapes
+
+    from geoseg.export.vector import _write_parquet
 
     started = time.perf_counter()
     with rasterio.open(mask) as ds:
         labels = ds.read(1)
         found = list(shapes(labels, mask=labels != ds.nodata, connectivity=4, transform=ds.transform))
-        crs = ds.crs.to_wkt()
-    geoms = shapely.to_wkb(np.array([shapely.geometry.shape(s) for s, _ in found], dtype=object))
+        crs = ds.crs
+    geoms = np.array([shapely.geometry.shape(s) for s, _ in found], dtype=object)
     values = np.array([int(v) for _, v in found], dtype=np.int32)
-    pyogrio.raw.write(str(out), geometry=geoms, field_data=[values], fields=["class"], crs=crs, driver="GPKG",
-                      geometry_type="Polygon")
+    if out.suffix == ".parquet":
+        _write_parquet(out, values, geoms, [str(v) for v in values], shapely.area(geoms), crs)
+    else:
+        import pyogrio
+
+        pyogrio.raw.write(str(out), geometry=shapely.to_wkb(geoms), field_data=[values], fields=["class"],
+                          crs=crs.to_wkt(), driver="GPKG", geometry_type="Polygon")
     return time.perf_counter() - started, len(found)
 
 
@@ -66,6 +73,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-bench"))
+    parser.add_argument("--vector-ext", default=".gpkg", choices=[".gpkg", ".parquet"],
+                        help="layer format of both the geoseg export and the baseline")
     parser.add_argument("--parts", nargs="*", default=["run", "vector"], choices=["run", "vector"],
                         help="run: the runs and COG finishing; vector: polygons and statistics of the masks the run "
                         "part left in --workdir")
@@ -124,9 +133,9 @@ def part_vector(args: argparse.Namespace) -> None:
     polygons = []
     for name, mask in (("random-weights mask", args.workdir / "mask-cog.tif"),
                        ("realistic mask", args.workdir / f"real-mask-{args.size}.cog.tif")):
-        vector = polygonize(mask, args.workdir / "mask.gpkg", overwrite=True)
-        base_s, base_n = gdal_polygonize_whole(mask, args.workdir / "whole.gpkg")
-        (args.workdir / "whole.gpkg").unlink()
+        vector = polygonize(mask, args.workdir / f"mask{args.vector_ext}", overwrite=True)
+        base_s, base_n = gdal_polygonize_whole(mask, args.workdir / f"whole{args.vector_ext}")
+        (args.workdir / f"whole{args.vector_ext}").unlink()
         started = time.perf_counter()
         mask_stats(mask)
         stats_s = time.perf_counter() - started

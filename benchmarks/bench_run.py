@@ -296,10 +296,10 @@ def spawn(kind: str, scene: Path, out: Path, model: Path, warmup: Path, settings
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_cli(scene: Path, out: Path, model: Path, device: str) -> float:
+def run_cli(scene: Path, out: Path, model: Path, device: str, fmt: str = "cog") -> float:
     """Wall seconds of `geoseg run` as a fresh process."""
     cmd = [sys.executable, "-m", "geoseg.cli", "run", str(scene), "-o", str(out), "--model", str(model),
-           "--overwrite", "--quiet", "--device", device, "--batch-size", str(BATCH)]
+           "--overwrite", "--quiet", "--device", device, "--batch-size", str(BATCH), "--format", fmt]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
@@ -336,8 +336,8 @@ def part_main(scenes: list[Path], models: list[Path], more: list[Path], args: ar
         eager = model_floor(card, patches, args.device, "eager")
         graph = model_floor(card, patches, args.device, "graph")
         out = args.workdir / "mask.tif"
-        cold = run_cli(scene, out, model, args.device)
-        warm = spawn("geoseg", scene, out, model, args.source, {"device": args.device})
+        cold = run_cli(scene, out, model, args.device, args.format)
+        warm = spawn("geoseg", scene, out, model, args.source, {"device": args.device, "output_format": args.format})
         write = write_floor(out, args.workdir / "rewrite.tif")
         read = min(reads.values())
         floor = max(read, min(eager, graph), write)
@@ -451,6 +451,8 @@ def main() -> None:
                         choices=list(OPTIONS), help="settings compared by --parts options (default: %(default)s)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-bench"))
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--format", default="cog", choices=["cog", "gtiff"],
+                        help="mask format of the geoseg runs in --parts main (gtiff: the engine alone, no COG pass)")
     parser.add_argument("--child", choices=["geoseg", "toolbelt"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=Path, help=argparse.SUPPRESS)

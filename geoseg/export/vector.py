@@ -329,9 +329,7 @@ def _write_parquet(path: Path, values: np.ndarray, geoms: np.ndarray, names: lis
                       "geometry": pa.array(shapely.to_wkb(geoms).tolist(), pa.binary())})
     column = {"encoding": "WKB", "geometry_types": ["Polygon"]}
     if crs is not None:
-        import pyproj
-
-        column["crs"] = pyproj.CRS.from_wkt(crs.to_wkt()).to_json_dict()
+        column["crs"] = crs.to_dict(projjson=True)  # PROJJSON, as GeoParquet asks
     if len(geoms):
         column["bbox"] = list(shapely.total_bounds(geoms))
     meta = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
