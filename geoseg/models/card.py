@@ -15,6 +15,9 @@ import numpy as np
 
 from geoseg.errors import ModelError
 
+#: Class values 0..254 fit a uint8 mask whose 255 is nodata.
+MAX_CLASSES = 255
+
 
 @dataclass(frozen=True)
 class ClassInfo:
@@ -72,6 +75,9 @@ class ModelCard:
         values = [c.value for c in self.classes]
         if values != list(range(len(values))) or not values:
             raise ModelError(f"model card {self.name!r}: class values must be 0..N-1 in order, got {values}")
+        if len(values) > MAX_CLASSES:
+            raise ModelError(f"model card {self.name!r}: {len(values)} classes, but masks are uint8 with 255 as "
+                             f"nodata, so at most {MAX_CLASSES} classes (uint16 masks are not supported yet)")
 
     @property
     def in_channels(self) -> int:
