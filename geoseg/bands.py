@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 
 from geoseg.errors import BandError
+from geoseg.sensors import SENSORS
 
 #: Unambiguous alternative spellings of each common name (lower case).
 BAND_ALIASES: dict[str, tuple[str, ...]] = {
@@ -98,6 +99,8 @@ def match_bands(
         )
     shown = ", ".join(f"{i + 1}={d or '(no name)'}" for i, d in enumerate(descriptions))
     raise BandError(
-        f"{path}: cannot tell which bands are {', '.join(wanted)} (bands: {shown}); "
-        f"pass them in that order with --bands, e.g. --bands {','.join(str(i) for i in range(1, len(wanted) + 1))}"
+        f"{path}: cannot tell which bands are the model's {', '.join(wanted)} (the scene has {len(descriptions)} "
+        f"bands: {shown}); pass them in that order with --bands, e.g. "
+        f"--bands {','.join(str(i) for i in range(1, len(wanted) + 1))}, or name the scene's sensor with --sensor "
+        f"({', '.join(SENSORS)})"
     )

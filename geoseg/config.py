@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from geoseg.errors import ConfigError
+from geoseg.sensors import SENSORS
 
 #: The model name that picks a built-in model to fit each scene.
 AUTO = "auto"
@@ -67,6 +68,12 @@ class RunConfig:
     bands: tuple[int | str, ...] | None = setting(
         None, "Scene bands in the model's input order: 1-based indexes or names, comma-separated.",
         result=True, default_text="matched by band name", parse=parse_bands)
+    sensor: str | None = setting(
+        None, "The scene's sensor: names its bands in the sensor's order and scales them to reflectance "
+        "(see `geoseg models sensors`).", result=True, choices=tuple(SENSORS), default_text="from band names")
+    strict_inputs: bool = setting(
+        False, "Stop, instead of warning, when what the network receives is outside what the model was trained "
+        "on (values after scaling, resolution).", flags=("--strict-inputs/--no-strict-inputs",))
     tile_size: int | None = setting(None, "Patch edge in pixels, a multiple of 32.", result=True,
                                     default_text="model's")
     overlap: int | None = setting(None, "Overlap between patches in pixels.", result=True, default_text="model's")

@@ -10,7 +10,7 @@ benchmarks share these steps instead of repeating them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from geoseg.bands import match_bands
@@ -20,7 +20,9 @@ from geoseg.engine.resample import resolution_factor
 from geoseg.errors import BandError
 from geoseg.io.scene import SceneInfo, open_scene
 from geoseg.io.writing import check_free_space, check_output, default_output
-from geoseg.models import ModelCard, get_card
+from geoseg.models import ModelCard, Scaling, get_card
+from geoseg.sanity import check_inputs
+from geoseg.sensors import Sensor, get_sensor, sensor_from_name
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,24 @@ def prepare_run(scene_path: str | Path, output: str | Path | None, config: RunCo
     if scene.crs is None:
         notes.append(f"{scene.path}: has no CRS; the mask copies its pixel grid but will not be georeferenced")
 
+    descriptions, sensor = scene_band_names(scene, config.sensor)
+    if sensor is not None and config.sensor is None:
+        notes.append(f"{scene.path}: bands have no names; named from the file name as {sensor.name} "
+                     f"({', '.join(sensor.bands)}); pass --sensor or --bands if they are not")
     name = choose_model(scene, config) if card is None else config.model
-    card = (card or get_card(name)).with_scaling(config.scale)
-    indexes, how = match_bands(scene.descriptions, card.bands, str(scene.path), config.bands)
+    card = card or get_card(name)
+    if config.sensor is not None:  # the scene's own DN -> reflectance, instead of the card's
+        card = replace(card, scaling=Scaling(integer_scale=sensor.scale, integer_offset=sensor.offset))
+    card = card.with_scaling(config.scale)
+    indexes, how = match_bands(descriptions, card.bands, str(scene.path), config.bands)
     if how == "position":
         notes.append(f"{scene.path}: bands have no names; assumed in the model's order "
-                     f"({', '.join(card.bands)}); pass --bands if they are not")
+                     f"({', '.join(card.bands)}); pass --bands or --sensor if they are not")
     factor = resolution_factor(scene.pixel_size_m, card.resolution_m) if config.match_resolution else 1
+    found = check_inputs(scene, indexes, card, factor)
+    if found and config.strict_inputs:
+        raise BandError(f"{found[0]} (--strict-inputs)")
+    notes += found
     layout = plan_layout(scene.height, scene.width, factor,
                          config.tile_size or card.tile_size,
                          card.overlap if config.overlap is None else config.overlap,
@@ -64,19 +77,38 @@ def prepare_run(scene_path: str | Path, output: str | Path | None, config: RunCo
     return PreparedRun(scene, out, name, card, indexes, how, factor, layout, tuple(notes))
 
 
+def scene_band_names(scene: SceneInfo, sensor_name: str | None) -> tuple[tuple[str | None, ...], Sensor | None]:
+    """The names the scene's bands are matched by: the sensor preset's (``--sensor``, which must have as many
+    bands as the scene), else the band descriptions, else a sensor told by the file name when it has as many
+    bands as the scene."""
+    count = len(scene.descriptions)
+    if sensor_name is not None:
+        sensor = get_sensor(sensor_name)
+        if len(sensor.bands) != count:
+            raise BandError(f"{scene.path}: has {count} bands but a {sensor.name} file has {len(sensor.bands)} "
+                            f"({', '.join(sensor.bands)}); with a subset of them, pass --bands by index instead")
+        return sensor.bands, sensor
+    if any(scene.descriptions):
+        return scene.descriptions, None
+    sensor = sensor_from_name(scene.path.name)
+    if sensor is not None and len(sensor.bands) == count:
+        return sensor.bands, sensor
+    return scene.descriptions, None
+
+
 def choose_model(scene: SceneInfo, config: RunConfig) -> str:
     """The model a run of ``scene`` uses: ``config.model``, or the fitting built-in one for ``auto``."""
-    return choose_builtin(scene, config.bands) if config.model == AUTO else config.model
+    return choose_builtin(scene, config.bands, config.sensor) if config.model == AUTO else config.model
 
 
-def choose_builtin(scene: SceneInfo, bands: Sequence[int | str] | None = None) -> str:
+def choose_builtin(scene: SceneInfo, bands: Sequence[int | str] | None = None, sensor: str | None = None) -> str:
     """The built-in model that fits ``scene``: 6 bands if it has them, L2A if it says so, else L1C."""
-    level = "l2a" if _looks_l2a(scene) else "l1c"
+    level = "l2a" if _looks_l2a(scene) or sensor == "sentinel2-l2a" else "l1c"
     six = f"csmask-6b-{level}"
     if bands is not None:
         return six if len(bands) == 6 else f"csmask-4b-{level}"
     try:
-        match_bands(scene.descriptions, get_card(six).bands, str(scene.path))
+        match_bands(scene_band_names(scene, sensor)[0], get_card(six).bands, str(scene.path))
         return six
     except BandError:
         return f"csmask-4b-{level}"

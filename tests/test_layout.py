@@ -15,10 +15,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "geoseg"
 
 #: Module name prefixes per layer, lowest first. A module belongs to the first layer with a prefix of it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("geoseg.errors", "geoseg.version", "geoseg.config"),
+    ("geoseg.errors", "geoseg.version", "geoseg.sensors", "geoseg.config"),
     ("geoseg.models", "geoseg.io"),
     ("geoseg.engine", "geoseg.export"),
-    ("geoseg.bands", "geoseg.prepare", "geoseg.run", "geoseg.info"),
+    ("geoseg.bands", "geoseg.sanity", "geoseg.prepare", "geoseg.run", "geoseg.info"),
     ("geoseg.batch",),
     ("geoseg.cli",),
 )

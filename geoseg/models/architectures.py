@@ -1,6 +1,13 @@
-"""Building the network a model card describes, with segmentation-models-pytorch."""
+"""Building the network a model card describes, with segmentation-models-pytorch.
+
+Any smp architecture and encoder: a package's card carries smp's own constructor arguments
+(``card.network``, as smp's ``config.json`` holds them); older cards name an architecture and an
+encoder, built with the card's bands, classes and decoder channels.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
@@ -8,25 +15,48 @@ import torch
 from geoseg.errors import ModelError
 from geoseg.models.card import ModelCard
 
-#: smp architectures geoseg knows how to build from a card.
-ARCHITECTURES = {"Unet": smp.Unet, "UnetPlusPlus": smp.UnetPlusPlus}
+#: smp architectures by class name (Unet, UnetPlusPlus, FPN, DeepLabV3Plus, Segformer, ...).
+ARCHITECTURES: dict[str, type[torch.nn.Module]] = {
+    name: cls for name, cls in vars(smp).items()
+    if isinstance(cls, type) and issubclass(cls, torch.nn.Module) and hasattr(cls, "from_pretrained")
+    and name[0].isupper()
+}
+#: Architectures whose constructor takes ``decoder_channels`` (a card of the older layout sets it).
+_WITH_DECODER_CHANNELS = {"Unet", "UnetPlusPlus", "MAnet"}
+
+
+def architecture_class(name: str, source: str) -> type[torch.nn.Module]:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise ModelError(f"{source}: unknown architecture {name!r}; choose one of "
+                         f"{', '.join(sorted(ARCHITECTURES))}") from None
+
+
+def network_config(card: ModelCard) -> dict[str, Any]:
+    """smp's constructor arguments for ``card``, with ``_model_class`` (smp's ``config.json`` keys)."""
+    if card.network is not None:
+        return dict(card.network)
+    config: dict[str, Any] = {"_model_class": card.architecture, "encoder_name": card.encoder,
+                              "encoder_weights": None, "in_channels": card.in_channels,
+                              "classes": card.num_classes}
+    if card.architecture in _WITH_DECODER_CHANNELS:
+        config["decoder_channels"] = list(card.decoder_channels)
+    return config
 
 
 def build_network(card: ModelCard) -> torch.nn.Module:
     """An untrained network of the card's architecture (never downloads encoder weights)."""
+    config = network_config(card)
+    cls = architecture_class(config.pop("_model_class", card.architecture), f"model {card.name!r}")
+    config["encoder_weights"] = None  # weights come from the package, never from a download
+    if config.get("in_channels", card.in_channels) != card.in_channels or \
+            config.get("classes", card.num_classes) != card.num_classes:
+        raise ModelError(f"model {card.name!r}: the network takes {config.get('in_channels')} bands and gives "
+                         f"{config.get('classes')} classes, but the card lists {card.in_channels} bands and "
+                         f"{card.num_classes} classes; fix geoseg.json or config.json")
     try:
-        cls = ARCHITECTURES[card.architecture]
-    except KeyError:
-        raise ModelError(f"model {card.name!r}: unknown architecture {card.architecture!r}; "
-                         f"choose one of {', '.join(ARCHITECTURES)}") from None
-    try:
-        return cls(
-            encoder_name=card.encoder,
-            encoder_weights=None,
-            in_channels=card.in_channels,
-            classes=card.num_classes,
-            decoder_channels=card.decoder_channels,
-        )
-    except (KeyError, ValueError) as exc:
-        raise ModelError(f"model {card.name!r}: cannot build {card.architecture} with encoder "
-                         f"{card.encoder!r} ({exc}); see smp's list of encoders") from None
+        return cls(**config)
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise ModelError(f"model {card.name!r}: cannot build {cls.__name__} with encoder "
+                         f"{config.get('encoder_name')!r} ({exc}); see smp's list of encoders") from None

@@ -64,6 +64,12 @@ class ModelCard:
     resolution_m: float | None = None  # ground resolution the model was trained at
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
     description: str = ""
+    #: The smp constructor's arguments as smp's own ``config.json`` holds them (``_model_class``,
+    #: ``encoder_name``, ...), for a model package (:mod:`geoseg.models.package`); None for a card of
+    #: the older layout, whose network is ``architecture`` + ``encoder`` + ``decoder_channels``.
+    network: dict[str, Any] | None = field(default=None, hash=False)
+    #: Where the card's mean and std and scaling came from, for ``geoseg models show`` (free text).
+    provenance: str = ""
 
     def __post_init__(self) -> None:
         n = len(self.bands)
