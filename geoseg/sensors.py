@@ -29,7 +29,7 @@ class Sensor:
         assert len(self.bands) == len(self.wavelengths_um), self.name
 
 
-_S2 = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "wv", "cirrus",
+_S2 = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "narrow_nir", "wv", "cirrus",
        "swir16", "swir22")
 _S2_UM = (0.443, 0.490, 0.560, 0.665, 0.705, 0.740, 0.783, 0.842, 0.865, 0.945, 1.375, 1.610, 2.190)
 _L2A_S2 = tuple(b for b in _S2 if b != "cirrus")

@@ -53,7 +53,7 @@ app = typer.Typer(
 )
 app.command()(run)
 app.command()(batch)
-app.command()(models)
+app.add_typer(models, name="models")
 app.command()(info)
 app.add_typer(export, name="export")
 

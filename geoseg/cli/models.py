@@ -1,23 +1,42 @@
-"""``geoseg models``: the built-in models, their bands and classes."""
+"""``geoseg models``: list the built-in models; show, check and import model packages; list sensors."""
 
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from geoseg.cli.errors import user_errors
-from geoseg.models import builtin_cards
+from geoseg.config import parse_bands
+from geoseg.errors import ConfigError
+from geoseg.models import ModelCard, builtin_cards, get_card, load_model
+from geoseg.models.architectures import network_config
+from geoseg.models.importing import import_model, parse_classes
+from geoseg.sensors import SENSORS, get_sensor
+
+models = typer.Typer(help="Models: the built-in ones, packages of your own (show, check, import), sensors.",
+                     invoke_without_command=True)
 
 
-def models(as_json: bool = typer.Option(False, "--json", help="Print the model cards as JSON.")) -> None:
+@models.callback()
+def _default(ctx: typer.Context,
+             as_json: bool = typer.Option(False, "--json", help="Print the model cards as JSON.")) -> None:
     """List the built-in models (pass a name to `geoseg run --model`; `auto` picks one per scene)."""
+    if ctx.invoked_subcommand is None:
+        list_models(as_json)
+
+
+@models.command("list")
+def list_models(as_json: bool = typer.Option(False, "--json", help="Print the model cards as JSON.")) -> None:
+    """List the built-in models."""
     with user_errors():
         cards = builtin_cards()
     if as_json:
-        print(json.dumps([c.to_dict() for c in cards], indent=2))
+        print(json.dumps([_card_json(c) for c in cards], indent=2))
         return
     table = Table("name", "bands", "classes", "tile / overlap", "trained at",
                   title="built-in models (--json for full cards)")
@@ -25,3 +44,126 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print the model c
         table.add_row(c.name, ", ".join(c.bands), ", ".join(f"{k.value}={k.name}" for k in c.classes),
                       f"{c.tile_size} / {c.overlap}", f"{c.resolution_m:g} m" if c.resolution_m else "-")
     Console().print(table)
+
+
+@models.command()
+def show(model: str = typer.Argument(..., help="A model package folder or a built-in name.", show_default=False),
+         as_json: bool = typer.Option(False, "--json", help="Print the card as JSON.")) -> None:
+    """Explain a model: its network, inputs and how they are scaled, classes, tiling."""
+    with user_errors():
+        card = get_card(model)
+    if as_json:
+        print(json.dumps(_card_json(card), indent=2))
+        return
+    net = network_config(card)
+    table = Table(show_header=False, title=f"model {card.name}")
+    table.add_row("network", f"smp {net['_model_class']}, encoder {net.get('encoder_name')}")
+    table.add_row("inputs", "\n".join(f"{i + 1}. {b}: mean {m:.4g}, std {s:.4g}"
+                                      for i, (b, m, s) in enumerate(zip(card.bands, card.mean, card.std, strict=True))))
+    table.add_row("scaling", f"integer pixels x {card.scaling.integer_scale:g} + {card.scaling.integer_offset:g}; "
+                  f"float pixels x {card.scaling.float_scale:g}")
+    table.add_row("classes", "\n".join(f"{c.value} {c.name} #{bytes(c.color).hex()}" for c in card.classes))
+    table.add_row("tiling", f"tile {card.tile_size} px, overlap {card.overlap} px")
+    table.add_row("trained at", f"{card.resolution_m:g} m" if card.resolution_m else "not stated")
+    if card.description:
+        table.add_row("about", card.description)
+    if card.provenance:
+        table.add_row("provenance", card.provenance)
+    Console().print(table)
+
+
+@models.command()
+def check(model: str = typer.Argument(..., help="A model package folder or a built-in name.", show_default=False),
+          trust_checkpoint: bool = typer.Option(False, help="Allow a pickled checkpoint in the folder.")) -> None:
+    """Load a model (every weight must fit) and run one patch through it on the CPU."""
+    import torch
+
+    with user_errors():
+        started = time.perf_counter()
+        loaded = load_model(model, trust_checkpoint=trust_checkpoint)
+        card = loaded.card
+        patch = torch.zeros(1, card.in_channels, card.tile_size, card.tile_size)
+        with torch.inference_mode():
+            out = loaded.network(patch)
+        expected = (1, card.num_classes, card.tile_size, card.tile_size)
+        if tuple(out.shape) != expected:
+            raise ConfigError(f"{model}: one {card.tile_size}-px patch gave {tuple(out.shape)}, expected {expected}; "
+                              f"the card's tile size or classes do not fit the network")
+    params = sum(p.numel() for p in loaded.network.parameters())
+    Console().print(f"{model}: ok, {params / 1e6:.1f} M parameters, one {card.tile_size}-px patch -> "
+                    f"{card.num_classes} classes in {time.perf_counter() - started:.1f} s")
+
+
+@models.command("import")
+def import_(
+    source: Path = typer.Argument(..., help="smp folder, .safetensors, state dict (.pt/.pth), Lightning/TorchGeo "
+                                  ".ckpt or TorchScript file.", show_default=False),
+    output: Path = typer.Option(..., "-o", "--output", help="The package folder to write.", show_default=False),
+    bands: str | None = typer.Option(None, help="Input bands in order, by name (red,green,blue,nir).",
+                                     show_default=False),
+    sensor: str | None = typer.Option(None, help="Take the bands and scaling of a sensor preset (see "
+                                      "`geoseg models sensors`).", show_default=False),
+    classes: str | None = typer.Option(None, help="Class names, comma-separated or a YAML/JSON file (a list of "
+                                       "names or of {name, color}).", show_default=False),
+    architecture: str | None = typer.Option(None, help="smp architecture, where the source does not say (Unet, "
+                                            "FPN, DeepLabV3Plus ...).", show_default=False),
+    encoder: str | None = typer.Option(None, help="smp encoder, where the source does not say (resnet34, vgg16 "
+                                       "...).", show_default=False),
+    mean: str | None = typer.Option(None, help="Per-band mean after scaling, comma-separated.", show_default=False),
+    std: str | None = typer.Option(None, help="Per-band std after scaling, comma-separated.", show_default=False),
+    scale: float | None = typer.Option(None, help="Multiply integer pixels by this before normalising.",
+                                       show_default=False),
+    tile_size: int | None = typer.Option(None, help="Patch edge in pixels [default: 512]", show_default=False),
+    overlap: int | None = typer.Option(None, help="Patch overlap in pixels [default: 64]", show_default=False),
+    resolution: float | None = typer.Option(None, help="Ground resolution the model was trained at, in metres.",
+                                            show_default=False),
+    trust_checkpoint: bool = typer.Option(False, help="Allow pickled and TorchScript sources (read with "
+                                          "weights_only=True); only for files you trust."),
+    overwrite: bool = typer.Option(False, help="Replace an existing package."),
+) -> None:
+    """Make a geoseg model package (safetensors only) from weights made elsewhere."""
+    with user_errors():
+        band_names, sensor_scale = None, None
+        if sensor is not None:
+            preset = get_sensor(sensor)
+            band_names, sensor_scale = preset.bands, preset.scale
+        if bands is not None:
+            band_names = tuple(str(b) for b in parse_bands(bands) or ())
+        card = import_model(
+            source, output, bands=band_names, classes=parse_classes(classes), architecture=architecture,
+            encoder=encoder, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+            scale=scale if scale is not None else sensor_scale, tile_size=tile_size, overlap=overlap,
+            resolution_m=resolution, trust_checkpoint=trust_checkpoint, overwrite=overwrite)
+    Console().print(f"{output}: model package written ({card.architecture} / {card.encoder}, "
+                    f"{len(card.bands)} bands, {card.num_classes} classes); `geoseg models check {output}` tries it")
+
+
+@models.command()
+def sensors(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """The sensor presets `--sensor` takes: band order, wavelengths, scaling."""
+    if as_json:
+        print(json.dumps({n: {"description": s.description, "bands": s.bands, "wavelengths_um": s.wavelengths_um,
+                              "scale": s.scale, "offset": s.offset, "dtype": s.dtype} for n, s in SENSORS.items()},
+                         indent=2))
+        return
+    table = Table("sensor", "bands (in file order)", "scale", "about")
+    for s in SENSORS.values():
+        table.add_row(s.name, ", ".join(s.bands), f"{s.scale:.3g}" + (f" {s.offset:+g}" if s.offset else ""),
+                      s.description)
+    Console().print(table)
+
+
+def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: give comma-separated numbers, one per band") from None
+
+
+def _card_json(card: ModelCard) -> dict:
+    data = card.to_dict()
+    if data.get("network") is None:
+        data.pop("network", None)
+    return data

@@ -82,6 +82,8 @@ def save_package(folder: Path, card: ModelCard, tensors: dict[str, torch.Tensor]
     The weights must fit the card's network exactly (checked by loading them into it first).
     """
     config = network_config(card)
+    # Weights come from this package: without this smp.from_pretrained would download ImageNet encoder weights.
+    config["encoder_weights"] = None
     card = ModelCard.from_dict({**card.to_dict(), "network": config, "architecture": config["_model_class"],
                                 "encoder": config.get("encoder_name", card.encoder)})
     network = build_network(card)

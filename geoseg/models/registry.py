@@ -64,7 +64,7 @@ def load_model(name: str, trust_checkpoint: bool = False) -> LoadedModel:
         tensors = BUILTIN_MODELS[name][1](name)
         allowed_missing = UNUSED_KEYS
     else:
-        tensors = read_tensors(_weights_file(Path(name), trust_checkpoint), trust_checkpoint)
+        tensors = read_tensors(weights_file(Path(name), trust_checkpoint), trust_checkpoint)
         allowed_missing = frozenset()
     network = build_network(card)
     load_state(network, tensors, allowed_missing, name)
@@ -76,13 +76,13 @@ def model_identity(name: str, trust_checkpoint: bool = False) -> str:
     if name in BUILTIN_MODELS:
         return f"{name}@{get_card(name).description}"
     folder = Path(name)
-    path = _weights_file(folder, trust_checkpoint)
+    path = weights_file(folder, trust_checkpoint)
     stat = path.stat()
     cards = "".join((folder / f).read_text() for f in (SMP_CONFIG, CARD_FILE) if (folder / f).is_file())
     return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{cards}"
 
 
-def _weights_file(folder: Path, trust_checkpoint: bool) -> Path:
+def weights_file(folder: Path, trust_checkpoint: bool) -> Path:
     path = folder / WEIGHTS_FILE
     if path.is_file():
         return path
