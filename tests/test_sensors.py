@@ -47,7 +47,7 @@ def test_sensor_names_unnamed_bands_and_scales_them(tmp_path, tiny_model) -> Non
     plain = prepare_run(scene, tmp_path / "a.tif", RunConfig(match_resolution=False), card=card)
     assert plain.bands == (1, 2, 3, 4) and plain.band_match == "position"
     assert any("the scaling looks wrong" in n and "0.01" in n for n in plain.notes), plain.notes
-    with pytest.raises(BandError, match="the scaling looks wrong.*--strict-inputs"):
+    with pytest.raises(BandError, match=r"the scaling looks wrong.*--strict-inputs"):
         prepare_run(scene, tmp_path / "a.tif", RunConfig(match_resolution=False, strict_inputs=True), card=card)
     named = prepare_run(scene, tmp_path / "a.tif", RunConfig(match_resolution=False, sensor="naip"), card=card)
     assert named.bands == (3, 2, 1, 4) and named.band_match == "name"
