@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("geoseg.errors", "geoseg.version", "geoseg.sensors", "geoseg.config"),
     ("geoseg.models", "geoseg.io"),
     ("geoseg.engine", "geoseg.export"),
-    ("geoseg.bands", "geoseg.sanity", "geoseg.prepare", "geoseg.run", "geoseg.info"),
+    ("geoseg.bands", "geoseg.sanity", "geoseg.prepare", "geoseg.run", "geoseg.info", "geoseg.train"),
     ("geoseg.batch",),
     ("geoseg.cli",),
 )

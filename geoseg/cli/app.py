@@ -18,6 +18,7 @@ from geoseg.cli.export import export
 from geoseg.cli.info import info
 from geoseg.cli.models import models
 from geoseg.cli.run import run
+from geoseg.cli.train import evaluate, train
 
 
 class _OneLineErrors(TyperGroup):
@@ -55,6 +56,8 @@ app.command()(run)
 app.command()(batch)
 app.add_typer(models, name="models")
 app.command()(info)
+app.command()(train)
+app.command()(evaluate)
 app.add_typer(export, name="export")
 
 

@@ -1,0 +1,154 @@
+"""``geoseg train`` and ``geoseg evaluate``: a model for your own classes, and a mask's accuracy."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from geoseg.cli.errors import user_errors
+from geoseg.config import parse_bands
+from geoseg.errors import ConfigError
+
+
+def _classes(spec: str | None) -> list | dict | None:
+    """``--classes``: a YAML/JSON file (a list of names or {label value: name}) or comma-separated names."""
+    if spec is None:
+        return None
+    path = Path(spec)
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read the classes ({exc})") from None
+        if not isinstance(data, list | dict):
+            raise ConfigError(f"{path}: give a list of names or a mapping of label value to name")
+        return data
+    return [n.strip() for n in spec.split(",")]
+
+
+def train(
+    images: list[Path] = typer.Argument(..., help="Training images (GeoTIFF ...).", show_default=False),
+    labels: list[Path] = typer.Option(..., "--labels", help="Label raster on each image's grid, or a vector layer "
+                                      "with a class field; one per image, in order.", show_default=False),
+    output: Path = typer.Option(..., "-o", "--output", help="Model package folder to write.", show_default=False),
+    classes: str | None = typer.Option(None, help="Class names: a YAML file (list, or label value: name) or "
+                                       "comma-separated [default: the labels' CLASSES tag]", show_default=False),
+    label_field: str = typer.Option("class", help="Field of vector labels that holds the class."),
+    architecture: str = typer.Option("Unet", help="smp architecture."),
+    encoder: str = typer.Option("resnet34", help="smp encoder (resnet34, vgg16, efficientnet-b4 ...)."),
+    init: str = typer.Option("none", help="Encoder start: imagenet (from the local cache, never downloaded), a "
+                             "built-in model's encoder (csmask-6b-l1c ...), or none."),
+    epochs: int = typer.Option(20, min=1),
+    batch_size: int = typer.Option(16, min=1),
+    chip_size: int = typer.Option(256, min=32, help="Chip edge in pixels, a multiple of 32."),
+    chips_per_epoch: int | None = typer.Option(None, min=1, help="[default: twice the training area]",
+                                               show_default=False),
+    learning_rate: float = typer.Option(1e-3, min=0),
+    val_share: float = typer.Option(0.2, min=0, max=0.9, help="Share of cells held out for validation."),
+    patience: int = typer.Option(5, min=1, help="Stop after this many epochs without a better validation mIoU."),
+    bands: str | None = typer.Option(None, help="Scene bands to train on, by name or index [default: all]",
+                                     show_default=False),
+    sensor: str | None = typer.Option(None, help="The images' sensor preset (band names and scaling).",
+                                      show_default=False),
+    scale: float | None = typer.Option(None, help="Multiply pixels by this [default: from the sensor or dtype]",
+                                       show_default=False),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    workers: int | None = typer.Option(None, min=0, help="Chip-reading processes [default: cores - 1]",
+                                       show_default=False),
+    seed: int = typer.Option(0),
+    resume: bool = typer.Option(False, help="Go on from OUTPUT.train/checkpoint.pt."),
+    overwrite: bool = typer.Option(False, help="Replace an existing package."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Train an smp network on labelled images and write a model package `geoseg run --model` uses."""
+    from geoseg.train.trainer import TrainConfig
+    from geoseg.train.trainer import train as run_training
+
+    with user_errors():
+        if chip_size % 32:
+            raise ConfigError(f"--chip-size {chip_size}: must be a multiple of 32")
+        config = TrainConfig(architecture=architecture, encoder=encoder, init=init, epochs=epochs,
+                             batch_size=batch_size, chip_size=chip_size, chips_per_epoch=chips_per_epoch,
+                             learning_rate=learning_rate, val_share=val_share, patience=patience, device=device,
+                             workers=workers, bands=tuple(str(b) for b in parse_bands(bands)) if bands else None,
+                             sensor=sensor, scale=scale, seed=seed)
+        err = Console(stderr=True)
+        if as_json or not err.is_terminal:
+            def report(kind: str, done: int, total: int, values: dict) -> None:
+                if kind == "epoch" and not as_json:
+                    print(f"epoch {done}/{total}: loss {values['loss']:.4f}, validation mIoU {values['val_miou']:.3f}"
+                          f", {values['chips_per_second']:.1f} chips/s", file=sys.stderr, flush=True)
+            summary = run_training(images, labels, output, config, _classes(classes), label_field, resume, overwrite,
+                                   report)
+        else:
+            with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
+                          TextColumn("loss {task.fields[loss]:.4f}  val mIoU {task.fields[miou]}"),
+                          TimeElapsedColumn(), console=err, transient=False) as bar:
+                task = bar.add_task("train", total=None, epoch=1, loss=float("nan"), miou="-")
+
+                def report(kind: str, done: int, total: int, values: dict) -> None:
+                    if kind == "train":
+                        bar.update(task, completed=done, total=total, epoch=values["epoch"], loss=values["loss"])
+                    else:
+                        bar.update(task, miou=f"{values['val_miou']:.3f}")
+                        err.print(f"epoch {done}/{total}: loss {values['loss']:.4f}, validation mIoU "
+                                  f"{values['val_miou']:.3f}, {values['chips_per_second']:.1f} chips/s")
+
+                summary = run_training(images, labels, output, config, _classes(classes), label_field, resume,
+                                       overwrite, report)
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=2))
+        return
+    Console().print(f"{output}: best epoch {summary.best_epoch} of {summary.epochs_run}, validation mIoU "
+                    f"{summary.best_val_miou:.3f} on {summary.val_cells} held-out cells"
+                    + (" (stopped early)" if summary.stopped_early else ""))
+    Console().print(accuracy_table(summary.validation, "validation (held-out cells)"))
+
+
+def evaluate(
+    mask: Path = typer.Argument(..., help="A class mask (geoseg's or any single-band class raster).",
+                                show_default=False),
+    labels: Path = typer.Argument(..., help="Reference labels: a raster on the mask's grid or a vector layer.",
+                                  show_default=False),
+    classes: str | None = typer.Option(None, help="Names of the label values (YAML or comma-separated) "
+                                       "[default: the labels' CLASSES tag]", show_default=False),
+    label_field: str = typer.Option("class", help="Field of vector labels that holds the class."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Also write the per-class table as CSV.",
+                                       show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Confusion matrix, overall accuracy, kappa, per-class IoU / F1 of MASK against LABELS."""
+    from geoseg.train.evaluate import evaluate_mask
+
+    with user_errors():
+        result = evaluate_mask(mask, labels, _classes(classes), label_field).to_dict()
+        if output is not None:
+            with output.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(result["classes"][0]))
+                writer.writeheader()
+                writer.writerows(result["classes"])
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    Console().print(accuracy_table(result, f"{mask.name} against {labels.name}"))
+
+
+def accuracy_table(result: dict, title: str) -> Table:
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    table = Table("class", "reference px", "predicted px", "IoU", "F1", "precision", "recall",
+                  title=f"{title}: {result['pixels']:,} px, overall accuracy {f(result['overall_accuracy'])}, "
+                        f"kappa {f(result['kappa'])}, mean IoU {f(result['mean_iou'])}")
+    for c in result["classes"]:
+        table.add_row(f"{c['value']} {c['name']}", f"{c['reference_pixels']:,}", f"{c['predicted_pixels']:,}",
+                      f(c["iou"]), f(c["f1"]), f(c["precision"]), f(c["recall"]))
+    return table

@@ -1,0 +1,1 @@
+"""Training and evaluating models: labels, chips with a spatial split, the training loop, accuracy."""

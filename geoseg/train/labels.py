@@ -1,0 +1,132 @@
+"""Training labels on an image's grid: a class raster, or a vector layer rasterised window by window.
+
+Each label value becomes a class index 0..N-1 or :data:`~geoseg.train.metrics.IGNORE` (unlabelled,
+nodata, values not listed). Classes come from ``--classes`` (names, or ``{label value: name}``), else
+from a label raster's ``CLASSES`` tag (names indexed by value, the nodata value left out, as
+geoseg's masks and many label products write them), else from the values found.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from geoseg.errors import ConfigError, SceneError
+from geoseg.io.scene import SceneInfo
+from geoseg.train.metrics import IGNORE
+
+
+@dataclass
+class RasterLabels:
+    path: Path
+    lut: np.ndarray  # label value -> class index or IGNORE (256 entries for uint8 labels, else up to the max)
+
+    def read(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
+        with rasterio.open(self.path) as ds:
+            values = ds.read(1, window=Window(col0, row0, cols, rows))
+        return self.lut[np.clip(values.astype(np.int64), 0, len(self.lut) - 1)]
+
+
+@dataclass
+class VectorLabels:
+    path: Path
+    shapes: list  # (geometry, class index) in the image's CRS
+    transform: object
+
+    def read(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
+        from rasterio.features import rasterize
+        from rasterio.windows import transform as window_transform
+
+        window = Window(col0, row0, cols, rows)
+        return rasterize(self.shapes, out_shape=(rows, cols), transform=window_transform(window, self.transform),
+                         fill=IGNORE, dtype="uint8") if self.shapes else np.full((rows, cols), IGNORE, np.uint8)
+
+
+def class_table(spec: list | dict | None, path: Path, tags: dict, nodata: float | None,
+                values: np.ndarray | None) -> dict[int, str]:
+    """``{label value: class name}`` in class-index order."""
+    if isinstance(spec, dict):
+        return {int(k): str(v) for k, v in spec.items()}
+    if isinstance(spec, list):  # names: label values 0..N-1, or 1..N when 0 is the labels' nodata
+        start = 1 if nodata == 0 else 0
+        return {start + i: str(n) for i, n in enumerate(spec)}
+    if "CLASSES" in tags:
+        try:
+            names = json.loads(tags["CLASSES"])
+        except json.JSONDecodeError:
+            names = None
+        if isinstance(names, list):
+            return {v: str(n) for v, n in enumerate(names) if nodata is None or v != nodata}
+    if values is None:
+        raise ConfigError(f"{path}: cannot tell the classes; pass --classes (a YAML list of names or value: name)")
+    return {int(v): f"class {int(v)}" for v in values if nodata is None or v != nodata}
+
+
+def open_labels(path: Path, image: SceneInfo, spec: list | dict | None, field: str = "class"
+                ) -> tuple[RasterLabels | VectorLabels, dict[int, str]]:
+    """Labels for ``image`` and their class table; raster labels must be on the image's grid."""
+    if not path.exists():
+        raise SceneError(f"{path}: no such label file")
+    if path.suffix.lower() in (".gpkg", ".fgb", ".geojson", ".json", ".shp", ".parquet"):
+        return _vector_labels(path, image, spec, field)
+    with rasterio.open(path) as ds:
+        if (ds.width, ds.height) != (image.width, image.height) or ds.transform != image.transform:
+            raise SceneError(f"{path}: labels are not on the grid of {image.path} ({ds.width}x{ds.height} at "
+                             f"{tuple(ds.transform)[:6]} against {image.width}x{image.height} at "
+                             f"{tuple(image.transform)[:6]}); resample them onto the image first (gdalwarp)")
+        if ds.dtypes[0] not in ("uint8", "uint16", "int16", "int32", "uint32", "int8"):
+            raise SceneError(f"{path}: labels must be integer class values, not {ds.dtypes[0]}")
+        values = None
+        if spec is None and "CLASSES" not in ds.tags():
+            values = np.unique(ds.read(1, out_shape=(min(ds.height, 1024), min(ds.width, 1024))))
+        table = class_table(spec, path, ds.tags(), ds.nodata, values)
+    size = max(256, max(table) + 1)
+    lut = np.full(size, IGNORE, np.uint8)
+    for index, value in enumerate(table):
+        if 0 <= value < size:
+            lut[value] = index
+    return RasterLabels(path, lut), table
+
+
+def _vector_labels(path: Path, image: SceneInfo, spec: list | dict | None, field: str
+                   ) -> tuple[VectorLabels, dict[int, str]]:
+    import pyogrio
+    import shapely
+
+    try:
+        meta, _, geometry, fields = pyogrio.raw.read(path, columns=[field])
+    except Exception as exc:
+        raise SceneError(f"{path}: cannot read the label layer ({str(exc).splitlines()[0]})") from None
+    if field not in list(meta["fields"]):
+        raise ConfigError(f"{path}: has no field {field!r} (fields: {', '.join(meta['fields'])}); pass --label-field")
+    values = fields[0]
+    geoms = shapely.from_wkb(geometry)
+    crs = meta.get("crs")
+    if crs and image.crs is not None and rasterio.crs.CRS.from_user_input(crs) != image.crs:
+        from rasterio.warp import transform_geom
+
+        geoms = [shapely.geometry.shape(transform_geom(crs, image.crs, shapely.geometry.mapping(g))) for g in geoms]
+    found = sorted({str(v) for v in values})
+    if isinstance(spec, dict):
+        table = {int(k): str(v) for k, v in spec.items()}
+    elif isinstance(spec, list):
+        table = dict(enumerate(spec))
+    else:
+        table = dict(enumerate(found))
+    by_name = {n: i for i, n in enumerate(table.values())}
+    by_value = {v: i for i, v in enumerate(table)}
+    shapes = []
+    for g, v in zip(geoms, values, strict=True):
+        index = by_name.get(str(v))
+        if index is None and str(v).lstrip("-").isdigit():
+            index = by_value.get(int(v))
+        if index is not None and g is not None:
+            shapes.append((g, index))
+    if not shapes:
+        raise ConfigError(f"{path}: no feature's {field!r} names one of the classes ({', '.join(table.values())})")
+    return VectorLabels(path, shapes, image.transform), table

@@ -1,0 +1,139 @@
+"""``geoseg train`` on the CPU: the loss really goes down (a stated accuracy on its own chips), the split
+is spatial, --resume goes on from the checkpoint, and the package runs in ``geoseg run``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from typer.testing import CliRunner
+
+from geoseg.cli.app import app
+from geoseg.config import RunConfig
+from geoseg.run import segment_scene
+from geoseg.train.chips import split_cells
+from geoseg.train.evaluate import evaluate_mask
+from geoseg.train.trainer import TrainConfig, _images, train
+from tests.helpers import smooth_image, write_tif
+
+runner = CliRunner()
+S2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "sentinel2-t33uuu"
+
+
+def learnable_scene(tmp_path: Path, size: int = 256) -> tuple[Path, Path]:
+    """Three bands of blocky random fields plus noise, and labels the fields decide (class = which band's
+    field is largest),
+    with an unlabelled stripe (0) and labels named in a CLASSES tag as geoseg masks write them."""
+    rng = np.random.default_rng(3)
+    coarse = rng.normal(size=(3, size // 16, size // 16)).repeat(16, axis=1).repeat(16, axis=2)
+    data = coarse + 0.2 * rng.normal(size=coarse.shape)
+    labels = (np.argmax(coarse, axis=0) + 1).astype(np.uint8)
+    labels[:, :16] = 0
+    image = write_tif(tmp_path / "image.tif", np.clip(2000 + 800 * data, 1, 60000).astype(np.uint16),
+                      descriptions=("red", "green", "blue"))
+    label_path = write_tif(tmp_path / "labels.tif", labels[None], nodata=0)
+    with rasterio.open(label_path, "r+") as ds:
+        ds.update_tags(CLASSES=json.dumps(["unlabelled", "reddish", "greenish", "blueish"]))
+    return image, label_path
+
+
+CONFIG = TrainConfig(encoder="resnet18", epochs=8, batch_size=8, chip_size=64, chips_per_epoch=48,
+                     learning_rate=3e-3, val_share=0.25, device="cpu", workers=0)
+
+
+def test_training_learns_its_chips_and_the_package_runs(tmp_path) -> None:
+    image, labels = learnable_scene(tmp_path)
+    summary = train([image], [labels], tmp_path / "pkg", CONFIG)
+    losses = [h.loss for h in summary.history]
+    assert losses[-1] < 0.6 * losses[0], losses
+    card = json.loads((tmp_path / "pkg" / "geoseg.json").read_text())
+    assert card["bands"] == ["red", "green", "blue"] and [c["name"] for c in card["classes"]] == [
+        "reddish", "greenish", "blueish"]
+    assert card["scaling"]["integer_scale"] == 1e-4 and abs(card["mean"][0] - 0.2) < 0.05  # stats of the data
+    # the package, through geoseg run, labels its own training scene: the stated accuracy
+    mask = tmp_path / "mask.tif"
+    segment_scene(image, mask, RunConfig(model=str(tmp_path / "pkg"), device="cpu", precision="fp32"))
+    accuracy = evaluate_mask(mask, labels)
+    assert accuracy.overall >= 0.8, accuracy.to_dict()  # 0.90 here; chance is about 0.33
+
+
+def test_resume_goes_on_from_the_checkpoint(tmp_path) -> None:
+    image, labels = learnable_scene(tmp_path)
+    first = train([image], [labels], tmp_path / "pkg", TrainConfig(**{**CONFIG.__dict__, "epochs": 2}))
+    assert (tmp_path / "pkg.train" / "checkpoint.pt").is_file() and first.epochs_run == 2
+    again = train([image], [labels], tmp_path / "pkg", TrainConfig(**{**CONFIG.__dict__, "epochs": 3}), resume=True)
+    assert [h.epoch for h in again.history] == [1, 2, 3]
+    assert [h.loss for h in again.history[:2]] == [h.loss for h in first.history]
+    saved = torch.load(tmp_path / "pkg.train" / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 3
+
+
+def test_the_validation_split_is_spatial(tmp_path) -> None:
+    image, labels = learnable_scene(tmp_path, size=512)
+    images, _, _ = _images([image], [labels], CONFIG, None, "class")
+    train_cells, val_cells = split_cells(images, 64, 0.25)
+    assert val_cells and train_cells
+    held = {(c.row0, c.col0) for c in val_cells}
+    assert not held & {(c.row0, c.col0) for c in train_cells}
+    assert all(c.size == 128 for c in train_cells + val_cells)  # training chips stay inside their cell
+
+
+def test_vector_labels_are_rasterised_on_the_fly(tmp_path) -> None:
+    import pyogrio  # noqa: F401 - the writer below
+    import shapely
+    from pyogrio.raw import write
+
+    image = write_tif(tmp_path / "image.tif", smooth_image((3, 256, 256), dtype="uint16"))
+    x0, y0 = 330000, 5822040
+    left = shapely.box(x0, y0 - 2560, x0 + 1280, y0)
+    right = shapely.box(x0 + 1280, y0 - 2560, x0 + 2560, y0)
+    write(str(tmp_path / "labels.gpkg"), shapely.to_wkb(np.array([left, right])), [np.array(["water", "forest"],
+          dtype=object)], fields=["class"], geometry_type="Polygon", crs="EPSG:32633")
+    images, _, table = _images([image], [tmp_path / "labels.gpkg"], CONFIG, None, "class")
+    assert list(table.values()) == ["forest", "water"]
+    window = images[0].labels.read(0, 120, 8, 16)
+    assert (window[:, :8] == 1).all() and (window[:, 8:] == 0).all()
+
+
+def test_evaluate_against_a_hand_computed_confusion_matrix(tmp_path) -> None:
+    mask = np.array([[0, 0, 1, 1], [0, 1, 1, 2], [2, 2, 2, 255], [0, 1, 2, 2]], np.uint8)
+    ref = np.array([[1, 1, 2, 2], [1, 1, 2, 3], [3, 3, 3, 3], [0, 0, 3, 1]], np.uint8)  # 0 unlabelled
+    mask_path = write_tif(tmp_path / "mask.tif", mask[None], nodata=255, block=16)
+    ref_path = write_tif(tmp_path / "ref.tif", ref[None], nodata=0, block=16)
+    for path, names in ((mask_path, ["a", "b", "c"]), (ref_path, ["unlabelled", "a", "b", "c"])):
+        with rasterio.open(path, "r+") as ds:
+            ds.update_tags(CLASSES=json.dumps(names))
+    # by hand, pixel by pixel (reference class -> predicted class), rows of the grids above:
+    #   row 0: a->a, a->a, b->b, b->b     row 1: a->a, a->b, b->b, c->c
+    #   row 2: c->c x3 (the 4th is predicted 255: out)     row 3: two unlabelled (out), c->c, a->c
+    expected = np.array([[3, 1, 1],
+                         [0, 3, 0],
+                         [0, 0, 5]])
+    result = evaluate_mask(mask_path, ref_path, window_rows=3)
+    assert (result.matrix == expected).all(), result.matrix
+    assert result.overall == pytest.approx(11 / 13)
+    pe = (5 * 3 + 3 * 4 + 5 * 6) / 13**2  # reference row sums x predicted column sums
+    assert result.kappa == pytest.approx((11 / 13 - pe) / (1 - pe))
+    assert result.iou.tolist() == pytest.approx([3 / 5, 3 / 4, 5 / 6])
+    assert result.f1.tolist() == pytest.approx([2 * 3 / 8, 2 * 3 / 7, 2 * 5 / 11])
+    out = runner.invoke(app, ["evaluate", str(mask_path), str(ref_path), "--json", "-o", str(tmp_path / "e.csv")])
+    assert out.exit_code == 0 and json.loads(out.stdout)["confusion_matrix"] == expected.tolist()
+    assert (tmp_path / "e.csv").read_text().splitlines()[0].startswith("value,name,reference_pixels")
+
+
+@pytest.mark.skipif(not S2.exists(), reason="real Sentinel-2 scene not in ../shared/data")
+def test_cli_train_on_the_real_scene_with_osm_labels(tmp_path) -> None:
+    scene = S2 / "S2A_T33UUU_20170216_L1C_B02-B03-B04-B08-B11-B12_10m.tif"
+    labels = S2 / "S2A_T33UUU_20170216_osm_landuse_labels_10m.tif"
+    result = runner.invoke(app, ["train", str(scene), "--labels", str(labels), "-o", str(tmp_path / "lc"),
+                                 "--encoder", "resnet18", "--epochs", "1", "--chip-size", "128",
+                                 "--chips-per-epoch", "16", "--batch-size", "8", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["val_cells"] > 0 and len(summary["validation"]["classes"]) == 8
+    card = json.loads((tmp_path / "lc" / "geoseg.json").read_text())
+    assert card["bands"] == ["blue", "green", "red", "nir", "swir16", "swir22"] and card["resolution_m"] == 10
