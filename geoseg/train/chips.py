@@ -87,17 +87,22 @@ class ChipReader:
 
 
 class TrainChips(torch.utils.data.Dataset):
-    """``length`` random chips per epoch inside the training cells, with flips and 90° rotations."""
+    """``length`` random chips per epoch inside the training cells, with flips and 90° rotations.
+
+    Index ``epoch * length + i`` is chip ``i`` of ``epoch`` (seeded by both), so loader processes that
+    live across epochs (``persistent_workers``) draw new chips each epoch: :class:`EpochSampler` hands
+    out one epoch's indexes.
+    """
 
     def __init__(self, reader: ChipReader, cells: list[Cell], chip: int, length: int, seed: int = 0):
         self.reader, self.cells, self.chip, self.length, self.seed = reader, cells, chip, length, seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng((self.seed, self.epoch, i))
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, i = divmod(index, self.length)
+        rng = np.random.default_rng((self.seed, epoch, i))
         cell = self.cells[rng.integers(len(self.cells))]
         room = cell.size - self.chip
         r, c = cell.row0 + int(rng.integers(room + 1)), cell.col0 + int(rng.integers(room + 1))
@@ -107,6 +112,19 @@ class TrainChips(torch.utils.data.Dataset):
         if rng.integers(2):
             x, y = x[:, :, ::-1], y[:, ::-1]
         return torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64))
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """The indexes of :class:`TrainChips` for ``self.epoch`` (set by the training loop before each epoch)."""
+
+    def __init__(self, length: int):
+        self.length, self.epoch = length, 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        return iter(range(self.epoch * self.length, (self.epoch + 1) * self.length))
 
 
 class ValChips(torch.utils.data.Dataset):

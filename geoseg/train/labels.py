@@ -26,10 +26,16 @@ class RasterLabels:
     path: Path
     lut: np.ndarray  # label value -> class index or IGNORE (256 entries for uint8 labels, else up to the max)
 
+    _dataset: rasterio.DatasetReader | None = None  # opened once per process (reading loops call read often)
+
     def read(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
-        with rasterio.open(self.path) as ds:
-            values = ds.read(1, window=Window(col0, row0, cols, rows))
+        if self._dataset is None:
+            self._dataset = rasterio.open(self.path)
+        values = self._dataset.read(1, window=Window(col0, row0, cols, rows))
         return self.lut[np.clip(values.astype(np.int64), 0, len(self.lut) - 1)]
+
+    def __getstate__(self) -> dict:  # loader processes open their own handle
+        return {**self.__dict__, "_dataset": None}
 
 
 @dataclass

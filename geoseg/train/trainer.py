@@ -30,11 +30,11 @@ from geoseg.errors import ConfigError, ModelError, OutputError
 from geoseg.io.scene import open_scene
 from geoseg.models.architectures import architecture_class
 from geoseg.models.card import ClassInfo, ModelCard, Scaling
-from geoseg.models.importing import PALETTE, architecture_name
+from geoseg.models.importing import architecture_name, class_colour
 from geoseg.models.package import save_package
 from geoseg.models.registry import BUILTIN_MODELS, load_model
 from geoseg.sensors import get_sensor, sensor_from_name
-from geoseg.train.chips import ChipReader, TrainChips, TrainImage, ValChips, band_statistics, split_cells
+from geoseg.train.chips import ChipReader, EpochSampler, TrainChips, TrainImage, ValChips, band_statistics, split_cells
 from geoseg.train.labels import open_labels
 from geoseg.train.metrics import IGNORE, Accuracy, confusion
 
@@ -252,7 +252,10 @@ def train(images: Sequence[Path], labels: Sequence[Path], output: Path, config: 
     workers = _workers(config)
     loader_args: dict[str, Any] = {"num_workers": workers, "pin_memory": device.type == "cuda"}
     if workers:
-        loader_args.update(persistent_workers=False, prefetch_factor=4)
+        loader_args.update(persistent_workers=True, prefetch_factor=4)
+    sampler = EpochSampler(length)
+    loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+                                         **loader_args)
     val_loader = torch.utils.data.DataLoader(ValChips(reader, val_cells), batch_size=max(1, config.batch_size // 4),
                                              **loader_args)
     history: list[EpochRecord] = []
@@ -275,9 +278,7 @@ def train(images: Sequence[Path], labels: Sequence[Path], output: Path, config: 
             stopped_early = True
             break
         started = time.perf_counter()
-        train_set.epoch = epoch
-        loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, shuffle=False, drop_last=True,
-                                             **loader_args)
+        sampler.epoch = epoch
         net.train()
         losses = []
         steps = len(loader)
@@ -320,7 +321,7 @@ def train(images: Sequence[Path], labels: Sequence[Path], output: Path, config: 
         name=config.name or output.name, architecture=architecture_name(config.architecture),
         encoder=config.encoder, bands=band_names, mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
-        classes=tuple(ClassInfo(i, n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(names)),
+        classes=tuple(ClassInfo(i, n, class_colour(n, i)) for i, n in enumerate(names)),
         scaling=scaling, tile_size=512, overlap=64, resolution_m=round(first.pixel_size_m, 3)
         if first.pixel_size_m else None,
         description=f"trained by geoseg train on {len(found)} image(s); best epoch {best_epoch}, validation mIoU "
