@@ -178,9 +178,10 @@ def _init_imagenet(net: torch.nn.Module, encoder: str, in_channels: int) -> None
         w = state[conv]
         reps = math.ceil(in_channels / w.shape[1])
         state[conv] = torch.cat([w] * reps, dim=1)[:, :in_channels] * (w.shape[1] / in_channels)
-    missing = encoder_module.load_state_dict(state, strict=False)
-    if missing.missing_keys:
-        raise ModelError(f"--init imagenet: cached weights do not fit {encoder} ({missing.missing_keys[:2]})")
+    missing = sorted(set(encoder_module.state_dict()) - set(state))
+    if missing:
+        raise ModelError(f"--init imagenet: cached weights do not fit {encoder} ({missing[:2]})")
+    encoder_module.load_state_dict(state, strict=False)
 
 
 def _init_from_builtin(net: torch.nn.Module, name: str, encoder: str, bands: tuple[str, ...]) -> None:
@@ -195,9 +196,10 @@ def _init_from_builtin(net: torch.nn.Module, name: str, encoder: str, bands: tup
     w = state[conv]
     columns = [w[:, builtin.card.bands.index(b)] if b in builtin.card.bands else w.mean(1) for b in bands]
     state[conv] = torch.stack(columns, dim=1)
-    result = net.encoder.load_state_dict(state, strict=False)
-    if result.unexpected_keys:
-        raise ModelError(f"--init {name}: its encoder does not fit ({result.unexpected_keys[:2]})")
+    unexpected = sorted(set(state) - set(net.encoder.state_dict()))
+    if unexpected:
+        raise ModelError(f"--init {name}: its encoder does not fit ({unexpected[:2]})")
+    net.encoder.load_state_dict(state, strict=False)
 
 
 def _workers(config: TrainConfig) -> int:

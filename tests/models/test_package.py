@@ -130,3 +130,11 @@ def test_classes_from_yaml_with_colours(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"class values must be 0\.\.N-1"):
         (tmp_path / "bad.yaml").write_text("1: water\n2: forest\n")
         parse_classes(str(tmp_path / "bad.yaml"))
+
+
+def test_class_colours_follow_land_cover_names() -> None:
+    from geoseg.models.importing import PALETTE, class_colour
+
+    assert class_colour("Open water", 0) == (0, 100, 200) and class_colour("Deciduous forest", 1) == (0, 100, 0)
+    assert class_colour("meadow", 2) != class_colour("grass", 3)
+    assert class_colour("class 7", 7) == PALETTE[7]

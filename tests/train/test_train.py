@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from geoseg.cli.app import app
 from geoseg.config import RunConfig
+from geoseg.errors import ConfigError, ModelError
 from geoseg.run import segment_scene
 from geoseg.train.chips import split_cells
 from geoseg.train.evaluate import evaluate_mask
@@ -137,3 +138,46 @@ def test_cli_train_on_the_real_scene_with_osm_labels(tmp_path) -> None:
     assert summary["val_cells"] > 0 and len(summary["validation"]["classes"]) == 8
     card = json.loads((tmp_path / "lc" / "geoseg.json").read_text())
     assert card["bands"] == ["blue", "green", "red", "nir", "swir16", "swir22"] and card["resolution_m"] == 10
+
+
+def test_init_from_the_builtin_encoder_follows_bands_by_name() -> None:
+    from geoseg.models import load_model
+    from geoseg.train.trainer import build_model
+
+    config = TrainConfig(encoder="efficientnet-b4", init="csmask-4b-l1c")
+    net = build_model(config, 3, 5, ("red", "nir", "thermal"))
+    builtin = load_model("csmask-4b-l1c")
+    ours, theirs = net.encoder._conv_stem.weight, builtin.network.encoder._conv_stem.weight
+    bands = builtin.card.bands
+    assert torch.equal(ours[:, 0], theirs[:, bands.index("red")])
+    assert torch.equal(ours[:, 1], theirs[:, bands.index("nir")])
+    assert torch.allclose(ours[:, 2], theirs.mean(1))  # a band the built-in model never saw
+    with pytest.raises(ConfigError, match="its encoder is efficientnet-b4; pass --encoder efficientnet-b4"):
+        build_model(TrainConfig(encoder="resnet18", init="csmask-4b-l1c"), 3, 5, ("red", "nir", "blue"))
+
+
+def test_imagenet_init_never_downloads(monkeypatch, tmp_path) -> None:
+    from geoseg.train.trainer import build_model
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ModelError, match=r"not in the local cache.*geoseg never downloads"):
+        build_model(TrainConfig(encoder="resnet18", init="imagenet"), 3, 2, ("red", "green", "blue"))
+
+
+def test_imagenet_init_takes_the_weights_from_the_local_cache(monkeypatch, tmp_path) -> None:
+    import segmentation_models_pytorch as smp
+    from safetensors.torch import save_file
+
+    from geoseg.train.trainer import build_model
+
+    settings = smp.encoders.encoders["resnet18"]["pretrained_settings"]["imagenet"]
+    cache = tmp_path / "hub"
+    snapshot = cache / f"models--{settings['repo_id'].replace('/', '--')}" / "snapshots" / settings["revision"]
+    snapshot.mkdir(parents=True)
+    weights = smp.encoders.get_encoder("resnet18", in_channels=3).state_dict()  # stands in for ImageNet's
+    save_file(weights, str(snapshot / "model.safetensors"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    net = build_model(TrainConfig(encoder="resnet18", init="imagenet"), 4, 2, ("red", "green", "blue", "nir"))
+    assert torch.equal(net.encoder.layer1[0].conv1.weight, weights["layer1.0.conv1.weight"])
+    assert net.encoder.conv1.weight.shape[1] == 4  # RGB filters spread over 4 bands, as smp does
