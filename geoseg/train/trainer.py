@@ -39,6 +39,8 @@ from geoseg.train.labels import open_labels
 from geoseg.train.metrics import IGNORE, Accuracy, confusion
 
 INITS = ("imagenet", "none", *BUILTIN_MODELS)
+#: Training steps between progress reports (each report reads the loss back from the device).
+REPORT_EVERY = 20
 
 
 @dataclass(frozen=True)
@@ -291,14 +293,18 @@ def train(images: Sequence[Path], labels: Sequence[Path], output: Path, config: 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss.detach()))
-            if progress:
-                progress("train", step + 1, steps, {"epoch": epoch + 1, "loss": float(np.mean(losses[-20:]))})
+            losses.append(loss.detach())  # kept on the device: reading it each step would stall the GPU
+            if progress and (step % REPORT_EVERY == REPORT_EVERY - 1 or step == steps - 1):
+                recent = float(torch.stack(losses[-REPORT_EVERY:]).mean())
+                progress("train", step + 1, steps, {"epoch": epoch + 1, "loss": recent})
         scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
         accuracy = evaluate_network(net, val_loader, n_classes, names, device, use_bf16)
         miou = accuracy.mean_iou if accuracy.total else float("nan")
-        record = EpochRecord(epoch + 1, float(np.mean(losses)) if losses else float("nan"), miou, accuracy.overall,
+        mean_loss = float(torch.stack(losses).float().mean()) if losses else float("nan")
+        record = EpochRecord(epoch + 1, mean_loss, miou, accuracy.overall,
                              round(seconds, 3), round(steps * config.batch_size / seconds, 2))
         history.append(record)
         if progress:
