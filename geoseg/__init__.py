@@ -12,10 +12,28 @@ The package is layered; each folder is a subsystem and imports only from the lay
     cli/                             the command line over all of the above
 """
 
-from geoseg.config import RunConfig
-from geoseg.errors import GeosegError
-from geoseg.io.scene import SceneInfo, open_scene
-from geoseg.run import RunSummary, segment_scene
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from geoseg.version import __version__
 
+if TYPE_CHECKING:
+    from geoseg.config import RunConfig
+    from geoseg.errors import GeosegError
+    from geoseg.io.scene import SceneInfo, open_scene
+    from geoseg.run import RunSummary, segment_scene
+
+#: Public names and the modules that hold them: imported on first use, so that ``import geoseg`` (and
+#: the command line's help) does not pay for torch.
+_LAZY = {"GeosegError": "geoseg.errors", "RunConfig": "geoseg.config", "RunSummary": "geoseg.run",
+         "SceneInfo": "geoseg.io.scene", "open_scene": "geoseg.io.scene", "segment_scene": "geoseg.run"}
+
 __all__ = ["GeosegError", "RunConfig", "RunSummary", "SceneInfo", "__version__", "open_scene", "segment_scene"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'geoseg' has no attribute {name!r}")

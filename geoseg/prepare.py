@@ -47,7 +47,6 @@ def prepare_run(scene_path: str | Path, output: str | Path | None, config: RunCo
     notes: list[str] = []
     scene = open_scene(scene_path)
     out = Path(output) if output is not None else default_output(scene.path)
-    check_output(out, scene.path, config.overwrite)
     if scene.crs is None:
         notes.append(f"{scene.path}: has no CRS; the mask copies its pixel grid but will not be georeferenced")
 
@@ -73,6 +72,7 @@ def prepare_run(scene_path: str | Path, output: str | Path | None, config: RunCo
                          config.tile_size or card.tile_size,
                          card.overlap if config.overlap is None else config.overlap,
                          config.blend, config.block_size)
+    check_output(out, scene.path, config.overwrite)  # after the settings: a bad setting is named first
     check_free_space(out, scene.width, scene.height)
     return PreparedRun(scene, out, name, card, indexes, how, factor, layout, tuple(notes))
 

@@ -1,8 +1,24 @@
 """Many scenes: jobs (which scenes, where their masks go, with which settings) and the runner that
-segments them, each isolated, resumable and reported."""
+segments them, each isolated, resumable and reported. Names are imported on first use."""
 
-from geoseg.batch.jobs import Job, expand_inputs, load_job_file
-from geoseg.batch.runner import BatchSummary, EventLog, SceneResult, Task, plan_tasks, run_batch, write_summary
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from geoseg.batch.jobs import Job, expand_inputs, load_job_file
+    from geoseg.batch.runner import BatchSummary, EventLog, SceneResult, Task, plan_tasks, run_batch, write_summary
+
+_LAZY = {**dict.fromkeys(("Job", "expand_inputs", "load_job_file"), "geoseg.batch.jobs"),
+         **dict.fromkeys(("BatchSummary", "EventLog", "SceneResult", "Task", "plan_tasks", "run_batch",
+                          "write_summary"), "geoseg.batch.runner")}
 
 __all__ = ["BatchSummary", "EventLog", "Job", "SceneResult", "Task", "expand_inputs", "load_job_file", "plan_tasks",
            "run_batch", "write_summary"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'geoseg.batch' has no attribute {name!r}")

@@ -34,8 +34,6 @@ import yaml
 
 from geoseg.config import SETTINGS, RunConfig, value_type
 from geoseg.errors import ConfigError
-from geoseg.io.record import is_geoseg_output
-from geoseg.io.writing import PARTIAL_MARK
 
 #: Raster file endings taken from a directory.
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
@@ -159,6 +157,9 @@ def expand_inputs(specs: tuple[str, ...] | list[str]) -> tuple[list[Path], list[
 
     A plain path is kept even if missing, so that scene fails with its own reason.
     """
+    from geoseg.io.record import is_geoseg_output  # rasterio: only when inputs are expanded
+    from geoseg.io.writing import PARTIAL_MARK
+
     found: list[Path] = []
     empty: list[str] = []
     for spec in specs:

@@ -19,6 +19,8 @@ from geoseg.cli.info import info
 from geoseg.cli.models import models
 from geoseg.cli.run import run
 from geoseg.cli.train import evaluate, train
+from geoseg.errors import EXIT_SIGINT
+from geoseg.version import __version__
 
 
 class _OneLineErrors(TyperGroup):
@@ -52,6 +54,20 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"geoseg {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print geoseg's version and exit.")) -> None:
+    """Segment large satellite and aerial GeoTIFFs into seamless georeferenced masks."""
+
+
 app.command()(run)
 app.command()(batch)
 app.add_typer(models, name="models")
@@ -62,4 +78,8 @@ app.add_typer(export, name="export")
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C while a command starts (its imports): one line, not a traceback
+        print("geoseg: interrupted", file=sys.stderr)
+        sys.exit(EXIT_SIGINT)

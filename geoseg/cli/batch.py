@@ -8,15 +8,18 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import typer
 
-from geoseg.batch import EventLog, Job, SceneResult, load_job_file, plan_tasks, run_batch, write_summary
-from geoseg.batch.jobs import DEFAULT_TEMPLATE
+from geoseg.batch.jobs import DEFAULT_TEMPLATE, Job, load_job_file
 from geoseg.cli.errors import user_errors
 from geoseg.cli.options import with_run_settings
 from geoseg.config import RunConfig
 from geoseg.errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError
+
+if TYPE_CHECKING:
+    from geoseg.batch.runner import SceneResult
 
 LOG_NAME, SUMMARY_NAME = "geoseg-batch.jsonl", "geoseg-batch-summary.json"
 
@@ -46,6 +49,8 @@ def batch(
                             config=settings))
         if not jobs:
             raise ConfigError("nothing to do: give scenes and -o DIR, or --job FILE")
+        from geoseg.batch.runner import EventLog, plan_tasks, run_batch, write_summary
+
         tasks, notes = plan_tasks(jobs)
         home = output_dir or jobs[0].output_dir
         for folder in {t.output.parent for t in tasks} | {home}:

@@ -11,8 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from geoseg.cli.errors import user_errors
-from geoseg.export.stats import mask_stats, write_table, zonal_stats
-from geoseg.export.vector import polygonize
 
 export = typer.Typer(help="Products from a finished mask: polygons, statistics.", no_args_is_help=True)
 
@@ -30,6 +28,8 @@ def vector(
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
     """Polygonise MASK window by window into one layer (class, name, area_m2), merging across windows."""
+    from geoseg.export.vector import polygonize
+
     with user_errors():
         summary = polygonize(mask, output, min_area_m2=min_area, simplify=simplify, overwrite=overwrite)
     if as_json:
@@ -51,6 +51,8 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Per-class pixels, area (ha) and share of the valid area, for the whole mask or per region."""
+    from geoseg.export.stats import mask_stats, write_table, zonal_stats
+
     with user_errors():
         if regions is not None:
             rows = zonal_stats(mask, regions, by)

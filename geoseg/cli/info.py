@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 from geoseg.cli.errors import user_errors
-from geoseg.info import describe
 
 
 def info(
@@ -18,6 +17,8 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Show size, bands, dtype, CRS, nodata and the built-in model that fits SCENE."""
+    from geoseg.info import describe
+
     with user_errors():
         facts = describe(scene)
     if as_json:

@@ -13,9 +13,8 @@ from rich.table import Table
 from geoseg.cli.errors import user_errors
 from geoseg.config import parse_bands
 from geoseg.errors import ConfigError
-from geoseg.models import ModelCard, builtin_cards, get_card, load_model
-from geoseg.models.architectures import network_config
-from geoseg.models.importing import import_model, parse_classes
+from geoseg.models.card import ModelCard, network_config
+from geoseg.models.registry import builtin_cards, get_card, load_model
 from geoseg.sensors import SENSORS, get_sensor
 
 models = typer.Typer(help="Models: the built-in ones, packages of your own (show, check, import), sensors.",
@@ -122,6 +121,8 @@ def import_(
     overwrite: bool = typer.Option(False, help="Replace an existing package."),
 ) -> None:
     """Make a geoseg model package (safetensors only) from weights made elsewhere."""
+    from geoseg.models.importing import import_model, parse_classes
+
     with user_errors():
         band_names, sensor_scale = None, None
         if sensor is not None:

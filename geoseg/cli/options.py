@@ -19,15 +19,20 @@ import typer
 from geoseg.config import SETTINGS, RunConfig, Setting, value_type
 from geoseg.engine.blend import BLEND_WINDOWS
 from geoseg.errors import ConfigError
-from geoseg.io.writing import RASTER_FORMATS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Settings whose allowed values a registry decides: what the values are called, and the registry's names.
 REGISTRIES: dict[str, tuple[str, Callable[[], Sequence[str]]]] = {
     "blend": ("blend window", lambda: list(BLEND_WINDOWS)),
-    "output_format": ("output format", lambda: list(RASTER_FORMATS)),
+    "output_format": ("output format", lambda: _raster_formats()),
 }
+
+
+def _raster_formats() -> list[str]:
+    from geoseg.io.writing import RASTER_FORMATS  # rasterio: imported when a value is checked, not for --help
+
+    return list(RASTER_FORMATS)
 
 
 def with_run_settings(command: F) -> F:

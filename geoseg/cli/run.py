@@ -6,6 +6,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -15,7 +16,9 @@ from rich.table import Table
 from geoseg.cli.errors import user_errors
 from geoseg.cli.options import with_run_settings
 from geoseg.config import RunConfig
-from geoseg.run import RunSummary, VectorRequest, segment_scene
+
+if TYPE_CHECKING:
+    from geoseg.run import RunSummary
 
 
 @with_run_settings
@@ -36,10 +39,17 @@ def run(
 ) -> None:
     """Segment SCENE into a georeferenced class mask (Cloud-Optimized GeoTIFF, uint8, nodata 255) with its
     QGIS style (.qml), STAC Item (.json) and GDAL legend (.aux.xml) beside it."""
+    from geoseg.prepare import prepare_run
+
     config = replace(settings, overwrite=overwrite)
-    layer = VectorRequest(vector, min_area, simplify) if vector is not None else None
     err = Console(stderr=True)
     with user_errors():
+        # Every check a user can fail (scene, output, model card, bands, settings) before torch is imported:
+        # a mistake is reported in a second, not after the network's libraries have loaded.
+        prepare_run(scene, output, config)
+        from geoseg.run import VectorRequest, segment_scene
+
+        layer = VectorRequest(vector, min_area, simplify) if vector is not None else None
         if quiet or as_json or not err.is_terminal:
             summary = segment_scene(scene, output, config, vector=layer)
         else:

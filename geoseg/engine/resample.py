@@ -10,9 +10,12 @@ scene is cut into blocks.
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 #: The scene must be at least this many times finer than the model before geoseg resamples.
 MIN_FACTOR = 1.5
@@ -34,6 +37,8 @@ def coarsen(values: torch.Tensor, valid: torch.Tensor, factor: int) -> tuple[tor
     """
     if factor == 1:
         return values, valid
+    import torch
+
     pool = partial(torch.nn.functional.avg_pool2d, kernel_size=factor, ceil_mode=True)
     if values.device.type == "cpu" and bool(valid.all()):  # a shortcut; on a GPU the check would wait for it
         means = pool(values[None])[0]

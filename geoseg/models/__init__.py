@@ -1,18 +1,31 @@
-"""Models: cards that describe them, the built-in pretrained ones, and loading by name."""
+"""Models: cards that describe them, the built-in pretrained ones, packages, and loading by name.
 
-from geoseg.models.architectures import ARCHITECTURES, build_network
-from geoseg.models.card import ClassInfo, ModelCard, Scaling
-from geoseg.models.registry import BUILTIN_MODELS, LoadedModel, builtin_cards, get_card, load_model
+Names are imported on first use: reading a card needs neither torch nor smp.
+"""
 
-__all__ = [
-    "ARCHITECTURES",
-    "BUILTIN_MODELS",
-    "ClassInfo",
-    "LoadedModel",
-    "ModelCard",
-    "Scaling",
-    "build_network",
-    "builtin_cards",
-    "get_card",
-    "load_model",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from geoseg.models.architectures import ARCHITECTURES, build_network
+    from geoseg.models.card import ClassInfo, ModelCard, Scaling
+    from geoseg.models.registry import BUILTIN_MODELS, LoadedModel, builtin_cards, get_card, load_model
+
+_LAZY = {
+    "ARCHITECTURES": "geoseg.models.architectures", "build_network": "geoseg.models.architectures",
+    "ClassInfo": "geoseg.models.card", "ModelCard": "geoseg.models.card", "Scaling": "geoseg.models.card",
+    "BUILTIN_MODELS": "geoseg.models.registry", "LoadedModel": "geoseg.models.registry",
+    "builtin_cards": "geoseg.models.registry", "get_card": "geoseg.models.registry",
+    "load_model": "geoseg.models.registry",
+}
+
+__all__ = ["ARCHITECTURES", "BUILTIN_MODELS", "ClassInfo", "LoadedModel", "ModelCard", "Scaling", "build_network",
+           "builtin_cards", "get_card", "load_model"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'geoseg.models' has no attribute {name!r}")

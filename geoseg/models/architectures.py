@@ -7,13 +7,11 @@ encoder, built with the card's bands, classes and decoder channels.
 
 from __future__ import annotations
 
-from typing import Any
-
 import segmentation_models_pytorch as smp
 import torch
 
 from geoseg.errors import ModelError
-from geoseg.models.card import ModelCard
+from geoseg.models.card import ModelCard, network_config
 
 #: smp architectures by class name (Unet, UnetPlusPlus, FPN, DeepLabV3Plus, Segformer, ...).
 ARCHITECTURES: dict[str, type[torch.nn.Module]] = {
@@ -21,28 +19,12 @@ ARCHITECTURES: dict[str, type[torch.nn.Module]] = {
     if isinstance(cls, type) and issubclass(cls, torch.nn.Module) and hasattr(cls, "from_pretrained")
     and name[0].isupper()
 }
-#: Architectures whose constructor takes ``decoder_channels`` (a card of the older layout sets it).
-_WITH_DECODER_CHANNELS = {"Unet", "UnetPlusPlus", "MAnet"}
-
-
 def architecture_class(name: str, source: str) -> type[torch.nn.Module]:
     try:
         return ARCHITECTURES[name]
     except KeyError:
         raise ModelError(f"{source}: unknown architecture {name!r}; choose one of "
                          f"{', '.join(sorted(ARCHITECTURES))}") from None
-
-
-def network_config(card: ModelCard) -> dict[str, Any]:
-    """smp's constructor arguments for ``card``, with ``_model_class`` (smp's ``config.json`` keys)."""
-    if card.network is not None:
-        return dict(card.network)
-    config: dict[str, Any] = {"_model_class": card.architecture, "encoder_name": card.encoder,
-                              "encoder_weights": None, "in_channels": card.in_channels,
-                              "classes": card.num_classes}
-    if card.architecture in _WITH_DECODER_CHANNELS:
-        config["decoder_channels"] = list(card.decoder_channels)
-    return config
 
 
 def build_network(card: ModelCard) -> torch.nn.Module:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
-import torch
-from safetensors.torch import load_file, save_file
+
+if TYPE_CHECKING:
+    import torch
 
 #: Overrides the cache location (tests, read-only homes, shared caches on clusters).
 CACHE_ENV = "GEOSEG_CACHE_DIR"
@@ -22,6 +24,8 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Write safetensors to ``path`` via a temporary name, so a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    from safetensors.torch import save_file
+
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
         os.replace(tmp, path)
@@ -30,4 +34,6 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     return load_file(str(path))

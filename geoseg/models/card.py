@@ -127,3 +127,19 @@ class ModelCard:
             return cls.from_dict(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelError(f"{path}: cannot read the model card ({exc}); it must be a JSON model card") from None
+
+
+#: Architectures whose constructor takes ``decoder_channels`` (a card of the older layout sets it).
+_WITH_DECODER_CHANNELS = {"Unet", "UnetPlusPlus", "MAnet"}
+
+
+def network_config(card: ModelCard) -> dict[str, Any]:
+    """smp's constructor arguments for ``card``, with ``_model_class`` (smp's ``config.json`` keys)."""
+    if card.network is not None:
+        return dict(card.network)
+    config: dict[str, Any] = {"_model_class": card.architecture, "encoder_name": card.encoder,
+                              "encoder_weights": None, "in_channels": card.in_channels,
+                              "classes": card.num_classes}
+    if card.architecture in _WITH_DECODER_CHANNELS:
+        config["decoder_channels"] = list(card.decoder_channels)
+    return config

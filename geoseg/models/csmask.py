@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 from importlib import metadata
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from geoseg.errors import ModelError
 from geoseg.models.cache import cache_dir, load_weights, save_weights
 from geoseg.models.card import ClassInfo, ModelCard, Scaling
+
+if TYPE_CHECKING:
+    import torch
 
 #: EfficientNet's classifier head, which a segmentation encoder never uses.
 UNUSED_KEYS = frozenset({
@@ -95,6 +97,7 @@ def csmask_weights(name: str) -> dict[str, torch.Tensor]:
 
 def _onnx_initializers(path: Path) -> dict[str, torch.Tensor]:
     import onnx
+    import torch
     from onnx import numpy_helper
 
     try:

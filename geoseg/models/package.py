@@ -18,15 +18,13 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING, Any, Literal
 
 from geoseg.errors import ModelError, OutputError
-from geoseg.models.architectures import build_network, network_config
-from geoseg.models.card import ModelCard
-from geoseg.models.weights import load_state
+from geoseg.models.card import ModelCard, network_config
+
+if TYPE_CHECKING:
+    import torch
 
 SMP_CONFIG = "config.json"
 CARD_FILE = "geoseg.json"
@@ -81,6 +79,11 @@ def save_package(folder: Path, card: ModelCard, tensors: dict[str, torch.Tensor]
 
     The weights must fit the card's network exactly (checked by loading them into it first).
     """
+    from safetensors.torch import save_file
+
+    from geoseg.models.architectures import build_network
+    from geoseg.models.weights import load_state
+
     config = network_config(card)
     # Weights come from this package: without this smp.from_pretrained would download ImageNet encoder weights.
     config["encoder_weights"] = None

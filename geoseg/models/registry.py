@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from geoseg.config import AUTO
 from geoseg.errors import ModelError
-from geoseg.models.architectures import build_network
 from geoseg.models.card import ModelCard
 from geoseg.models.csmask import CSMASK_VARIANTS, UNUSED_KEYS, csmask_card, csmask_weights
 from geoseg.models.package import CARD_FILE, SMP_CONFIG, WEIGHTS_FILE, read_card
-from geoseg.models.weights import load_state, read_tensors
+
+if TYPE_CHECKING:
+    import torch
 
 #: Built-in name -> (card factory, weights factory).
 BUILTIN_MODELS: dict[str, tuple[Callable[[str], ModelCard], Callable[[str], dict[str, torch.Tensor]]]] = {
@@ -59,6 +59,9 @@ def load_model(name: str, trust_checkpoint: bool = False) -> LoadedModel:
     A folder may hold a pickled checkpoint (``model.pt`` ...) instead of safetensors only with
     ``trust_checkpoint``: unpickling can run any code the file's author put in it.
     """
+    from geoseg.models.architectures import build_network
+    from geoseg.models.weights import load_state, read_tensors
+
     card = get_card(name)
     if name in BUILTIN_MODELS:
         tensors = BUILTIN_MODELS[name][1](name)
