@@ -53,6 +53,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help (click's formatter): it wraps at any width, where rich's panels cut option names at 80 columns.
+    rich_markup_mode=None,
 )
 
 

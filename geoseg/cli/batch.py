@@ -33,8 +33,8 @@ def batch(
     name: str = typer.Option(DEFAULT_TEMPLATE, "--name", help="Mask file name; fields {stem} {name} {parent} {job}."),
     force: bool = typer.Option(False, help="Redo scenes that are already done."),
     parallel: int = typer.Option(2, min=1, help="Scenes in flight at once (they share the model and GPU)."),
-    log: Path | None = typer.Option(None, help=f"JSON-lines event log \\[default: OUTPUT_DIR/{LOG_NAME}]"),
-    summary: Path | None = typer.Option(None, help=f"Final JSON summary \\[default: OUTPUT_DIR/{SUMMARY_NAME}]"),
+    log: Path | None = typer.Option(None, help=f"JSON-lines event log [default: OUTPUT_DIR/{LOG_NAME}]"),
+    summary: Path | None = typer.Option(None, help=f"Final JSON summary [default: OUTPUT_DIR/{SUMMARY_NAME}]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-scene lines on stderr."),
     *,
     settings: RunConfig,
@@ -83,9 +83,11 @@ def batch(
 
 
 def _print_line(r: SceneResult, finished: int, total: int) -> None:
-    detail = {"done": f"{r.seconds:.1f} s", "skipped": "already done", "cancelled": r.error or "",
-              "failed": r.error or ""}[r.status]
+    error = (r.error or "").removeprefix(f"{r.input}: ")  # the path is said once, at the start of the line
+    detail = {"done": f"{r.seconds:.1f} s", "skipped": "already done", "cancelled": error, "failed": error}[r.status]
     print(f"[{finished}/{total}] {r.status:9} {r.input}: {detail}", file=sys.stderr, flush=True)
+    for warning in r.warnings:  # input sanity and other notes, as `geoseg run` prints them
+        print(f"    warning: {warning}", file=sys.stderr, flush=True)
 
 
 def _make_folder(folder: Path) -> None:

@@ -30,7 +30,7 @@ def vector(
     """Polygonise MASK window by window into one layer (class, name, area_m2), merging across windows."""
     from geoseg.export.vector import polygonize
 
-    with user_errors():
+    with user_errors(as_json):
         summary = polygonize(mask, output, min_area_m2=min_area, simplify=simplify, overwrite=overwrite)
     if as_json:
         print(json.dumps(asdict(summary), indent=2))
@@ -45,7 +45,7 @@ def stats(
     regions: Path | None = typer.Option(None, "--regions", help="Polygons to count within (any vector format).",
                                         show_default=False),
     by: str | None = typer.Option(None, "--by", help="Field of --regions that names each region "
-                                  "\\[default: its index]", show_default=False),
+                                  "[default: its index]", show_default=False),
     output: Path | None = typer.Option(None, "-o", "--output", help="Also write the table as CSV.",
                                        show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
@@ -53,7 +53,7 @@ def stats(
     """Per-class pixels, area (ha) and share of the valid area, for the whole mask or per region."""
     from geoseg.export.stats import mask_stats, write_table, zonal_stats
 
-    with user_errors():
+    with user_errors(as_json):
         if regions is not None:
             rows = zonal_stats(mask, regions, by)
             about = {"mask": str(mask), "regions": str(regions), "by": by}

@@ -19,7 +19,7 @@ def info(
     """Show size, bands, dtype, CRS, nodata and the built-in model that fits SCENE."""
     from geoseg.info import describe
 
-    with user_errors():
+    with user_errors(as_json):
         facts = describe(scene)
     if as_json:
         print(json.dumps(facts, indent=2))

@@ -32,7 +32,7 @@ def _default(ctx: typer.Context,
 @models.command("list")
 def list_models(as_json: bool = typer.Option(False, "--json", help="Print the model cards as JSON.")) -> None:
     """List the built-in models."""
-    with user_errors():
+    with user_errors(as_json):
         cards = builtin_cards()
     if as_json:
         print(json.dumps([_card_json(c) for c in cards], indent=2))
@@ -49,7 +49,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print the mo
 def show(model: str = typer.Argument(..., help="A model package folder or a built-in name.", show_default=False),
          as_json: bool = typer.Option(False, "--json", help="Print the card as JSON.")) -> None:
     """Explain a model: its network, inputs and how they are scaled, classes, tiling."""
-    with user_errors():
+    with user_errors(as_json):
         card = get_card(model)
     if as_json:
         print(json.dumps(_card_json(card), indent=2))

@@ -63,7 +63,7 @@ def _cli_type(name: str, meta: Setting) -> Any:
 
 
 def _option(name: str, meta: Setting, default: Any) -> Any:
-    help_text = meta.help + (f" \\[default: {meta.default_text}]" if meta.default_text else "")
+    help_text = meta.help + (f" [default: {meta.default_text}]" if meta.default_text else "")
     extra: dict[str, Any] = {}
     if meta.min is not None:
         extra["min"] = meta.min

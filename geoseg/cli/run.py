@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 @with_run_settings
 def run(
     scene: Path = typer.Argument(..., help="Input raster (GeoTIFF, COG, VRT, JP2).", show_default=False),
-    output: Path | None = typer.Option(None, "-o", "--output", help="Mask file \\[default: SCENE.mask.tif]"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Mask file [default: SCENE.mask.tif]"),
     overwrite: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
@@ -43,7 +43,7 @@ def run(
 
     config = replace(settings, overwrite=overwrite)
     err = Console(stderr=True)
-    with user_errors():
+    with user_errors(as_json):
         # Every check a user can fail (scene, output, model card, bands, settings) before torch is imported:
         # a mistake is reported in a second, not after the network's libraries have loaded.
         prepare_run(scene, output, config)

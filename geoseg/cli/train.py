@@ -72,7 +72,7 @@ def train(
     from geoseg.train.trainer import TrainConfig
     from geoseg.train.trainer import train as run_training
 
-    with user_errors():
+    with user_errors(as_json):
         if chip_size % 32:
             raise ConfigError(f"--chip-size {chip_size}: must be a multiple of 32")
         config = TrainConfig(architecture=architecture, encoder=encoder, init=init, epochs=epochs,
@@ -128,7 +128,7 @@ def evaluate(
     """Confusion matrix, overall accuracy, kappa, per-class IoU / F1 of MASK against LABELS."""
     from geoseg.train.evaluate import evaluate_mask
 
-    with user_errors():
+    with user_errors(as_json):
         result = evaluate_mask(mask, labels, _classes(classes), label_field).to_dict()
         if output is not None:
             with output.open("w", newline="") as f:

@@ -55,3 +55,30 @@ def test_settings_are_checked_before_the_existing_output(tmp_path) -> None:
     assert code == 2 and "multiple of 32" in out and "already exists" not in out, out
     code, heavy, out = probe("run", str(scene), "--model", "csmask-6b-l1c", "--bands", "1,2,3,1,2,3")
     assert code == 6 and "already exists" in out and heavy == []
+
+
+def test_json_errors_are_json(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from geoseg.cli.app import app
+
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "missing.tif"), "--json"])
+    assert result.exit_code == 3
+    assert json.loads(result.stdout) == {"error": result.stderr.strip().removeprefix("geoseg: error: "),
+                                         "exit_code": 3}
+    info = CliRunner().invoke(app, ["info", str(tmp_path / "missing.tif"), "--json"])
+    assert info.exit_code == 3 and json.loads(info.stdout)["exit_code"] == 3
+
+
+def test_batch_failure_lines_name_the_path_once_and_warnings_are_shown(tmp_path, model_folder) -> None:
+    from typer.testing import CliRunner
+
+    from geoseg.cli.app import app
+
+    write_tif(tmp_path / "one-band.tif", np.ones((1, 64, 64), np.float32))
+    write_tif(tmp_path / "dn.tif", np.ones((3, 64, 64), np.float32), descriptions=("b1", "b2", "b3"), crs=None)
+    result = CliRunner().invoke(app, ["batch", str(tmp_path / "one-band.tif"), str(tmp_path / "dn.tif"),
+                                      "-o", str(tmp_path / "out"), "--model", str(model_folder)])
+    failed = next(line for line in result.stderr.splitlines() if "failed" in line)
+    assert failed.count("one-band.tif") == 1, failed
+    assert "warning: " in result.stderr and "has no CRS" in result.stderr, result.stderr
