@@ -35,7 +35,7 @@ def resolve_device(spec: str) -> torch.device:
     if spec == "cuda" or spec.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise DeviceError(f"device {spec!r} asked for, but no CUDA GPU is visible to torch; "
-                              f"use --device cpu (or auto)")
+                              f"use device 'cpu' or 'auto' (--device cpu on the command line)")
         index = int(spec.split(":")[1]) if ":" in spec and spec.split(":")[1].isdigit() else 0
         if ":" in spec and not spec.split(":")[1].isdigit():
             raise ConfigError(f"device {spec!r} is not valid; use auto, cpu, cuda or cuda:N")
