@@ -52,6 +52,8 @@ class Blender:
         #: Also hand out the labels' first overview level (:func:`mode2x2`), computed here on the device.
         self.overview = overview
         self.predictor = predictor
+        #: Called with the number of patches each model call blended (the progress bar's steps).
+        self.on_predicted: Callable[[int], None] | None = None
         self.device = dev = predictor.device
         self.num_classes = card.num_classes
         window2d = np.outer(layout.window, layout.window) * float(2**QUANTUM_BITS)
@@ -153,6 +155,8 @@ class Blender:
         if not self._pending:
             return
         probs = self.predictor(torch.stack([p for p, _, _ in self._pending]))
+        if self.on_predicted is not None:
+            self.on_predicted(len(self._pending))
         weighted = torch.round(probs * self.window2d).to(self.acc_dtype)
         tile, height, width = self.layout.tile, self.layout.rows.size, self.layout.cols.size
         for i, (_, r, c) in enumerate(self._pending):

@@ -38,7 +38,7 @@ from geoseg.errors import Cancelled
 #: ``(band, row, col)`` and ``overview`` (the labels halved, from half that row) when the blender hands
 #: them out (:meth:`geoseg.engine.blender.Blender.end_row`).
 WriteFn = Callable[[int, dict[str, np.ndarray]], None]
-#: Called with (blocks done, all blocks).
+#: Called with (patches blended, all patches), once per model call.
 ProgressFn = Callable[[int, int], None]
 
 
@@ -78,7 +78,7 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
     strips = plan_reads(layout, plan, block_shape, inputs.pixel_bytes, tuning.chunking)
     largest = max((c.shape[0] * c.shape[1] for strip in strips for c in strip.chunks), default=1)
     pool = StagingPool(inputs.staged_bytes(largest), workers + tuning.staging_spare, inputs.pin)
-    total = sum(len(row.blocks) for row in plan)
+    total = sum(len(block.origins) for row in plan for block in row.blocks)  # progress counts patches
     readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="geoseg-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="geoseg-write")
     loading: dict[int, tuple[InputStrip, list[Future]]] = {}
@@ -102,6 +102,13 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
         if cancel is not None and cancel.is_set():
             raise Cancelled("stopped on request")
 
+    if progress is not None:
+        def predicted(count: int) -> None:
+            nonlocal done
+            done += count
+            progress(min(done, total), total)
+
+        blender.on_predicted = predicted
     try:
         for i, row in enumerate(plan):
             check()
@@ -120,9 +127,6 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
             for block in row.blocks:
                 check()
                 blender.add_block(block, inputs.patch_region(block) if block.origins else None)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
             lap("blocks")
             for row0, made in blender.end_row(row):
                 lap("labels")
@@ -135,6 +139,8 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
         while writes:
             writes.popleft().result()
         lap("wait for writes")
+        if progress is not None:
+            progress(total, total)
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True, cancel_futures=True)

@@ -138,3 +138,19 @@ def test_mask_is_independent_of_staging_buffers(make_tif, tmp_path, tiny_model) 
         one = ds.read(1)
     np.testing.assert_array_equal(one, whole)
     assert (whole[50:120, 300:420] == 255).all() and (whole[:50] < 3).all()
+
+
+def test_progress_counts_patches_once_per_model_call(make_tif, tiny_model) -> None:
+    """The progress bar moves with every batch of patches, not every 2048-px block, and ends full."""
+    from geoseg.config import RunConfig
+    from geoseg.run import segment_scene
+    from tests.helpers import smooth_image
+
+    scene = make_tif(smooth_image((3, 200, 230)), descriptions=("b1", "b2", "b3"))
+    calls: list[tuple[int, int]] = []
+    segment_scene(scene, scene.with_name("p.tif"), RunConfig(device="cpu", batch_size=2, precision="fp32"),
+                  model=tiny_model(), progress=lambda done, total: calls.append((done, total)))
+    total = calls[-1][1]
+    assert calls[-1] == (total, total) and total > 4
+    assert len(calls) >= total // 2  # one call per batch of 2 patches (one block holds them all here)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
