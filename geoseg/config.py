@@ -85,6 +85,10 @@ class RunConfig:
     precision: str = setting(
         "auto", "auto (bf16 on CUDA and on CPUs with bf16 instructions, else fp32), fp32, bf16 or fp16.",
         result=True, choices=PRECISIONS)
+    backend: str = setting(
+        "auto", "Inference backend: auto (ONNX Runtime on the CPU at --precision auto, else PyTorch), torch or "
+        "onnxruntime (CPU, fp32; the network exported once and cached).", result=True,
+        choices=("auto", "torch", "onnxruntime"))
     match_resolution: bool = setting(
         True, "Infer at the model's training resolution when the scene is clearly finer; the mask stays on "
         "the scene's grid.", result=True)

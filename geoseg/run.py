@@ -65,6 +65,7 @@ class RunSummary:
     output: str
     model: str
     device: str
+    backend: str  # torch or onnxruntime (--backend)
     precision: str
     batch_size: int  # patches per model call, as chosen (auto) and after any out-of-memory back-off
     width: int
@@ -101,6 +102,7 @@ class Execution:
     counts: np.ndarray  # pixels per label value (classes and NODATA)
     device: str
     precision: str
+    backend: str  # torch or onnxruntime
     batch_size: int  # as chosen (auto) and after any out-of-memory back-off
     model_seconds: float
     patches: int
@@ -169,7 +171,8 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
                                                     channels=len(card.bands), tile=layout.tile,
                                                     compile=config.compile, cuda_graphs=config.cuda_graphs,
                                                     tune=patches >= TUNE_MIN_PATCHES,
-                                                    session=session)) as predictor, Staging() as staging:
+                                                    session=session, backend=config.backend)) as predictor, \
+            Staging() as staging:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         inputs = InputBand(layout, card, device, scene.dtype)
@@ -226,7 +229,7 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
         write_sidecars(staging, paths, prepared, config, stats, counts)
         staging.publish(last=paths.mask)
         return Execution(
-            counts=counts, device=str(device), precision=predictor.precision,
+            counts=counts, device=str(device), precision=predictor.precision, backend=predictor.backend,
             batch_size=predictor.batch_size, model_seconds=predictor.model_seconds, patches=predictor.patches,
             stage_seconds=stages,
             peak_device_memory_gib=(round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
@@ -282,6 +285,7 @@ def summarise(prepared: PreparedRun, execution: Execution, config: RunConfig, se
         notes.append(f"{scene.path}: has no valid pixels (all nodata or NaN); the mask is all nodata (255)")
     return RunSummary(
         input=str(scene.path), output=str(prepared.output), model=card.name, device=execution.device,
+        backend=execution.backend,
         precision=execution.precision, batch_size=execution.batch_size, width=scene.width, height=scene.height,
         bands=prepared.bands, band_match=prepared.band_match, factor=prepared.factor,
         tile_size=prepared.layout.tile, overlap=prepared.layout.rows.overlap,

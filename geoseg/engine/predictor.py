@@ -23,6 +23,7 @@ from contextlib import nullcontext
 
 import torch
 
+from geoseg.engine.backends import onnxruntime_network, resolve_backend
 from geoseg.engine.device import DeviceSession, Graphs, resolve_precision
 from geoseg.errors import ConfigError, DeviceError
 
@@ -41,7 +42,7 @@ class Predictor:
 
     def __init__(self, network: torch.nn.Module, device: torch.device, precision: str, batch_size: int | None,
                  *, channels: int, tile: int, compile: bool = False, cuda_graphs: bool | None = None,
-                 tune: bool = True, session: DeviceSession | None = None):
+                 tune: bool = True, session: DeviceSession | None = None, backend: str = "torch"):
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch size {batch_size} must be at least 1")
         if cuda_graphs is None:  # on by default where they exist (benchmarks/RESULTS.md)
@@ -50,12 +51,17 @@ class Predictor:
             raise ConfigError(f"CUDA graphs need a CUDA device, not {device}; drop --cuda-graphs or use --device cuda")
         self.device = device
         self.session = session or DeviceSession.default()
-        self.precision = resolve_precision(precision, device)
+        self.backend = resolve_backend(backend, device, precision)
+        self.precision = "fp32" if self.backend == "onnxruntime" else resolve_precision(precision, device)
         self.network = self.session.place(network, device)
         if device.type == "cuda" and tune:
             self.session.tune_for_many_scenes()  # the engine sends one batch shape: tuned once per process
         self._net: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(self.network, dynamic=False) if compile else self.network)  # type: ignore[assignment]
+        if self.backend == "onnxruntime":
+            if compile:
+                raise ConfigError("--compile is for the torch backend; drop it or use --backend torch")
+            self._net = onnxruntime_network(self.network, channels, tile)
         self.cuda_graphs = cuda_graphs
         self._graphs: Graphs = {}
         self._used: set[tuple[int, ...]] = set()  # batch shapes replayed by this run
@@ -77,7 +83,8 @@ class Predictor:
 
     def _forward(self, batch: torch.Tensor, net: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         with torch.inference_mode():
-            batch = batch.contiguous(memory_format=torch.channels_last)
+            if self.backend == "torch":
+                batch = batch.contiguous(memory_format=torch.channels_last)
             with self._autocast():
                 logits = (net or self._net)(batch)
             return torch.softmax(logits.float(), dim=1)

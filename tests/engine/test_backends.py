@@ -1,0 +1,53 @@
+"""The ONNX Runtime backend: the same contract as PyTorch's (tiling does not change the mask), near-ties
+only against PyTorch fp32, and the choices it refuses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from geoseg.config import RunConfig
+from geoseg.engine.backends import onnx_file, resolve_backend
+from geoseg.errors import ConfigError
+from geoseg.models import load_model
+from geoseg.run import segment_scene
+from tests.helpers import smooth_image
+
+pytest.importorskip("onnxruntime")
+
+
+def test_masks_do_not_depend_on_the_tiling_and_match_torch_but_for_near_ties(make_tif, model_folder, tmp_path) -> None:
+    scene = make_tif(smooth_image((3, 150, 170)), descriptions=("b1", "b2", "b3"))
+    model = str(model_folder)
+    masks = {}
+    for name, settings in {"ort-64": dict(block_size=64, batch_size=3), "ort-512": dict(block_size=512, batch_size=8),
+                           "torch": dict(backend="torch", precision="fp32")}.items():
+        config = RunConfig(model=model, device="cpu", output_format="gtiff", **settings)
+        summary = segment_scene(scene, tmp_path / f"{name}.tif", config)
+        assert summary.backend == ("torch" if name == "torch" else "onnxruntime")
+        with rasterio.open(tmp_path / f"{name}.tif") as ds:
+            masks[name] = ds.read(1)
+    assert np.array_equal(masks["ort-64"], masks["ort-512"])
+    assert (masks["ort-64"] != masks["torch"]).mean() < 0.001  # fp32 both: only near-ties may differ
+
+
+def test_the_export_is_cached_by_the_weights(model_folder) -> None:
+    net = load_model(str(model_folder)).network
+    first = onnx_file(net, 3, 64)
+    assert onnx_file(net, 3, 64) == first and first.stat().st_size > 0
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)
+    assert onnx_file(net, 3, 64) != first
+
+
+def test_auto_and_refusals() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_backend("auto", cpu, "auto") == "onnxruntime"
+    assert resolve_backend("auto", cpu, "fp32") == "torch"  # fp32 asked for: PyTorch's, the reference
+    assert resolve_backend("auto", cuda, "auto") == "torch"
+    with pytest.raises(ConfigError, match="runs on the CPU"):
+        resolve_backend("onnxruntime", cuda, "auto")
+    with pytest.raises(ConfigError, match="runs fp32"):
+        resolve_backend("onnxruntime", cpu, "bf16")
