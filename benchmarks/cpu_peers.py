@@ -3,8 +3,9 @@
 The peer is what its README asks of a user: read the scene at 30 m (rasterio, average resampling),
 scale to reflectance, ``CSmask(img, band_order, product_level="l1c")`` (its own 256 px tiling with
 20 % overlap, ONNX Runtime on every core), write the mask with rasterio. geoseg is ``segment_scene``
-with its built-in model (the same ONNX weights, converted), in its default precision (bf16 on a CPU
-with bf16 instructions) and in fp32. Each runs in its own child process, timed from start to exit,
+with its built-in model (the same ONNX weights, converted): its default (on a CPU, the ONNX Runtime
+backend in fp32), and the PyTorch backend in its default precision (bf16 on a CPU with bf16
+instructions) and in fp32. Each runs in its own child process, timed from start to exit,
 in ``--rounds`` interleaved rounds (the median counts); peak RSS is the child's own. The scene is a
 full Sentinel-2 tile's size (10980 x 10980 at 10 m) mirrored and repeated from the real one.
 
@@ -128,7 +129,7 @@ def main() -> None:
     parser.add_argument("--no-floors", action="store_true", help="skip the model floors")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of the three tools, interleaved; the median of each counts (default: 3)")
-    parser.add_argument("--child", choices=["csmask", "geoseg", "geoseg-fp32"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["csmask", "geoseg", "geoseg-torch", "geoseg-fp32"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -140,14 +141,16 @@ def main() -> None:
             from geoseg.run import segment_scene
 
             precision = "fp32" if args.child == "geoseg-fp32" else "auto"
-            segment_scene(args.source, args.out, RunConfig(device="cpu", overwrite=True, precision=precision))
+            backend = "torch" if args.child in ("geoseg-torch", "geoseg-fp32") else "auto"
+            segment_scene(args.source, args.out, RunConfig(device="cpu", overwrite=True, precision=precision,
+                                                           backend=backend))
         print(peak_rss_gib())
         return
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     scene = build_scene(args.source, args.workdir / f"s2-{args.size}.tif", args.size)
     me = [sys.executable, str(Path(__file__).resolve()), str(scene)]
-    runs: dict[str, list[tuple[float, float]]] = {"geoseg": [], "geoseg-fp32": [], "csmask": []}
+    runs: dict[str, list[tuple[float, float]]] = {"geoseg": [], "geoseg-torch": [], "geoseg-fp32": [], "csmask": []}
     for _ in range(args.rounds):  # a shared machine's speed drifts by the minute: rounds, not one run each
         for name, done in runs.items():
             out = args.workdir / f"{name}.tif"
@@ -166,14 +169,15 @@ def main() -> None:
     from geoseg.engine.device import cpu_has_bf16
 
     default = "bf16" if cpu_has_bf16() else "fp32"
-    print(f"| tool (geoseg: its default here, {default}; -fp32: --precision fp32) | wall s, median of {args.rounds} "
+    print(f"| tool (geoseg: its default, ONNX Runtime fp32; -torch: PyTorch {default}; -fp32: PyTorch fp32) "
+          f"| wall s, median of {args.rounds} "
           "(each round) | peak RSS GiB |")
     print("|---|---|---|")
     for name, (wall, rss) in rows.items():
         each = ", ".join(f"{w:.1f}" for w, _ in runs[name])
         print(f"| {name} | {wall:.1f} ({each}) | {rss:.2f} |")
     c = rows["csmask"]
-    for name in ("geoseg", "geoseg-fp32"):
+    for name in ("geoseg", "geoseg-torch", "geoseg-fp32"):
         g = rows[name]
         print(f"| {name} / ukis-csmask | {g[0] / c[0]:.2f}x time | {g[1] / c[1]:.2f}x memory |")
     print(f"mask agreement (ukis-csmask's 30 m mask repeated to 10 m): {agreement:.2%}")

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -79,19 +81,29 @@ def onnx_file(network: torch.nn.Module, channels: int, tile: int) -> Path:
     return path
 
 
+#: One export and one ONNX Runtime session per exported file (weights and shape) in a process, shared by the runs of a
+#: batch (``--parallel`` runs call it from several threads; a session's ``run`` is thread-safe).
+_SESSIONS: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+
 def onnxruntime_network(network: torch.nn.Module, channels: int, tile: int, threads: int | None = None
                         ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable with the network's signature (NCHW float32 in, logits out, on the CPU) run by ONNX Runtime."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or max(1, (os.cpu_count() or 1))
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(onnx_file(network, channels, tile)), options,
-                                   providers=["CPUExecutionProvider"])
+    with _LOCK:
+        path = onnx_file(network, channels, tile)  # keyed by the weights as they are now
+        runner = _SESSIONS.get(str(path))
+        if runner is None:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads or max(1, (os.cpu_count() or 1))
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            runner = _SESSIONS[str(path)] = ort.InferenceSession(str(path), options,
+                                                                 providers=["CPUExecutionProvider"])
 
     def run(batch: torch.Tensor) -> torch.Tensor:
         x = batch.float().contiguous().numpy()
-        return torch.from_numpy(session.run(None, {"x": x})[0])
+        return torch.from_numpy(runner.run(None, {"x": x})[0])
 
     return run

@@ -58,7 +58,7 @@ def test_out_of_memory_for_one_patch_is_a_device_error(make_tif, tmp_path, tiny_
     scene = make_tif(smooth_image((3, 80, 90)))
     hopeless = LoadedModel(card=model.card, network=RunsOutOfMemory(model.network, fits=0))
     with pytest.raises(DeviceError, match="out of memory even for one patch"):
-        segment_scene(scene, tmp_path / "m.tif", RunConfig(batch_size=4, device="cpu"), model=hopeless)
+        segment_scene(scene, tmp_path / "m.tif", RunConfig(batch_size=4, device="cpu", backend="torch"), model=hopeless)
     assert not (tmp_path / "m.tif").exists()
 
 
