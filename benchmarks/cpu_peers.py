@@ -67,8 +67,9 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
     import torch
     from ukis_csmask.utils import tile_array
 
-    from geoseg.engine import plan_layout
+    from geoseg.engine.backends import onnxruntime_network
     from geoseg.engine.device import DeviceSession
+    from geoseg.engine.plan import plan_layout
     from geoseg.engine.predictor import CPU_BATCH
     from geoseg.models import get_card, load_model
 
@@ -83,13 +84,16 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
     name = session.get_inputs()[0].name
     tile = np.random.default_rng(0).standard_normal((1, 6, 256, 256), dtype=np.float32)
     network = DeviceSession.default().place(load_model(MODEL).network, torch.device("cpu"))
+    exported = onnxruntime_network(network, 6, card.tile_size)  # geoseg's default CPU backend
     batch = torch.randn((GEOSEG_BATCH, 6, card.tile_size, card.tile_size)).contiguous(memory_format=torch.channels_last)
 
     def torch_call(dtype: torch.dtype | None) -> None:
         with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             network(batch)
 
-    kinds = {"onnx": lambda: session.run(None, {name: tile}), "fp32": lambda: torch_call(None),
+    plain = batch.contiguous()
+    kinds = {"onnx": lambda: session.run(None, {name: tile}), "geoseg onnx": lambda: exported(plain),
+             "fp32": lambda: torch_call(None),
              "bf16": lambda: torch_call(torch.bfloat16)}
     best = dict.fromkeys(kinds, float("inf"))
     for call in kinds.values():  # warm-up
@@ -105,6 +109,7 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
         "patches (geoseg, 512 px)": ours, "tiles (ukis-csmask, 256 px)": theirs,
         "ONNX Runtime fp32, ukis-csmask's tiles": best["onnx"] * theirs,
         "ONNX Runtime fp32, geoseg's patches": best["onnx"] * per_patch_tiles * ours,
+        "ONNX Runtime fp32, geoseg's export of the network, geoseg's patches": best["geoseg onnx"] * calls,
         "PyTorch fp32, geoseg's patches": best["fp32"] * calls,
         "PyTorch bf16, geoseg's patches": best["bf16"] * calls,
     }
@@ -127,6 +132,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=10980)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-cpu"))
     parser.add_argument("--no-floors", action="store_true", help="skip the model floors")
+    parser.add_argument("--floors-only", action="store_true", help="only the model floors")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of the three tools, interleaved; the median of each counts (default: 3)")
     parser.add_argument("--child", choices=["csmask", "geoseg", "geoseg-torch", "geoseg-fp32"], help=argparse.SUPPRESS)
@@ -148,6 +154,12 @@ def main() -> None:
         return
 
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.floors_only:
+        floors = model_floors(-(-args.size // FACTOR), -(-args.size // FACTOR))
+        print("| network run | seconds |\n|---|---|")
+        for name, value in floors.items():
+            print(f"| {name} | {value:.1f} |" if isinstance(value, float) else f"| {name} | {value} |")
+        return
     scene = build_scene(args.source, args.workdir / f"s2-{args.size}.tif", args.size)
     me = [sys.executable, str(Path(__file__).resolve()), str(scene)]
     runs: dict[str, list[tuple[float, float]]] = {"geoseg": [], "geoseg-torch": [], "geoseg-fp32": [], "csmask": []}

@@ -61,7 +61,7 @@ def onnx_file(network: torch.nn.Module, channels: int, tile: int) -> Path:
     from geoseg.models.cache import cache_dir
 
     digest = hashlib.sha256(f"{torch.__version__}|{onnxruntime.__version__}|{OPSET}|{channels}|{tile}|"
-                            f"{type(network).__name__}".encode())
+                            f"{type(network).__name__}|plain-swish".encode())
     for name, tensor in network.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -71,6 +71,9 @@ def onnx_file(network: torch.nn.Module, channels: int, tile: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     example = torch.zeros(1, channels, tile, tile)
+    encoder = getattr(network, "encoder", None)
+    if hasattr(encoder, "set_swish"):  # EfficientNet: plain x * sigmoid(x), which ONNX Runtime fuses
+        encoder.set_swish(memory_efficient=False)
     try:
         with torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(network.eval(), example, str(tmp), input_names=["x"], output_names=["logits"],
