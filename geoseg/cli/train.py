@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import typer
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -19,19 +18,9 @@ from geoseg.errors import ConfigError
 
 
 def _classes(spec: str | None) -> list | dict | None:
-    """``--classes``: a YAML/JSON file (a list of names or {label value: name}) or comma-separated names."""
-    if spec is None:
-        return None
-    path = Path(spec)
-    if path.suffix.lower() in (".yaml", ".yml", ".json"):
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read the classes ({exc})") from None
-        if not isinstance(data, list | dict):
-            raise ConfigError(f"{path}: give a list of names or a mapping of label value to name")
-        return data
-    return [n.strip() for n in spec.split(",")]
+    from geoseg.models.importing import load_class_spec
+
+    return load_class_spec(spec)
 
 
 def train(

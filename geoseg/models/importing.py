@@ -141,9 +141,9 @@ def infer_shape(tensors: dict[str, torch.Tensor]) -> tuple[int | None, int | Non
     return (int(bands) if bands is not None else None), (int(heads[-1].shape[0]) if heads else None)
 
 
-def parse_classes(spec: str | None) -> tuple[ClassInfo, ...] | None:
-    """``--classes``: a YAML/JSON file (a list of names, a list of {name, color}, or {value: name}) or
-    comma-separated names; values are 0..N-1 in order, colours from :func:`class_colour` where not given."""
+def load_class_spec(spec: str | None) -> list | dict | None:
+    """``--classes`` as written: a YAML/JSON file (a list, or a mapping of value to name) or comma-separated
+    names; None when not given."""
     if spec is None:
         return None
     path = Path(spec)
@@ -152,8 +152,18 @@ def parse_classes(spec: str | None) -> tuple[ClassInfo, ...] | None:
             data = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path}: cannot read the classes ({exc}); give a YAML list of names") from None
-    else:
-        data = [n.strip() for n in spec.split(",")]
+        if not isinstance(data, list | dict):
+            raise ConfigError(f"{path}: give a list of names or a mapping of label value to name")
+        return data
+    return [n.strip() for n in spec.split(",")]
+
+
+def parse_classes(spec: str | None) -> tuple[ClassInfo, ...] | None:
+    """``--classes``: a YAML/JSON file (a list of names, a list of {name, color}, or {value: name}) or
+    comma-separated names; values are 0..N-1 in order, colours from :func:`class_colour` where not given."""
+    data = load_class_spec(spec)
+    if data is None:
+        return None
     if isinstance(data, dict):
         if sorted(int(k) for k in data) != list(range(len(data))):
             raise ConfigError(f"{spec}: class values must be 0..N-1, got {sorted(data)}")
