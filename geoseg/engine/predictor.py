@@ -70,6 +70,9 @@ class Predictor:
             self._graphs = self.session.take_graphs(self.network, self._captured_for)
         #: What the predictor had to change on the way (out-of-memory back-offs), for the run summary.
         self.notes: list[str] = []
+        if compile and device.type == "cpu":
+            self.notes.append("--compile on the CPU compiles the network with a C++ compiler before the first patch "
+                              "(about 135 s for the built-in model on 2 cores): it pays only on long runs")
         self.patches = 0  # patches predicted (padding included)
         self._spans: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []  # CUDA: each call's device time
         self._host_seconds = 0.0  # CPU: each call's wall time

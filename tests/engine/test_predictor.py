@@ -74,8 +74,9 @@ def test_compiled_network_gives_the_same_mask(make_tif, tmp_path, tiny_model) ->
     model = tiny_model()
     scene = make_tif(smooth_image((3, 150, 200), seed=4))
     segment_scene(scene, tmp_path / "eager.tif", RunConfig(workers=2, device="cpu", precision="fp32"), model=model)
-    segment_scene(scene, tmp_path / "compiled.tif", RunConfig(workers=2, compile=True, device="cpu", precision="fp32"),
-                  model=model)
+    compiled_run = segment_scene(scene, tmp_path / "compiled.tif",
+                                 RunConfig(workers=2, compile=True, device="cpu", precision="fp32"), model=model)
+    assert any("--compile on the CPU" in w for w in compiled_run.warnings)  # it says what it costs
     eager, compiled = _mask(tmp_path / "eager.tif"), _mask(tmp_path / "compiled.tif")
     assert len(np.unique(eager)) > 1
     assert (eager == compiled).mean() >= 0.999  # only exact near-ties may flip: fusion reorders float sums
