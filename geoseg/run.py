@@ -118,7 +118,8 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
                   config: RunConfig = RunConfig(), model: LoadedModel | None = None,
                   progress: ProgressFn | None = None, loader: ModelLoader | None = None,
                   cancel: threading.Event | None = None, session: DeviceSession | None = None,
-                  tuning: Tuning = Tuning(), vector: VectorRequest | None = None) -> RunSummary:
+                  tuning: Tuning = Tuning(), vector: VectorRequest | None = None,
+                  prepared: PreparedRun | None = None) -> RunSummary:
     """Segment one scene into a georeferenced mask file and return a summary.
 
     ``model`` overrides ``config.model`` with a network already in memory (tests, notebooks);
@@ -126,10 +127,13 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     holds placed networks and their CUDA graphs across runs (default: the process's); setting
     ``cancel`` stops the run at the next block with :class:`geoseg.errors.Cancelled`, leaving no
     output; ``tuning`` sizes the pipeline's stages (never changes the mask); ``vector`` also
-    polygonises the finished mask (:func:`geoseg.export.vector.polygonize`).
+    polygonises the finished mask (:func:`geoseg.export.vector.polygonize`); ``prepared`` is
+    :func:`~geoseg.prepare.prepare_run`'s result for these arguments where the caller already has it
+    (``geoseg run`` checks everything before importing torch), so it is not decided twice.
     """
     started = time.perf_counter()
-    prepared = prepare_run(scene_path, output, config, model.card if model is not None else None)
+    if prepared is None:
+        prepared = prepare_run(scene_path, output, config, model.card if model is not None else None)
     device = resolve_device(config.device)
     loaded = model if model is not None else (loader or load_model)(prepared.model, config.trust_checkpoint)
     execution = execute(prepared, loaded, config, device, progress=progress, cancel=cancel, session=session,

@@ -46,15 +46,15 @@ def run(
     with user_errors(as_json):
         # Every check a user can fail (scene, output, model card, bands, settings) before torch is imported:
         # a mistake is reported in a second, not after the network's libraries have loaded.
-        prepare_run(scene, output, config)
+        prepared = prepare_run(scene, output, config)
         from geoseg.run import VectorRequest, segment_scene
 
         layer = VectorRequest(vector, min_area, simplify) if vector is not None else None
         if quiet or as_json or not err.is_terminal:
-            summary = segment_scene(scene, output, config, vector=layer)
+            summary = segment_scene(scene, output, config, vector=layer, prepared=prepared)
         else:
             with _progress_bar(err) as (bar, task):
-                summary = segment_scene(scene, output, config, vector=layer,
+                summary = segment_scene(scene, output, config, vector=layer, prepared=prepared,
                                         progress=lambda done, total: bar.update(task, completed=done, total=total))
     for note in summary.warnings:
         print(f"geoseg: warning: {note}", file=sys.stderr)
