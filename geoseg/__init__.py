@@ -7,8 +7,9 @@ The package is layered; each folder is a subsystem and imports only from the lay
     models/   io/                    model cards and networks; scenes, masks and records on disk
     engine/   export/                plan, device session, input band, blender, pipeline; legend, stats,
                                      vectors, STAC
-    bands, prepare, run, info        one run, from a path to a summary
-    batch/                           many runs, jobs and resume
+    bands, prepare, run, info, array one run, from a path (or a dask / xarray array) to a result
+    batch/                           many runs, jobs, claims and resume
+    cluster/                         dask.distributed: scenes and row bands on workers
     cli/                             the command line over all of the above
 """
 
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from geoseg.version import __version__
 
 if TYPE_CHECKING:
+    from geoseg.array import segment_array
     from geoseg.config import RunConfig
     from geoseg.errors import GeosegError
     from geoseg.io.scene import SceneInfo, open_scene
@@ -28,9 +30,11 @@ if TYPE_CHECKING:
 #: Public names and the modules that hold them: imported on first use, so that ``import geoseg`` (and
 #: the command line's help) does not pay for torch.
 _LAZY = {"GeosegError": "geoseg.errors", "RunConfig": "geoseg.config", "RunSummary": "geoseg.run",
-         "SceneInfo": "geoseg.io.scene", "open_scene": "geoseg.io.scene", "segment_scene": "geoseg.run"}
+         "SceneInfo": "geoseg.io.scene", "open_scene": "geoseg.io.scene", "segment_scene": "geoseg.run",
+         "segment_array": "geoseg.array"}
 
-__all__ = ["GeosegError", "RunConfig", "RunSummary", "SceneInfo", "__version__", "open_scene", "segment_scene"]
+__all__ = ["GeosegError", "RunConfig", "RunSummary", "SceneInfo", "__version__", "open_scene", "segment_array",
+           "segment_scene"]
 
 
 def __getattr__(name: str) -> Any:

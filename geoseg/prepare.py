@@ -30,7 +30,7 @@ class PreparedRun:
     """One run's decisions (see module docstring)."""
 
     scene: SceneInfo
-    output: Path
+    output: Path | None  # None for pixels held in memory (prepare_grid)
     model: str  # the model's name or folder (``auto`` resolved)
     card: ModelCard  # the model's card, with ``--scale`` applied
     bands: tuple[int, ...]  # 1-based scene bands in the model's input order
@@ -44,9 +44,20 @@ def prepare_run(scene_path: str | Path, output: str | Path | None, config: RunCo
                 card: ModelCard | None = None) -> PreparedRun:
     """Decide everything about a run of ``scene_path`` with ``config``; ``card`` stands for the model
     when a network is given in memory. Raises the user errors of whatever is wrong, before any work."""
-    notes: list[str] = []
     scene = open_scene(scene_path)
     out = Path(output) if output is not None else default_output(scene.path)
+    prepared = prepare_grid(scene, config, card)
+    check_output(out, scene.path, config.overwrite)  # after the settings: a bad setting is named first
+    check_free_space(out, scene.width, scene.height)
+    return replace(prepared, output=out)
+
+
+def prepare_grid(scene: SceneInfo, config: RunConfig, card: ModelCard | None = None,
+                 sample: bool = True) -> PreparedRun:
+    """:func:`prepare_run`'s decisions about the model, the bands and the grids of ``scene``, without an
+    output (``output`` is None); ``sample`` reads sample windows of the file for the input checks
+    (:func:`geoseg.sanity.check_inputs`), which pixels held in memory skip."""
+    notes: list[str] = []
     if scene.crs is None:
         notes.append(f"{scene.path}: has no CRS; the mask copies its pixel grid but will not be georeferenced")
 
@@ -64,7 +75,7 @@ def prepare_run(scene_path: str | Path, output: str | Path | None, config: RunCo
         notes.append(f"{scene.path}: bands have no names; assumed in the model's order "
                      f"({', '.join(card.bands)}); pass --bands or --sensor if they are not")
     factor = resolution_factor(scene.pixel_size_m, card.resolution_m) if config.match_resolution else 1
-    found = check_inputs(scene, indexes, card, factor)
+    found = check_inputs(scene, indexes, card, factor) if sample else []
     if found and config.strict_inputs:
         raise BandError(f"{found[0]} (--strict-inputs)")
     notes += found
@@ -72,9 +83,7 @@ def prepare_run(scene_path: str | Path, output: str | Path | None, config: RunCo
                          config.tile_size or card.tile_size,
                          card.overlap if config.overlap is None else config.overlap,
                          config.blend, config.block_size)
-    check_output(out, scene.path, config.overwrite)  # after the settings: a bad setting is named first
-    check_free_space(out, scene.width, scene.height)
-    return PreparedRun(scene, out, name, card, indexes, how, factor, layout, tuple(notes))
+    return PreparedRun(scene, None, name, card, indexes, how, factor, layout, tuple(notes))
 
 
 def scene_band_names(scene: SceneInfo, sensor_name: str | None) -> tuple[tuple[str | None, ...], Sensor | None]:

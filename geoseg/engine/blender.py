@@ -190,8 +190,8 @@ class Blender:
             self.probe(start, probs)
         if probs is None or self.layout.factor == 1:  # one positive weight per pixel: argmax of the sums
             base = self.acc_base
-            return _argmax(self.acc[:, start - base : end - base]), probs
-        return _argmax(probs), probs
+            return argmax_classes(self.acc[:, start - base : end - base]), probs
+        return argmax_classes(probs), probs
 
     def probabilities(self, start: int, end: int) -> torch.Tensor:
         """Blended class probabilities ``(class, row, col)`` float32 of scene rows ``[start, end)``
@@ -236,7 +236,7 @@ class HostStrip:
         return self.host.numpy()
 
 
-def _argmax(scores: torch.Tensor) -> torch.Tensor:
+def argmax_classes(scores: torch.Tensor) -> torch.Tensor:
     """Index of the first largest of ``(class, row, col)`` scores as ``(row, col)`` uint8.
 
     A pass per class: much faster than ``argmax`` over a leading axis on the CPU, and the same result.

@@ -133,14 +133,25 @@ class InputBand:
         parts = [self.model_band]
         for a in range(self.band_base, stop, step):
             b = min(a + step, stop)
-            x = _widen(self.band[:, a - self.band_base : b - self.band_base], self.file_dtype)
-            v = self.band_valid[a - self.valid_base : b - self.valid_base]
-            x, v = coarsen(x, v, f)  # scaling is affine: it commutes with the mean, so it runs on fewer pixels
-            parts.append(torch.where(v, (x * self.scale + self.offset - self.mean) / self.std, 0.0))  # no data
-            # enters as the band means
+            parts.append(self.developed(self.band[:, a - self.band_base : b - self.band_base],
+                                        self.band_valid[a - self.valid_base : b - self.valid_base]))
         if len(parts) > 1:
             self.model_band = torch.cat(parts, dim=1)
             self.band, self.band_base = self.band[:, stop - self.band_base :], stop
+
+    def developed(self, raw: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Raw scene pixels ``(band, row, col)`` as they travelled (see :data:`_TRANSFER`), starting on a
+        model-grid row and column, as developed model-grid pixels. The one place their arithmetic is
+        written: the file engine and the region engine (:mod:`geoseg.engine.region`) share it."""
+        x, v = coarsen(_widen(raw, self.file_dtype), valid, self.layout.factor)  # scaling is affine: it
+        # commutes with the mean, so it runs on fewer pixels
+        return torch.where(v, (x * self.scale + self.offset - self.mean) / self.std, 0.0)  # no data enters as
+        # the band means
+
+    def transfer(self, pixels: np.ndarray) -> torch.Tensor:
+        """Host pixels of the file's dtype on the device, as they travel (see :data:`_TRANSFER`)."""
+        return torch.from_numpy(np.ascontiguousarray(pixels).view(self.file_dtype).view(
+            _NUMPY_TRANSFER[self.file_dtype.name])).to(self.device)
 
     def validity(self, row0: int, row1: int) -> torch.Tensor:
         """``(row, col)`` validity of scene rows ``[row0, row1)``, a copy the band may drop later."""
@@ -166,6 +177,9 @@ class InputStrip:
 _TRANSFER = {"uint8": torch.uint8, "int8": torch.int8, "uint16": torch.int16, "int16": torch.int16,
              "uint32": torch.int32, "int32": torch.int32, "float32": torch.float32, "float64": torch.float64}
 
+
+_NUMPY_TRANSFER = {"uint8": np.uint8, "int8": np.int8, "uint16": np.int16, "int16": np.int16, "uint32": np.int32,
+                   "int32": np.int32, "float32": np.float32, "float64": np.float64}
 
 #: Unsigned types that travel as signed bits: (torch's unsigned type, a wider signed type, the bit mask).
 _UNSIGNED = {np.dtype("uint16"): (torch.uint16, torch.int32, 0xFFFF),
