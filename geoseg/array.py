@@ -19,6 +19,7 @@ once. Works with dask's local schedulers and with dask.distributed.
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -132,9 +133,9 @@ def segment_array(data: Any, model: str | LoadedModel = "auto", *, transform: Af
     row_edges, col_edges = np.cumsum((0, *pixels.chunks[1])), np.cumsum((0, *pixels.chunks[2]))
     label_rows, prob_rows = [], []
     bands_out = prepared.card.num_classes if probabilities == "all" else 1
-    for r0, r1 in zip(row_edges[:-1], row_edges[1:], strict=True):
+    for r0, r1 in itertools.pairwise(row_edges):
         label_row, prob_row = [], []
-        for c0, c1 in zip(col_edges[:-1], col_edges[1:], strict=True):
+        for c0, c1 in itertools.pairwise(col_edges):
             region = Box(int(r0), int(r1), int(c0), int(c1))
             native = plan_region(layout, region).native
             window = (slice(native.row0, native.row1), slice(native.col0, native.col1))
@@ -146,7 +147,7 @@ def segment_array(data: Any, model: str | LoadedModel = "auto", *, transform: Af
         label_rows.append(label_row)
         prob_rows.append(prob_row)
     labels = da.block(label_rows)
-    probs = da.block([[p for p in row] for row in prob_rows]) if probabilities is not None else None
+    probs = da.block(prob_rows) if probabilities is not None else None
     if meta["xarray"] is None:
         return labels if probs is None else (labels, probs)
     return _wrap(labels, probs, meta, prepared.card)

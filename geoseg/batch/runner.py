@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +26,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol
 
+from geoseg.batch.claims import Claims, Owner, claim, release
 from geoseg.batch.jobs import Job, expand_inputs
 from geoseg.config import RunConfig
 from geoseg.engine.device import DeviceSession
@@ -35,7 +37,7 @@ from geoseg.export.mosaic import write_vrt
 from geoseg.export.stac import collection
 from geoseg.io.record import RECORD_TAG, make_record, read_record, same_record
 from geoseg.io.scene import open_scene
-from geoseg.io.writing import PARTIAL_MARK
+from geoseg.io.writing import PARTIAL_MARK, parse_process_tag
 from geoseg.models import LoadedModel, load_model
 from geoseg.models.registry import model_identity
 from geoseg.prepare import choose_model
@@ -63,6 +65,7 @@ class SceneResult:
     error: str | None = None
     error_kind: str | None = None  # the error class: SceneError, BandError, ... (exit code in `geoseg run`)
     warnings: list[str] = field(default_factory=list)
+    reason: str | None = None  # why a scene was skipped: done earlier, or claimed by another batch
 
 
 @dataclass
@@ -101,43 +104,69 @@ def plan_tasks(jobs: list[Job]) -> tuple[list[Task], list[str]]:
 
 
 class EventLog:
-    """JSON lines, one event each, flushed as they happen (``tail -f`` friendly); thread-safe."""
+    """JSON lines, one event each, flushed as they happen (``tail -f`` friendly); thread-safe.
 
-    def __init__(self, path: Path | None):
+    Each line is one ``write`` to a file opened for appending, so batches (and processes) sharing a
+    log never interleave inside a line. ``record=True`` keeps the events in :attr:`events` instead (a
+    dask worker hands them back to its batch, which writes them)."""
+
+    def __init__(self, path: Path | None, record: bool = False):
         self.path = path
-        self._file: TextIO | None = None
+        self.events: list[dict[str, Any]] | None = [] if record else None
+        self._fd: int | None = None
         self._lock = threading.Lock()
 
     def __enter__(self) -> EventLog:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a")
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def emit(self, event: str, **fields: Any) -> None:
-        if self._file is None:
+        self.write({"time": _now(), "event": event, **fields})
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Write one event as it is (a worker's events keep their own time)."""
+        if self.events is not None:
+            self.events.append(record)
+        if self._fd is None:
             return
-        line = json.dumps({"time": _now(), "event": event, **fields}, default=str)
+        line = (json.dumps(record, default=str) + "\n").encode()
         with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
+            os.write(self._fd, line)
+
+
+class SceneRunner(Protocol):
+    """Runs scenes somewhere else (dask workers: :class:`geoseg.cluster.scenes.DaskScenes`): ``submit``
+    returns a future of the scene's :class:`SceneResult` and its events; ``cancel`` stops what is left."""
+
+    def submit(self, task: Task, force: bool, owner: Owner) -> Future: ...
+
+    def cancel(self) -> None: ...
 
 
 def run_batch(tasks: list[Task], *, force: bool = False, parallel: int = 2, log: EventLog | None = None,
               cancel: threading.Event | None = None, report: Callable[[SceneResult, int, int], None] | None = None,
-              notes: list[str] | None = None) -> BatchSummary:
-    """Run ``tasks`` (see module docstring) and return the summary; never raises for one scene's failure."""
+              notes: list[str] | None = None, runner: SceneRunner | None = None,
+              owner: Owner | None = None) -> BatchSummary:
+    """Run ``tasks`` (see module docstring) and return the summary; never raises for one scene's failure.
+
+    ``runner`` runs the scenes on a dask cluster instead of this process's threads (``parallel`` is then
+    the cluster's affair); ``owner`` names this batch in its scene claims (:mod:`geoseg.batch.claims`)."""
     started, clock = _now(), time.perf_counter()
     log = log or EventLog(None)
     cancel = cancel or threading.Event()
     notes = list(notes or [])
     for folder in sorted({t.output.parent for t in tasks}):
         notes += [f"removed leftover temporary file {p}" for p in clean_leftovers(folder)]
-    log.emit("batch_start", scenes=len(tasks), parallel=parallel, force=force, notes=notes)
+    claims = Claims(owner)
+    log.emit("batch_start", scenes=len(tasks), parallel=parallel, force=force, notes=notes, batch=claims.owner.batch,
+             host=claims.owner.host, pid=claims.owner.pid, cluster=runner is not None)
 
     loader = _SharedModels()
     session = DeviceSession()  # the scenes' shared network, its placement and its CUDA graphs
@@ -155,15 +184,25 @@ def run_batch(tasks: list[Task], *, force: bool = False, parallel: int = 2, log:
             # Scenes in flight share the GPU, and a CUDA graph is captured only by a run alone in the
             # session (DeviceSession.run_in_flight): eager, unless asked for.
             task = replace(task, config=replace(task.config, cuda_graphs=False))
-        return run_task(task, force, loader, cancel, log, session)
+        return run_task(task, force, loader, cancel, log, session, claims.owner)
 
-    with ThreadPoolExecutor(max(1, parallel), thread_name_prefix="geoseg-scene") as pool:
-        pending: dict[Future, int] = {pool.submit(one, i): i for i in range(len(tasks))}
+    def remote(i: int) -> Future:
+        future = runner.submit(tasks[i], force, claims.owner)  # type: ignore[union-attr]
+        claims.watch([tasks[i].output])
+        return future
+
+    with ThreadPoolExecutor(max(1, parallel), thread_name_prefix="geoseg-scene") as pool, claims:
+        pending: dict[Future, int] = {(pool.submit(one, i) if runner is None else remote(i)): i
+                                      for i in range(len(tasks))}
+        cancelled = False
         while pending:  # short waits, so signal handlers in the main thread run promptly
             done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            if runner is not None and cancel.is_set() and not cancelled:
+                runner.cancel()
+                cancelled = True
             for future in done:
                 i = pending.pop(future)
-                results[i] = future.result()
+                results[i] = _remote_result(future, tasks[i], log) if runner is not None else future.result()
                 finished += 1
                 if report is not None:
                     report(results[i], finished, len(tasks))
@@ -185,12 +224,44 @@ def run_batch(tasks: list[Task], *, force: bool = False, parallel: int = 2, log:
     return summary
 
 
-def run_task(task: Task, force: bool, loader: _SharedModels, cancel: threading.Event, log: EventLog,
-             session: DeviceSession | None = None) -> SceneResult:
+def _remote_result(future: Future, task: Task, log: EventLog) -> SceneResult:
+    """A scene's result from a dask worker, its events written to this batch's log."""
+    base = {"job": task.job, "input": str(task.input), "output": str(task.output)}
+    try:
+        result, events = future.result()
+    except Exception as exc:  # the task itself failed (its workers kept dying, the cluster went away)
+        message = "stopped: the batch was cancelled" if type(exc).__name__ == "CancelledError" else (
+            f"{task.input}: the cluster could not run it ({type(exc).__name__}: {exc})")
+        status = "cancelled" if type(exc).__name__ == "CancelledError" else "failed"
+        log.emit(f"scene_{status}", **base, error=message)
+        return SceneResult(**base, status=status, error=message, error_kind=None if status == "cancelled"
+                           else "ClusterError")
+    for event in events:
+        log.write(event)
+    return result
+
+
+def run_task(task: Task, force: bool, loader: Callable[[str, bool], LoadedModel], cancel: threading.Event,
+             log: EventLog, session: DeviceSession | None = None, owner: Owner | None = None) -> SceneResult:
+    """One scene: claimed (when ``owner`` is given), skipped if done, else segmented; never raises."""
     base = {"job": task.job, "input": str(task.input), "output": str(task.output)}
     if cancel.is_set():
         log.emit("scene_cancelled", **base)
         return SceneResult(**base, status="cancelled", error="not started: the batch was stopped")
+    if owner is not None:
+        try:
+            holder = claim(task.output, owner)
+        except OSError as exc:
+            return _failed(base, time.perf_counter(), f"{task.output}: cannot be claimed in its folder "
+                           f"({exc.strerror}); check that the folder is writable", "OutputError", log)
+        if holder is not None:
+            reason = f"being segmented by another {holder}"
+            log.emit("scene_skipped", **base, reason=reason)
+            return SceneResult(**base, status="skipped", reason=reason)
+        try:
+            return run_task(task, force, loader, cancel, log, session)
+        finally:
+            release(task.output, owner)
     started = time.perf_counter()
     try:
         scene = open_scene(task.input)
@@ -198,8 +269,9 @@ def run_task(task: Task, force: bool, loader: _SharedModels, cancel: threading.E
         record = make_record(scene.path, model_identity(name, task.config.trust_checkpoint), task.config)
         found = read_record(task.output) if task.output.exists() else None
         if not force and same_record(found, record):
-            log.emit("scene_skipped", **base, reason="finished earlier with the same input, model and settings")
-            return SceneResult(**base, status="skipped")
+            reason = "finished earlier with the same input, model and settings"
+            log.emit("scene_skipped", **base, reason=reason)
+            return SceneResult(**base, status="skipped", reason=reason)
         if task.output.exists() and found is None and not force:
             raise OutputError(f"{task.output}: exists and was not written by geoseg (no {RECORD_TAG} tag); "
                               f"move it away or pass --force to replace it")
@@ -229,14 +301,15 @@ def _failed(base: dict[str, str], started: float, message: str, kind: str, log: 
 
 
 def clean_leftovers(folder: Path) -> list[Path]:
-    """Remove ``.NAME.partial-PID`` files (and ``.NAME.partial-PID.ext``) in ``folder`` whose process is gone;
-    return what was removed."""
+    """Remove ``.NAME.partial-PID~HOST`` files (and ``...~HOST.ext``) in ``folder`` whose process on this host
+    is gone; return what was removed. Another host's temporary files are left alone."""
     removed = []
     if not folder.is_dir():
         return removed
+    host = socket.gethostname().split(".")[0]
     for path in folder.glob(f".*{PARTIAL_MARK}*"):
-        pid_text = path.name.rsplit(PARTIAL_MARK, 1)[1].split(".")[0]  # NAME.partial-PID[.ext]
-        if pid_text.isdigit() and not _alive(int(pid_text)):
+        tag = parse_process_tag(path.name.rsplit(PARTIAL_MARK, 1)[1].split(".")[0])  # NAME.partial-PID~HOST[.ext]
+        if tag is not None and tag[1] in (None, host) and not _alive(tag[0]):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

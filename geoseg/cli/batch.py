@@ -84,7 +84,7 @@ def batch(
 
 def _print_line(r: SceneResult, finished: int, total: int) -> None:
     error = (r.error or "").removeprefix(f"{r.input}: ")  # the path is said once, at the start of the line
-    detail = {"done": f"{r.seconds:.1f} s", "skipped": "already done", "cancelled": error, "failed": error}[r.status]
+    detail = {"done": f"{r.seconds:.1f} s", "skipped": r.reason or "already done", "cancelled": error, "failed": error}[r.status]
     print(f"[{finished}/{total}] {r.status:9} {r.input}: {detail}", file=sys.stderr, flush=True)
     for warning in r.warnings:  # input sanity and other notes, as `geoseg run` prints them
         print(f"    warning: {warning}", file=sys.stderr, flush=True)

@@ -72,8 +72,8 @@ class ResidentModels:
         with self._lock:
             if ref not in self._models:
                 if ref.name.startswith(MEMORY_PREFIX):
-                    raise ModelError(f"model {ref.name} is a network held in another process's memory; dask.distributed "
-                                     f"workers load models by name: save it as a model package "
+                    raise ModelError(f"model {ref.name} is a network held in another process's memory; "
+                                     f"dask.distributed workers load models by name: save it as a model package "
                                      f"(geoseg.models.package.save_package) and pass its folder")
                 self._models[ref] = load_model(ref.name, ref.trust_checkpoint)
             return self._models[ref]

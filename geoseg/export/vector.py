@@ -51,7 +51,7 @@ from rasterio.windows import Window
 from geoseg.errors import ConfigError, OutputError
 from geoseg.export.legend import read_legend
 from geoseg.export.stats import _open, pixel_area_m2
-from geoseg.io.writing import PARTIAL_MARK
+from geoseg.io.writing import PARTIAL_MARK, process_tag
 
 #: Vector formats by file extension: GDAL driver name, and whether it can be appended to in batches.
 VECTOR_FORMATS: dict[str, tuple[str, bool]] = {
@@ -269,7 +269,7 @@ class _Layer:
     def __init__(self, output: Path, driver: str, streaming: bool, crs: rasterio.crs.CRS | None, name: str):
         self.output, self.driver, self.streaming, self.crs, self.name = output, driver, streaming, crs, name
         # The format's own extension last (drivers check it); the process id right after the mark.
-        self.partial = output.with_name(f".{output.stem}{PARTIAL_MARK}{os.getpid()}{output.suffix}")
+        self.partial = output.with_name(f".{output.stem}{PARTIAL_MARK}{process_tag()}{output.suffix}")
         self.count = 0
         self.per_value: dict[int, int] = {}
         self._held: list[tuple[np.ndarray, np.ndarray, list[str], np.ndarray]] = []

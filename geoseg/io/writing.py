@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -149,9 +150,21 @@ def get_format(name: str) -> RasterFormat:
         raise ConfigError(f"output format {name!r} is not one of {', '.join(RASTER_FORMATS)}") from None
 
 
+def process_tag() -> str:
+    """This process in temporary file names: ``PID~HOST``, so that a batch on one machine never takes a
+    temporary file of a live process on another (shared output folders, dask workers) for a leftover."""
+    return f"{os.getpid()}~{socket.gethostname().split('.')[0].replace('~', '-')}"
+
+
+def parse_process_tag(text: str) -> tuple[int, str | None] | None:
+    """``(pid, host)`` of a :func:`process_tag` (host None in names written before hosts were tagged)."""
+    pid, _, host = text.partition("~")
+    return (int(pid), host or None) if pid.isdigit() else None
+
+
 def partial_path(final: Path, step: str = "") -> Path:
     """The temporary name of ``final`` while this process writes it (``step`` tells scratch files apart)."""
-    return final.with_name(f".{final.name}{'.' + step if step else ''}{PARTIAL_MARK}{os.getpid()}")
+    return final.with_name(f".{final.name}{'.' + step if step else ''}{PARTIAL_MARK}{process_tag()}")
 
 
 class Staging:
