@@ -24,7 +24,7 @@ from geoseg.config import RESULT_SETTINGS, RunConfig
 from geoseg.engine.blender import Blender
 from geoseg.engine.device import DeviceSession, resolve_device
 from geoseg.engine.input_band import InputBand
-from geoseg.engine.pipeline import ProgressFn, Tuning, default_workers, run_pipeline
+from geoseg.engine.pipeline import ProgressFn, Tuning, WriteFn, default_workers, run_pipeline
 from geoseg.engine.predictor import Predictor
 from geoseg.errors import DeviceError, GeosegError, OutputError
 from geoseg.export.legend import write_pam, write_qml
@@ -157,34 +157,78 @@ class VectorRequest:
 def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, device: torch.device, *,
             progress: ProgressFn | None = None, cancel: threading.Event | None = None,
             session: DeviceSession | None = None, tuning: Tuning = Tuning()) -> Execution:
-    """Run the network over ``prepared``'s scene on ``device`` and write its product: the mask in
-    ``config.output_format``, the probabilities if asked for, the legend, style and STAC sidecars.
-    Nothing appears at the final paths until all of it is complete (:class:`geoseg.io.writing.Staging`)."""
+    """Run the network over ``prepared``'s scene on ``device`` and write its product
+    (:func:`write_product`): the mask in ``config.output_format``, the probabilities if asked for, the
+    legend, style and STAC sidecars."""
     scene, layout, card = prepared.scene, prepared.layout, prepared.card
     session = session or DeviceSession.default()
-    fmt = get_format(config.output_format)
-    paths = ProductPaths.of(prepared.output)
-    tags = mask_tags(prepared, loaded, config)
-    rasters = [(paths.mask, mask_spec(card, tags))]
-    if config.probabilities is not None:
-        rasters.append((paths.probabilities, probability_spec(card, config.probabilities == "top", tags)))
     patches = layout.rows.count * layout.cols.count
+    stages: dict[str, float] = {}
     # run_in_flight: CUDA graphs are captured only by a run alone in the session (entered before the
     # predictor touches the GPU); closing: captured graphs stay with the network for the next scene.
     with session.run_in_flight(), closing(Predictor(loaded.network, device, config.precision, config.batch_size,
                                                     channels=len(card.bands), tile=layout.tile,
                                                     compile=config.compile, cuda_graphs=config.cuda_graphs,
                                                     tune=patches >= TUNE_MIN_PATCHES,
-                                                    session=session, backend=config.backend)) as predictor, \
-            Staging() as staging:
+                                                    session=session, backend=config.backend)) as predictor:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        inputs = InputBand(layout, card, device, scene.dtype)
-        blender = Blender(layout, card, predictor, config.probabilities, overview=fmt.finish is not None)
-        reader = WindowReader(scene, prepared.bands)
+
+        def produce(write: WriteFn, overview: bool) -> np.ndarray:
+            inputs = InputBand(layout, card, device, scene.dtype)
+            blender = Blender(layout, card, predictor, config.probabilities, overview=overview)
+            reader = WindowReader(scene, prepared.bands)
+            try:
+                run_pipeline(layout, inputs, blender, reader.read_into, write,
+                             config.workers or default_workers(), progress, cancel, block_shape=scene.block_shape,
+                             timings=stages, tuning=tuning)
+            except torch.OutOfMemoryError:
+                raise DeviceError(f"{device} ran out of memory outside the model (input and blend bands grow with the "
+                                  f"scene's width and --block-size); use a smaller --block-size") from None
+            return blender.counts.cpu().numpy()
+
+        product = write_product(prepared, config, mask_tags(prepared, loaded.identity, config), produce)
+        return Execution(
+            counts=product.counts, device=str(device), precision=predictor.precision, backend=predictor.backend,
+            batch_size=predictor.batch_size, model_seconds=predictor.model_seconds, patches=predictor.patches,
+            stage_seconds=stages,
+            peak_device_memory_gib=(round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+                                    if device.type == "cuda" else None),
+            notes=[f"{scene.path}: {note}" for note in predictor.notes], finish_seconds=product.finish_seconds,
+            class_stats=product.class_stats, files=product.files)
+
+
+#: Makes a scene's strips and hands them to ``write`` (:data:`geoseg.engine.pipeline.WriteFn`) in order,
+#: with the ``overview`` strips when asked for; returns the pixels per label value (classes and NODATA).
+Producer = Callable[[WriteFn, bool], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Product:
+    """What :func:`write_product` wrote."""
+
+    counts: np.ndarray
+    finish_seconds: float
+    class_stats: list[dict]
+    files: dict[str, str]
+
+
+def write_product(prepared: PreparedRun, config: RunConfig, tags: dict[str, str], produce: Producer) -> Product:
+    """Write the product of ``prepared``'s scene from the strips ``produce`` makes: the mask in
+    ``config.output_format`` (a COG's overviews built as strips arrive), the probabilities if asked for, the
+    legend, style and STAC sidecars. Nothing appears at the final paths until all of it is complete
+    (:class:`geoseg.io.writing.Staging`). The file engine (:func:`execute`) and a cluster's row bands
+    (:mod:`geoseg.cluster.split`) both write through here."""
+    scene, card = prepared.scene, prepared.card
+    assert prepared.output is not None
+    fmt = get_format(config.output_format)
+    paths = ProductPaths.of(prepared.output)
+    rasters = [(paths.mask, mask_spec(card, tags))]
+    if config.probabilities is not None:
+        rasters.append((paths.probabilities, probability_spec(card, config.probabilities == "top", tags)))
+    with Staging() as staging:
         working = {final: staging.scratch(final, "work") if fmt.finish else staging.stage(final)
                    for final, _ in rasters}
-        stages: dict[str, float] = {}
         levels: list[Path] = []
         with _gdal_cache(), ExitStack() as open_writers:
             writers = [open_writers.enter_context(StripWriter(working[final], scene, spec, fmt, final))
@@ -206,14 +250,9 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
                     writers[1].write(row0, strips["probabilities"])
 
             try:
-                run_pipeline(layout, inputs, blender, reader.read_into, write,
-                             config.workers or default_workers(), progress, cancel, block_shape=scene.block_shape,
-                             timings=stages, tuning=tuning)
+                counts = produce(write, pyramid is not None)
             except GeosegError:
                 raise
-            except torch.OutOfMemoryError:
-                raise DeviceError(f"{device} ran out of memory outside the model (input and blend bands grow with the "
-                                  f"scene's width and --block-size); use a smaller --block-size") from None
             except OSError as exc:
                 raise OutputError(f"{prepared.output}: writing failed ({exc}); check free space and "
                                   f"permissions") from None
@@ -228,21 +267,13 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
         with _gdal_cache():
             finishing = sum(finish(fmt, working[final], staging.stage(final), spec) for final, spec in rasters
                             if fmt.finish is not None)
-        counts = blender.counts.cpu().numpy()
         stats = class_table(card.classes, counts, counts * scene_pixel_area(scene))
         write_sidecars(staging, paths, prepared, config, stats, counts)
         staging.publish(last=paths.mask)
-        return Execution(
-            counts=counts, device=str(device), precision=predictor.precision, backend=predictor.backend,
-            batch_size=predictor.batch_size, model_seconds=predictor.model_seconds, patches=predictor.patches,
-            stage_seconds=stages,
-            peak_device_memory_gib=(round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
-                                    if device.type == "cuda" else None),
-            notes=[f"{scene.path}: {note}" for note in predictor.notes], finish_seconds=round(finishing, 3),
-            class_stats=[vars(s) for s in stats],
-            files={"mask": str(paths.mask), "style": str(paths.style), "stac": str(paths.stac),
-                   "legend": str(paths.legend),
-                   **({"probabilities": str(paths.probabilities)} if config.probabilities else {})})
+    return Product(counts=counts, finish_seconds=round(finishing, 3), class_stats=[vars(s) for s in stats],
+                   files={"mask": str(paths.mask), "style": str(paths.style), "stac": str(paths.stac),
+                          "legend": str(paths.legend),
+                          **({"probabilities": str(paths.probabilities)} if config.probabilities else {})})
 
 
 def scene_pixel_area(scene: SceneInfo) -> float:
@@ -273,11 +304,11 @@ def write_sidecars(staging: Staging, paths: ProductPaths, prepared: PreparedRun,
                           f"and permissions") from None
 
 
-def mask_tags(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig) -> dict[str, str]:
+def mask_tags(prepared: PreparedRun, identity: str, config: RunConfig) -> dict[str, str]:
     """The metadata geoseg writes into a mask, its resume record included."""
     return {"GEOSEG_VERSION": __version__, "GEOSEG_MODEL": prepared.card.name,
             "GEOSEG_SOURCE": prepared.scene.path.name, "GEOSEG_FACTOR": str(prepared.factor),
-            RECORD_TAG: encode(make_record(prepared.scene.path, loaded.identity, config))}
+            RECORD_TAG: encode(make_record(prepared.scene.path, identity, config))}
 
 
 def summarise(prepared: PreparedRun, execution: Execution, config: RunConfig, seconds: float) -> RunSummary:

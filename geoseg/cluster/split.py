@@ -1,0 +1,155 @@
+"""One large scene across a cluster's workers: ``geoseg run --scheduler/--cluster``.
+
+The scene is cut into full-width bands of rows. Each band is a dask task that computes its labels
+with the region engine (:func:`geoseg.engine.region.label_region`: every patch of the global grid that
+reaches the band, its halo read from the file), so the labels are bit-identical to a one-process run.
+This process is the one writer: it takes the bands in order as they finish and streams them through
+:func:`geoseg.run.write_product`, which writes the mask atomically with its overviews and sidecars.
+
+What it costs: the patches of the one or two patch rows that reach two bands are predicted by both
+(benchmarks/RESULTS.md section 10); the labels travel from workers to the writer (1 byte a pixel).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg.config import RunConfig
+from geoseg.engine.pipeline import ProgressFn, WriteFn
+from geoseg.engine.plan import Box
+from geoseg.io.overviews import mode2x2
+from geoseg.io.writing import NODATA, OUTPUT_TILE
+from geoseg.models.card import ModelCard
+from geoseg.models.registry import model_identity
+from geoseg.prepare import prepare_run
+from geoseg.run import Execution, RunSummary, mask_tags, summarise, write_product
+
+#: Scene pixels of one band at most (its labels, input and blend sums are held by one worker).
+BAND_PIXELS = 64 * 2**20
+#: Bands per worker at least, so that the workers stay busy while the writer takes bands in order.
+BANDS_PER_WORKER = 3
+
+
+def band_rows(height: int, width: int, workers: int) -> int:
+    """Rows per band: whole output tiles, at most :data:`BAND_PIXELS`, at least :data:`BANDS_PER_WORKER`
+    bands per worker where the scene is tall enough."""
+    by_memory = max(1, BAND_PIXELS // max(1, width) // OUTPUT_TILE)
+    by_spread = max(1, math.ceil(height / (BANDS_PER_WORKER * max(1, workers)) / OUTPUT_TILE))
+    return min(by_memory, by_spread) * OUTPUT_TILE
+
+
+@dataclass(frozen=True)
+class BandJob:
+    """What every band task of one scene shares (it travels with each task: small)."""
+
+    path: Path
+    bands: tuple[int, ...]
+    card: ModelCard
+    model: Any  # geoseg.engine.resident.ModelRef
+    config: RunConfig
+    grid: Any  # geoseg.array.GridSpec
+
+
+def segment_scene_on(client: Any, scene_path: str | Path, output: str | Path | None = None,
+                     config: RunConfig = RunConfig(), *, rows: int | None = None,
+                     progress: ProgressFn | None = None) -> RunSummary:
+    """Segment one scene on the workers of ``client`` into one mask file (see module docstring);
+    ``rows`` overrides the band height (a multiple of 512)."""
+    from geoseg.array import GridSpec
+    from geoseg.engine.resident import ModelRef
+
+    started = time.perf_counter()
+    prepared = prepare_run(scene_path, output, config)
+    scene, layout = prepared.scene, prepared.layout
+    workers = max(1, len(client.scheduler_info()["workers"]))
+    step = rows or band_rows(scene.height, scene.width, workers)
+    if step % OUTPUT_TILE:
+        from geoseg.errors import ConfigError
+
+        raise ConfigError(f"band height {step} is not a multiple of {OUTPUT_TILE} (whole output tiles)")
+    job = BandJob(scene.path, prepared.bands, prepared.card, ModelRef(prepared.model, config.trust_checkpoint),
+                  config, GridSpec.of(layout, config.blend, config.block_size))
+    boxes = [Box(r, min(r + step, scene.height), 0, scene.width) for r in range(0, scene.height, step)]
+    from geoseg.cluster.workers import scene_resources
+
+    resources = scene_resources(client)
+    futures = [client.submit(label_band, job, box, pure=False, resources=resources,
+                             key=f"geoseg-band-{box.row0}-{uuid.uuid4().hex}") for box in boxes]
+    stats: dict[str, Any] = {"patches": 0, "model_seconds": 0.0, "device": set(), "precision": set(),
+                             "backend": set(), "batch": set(), "notes": set()}
+    total = layout.rows.count * layout.cols.count
+
+    def produce(write: WriteFn, overview: bool) -> np.ndarray:
+        counts = np.zeros(256, dtype=np.int64)
+        for box, future in zip(boxes, futures, strict=True):  # in order: the writer streams rows top to bottom
+            made = future.result()
+            future.release()
+            labels = made["labels"]
+            counts += np.bincount(labels.ravel(), minlength=256)
+            strips = {"labels": labels}
+            if overview:
+                strips["overview"] = _halved(labels)
+            if made["probabilities"] is not None:
+                strips["probabilities"] = made["probabilities"]
+            write(box.row0, strips)
+            stats["patches"] += made["patches"]
+            stats["model_seconds"] += made["model_seconds"]
+            for key in ("device", "precision", "backend", "batch"):
+                stats[key].add(made[key])
+            stats["notes"].update(made["notes"])
+            if progress is not None:
+                progress(min(total, round(total * box.row1 / scene.height)), total)
+        return counts
+
+    try:
+        product = write_product(prepared, config, mask_tags(prepared, model_identity(prepared.model,
+                                                                                     config.trust_checkpoint), config),
+                                produce)
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+    execution = Execution(
+        counts=product.counts, device=f"{workers} dask worker(s): {', '.join(sorted(stats['device']))}",
+        precision=",".join(sorted(stats["precision"])), backend=",".join(sorted(stats["backend"])),
+        batch_size=min(stats["batch"]), model_seconds=stats["model_seconds"], patches=stats["patches"],
+        stage_seconds={}, peak_device_memory_gib=None, notes=[f"{scene.path}: {n}" for n in sorted(stats["notes"])],
+        finish_seconds=product.finish_seconds, class_stats=product.class_stats, files=product.files)
+    return summarise(prepared, execution, config, time.perf_counter() - started)
+
+
+def label_band(job: BandJob, box: Box) -> dict[str, Any]:
+    """One band's labels on a worker (a dask task)."""
+    from geoseg.engine.device import resolve_device
+    from geoseg.engine.region import label_region
+    from geoseg.engine.resident import RESIDENT, PredictorKey
+    from geoseg.io.scene import WindowReader, open_scene
+
+    config = job.config
+    device = resolve_device(config.device)
+    layout = job.grid.layout()
+    predictor, lock = RESIDENT.predictor(PredictorKey(job.model, str(device), config.precision, config.batch_size,
+                                                      config.backend, layout.tile, config.cuda_graphs))
+    scene = open_scene(job.path)
+    reader = WindowReader(scene, job.bands)
+    seconds = predictor.model_seconds
+    made = label_region(layout, job.card, predictor, box, reader.read_into, scene.dtype, config.probabilities, lock)
+    return {"labels": made.labels, "probabilities": made.probabilities, "patches": made.patches,
+            "model_seconds": predictor.model_seconds - seconds, "device": str(device),
+            "precision": predictor.precision, "backend": predictor.backend, "batch": predictor.batch_size,
+            "notes": list(predictor.notes)}
+
+
+def _halved(labels: np.ndarray) -> np.ndarray:
+    """The first overview level of a band (odd edges paired with nodata), as the engine's device twin makes it."""
+    rows, cols = labels.shape
+    if rows % 2 or cols % 2:
+        padded = np.full((rows + rows % 2, cols + cols % 2), NODATA, dtype=labels.dtype)
+        padded[:rows, :cols] = labels
+        labels = padded
+    return mode2x2(labels, NODATA)

@@ -1,0 +1,101 @@
+"""The cluster a run or batch uses: an existing dask scheduler, or a local one made for it.
+
+``--scheduler ADDRESS`` connects to a running cluster (SLURM through dask-jobqueue, Kubernetes through
+dask-kubernetes or the dask Helm chart; see workflows/README.md). ``--cluster local`` starts one here:
+with ``--gpus N``, one worker process per GPU, each seeing only its own
+(``CUDA_VISIBLE_DEVICES``), so ``--device auto`` / ``cuda`` on a worker is that worker's GPU; with
+``--workers N``, CPU-only workers (tests, machines without a GPU). Each local worker offers one
+``scene`` resource, so it runs one scene or row band at a time with all its cores as reader threads;
+workers of an external cluster get the same when they are started with ``--resources scene=1``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from geoseg.errors import ConfigError
+
+#: The resource a local worker offers once: one scene (or row band) at a time per worker.
+SCENE_RESOURCE = "scene"
+#: How long to wait for an external scheduler before giving up (seconds).
+CONNECT_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where the work goes: ``scheduler`` (an address), or a local cluster of ``gpus`` GPU workers or
+    ``workers`` CPU workers with ``threads`` threads each (default: the cores shared out)."""
+
+    scheduler: str | None = None
+    gpus: int | None = None
+    workers: int | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheduler is not None and (self.gpus or self.workers):
+            raise ConfigError("--scheduler connects to an existing cluster; --gpus/--workers make a local one: "
+                              "give one or the other")
+        if self.scheduler is None and not (self.gpus or self.workers):
+            raise ConfigError("--cluster local needs --gpus N (one worker per GPU) or --workers N (CPU workers)")
+        if self.gpus and self.workers:
+            raise ConfigError("give --gpus N (one worker per GPU) or --workers N (CPU workers), not both")
+        for name in ("gpus", "workers", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name} {value} must be at least 1")
+
+
+def local_workers(spec: ClusterSpec) -> dict[str, dict]:
+    """The worker specs of a local cluster (see module docstring)."""
+    from distributed import Nanny
+
+    count = spec.gpus or spec.workers or 1
+    threads = spec.threads or max(1, (os.cpu_count() or 1) // count)
+    workers = {}
+    for i in range(count):
+        # The CPU backends' own threads: dask's nanny would otherwise pin them to one (OMP_NUM_THREADS=1).
+        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        if spec.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(i)
+        workers[f"geoseg-{i}"] = {"cls": Nanny, "options": {
+            "nthreads": threads, "env": env, "resources": {SCENE_RESOURCE: 1}, "name": f"geoseg-{i}",
+            "memory_limit": 0, "silence_logs": 40}}
+    return workers
+
+
+@contextmanager
+def connect(spec: ClusterSpec) -> Iterator[object]:
+    """A ``distributed.Client`` for ``spec``; a local cluster is shut down on leaving."""
+    from distributed import Client, Scheduler, SpecCluster
+
+    if spec.scheduler is not None:
+        try:
+            client = Client(spec.scheduler, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(f"no dask scheduler answers at {spec.scheduler} ({exc}); start one (dask scheduler, "
+                              f"dask-jobqueue, the dask Helm chart) or use --cluster local") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    cluster = SpecCluster(workers=local_workers(spec),
+                          scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
+                          silence_logs=40)
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()
+
+
+def scene_resources(client: object) -> dict[str, int] | None:
+    """``{"scene": 1}`` when every worker offers the scene resource (then each runs one task at a time),
+    else None: a task that asks for a resource no worker has would wait for ever."""
+    workers = client.scheduler_info()["workers"].values()  # type: ignore[attr-defined]
+    if workers and all(SCENE_RESOURCE in (w.get("resources") or {}) for w in workers):
+        return {SCENE_RESOURCE: 1}
+    return None
