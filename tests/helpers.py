@@ -80,3 +80,30 @@ def smooth_image(shape: tuple[int, int, int], seed: int = 0, dtype: str = "float
     if np.dtype(dtype).kind == "f":
         return field.astype(dtype)
     return np.clip(2000 + 800 * field, 1, 60000).astype(dtype)
+
+
+def varied_unet_package(folder: Path, tile: int = 64, overlap: int = 16) -> Path:
+    """A real smp U-Net (resnet18, 3 bands, 3 classes, seeded) saved as a geoseg model package.
+
+    Its batch-norm statistics are measured on a smooth image (a forward pass in training mode), so its
+    classes vary across a scene: a randomly initialised network in eval mode calls nearly every pixel one
+    class, which would make equality tests weak. Loaded by name in any process (dask workers)."""
+    import segmentation_models_pytorch as smp
+
+    from geoseg.models.importing import import_model, parse_classes
+
+    torch.manual_seed(0)
+    net = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=3)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # a plain average of the batches seen
+    image = torch.from_numpy((smooth_image((3, 256, 256), seed=5, dtype="uint16").astype(np.float32) - 2000) / 800)
+    net.train()
+    with torch.no_grad():
+        net(torch.stack([image[:, :128, :128], image[:, 128:, 128:], image[:, :128, 128:]]))
+    net.eval()
+    net.save_pretrained(folder.parent / f"{folder.name}-smp")
+    import_model(folder.parent / f"{folder.name}-smp", folder, bands=("b1", "b2", "b3"),
+                 classes=parse_classes("water,forest,field"), mean=(2000.0,) * 3, std=(800.0,) * 3,
+                 scale=1.0, resolution_m=None, tile_size=tile, overlap=overlap)
+    return folder

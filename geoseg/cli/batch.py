@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -14,17 +15,19 @@ import typer
 
 from geoseg.batch.jobs import DEFAULT_TEMPLATE, Job, load_job_file
 from geoseg.cli.errors import user_errors
-from geoseg.cli.options import with_run_settings
+from geoseg.cli.options import cluster_options, with_run_settings
 from geoseg.config import RunConfig
 from geoseg.errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError
 
 if TYPE_CHECKING:
     from geoseg.batch.runner import SceneResult
+    from geoseg.cluster.workers import ClusterSpec
 
 LOG_NAME, SUMMARY_NAME = "geoseg-batch.jsonl", "geoseg-batch-summary.json"
 
 
 @with_run_settings
+@cluster_options
 def batch(
     inputs: list[str] = typer.Argument(None, help="Scenes: files, globs (quoted), folders, or @list.txt files.",
                                        show_default=False),
@@ -32,12 +35,14 @@ def batch(
     job: list[Path] = typer.Option([], "--job", "-j", help="YAML job file (repeatable); see workflows/README.md."),
     name: str = typer.Option(DEFAULT_TEMPLATE, "--name", help="Mask file name; fields {stem} {name} {parent} {job}."),
     force: bool = typer.Option(False, help="Redo scenes that are already done."),
-    parallel: int = typer.Option(2, min=1, help="Scenes in flight at once (they share the model and GPU)."),
+    parallel: int = typer.Option(2, min=1, help="Scenes in flight at once in this process (they share the model, GPU); "
+                                                    "on a cluster, each worker runs one at a time."),
     log: Path | None = typer.Option(None, help=f"JSON-lines event log [default: OUTPUT_DIR/{LOG_NAME}]"),
     summary: Path | None = typer.Option(None, help=f"Final JSON summary [default: OUTPUT_DIR/{SUMMARY_NAME}]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-scene lines on stderr."),
     *,
     settings: RunConfig,
+    cluster: ClusterSpec | None,
 ) -> None:
     """Segment many scenes; skip those already done; report every failure; exit 0, 1, 2, 130 or 143."""
     with user_errors():
@@ -66,9 +71,16 @@ def batch(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with EventLog(log or home / LOG_NAME) as events:
+        with EventLog(log or home / LOG_NAME) as events, ExitStack() as stack:
+            runner = None
+            if cluster is not None:  # scenes as tasks on a dask cluster's workers (geoseg.cluster.scenes)
+                from geoseg.cluster.scenes import DaskScenes
+                from geoseg.cluster.workers import connect
+
+                with user_errors():
+                    runner = DaskScenes(stack.enter_context(connect(cluster)))
             result = run_batch(tasks, force=force, parallel=parallel, log=events, cancel=cancel,
-                               report=None if quiet else _print_line, notes=notes)
+                               report=None if quiet else _print_line, notes=notes, runner=runner)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -84,7 +96,8 @@ def batch(
 
 def _print_line(r: SceneResult, finished: int, total: int) -> None:
     error = (r.error or "").removeprefix(f"{r.input}: ")  # the path is said once, at the start of the line
-    detail = {"done": f"{r.seconds:.1f} s", "skipped": r.reason or "already done", "cancelled": error, "failed": error}[r.status]
+    detail = {"done": f"{r.seconds:.1f} s", "skipped": r.reason or "already done", "cancelled": error,
+              "failed": error}[r.status]
     print(f"[{finished}/{total}] {r.status:9} {r.input}: {detail}", file=sys.stderr, flush=True)
     for warning in r.warnings:  # input sanity and other notes, as `geoseg run` prints them
         print(f"    warning: {warning}", file=sys.stderr, flush=True)

@@ -92,3 +92,49 @@ def _checker(name: str, meta: Setting) -> Callable[[Any], Any]:
         return value
 
     return check
+
+
+def cluster_options(command: F) -> F:
+    """Add ``--scheduler``, ``--cluster``, ``--gpus`` and ``--cpu-workers`` to ``command``; it receives them
+    as one ``cluster: ClusterSpec | None`` (None: run in this process)."""
+    signature = inspect.signature(command)
+    own = [p for p in signature.parameters.values() if p.name != "cluster"]
+    added = [
+        inspect.Parameter("scheduler", inspect.Parameter.KEYWORD_ONLY, annotation=str | None, default=typer.Option(
+            None, "--scheduler", help="Run on the dask.distributed cluster whose scheduler is at this address "
+            "(tcp://host:8786); see workflows/README.md.", show_default=False)),
+        inspect.Parameter("cluster_kind", inspect.Parameter.KEYWORD_ONLY, annotation=str | None, default=typer.Option(
+            None, "--cluster", help="local: start a dask cluster on this machine (with --gpus or --cpu-workers).",
+            show_default=False)),
+        inspect.Parameter("gpus", inspect.Parameter.KEYWORD_ONLY, annotation=int | None, default=typer.Option(
+            None, "--gpus", min=1, help="A local cluster with one worker per GPU (GPUs 0..N-1); implies --cluster "
+            "local.", show_default=False)),
+        inspect.Parameter("cpu_workers", inspect.Parameter.KEYWORD_ONLY, annotation=int | None, default=typer.Option(
+            None, "--cpu-workers", min=1, help="A local cluster of N CPU-only worker processes; implies --cluster "
+            "local.", show_default=False)),
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**values: Any) -> Any:
+        spec = cluster_spec(values.pop("scheduler"), values.pop("cluster_kind"), values.pop("gpus"),
+                            values.pop("cpu_workers"))
+        return command(**values, cluster=spec)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+    return wrapper  # type: ignore[return-value]
+
+
+def cluster_spec(scheduler: str | None, kind: str | None, gpus: int | None, cpu_workers: int | None) -> Any:
+    """The :class:`geoseg.cluster.workers.ClusterSpec` the options ask for, or None for this process."""
+    if scheduler is None and kind is None and gpus is None and cpu_workers is None:
+        return None
+    if kind not in (None, "local"):
+        raise typer.BadParameter(f"--cluster {kind!r}: the only kind geoseg starts itself is 'local'; for another "
+                                 f"cluster start its scheduler and pass --scheduler ADDRESS")
+    from geoseg.cluster.workers import ClusterSpec
+
+    try:
+        return ClusterSpec(scheduler=scheduler, gpus=gpus, workers=cpu_workers)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None

@@ -14,14 +14,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from geoseg.cli.errors import user_errors
-from geoseg.cli.options import with_run_settings
+from geoseg.cli.options import cluster_options, with_run_settings
 from geoseg.config import RunConfig
 
 if TYPE_CHECKING:
+    from geoseg.cluster.workers import ClusterSpec
     from geoseg.run import RunSummary
 
 
 @with_run_settings
+@cluster_options
 def run(
     scene: Path = typer.Argument(..., help="Input raster (GeoTIFF, COG, VRT, JP2).", show_default=False),
     output: Path | None = typer.Option(None, "-o", "--output", help="Mask file [default: SCENE.mask.tif]"),
@@ -36,6 +38,7 @@ def run(
                                    "tolerance in map units, keeping shared edges shared."),
     *,
     settings: RunConfig,
+    cluster: ClusterSpec | None,
 ) -> None:
     """Segment SCENE into a georeferenced class mask (Cloud-Optimized GeoTIFF, uint8, nodata 255) with its
     QGIS style (.qml), STAC Item (.json) and GDAL legend (.aux.xml) beside it."""
@@ -50,7 +53,9 @@ def run(
         from geoseg.run import VectorRequest, segment_scene
 
         layer = VectorRequest(vector, min_area, simplify) if vector is not None else None
-        if quiet or as_json or not err.is_terminal:
+        if cluster is not None:  # row bands on a dask cluster's workers, written here
+            summary = _on_cluster(cluster, scene, output, config, layer, quiet or as_json or not err.is_terminal, err)
+        elif quiet or as_json or not err.is_terminal:
             summary = segment_scene(scene, output, config, vector=layer, prepared=prepared)
         else:
             with _progress_bar(err) as (bar, task):
@@ -62,6 +67,26 @@ def run(
         print(json.dumps(summary.to_dict(), indent=2))
     elif not quiet:
         Console().print(summary_table(summary))
+
+
+def _on_cluster(cluster: ClusterSpec, scene: Path, output: Path | None, config: RunConfig, layer: object,
+                plain: bool, err: Console) -> RunSummary:
+    from geoseg.cluster.split import segment_scene_on
+    from geoseg.cluster.workers import connect
+    from geoseg.export.vector import polygonize
+
+    with connect(cluster) as client:
+        if plain:
+            summary = segment_scene_on(client, scene, output, config)
+        else:
+            with _progress_bar(err) as (bar, task):
+                summary = segment_scene_on(client, scene, output, config,
+                                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if layer is None:
+        return summary
+    made = polygonize(Path(summary.output), layer.path, min_area_m2=layer.min_area_m2,  # type: ignore[attr-defined]
+                      simplify=layer.simplify, overwrite=config.overwrite)  # type: ignore[attr-defined]
+    return replace(summary, vector=vars(made))
 
 
 class _progress_bar:

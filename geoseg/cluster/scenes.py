@@ -36,14 +36,18 @@ class DaskScenes:
         self._futures: list[Any] = []  # held: a released dask future forgets its task
 
     def submit(self, task: Task, force: bool, owner: Owner) -> Future:
-        remote = self.client.submit(run_remote, task, force, owner, self.cancel_name, pure=False,
+        # Workers may run elsewhere: absolute paths there; the batch reports the paths as given.
+        where = replace(task, input=task.input.absolute(), output=task.output.absolute())
+        remote = self.client.submit(run_remote, where, force, owner, self.cancel_name, pure=False,
                                     resources=self.resources, key=f"geoseg-scene-{uuid.uuid4().hex}")
         self._futures.append(remote)
         local: Future = Future()
 
         def settle(done: Any) -> None:
             try:
-                local.set_result(done.result())
+                result, events = done.result()
+                given = {"input": str(task.input), "output": str(task.output)}
+                local.set_result((replace(result, **given), [{**e, **given} if "input" in e else e for e in events]))
             except BaseException as exc:  # handed to the batch, which records it for the scene
                 local.set_exception(exc)
 

@@ -82,6 +82,16 @@ def connect(spec: ClusterSpec) -> Iterator[object]:
         finally:
             client.close()
         return
+    if spec.gpus:
+        import torch
+
+        found = torch.cuda.device_count()
+        if found < spec.gpus:
+            from geoseg.errors import DeviceError
+
+            raise DeviceError(f"--gpus {spec.gpus} asked for, but this machine has {found} CUDA GPU(s); use --gpus "
+                              f"{found}" if found else f"--gpus {spec.gpus} asked for, but no CUDA GPU is visible; "
+                              f"use --cpu-workers N")
     cluster = SpecCluster(workers=local_workers(spec),
                           scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
                           silence_logs=40)
