@@ -90,6 +90,7 @@ def claim(output: Path, owner: Owner) -> Owner | None:
     """Claim the scene written to ``output`` for ``owner``; return None when claimed, else the live owner
     that holds it."""
     path = claim_path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
     with _folder_lock(output.parent):
         held = _holder(path) if path.exists() else None
         if held is not None and _alive(held, path, owner):

@@ -207,6 +207,8 @@ def run_batch(tasks: list[Task], *, force: bool = False, parallel: int = 2, log:
                 if report is not None:
                     report(results[i], finished, len(tasks))
 
+    for folder in sorted({t.output.parent for t in tasks}):  # a dask worker killed mid-scene left its temporary files
+        notes += [f"removed temporary file {p} of a process that died" for p in clean_leftovers(folder)]
     scenes = [r for r in results if r is not None]
     counts = {s: sum(r.status == s for r in scenes) for s in ("done", "skipped", "failed", "cancelled")}
     code = EXIT_FAILED if counts["failed"] else EXIT_OK

@@ -1,0 +1,25 @@
+"""A CPU LocalCluster of 2 worker processes, shared by the cluster tests (starting one takes seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import varied_unet_package
+
+
+@pytest.fixture(scope="module")
+def client():
+    pytest.importorskip("distributed")
+    from geoseg.cluster.workers import ClusterSpec, connect
+
+    with connect(ClusterSpec(workers=2, threads=1)) as client:
+        client.wait_for_workers(2)
+        yield client
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> Path:
+    """A real smp U-Net as a model package: workers load it by its folder."""
+    return varied_unet_package(tmp_path_factory.mktemp("model") / "unet")
