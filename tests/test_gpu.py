@@ -132,3 +132,26 @@ def test_batch_scenes_in_flight_share_the_gpu(tmp_path, model_folder, graphs) ->
     summary = json.loads((out / "geoseg-batch-summary.json").read_text())
     assert result.exit_code == 0, [s.get("error") for s in summary["scenes"]]
     assert summary["counts"]["done"] == 6
+
+
+def test_segment_array_on_the_gpu_equals_segment_scene(make_tif, tmp_path, tiny_model) -> None:
+    """The region engine on the device (patches batched differently, padded, graph-replayed) gives the file
+    engine's labels, for several chunkings."""
+    import dask
+    import dask.array as da
+
+    from geoseg import segment_array
+
+    model = tiny_model()
+    data = smooth_image((3, 700, 900), seed=12, dtype="uint16")
+    data[:, 400:480, 600:700] = 0
+    path = make_tif(data, block=64, nodata=0)
+    whole = _mask(path, tmp_path / "whole.tif", model, device="cuda", precision="fp32", batch_size=8)
+    with rasterio.open(path) as ds:
+        values, transform, crs = ds.read(), ds.transform, ds.crs
+    for chunks in (128, (700, 300), (250, 900)):
+        lazy = da.from_array(values, chunks=(3, *((chunks, chunks) if isinstance(chunks, int) else chunks)))
+        labels = segment_array(lazy, model, transform=transform, crs=crs, nodata=0, device="cuda", precision="fp32",
+                               batch_size=8, scale=1e-3)
+        with dask.config.set(scheduler="threads"):
+            np.testing.assert_array_equal(labels.compute(), whole, err_msg=str(chunks))
