@@ -163,7 +163,8 @@ def _label_chunk(pixels: np.ndarray, valid: np.ndarray | None, job: ChunkJob, re
     device = resolve_device(config.device)
     layout = job.grid.layout()
     predictor, lock = RESIDENT.predictor(PredictorKey(job.model, str(device), config.precision, config.batch_size,
-                                                      config.backend, layout.tile, config.cuda_graphs))
+                                                      config.backend, layout.tile, config.cuda_graphs,
+                                                      config.reproducible))
 
     def read(row0: int, row1: int, col0: int, col1: int, out: np.ndarray) -> np.ndarray | None:
         window = (slice(row0 - native.row0, row1 - native.row0), slice(col0 - native.col0, col1 - native.col0))

@@ -104,6 +104,10 @@ class RunConfig:
     cuda_graphs: bool | None = setting(
         None, "Replay the model from a CUDA graph: one launch per batch instead of hundreds.",
         flags=("--cuda-graphs/--no-cuda-graphs",), default_text="on a GPU")
+    reproducible: bool = setting(
+        False, "On a GPU, cuDNN picks convolution algorithms by its fixed heuristics instead of timing them, so "
+        "every process (reruns, cluster workers) gives the same bits; may cost model speed.",
+        flags=("--reproducible/--no-reproducible",))
     output_format: str = setting("cog", "Mask file format: cog (Cloud-Optimized GeoTIFF with overviews) or gtiff "
                                  "(tiled GeoTIFF, no overviews).", result=True, flags=("--format",))
     probabilities: str | None = setting(

@@ -170,7 +170,8 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
                                                     channels=len(card.bands), tile=layout.tile,
                                                     compile=config.compile, cuda_graphs=config.cuda_graphs,
                                                     tune=patches >= TUNE_MIN_PATCHES,
-                                                    session=session, backend=config.backend)) as predictor:
+                                                    session=session, backend=config.backend,
+                                                    reproducible=config.reproducible)) as predictor:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
 

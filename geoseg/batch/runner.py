@@ -170,7 +170,7 @@ def run_batch(tasks: list[Task], *, force: bool = False, parallel: int = 2, log:
 
     loader = _SharedModels()
     session = DeviceSession()  # the scenes' shared network, its placement and its CUDA graphs
-    if len(tasks) > 1:
+    if len(tasks) > 1 and not any(t.config.reproducible for t in tasks):
         session.tune_for_many_scenes()  # seconds once; each later scene's model calls are faster
     cpus = os.cpu_count() or 1
     results: list[SceneResult | None] = [None] * len(tasks)

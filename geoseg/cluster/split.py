@@ -79,7 +79,8 @@ def segment_scene_on(client: Any, scene_path: str | Path, output: str | Path | N
     boxes = [Box(r, min(r + step, scene.height), 0, scene.width) for r in range(0, scene.height, step)]
     from geoseg.cluster.workers import scene_resources
 
-    resources = scene_resources(client)
+    # Two bands per worker at once: one reads while the other is on the device (they take turns there).
+    resources = {k: v / 2 for k, v in (scene_resources(client) or {}).items()} or None
     futures = [client.submit(label_band, job, box, pure=False, resources=resources,
                              key=f"geoseg-band-{box.row0}-{uuid.uuid4().hex}") for box in boxes]
     stats: dict[str, Any] = {"patches": 0, "model_seconds": 0.0, "device": set(), "precision": set(),
@@ -125,6 +126,8 @@ def segment_scene_on(client: Any, scene_path: str | Path, output: str | Path | N
 
 def label_band(job: BandJob, box: Box) -> dict[str, Any]:
     """One band's labels on a worker (a dask task)."""
+    from distributed import get_worker
+
     from geoseg.engine.device import resolve_device
     from geoseg.engine.region import label_region
     from geoseg.engine.resident import RESIDENT, PredictorKey
@@ -134,11 +137,14 @@ def label_band(job: BandJob, box: Box) -> dict[str, Any]:
     device = resolve_device(config.device)
     layout = job.grid.layout()
     predictor, lock = RESIDENT.predictor(PredictorKey(job.model, str(device), config.precision, config.batch_size,
-                                                      config.backend, layout.tile, config.cuda_graphs))
+                                                      config.backend, layout.tile, config.cuda_graphs,
+                                                      config.reproducible))
     scene = open_scene(job.path)
     reader = WindowReader(scene, job.bands)
     seconds = predictor.model_seconds
-    made = label_region(layout, job.card, predictor, box, reader.read_into, scene.dtype, config.probabilities, lock)
+    readers = config.workers or max(1, get_worker().state.nthreads)
+    made = label_region(layout, job.card, predictor, box, reader.read_into, scene.dtype, config.probabilities, lock,
+                        readers=readers, block_shape=scene.block_shape)
     return {"labels": made.labels, "probabilities": made.probabilities, "patches": made.patches,
             "model_seconds": predictor.model_seconds - seconds, "device": str(device),
             "precision": predictor.precision, "backend": predictor.backend, "batch": predictor.batch_size,

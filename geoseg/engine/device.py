@@ -138,7 +138,19 @@ class DeviceSession:
 
     @staticmethod
     def tune_for_many_scenes() -> None:
-        """Let cuDNN time its algorithms once per batch shape: worth it when many patches follow.
+        """Let cuDNN time its algorithms once per batch shape: worth it when many patches follow;
+        not in a process made reproducible (:meth:`make_reproducible`).
 
-        (cuDNN's setting is process-wide; this is the one place geoseg changes it.)"""
-        torch.backends.cudnn.benchmark = True
+        (cuDNN's setting is process-wide; this and :meth:`make_reproducible` are where geoseg changes it.)"""
+        if not DeviceSession._reproducible:
+            torch.backends.cudnn.benchmark = True
+
+    _reproducible: ClassVar[bool] = False
+
+    @staticmethod
+    def make_reproducible() -> None:
+        """From now on in this process, cuDNN picks algorithms by its heuristics, which depend only on the
+        shapes and the GPU: the same bits in every process (``--reproducible``). Timed choices can differ
+        from process to process, and so can near-tie labels."""
+        DeviceSession._reproducible = True
+        torch.backends.cudnn.benchmark = False

@@ -42,7 +42,8 @@ class Predictor:
 
     def __init__(self, network: torch.nn.Module, device: torch.device, precision: str, batch_size: int | None,
                  *, channels: int, tile: int, compile: bool = False, cuda_graphs: bool | None = None,
-                 tune: bool = True, session: DeviceSession | None = None, backend: str = "torch"):
+                 tune: bool = True, session: DeviceSession | None = None, backend: str = "torch",
+                 reproducible: bool = False):
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch size {batch_size} must be at least 1")
         if cuda_graphs is None:  # on by default where they exist (benchmarks/RESULTS.md)
@@ -54,7 +55,9 @@ class Predictor:
         self.backend = resolve_backend(backend, device, precision)
         self.precision = "fp32" if self.backend == "onnxruntime" else resolve_precision(precision, device)
         self.network = self.session.place(network, device)
-        if device.type == "cuda" and tune:
+        if reproducible:
+            self.session.make_reproducible()
+        elif device.type == "cuda" and tune:
             self.session.tune_for_many_scenes()  # the engine sends one batch shape: tuned once per process
         self._net: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(self.network, dynamic=False) if compile else self.network)  # type: ignore[assignment]
@@ -76,8 +79,9 @@ class Predictor:
         self.patches = 0  # patches predicted (padding included)
         self._spans: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []  # CUDA: each call's device time
         self._host_seconds = 0.0  # CPU: each call's wall time
+        # probed eagerly: no compile for the probe's shape
         self.batch_size = batch_size or auto_batch_size(lambda x: self._forward(x, self.network), device, channels,
-                                                         tile)  # probed eagerly: no compile for the probe's shape
+                                                         tile, of_total=reproducible)
 
     def _autocast(self) -> torch.autocast | nullcontext:
         if self.precision in _AUTOCAST:
@@ -200,10 +204,12 @@ class Predictor:
 
 
 def auto_batch_size(forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device, channels: int,
-                    tile: int) -> int:
+                    tile: int, of_total: bool = False) -> int:
     """A batch size that fits the GPU's free memory: the largest power of two, up to
     :data:`MAX_AUTO_BATCH`, whose measured working memory (one probe forward pass of two patches)
-    fits :data:`AUTO_BATCH_SHARE` of what is free. :data:`CPU_BATCH` on the CPU."""
+    fits :data:`AUTO_BATCH_SHARE` of what is free (``of_total``: of the GPU's whole memory, the same in
+    every process: a batch shape, and so the bits, that do not depend on what else holds the GPU).
+    :data:`CPU_BATCH` on the CPU."""
     if device.type != "cuda":
         return CPU_BATCH
     torch.cuda.synchronize(device)
@@ -215,6 +221,6 @@ def auto_batch_size(forward: Callable[[torch.Tensor], torch.Tensor], device: tor
     torch.cuda.synchronize(device)
     per_patch = max(1, (torch.cuda.max_memory_allocated(device) - base) / 2)
     del probe
-    free, _ = torch.cuda.mem_get_info(device)
-    fits = AUTO_BATCH_SHARE * free / per_patch
+    free, total = torch.cuda.mem_get_info(device)
+    fits = AUTO_BATCH_SHARE * (total if of_total else free) / per_patch
     return int(min(MAX_AUTO_BATCH, 2 ** max(0, math.floor(math.log2(max(fits, 1))))))

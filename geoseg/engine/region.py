@@ -15,7 +15,9 @@ region edge; benchmarks/RESULTS.md section 10). Memory follows the region's size
 
 from __future__ import annotations
 
+import itertools
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -90,18 +92,20 @@ class RegionLabels:
 
 def label_region(layout: Layout, card: ModelCard, predictor: Predictor, region: Box, read: ReadFn,
                  dtype: np.dtype | str, probabilities: str | None = None,
-                 lock: threading.Lock | None = None) -> RegionLabels:
+                 lock: threading.Lock | None = None, readers: int = 1,
+                 block_shape: tuple[int, int] = (512, 512)) -> RegionLabels:
     """The labels of ``region`` (scene grid; see module docstring); ``read`` reads scene pixels as the
     file engine's readers do (:data:`geoseg.engine.plan.ReadFn`); ``lock``, when given, is held around
-    each batch's model call and blending (a predictor shared by threads runs one batch at a time)."""
+    each batch's model call and blending (a predictor shared by threads runs one batch at a time);
+    ``readers`` threads read the pixels in chunks of whole ``block_shape`` file blocks."""
     plan = plan_region(layout, region)
     device, tile = predictor.device, layout.tile
     inputs = InputBand(layout, card, device, dtype)
     native = plan.native
     raw = np.empty((len(card.bands), *native.shape), dtype=np.dtype(dtype))
-    read_valid = read(native.row0, native.row1, native.col0, native.col1, raw)
+    read_valid = _read(read, native, raw, readers, block_shape)
     valid = (torch.ones(native.shape, dtype=torch.bool, device=device) if read_valid is None
-             else torch.from_numpy(np.ascontiguousarray(read_valid)).to(device))
+             else torch.from_numpy(read_valid).to(device))
     developed = inputs.developed(inputs.transfer(raw), valid)  # model grid from native.row0 // f, col0 // f
     del raw
     f = layout.factor
@@ -140,6 +144,40 @@ def label_region(layout: Layout, card: ModelCard, predictor: Predictor, region: 
     labels = torch.where(here, labels, NODATA)
     quantized = None if probabilities is None else quantize(probs, here, probabilities == "top").cpu().numpy()
     return RegionLabels(labels.cpu().numpy(), quantized, len(origins))
+
+
+#: A read chunk of the region engine: about this many rows and columns, in whole file blocks.
+READ_CHUNK = 1024
+
+
+def _read(read: ReadFn, native: Box, raw: np.ndarray, readers: int,
+          block_shape: tuple[int, int]) -> np.ndarray | None:
+    """Read ``native`` into ``raw`` on ``readers`` threads, chunk by chunk; the validity, or None where every
+    pixel is valid by construction."""
+    if readers <= 1:
+        valid = read(native.row0, native.row1, native.col0, native.col1, raw)
+        return None if valid is None else np.ascontiguousarray(valid)
+    bh, bw = max(1, block_shape[0]), max(1, block_shape[1])
+    step_r, step_c = max(bh, READ_CHUNK // bh * bh), max(bw, READ_CHUNK // bw * bw)
+    edges_r = sorted({native.row0, native.row1, *range(-(-native.row0 // step_r) * step_r, native.row1, step_r)})
+    edges_c = sorted({native.col0, native.col1, *range(-(-native.col0 // step_c) * step_c, native.col1, step_c)})
+    boxes = [Box(r0, r1, c0, c1) for r0, r1 in itertools.pairwise(edges_r) for c0, c1 in itertools.pairwise(edges_c)]
+    valid = np.ones(native.shape, dtype=bool)
+    masked = [False]
+
+    def one(box: Box) -> None:
+        out = np.empty((raw.shape[0], *box.shape), dtype=raw.dtype)
+        got = read(box.row0, box.row1, box.col0, box.col1, out)
+        rows = slice(box.row0 - native.row0, box.row1 - native.row0)
+        cols = slice(box.col0 - native.col0, box.col1 - native.col0)
+        raw[:, rows, cols] = out
+        if got is not None:
+            valid[rows, cols] = got
+            masked[0] = True
+
+    with ThreadPoolExecutor(readers, thread_name_prefix="geoseg-region-read") as pool:
+        list(pool.map(one, boxes))
+    return valid if masked[0] else None
 
 
 def _probabilities(layout: Layout, plan: RegionPlan, acc: torch.Tensor) -> torch.Tensor:

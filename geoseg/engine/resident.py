@@ -45,6 +45,7 @@ class PredictorKey:
     backend: str
     tile: int
     cuda_graphs: bool | None = None
+    reproducible: bool = False
 
 
 class ResidentModels:
@@ -85,7 +86,7 @@ class ResidentModels:
             if key not in self._predictors:
                 predictor = Predictor(loaded.network, torch.device(key.device), key.precision, key.batch_size,
                                       channels=len(loaded.card.bands), tile=key.tile, cuda_graphs=key.cuda_graphs,
-                                      session=self.session, backend=key.backend)
+                                      session=self.session, backend=key.backend, reproducible=key.reproducible)
                 self._predictors[key] = predictor, threading.Lock()
             return self._predictors[key]
 

@@ -18,7 +18,8 @@ SHAPE = (3, 203, 317)
 
 
 @pytest.mark.parametrize("resolution", [None, 30.0], ids=["own-grid", "coarser-model-grid"])
-def test_regions_equal_the_whole_scene_run(make_tif, tiny_model, tmp_path, resolution) -> None:
+def test_regions_equal_the_whole_scene_run(make_tif, tiny_model, tmp_path, resolution, monkeypatch) -> None:
+    monkeypatch.setattr("geoseg.engine.region.READ_CHUNK", 64)  # many chunks, read on threads
     image = smooth_image(SHAPE, seed=3, dtype="uint16")
     image[:, 190:, :40] = 0  # a nodata corner
     path = make_tif(image, nodata=0)
@@ -37,7 +38,8 @@ def test_regions_equal_the_whole_scene_run(make_tif, tiny_model, tmp_path, resol
     # corners, edges, a sliver one pixel wide, the middle, and the whole scene
     for box in [Box(0, 50, 0, 70), Box(150, 203, 250, 317), Box(100, 101, 0, 317), Box(37, 161, 91, 250),
                 Box(0, 203, 0, 317)]:
-        made = label_region(layout, model.card, predictor, box, reader.read_into, scene.dtype, probabilities="all")
+        made = label_region(layout, model.card, predictor, box, reader.read_into, scene.dtype, probabilities="all",
+                            readers=3, block_shape=(64, 64))
         np.testing.assert_array_equal(made.labels, whole[box.row0 : box.row1, box.col0 : box.col1], err_msg=str(box))
         np.testing.assert_array_equal(made.probabilities, whole_probs[:, box.row0 : box.row1, box.col0 : box.col1])
     assert (whole == 255).any() and len(np.unique(whole)) >= 3  # the comparison saw nodata and several classes
