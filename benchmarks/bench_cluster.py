@@ -60,14 +60,10 @@ def main() -> None:
         link = scenes / f"scene{i:02d}.tif"
         if not link.exists():
             link.symlink_to(base)
-    config = RunConfig(model=str(args.model), device=args.device, output_format="cog")
     DeviceSession.tune_for_many_scenes()
-
-    def tasks(where: str, folder: Path = scenes) -> list:
-        return plan_tasks([Job(where, (str(folder),), args.workdir / where, config=config)])[0]
-
     spec = ClusterSpec(gpus=None if args.cpu_workers else args.gpus, workers=args.cpu_workers)
-    results: dict[str, list[float]] = {"direct batch": [], "cluster batch": []}
+    rows: list[list[str]] = []
+    split_rows: list[list[str]] = []
     with connect(spec) as client:
         client.wait_for_workers(spec.gpus or spec.workers or 1)
         runner = DaskScenes(client)
@@ -75,56 +71,72 @@ def main() -> None:
         warm_dir.mkdir(exist_ok=True)
         if not (warm_dir / warm.name).exists():
             (warm_dir / warm.name).symlink_to(warm)
-        for where, how in (("warm-direct", None), ("warm-cluster", runner)):  # models loaded, cuDNN tuned
-            run_batch(tasks(where, warm_dir), force=True, parallel=1, runner=how)
-        for r in range(args.rounds):
-            for name, how in (("direct batch", None), ("cluster batch", runner))[:: 1 if r % 2 == 0 else -1]:
-                started = time.perf_counter()
-                summary = run_batch(tasks(name.split()[0]), force=True, parallel=1, runner=how)
-                results[name].append(time.perf_counter() - started)
-                assert summary.counts["done"] == args.scenes, summary.counts
-                print(f"round {r} {name}: {results[name][-1]:.2f} s", flush=True)
-        same = all((args.workdir / "direct" / f"scene{i:02d}.mask.tif").read_bytes()
-                   == (args.workdir / "cluster" / f"scene{i:02d}.mask.tif").read_bytes() for i in range(args.scenes))
-        split_rows = []
-        if not args.no_split:
-            segment_scene_on(client, warm, args.workdir / "warm-split.tif", replace_overwrite(config))
+        # Tuned first: --reproducible turns cuDNN's timing off for the rest of a process's life.
+        for reproducible in (False, True):
+            config = RunConfig(model=str(args.model), device=args.device, output_format="cog",
+                               reproducible=reproducible, overwrite=True)
+            mode = "reproducible" if reproducible else "tuned"
+
+            def tasks(where: str, folder: Path = scenes, config: RunConfig = config) -> list:
+                return plan_tasks([Job(where, (str(folder),), args.workdir / where, config=config)])[0]
+
+            for where, how in (("warm-direct", None), ("warm-cluster", runner)):  # models loaded, cuDNN tuned
+                run_batch(tasks(where, warm_dir), force=True, parallel=1, runner=how)
+            walls: dict[str, list[float]] = {"direct": [], "cluster": []}
+            scene_s: dict[str, list[float]] = {"direct": [], "cluster": []}
+            for r in range(args.rounds):
+                for name, how in (("direct", None), ("cluster", runner))[:: 1 if r % 2 == 0 else -1]:
+                    started = time.perf_counter()
+                    summary = run_batch(tasks(name), force=True, parallel=1, runner=how)
+                    walls[name].append(time.perf_counter() - started)
+                    scene_s[name] += [sc.seconds for sc in summary.scenes]
+                    assert summary.counts["done"] == args.scenes, summary.counts
+                    print(f"{mode} round {r} {name} batch: {walls[name][-1]:.2f} s", flush=True)
+            differ = sum(differing(args.workdir / "direct" / f"scene{i:02d}.mask.tif",
+                                   args.workdir / "cluster" / f"scene{i:02d}.mask.tif") for i in range(args.scenes))
+            direct = statistics.median(walls["direct"])
+            for name in ("direct", "cluster"):
+                m = statistics.median(walls[name])
+                rows.append([mode, f"{name} batch", f"{m:.2f}", f"{statistics.median(scene_s[name]):.2f}",
+                             f"{m / direct:.3f}x", "" if name == "direct" else f"{differ / args.scenes:.2e}"])
+            if args.no_split:
+                continue
+            segment_scene_on(client, warm, args.workdir / "warm-split.tif", config)
+            one, spread = [], []
             for r in range(args.rounds):
                 started = time.perf_counter()
-                direct = segment_scene(base, args.workdir / "one.tif", replace_overwrite(config))
-                one = time.perf_counter() - started
+                plain = segment_scene(base, args.workdir / "one.tif", config)
+                one.append(time.perf_counter() - started)
                 started = time.perf_counter()
-                split = segment_scene_on(client, base, args.workdir / "split.tif", replace_overwrite(config))
-                spread = time.perf_counter() - started
-                split_rows.append((one, spread, direct.patches, split.patches))
-                print(f"round {r} split: direct {one:.2f} s, split {spread:.2f} s", flush=True)
-            split_same = (args.workdir / "one.tif").read_bytes() == (args.workdir / "split.tif").read_bytes()
+                split = segment_scene_on(client, base, args.workdir / "split.tif", config)
+                spread.append(time.perf_counter() - started)
+                print(f"{mode} round {r} split: direct {one[-1]:.2f} s, bands {spread[-1]:.2f} s", flush=True)
+            split_rows.append([mode, f"{statistics.median(one):.2f}", f"{statistics.median(spread):.2f}",
+                               f"{statistics.median(spread) / statistics.median(one):.2f}x",
+                               f"{plain.patches} / {split.patches}",
+                               f"{differing(args.workdir / 'one.tif', args.workdir / 'split.tif'):.2e}"])
 
     workers = f"{args.gpus} GPU worker(s)" if not args.cpu_workers else f"{args.cpu_workers} CPU worker(s)"
     print(f"\n{args.scenes} scenes of {args.size}² ({os.cpu_count()} cores), {workers}, {args.rounds} rounds "
           f"interleaved; medians")
-    print("| path | batch s | per scene s | vs direct |")
-    print("|---|---|---|---|")
-    direct = statistics.median(results["direct batch"])
-    for name, times in results.items():
-        m = statistics.median(times)
-        print(f"| {name} | {m:.2f} | {m / args.scenes:.2f} | {m / direct:.3f}x |")
-    print(f"masks identical: {same}")
+    print("| cuDNN | path | batch s | scene s | vs direct | pixels differing from direct |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
     if split_rows:
-        one = statistics.median(r[0] for r in split_rows)
-        spread = statistics.median(r[1] for r in split_rows)
-        print(f"\none {args.size}² scene split into row bands on the same cluster:")
-        print("| path | s | patches |")
-        print("|---|---|---|")
-        print(f"| segment_scene (direct) | {one:.2f} | {split_rows[0][2]} |")
-        print(f"| segment_scene_on (bands) | {spread:.2f} ({spread / one:.2f}x) | {split_rows[0][3]} |")
-        print(f"masks identical: {split_same}")
+        print(f"\none {args.size}² scene split into row bands on the same cluster (vs segment_scene in this process):")
+        print("| cuDNN | direct s | bands s | ratio | patches direct / bands | pixels differing |")
+        print("|---|---|---|---|---|---|")
+        for row in split_rows:
+            print("| " + " | ".join(row) + " |")
 
 
-def replace_overwrite(config: RunConfig) -> RunConfig:
-    from dataclasses import replace
+def differing(a: Path, b: Path) -> float:
+    """Share of pixels whose labels differ between two masks."""
+    import rasterio
 
-    return replace(config, overwrite=True)
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        return float((x.read(1) != y.read(1)).mean())
 
 
 if __name__ == "__main__":
