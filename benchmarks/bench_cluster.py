@@ -99,6 +99,11 @@ def main() -> None:
                 m = statistics.median(walls[name])
                 rows.append([mode, f"{name} batch", f"{m:.2f}", f"{statistics.median(scene_s[name]):.2f}",
                              f"{m / direct:.3f}x", "" if name == "direct" else f"{differ / args.scenes:.2e}"])
+            # Where a scene's seconds go, in this process and in the worker (the device thread's stages).
+            here = segment_scene(base, args.workdir / "probe-here.tif", config)
+            there = client.submit(probe_scene, base, args.workdir / "probe-worker.tif", config, pure=False).result()
+            print(f"{mode} segment_scene here: {here.seconds:.2f} s {here.stage_seconds}", flush=True)
+            print(f"{mode} segment_scene in the worker: {there[0]:.2f} s {there[1]}", flush=True)
             if args.no_split:
                 continue
             segment_scene_on(client, warm, args.workdir / "warm-split.tif", config)
@@ -129,6 +134,15 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for row in split_rows:
             print("| " + " | ".join(row) + " |")
+
+
+def probe_scene(scene: Path, out: Path, config: RunConfig) -> tuple[float, dict]:
+    """``segment_scene`` on a worker with its resident model and session, as a batch's scene runs there."""
+    from geoseg.engine.resident import RESIDENT, ModelRef
+
+    summary = segment_scene(scene, out, config, loader=lambda name, trust: RESIDENT.model(ModelRef(name, trust)),
+                            session=RESIDENT.session)
+    return summary.seconds, summary.stage_seconds
 
 
 def differing(a: Path, b: Path) -> float:

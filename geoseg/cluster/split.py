@@ -24,8 +24,7 @@ import numpy as np
 from geoseg.config import RunConfig
 from geoseg.engine.pipeline import ProgressFn, WriteFn
 from geoseg.engine.plan import Box
-from geoseg.io.overviews import mode2x2
-from geoseg.io.writing import NODATA, OUTPUT_TILE
+from geoseg.io.writing import OUTPUT_TILE
 from geoseg.models.card import ModelCard
 from geoseg.models.registry import model_identity
 from geoseg.prepare import prepare_run
@@ -92,11 +91,10 @@ def segment_scene_on(client: Any, scene_path: str | Path, output: str | Path | N
         for box, future in zip(boxes, futures, strict=True):  # in order: the writer streams rows top to bottom
             made = future.result()
             future.release()
-            labels = made["labels"]
-            counts += np.bincount(labels.ravel(), minlength=256)
-            strips = {"labels": labels}
+            counts += made["counts"]
+            strips = {"labels": made["labels"]}
             if overview:
-                strips["overview"] = _halved(labels)
+                strips["overview"] = made["overview"]
             if made["probabilities"] is not None:
                 strips["probabilities"] = made["probabilities"]
             write(box.row0, strips)
@@ -144,18 +142,9 @@ def label_band(job: BandJob, box: Box) -> dict[str, Any]:
     seconds = predictor.model_seconds
     readers = config.workers or max(1, get_worker().state.nthreads)
     made = label_region(layout, job.card, predictor, box, reader.read_into, scene.dtype, config.probabilities, lock,
-                        readers=readers, block_shape=scene.block_shape)
+                        readers=readers, block_shape=scene.block_shape, overview=True)
     return {"labels": made.labels, "probabilities": made.probabilities, "patches": made.patches,
+            "overview": made.overview, "counts": np.bincount(made.labels.ravel(), minlength=256),
             "model_seconds": predictor.model_seconds - seconds, "device": str(device),
             "precision": predictor.precision, "backend": predictor.backend, "batch": predictor.batch_size,
             "notes": list(predictor.notes)}
-
-
-def _halved(labels: np.ndarray) -> np.ndarray:
-    """The first overview level of a band (odd edges paired with nodata), as the engine's device twin makes it."""
-    rows, cols = labels.shape
-    if rows % 2 or cols % 2:
-        padded = np.full((rows + rows % 2, cols + cols % 2), NODATA, dtype=labels.dtype)
-        padded[:rows, :cols] = labels
-        labels = padded
-    return mode2x2(labels, NODATA)

@@ -56,10 +56,7 @@ def local_workers(spec: ClusterSpec) -> dict[str, dict]:
     threads = spec.threads or max(1, (os.cpu_count() or 1) // count)
     workers = {}
     for i in range(count):
-        # The CPU backends' own threads: dask's nanny would otherwise pin them to one (OMP_NUM_THREADS=1).
-        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        if spec.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(i)
+        env = {"CUDA_VISIBLE_DEVICES": str(i)} if spec.gpus else {}
         workers[f"geoseg-{i}"] = {"cls": Nanny, "options": {
             "nthreads": threads, "env": env, "resources": {SCENE_RESOURCE: 1}, "name": f"geoseg-{i}",
             "memory_limit": 0, "silence_logs": 40}}
@@ -92,14 +89,33 @@ def connect(spec: ClusterSpec) -> Iterator[object]:
             raise DeviceError(f"--gpus {spec.gpus} asked for, but this machine has {found} CUDA GPU(s); use --gpus "
                               f"{found}" if found else f"--gpus {spec.gpus} asked for, but no CUDA GPU is visible; "
                               f"use --cpu-workers N")
-    cluster = SpecCluster(workers=local_workers(spec),
-                          scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
-                          silence_logs=40)
-    try:
-        with Client(cluster) as client:
-            yield client
-    finally:
-        cluster.close()
+    import dask
+
+    threads = spec.threads or max(1, (os.cpu_count() or 1) // (spec.gpus or spec.workers or 1))
+    with dask.config.set(worker_environment(threads)):
+        cluster = SpecCluster(workers=local_workers(spec),
+                              scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
+                              silence_logs=40)
+        try:
+            with Client(cluster) as client:
+                yield client
+        finally:
+            cluster.close()
+
+
+def worker_environment(threads: int) -> dict[str, object]:
+    """dask config for the environment a worker process starts with (set before it spawns):
+
+    * ``MALLOC_TRIM_THRESHOLD_`` unset: dask's nanny sets it to 64 KiB, which also turns off glibc's
+      adaptive mmap threshold, so every large numpy buffer (a decoded chunk, a label strip, an overview
+      level) is mapped and unmapped page by page; geoseg's scenes ran 2x slower in such a worker;
+    * ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``: the CPU backends' threads, the worker's share of the cores
+      (dask's default, 1, would leave a CPU worker's network on one core).
+
+    External clusters: put the same in their dask config (workflows/README.md)."""
+    key = "distributed.nanny.pre-spawn-environ"
+    return {f"{key}.MALLOC_TRIM_THRESHOLD_": None, f"{key}.OMP_NUM_THREADS": threads,
+            f"{key}.MKL_NUM_THREADS": threads}
 
 
 def scene_resources(client: object) -> dict[str, int] | None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from geoseg.engine.blender import argmax_classes, quantize
+from geoseg.engine.blender import argmax_classes, mode2x2, quantize
 from geoseg.engine.grid import AxisGrid, reflect_index
 from geoseg.engine.input_band import InputBand
 from geoseg.engine.plan import QUANTUM_BITS, Box, Layout, ReadFn
@@ -88,16 +88,19 @@ class RegionLabels:
     labels: np.ndarray
     probabilities: np.ndarray | None
     patches: int  # patches predicted for it (its halo's included)
+    overview: np.ndarray | None = None  # the labels halved (the COG's first overview level), when asked for
 
 
 def label_region(layout: Layout, card: ModelCard, predictor: Predictor, region: Box, read: ReadFn,
                  dtype: np.dtype | str, probabilities: str | None = None,
                  lock: threading.Lock | None = None, readers: int = 1,
-                 block_shape: tuple[int, int] = (512, 512)) -> RegionLabels:
+                 block_shape: tuple[int, int] = (512, 512), overview: bool = False) -> RegionLabels:
     """The labels of ``region`` (scene grid; see module docstring); ``read`` reads scene pixels as the
     file engine's readers do (:data:`geoseg.engine.plan.ReadFn`); ``lock``, when given, is held around
     each batch's model call and blending (a predictor shared by threads runs one batch at a time);
-    ``readers`` threads read the pixels in chunks of whole ``block_shape`` file blocks."""
+    ``readers`` threads read the pixels in chunks of whole ``block_shape`` file blocks; ``overview`` also
+    halves the labels on the device (:func:`geoseg.engine.blender.mode2x2`; a region starting on an even row
+    and column gives the rows of the scene's first overview level)."""
     plan = plan_region(layout, region)
     device, tile = predictor.device, layout.tile
     inputs = InputBand(layout, card, device, dtype)
@@ -143,7 +146,8 @@ def label_region(layout: Layout, card: ModelCard, predictor: Predictor, region: 
                  region.col0 - native.col0 : region.col1 - native.col0]
     labels = torch.where(here, labels, NODATA)
     quantized = None if probabilities is None else quantize(probs, here, probabilities == "top").cpu().numpy()
-    return RegionLabels(labels.cpu().numpy(), quantized, len(origins))
+    halved = mode2x2(labels, NODATA).cpu().numpy() if overview else None
+    return RegionLabels(labels.cpu().numpy(), quantized, len(origins), halved)
 
 
 #: A read chunk of the region engine: about this many rows and columns, in whole file blocks.
