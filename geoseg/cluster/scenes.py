@@ -66,8 +66,10 @@ def run_remote(task: Task, force: bool, owner: Owner, cancel_name: str) -> tuple
     """One scene on a dask worker (see module docstring)."""
     from distributed import Event, get_worker
 
+    from geoseg.cluster.workers import relax_malloc
     from geoseg.engine.resident import RESIDENT, ModelRef
 
+    relax_malloc()
     worker = get_worker()
     if task.config.workers is None:  # reader threads: the worker's cores (it runs one scene at a time)
         task = replace(task, config=replace(task.config, workers=max(1, worker.state.nthreads)))

@@ -126,11 +126,13 @@ def label_band(job: BandJob, box: Box) -> dict[str, Any]:
     """One band's labels on a worker (a dask task)."""
     from distributed import get_worker
 
+    from geoseg.cluster.workers import relax_malloc
     from geoseg.engine.device import resolve_device
     from geoseg.engine.region import label_region
     from geoseg.engine.resident import RESIDENT, PredictorKey
     from geoseg.io.scene import WindowReader, open_scene
 
+    relax_malloc()
     config = job.config
     device = resolve_device(config.device)
     layout = job.grid.layout()

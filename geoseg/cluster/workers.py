@@ -104,15 +104,15 @@ def connect(spec: ClusterSpec) -> Iterator[object]:
 
 
 def worker_environment(threads: int) -> dict[str, object]:
-    """dask config for the environment a worker process starts with (set before it spawns):
+    """dask config for the environment a local worker process starts with (set before it spawns):
 
     * ``MALLOC_TRIM_THRESHOLD_`` unset: dask's nanny sets it to 64 KiB, which also turns off glibc's
       adaptive mmap threshold, so every large numpy buffer (a decoded chunk, a label strip, an overview
-      level) is mapped and unmapped page by page; geoseg's scenes ran 2x slower in such a worker;
+      level) is mapped and unmapped page by page (a scene 8 % slower in such a CPU worker here);
+      :func:`relax_malloc` undoes it in workers of clusters geoseg did not start;
     * ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``: the CPU backends' threads, the worker's share of the cores
-      (dask's default, 1, would leave a CPU worker's network on one core).
-
-    External clusters: put the same in their dask config (workflows/README.md)."""
+      (dask's default, 1, would leave a CPU worker's network on one core). Workers of other clusters get
+      them from their own environment (``OMP_NUM_THREADS=16`` in the pod or job script wins over dask's)."""
     key = "distributed.nanny.pre-spawn-environ"
     return {f"{key}.MALLOC_TRIM_THRESHOLD_": None, f"{key}.OMP_NUM_THREADS": threads,
             f"{key}.MKL_NUM_THREADS": threads}
@@ -125,3 +125,28 @@ def scene_resources(client: object) -> dict[str, int] | None:
     if workers and all(SCENE_RESOURCE in (w.get("resources") or {}) for w in workers):
         return {SCENE_RESOURCE: 1}
     return None
+
+
+#: glibc's mallopt parameters, and the values glibc's adaptive thresholds would reach on their own.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 * 2**20
+_relaxed = False
+
+
+def relax_malloc() -> None:
+    """In a dask worker started with dask's ``MALLOC_TRIM_THRESHOLD_`` (64 KiB), give glibc back the
+    thresholds it would have grown to itself: buffers under 32 MiB reused from the heap instead of mapped
+    and unmapped on every use. Once per process; nothing where the variable is not set or not glibc."""
+    global _relaxed
+    if _relaxed or "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        return
+    _relaxed = True
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD)
+    except (OSError, AttributeError):  # not glibc: its allocator has no such knobs
+        pass

@@ -143,3 +143,8 @@ def test_a_network_held_in_memory_cannot_go_to_workers(client, tiny_model) -> No
     labels = segment_array(np.zeros((3, 64, 64), np.float32), tiny_model(), **FP32)
     with pytest.raises(ModelError, match="save it as a model package"):
         client.compute(labels).result()
+
+
+def test_local_workers_start_without_dasks_tiny_malloc_trim_threshold(client) -> None:
+    env = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert set(env.values()) == {None}
