@@ -79,6 +79,11 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
     largest = max((c.shape[0] * c.shape[1] for strip in strips for c in strip.chunks), default=1)
     pool = StagingPool(inputs.staged_bytes(largest), workers + tuning.staging_spare, inputs.pin)
     total = sum(len(block.origins) for row in plan for block in row.blocks)  # progress counts patches
+    # Input rows a later row of blocks still reads: not only the next one's. The last patches reflect at the
+    # scene's bottom edge and can reach back further than the rows before them (a tile larger than a block).
+    keep_from = [layout.height] * (len(strips) + 1)
+    for i in range(len(strips) - 1, -1, -1):
+        keep_from[i] = min(strips[i].need[0], keep_from[i + 1])
     readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="geoseg-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="geoseg-write")
     loading: dict[int, tuple[InputStrip, list[Future]]] = {}
@@ -135,7 +140,7 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
                     writes.popleft().result()
                 lap("wait for writes")
             lap("labels")
-            inputs.drop_before(strips[i + 1].need[0] if i + 1 < len(strips) else layout.height)
+            inputs.drop_before(keep_from[i + 1])
         while writes:
             writes.popleft().result()
         lap("wait for writes")

@@ -154,3 +154,15 @@ def test_progress_counts_patches_once_per_model_call(make_tif, tiny_model) -> No
     assert calls[-1] == (total, total) and total > 4
     assert len(calls) >= total // 2  # one call per batch of 2 patches (one block holds them all here)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_a_tile_larger_than_a_block_reaching_back_at_the_bottom_edge(make_tif, tmp_path, tiny_model) -> None:
+    """The last patches reflect at the scene's bottom edge: with a tile larger than a block they read rows
+    that rows of blocks before them no longer need (found on the H200 with a 512-px tile and 320-row blocks,
+    where the engine dropped those rows and indexed out of bounds). The mask equals one-block runs."""
+    model = tiny_model(tile=128, overlap=16)
+    data = smooth_image((3, 209, 150), seed=5)  # the last row of blocks reads from row 81, the one before from 128
+    path = make_tif(data, block=32)
+    small = _run(path, tmp_path / "small.tif", model, block_size=64)
+    whole = _run(path, tmp_path / "whole.tif", model, block_size=4096)
+    np.testing.assert_array_equal(small, whole)
