@@ -105,8 +105,8 @@ class RunConfig:
         None, "Replay the model from a CUDA graph: one launch per batch instead of hundreds.",
         flags=("--cuda-graphs/--no-cuda-graphs",), default_text="on a GPU")
     reproducible: bool = setting(
-        False, "On a GPU, cuDNN picks convolution algorithms by its fixed heuristics instead of timing them, so "
-        "every process (reruns, cluster workers) gives the same bits; may cost model speed.",
+        False, "On a GPU, the same bits in every process (reruns, cluster workers): cuDNN picks convolution "
+        "algorithms by its fixed heuristics instead of timing them, and the automatic batch size is 16.",
         flags=("--reproducible/--no-reproducible",))
     output_format: str = setting("cog", "Mask file format: cog (Cloud-Optimized GeoTIFF with overviews) or gtiff "
                                  "(tiled GeoTIFF, no overviews).", result=True, flags=("--format",))
