@@ -57,6 +57,17 @@ def test_probabilities_and_georeferencing_follow_the_input(scene, tmp_path) -> N
         np.testing.assert_array_equal(ours.read(1), reference)
 
 
+def test_odc_geo_writes_the_labels_as_a_cog(scene, tmp_path) -> None:
+    pytest.importorskip("odc.geo.xr")
+    path, model, reference, _ = scene
+    pixels = rioxarray.open_rasterio(path, chunks={"band": -1, "y": 128, "x": 128})
+    labels = segment_array(pixels, model, **FP32)
+    labels.odc.write_cog(tmp_path / "odc.tif", overwrite=True)  # odc-geo's writer: grid from the coordinates
+    with rasterio.open(tmp_path / "odc.tif") as ours, rasterio.open(path) as source:
+        assert ours.transform == source.transform and ours.crs == source.crs
+        np.testing.assert_array_equal(ours.read(1), reference)
+
+
 def test_numpy_and_dask_inputs_with_a_transform(scene) -> None:
     path, model, reference, _ = scene
     with rasterio.open(path) as ds:

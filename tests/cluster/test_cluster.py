@@ -130,6 +130,28 @@ def test_a_worker_killed_mid_batch_leaves_no_partial_mask(client, package, tmp_p
     client.wait_for_workers(2)
 
 
+def test_a_cancelled_distributed_batch_stops_its_running_scene_and_drops_the_rest(client, package, tmp_path) -> None:
+    from geoseg.cluster.scenes import DaskScenes
+
+    _scenes(tmp_path / "in", count=4, shape=(3, 900, 500))
+    tasks, _ = plan_tasks([Job("j", (str(tmp_path / "in"),), tmp_path / "out", config=_config(package))])
+    cancel, done = threading.Event(), {}
+    thread = threading.Thread(target=lambda: done.update(s=run_batch(tasks, runner=DaskScenes(client),
+                                                                      cancel=cancel)))
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the scenes
+    cancel.set()
+    thread.join(timeout=120)
+    counts = done["s"].counts
+    assert counts["cancelled"] >= 2 and counts["done"] + counts["cancelled"] == 4
+    finished = {p.name for p in (tmp_path / "out").glob("*.mask.tif")}
+    assert finished == {f"s{i}.mask.tif" for i, r in enumerate(done["s"].scenes) if r.status == "done"}
+    assert not list((tmp_path / "out").glob(".*partial*")) and not list((tmp_path / "out").glob(".*.claim"))
+
+
 def test_segment_array_on_the_cluster_loads_the_model_on_each_worker(client, package, tmp_path) -> None:
     rioxarray = pytest.importorskip("rioxarray")
     (path,) = _scenes(tmp_path / "in", count=1)
