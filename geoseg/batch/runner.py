@@ -232,9 +232,10 @@ def _remote_result(future: Future, task: Task, log: EventLog) -> SceneResult:
     try:
         result, events = future.result()
     except Exception as exc:  # the task itself failed (its workers kept dying, the cluster went away)
-        message = "stopped: the batch was cancelled" if type(exc).__name__ == "CancelledError" else (
+        gone = "CancelledError" in type(exc).__name__  # dropped by the cluster (distributed's FutureCancelledError)
+        message = "stopped: the batch was cancelled" if gone else (
             f"{task.input}: the cluster could not run it ({type(exc).__name__}: {exc})")
-        status = "cancelled" if type(exc).__name__ == "CancelledError" else "failed"
+        status = "cancelled" if gone else "failed"
         log.emit(f"scene_{status}", **base, error=message)
         return SceneResult(**base, status=status, error=message, error_kind=None if status == "cancelled"
                            else "ClusterError")

@@ -55,11 +55,11 @@ class DaskScenes:
         return local
 
     def cancel(self) -> None:
-        """Running scenes stop at their next block (they poll the batch's cancel event); the rest are dropped."""
+        """Running scenes stop at their next block (they poll the batch's cancel event); scenes not started
+        return at once as cancelled. Each still reports back, with its events, and releases its claim."""
         from distributed import Event
 
         Event(self.cancel_name, client=self.client).set()
-        self.client.cancel([f for f in self._futures if not f.done()])
 
 
 def run_remote(task: Task, force: bool, owner: Owner, cancel_name: str) -> tuple[SceneResult, list[dict]]:
@@ -86,6 +86,8 @@ def run_remote(task: Task, force: bool, owner: Owner, cancel_name: str) -> tuple
             except Exception:  # the scheduler went away: the scene goes on
                 return
 
+    if flag.is_set():  # cancelled before it started
+        cancel.set()
     watcher = threading.Thread(target=watch, name="geoseg-cancel", daemon=True)
     watcher.start()
     try:
