@@ -156,15 +156,10 @@ def segment_array(data: Any, model: str | LoadedModel = "auto", *, transform: Af
 def _label_chunk(pixels: np.ndarray, valid: np.ndarray | None, job: ChunkJob, region: Box,
                  native: Box) -> tuple[np.ndarray, np.ndarray | None]:
     """One output chunk (a dask task): the labels of ``region`` from the scene pixels ``native``."""
-    from geoseg.engine.device import resolve_device
-    from geoseg.engine.resident import RESIDENT, PredictorKey
+    from geoseg.engine.resident import RESIDENT
 
-    config = job.config
-    device = resolve_device(config.device)
     layout = job.grid.layout()
-    predictor, lock = RESIDENT.predictor(PredictorKey(job.model, str(device), config.precision, config.batch_size,
-                                                      config.backend, layout.tile, config.cuda_graphs,
-                                                      config.reproducible))
+    predictor, lock = RESIDENT.predictor_for(job.model, job.config, layout.tile)
 
     def read(row0: int, row1: int, col0: int, col1: int, out: np.ndarray) -> np.ndarray | None:
         window = (slice(row0 - native.row0, row1 - native.row0), slice(col0 - native.col0, col1 - native.col0))

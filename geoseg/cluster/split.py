@@ -127,18 +127,14 @@ def label_band(job: BandJob, box: Box) -> dict[str, Any]:
     from distributed import get_worker
 
     from geoseg.cluster.workers import relax_malloc
-    from geoseg.engine.device import resolve_device
     from geoseg.engine.region import label_region
-    from geoseg.engine.resident import RESIDENT, PredictorKey
+    from geoseg.engine.resident import RESIDENT
     from geoseg.io.scene import WindowReader, open_scene
 
     relax_malloc()
     config = job.config
-    device = resolve_device(config.device)
     layout = job.grid.layout()
-    predictor, lock = RESIDENT.predictor(PredictorKey(job.model, str(device), config.precision, config.batch_size,
-                                                      config.backend, layout.tile, config.cuda_graphs,
-                                                      config.reproducible))
+    predictor, lock = RESIDENT.predictor_for(job.model, config, layout.tile)
     scene = open_scene(job.path)
     reader = WindowReader(scene, job.bands)
     seconds = predictor.model_seconds
@@ -147,6 +143,6 @@ def label_band(job: BandJob, box: Box) -> dict[str, Any]:
                         readers=readers, block_shape=scene.block_shape, overview=True)
     return {"labels": made.labels, "probabilities": made.probabilities, "patches": made.patches,
             "overview": made.overview, "counts": np.bincount(made.labels.ravel(), minlength=256),
-            "model_seconds": predictor.model_seconds - seconds, "device": str(device),
+            "model_seconds": predictor.model_seconds - seconds, "device": str(predictor.device),
             "precision": predictor.precision, "backend": predictor.backend, "batch": predictor.batch_size,
             "notes": list(predictor.notes)}

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from geoseg.engine.device import DeviceSession
+from geoseg.config import RunConfig
+from geoseg.engine.device import DeviceSession, resolve_device
 from geoseg.engine.predictor import Predictor
 from geoseg.errors import ModelError
 from geoseg.models.registry import LoadedModel, load_model
@@ -78,6 +79,13 @@ class ResidentModels:
                                      f"(geoseg.models.package.save_package) and pass its folder")
                 self._models[ref] = load_model(ref.name, ref.trust_checkpoint)
             return self._models[ref]
+
+    def predictor_for(self, model: ModelRef, config: RunConfig, tile: int) -> tuple[Predictor, threading.Lock]:
+        """The predictor a task of a run with ``config`` uses on this process's device (``config.device``
+        resolved here: a worker's ``auto`` / ``cuda`` is its own GPU), and its lock."""
+        device = resolve_device(config.device)
+        return self.predictor(PredictorKey(model, str(device), config.precision, config.batch_size, config.backend,
+                                           tile, config.cuda_graphs, config.reproducible))
 
     def predictor(self, key: PredictorKey) -> tuple[Predictor, threading.Lock]:
         """The predictor for ``key`` and the lock a task holds while it runs a batch through it."""
