@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from geoseg.cluster.workers import scene_resources
 from geoseg.config import RunConfig
 from geoseg.engine.pipeline import ProgressFn, WriteFn
 from geoseg.engine.plan import Box
+from geoseg.errors import ConfigError
 from geoseg.io.writing import OUTPUT_TILE
 from geoseg.models.card import ModelCard
 from geoseg.models.registry import model_identity
@@ -70,14 +72,10 @@ def segment_scene_on(client: Any, scene_path: str | Path, output: str | Path | N
     workers = max(1, len(client.scheduler_info()["workers"]))
     step = rows or band_rows(scene.height, scene.width, workers)
     if step % OUTPUT_TILE:
-        from geoseg.errors import ConfigError
-
         raise ConfigError(f"band height {step} is not a multiple of {OUTPUT_TILE} (whole output tiles)")
     job = BandJob(scene.path, prepared.bands, prepared.card, ModelRef(prepared.model, config.trust_checkpoint),
                   config, GridSpec.of(layout, config.blend, config.block_size))
     boxes = [Box(r, min(r + step, scene.height), 0, scene.width) for r in range(0, scene.height, step)]
-    from geoseg.cluster.workers import scene_resources
-
     # Two bands per worker at once: one reads while the other is on the device (they take turns there).
     resources = {k: v / 2 for k, v in (scene_resources(client) or {}).items()} or None
     futures = [client.submit(label_band, job, box, pure=False, resources=resources,
