@@ -138,11 +138,17 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     loaded = model if model is not None else (loader or load_model)(prepared.model, config.trust_checkpoint)
     execution = execute(prepared, loaded, config, device, progress=progress, cancel=cancel, session=session,
                         tuning=tuning)
-    layer = None
-    if vector is not None:
-        layer = asdict(polygonize(prepared.output, vector.path, min_area_m2=vector.min_area_m2,
-                                  simplify=vector.simplify, overwrite=config.overwrite))
-    return replace(summarise(prepared, execution, config, time.perf_counter() - started), vector=layer)
+    return with_vector(summarise(prepared, execution, config, time.perf_counter() - started), vector,
+                       config.overwrite)
+
+
+def with_vector(summary: RunSummary, vector: VectorRequest | None, overwrite: bool) -> RunSummary:
+    """``summary``, after polygonising its finished mask into ``vector``'s layer when one is asked for."""
+    if vector is None:
+        return summary
+    layer = polygonize(Path(summary.output), vector.path, min_area_m2=vector.min_area_m2, simplify=vector.simplify,
+                       overwrite=overwrite)
+    return replace(summary, vector=asdict(layer))
 
 
 @dataclass(frozen=True)

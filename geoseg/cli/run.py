@@ -19,7 +19,8 @@ from geoseg.config import RunConfig
 
 if TYPE_CHECKING:
     from geoseg.cluster.workers import ClusterSpec
-    from geoseg.run import RunSummary
+    from geoseg.prepare import PreparedRun
+    from geoseg.run import RunSummary, VectorRequest
 
 
 @with_run_settings
@@ -54,7 +55,8 @@ def run(
 
         layer = VectorRequest(vector, min_area, simplify) if vector is not None else None
         if cluster is not None:  # row bands on a dask cluster's workers, written here
-            summary = _on_cluster(cluster, scene, output, config, layer, quiet or as_json or not err.is_terminal, err)
+            summary = _on_cluster(cluster, scene, output, config, layer, prepared,
+                                  quiet or as_json or not err.is_terminal, err)
         elif quiet or as_json or not err.is_terminal:
             summary = segment_scene(scene, output, config, vector=layer, prepared=prepared)
         else:
@@ -69,24 +71,17 @@ def run(
         Console().print(summary_table(summary))
 
 
-def _on_cluster(cluster: ClusterSpec, scene: Path, output: Path | None, config: RunConfig, layer: object,
-                plain: bool, err: Console) -> RunSummary:
+def _on_cluster(cluster: ClusterSpec, scene: Path, output: Path | None, config: RunConfig,
+                layer: VectorRequest | None, prepared: PreparedRun, plain: bool, err: Console) -> RunSummary:
     from geoseg.cluster.split import segment_scene_on
     from geoseg.cluster.workers import connect
-    from geoseg.export.vector import polygonize
 
     with connect(cluster) as client:
         if plain:
-            summary = segment_scene_on(client, scene, output, config)
-        else:
-            with _progress_bar(err) as (bar, task):
-                summary = segment_scene_on(client, scene, output, config,
-                                           progress=lambda done, total: bar.update(task, completed=done, total=total))
-    if layer is None:
-        return summary
-    made = polygonize(Path(summary.output), layer.path, min_area_m2=layer.min_area_m2,  # type: ignore[attr-defined]
-                      simplify=layer.simplify, overwrite=config.overwrite)  # type: ignore[attr-defined]
-    return replace(summary, vector=vars(made))
+            return segment_scene_on(client, scene, output, config, vector=layer, prepared=prepared)
+        with _progress_bar(err) as (bar, task):
+            return segment_scene_on(client, scene, output, config, vector=layer, prepared=prepared,
+                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
 class _progress_bar:

@@ -29,8 +29,8 @@ from geoseg.errors import ConfigError
 from geoseg.io.writing import OUTPUT_TILE
 from geoseg.models.card import ModelCard
 from geoseg.models.registry import model_identity
-from geoseg.prepare import prepare_run
-from geoseg.run import Execution, RunSummary, mask_tags, summarise, write_product
+from geoseg.prepare import PreparedRun, prepare_run
+from geoseg.run import Execution, RunSummary, VectorRequest, mask_tags, summarise, with_vector, write_product
 
 #: Scene pixels of one band at most (its labels, input and blend sums are held by one worker).
 BAND_PIXELS = 64 * 2**20
@@ -60,14 +60,17 @@ class BandJob:
 
 def segment_scene_on(client: Any, scene_path: str | Path, output: str | Path | None = None,
                      config: RunConfig = RunConfig(), *, rows: int | None = None,
-                     progress: ProgressFn | None = None) -> RunSummary:
+                     progress: ProgressFn | None = None, vector: VectorRequest | None = None,
+                     prepared: PreparedRun | None = None) -> RunSummary:
     """Segment one scene on the workers of ``client`` into one mask file (see module docstring);
-    ``rows`` overrides the band height (a multiple of 512)."""
+    ``rows`` overrides the band height (a multiple of 512); ``vector`` and ``prepared`` as for
+    :func:`geoseg.run.segment_scene`."""
     from geoseg.array import GridSpec
     from geoseg.engine.resident import ModelRef
 
     started = time.perf_counter()
-    prepared = prepare_run(scene_path, output, config)
+    if prepared is None:
+        prepared = prepare_run(scene_path, output, config)
     scene, layout = prepared.scene, prepared.layout
     workers = max(1, len(client.scheduler_info()["workers"]))
     step = rows or band_rows(scene.height, scene.width, workers)
@@ -117,7 +120,8 @@ def segment_scene_on(client: Any, scene_path: str | Path, output: str | Path | N
         batch_size=min(stats["batch"]), model_seconds=stats["model_seconds"], patches=stats["patches"],
         stage_seconds={}, peak_device_memory_gib=None, notes=[f"{scene.path}: {n}" for n in sorted(stats["notes"])],
         finish_seconds=product.finish_seconds, class_stats=product.class_stats, files=product.files)
-    return summarise(prepared, execution, config, time.perf_counter() - started)
+    return with_vector(summarise(prepared, execution, config, time.perf_counter() - started), vector,
+                       config.overwrite)
 
 
 def label_band(job: BandJob, box: Box) -> dict[str, Any]:

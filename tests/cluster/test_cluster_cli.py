@@ -54,9 +54,10 @@ def test_run_on_a_local_cluster_writes_the_same_mask(tmp_path, package) -> None:
     plain = runner.invoke(app, ["run", str(scene), "-o", str(tmp_path / "plain.tif"), *common])
     assert plain.exit_code == 0, plain.output
     spread = runner.invoke(app, ["run", str(scene), "-o", str(tmp_path / "spread.tif"), "--cpu-workers", "2",
-                                 *common])
+                                 "--vector", str(tmp_path / "spread.gpkg"), *common])
     assert spread.exit_code == 0, spread.output
     summary = json.loads(spread.stdout)
     assert summary["device"].startswith("2 dask worker(s)")
+    assert summary["vector"]["polygons"] > 0 and (tmp_path / "spread.gpkg").is_file()  # --vector on a cluster too
     with rasterio.open(tmp_path / "plain.tif") as a, rasterio.open(tmp_path / "spread.tif") as b:
         assert (a.read() == b.read()).all()
