@@ -26,6 +26,7 @@ from geoseg.engine.device import DeviceSession, resolve_device
 from geoseg.engine.input_band import InputBand
 from geoseg.engine.pipeline import ProgressFn, Tuning, WriteFn, default_workers, run_pipeline
 from geoseg.engine.predictor import Predictor
+from geoseg.engine.tile_decode import make_decoder
 from geoseg.errors import DeviceError, GeosegError, OutputError
 from geoseg.export.legend import write_pam, write_qml
 from geoseg.export.stac import mask_item
@@ -180,6 +181,7 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
                                                     reproducible=config.reproducible)) as predictor:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        decoder = make_decoder(config.decode, scene, prepared.bands, device)
 
         def produce(write: WriteFn, overview: bool) -> np.ndarray:
             inputs = InputBand(layout, card, device, scene.dtype)
@@ -188,7 +190,7 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
             try:
                 run_pipeline(layout, inputs, blender, reader.read_into, write,
                              config.workers or default_workers(), progress, cancel, block_shape=scene.block_shape,
-                             timings=stages, tuning=tuning)
+                             timings=stages, tuning=tuning, decoder=decoder)
             except torch.OutOfMemoryError:
                 raise DeviceError(f"{device} ran out of memory outside the model (input and blend bands grow with the "
                                   f"scene's width and --block-size); use a smaller --block-size") from None

@@ -32,6 +32,7 @@ from geoseg.engine.blender import Blender
 from geoseg.engine.input_band import InputBand, InputStrip
 from geoseg.engine.plan import Layout, ReadChunking, ReadFn, plan_blocks, plan_reads
 from geoseg.engine.staging import StagingPool
+from geoseg.engine.tile_decode import ChunkQueue, TileDecoder
 from geoseg.errors import Cancelled
 
 #: Writes full-width strips starting at a scene row: ``labels`` ``(row, col)``, and ``probabilities``
@@ -66,13 +67,15 @@ def default_workers() -> int:
 def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: ReadFn, write: WriteFn, workers: int,
                  progress: ProgressFn | None = None, cancel: threading.Event | None = None,
                  block_shape: tuple[int, int] = (1, 1), timings: dict[str, float] | None = None,
-                 tuning: Tuning = Tuning()) -> None:
+                 tuning: Tuning = Tuning(), decoder: TileDecoder | None = None) -> None:
     """Run every block through read -> device -> write, with bounded queues between the stages.
 
     ``block_shape`` is the file's internal block shape: reads are whole blocks of it. ``timings``,
     when given, receives the device thread's seconds per stage (waiting for reads, taking them in,
     blocks, labels, waiting for writes). Raises :class:`geoseg.errors.Cancelled` at the next block
-    once ``cancel`` is set.
+    once ``cancel`` is set. With a ``decoder`` (:mod:`geoseg.engine.tile_decode`), the device decodes
+    chunks too: all of them (mode ``gpu``), or those it takes from the right of each strip while the
+    reader threads take them from the left (``hybrid``).
     """
     plan = plan_blocks(layout)
     strips = plan_reads(layout, plan, block_shape, inputs.pixel_bytes, tuning.chunking)
@@ -86,6 +89,8 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
         keep_from[i] = min(strips[i].need[0], keep_from[i + 1])
     readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="geoseg-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="geoseg-write")
+    device_reader = ThreadPoolExecutor(1, thread_name_prefix="geoseg-decode") if decoder is not None else None
+    chunk_bytes = inputs.pixel_bytes * max((c.shape[0] * c.shape[1] for s in strips for c in s.chunks), default=1)
     loading: dict[int, tuple[InputStrip, list[Future]]] = {}
     writes: deque[Future] = deque()
     spent = dict.fromkeys(("wait for reads", "take in", "blocks", "labels", "wait for writes"), 0.0)
@@ -101,7 +106,21 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
     def start_reading(i: int) -> None:
         if i < len(strips) and i not in loading:
             strip = inputs.open_strip(*strips[i].rows)
-            loading[i] = strip, [readers.submit(inputs.load, strip, box, read, pool) for box in strips[i].chunks]
+            if decoder is None:
+                loading[i] = strip, [readers.submit(inputs.load, strip, box, read, pool) for box in strips[i].chunks]
+                return
+            queue = ChunkQueue(strips[i].chunks)
+            loads = [device_reader.submit(decoder.drain, strip, queue, chunk_bytes, inputs.copy_stream)]
+            if decoder.mode != "gpu":
+                loads += [readers.submit(load_next, strip, queue) for _ in strips[i].chunks]
+            loading[i] = strip, loads
+
+    def load_next(strip: InputStrip, queue: ChunkQueue) -> None:
+        box = queue.take_left()
+        if box is not None:
+            inputs.load(strip, box, read, pool)
+            with decoder.stats.lock:
+                decoder.stats.cpu_chunks += 1
 
     def check() -> None:
         if cancel is not None and cancel.is_set():
@@ -149,6 +168,14 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True, cancel_futures=True)
+        if device_reader is not None:
+            device_reader.shutdown(wait=True, cancel_futures=True)
+            decoder.close()
         if timings is not None:
             timings.update({k: round(v, 3) for k, v in spent.items()})
+            if decoder is not None:
+                s = decoder.stats
+                timings.update({"device decode chunks": s.chunks, "reader chunks": s.cpu_chunks,
+                                "device decode busy": round(s.busy_seconds, 3),
+                                "device decode fetch": round(s.fetch_seconds, 3)})
 

@@ -1,0 +1,355 @@
+"""Decoding a GeoTIFF's compressed tiles on the GPU, beside (or instead of) the CPU readers.
+
+The CPU readers (:class:`geoseg.io.scene.WindowReader`, GDAL) decode a scene at a few GB/s; on a
+GPU server that is the limit of a run (benchmarks/RESULTS.md section 11). :class:`TileDecoder` takes
+read chunks (whole tiles of the file) and:
+
+1. reads their tiles' compressed bytes as stored (:meth:`geoseg.io.tiles.TileIndex.fetch`), each tile
+   one ``pread``, into one of two page-locked host buffers, payloads aligned;
+2. copies them to the device and inflates them there, all tiles of a batch in one call of nvCOMP's
+   batched decoder (:class:`NvcompInflater`; :class:`HostInflater` does the same on the host with
+   zlib / zstandard and is the reference the tests compare with);
+3. undoes the TIFF predictor on the device (:func:`undo_predictor`: horizontal differencing, or the
+   floating-point predictor's byte planes) and places the tiles' pixels of the model's bands into
+   the strip (:meth:`geoseg.engine.input_band.InputBand.open_strip`), with their validity from the
+   nodata value, exactly as the CPU readers would. No decoded pixel passes through host memory.
+
+All of it runs on a CUDA stream of its own, in one thread, so it overlaps the network and the CPU
+readers. Chunks are shared through a :class:`ChunkQueue` per strip: the CPU readers take them from
+the left, the decoder takes batches from the right (at most half of what is left in ``hybrid``),
+so both finish a strip together whatever their speeds. The pixels are bit-identical to GDAL's
+(tests/engine/test_tile_decode.py; tests/test_gpu.py on a GPU), so the mask is too.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import zlib
+from collections import deque
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from geoseg.engine.input_band import _NUMPY_TRANSFER, _TRANSFER, InputStrip
+from geoseg.engine.plan import Box
+from geoseg.errors import ConfigError, SceneError
+from geoseg.io.scene import SceneInfo, nodata_value
+from geoseg.io.tiles import TileIndex, tile_index
+
+#: Decoded bytes one batch of the device decoder holds at most (a batch is never less than one chunk).
+BATCH_BYTES = 384 * 2**20
+#: ``--decode`` values: ``auto`` is ``hybrid`` where the file, the device and nvCOMP allow it, else ``cpu``.
+DECODE_MODES = ("auto", "cpu", "gpu", "hybrid")
+
+
+def nvcomp_missing() -> str | None:
+    """Why nvCOMP's Python bindings cannot be used here, or None when they can."""
+    try:
+        from nvidia import nvcomp  # noqa: F401
+    except ImportError:
+        return "nvCOMP is not installed (pip install 'geoseg[gpu-decode]')"
+    except Exception as exc:
+        return f"nvCOMP cannot be loaded ({type(exc).__name__}: {exc})"
+    return None
+
+
+class Inflater(Protocol):
+    """Turns a batch of compressed tile payloads in a host buffer into decoded tiles on the device."""
+
+    def inflate(self, host: torch.Tensor, where: np.ndarray, tile_bytes: int, device: torch.device,
+                stream: torch.cuda.Stream | None) -> torch.Tensor:
+        """``(tile, tile_bytes)`` uint8 on ``device``: the payloads at ``where`` (offset, size rows of
+        :meth:`geoseg.io.tiles.TileIndex.fetch`) of ``host`` inflated; rows of sparse tiles are left
+        as they are (the caller fills them)."""
+        ...
+
+
+class HostInflater:
+    """Inflates on the host (zlib / zstandard), then uploads: the reference for :class:`NvcompInflater`."""
+
+    def __init__(self, codec: str):
+        self.codec = codec
+
+    def inflate(self, host: torch.Tensor, where: np.ndarray, tile_bytes: int, device: torch.device,
+                stream: torch.cuda.Stream | None) -> torch.Tensor:
+        raw = host.numpy()
+        out = np.zeros((len(where), tile_bytes), dtype=np.uint8)
+        for i, (start, size) in enumerate(where.tolist()):
+            if size == 0:
+                continue
+            payload = raw[start : start + size]
+            if self.codec == "deflate":
+                data = zlib.decompress(payload, wbits=-15)
+            elif self.codec == "zstd":
+                import zstandard
+
+                data = zstandard.ZstdDecompressor().decompress(payload, max_output_size=tile_bytes)
+            else:
+                data = payload
+            out[i, : len(data)] = np.frombuffer(data, dtype=np.uint8)[:tile_bytes]
+        return torch.from_numpy(out).to(device)
+
+
+class NvcompInflater:
+    """nvCOMP's batched decoders (raw deflate, zstd) on the device. One per thread: a Codec is not shared."""
+
+    def __init__(self, codec: str, device: torch.device, stream: torch.cuda.Stream):
+        from nvidia import nvcomp
+
+        self.nvcomp, self.codec = nvcomp, codec
+        self.stream_handle = stream.cuda_stream
+        self.decoder = None if codec == "none" else nvcomp.Codec(
+            algorithm={"deflate": "Deflate", "zstd": "Zstd"}[codec], bitstream_kind=nvcomp.BitstreamKind.RAW,
+            device_id=device.index or 0, cuda_stream=self.stream_handle)
+        self._configs: dict[tuple[int, int], object] = {}
+        #: How decode is configured: "sizes" (from the known tile sizes, no synchronisation) or "parsed".
+        self.config_path = "sizes"
+
+    def inflate(self, host: torch.Tensor, where: np.ndarray, tile_bytes: int, device: torch.device,
+                stream: torch.cuda.Stream | None) -> torch.Tensor:
+        nv = self.nvcomp
+        present = np.flatnonzero(where[:, 1] > 0)
+        out = torch.empty((len(where), tile_bytes), dtype=torch.uint8, device=device)
+        if len(present) == 0:
+            return out
+        end = int((where[:, 0] + where[:, 1]).max())
+        compressed = host[:end].to(device, non_blocking=True)
+        if self.decoder is None:  # uncompressed tiles: one copy each, on the device
+            for i in present.tolist():
+                start = int(where[i, 0])
+                out[i].copy_(compressed[start : start + tile_bytes])
+            return out
+        srcs = nv.as_arrays(compressed, where[present, 0].tolist(), where[present, 1].tolist(),
+                            cuda_stream=self.stream_handle)
+        outs = nv.as_arrays(out, (present * tile_bytes).tolist(), [tile_bytes] * len(present),
+                            cuda_stream=self.stream_handle)
+        self.decoder.decode(srcs, out=outs, **self._config(len(present), tile_bytes))
+        return out
+
+    def _config(self, count: int, tile_bytes: int) -> dict:
+        """A decompression config from the tile sizes, which spares nvCOMP a pass over every stream to
+        learn them; where this nvCOMP build does not offer it, nvCOMP works them out."""
+        if self.config_path != "sizes":
+            return {}
+        key = (count, tile_bytes)
+        if key not in self._configs:
+            try:
+                made = self.decoder.compression_config([tile_bytes] * count)
+                self._configs[key] = self.decoder.decompression_config(made)
+            except Exception:
+                self.config_path = "parsed"
+                return {}
+        return {"decompression_config": self._configs[key]}
+
+
+def undo_predictor(tiles: torch.Tensor, index: TileIndex) -> torch.Tensor:
+    """Decoded tiles ``(tile, tile_bytes)`` uint8 as samples ``(tile, row, col, sample)`` of the dtype
+    the engine moves them in (:data:`geoseg.engine.input_band._TRANSFER`), the TIFF predictor undone."""
+    (rows, cols), spp = index.tile_shape, 1 if index.separate else index.samples
+    transfer = _TRANSFER[index.dtype.name]
+    n = tiles.shape[0]
+    if index.predictor == 3:  # bytes of a row: big-endian byte planes, differenced with a stride of spp
+        width = index.dtype.itemsize
+        planes = tiles.view(n, rows, cols * width, spp)
+        planes = torch.cumsum(planes, dim=2, dtype=torch.int32).to(torch.uint8)  # modulo 256
+        planes = planes.view(n, rows, width, cols * spp).flip(2)  # most significant plane first -> little-endian
+        return planes.permute(0, 1, 3, 2).contiguous().view(transfer).view(n, rows, cols, spp)
+    samples = tiles.view(transfer).view(n, rows, cols, spp)
+    if index.predictor == 2:
+        wide = torch.int64 if index.dtype.itemsize >= 4 else torch.int32
+        samples = torch.cumsum(samples, dim=2, dtype=wide).to(transfer)  # modulo the sample's width
+    return samples
+
+
+class ChunkQueue:
+    """The read chunks of one strip, shared: CPU readers take from the left, the device from the right."""
+
+    def __init__(self, chunks: list[Box]):
+        self._chunks = deque(chunks)
+        self._lock = threading.Lock()
+
+    def take_left(self) -> Box | None:
+        with self._lock:
+            return self._chunks.popleft() if self._chunks else None
+
+    def take_right(self, budget: int, chunk_bytes: int, share: float) -> list[Box]:
+        """Chunks from the right, at most ``share`` of those left and ``budget`` decoded bytes (at least one)."""
+        with self._lock:
+            most = max(1, min(int(len(self._chunks) * share + 0.999), budget // max(1, chunk_bytes)))
+            taken = [self._chunks.pop() for _ in range(min(most, len(self._chunks)))]
+        return taken[::-1]
+
+
+@dataclass
+class DecodeStats:
+    """What the device decoder did in a run (``timings`` of :func:`geoseg.engine.pipeline.run_pipeline`)."""
+
+    chunks: int = 0
+    tiles: int = 0
+    compressed_bytes: int = 0
+    fetch_seconds: float = 0.0
+    busy_seconds: float = 0.0
+    cpu_chunks: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class TileDecoder:
+    """Decodes read chunks of a tiled GeoTIFF on the device into input strips (see module docstring)."""
+
+    def __init__(self, index: TileIndex, bands: tuple[int, ...], device: torch.device, nodata: float | None,
+                 mode: str = "hybrid", inflater: Inflater | None = None, batch_bytes: int = BATCH_BYTES):
+        self.index, self.device, self.mode = index, device, mode
+        self.bands = tuple(b - 1 for b in bands)  # 0-based
+        self.transfer = _TRANSFER[index.dtype.name]
+        self.nodata = nodata
+        self.batch_bytes = batch_bytes
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._inflater = inflater
+        self._buffers: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []
+        self._turn = 0
+        self._fd: int | None = None
+        self.stats = DecodeStats()
+
+    @property
+    def share(self) -> float:
+        """Of the chunks a strip has left, the most one batch takes: all of them in ``gpu``, half in ``hybrid``."""
+        return 1.0 if self.mode == "gpu" else 0.5
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def drain(self, strip: InputStrip, queue: ChunkQueue, chunk_bytes: int,
+              allocated_on: torch.cuda.Stream | None = None) -> None:
+        """Decode chunks of ``queue`` into ``strip`` until none is left (runs in the decoder's one thread).
+        ``allocated_on``: the stream ``strip`` was allocated on, which the decoder's stream waits for."""
+        if self.stream is not None and allocated_on is not None:
+            self.stream.wait_stream(allocated_on)
+        with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
+            while chunks := queue.take_right(self.batch_bytes, chunk_bytes, self.share):
+                self._decode(strip, chunks)
+
+    def _decode(self, strip: InputStrip, chunks: list[Box]) -> None:
+        index = self.index
+        started = time.perf_counter()
+        per_chunk = [index.tiles(c.row0, c.row1, c.col0, c.col1, self.bands) for c in chunks]
+        tiles = np.concatenate([t.ravel() for t in per_chunk])
+        host = self._host_buffer(index.fetch_bytes(tiles))
+        if self._fd is None:
+            self._fd = os.open(index.path, os.O_RDONLY)
+        try:
+            where = index.fetch(tiles, host.numpy(), self._fd)
+        except OSError as exc:
+            raise SceneError(f"{exc}; or use --decode cpu") from None
+        fetched = time.perf_counter()
+        decoded = undo_predictor(self._inflate(host, where), index)
+        sparse = where[:, 1] == 0
+        if sparse.any():  # GDAL reads a tile that was never written as nodata, or 0
+            fill = 0 if self.nodata is None or np.isnan(self.nodata) else self.nodata
+            decoded[torch.from_numpy(np.flatnonzero(sparse)).to(self.device)] = self._bits(fill)
+        at = 0
+        for chunk, chunk_tiles in zip(chunks, per_chunk, strict=True):
+            self._place(strip, chunk, chunk_tiles.shape, decoded[at : at + chunk_tiles.size])
+            at += chunk_tiles.size
+        if self.stream is not None:
+            done = torch.cuda.Event()
+            done.record(self.stream)
+            strip.copied.append(done)
+            self._buffers[self._turn] = (host, done)
+        with self.stats.lock:
+            s = self.stats
+            s.chunks += len(chunks)
+            s.tiles += len(tiles)
+            s.compressed_bytes += int(where[:, 1].sum())
+            s.fetch_seconds += fetched - started
+            s.busy_seconds += time.perf_counter() - started
+
+    def _inflate(self, host: torch.Tensor, where: np.ndarray) -> torch.Tensor:
+        if self._inflater is None:
+            self._inflater = NvcompInflater(self.index.codec, self.device, self.stream)
+        try:
+            return self._inflater.inflate(host, where, self.index.tile_bytes, self.device, self.stream)
+        except (RuntimeError, ValueError) as exc:
+            raise SceneError(f"{self.index.path}: tiles could not be decoded on {self.device} ({exc}); the file "
+                             f"may be damaged: check it with gdalinfo -checksum, or use --decode cpu") from None
+
+    def _host_buffer(self, nbytes: int) -> torch.Tensor:
+        """One of two host buffers (page-locked on a GPU), in turn: one fills while the other's batch
+        is decoded; a buffer is reused once its batch has been decoded."""
+        self._turn = (self._turn + 1) % 2
+        while len(self._buffers) < 2:
+            self._buffers.append((torch.empty(0, dtype=torch.uint8), None))
+        buffer, done = self._buffers[self._turn]
+        if done is not None:
+            done.synchronize()
+        if buffer.numel() < nbytes:
+            buffer = torch.empty(max(nbytes, self.batch_bytes // 2), dtype=torch.uint8,
+                                 pin_memory=self.stream is not None)
+        self._buffers[self._turn] = (buffer, None)
+        return buffer
+
+    def _bits(self, value: float) -> torch.Tensor:
+        """``value`` in the file's dtype, as the bits it travels in."""
+        bits = np.asarray(self.index.dtype.type(value)).view(_NUMPY_TRANSFER[self.index.dtype.name])
+        return torch.tensor(bits.item(), dtype=self.transfer, device=self.device)
+
+    def _place(self, strip: InputStrip, box: Box, grid: tuple[int, int, int], tiles: torch.Tensor) -> None:
+        """Put the decoded ``tiles`` of chunk ``box`` (``grid``: planes, tile rows, tile cols) into ``strip``."""
+        (th, tw), (planes, down, across) = self.index.tile_shape, grid
+        assert box.row0 % th == 0 and box.col0 % tw == 0, (box, self.index.tile_shape)
+        spp = tiles.shape[-1]
+        x = tiles.view(planes, down, across, th, tw, spp)
+        if planes == 1 and self.bands != tuple(range(spp)):  # pixel-interleaved: pick the model's bands
+            x = x[..., list(self.bands)]
+        x = x.permute(0, 5, 1, 3, 2, 4)  # (plane, sample, tile row, row, tile col, col)
+        x = x.reshape(len(self.bands), down, th, across, tw)
+        r0, r1 = box.row0 - strip.rows[0], box.row1 - strip.rows[0]
+        rows, cols = box.shape
+        target = strip.band[:, r0:r1, box.col0 : box.col1]
+        if rows == down * th and cols == across * tw:  # whole tiles: one strided copy
+            target.unflatten(1, (down, th)).unflatten(3, (across, tw)).copy_(x)
+            values = target
+        else:  # the scene's right or bottom edge: tiles reach past it
+            values = x.reshape(len(self.bands), down * th, across * tw)[:, :rows, :cols]
+            target.copy_(values)
+        if self.index.dtype.kind == "f" or self.nodata is not None:
+            strip.valid[r0:r1, box.col0 : box.col1] = self._validity(values)
+
+    def _validity(self, values: torch.Tensor) -> torch.Tensor:
+        """As :func:`geoseg.io.scene.valid_from_values`: no NaN, and no band at the nodata value."""
+        valid = torch.ones(values.shape[1:], dtype=torch.bool, device=values.device)
+        if self.index.dtype.kind == "f":
+            valid &= ~torch.isnan(values).any(dim=0)
+        if self.nodata is not None and not np.isnan(self.nodata):
+            valid &= ~(values == self._bits(self.nodata)).any(dim=0)
+        return valid
+
+
+def make_decoder(mode: str, scene: SceneInfo, bands: tuple[int, ...], device: torch.device) -> TileDecoder | None:
+    """The device decoder ``--decode mode`` asks for on ``scene``, or None for the CPU readers alone.
+
+    ``auto`` takes ``hybrid`` where the file's tiles, the device and nvCOMP allow it, and the CPU
+    readers otherwise; ``gpu`` and ``hybrid`` say why they cannot be had (:class:`ConfigError`)."""
+    if mode == "cpu":
+        return None
+    if mode not in DECODE_MODES:
+        raise ConfigError(f"decode {mode!r} is not one of {', '.join(DECODE_MODES)}")
+    index = tile_index(scene)
+    reasons = [r for r in (
+        None if device.type == "cuda" else f"the device is {device}, not a CUDA GPU",
+        None if isinstance(index, TileIndex) else f"the file is {index}",
+        None if device.type != "cuda" else nvcomp_missing(),
+    ) if r]
+    if reasons:
+        if mode == "auto":
+            return None
+        raise ConfigError(f"{scene.path}: --decode {mode} cannot be used: {'; '.join(reasons)}; use --decode auto "
+                          f"(GPU decoding where it applies) or cpu")
+    assert isinstance(index, TileIndex)
+    return TileDecoder(index, bands, device, nodata_value(scene), "hybrid" if mode == "auto" else mode)
