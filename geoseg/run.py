@@ -26,7 +26,7 @@ from geoseg.engine.device import DeviceSession, resolve_device
 from geoseg.engine.input_band import InputBand
 from geoseg.engine.pipeline import ProgressFn, Tuning, WriteFn, default_workers, run_pipeline
 from geoseg.engine.predictor import Predictor
-from geoseg.engine.tile_decode import make_decoder
+from geoseg.engine.tile_decode import decode_plan, make_decoder
 from geoseg.errors import DeviceError, GeosegError, OutputError
 from geoseg.export.legend import write_pam, write_qml
 from geoseg.export.stac import mask_item
@@ -136,6 +136,7 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     if prepared is None:
         prepared = prepare_run(scene_path, output, config, model.card if model is not None else None)
     device = resolve_device(config.device)
+    decode_plan(config.decode, prepared.scene, device)  # before the model loads: --decode gpu on a CPU fails at once
     loaded = model if model is not None else (loader or load_model)(prepared.model, config.trust_checkpoint)
     execution = execute(prepared, loaded, config, device, progress=progress, cancel=cancel, session=session,
                         tuning=tuning)

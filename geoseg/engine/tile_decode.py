@@ -331,10 +331,10 @@ class TileDecoder:
         return valid
 
 
-def make_decoder(mode: str, scene: SceneInfo, bands: tuple[int, ...], device: torch.device) -> TileDecoder | None:
-    """The device decoder ``--decode mode`` asks for on ``scene``, or None for the CPU readers alone.
+def decode_plan(mode: str, scene: SceneInfo, device: torch.device) -> TileIndex | None:
+    """The tile index the device decodes ``scene`` from under ``--decode mode``, or None for the CPU readers.
 
-    ``auto`` takes ``hybrid`` where the file's tiles, the device and nvCOMP allow it, and the CPU
+    ``auto`` takes the device where the file's tiles, the device and nvCOMP allow it, and the CPU
     readers otherwise; ``gpu`` and ``hybrid`` say why they cannot be had (:class:`ConfigError`)."""
     if mode == "cpu":
         return None
@@ -352,4 +352,12 @@ def make_decoder(mode: str, scene: SceneInfo, bands: tuple[int, ...], device: to
         raise ConfigError(f"{scene.path}: --decode {mode} cannot be used: {'; '.join(reasons)}; use --decode auto "
                           f"(GPU decoding where it applies) or cpu")
     assert isinstance(index, TileIndex)
+    return index
+
+
+def make_decoder(mode: str, scene: SceneInfo, bands: tuple[int, ...], device: torch.device) -> TileDecoder | None:
+    """The device decoder ``--decode mode`` asks for on ``scene`` (:func:`decode_plan`), or None."""
+    index = decode_plan(mode, scene, device)
+    if index is None:
+        return None
     return TileDecoder(index, bands, device, nodata_value(scene), "hybrid" if mode == "auto" else mode)

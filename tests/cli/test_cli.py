@@ -34,6 +34,8 @@ def test_run_writes_the_mask_and_prints_json(make_tif, model_folder) -> None:
         (["--model", "nonesuch"], 5, "unknown model 'nonesuch'"),
         (["--device", "cuda:7"], 7, "cuda:7"),
         (["--cuda-graphs", "--device", "cpu"], 2, "CUDA graphs need a CUDA device"),
+        (["--decode", "gpu", "--device", "cpu"], 2, "--decode gpu cannot be used: the device is cpu, not a CUDA GPU"),
+        (["--decode", "fast"], 2, "'fast'"),
         (["-o", "{scene}"], 6, "is the input scene"),
     ],
 )

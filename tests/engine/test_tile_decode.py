@@ -16,7 +16,6 @@ import torch
 from affine import Affine
 
 from geoseg import RunConfig, segment_scene
-from geoseg.engine import tile_decode
 from geoseg.engine.input_band import InputBand
 from geoseg.engine.pipeline import Tuning
 from geoseg.engine.plan import Box, ReadChunking, plan_layout
@@ -62,7 +61,7 @@ def decoded_strip(path: Path, bands: tuple[int, ...], mode: str = "gpu", chunk_c
     assert isinstance(index, TileIndex), index
     card = tiny_card(bands=len(bands))
     layout = plan_layout(scene.height, scene.width, 1, 64, 16)
-    th, tw = scene.block_shape
+    th = scene.block_shape[0]
     chunks = [Box(r, min(r + 2 * th, scene.height), c, min(c + chunk_cols, scene.width))
               for r in range(0, scene.height, 2 * th) for c in range(0, scene.width, chunk_cols)]
     nodata = scene.nodata if scene.mask_kind == "nodata" else None
