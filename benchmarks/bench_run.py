@@ -19,6 +19,13 @@ Scenes larger than the real source are built from it by make_scene.py (mirror + 
   default run, e.g. ``--no-cuda-graphs``, ``--compile`` (and the compiled model floor), fp32 (the share
   of pixels bf16 flips against it), the automatic batch, out-of-memory back-off, the mask's deflate
   level and the reader thread count.
+* ``decode`` (every generated scene, deflate, and the first also as zstd; first model): who decodes the
+  compressed tiles (``--decode cpu|gpu|hybrid``). Floors: the I/O floor (every tile's compressed bytes
+  read once, page cache warm, as the device decoder reads them), and the decode floors of the CPU
+  readers, of the GPU (nvCOMP) and of both together, each reading every chunk of the run's plan into
+  device strips; the model and write floors; then geoseg warm with each ``--decode``, its ratio to
+  max(model, I/O, hybrid decode, write floors), GPU busy, the device's share of the chunks, and the
+  pixels that differ from the CPU readers' mask (``--reproducible`` runs: cuDNN's choice fixed).
 * ``peers`` (first generated scene, first model, at the scene's own resolution so that every
   tool runs the same patches): pytorch-toolbelt's ImageSlicer + TileMerger as a user's script
   (rasterio in, same model / tile / overlap / bf16 / batch, rasterio out) against geoseg.
@@ -314,6 +321,120 @@ def patches_of(scene: Path, card: ModelCard, factor: int) -> int:
     return layout.rows.count * layout.cols.count
 
 
+def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, device: str) -> dict[str, float]:
+    """Seconds to bring every read chunk of a run's plan into device strips with nothing else running:
+    by the CPU readers, by the GPU alone and by both (the pipeline's reading, without the model), and
+    the I/O floor: every tile's compressed bytes read once into host memory as the decoder reads them."""
+    import torch
+
+    from geoseg.engine.input_band import InputBand
+    from geoseg.engine.staging import StagingPool
+    from geoseg.engine.tile_decode import BATCH_BYTES, ChunkQueue, HostInflater, TileDecoder
+    from geoseg.io.tiles import tile_index
+
+    info = open_scene(scene)
+    indexes = tuple(range(1, len(card.bands) + 1))
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    layout = plan_layout(info.height, info.width, factor, card.tile_size, card.overlap)
+    index = tile_index(info)
+    assert not isinstance(index, str), index
+    out: dict[str, float] = {"compressed GB": float(index.counts.sum()) / 1e9}
+    # I/O floor: the decoder's fetch of every tile, in its batches
+    everything = np.arange(len(index.counts))
+    buffer = np.empty(min(index.fetch_bytes(everything), 2 * BATCH_BYTES), np.uint8)
+    fd = os.open(scene, os.O_RDONLY)
+    start = time.perf_counter()
+    step = max(1, BATCH_BYTES // index.tile_bytes)
+    for i in range(0, len(everything), step):
+        index.fetch(everything[i : i + step], buffer, fd)
+    out["io s"] = time.perf_counter() - start
+    os.close(fd)
+    inputs = InputBand(layout, card, dev, info.dtype)
+    strips = plan_reads(layout, plan_blocks(layout), info.block_shape, inputs.pixel_bytes)
+    largest = max(c.shape[0] * c.shape[1] for s in strips for c in s.chunks)
+    chunk_bytes = largest * inputs.pixel_bytes
+    reader = WindowReader(info, indexes)
+    pool = StagingPool(inputs.staged_bytes(largest), threads + 4, inputs.pin)
+    for mode in ("cpu", "gpu", "hybrid", "cpu", "gpu", "hybrid"):  # twice: the first pays for pinning / set-up
+        decoder = None if mode == "cpu" else TileDecoder(  # on a CPU (a dry run of this script): zlib
+            index, indexes, dev, None, mode, inflater=None if dev.type == "cuda" else HostInflater(index.codec))
+        readers = ThreadPoolExecutor(threads)
+        gpu = ThreadPoolExecutor(1)
+        sync()
+        start = time.perf_counter()
+        pending = []
+        for strip_plan in strips:
+            strip = inputs.open_strip(*strip_plan.rows)
+            queue = ChunkQueue(strip_plan.chunks)
+            loads = [] if decoder is None else [gpu.submit(decoder.drain, strip, queue, chunk_bytes,
+                                                           inputs.copy_stream)]
+            if mode != "gpu":
+                def take(strip=strip, queue=queue) -> None:
+                    box = queue.take_left()
+                    if box is not None:
+                        inputs.load(strip, box, reader.read_into, pool)
+                loads += [readers.submit(take) for _ in strip_plan.chunks]
+            pending.append((strip, loads))
+            if len(pending) > 2:  # the pipeline reads two strips ahead of the one it works on
+                done, loads = pending.pop(0)
+                for f in loads:
+                    f.result()
+                for event in done.copied:
+                    event.synchronize()
+        for _, loads in pending:
+            for f in loads:
+                f.result()
+        sync()
+        out[f"{mode} decode s"] = time.perf_counter() - start
+        if decoder is not None:
+            out[f"{mode} device share"] = decoder.stats.chunks / sum(len(s.chunks) for s in strips)
+            decoder.close()
+        readers.shutdown()
+        gpu.shutdown()
+    return out
+
+
+def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> None:
+    threads = default_workers()
+    card = ModelCard.load(model / "config.json")
+    head = ("scene", "codec", "compressed GB", "I/O floor s", "decode floor s: CPU / GPU / hybrid",
+            "device share (hybrid floor)", "model floor s", "write floor s",
+            "geoseg warm s: cpu / gpu / hybrid", "hybrid / max(floors)", "GPU busy: cpu / gpu / hybrid",
+            "device share (run)", "pixels differing gpu / hybrid", "device decode busy s (hybrid)")
+    rows = []
+    for scene in scenes:
+        info = open_scene(scene)
+        factor = resolution_factor(info.pixel_size_m, card.resolution_m)
+        patches = patches_of(scene, card, factor)
+        floors = decode_floors(scene, factor, card, threads, args.device)
+        model_s = min(model_floor(card, patches, args.device, how) for how in ("eager", "graph"))
+        runs, masks = {}, {}
+        for mode in ("cpu", "gpu", "hybrid"):
+            out = args.workdir / f"mask-{mode}.tif"
+            runs[mode] = spawn("geoseg", scene, out, model, args.source,
+                               {"device": args.device, "decode": mode, "reproducible": True})
+            with rasterio.open(out) as ds:
+                masks[mode] = ds.read(1)
+        write = write_floor(args.workdir / "mask-cpu.tif", args.workdir / "rewrite.tif")
+        floor = max(model_s, floors["io s"], floors["hybrid decode s"], write)
+        stages = runs["hybrid"]["steady"]["stages"]
+        share = stages.get("device decode chunks", 0) / max(1, stages.get("device decode chunks", 0)
+                                                            + stages.get("reader chunks", 0))
+        steady = {m: r["steady"]["seconds"] for m, r in runs.items()}
+        rows.append([scene.name, "zstd" if "zstd" in scene.name else "deflate", f"{floors['compressed GB']:.2f}",
+                     f"{floors['io s']:.2f}",
+                     f"{floors['cpu decode s']:.2f} / {floors['gpu decode s']:.2f} / {floors['hybrid decode s']:.2f}",
+                     f"{floors['hybrid device share']:.0%}", f"{model_s:.2f}", f"{write:.2f}",
+                     " / ".join(f"{steady[m]:.2f}" for m in ("cpu", "gpu", "hybrid")),
+                     f"{steady['hybrid'] / floor:.2f}",
+                     " / ".join(fmt(runs[m]["busy"], ".0%") for m in ("cpu", "gpu", "hybrid")), f"{share:.0%}",
+                     " / ".join(f"{int((masks[m] != masks['cpu']).sum())}" for m in ("gpu", "hybrid")),
+                     f"{stages.get('device decode busy', 0):.2f}"])
+        print(json.dumps({"row": rows[-1], "floors": floors, "runs": runs}), file=sys.stderr, flush=True)
+    table("decode: who decodes the tiles (steady runs, --reproducible)", head, rows)
+
+
 def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -446,7 +567,7 @@ def main() -> None:
     parser.add_argument("--more-models", type=Path, nargs="*", default=[],
                         help="model folders timed on the first generated scene only")
     parser.add_argument("--parts", nargs="*", default=["main", "options", "peers"],
-                        choices=["main", "options", "peers"])
+                        choices=["main", "options", "peers", "decode"])
     parser.add_argument("--options", nargs="*", default=["eager", "compile", "fp32", "auto", "oom"],
                         choices=list(OPTIONS), help="settings compared by --parts options (default: %(default)s)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-bench"))
@@ -481,6 +602,10 @@ def main() -> None:
         part_options(built or [args.source], args.model, args)
     if "peers" in args.parts:
         part_peers(first, args.model, args)
+    if "decode" in args.parts:
+        zstd = [build_scene(args.source, args.workdir / f"s2-{args.sizes[0]}-zstd.tif", args.sizes[0],
+                            compress="zstd")] if args.sizes else []
+        part_decode([*built, *zstd], args.model, args)
 
 
 def describe_device() -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import rasterio
 
 
-def build_scene(source: Path, out: Path, size: int, rows_per_write: int = 1024) -> Path:
+def build_scene(source: Path, out: Path, size: int, rows_per_write: int = 1024, compress: str = "deflate") -> Path:
     if out.exists():
         return out
     with rasterio.open(source) as src:
@@ -25,7 +25,7 @@ def build_scene(source: Path, out: Path, size: int, rows_per_write: int = 1024) 
     top = np.concatenate([data, data[:, :, ::-1]], axis=2)
     tile = np.concatenate([top, top[:, ::-1, :]], axis=1)  # mirrored both ways: no seams when repeated
     _, th, tw = tile.shape
-    profile.update(width=size, height=size, tiled=True, blockxsize=512, blockysize=512, compress="deflate",
+    profile.update(width=size, height=size, tiled=True, blockxsize=512, blockysize=512, compress=compress,
                    predictor=2, BIGTIFF="YES", NUM_THREADS="ALL_CPUS")
     reps_w = -(-size // tw)
     partial = out.with_name(out.name + ".partial")

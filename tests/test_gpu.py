@@ -155,3 +155,54 @@ def test_segment_array_on_the_gpu_equals_segment_scene(make_tif, tmp_path, tiny_
                                batch_size=8, scale=1e-3)
         with dask.config.set(scheduler="threads"):
             np.testing.assert_array_equal(labels.compute(), whole, err_msg=str(chunks))
+
+
+# -- tiles decoded on the GPU by nvCOMP (geoseg.engine.tile_decode): GDAL's pixels, bit for bit ------------------
+def _nvcomp():
+    from geoseg.engine.tile_decode import nvcomp_missing
+
+    missing = nvcomp_missing()
+    if missing:
+        pytest.skip(missing)
+
+
+@pytest.mark.parametrize(("dtype", "compress", "predictor"), [
+    ("uint16", "deflate", 1), ("uint16", "deflate", 2), ("int16", "deflate", 2), ("uint8", "deflate", 2),
+    ("uint16", "zstd", 2), ("uint16", "zstd", 1), ("float32", "deflate", 3), ("float32", "zstd", 3),
+    ("uint16", None, 1)])
+@pytest.mark.parametrize("interleave", ["pixel", "band"])
+def test_nvcomp_tiles_equal_gdal(tmp_path, dtype, compress, predictor, interleave) -> None:
+    _nvcomp()
+    from geoseg.engine.tile_decode import NvcompInflater
+    from tests.engine.test_tile_decode import decoded_strip, values, write
+
+    cuda = torch.device("cuda")
+    data = values(dtype, (4, 300, 230))  # edge tiles on both sides
+    if dtype != "float32":
+        data[:, :40, :50] = 0
+    path = write(tmp_path / "s.tif", data, tile=64, compress=compress, predictor=predictor, interleave=interleave,
+                 nodata=None if dtype == "float32" else 0)
+    stream = torch.cuda.Stream(cuda)
+    from geoseg.io.scene import open_scene
+    from geoseg.io.tiles import tile_index
+
+    codec = tile_index(open_scene(path)).codec
+    strip, reference, decoder = decoded_strip(path, (3, 1, 4), chunk_cols=128, device=cuda,
+                                              inflater=NvcompInflater(codec, cuda, stream))
+    assert decoder.stats.tiles > 0
+    assert torch.equal(strip.band, reference.band)
+    assert torch.equal(strip.valid, reference.valid)
+
+
+@pytest.mark.parametrize("mode", ["gpu", "hybrid"])
+def test_runs_decoding_on_the_gpu_give_the_cpu_readers_mask(make_tif, tmp_path, tiny_model, mode) -> None:
+    _nvcomp()
+    model = tiny_model()
+    data = smooth_image((3, 1100, 900), seed=5, dtype="uint16")
+    data[:, 300:380, 200:300] = 0
+    path = make_tif(data, block=128, nodata=0, predictor=2)
+    small = Tuning(chunking=ReadChunking(max_bytes=6 * 128 * 256, cols=256))
+    kw = dict(device="cuda", precision="fp32", block_size=256, batch_size=4, workers=3, cuda_graphs=False)
+    cpu = _mask(path, tmp_path / "cpu.tif", model, small, decode="cpu", **kw)
+    gpu = _mask(path, tmp_path / f"{mode}.tif", model, small, decode=mode, **kw)
+    np.testing.assert_array_equal(gpu, cpu)

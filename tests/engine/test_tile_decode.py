@@ -19,6 +19,7 @@ from geoseg import RunConfig, segment_scene
 from geoseg.engine.input_band import InputBand
 from geoseg.engine.pipeline import Tuning
 from geoseg.engine.plan import Box, ReadChunking, plan_layout
+from geoseg.engine.staging import StagingPool
 from geoseg.engine.tile_decode import ChunkQueue, HostInflater, TileDecoder, make_decoder
 from geoseg.errors import ConfigError, SceneError
 from geoseg.io.scene import WindowReader, open_scene
@@ -54,8 +55,10 @@ def values(dtype: str, shape: tuple[int, int, int], seed: int = 0) -> np.ndarray
     return data
 
 
-def decoded_strip(path: Path, bands: tuple[int, ...], mode: str = "gpu", chunk_cols: int = 64):
-    """The whole scene decoded into one strip by a TileDecoder on the CPU, and by the CPU readers."""
+def decoded_strip(path: Path, bands: tuple[int, ...], mode: str = "gpu", chunk_cols: int = 64,
+                  device: torch.device = CPU, inflater=None):
+    """The whole scene decoded into one strip by a TileDecoder (on the CPU with the host inflater
+    unless told otherwise), and by the CPU readers."""
     scene = open_scene(path)
     index = tile_index(scene)
     assert isinstance(index, TileIndex), index
@@ -65,17 +68,20 @@ def decoded_strip(path: Path, bands: tuple[int, ...], mode: str = "gpu", chunk_c
     chunks = [Box(r, min(r + 2 * th, scene.height), c, min(c + chunk_cols, scene.width))
               for r in range(0, scene.height, 2 * th) for c in range(0, scene.width, chunk_cols)]
     nodata = scene.nodata if scene.mask_kind == "nodata" else None
-    decoder = TileDecoder(index, bands, CPU, nodata, mode, inflater=HostInflater(index.codec), batch_bytes=2**16)
-    inputs = InputBand(layout, card, CPU, scene.dtype)
+    decoder = TileDecoder(index, bands, device, nodata, mode, inflater=inflater or HostInflater(index.codec),
+                          batch_bytes=2**16)
+    inputs = InputBand(layout, card, device, scene.dtype)
     strip = inputs.open_strip(0, scene.height)
-    decoder.drain(strip, ChunkQueue(chunks), 2**14)
+    decoder.drain(strip, ChunkQueue(chunks), 2**14, inputs.copy_stream)
     decoder.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     reader = WindowReader(scene, bands)
     reference = inputs.open_strip(0, scene.height)
-    from geoseg.engine.staging import StagingPool
-
     pool = StagingPool(inputs.staged_bytes(scene.height * scene.width), 1, False)
     inputs.load(reference, Box(0, scene.height, 0, scene.width), reader.read_into, pool)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return strip, reference, decoder
 
 
