@@ -329,7 +329,7 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
 
     from geoseg.engine.input_band import InputBand
     from geoseg.engine.staging import StagingPool
-    from geoseg.engine.tile_decode import BATCH_BYTES, ChunkQueue, HostInflater, TileDecoder
+    from geoseg.engine.tile_decode import BATCH_TILES, ChunkQueue, HostInflater, TileDecoder
     from geoseg.io.tiles import tile_index
 
     info = open_scene(scene)
@@ -342,10 +342,10 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
     out: dict[str, float] = {"compressed GB": float(index.counts.sum()) / 1e9}
     # I/O floor: the decoder's fetch of every tile, in its batches
     everything = np.arange(len(index.counts))
-    buffer = np.empty(min(index.fetch_bytes(everything), 2 * BATCH_BYTES), np.uint8)
+    step = BATCH_TILES
+    buffer = np.empty(index.fetch_bytes(everything[:step]) + step * int(index.counts.max()), np.uint8)
     fd = os.open(scene, os.O_RDONLY)
     start = time.perf_counter()
-    step = max(1, BATCH_BYTES // index.tile_bytes)
     for i in range(0, len(everything), step):
         index.fetch(everything[i : i + step], buffer, fd)
     out["io s"] = time.perf_counter() - start
@@ -353,7 +353,6 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
     inputs = InputBand(layout, card, dev, info.dtype)
     strips = plan_reads(layout, plan_blocks(layout), info.block_shape, inputs.pixel_bytes)
     largest = max(c.shape[0] * c.shape[1] for s in strips for c in s.chunks)
-    chunk_bytes = largest * inputs.pixel_bytes
     reader = WindowReader(info, indexes)
     pool = StagingPool(inputs.staged_bytes(largest), threads + 4, inputs.pin)
     for mode in ("cpu", "gpu", "hybrid", "cpu", "gpu", "hybrid"):  # twice: the first pays for pinning / set-up
@@ -361,14 +360,20 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
             index, indexes, dev, None, mode, inflater=None if dev.type == "cuda" else HostInflater(index.codec))
         readers = ThreadPoolExecutor(threads)
         gpu = ThreadPoolExecutor(1)
+        ahead = 2
+        if decoder is not None:  # as the pipeline does
+            gpu.submit(decoder.serve)
+            widest = strips[0]
+            tiles = sum(index.tiles(c.row0, c.row1, c.col0, c.col1, decoder.bands).size for c in widest.chunks)
+            ahead = decoder.strips_ahead(tiles, (widest.rows[1] - widest.rows[0]) * info.width * inputs.pixel_bytes,
+                                         2)
         sync()
         start = time.perf_counter()
         pending = []
         for strip_plan in strips:
             strip = inputs.open_strip(*strip_plan.rows)
             queue = ChunkQueue(strip_plan.chunks)
-            loads = [] if decoder is None else [gpu.submit(decoder.drain, strip, queue, chunk_bytes,
-                                                           inputs.copy_stream)]
+            loads = [] if decoder is None else [decoder.submit(strip, queue, inputs.copy_stream)]
             if mode != "gpu":
                 def take(strip=strip, queue=queue) -> None:
                     box = queue.take_left()
@@ -376,7 +381,7 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
                         inputs.load(strip, box, reader.read_into, pool)
                 loads += [readers.submit(take) for _ in strip_plan.chunks]
             pending.append((strip, loads))
-            if len(pending) > 2:  # the pipeline reads two strips ahead of the one it works on
+            if len(pending) > ahead:  # the pipeline reads this many strips ahead of the one it works on
                 done, loads = pending.pop(0)
                 for f in loads:
                     f.result()
@@ -389,6 +394,7 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
         out[f"{mode} decode s"] = time.perf_counter() - start
         if decoder is not None:
             out[f"{mode} device share"] = decoder.stats.chunks / sum(len(s.chunks) for s in strips)
+            out[f"{mode} strips ahead"] = ahead
             decoder.close()
         readers.shutdown()
         gpu.shutdown()

@@ -90,7 +90,13 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
     readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="geoseg-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="geoseg-write")
     device_reader = ThreadPoolExecutor(1, thread_name_prefix="geoseg-decode") if decoder is not None else None
-    chunk_bytes = inputs.pixel_bytes * max((c.shape[0] * c.shape[1] for s in strips for c in s.chunks), default=1)
+    ahead = tuning.read_ahead_strips
+    if decoder is not None:  # the device decoder batches tiles across strips: open enough of them
+        device_reader.submit(decoder.serve)
+        widest = max(strips, key=lambda s: s.rows[1] - s.rows[0])
+        tiles = sum(decoder.index.tiles(c.row0, c.row1, c.col0, c.col1, decoder.bands).size for c in widest.chunks)
+        ahead = decoder.strips_ahead(tiles, (widest.rows[1] - widest.rows[0]) * layout.width * inputs.pixel_bytes,
+                                     ahead)
     loading: dict[int, tuple[InputStrip, list[Future]]] = {}
     writes: deque[Future] = deque()
     spent = dict.fromkeys(("wait for reads", "take in", "blocks", "labels", "wait for writes"), 0.0)
@@ -110,7 +116,7 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
                 loading[i] = strip, [readers.submit(inputs.load, strip, box, read, pool) for box in strips[i].chunks]
                 return
             queue = ChunkQueue(strips[i].chunks)
-            loads = [device_reader.submit(decoder.drain, strip, queue, chunk_bytes, inputs.copy_stream)]
+            loads = [decoder.submit(strip, queue, inputs.copy_stream)]
             if decoder.mode != "gpu":
                 loads += [readers.submit(load_next, strip, queue) for _ in strips[i].chunks]
             loading[i] = strip, loads
@@ -136,8 +142,8 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
     try:
         for i, row in enumerate(plan):
             check()
-            for ahead in range(tuning.read_ahead_strips + 1):  # the readers go on while the device works on this one
-                start_reading(i + ahead)
+            for k in range(ahead + 1):  # the readers go on while the device works on this one
+                start_reading(i + k)
             strip, loads = loading.pop(i)
             for load in loads:
                 check()
@@ -169,13 +175,14 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
         readers.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True, cancel_futures=True)
         if device_reader is not None:
-            device_reader.shutdown(wait=True, cancel_futures=True)
             decoder.close()
+            device_reader.shutdown(wait=True, cancel_futures=True)
         if timings is not None:
             timings.update({k: round(v, 3) for k, v in spent.items()})
             if decoder is not None:
                 s = decoder.stats
                 timings.update({"device decode chunks": s.chunks, "reader chunks": s.cpu_chunks,
+                                "device decode batches": s.batches, "strips ahead": ahead,
                                 "device decode busy": round(s.busy_seconds, 3),
                                 "device decode fetch": round(s.fetch_seconds, 3)})
 

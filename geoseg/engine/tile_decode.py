@@ -28,6 +28,7 @@ import threading
 import time
 import zlib
 from collections import deque
+from concurrent.futures import Future
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -41,8 +42,9 @@ from geoseg.errors import ConfigError, SceneError
 from geoseg.io.scene import SceneInfo, nodata_value
 from geoseg.io.tiles import TileIndex, tile_index
 
-#: Decoded bytes one batch of the device decoder holds at most (a batch is never less than one chunk).
-BATCH_BYTES = 384 * 2**20
+#: Tiles one batch of the device decoder takes at most (a batch is never less than one chunk): nvCOMP
+#: inflates each tile's stream on its own, so a call needs many (benchmarks/RESULTS.md section 11).
+BATCH_TILES = 1536
 #: ``--decode`` values: ``auto`` is ``hybrid`` where the file, the device and nvCOMP allow it, else ``cpu``.
 DECODE_MODES = ("auto", "cpu", "gpu", "hybrid")
 
@@ -173,6 +175,18 @@ class ChunkQueue:
         self._chunks = deque(chunks)
         self._lock = threading.Lock()
 
+    @property
+    def empty(self) -> bool:
+        return not self._chunks
+
+    def peek(self) -> Box | None:
+        with self._lock:
+            return self._chunks[-1] if self._chunks else None
+
+    def snapshot(self) -> list[Box]:
+        with self._lock:
+            return list(self._chunks)
+
     def take_left(self) -> Box | None:
         with self._lock:
             return self._chunks.popleft() if self._chunks else None
@@ -189,6 +203,7 @@ class ChunkQueue:
 class DecodeStats:
     """What the device decoder did in a run (``timings`` of :func:`geoseg.engine.pipeline.run_pipeline`)."""
 
+    batches: int = 0
     chunks: int = 0
     tiles: int = 0
     compressed_bytes: int = 0
@@ -199,20 +214,30 @@ class DecodeStats:
 
 
 class TileDecoder:
-    """Decodes read chunks of a tiled GeoTIFF on the device into input strips (see module docstring)."""
+    """Decodes read chunks of a tiled GeoTIFF on the device into input strips (see module docstring).
+
+    nvCOMP inflates each tile's stream on its own, so one call needs thousands of tiles to keep the
+    GPU busy (benchmarks/RESULTS.md section 11): a batch takes chunks from every strip the pipeline
+    has opened (:meth:`submit`), and the pipeline opens as many strips ahead as :meth:`strips_ahead`
+    says. The first batch is one strip's, so that the first rows are not kept waiting.
+    """
 
     def __init__(self, index: TileIndex, bands: tuple[int, ...], device: torch.device, nodata: float | None,
-                 mode: str = "hybrid", inflater: Inflater | None = None, batch_bytes: int = BATCH_BYTES):
+                 mode: str = "hybrid", inflater: Inflater | None = None, batch_tiles: int = BATCH_TILES):
         self.index, self.device, self.mode = index, device, mode
         self.bands = tuple(b - 1 for b in bands)  # 0-based
         self.transfer = _TRANSFER[index.dtype.name]
         self.nodata = nodata
-        self.batch_bytes = batch_bytes
+        self.batch_tiles = batch_tiles
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._inflater = inflater
         self._buffers: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []
         self._turn = 0
         self._fd: int | None = None
+        self._open: list[tuple[InputStrip, ChunkQueue, Future, torch.cuda.Event | None]] = []
+        self._changed = threading.Condition()
+        self._closed = False
+        self._first = True
         self.stats = DecodeStats()
 
     @property
@@ -220,25 +245,104 @@ class TileDecoder:
         """Of the chunks a strip has left, the most one batch takes: all of them in ``gpu``, half in ``hybrid``."""
         return 1.0 if self.mode == "gpu" else 0.5
 
+    def strips_ahead(self, strip_tiles: int, strip_bytes: int, least: int) -> int:
+        """Strips the pipeline should open ahead of the one it works on: enough for a full batch, at most
+        what a quarter of the device's free memory holds (each strip ahead, and its share of the batch)."""
+        wanted = -(-self.batch_tiles // max(1, strip_tiles))
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            wanted = min(wanted, int(free / 4 // max(1, 2 * strip_bytes)))
+        return max(least, wanted)
+
     def close(self) -> None:
+        """Stop :meth:`serve` (strips left half-decoded are the pipeline's to drop) and close the file."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
-    def drain(self, strip: InputStrip, queue: ChunkQueue, chunk_bytes: int,
-              allocated_on: torch.cuda.Stream | None = None) -> None:
-        """Decode chunks of ``queue`` into ``strip`` until none is left (runs in the decoder's one thread).
+    def submit(self, strip: InputStrip, queue: ChunkQueue, allocated_on: torch.cuda.Stream | None = None) -> Future:
+        """Offer ``strip``'s chunks (``queue``, shared with the CPU readers) to :meth:`serve`. The future is
+        done once the decoder takes no more of them and its copies into the strip are in ``strip.copied``.
         ``allocated_on``: the stream ``strip`` was allocated on, which the decoder's stream waits for."""
+        done: Future = Future()
+        ready = None
         if self.stream is not None and allocated_on is not None:
-            self.stream.wait_stream(allocated_on)
-        with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
-            while chunks := queue.take_right(self.batch_bytes, chunk_bytes, self.share):
-                self._decode(strip, chunks)
+            ready = torch.cuda.Event()
+            ready.record(allocated_on)
+        with self._changed:
+            self._open.append((strip, queue, done, ready))
+            self._changed.notify_all()
+        return done
 
-    def _decode(self, strip: InputStrip, chunks: list[Box]) -> None:
+    def serve(self) -> None:
+        """Decode the submitted strips' chunks in batches until :meth:`close` (the decoder's one thread)."""
+        try:
+            with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
+                while self._batch():
+                    pass
+        except BaseException as exc:
+            with self._changed:
+                for _, _, done, _ in self._open:
+                    if not done.done():
+                        done.set_exception(exc)
+                self._open.clear()
+            raise
+
+    def drain(self, strip: InputStrip, queue: ChunkQueue, allocated_on: torch.cuda.Stream | None = None) -> None:
+        """Decode ``queue``'s chunks into ``strip`` in this thread, in batches (a floor, or one strip alone)."""
+        done = self.submit(strip, queue, allocated_on)
+        with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
+            while not done.done():
+                self._batch(wait=False)
+        done.result()
+
+    def _batch(self, wait: bool = True) -> bool:
+        """Take one batch from the open strips (waiting for some when ``wait``), decode it, and finish the
+        strips the decoder has no more to take from; False once closed."""
+        with self._changed:
+            while wait and not self._closed and not self._open:
+                self._changed.wait()
+            if self._closed:
+                return False
+            open_now = list(self._open)
+        first_strip = self._strip_tiles(open_now[0][1]) if open_now else 0
+        budget = self.index.tile_bytes * (min(first_strip, self.batch_tiles) if self._first else self.batch_tiles)
+        taken: list[tuple[InputStrip, Box]] = []
+        for strip, queue, _, ready in open_now:
+            if budget <= 0:
+                break
+            chunks = queue.take_right(budget, self._chunk_bytes(queue), self.share)
+            if chunks and ready is not None:
+                self.stream.wait_event(ready)
+            taken += [(strip, c) for c in chunks]
+            budget -= sum(self._tiles_in(c) for c in chunks) * self.index.tile_bytes
+        if taken:
+            self._first = False
+            self._decode(taken)
+        with self._changed:
+            for entry in open_now:
+                if entry[1].empty:
+                    entry[2].set_result(None)
+                    self._open.remove(entry)
+        return True
+
+    def _tiles_in(self, box: Box) -> int:
+        return self.index.tiles(box.row0, box.row1, box.col0, box.col1, self.bands).size
+
+    def _chunk_bytes(self, queue: ChunkQueue) -> int:
+        first = queue.peek()
+        return self.index.tile_bytes * (self._tiles_in(first) if first is not None else 1)
+
+    def _strip_tiles(self, queue: ChunkQueue) -> int:
+        return sum(self._tiles_in(c) for c in queue.snapshot())
+
+    def _decode(self, taken: list[tuple[InputStrip, Box]]) -> None:
         index = self.index
         started = time.perf_counter()
-        per_chunk = [index.tiles(c.row0, c.row1, c.col0, c.col1, self.bands) for c in chunks]
+        per_chunk = [index.tiles(c.row0, c.row1, c.col0, c.col1, self.bands) for _, c in taken]
         tiles = np.concatenate([t.ravel() for t in per_chunk])
         host = self._host_buffer(index.fetch_bytes(tiles))
         if self._fd is None:
@@ -248,23 +352,26 @@ class TileDecoder:
         except OSError as exc:
             raise SceneError(f"{exc}; or use --decode cpu") from None
         fetched = time.perf_counter()
-        decoded = undo_predictor(self._inflate(host, where), index)
-        sparse = where[:, 1] == 0
-        if sparse.any():  # GDAL reads a tile that was never written as nodata, or 0
-            fill = 0 if self.nodata is None or np.isnan(self.nodata) else self.nodata
-            decoded[torch.from_numpy(np.flatnonzero(sparse)).to(self.device)] = self._bits(fill)
+        inflated = self._inflate(host, where)
         at = 0
-        for chunk, chunk_tiles in zip(chunks, per_chunk, strict=True):
-            self._place(strip, chunk, chunk_tiles.shape, decoded[at : at + chunk_tiles.size])
+        for (strip, chunk), chunk_tiles in zip(taken, per_chunk, strict=True):
+            part = undo_predictor(inflated[at : at + chunk_tiles.size], index)  # chunk by chunk: small temporaries
+            sparse = where[at : at + chunk_tiles.size, 1] == 0
+            if sparse.any():  # GDAL reads a tile that was never written as nodata, or 0
+                fill = 0 if self.nodata is None or np.isnan(self.nodata) else self.nodata
+                part[torch.from_numpy(np.flatnonzero(sparse)).to(self.device)] = self._bits(fill)
+            self._place(strip, chunk, chunk_tiles.shape, part)
             at += chunk_tiles.size
         if self.stream is not None:
             done = torch.cuda.Event()
             done.record(self.stream)
-            strip.copied.append(done)
+            for strip in {id(s): s for s, _ in taken}.values():
+                strip.copied.append(done)
             self._buffers[self._turn] = (host, done)
         with self.stats.lock:
             s = self.stats
-            s.chunks += len(chunks)
+            s.batches += 1
+            s.chunks += len(taken)
             s.tiles += len(tiles)
             s.compressed_bytes += int(where[:, 1].sum())
             s.fetch_seconds += fetched - started
@@ -289,7 +396,7 @@ class TileDecoder:
         if done is not None:
             done.synchronize()
         if buffer.numel() < nbytes:
-            buffer = torch.empty(max(nbytes, self.batch_bytes // 2), dtype=torch.uint8,
+            buffer = torch.empty(nbytes + nbytes // 4, dtype=torch.uint8,
                                  pin_memory=self.stream is not None)
         self._buffers[self._turn] = (buffer, None)
         return buffer

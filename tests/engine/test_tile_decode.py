@@ -69,10 +69,10 @@ def decoded_strip(path: Path, bands: tuple[int, ...], mode: str = "gpu", chunk_c
               for r in range(0, scene.height, 2 * th) for c in range(0, scene.width, chunk_cols)]
     nodata = scene.nodata if scene.mask_kind == "nodata" else None
     decoder = TileDecoder(index, bands, device, nodata, mode, inflater=inflater or HostInflater(index.codec),
-                          batch_bytes=2**16)
+                          batch_tiles=4)
     inputs = InputBand(layout, card, device, scene.dtype)
     strip = inputs.open_strip(0, scene.height)
-    decoder.drain(strip, ChunkQueue(chunks), 2**14, inputs.copy_stream)
+    decoder.drain(strip, ChunkQueue(chunks), inputs.copy_stream)
     decoder.close()
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -151,7 +151,8 @@ def test_chunks_are_shared_and_every_one_decoded_once(tmp_path: Path) -> None:
     assert queue.take_left().col0 == 0 and [b.col0 for b in queue.take_right(10**9, 1, 0.5)] == [32]
     assert queue.take_left() is None and queue.take_right(10**9, 1, 1.0) == []
     _, _, decoder = decoded_strip(path, (1, 2, 3), mode="hybrid", chunk_cols=32)
-    assert decoder.stats.chunks == 8 and decoder.stats.tiles == 16  # alone, it took every chunk, in batches
+    # alone, it took every chunk: one strip's first (6 tiles, at most half of them), then batches of at most 4 tiles
+    assert decoder.stats.chunks == 8 and decoder.stats.tiles == 16 and decoder.stats.batches >= 4
 
 
 @pytest.mark.parametrize("mode", ["gpu", "hybrid"])
@@ -171,7 +172,7 @@ def test_run_with_device_decoding_gives_the_same_mask(tmp_path: Path, monkeypatc
     def host_decoder(decode, scene, bands, device):
         index = tile_index(scene)
         made.append(TileDecoder(index, bands, device, scene.nodata, mode, inflater=HostInflater(index.codec),
-                                batch_bytes=3 * 64 * 64 * 6))
+                                batch_tiles=5))
         return made[-1]
 
     monkeypatch.setattr("geoseg.run.make_decoder", host_decoder)
@@ -217,4 +218,4 @@ def test_a_cut_short_file_is_named(tmp_path: Path) -> None:
     decoder = TileDecoder(index, (1, 2), CPU, None, "gpu", inflater=HostInflater(index.codec))
     inputs = InputBand(plan_layout(64, 64, 1, 64, 16), tiny_card(bands=2), CPU, "uint16")
     with pytest.raises(SceneError, match=r"s\.tif: tile \d+ is cut short .*damaged or incomplete"):
-        decoder.drain(inputs.open_strip(0, 64), ChunkQueue([Box(0, 64, 0, 64)]), 1)
+        decoder.drain(inputs.open_strip(0, 64), ChunkQueue([Box(0, 64, 0, 64)]))
