@@ -28,7 +28,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -40,12 +40,13 @@ from geoseg.engine.input_band import _NUMPY_TRANSFER, _TRANSFER, InputStrip
 from geoseg.engine.plan import Box
 from geoseg.errors import ConfigError, SceneError
 from geoseg.io.scene import SceneInfo, nodata_value
-from geoseg.io.tiles import TileIndex, tile_index
+from geoseg.io.tiles import FETCH_THREADS, TileIndex, tile_index
 
 #: Tiles one batch of the device decoder takes at most (a batch is never less than one chunk): nvCOMP
 #: inflates each tile's stream on its own, so a call needs many (benchmarks/RESULTS.md section 11).
 BATCH_TILES = 1536
-#: ``--decode`` values: ``auto`` is ``hybrid`` where the file, the device and nvCOMP allow it, else ``cpu``.
+#: ``--decode`` values: ``auto`` is ``gpu`` where the file, the device and nvCOMP allow it, else ``cpu``
+#: (``hybrid`` was slower than ``gpu`` on the H200: benchmarks/RESULTS.md section 11).
 DECODE_MODES = ("auto", "cpu", "gpu", "hybrid")
 
 
@@ -237,7 +238,8 @@ class TileDecoder:
         self._open: list[tuple[InputStrip, ChunkQueue, Future, torch.cuda.Event | None]] = []
         self._changed = threading.Condition()
         self._closed = False
-        self._first = True
+        self._grown = 0  # tiles of the last batch: batches start with one strip's and double up to batch_tiles
+        self._fetchers = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="geoseg-fetch")
         self.stats = DecodeStats()
 
     @property
@@ -259,6 +261,7 @@ class TileDecoder:
         with self._changed:
             self._closed = True
             self._changed.notify_all()
+        self._fetchers.shutdown(wait=True)
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -308,8 +311,8 @@ class TileDecoder:
             if self._closed:
                 return False
             open_now = list(self._open)
-        first_strip = self._strip_tiles(open_now[0][1]) if open_now else 0
-        budget = self.index.tile_bytes * (min(first_strip, self.batch_tiles) if self._first else self.batch_tiles)
+        first = self._strip_tiles(open_now[0][1]) if open_now else 0
+        budget = self.index.tile_bytes * min(self.batch_tiles, max(first, 2 * self._grown))
         taken: list[tuple[InputStrip, Box]] = []
         for strip, queue, _, ready in open_now:
             if budget <= 0:
@@ -320,7 +323,7 @@ class TileDecoder:
             taken += [(strip, c) for c in chunks]
             budget -= sum(self._tiles_in(c) for c in chunks) * self.index.tile_bytes
         if taken:
-            self._first = False
+            self._grown = sum(self._tiles_in(c) for _, c in taken)
             self._decode(taken)
         with self._changed:
             for entry in open_now:
@@ -348,7 +351,7 @@ class TileDecoder:
         if self._fd is None:
             self._fd = os.open(index.path, os.O_RDONLY)
         try:
-            where = index.fetch(tiles, host.numpy(), self._fd)
+            where = index.fetch(tiles, host.numpy(), self._fd, self._fetchers)
         except OSError as exc:
             raise SceneError(f"{exc}; or use --decode cpu") from None
         fetched = time.perf_counter()
@@ -467,4 +470,4 @@ def make_decoder(mode: str, scene: SceneInfo, bands: tuple[int, ...], device: to
     index = decode_plan(mode, scene, device)
     if index is None:
         return None
-    return TileDecoder(index, bands, device, nodata_value(scene), "hybrid" if mode == "auto" else mode)
+    return TileDecoder(index, bands, device, nodata_value(scene), "gpu" if mode == "auto" else mode)

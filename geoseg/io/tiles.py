@@ -5,13 +5,15 @@
 (:mod:`geoseg.engine.tile_decode`): tiled, little-endian, deflate / zstd / uncompressed, predictor 1, 2
 or 3, plain integer or float samples. Otherwise it returns the reason, in words, and the CPU readers
 (GDAL) do the work. :meth:`TileIndex.fetch` reads the compressed bytes of chosen tiles into a host
-buffer at aligned offsets, each tile with one ``pread``.
+buffer at aligned offsets, each tile with one ``pread``, on a few threads.
 """
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,9 @@ SKIP_HEAD = {"none": 0, "deflate": 2, "zstd": 0}
 SKIP_TAIL = {"none": 0, "deflate": 4, "zstd": 0}
 #: Alignment of every tile's payload in the host and device buffers (nvCOMP asks for 4 to 16).
 ALIGN = 16
+#: Threads :meth:`TileIndex.fetch` spreads its reads over, when given a pool (one thread copied about 4 GB/s
+#: out of the page cache on the GPU machine: benchmarks/RESULTS.md section 11).
+FETCH_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -61,31 +66,45 @@ class TileIndex:
         planes = np.asarray(bands if self.separate else (0,))
         return planes[:, None, None] * (down * across) + ys[None, :, None] * across + xs[None, None, :]
 
-    def fetch(self, tiles: np.ndarray, out: np.ndarray, fd: int) -> np.ndarray:
+    def fetch(self, tiles: np.ndarray, out: np.ndarray, fd: int, pool: Executor | None = None) -> np.ndarray:
         """Read the compressed bytes of ``tiles`` (flat indexes) into the uint8 buffer ``out``, each
-        tile's payload (past :data:`SKIP_HEAD`) starting on an :data:`ALIGN`-byte boundary; returns the
-        ``(tile, 2)`` payload offsets and sizes in ``out`` (size 0: a sparse tile). ``out`` must hold
-        :meth:`fetch_bytes` bytes."""
+        tile's payload (past :data:`SKIP_HEAD`) starting on an :data:`ALIGN`-byte boundary, one ``pread``
+        a tile, spread over ``pool``'s threads when given; returns the ``(tile, 2)`` payload offsets and
+        sizes in ``out`` (size 0: a sparse tile). ``out`` must hold :meth:`fetch_bytes` bytes."""
         head, tail = SKIP_HEAD[self.codec], SKIP_TAIL[self.codec]
-        where = np.zeros((len(tiles), 2), dtype=np.int64)
-        at = 0
+        counts = self.counts[tiles]
+        slots = self._slots(counts)
+        starts = np.concatenate([[0], np.cumsum(slots)[:-1]]) + (-head) % ALIGN  # payloads aligned
         view = memoryview(out)
-        for i, t in enumerate(tiles.tolist()):
-            count = int(self.counts[t])
-            if count == 0:
-                continue
-            start = at + (-(at + head)) % ALIGN  # payload aligned
-            got = os.preadv(fd, [view[start : start + count]], int(self.offsets[t]))
-            if got != count:
-                raise OSError(f"{self.path}: tile {t} is cut short ({got} of {count} bytes at offset "
-                              f"{int(self.offsets[t])}); the file is damaged or incomplete")
-            where[i] = start + head, count - head - tail
-            at = start + count
-        return where
+
+        def read(part: range) -> None:
+            for i in part:
+                count = int(counts[i])
+                if count == 0:
+                    continue
+                t, start = int(tiles[i]), int(starts[i])
+                got = os.preadv(fd, [view[start : start + count]], int(self.offsets[t]))
+                if got != count:
+                    raise OSError(f"{self.path}: tile {t} is cut short ({got} of {count} bytes at offset "
+                                  f"{int(self.offsets[t])}); the file is damaged or incomplete")
+
+        if pool is None or len(tiles) < 16:
+            read(range(len(tiles)))
+        else:  # parts of about equal bytes, one per thread of the pool
+            edges = np.searchsorted(np.cumsum(counts), np.linspace(0, counts.sum(), FETCH_THREADS + 1)[1:-1])
+            bounds = [0, *edges.tolist(), len(tiles)]
+            for job in [pool.submit(read, range(a, b)) for a, b in pairwise(bounds)]:
+                job.result()
+        present = counts > 0
+        return np.stack([np.where(present, starts + head, 0), np.where(present, counts - head - tail, 0)], axis=1)
 
     def fetch_bytes(self, tiles: np.ndarray) -> int:
         """Room :meth:`fetch` needs for ``tiles``."""
-        return int(self.counts[tiles].sum()) + len(tiles) * 2 * ALIGN
+        return int(self._slots(self.counts[tiles]).sum())
+
+    def _slots(self, counts: np.ndarray) -> np.ndarray:
+        """Bytes each tile takes in a fetch buffer: its own, room to align its payload, rounded to :data:`ALIGN`."""
+        return (counts + SKIP_HEAD[self.codec] + 2 * ALIGN - 1) // ALIGN * ALIGN
 
 
 def tile_index(info: SceneInfo) -> TileIndex | str:

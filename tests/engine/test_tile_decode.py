@@ -219,3 +219,21 @@ def test_a_cut_short_file_is_named(tmp_path: Path) -> None:
     inputs = InputBand(plan_layout(64, 64, 1, 64, 16), tiny_card(bands=2), CPU, "uint16")
     with pytest.raises(SceneError, match=r"s\.tif: tile \d+ is cut short .*damaged or incomplete"):
         decoder.drain(inputs.open_strip(0, 64), ChunkQueue([Box(0, 64, 0, 64)]))
+
+
+def test_fetch_on_threads_lays_out_the_same_bytes(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = write(tmp_path / "s.tif", values("uint16", (3, 256, 256)), predictor=2)  # 64 tiles
+    index = tile_index(open_scene(path))
+    assert isinstance(index, TileIndex)
+    tiles = np.arange(len(index.counts))[::-1].copy()
+    one, many = (np.zeros(index.fetch_bytes(tiles), np.uint8) for _ in range(2))
+    with open(path, "rb") as f, ThreadPoolExecutor(4) as pool:
+        where = index.fetch(tiles, one, f.fileno())
+        assert np.array_equal(index.fetch(tiles, many, f.fileno(), pool), where)
+        raw = f.read()
+    assert np.array_equal(one, many) and (where[:, 0] % 16 == 0).all()
+    for t, (start, size) in zip(tiles, where, strict=True):  # each payload: the stream, zlib header and checksum off
+        offset = int(index.offsets[t])
+        assert one[start : start + size].tobytes() == raw[offset + 2 : offset + int(index.counts[t]) - 4]
