@@ -96,8 +96,9 @@ class RunConfig:
                                   default_text="model's, e.g. 0.0001 for uint16 reflectance")
     decode: str = setting(
         "auto", "Who decodes the scene's compressed tiles: cpu (GDAL's reader threads), gpu (nvCOMP on the CUDA "
-        "device), hybrid (both, sharing each strip) or auto (gpu for tiled deflate / zstd GeoTIFFs on a CUDA "
-        "device with nvCOMP installed, else cpu). The pixels, and so the mask, are the same.",
+        "device; tiled deflate / zstd GeoTIFFs, pip install 'geoseg[gpu-decode]'), hybrid (both, sharing each "
+        "strip) or auto (cpu: GPU decoding has not yet shortened whole runs). The pixels, and the mask, are the "
+        "same.",
         choices=("auto", "cpu", "gpu", "hybrid"))
     block_size: int = setting(2048, "Scene pixels per processing block edge.", min=1)
     workers: int | None = setting(None, "Reader threads.", min=1, default_text="CPU cores minus one")

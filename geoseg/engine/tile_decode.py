@@ -45,8 +45,9 @@ from geoseg.io.tiles import FETCH_THREADS, TileIndex, tile_index
 #: Tiles one batch of the device decoder takes at most (a batch is never less than one chunk): nvCOMP
 #: inflates each tile's stream on its own, so a call needs many (benchmarks/RESULTS.md section 11).
 BATCH_TILES = 1536
-#: ``--decode`` values: ``auto`` is ``gpu`` where the file, the device and nvCOMP allow it, else ``cpu``
-#: (``hybrid`` was slower than ``gpu`` on the H200: benchmarks/RESULTS.md section 11).
+#: ``--decode`` values. ``auto`` is ``cpu`` for now: on the H200 the device decoder halved the decode floor
+#: but did not shorten whole runs (its kernels slow the network's; benchmarks/RESULTS.md section 11).
+#: ``gpu`` and ``hybrid`` are asked for by name.
 DECODE_MODES = ("auto", "cpu", "gpu", "hybrid")
 
 
@@ -444,9 +445,9 @@ class TileDecoder:
 def decode_plan(mode: str, scene: SceneInfo, device: torch.device) -> TileIndex | None:
     """The tile index the device decodes ``scene`` from under ``--decode mode``, or None for the CPU readers.
 
-    ``auto`` takes the device where the file's tiles, the device and nvCOMP allow it, and the CPU
-    readers otherwise; ``gpu`` and ``hybrid`` say why they cannot be had (:class:`ConfigError`)."""
-    if mode == "cpu":
+    ``auto`` is the CPU readers (see :data:`DECODE_MODES`); ``gpu`` and ``hybrid`` say why they cannot
+    be had (:class:`ConfigError`)."""
+    if mode in ("cpu", "auto"):
         return None
     if mode not in DECODE_MODES:
         raise ConfigError(f"decode {mode!r} is not one of {', '.join(DECODE_MODES)}")
@@ -457,10 +458,7 @@ def decode_plan(mode: str, scene: SceneInfo, device: torch.device) -> TileIndex 
         None if device.type != "cuda" else nvcomp_missing(),
     ) if r]
     if reasons:
-        if mode == "auto":
-            return None
-        raise ConfigError(f"{scene.path}: --decode {mode} cannot be used: {'; '.join(reasons)}; use --decode auto "
-                          f"(GPU decoding where it applies) or cpu")
+        raise ConfigError(f"{scene.path}: --decode {mode} cannot be used: {'; '.join(reasons)}; use --decode cpu")
     assert isinstance(index, TileIndex)
     return index
 
@@ -470,4 +468,4 @@ def make_decoder(mode: str, scene: SceneInfo, bands: tuple[int, ...], device: to
     index = decode_plan(mode, scene, device)
     if index is None:
         return None
-    return TileDecoder(index, bands, device, nodata_value(scene), "gpu" if mode == "auto" else mode)
+    return TileDecoder(index, bands, device, nodata_value(scene), mode)

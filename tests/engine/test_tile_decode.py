@@ -199,9 +199,9 @@ def test_files_gdal_keeps(tmp_path: Path, make_tif) -> None:
 
 def test_decode_modes_on_a_cpu(tmp_path: Path) -> None:
     scene = open_scene(write(tmp_path / "s.tif", values("uint16", (2, 64, 64))))
-    assert make_decoder("auto", scene, (1, 2), CPU) is None  # auto: the CPU readers, silently
+    assert make_decoder("auto", scene, (1, 2), CPU) is None  # auto: the CPU readers (RESULTS.md section 11)
     assert make_decoder("cpu", scene, (1, 2), CPU) is None
-    with pytest.raises(ConfigError, match=r"s\.tif: --decode gpu cannot be used: the device is cpu, not a CUDA GPU"):
+    with pytest.raises(ConfigError, match=r"s\.tif: --decode gpu cannot be used: the device is cpu, not a CUDA GPU; "):
         make_decoder("gpu", scene, (1, 2), CPU)
     lzw = open_scene(write(tmp_path / "lzw.tif", values("uint16", (2, 64, 64)), compress="lzw"))
     with pytest.raises(ConfigError, match="the file is LZW-compressed"):
