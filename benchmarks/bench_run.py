@@ -422,7 +422,8 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
         for mode in ("cpu", "gpu", "hybrid"):
             out = args.workdir / f"mask-{mode}.tif"
             runs[mode] = spawn("geoseg", scene, out, model, args.source,
-                               {"device": args.device, "decode": mode, "reproducible": not args.tuned})
+                               {"device": args.device, "decode": mode, "reproducible": not args.tuned,
+                                "output_format": args.format})
             with rasterio.open(out) as ds:
                 masks[mode] = ds.read(1)
         write = write_floor(args.workdir / "mask-cpu.tif", args.workdir / "rewrite.tif")
