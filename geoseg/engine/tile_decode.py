@@ -46,8 +46,8 @@ from geoseg.io.tiles import FETCH_THREADS, TileIndex, tile_index
 #: inflates each tile's stream on its own, so a call needs many (benchmarks/RESULTS.md section 11).
 BATCH_TILES = 1536
 #: ``--decode`` values. ``auto`` is ``cpu`` for now: on the H200 the device decoder halved the decode floor
-#: but did not shorten whole runs (its kernels slow the network's; benchmarks/RESULTS.md section 11).
-#: ``gpu`` and ``hybrid`` are asked for by name.
+#: and shortened plain-GeoTIFF runs by a quarter, but not COG runs, where its kernels slowed the network's
+#: (benchmarks/RESULTS.md section 11). ``gpu`` and ``hybrid`` are asked for by name.
 DECODE_MODES = ("auto", "cpu", "gpu", "hybrid")
 
 
