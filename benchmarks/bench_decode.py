@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_run import read_floor, table
 from benchmarks.make_scene import build_scene
+from geoseg.engine.inflate import undo_predictor
 from geoseg.engine.pipeline import default_workers
-from geoseg.engine.tile_decode import undo_predictor
 from geoseg.io.scene import open_scene
 from geoseg.io.tiles import tile_index
 from geoseg.models.card import ModelCard

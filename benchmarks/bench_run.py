@@ -329,9 +329,10 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
     the I/O floor: every tile's compressed bytes read once into host memory as the decoder reads them."""
     import torch
 
+    from geoseg.engine.inflate import HostInflater
     from geoseg.engine.input_band import InputBand
     from geoseg.engine.staging import StagingPool
-    from geoseg.engine.tile_decode import BATCH_TILES, ChunkQueue, HostInflater, TileDecoder
+    from geoseg.engine.tile_decode import BATCH_TILES, ChunkQueue, TileDecoder
     from geoseg.io.tiles import tile_index
 
     info = open_scene(scene)

@@ -159,7 +159,7 @@ def test_segment_array_on_the_gpu_equals_segment_scene(make_tif, tmp_path, tiny_
 
 # -- tiles decoded on the GPU by nvCOMP (geoseg.engine.tile_decode): GDAL's pixels, bit for bit ------------------
 def _nvcomp():
-    from geoseg.engine.tile_decode import nvcomp_missing
+    from geoseg.engine.inflate import nvcomp_missing
 
     missing = nvcomp_missing()
     if missing:
@@ -173,7 +173,7 @@ def _nvcomp():
 @pytest.mark.parametrize("interleave", ["pixel", "band"])
 def test_nvcomp_tiles_equal_gdal(tmp_path, dtype, compress, predictor, interleave) -> None:
     _nvcomp()
-    from geoseg.engine.tile_decode import NvcompInflater
+    from geoseg.engine.inflate import NvcompInflater
     from tests.engine.test_tile_decode import decoded_strip, values, write
 
     cuda = torch.device("cuda")

@@ -16,11 +16,12 @@ import torch
 from affine import Affine
 
 from geoseg import RunConfig, segment_scene
+from geoseg.engine.inflate import HostInflater
 from geoseg.engine.input_band import InputBand
 from geoseg.engine.pipeline import Tuning
 from geoseg.engine.plan import Box, ReadChunking, plan_layout
 from geoseg.engine.staging import StagingPool
-from geoseg.engine.tile_decode import ChunkQueue, HostInflater, TileDecoder, make_decoder
+from geoseg.engine.tile_decode import ChunkQueue, TileDecoder, make_decoder
 from geoseg.errors import ConfigError, SceneError
 from geoseg.io.scene import WindowReader, open_scene
 from geoseg.io.tiles import TileIndex, tile_index
