@@ -367,7 +367,7 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
         if decoder is not None:  # as the pipeline does
             gpu.submit(decoder.serve)
             widest = strips[0]
-            tiles = sum(index.tiles(c.row0, c.row1, c.col0, c.col1, decoder.bands).size for c in widest.chunks)
+            tiles = sum(decoder.tiles_in(c) for c in widest.chunks)
             ahead = decoder.strips_ahead(tiles, (widest.rows[1] - widest.rows[0]) * info.width * inputs.pixel_bytes,
                                          2)
         sync()

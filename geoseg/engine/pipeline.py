@@ -94,7 +94,7 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
     if decoder is not None:  # the device decoder batches tiles across strips: open enough of them
         device_reader.submit(decoder.serve)
         widest = max(strips, key=lambda s: s.rows[1] - s.rows[0])
-        tiles = sum(decoder.index.tiles(c.row0, c.row1, c.col0, c.col1, decoder.bands).size for c in widest.chunks)
+        tiles = sum(decoder.tiles_in(c) for c in widest.chunks)
         ahead = decoder.strips_ahead(tiles, (widest.rows[1] - widest.rows[0]) * layout.width * inputs.pixel_bytes,
                                      ahead)
     loading: dict[int, tuple[InputStrip, list[Future]]] = {}

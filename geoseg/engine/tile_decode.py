@@ -73,10 +73,11 @@ class ChunkQueue:
         with self._lock:
             return self._chunks.popleft() if self._chunks else None
 
-    def take_right(self, budget: int, chunk_bytes: int, share: float) -> list[Box]:
-        """Chunks from the right, at most ``share`` of those left and ``budget`` decoded bytes (at least one)."""
+    def take_right(self, budget: int, chunk_size: int, share: float) -> list[Box]:
+        """Chunks from the right, at most ``share`` of those left and ``budget // chunk_size`` of them (at
+        least one): the budget and a chunk's size in one unit (the decoder counts tiles)."""
         with self._lock:
-            most = max(1, min(int(len(self._chunks) * share + 0.999), budget // max(1, chunk_bytes)))
+            most = max(1, min(int(len(self._chunks) * share + 0.999), budget // max(1, chunk_size)))
             taken = [self._chunks.pop() for _ in range(min(most, len(self._chunks)))]
         return taken[::-1]
 
@@ -88,7 +89,6 @@ class DecodeStats:
     batches: int = 0
     chunks: int = 0
     tiles: int = 0
-    compressed_bytes: int = 0
     fetch_seconds: float = 0.0
     busy_seconds: float = 0.0
     cpu_chunks: int = 0
@@ -192,19 +192,19 @@ class TileDecoder:
             if self._closed:
                 return False
             open_now = list(self._open)
-        first = self._strip_tiles(open_now[0][1]) if open_now else 0
-        budget = self.index.tile_bytes * min(self.batch_tiles, max(first, 2 * self._grown))
+        first = sum(self.tiles_in(c) for c in open_now[0][1].snapshot()) if open_now else 0
+        budget = min(self.batch_tiles, max(first, 2 * self._grown))  # in tiles
         taken: list[tuple[InputStrip, Box]] = []
         for strip, queue, _, ready in open_now:
             if budget <= 0:
                 break
-            chunks = queue.take_right(budget, self._chunk_bytes(queue), self.share)
+            last = queue.peek()
+            chunks = queue.take_right(budget, self.tiles_in(last) if last is not None else 1, self.share)
             if chunks and ready is not None:
                 self.stream.wait_event(ready)
             taken += [(strip, c) for c in chunks]
-            budget -= sum(self._tiles_in(c) for c in chunks) * self.index.tile_bytes
+            budget -= sum(self.tiles_in(c) for c in chunks)
         if taken:
-            self._grown = sum(self._tiles_in(c) for _, c in taken)
             self._decode(taken)
         with self._changed:
             for entry in open_now:
@@ -213,21 +213,16 @@ class TileDecoder:
                     self._open.remove(entry)
         return True
 
-    def _tiles_in(self, box: Box) -> int:
+    def tiles_in(self, box: Box) -> int:
+        """Tiles the decoder reads for the scene pixels ``box`` of its bands."""
         return self.index.tiles(box.row0, box.row1, box.col0, box.col1, self.bands).size
-
-    def _chunk_bytes(self, queue: ChunkQueue) -> int:
-        first = queue.peek()
-        return self.index.tile_bytes * (self._tiles_in(first) if first is not None else 1)
-
-    def _strip_tiles(self, queue: ChunkQueue) -> int:
-        return sum(self._tiles_in(c) for c in queue.snapshot())
 
     def _decode(self, taken: list[tuple[InputStrip, Box]]) -> None:
         index = self.index
         started = time.perf_counter()
         per_chunk = [index.tiles(c.row0, c.row1, c.col0, c.col1, self.bands) for _, c in taken]
         tiles = np.concatenate([t.ravel() for t in per_chunk])
+        self._grown = len(tiles)
         host = self._host_buffer(index.fetch_bytes(tiles))
         if self._fd is None:
             self._fd = os.open(index.path, os.O_RDONLY)
@@ -257,7 +252,6 @@ class TileDecoder:
             s.batches += 1
             s.chunks += len(taken)
             s.tiles += len(tiles)
-            s.compressed_bytes += int(where[:, 1].sum())
             s.fetch_seconds += fetched - started
             s.busy_seconds += time.perf_counter() - started
 
