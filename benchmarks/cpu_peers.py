@@ -55,7 +55,7 @@ def csmask_script(scene: Path, out: Path) -> None:
 
 
 MODEL = "csmask-6b-l1c"
-GEOSEG_BATCH = 4  # geoseg's CPU batch (geoseg.engine.predictor.CPU_BATCH)
+GEOSEG_BATCH = 4  # geoseg's CPU batch for PyTorch (geoseg.engine.predictor.CPU_BATCH)
 
 
 def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
@@ -67,7 +67,7 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
     import torch
     from ukis_csmask.utils import tile_array
 
-    from geoseg.engine.backends import onnxruntime_network
+    from geoseg.engine.backends import ONNXRUNTIME_BATCH, onnxruntime_network
     from geoseg.engine.device import DeviceSession
     from geoseg.engine.plan import plan_layout
     from geoseg.engine.predictor import CPU_BATCH
@@ -91,7 +91,7 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
         with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             network(batch)
 
-    plain = batch.contiguous()
+    plain = batch[:ONNXRUNTIME_BATCH].contiguous()  # the ONNX Runtime backend's own batch
     kinds = {"onnx": lambda: session.run(None, {name: tile}), "geoseg onnx": lambda: exported(plain),
              "fp32": lambda: torch_call(None),
              "bf16": lambda: torch_call(torch.bfloat16)}
@@ -109,7 +109,8 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
         "patches (geoseg, 512 px)": ours, "tiles (ukis-csmask, 256 px)": theirs,
         "ONNX Runtime fp32, ukis-csmask's tiles": best["onnx"] * theirs,
         "ONNX Runtime fp32, geoseg's patches": best["onnx"] * per_patch_tiles * ours,
-        "ONNX Runtime fp32, geoseg's export of the network, geoseg's patches": best["geoseg onnx"] * calls,
+        "ONNX Runtime fp32, geoseg's export of the network, geoseg's patches":
+            best["geoseg onnx"] * -(-ours // ONNXRUNTIME_BATCH),
         "PyTorch fp32, geoseg's patches": best["fp32"] * calls,
         "PyTorch bf16, geoseg's patches": best["bf16"] * calls,
     }

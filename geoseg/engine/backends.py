@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ from geoseg.errors import ConfigError
 #: installed (the fastest measured there), else PyTorch. ``--precision fp32`` keeps PyTorch's fp32 as the reference.
 BACKENDS = ("auto", "torch", "onnxruntime")
 OPSET = 17
+#: Patches per ONNX Runtime call when no batch size is given. One patch's activations stay nearer the
+#: caches: on 2 AVX2 cores 4 patches took 1.16 s one by one and 1.32 s as one batch (benchmarks/RESULTS.md section 9).
+ONNXRUNTIME_BATCH = 1
 
 
 def resolve_backend(name: str, device: torch.device, precision: str) -> str:
@@ -54,6 +58,31 @@ def _has_onnxruntime() -> bool:
     return True
 
 
+def used_state(network: torch.nn.Module, channels: int, tile: int) -> list[tuple[str, torch.Tensor]]:
+    """The parameters and buffers of the modules a forward pass reaches, by name.
+
+    Networks can hold modules their forward never calls, with weights no file sets: smp's EfficientNet
+    encoders keep the classifier's ``_conv_head``, randomly initialised at every load. They do not
+    reach the exported graph, so they must not key its cache (they made every run export anew).
+    """
+    reached: set[int] = set()
+    hooks = [m.register_forward_hook(lambda m, i, o: reached.add(id(m))) for m in network.modules()]
+    side = PROBE_SIDE if tile >= PROBE_SIDE else tile
+    try:
+        with torch.inference_mode():
+            network.eval()(torch.zeros(1, channels, side, side))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [(f"{prefix}.{name}" if prefix else name, tensor)
+            for prefix, module in network.named_modules() if id(module) in reached
+            for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]]
+
+
+#: Side of the probe patch :func:`used_state` runs (U-Nets of depth 5 need a multiple of 32).
+PROBE_SIDE = 64
+
+
 def onnx_file(network: torch.nn.Module, channels: int, tile: int) -> Path:
     """The network exported to ONNX, from geoseg's cache or exported now (atomically)."""
     import onnxruntime
@@ -62,7 +91,7 @@ def onnx_file(network: torch.nn.Module, channels: int, tile: int) -> Path:
 
     digest = hashlib.sha256(f"{torch.__version__}|{onnxruntime.__version__}|{OPSET}|{channels}|{tile}|"
                             f"{type(network).__name__}|plain-swish".encode())
-    for name, tensor in network.state_dict().items():
+    for name, tensor in used_state(network, channels, tile):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     path = cache_dir() / "onnx" / f"{digest.hexdigest()[:32]}.onnx"
@@ -75,7 +104,10 @@ def onnx_file(network: torch.nn.Module, channels: int, tile: int) -> Path:
     if hasattr(encoder, "set_swish"):  # EfficientNet: plain x * sigmoid(x), which ONNX Runtime fuses
         encoder.set_swish(memory_efficient=False)
     try:
-        with torch.inference_mode(False), torch.no_grad():
+        # The TorchScript exporter warns about what it cannot fold; those are notes for torch's
+        # developers, not for a user of a finished export.
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(network.eval(), example, str(tmp), input_names=["x"], output_names=["logits"],
                               dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, opset_version=OPSET, dynamo=False)
         os.replace(tmp, path)
@@ -102,7 +134,13 @@ def onnxruntime_network(network: torch.nn.Module, channels: int, tile: int, thre
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads or max(1, (os.cpu_count() or 1))
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.enable_cpu_mem_arena = False  # the arena kept ~0.7 GiB more than ukis-csmask at 10980²
+            # The arena keeps freed activations for the next call. Without it every call maps and zero-fills
+            # them anew: 17 s of system time in a 10980² run, 5 s more wall. With one patch per call it
+            # holds less than ukis-csmask's whole run (section 9).
+            options.enable_cpu_mem_arena = True
+            # Idle pool threads sleep rather than spin: the reader and writer threads need those cores
+            # between calls (1.6 s of a 10980² run on 2 cores).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             runner = _SESSIONS[str(path)] = ort.InferenceSession(str(path), options,
                                                                  providers=["CPUExecutionProvider"])
 

@@ -28,7 +28,7 @@ import torch
 
 from geoseg.engine.plan import QUANTUM_BITS, BlockPlan, BlockRow, Layout
 from geoseg.engine.predictor import Predictor
-from geoseg.engine.resample import bilinear_taps
+from geoseg.engine.resample import ColumnPhases, bilinear_taps
 from geoseg.errors import ConfigError
 from geoseg.io.writing import NODATA, OUTPUT_TILE, PROBABILITY_SCALE
 from geoseg.models.card import ModelCard
@@ -65,6 +65,7 @@ class Blender:
         if layout.factor > 1:
             c0, c1, ct = bilinear_taps(0, layout.width, layout.factor, layout.cols.size)
             self.col_taps = (torch.from_numpy(c0).to(dev), torch.from_numpy(c1).to(dev), torch.from_numpy(ct).to(dev))
+            self.col_phases = ColumnPhases.of(layout.width, layout.factor, layout.cols.size, dev)
             # Every scene row's taps, uploaded once: a copy from the host mid-run would wait for the device.
             self.row_taps = tuple(torch.from_numpy(a).to(dev) for a in bilinear_taps(0, layout.height, layout.factor,
                                                                                      layout.rows.size))
@@ -209,6 +210,8 @@ class Blender:
             return normalised(slice(start, end))
         r0, r1, rt = (taps[start:end] for taps in self.row_taps)
         rows = normalised(r0) * (1 - rt)[:, None] + normalised(r1) * rt[:, None]
+        if self.col_phases is not None:
+            return self.col_phases(rows)
         c0, c1, ct = self.col_taps
         return rows.index_select(2, c0) * (1 - ct) + rows.index_select(2, c1) * ct
 

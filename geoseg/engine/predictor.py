@@ -23,7 +23,7 @@ from contextlib import nullcontext
 
 import torch
 
-from geoseg.engine.backends import onnxruntime_network, resolve_backend
+from geoseg.engine.backends import ONNXRUNTIME_BATCH, onnxruntime_network, resolve_backend
 from geoseg.engine.device import DeviceSession, Graphs, resolve_precision
 from geoseg.errors import ConfigError, DeviceError
 
@@ -82,6 +82,7 @@ class Predictor:
         # probed eagerly: no compile for the probe's shape. Reproducible: one size in every process (a batch of
         # another size runs other cuDNN kernels: logits of 8 and 16 patches differed by 3.7e-4 on the H200).
         self.batch_size = batch_size or (MAX_AUTO_BATCH if reproducible and device.type == "cuda" else
+                                         ONNXRUNTIME_BATCH if self.backend == "onnxruntime" else
                                          auto_batch_size(lambda x: self._forward(x, self.network), device,
                                                          channels, tile))
 

@@ -62,3 +62,47 @@ def bilinear_taps(start: int, stop: int, factor: int, size: int) -> tuple[np.nda
     i0 = np.clip(base.astype(np.int64), 0, size - 1)
     i1 = np.clip(base.astype(np.int64) + 1, 0, size - 1)
     return i0, i1, t
+
+
+class ColumnPhases:
+    """The bilinear column taps of :func:`bilinear_taps` over a whole scene row, as ``f`` strided phases.
+
+    Scene columns ``p, p + f, p + 2f, ...`` all share one weight and read consecutive model-grid
+    columns, so each phase is two slices and two scalar multiplies instead of two gathers: about 5x
+    faster on a CPU, where this step (the labels of a 10 m scene from a 30 m model) took 6 of 40 s.
+    The arithmetic is the gathers' own (``a * (1 - t) + b * t`` in float32), so the bits are the same;
+    :meth:`of` returns None where the taps are not periodic that way, and the caller gathers.
+    """
+
+    def __init__(self, factor: int, width: int, starts: list[int], weights: torch.Tensor):
+        self.factor, self.width, self.starts, self.weights = factor, width, starts, weights
+
+    @classmethod
+    def of(cls, width: int, factor: int, size: int, device: torch.device | str = "cpu") -> ColumnPhases | None:
+        import torch
+
+        i0, i1, t = bilinear_taps(0, width, factor, size)
+        starts = []
+        for p in range(min(factor, width)):
+            base = np.floor((np.arange(p, width, factor, dtype=np.float64) + 0.5) / factor - 0.5).astype(np.int64)
+            n = base.size
+            # In columns padded by one edge copy each side, the taps are base + 1 and base + 2 (the clip is the pad).
+            if not (np.array_equal(base, base[0] + np.arange(n)) and (t[p::factor] == t[p]).all()
+                    and base[0] >= -1 and base[-1] <= size - 1
+                    and np.array_equal(i0[p::factor], np.clip(base, 0, size - 1))
+                    and np.array_equal(i1[p::factor], np.clip(base + 1, 0, size - 1))):
+                return None
+            starts.append(int(base[0]) + 1)
+        return cls(factor, width, starts, torch.from_numpy(t[:factor].copy()).to(device))
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        """``(..., model col)`` -> ``(..., scene col)``, bilinear between model-grid pixel centres."""
+        import torch
+
+        padded = torch.cat([values[..., :1], values, values[..., -1:]], dim=-1)
+        out = values.new_empty((*values.shape[:-1], self.width))
+        for p, start in enumerate(self.starts):
+            n = len(range(p, self.width, self.factor))
+            t = self.weights[p : p + 1]
+            out[..., p :: self.factor] = padded[..., start : start + n] * (1 - t) + padded[..., start + 1 : start + 1 + n] * t
+        return out

@@ -42,6 +42,16 @@ def test_the_export_is_cached_by_the_weights(model_folder) -> None:
     assert onnx_file(net, 3, 64) != first
 
 
+def test_modules_the_forward_never_reaches_do_not_key_the_cache(model_folder) -> None:
+    """smp's EfficientNet encoders keep a classifier head no file sets, random at every load: it made every
+    CPU run export the network anew (3 s and 77 MB of cache each)."""
+    net = load_model(str(model_folder)).network
+    net.unused = torch.nn.Conv2d(3, 8, 1)  # random, never called
+    first = onnx_file(net, 3, 64)
+    net.unused = torch.nn.Conv2d(3, 8, 1)  # another load: other random weights
+    assert onnx_file(net, 3, 64) == first
+
+
 def test_auto_and_refusals() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_backend("auto", cpu, "auto") == "onnxruntime"
