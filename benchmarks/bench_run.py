@@ -48,6 +48,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import dask
@@ -209,6 +210,8 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
     tuning = Tuning()
     if "chunk_bytes" in settings:
         tuning = Tuning(chunking=ReadChunking(max_bytes=settings.pop("chunk_bytes")))
+    if "network_priority" in settings:
+        tuning = replace(tuning, network_priority=settings.pop("network_priority"))
     DeviceSession.tune_for_many_scenes()  # as `geoseg batch` does: the warm-up pays for cuDNN's tuning
     started = time.perf_counter()
     loaded = load_model(str(model))
@@ -420,13 +423,22 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
         floors = decode_floors(scene, factor, card, threads, args.device)
         model_s = min(model_floor(card, patches, args.device, how) for how in ("eager", "graph"))
         runs, masks = {}, {}
-        for mode in ("cpu", "gpu", "hybrid"):
-            out = args.workdir / f"mask-{mode}.tif"
-            runs[mode] = spawn("geoseg", scene, out, model, args.source,
-                               {"device": args.device, "decode": mode, "reproducible": not args.tuned,
-                                "output_format": args.format})
+        modes = {"cpu": {}, "gpu": {}, "hybrid": {}}
+        if args.priority_ab:  # the network's stream at the decoder's priority: what the priority buys
+            modes["gpu, one priority"] = {"network_priority": 0}
+        for name, extra in modes.items():
+            out = args.workdir / f"mask-{name.replace(', ', '-').replace(' ', '-')}.tif"
+            runs[name] = spawn("geoseg", scene, out, model, args.source,
+                               {"device": args.device, "decode": name.split(",")[0],
+                                "reproducible": not args.tuned, "output_format": args.format, **extra})
             with rasterio.open(out) as ds:
-                masks[mode] = ds.read(1)
+                masks[name] = ds.read(1)
+        if args.priority_ab:
+            one = runs["gpu, one priority"]["steady"]
+            print(f"priority A/B {scene.name}: gpu steady {runs['gpu']['steady']['seconds']:.2f} s "
+                  f"(network stream priority {Tuning().network_priority}) vs {one['seconds']:.2f} s (one priority); "
+                  f"stages {runs['gpu']['steady']['stages']} vs {one['stages']}; pixels differing "
+                  f"{int((masks['gpu, one priority'] != masks['gpu']).sum())}", flush=True)
         write = write_floor(args.workdir / "mask-cpu.tif", args.workdir / "rewrite.tif")
         floor = max(model_s, floors["io s"], min(floors["gpu decode s"], floors["hybrid decode s"]), write)
         stages = runs["hybrid"]["steady"]["stages"]
@@ -584,6 +596,9 @@ def main() -> None:
                         choices=["main", "options", "peers", "decode"])
     parser.add_argument("--options", nargs="*", default=["eager", "compile", "fp32", "auto", "oom"],
                         choices=list(OPTIONS), help="settings compared by --parts options (default: %(default)s)")
+    parser.add_argument("--priority-ab", action="store_true",
+                        help="--parts decode: also run --decode gpu with the network's stream at the "
+                             "decoder's priority")
     parser.add_argument("--decode-codecs", nargs="*", default=["deflate", "zstd"], choices=["deflate", "zstd"],
                         help="--parts decode: zstd adds a zstd copy of the first size's scene")
     parser.add_argument("--tuned", action="store_true",

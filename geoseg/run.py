@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from contextlib import ExitStack, closing
+from contextlib import AbstractContextManager, ExitStack, closing, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -185,6 +185,10 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
         decoder = make_decoder(config.decode, scene, prepared.bands, device)
 
         def produce(write: WriteFn, overview: bool) -> np.ndarray:
+            with network_stream(device, decoder, tuning):
+                return produce_here(write, overview)
+
+        def produce_here(write: WriteFn, overview: bool) -> np.ndarray:
             inputs = InputBand(layout, card, device, scene.dtype)
             blender = Blender(layout, card, predictor, config.probabilities, overview=overview)
             reader = WindowReader(scene, prepared.bands)
@@ -206,6 +210,16 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
                                     if device.type == "cuda" else None),
             notes=[f"{scene.path}: {note}" for note in predictor.notes], finish_seconds=product.finish_seconds,
             class_stats=product.class_stats, files=product.files)
+
+
+def network_stream(device: torch.device, decoder: object | None, tuning: Tuning) -> AbstractContextManager:
+    """The device thread's stream for a run: one of priority ``tuning.network_priority`` while the GPU also
+    decodes tiles, so the network's kernels go first (the current stream otherwise)."""
+    if device.type != "cuda" or decoder is None or tuning.network_priority == 0:
+        return nullcontext()
+    stream = torch.cuda.Stream(device, priority=tuning.network_priority)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    return torch.cuda.stream(stream)
 
 
 #: Makes a scene's strips and hands them to ``write`` (:data:`geoseg.engine.pipeline.WriteFn`) in order,

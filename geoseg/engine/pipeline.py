@@ -57,6 +57,10 @@ class Tuning:
     read_ahead_strips: int = 2
     #: Label strips queued for the writer, at most.
     writes_ahead: int = 8
+    #: CUDA stream priority of the device thread's work (the network, blending) while the GPU also
+    #: decodes tiles (``--decode gpu|hybrid``): lower runs sooner, so the decoder's kernels fill the
+    #: SMs the network leaves free instead of holding it back. 0 is the default stream's priority.
+    network_priority: int = -1
 
 
 def default_workers() -> int:

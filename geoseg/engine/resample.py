@@ -104,5 +104,6 @@ class ColumnPhases:
         for p, start in enumerate(self.starts):
             n = len(range(p, self.width, self.factor))
             t = self.weights[p : p + 1]
-            out[..., p :: self.factor] = padded[..., start : start + n] * (1 - t) + padded[..., start + 1 : start + 1 + n] * t
+            left, right = padded[..., start : start + n], padded[..., start + 1 : start + 1 + n]
+            out[..., p :: self.factor] = left * (1 - t) + right * t
         return out
