@@ -116,6 +116,18 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
     }
 
 
+def first_export() -> float:
+    """Seconds to load the built-in model and export it to geoseg's ONNX cache (no export when it is cached)."""
+    import torch
+
+    from geoseg.engine.backends import onnx_file
+    from geoseg.models import get_card, load_model
+
+    start = time.perf_counter()
+    onnx_file(load_model(MODEL).network.to(torch.device("cpu")), 6, get_card(MODEL).tile_size)
+    return time.perf_counter() - start
+
+
 def timed_child(cmd: list[str]) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (GiB) and stdout of a child process."""
     start = time.perf_counter()
@@ -162,6 +174,10 @@ def main() -> None:
             print(f"| {name} | {value:.1f} |" if isinstance(value, float) else f"| {name} | {value} |")
         return
     scene = build_scene(args.source, args.workdir / f"s2-{args.size}.tif", args.size)
+    export_s = first_export()
+    print(f"loading geoseg's model and its one-time ONNX export (a first run pays it; the rounds find it cached): "
+          f"{export_s:.1f} s",
+          file=sys.stderr, flush=True)
     me = [sys.executable, str(Path(__file__).resolve()), str(scene)]
     runs: dict[str, list[tuple[float, float]]] = {"geoseg": [], "geoseg-torch": [], "geoseg-fp32": [], "csmask": []}
     for _ in range(args.rounds):  # a shared machine's speed drifts by the minute: rounds, not one run each
