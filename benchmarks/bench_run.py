@@ -424,8 +424,8 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
         model_s = min(model_floor(card, patches, args.device, how) for how in ("eager", "graph"))
         runs, masks = {}, {}
         modes = {"cpu": {}, "gpu": {}, "hybrid": {}}
-        if args.priority_ab:  # the network's stream at the decoder's priority: what the priority buys
-            modes["gpu, one priority"] = {"network_priority": 0}
+        if args.priority_ab:  # the network's stream ahead of the decoder's: what the priority buys
+            modes["gpu, high priority"] = {"network_priority": -1}
         for name, extra in modes.items():
             out = args.workdir / f"mask-{name.replace(', ', '-').replace(' ', '-')}.tif"
             runs[name] = spawn("geoseg", scene, out, model, args.source,
@@ -434,11 +434,11 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
             with rasterio.open(out) as ds:
                 masks[name] = ds.read(1)
         if args.priority_ab:
-            one = runs["gpu, one priority"]["steady"]
+            high = runs["gpu, high priority"]["steady"]
             print(f"priority A/B {scene.name}: gpu steady {runs['gpu']['steady']['seconds']:.2f} s "
-                  f"(network stream priority {Tuning().network_priority}) vs {one['seconds']:.2f} s (one priority); "
-                  f"stages {runs['gpu']['steady']['stages']} vs {one['stages']}; pixels differing "
-                  f"{int((masks['gpu, one priority'] != masks['gpu']).sum())}", flush=True)
+                  f"(network stream priority {Tuning().network_priority}) vs {high['seconds']:.2f} s (priority -1); "
+                  f"stages {runs['gpu']['steady']['stages']} vs {high['stages']}; pixels differing "
+                  f"{int((masks['gpu, high priority'] != masks['gpu']).sum())}", flush=True)
         write = write_floor(args.workdir / "mask-cpu.tif", args.workdir / "rewrite.tif")
         floor = max(model_s, floors["io s"], min(floors["gpu decode s"], floors["hybrid decode s"]), write)
         stages = runs["hybrid"]["steady"]["stages"]

@@ -21,6 +21,7 @@ import rasterio
 import torch
 
 from geoseg.config import RESULT_SETTINGS, RunConfig
+from geoseg.engine.backends import cached_export, resolve_backend
 from geoseg.engine.blender import Blender
 from geoseg.engine.device import DeviceSession, resolve_device
 from geoseg.engine.input_band import InputBand
@@ -137,11 +138,16 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
         prepared = prepare_run(scene_path, output, config, model.card if model is not None else None)
     device = resolve_device(config.device)
     decode_plan(config.decode, prepared.scene, device)  # before the model loads: --decode gpu on a CPU fails at once
-    loaded = model if model is not None else (loader or load_model)(prepared.model, config.trust_checkpoint)
+    loaded = model if model is not None else (loader or deferred_load)(prepared.model, config.trust_checkpoint)
     execution = execute(prepared, loaded, config, device, progress=progress, cancel=cancel, session=session,
                         tuning=tuning)
     return with_vector(summarise(prepared, execution, config, time.perf_counter() - started), vector,
                        config.overwrite)
+
+
+def deferred_load(name: str, trust_checkpoint: bool) -> LoadedModel:
+    """:func:`load_model` building the network on first use: a CPU run with a cached export never does."""
+    return load_model(name, trust_checkpoint, deferred=True)
 
 
 def with_vector(summary: RunSummary, vector: VectorRequest | None, overwrite: bool) -> RunSummary:
@@ -172,14 +178,23 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
     session = session or DeviceSession.default()
     patches = layout.rows.count * layout.cols.count
     stages: dict[str, float] = {}
+    # A model fresh from its file (not built yet: nothing in memory can have changed its weights) runs on the
+    # CPU from its cached ONNX export without building the network, or records the export it makes.
+    weights_key = None if loaded.built else loaded.weights_key
+    exported = None
+    if (weights_key is not None and not config.compile
+            and resolve_backend(config.backend, device, config.precision) == "onnxruntime"):
+        exported = cached_export(weights_key, len(card.bands), layout.tile)
     # run_in_flight: CUDA graphs are captured only by a run alone in the session (entered before the
     # predictor touches the GPU); closing: captured graphs stay with the network for the next scene.
-    with session.run_in_flight(), closing(Predictor(loaded.network, device, config.precision, config.batch_size,
+    with session.run_in_flight(), closing(Predictor(None if exported else loaded.network, device, config.precision,
+                                                    config.batch_size,
                                                     channels=len(card.bands), tile=layout.tile,
                                                     compile=config.compile, cuda_graphs=config.cuda_graphs,
                                                     tune=patches >= TUNE_MIN_PATCHES,
                                                     session=session, backend=config.backend,
-                                                    reproducible=config.reproducible)) as predictor:
+                                                    reproducible=config.reproducible, exported=exported,
+                                                    weights_key=weights_key)) as predictor:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         decoder = make_decoder(config.decode, scene, prepared.bands, device)

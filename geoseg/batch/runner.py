@@ -331,7 +331,10 @@ def _alive(pid: int) -> bool:
 
 
 class _SharedModels:
-    """Loads each model once for the whole batch, whichever scene thread asks first."""
+    """Loads each model once for the whole batch, whichever scene thread asks first.
+
+    Deferred: on the CPU with a cached ONNX export, the network is never built (see :func:`load_model`).
+    """
 
     def __init__(self) -> None:
         self._models: dict[tuple[str, bool], LoadedModel] = {}
@@ -341,7 +344,7 @@ class _SharedModels:
         with self._lock:
             key = (name, trust_checkpoint)
             if key not in self._models:
-                self._models[key] = load_model(name, trust_checkpoint)
+                self._models[key] = load_model(name, trust_checkpoint, deferred=True)
             return self._models[key]
 
 

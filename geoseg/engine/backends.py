@@ -83,20 +83,57 @@ def used_state(network: torch.nn.Module, channels: int, tile: int) -> list[tuple
 PROBE_SIDE = 64
 
 
-def onnx_file(network: torch.nn.Module, channels: int, tile: int) -> Path:
-    """The network exported to ONNX, from geoseg's cache or exported now (atomically)."""
+def _export_settings(channels: int, tile: int) -> str:
     import onnxruntime
 
+    return f"{torch.__version__}|{onnxruntime.__version__}|{OPSET}|{channels}|{tile}|plain-swish"
+
+
+def _alias(weights_key: str, channels: int, tile: int) -> Path:
+    """Where the name of the export of the weights ``weights_key`` names is kept (see :func:`cached_export`)."""
     from geoseg.models.cache import cache_dir
 
-    digest = hashlib.sha256(f"{torch.__version__}|{onnxruntime.__version__}|{OPSET}|{channels}|{tile}|"
-                            f"{type(network).__name__}|plain-swish".encode())
+    digest = hashlib.sha256(f"{weights_key}|{_export_settings(channels, tile)}".encode()).hexdigest()[:32]
+    return cache_dir() / "onnx" / "by-weights" / digest
+
+
+def cached_export(weights_key: str, channels: int, tile: int) -> Path | None:
+    """The cached export of the weights that ``weights_key`` names (a model's file identity), found without
+    building the network: a CPU run that finds it imports neither smp nor timm nor torchvision."""
+    alias = _alias(weights_key, channels, tile)
+    try:
+        path = alias.parent.parent / alias.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return path if path.is_file() and path.suffix == ".onnx" else None
+
+
+def onnx_file(network: torch.nn.Module, channels: int, tile: int, weights_key: str | None = None) -> Path:
+    """The network exported to ONNX, from geoseg's cache or exported now (atomically).
+
+    ``weights_key``, given only where ``network`` is exactly what its file holds, is recorded with the
+    export for :func:`cached_export`.
+    """
+    from geoseg.models.cache import cache_dir
+
+    digest = hashlib.sha256(f"{_export_settings(channels, tile)}|{type(network).__name__}".encode())
     for name, tensor in used_state(network, channels, tile):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     path = cache_dir() / "onnx" / f"{digest.hexdigest()[:32]}.onnx"
-    if path.is_file():
-        return path
+    if not path.is_file():
+        _export(network, channels, tile, path)
+    if weights_key is not None:
+        alias = _alias(weights_key, channels, tile)
+        alias.parent.mkdir(parents=True, exist_ok=True)
+        partial = alias.with_name(f".{alias.name}.{os.getpid()}.tmp")
+        partial.write_text(path.name)
+        os.replace(partial, alias)
+    return path
+
+
+def _export(network: torch.nn.Module, channels: int, tile: int, path: Path) -> None:
+    """Export ``network`` for ``channels x tile x tile`` patches (a dynamic batch axis) to ``path``, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     example = torch.zeros(1, channels, tile, tile)
@@ -113,7 +150,6 @@ def onnx_file(network: torch.nn.Module, channels: int, tile: int) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
 
 
 #: One export and one ONNX Runtime session per exported file (weights and shape) in a process, shared by the runs of a
@@ -122,13 +158,19 @@ _SESSIONS: dict[str, Any] = {}
 _LOCK = threading.Lock()
 
 
-def onnxruntime_network(network: torch.nn.Module, channels: int, tile: int, threads: int | None = None
+def onnxruntime_network(network: torch.nn.Module | None, channels: int, tile: int, threads: int | None = None, *,
+                        exported: Path | None = None, weights_key: str | None = None
                         ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A callable with the network's signature (NCHW float32 in, logits out, on the CPU) run by ONNX Runtime."""
+    """A callable with the network's signature (NCHW float32 in, logits out, on the CPU) run by ONNX Runtime:
+    of ``exported`` (a :func:`cached_export`) or of ``network`` exported now or found in the cache."""
     import onnxruntime as ort
 
     with _LOCK:
-        path = onnx_file(network, channels, tile)  # keyed by the weights as they are now
+        if exported is not None:
+            path = exported
+        else:
+            assert network is not None
+            path = onnx_file(network, channels, tile, weights_key)  # keyed by the weights as they are now
         runner = _SESSIONS.get(str(path))
         if runner is None:
             options = ort.SessionOptions()

@@ -59,8 +59,10 @@ class Tuning:
     writes_ahead: int = 8
     #: CUDA stream priority of the device thread's work (the network, blending) while the GPU also
     #: decodes tiles (``--decode gpu|hybrid``): lower runs sooner, so the decoder's kernels fill the
-    #: SMs the network leaves free instead of holding it back. 0 is the default stream's priority.
-    network_priority: int = -1
+    #: SMs the network leaves free instead of holding it back. 0 (the default stream's priority) is the
+    #: default: measured on the H200, -1 was 9 % faster on a 16384² GeoTIFF and 12 % slower on a 32768²
+    #: COG (benchmarks/RESULTS.md, "Stream priority"), so it stays a setting to try, not the default.
+    network_priority: int = 0
 
 
 def default_workers() -> int:

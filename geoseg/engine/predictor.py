@@ -20,12 +20,16 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 import torch
 
 from geoseg.engine.backends import ONNXRUNTIME_BATCH, onnxruntime_network, resolve_backend
 from geoseg.engine.device import DeviceSession, Graphs, resolve_precision
 from geoseg.errors import ConfigError, DeviceError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: The largest batch :func:`auto_batch_size` picks: beyond it a U-Net gains little and the padded
@@ -40,10 +44,13 @@ AUTO_BATCH_SHARE = 0.4
 class Predictor:
     """Softmax probabilities of a network for batches of normalised NCHW patches already on its device."""
 
-    def __init__(self, network: torch.nn.Module, device: torch.device, precision: str, batch_size: int | None,
+    def __init__(self, network: torch.nn.Module | None, device: torch.device, precision: str, batch_size: int | None,
                  *, channels: int, tile: int, compile: bool = False, cuda_graphs: bool | None = None,
                  tune: bool = True, session: DeviceSession | None = None, backend: str = "torch",
-                 reproducible: bool = False):
+                 reproducible: bool = False, exported: Path | None = None, weights_key: str | None = None):
+        """``network`` may be None only for the onnxruntime backend with ``exported``, a cached export of
+        its weights (:func:`geoseg.engine.backends.cached_export`); ``weights_key`` names the weights of a
+        network fresh from its file, so that its export can be found that way next time."""
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch size {batch_size} must be at least 1")
         if cuda_graphs is None:  # on by default where they exist (benchmarks/RESULTS.md)
@@ -54,7 +61,9 @@ class Predictor:
         self.session = session or DeviceSession.default()
         self.backend = resolve_backend(backend, device, precision)
         self.precision = "fp32" if self.backend == "onnxruntime" else resolve_precision(precision, device)
-        self.network = self.session.place(network, device)
+        if network is None and (self.backend != "onnxruntime" or exported is None):
+            raise ValueError("a Predictor needs the network unless it runs a cached ONNX export")
+        self.network = self.session.place(network, device) if network is not None else None
         if reproducible:
             self.session.make_reproducible()
         elif device.type == "cuda" and tune:
@@ -64,11 +73,12 @@ class Predictor:
         if self.backend == "onnxruntime":
             if compile:
                 raise ConfigError("--compile is for the torch backend; drop it or use --backend torch")
-            self._net = onnxruntime_network(self.network, channels, tile)
+            self._net = onnxruntime_network(self.network, channels, tile, exported=exported, weights_key=weights_key)
         self.cuda_graphs = cuda_graphs
         self._graphs: Graphs = {}
         self._used: set[tuple[int, ...]] = set()  # batch shapes replayed by this run
-        self._captured_for = (device, self.precision, compile, tuple(p.data_ptr() for p in self.network.parameters()))
+        weights = self.network.parameters() if self.network is not None else ()
+        self._captured_for = (device, self.precision, compile, tuple(p.data_ptr() for p in weights))
         if cuda_graphs:  # the graphs an earlier run of this network captured, if they fit
             self._graphs = self.session.take_graphs(self.network, self._captured_for)
         #: What the predictor had to change on the way (out-of-memory back-offs), for the run summary.

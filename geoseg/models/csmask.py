@@ -77,14 +77,23 @@ def csmask_card(name: str) -> ModelCard:
     )
 
 
-def csmask_weights(name: str) -> dict[str, torch.Tensor]:
-    """The smp state dict of a built-in model, from the cache or converted from its ONNX file."""
+def _onnx_path(name: str) -> Path:
     stem, _ = CSMASK_VARIANTS[name]
     onnx_path = _package_dir() / f"{stem}.onnx"
     if not onnx_path.is_file():
         raise ModelError(f"{onnx_path}: the built-in model's weights are missing; reinstall ukis-csmask")
-    version = metadata.version("ukis-csmask")
-    cached = cache_dir() / "models" / f"{name}-{version}-{onnx_path.stat().st_size}.safetensors"
+    return onnx_path
+
+
+def csmask_source(name: str) -> str:
+    """Names the source of a built-in model's weights: ukis-csmask's version and its ONNX file's size."""
+    return f"{metadata.version('ukis-csmask')}-{_onnx_path(name).stat().st_size}"
+
+
+def csmask_weights(name: str) -> dict[str, torch.Tensor]:
+    """The smp state dict of a built-in model, from the cache or converted from its ONNX file."""
+    onnx_path = _onnx_path(name)
+    cached = cache_dir() / "models" / f"{name}-{csmask_source(name)}.safetensors"
     if cached.is_file():
         try:
             return load_weights(cached)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from geoseg.config import AUTO
 from geoseg.errors import ModelError
 from geoseg.models.card import ModelCard
-from geoseg.models.csmask import CSMASK_VARIANTS, UNUSED_KEYS, csmask_card, csmask_weights
+from geoseg.models.csmask import CSMASK_VARIANTS, UNUSED_KEYS, csmask_card, csmask_source, csmask_weights
 from geoseg.models.package import CARD_FILE, SMP_CONFIG, WEIGHTS_FILE, read_card
 
 if TYPE_CHECKING:
@@ -25,17 +25,43 @@ BUILTIN_MODELS: dict[str, tuple[Callable[[str], ModelCard], Callable[[str], dict
 PICKLE_FILES = ("model.pt", "model.pth", "model.ckpt", "model.bin")
 
 
-@dataclass
 class LoadedModel:
     """A model card with its network, weights loaded, in eval mode on the CPU.
 
     ``identity`` names exactly these weights (for resume records): the built-in name and version, or
-    the weight file's path, size and modification time.
+    the weight file's path, size and modification time. A model loaded with ``deferred=True`` builds
+    its network (importing segmentation-models-pytorch, timm and torchvision: 2 to 5 s) on first use
+    of :attr:`network`; a CPU run whose ONNX export is cached never uses it.
     """
 
-    card: ModelCard
-    network: torch.nn.Module
-    identity: str = ""
+    def __init__(self, card: ModelCard, network: torch.nn.Module | None = None, identity: str = "", *,
+                 build: Callable[[], torch.nn.Module] | None = None, weights_key: str | None = None):
+        if network is None and build is None:
+            raise ValueError("a LoadedModel needs its network or a way to build it")
+        self.card, self.identity = card, identity
+        self._network, self._build = network, build
+        self._building = threading.Lock()  # a batch's scene threads share one model
+        #: Names these weights for caches of what is derived from them (the ONNX export); None: not stable
+        #: across processes (a network made in memory).
+        self.weights_key = weights_key if weights_key is not None else (identity or None)
+
+    @property
+    def network(self) -> torch.nn.Module:
+        if self._network is None:
+            with self._building:
+                if self._network is None:
+                    assert self._build is not None
+                    self._network = self._build()
+        return self._network
+
+    @network.setter
+    def network(self, network: torch.nn.Module) -> None:
+        self._network = network
+
+    @property
+    def built(self) -> bool:
+        """Whether the network exists yet (a deferred model builds it on first use)."""
+        return self._network is not None
 
 
 def builtin_cards() -> list[ModelCard]:
@@ -53,25 +79,35 @@ def get_card(name: str) -> ModelCard:
                      f"or give a model package folder; `geoseg models` lists them")
 
 
-def load_model(name: str, trust_checkpoint: bool = False) -> LoadedModel:
+def load_model(name: str, trust_checkpoint: bool = False, *, deferred: bool = False) -> LoadedModel:
     """Build the network of ``name`` and load its weights, checking that every weight fits.
 
     A folder may hold a pickled checkpoint (``model.pt`` ...) instead of safetensors only with
-    ``trust_checkpoint``: unpickling can run any code the file's author put in it.
+    ``trust_checkpoint``: unpickling can run any code the file's author put in it. ``deferred`` checks
+    the card and that the weights are there now, and builds the network on first use (then, a weight
+    that does not fit raises there).
     """
-    from geoseg.models.architectures import build_network
-    from geoseg.models.weights import load_state, read_tensors
-
     card = get_card(name)
-    if name in BUILTIN_MODELS:
-        tensors = BUILTIN_MODELS[name][1](name)
-        allowed_missing = UNUSED_KEYS
-    else:
-        tensors = read_tensors(weights_file(Path(name), trust_checkpoint), trust_checkpoint)
-        allowed_missing = frozenset()
-    network = build_network(card)
-    load_state(network, tensors, allowed_missing, name)
-    return LoadedModel(card=card, network=network.eval(), identity=model_identity(name, trust_checkpoint))
+    identity = model_identity(name, trust_checkpoint)  # also: the weights file is there and may be read
+
+    def build() -> torch.nn.Module:
+        from geoseg.models.architectures import build_network
+        from geoseg.models.weights import load_state, read_tensors
+
+        if name in BUILTIN_MODELS:
+            tensors = BUILTIN_MODELS[name][1](name)
+            allowed_missing = UNUSED_KEYS
+        else:
+            tensors = read_tensors(weights_file(Path(name), trust_checkpoint), trust_checkpoint)
+            allowed_missing = frozenset()
+        network = build_network(card)
+        load_state(network, tensors, allowed_missing, name)
+        return network.eval()
+
+    key = f"{identity}|{csmask_source(name)}" if name in BUILTIN_MODELS else identity
+    if deferred:
+        return LoadedModel(card, identity=identity, build=build, weights_key=key)
+    return LoadedModel(card, build(), identity, weights_key=key)
 
 
 def model_identity(name: str, trust_checkpoint: bool = False) -> str:

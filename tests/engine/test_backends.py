@@ -10,7 +10,7 @@ import torch
 
 from geoseg.config import RunConfig
 from geoseg.engine.backends import onnx_file, resolve_backend
-from geoseg.errors import ConfigError
+from geoseg.errors import ConfigError, ModelError
 from geoseg.models import load_model
 from geoseg.run import segment_scene
 from tests.helpers import smooth_image
@@ -61,3 +61,35 @@ def test_auto_and_refusals() -> None:
         resolve_backend("onnxruntime", cuda, "auto")
     with pytest.raises(ConfigError, match="runs fp32"):
         resolve_backend("onnxruntime", cpu, "bf16")
+
+
+def run_mask(scene, out, model) -> np.ndarray:
+    segment_scene(scene, out, RunConfig(device="cpu", output_format="gtiff", overwrite=True), model=model)
+    with rasterio.open(out) as ds:
+        return ds.read(1)
+
+
+def test_a_model_fresh_from_its_file_runs_from_its_cached_export_without_building(make_tif, model_folder,
+                                                                                   tmp_path) -> None:
+    scene = make_tif(smooth_image((3, 96, 100)), descriptions=("b1", "b2", "b3"))
+    first = load_model(str(model_folder), deferred=True)
+    exported = run_mask(scene, tmp_path / "first.tif", first)
+    assert first.built  # nothing cached yet: built, exported, and the export recorded under the file's identity
+    second = load_model(str(model_folder), deferred=True)
+    assert np.array_equal(run_mask(scene, tmp_path / "second.tif", second), exported)
+    assert not second.built  # smp, timm and torchvision never imported for it
+
+
+def test_weights_changed_in_memory_never_run_the_file_s_export(make_tif, model_folder, tmp_path) -> None:
+    scene = make_tif(smooth_image((3, 96, 100)), descriptions=("b1", "b2", "b3"))
+    fresh = run_mask(scene, tmp_path / "fresh.tif", load_model(str(model_folder), deferred=True))
+    changed = load_model(str(model_folder), deferred=True)
+    with torch.no_grad():
+        changed.network.segmentation_head[0].bias[0] += 100.0  # class 0 everywhere
+    assert (run_mask(scene, tmp_path / "changed.tif", changed) == 0).all() and not (fresh == 0).all()
+
+
+def test_a_deferred_model_still_reports_a_missing_weights_file_at_once(model_folder) -> None:
+    (model_folder / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match="missing"):
+        load_model(str(model_folder), deferred=True)
