@@ -1,10 +1,11 @@
 """Which pixels does a lower precision flip, and how close were they to a tie?
 
-Runs the engine twice on one scene (fp32, then bf16 or fp16), keeping the fp32 run's blended
-probabilities, and reports the share of pixels whose class changed and the fp32 margin (top
+Runs the engine twice on one scene (PyTorch fp32, then bf16 or fp16 in PyTorch or in another backend,
+or ONNX Runtime's fp32), keeping the fp32 run's blended probabilities, and reports the share of pixels whose class changed and the fp32 margin (top
 probability minus the runner-up) of those pixels: a precision change should only flip near-ties.
 
     python benchmarks/precision.py SCENE.tif --model csmask-6b-l1c --device cpu --against bf16
+    python benchmarks/precision.py SCENE.tif --against bf16 --backend openvino
 """
 
 from __future__ import annotations
@@ -31,14 +32,14 @@ from geoseg.prepare import prepare_run
 
 
 def labels_and_margins(scene_path: Path, loaded: LoadedModel, precision: str, device: str,
-                       batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       batch_size: int | None = None, backend: str = "torch") -> tuple[np.ndarray, np.ndarray]:
     """The mask geoseg writes for ``scene_path`` and each pixel's top-two probability margin."""
     # The output is never written: the strips land in memory below.
     prepared = prepare_run(scene_path, Path(tempfile.gettempdir()) / "geoseg-precision.tif",
                            RunConfig(overwrite=True), loaded.card)
     scene, card, layout = prepared.scene, prepared.card, prepared.layout
     predictor = Predictor(loaded.network, resolve_device(device), precision, batch_size,
-                          channels=len(card.bands), tile=layout.tile)
+                          channels=len(card.bands), tile=layout.tile, backend=backend)
     inputs, blender = InputBand(layout, card, predictor.device, scene.dtype), Blender(layout, card, predictor)
     labels = np.empty((scene.height, scene.width), np.uint8)
     margins = np.empty((scene.height, scene.width), np.float32)
@@ -57,10 +58,11 @@ def labels_and_margins(scene_path: Path, loaded: LoadedModel, precision: str, de
 
 
 def flip_report(scene_path: Path, loaded: LoadedModel, device: str, against: str = "bf16",
-                batch_size: int | None = None) -> dict[str, float]:
-    """Share of valid pixels whose class differs between fp32 and ``against``, and their fp32 margins."""
+                batch_size: int | None = None, backend: str = "torch") -> dict[str, float]:
+    """Share of valid pixels whose class differs between PyTorch fp32 and ``against`` in ``backend``, and
+    their fp32 margins."""
     ref, margin = labels_and_margins(scene_path, loaded, "fp32", device, batch_size)
-    low, _ = labels_and_margins(scene_path, loaded, against, device, batch_size)
+    low, _ = labels_and_margins(scene_path, loaded, against, device, batch_size, backend)
     valid = ref != NODATA
     flipped = valid & (ref != low)
     worst = float(margin[flipped].max()) if flipped.any() else 0.0
@@ -76,9 +78,11 @@ def main() -> None:
     parser.add_argument("scene", type=Path)
     parser.add_argument("--model", default="csmask-6b-l1c", help="built-in model name or model folder")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--against", default="bf16", choices=["bf16", "fp16"])
+    parser.add_argument("--against", default="bf16", choices=["bf16", "fp16", "fp32"])
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
+                        help="the backend of the run compared with PyTorch fp32")
     args = parser.parse_args()
-    report = flip_report(args.scene, load_model(args.model), args.device, args.against)
+    report = flip_report(args.scene, load_model(args.model), args.device, args.against, backend=args.backend)
     for key, value in report.items():
         print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
 

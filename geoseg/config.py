@@ -86,9 +86,10 @@ class RunConfig:
         "auto", "auto (bf16 on CUDA and on CPUs with bf16 instructions, else fp32), fp32, bf16 or fp16.",
         result=True, choices=PRECISIONS)
     backend: str = setting(
-        "auto", "Inference backend: auto (ONNX Runtime on the CPU at --precision auto, else PyTorch), torch or "
-        "onnxruntime (CPU, fp32; the network exported once and cached).", result=True,
-        choices=("auto", "torch", "onnxruntime"))
+        "auto", "Inference backend: auto (on the CPU at --precision auto: OpenVINO in bf16 where the CPU has bf16 "
+        "instructions, else ONNX Runtime; PyTorch otherwise), torch, onnxruntime (CPU, fp32) or openvino (CPU, "
+        "fp32 or bf16); the CPU backends run the network exported once to ONNX and cached.", result=True,
+        choices=("auto", "torch", "onnxruntime", "openvino"))
     match_resolution: bool = setting(
         True, "Infer at the model's training resolution when the scene is clearly finer; the mask stays on "
         "the scene's grid.", result=True)

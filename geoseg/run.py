@@ -21,7 +21,7 @@ import rasterio
 import torch
 
 from geoseg.config import RESULT_SETTINGS, RunConfig
-from geoseg.engine.backends import cached_export, resolve_backend
+from geoseg.engine.backends import EXPORTED, cached_export, resolve_backend
 from geoseg.engine.blender import Blender
 from geoseg.engine.device import DeviceSession, resolve_device
 from geoseg.engine.input_band import InputBand
@@ -67,7 +67,7 @@ class RunSummary:
     output: str
     model: str
     device: str
-    backend: str  # torch or onnxruntime (--backend)
+    backend: str  # torch, onnxruntime or openvino (--backend)
     precision: str
     batch_size: int  # patches per model call, as chosen (auto) and after any out-of-memory back-off
     width: int
@@ -104,7 +104,7 @@ class Execution:
     counts: np.ndarray  # pixels per label value (classes and NODATA)
     device: str
     precision: str
-    backend: str  # torch or onnxruntime
+    backend: str  # torch, onnxruntime or openvino
     batch_size: int  # as chosen (auto) and after any out-of-memory back-off
     model_seconds: float
     patches: int
@@ -183,7 +183,7 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
     weights_key = None if loaded.built else loaded.weights_key
     exported = None
     if (weights_key is not None and not config.compile
-            and resolve_backend(config.backend, device, config.precision) == "onnxruntime"):
+            and resolve_backend(config.backend, device, config.precision) in EXPORTED):
         exported = cached_export(weights_key, len(card.bands), layout.tile)
     # run_in_flight: CUDA graphs are captured only by a run alone in the session (entered before the
     # predictor touches the GPU); closing: captured graphs stay with the network for the next scene.

@@ -1,11 +1,14 @@
-"""Inference backends behind :class:`~geoseg.engine.predictor.Predictor`: PyTorch, or ONNX Runtime on the CPU.
+"""Inference backends behind :class:`~geoseg.engine.predictor.Predictor`: PyTorch, or on the CPU the
+network exported once to ONNX and run by ONNX Runtime (fp32) or OpenVINO (fp32 or bf16).
 
-PyTorch's CPU kernels run these U-Nets about 3x slower than ONNX Runtime's in fp32 (benchmarks/RESULTS.md
-section 4). ``onnxruntime`` exports the loaded network once to ONNX (opset 17, a dynamic batch axis) and
-caches the file under geoseg's cache, keyed by the weights, the input shape and the library versions;
-later runs load it straight away. The run's blending, patch grid and exactness are the same: for a
-given backend the mask does not depend on the block or batch size; against PyTorch fp32 only
-near-ties differ.
+PyTorch's CPU kernels run these U-Nets 2x to 3x slower than ONNX Runtime's in fp32, and OpenVINO's bf16
+kernels on a CPU with AMX / AVX512-BF16 run them 2.5x faster than ONNX Runtime (benchmarks/RESULTS.md
+section 9). The export (opset 17, a dynamic batch axis) is cached under geoseg's cache, keyed by the
+weights the forward pass reaches, the input shape and the library versions; later runs load it straight
+away, and a run of a model fresh from its file finds it without building the network
+(:func:`cached_export`). The run's blending, patch grid and exactness are the same: for a given backend
+and precision the mask does not depend on the block or batch size; against PyTorch fp32 only near-ties
+differ.
 """
 
 from __future__ import annotations
@@ -22,40 +25,74 @@ import torch
 
 from geoseg.errors import ConfigError
 
-#: Backends by name (``--backend``); ``auto`` is ONNX Runtime on the CPU at ``--precision auto`` where it is
-#: installed (the fastest measured there), else PyTorch. ``--precision fp32`` keeps PyTorch's fp32 as the reference.
-BACKENDS = ("auto", "torch", "onnxruntime")
+#: Backends by name (``--backend``). ``auto`` on the CPU at ``--precision auto`` is the fastest measured there
+#: among those installed: OpenVINO in bf16 on a CPU with bf16 instructions, ONNX Runtime in fp32 on others;
+#: PyTorch on a GPU and with an explicit ``--precision`` (``fp32`` keeps PyTorch's fp32 as the reference).
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+#: Backends that run the network's ONNX export (CPU only), and the precisions each offers.
+EXPORTED = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
 OPSET = 17
-#: Patches per ONNX Runtime call when no batch size is given. One patch's activations stay nearer the
-#: caches: on 2 AVX2 cores 4 patches took 1.16 s one by one and 1.32 s as one batch (benchmarks/RESULTS.md section 9).
-ONNXRUNTIME_BATCH = 1
+#: Patches per call of an exported backend when no batch size is given. One patch's activations stay nearer
+#: the caches: on 2 AVX2 cores 4 patches took 1.16 s one by one and 1.32 s as one batch in ONNX Runtime
+#: (benchmarks/RESULTS.md section 9).
+EXPORTED_BATCH = 1
+ONNXRUNTIME_BATCH = EXPORTED_BATCH  # the name benchmarks used
 
 
 def resolve_backend(name: str, device: torch.device, precision: str) -> str:
-    """The backend a run uses: ``auto`` -> onnxruntime on the CPU at precision ``auto`` when importable, else torch."""
+    """The backend a run uses (see :data:`BACKENDS`), checked against the device and precision."""
+    from geoseg.engine.device import cpu_has_bf16
+
     if name not in BACKENDS:
         raise ConfigError(f"backend {name!r} is not valid; use one of {', '.join(BACKENDS)}")
-    available = _has_onnxruntime()
     if name == "auto":
-        return "onnxruntime" if device.type == "cpu" and precision == "auto" and available else "torch"
-    if name == "onnxruntime":
+        if device.type != "cpu" or precision != "auto":
+            return "torch"
+        if cpu_has_bf16() and _importable("openvino"):
+            return "openvino"
+        return "onnxruntime" if _importable("onnxruntime") else "torch"
+    if name in EXPORTED:
+        offered = EXPORTED[name]
         if device.type != "cpu":
-            raise ConfigError(f"--backend onnxruntime runs on the CPU, not {device}; use --device cpu or "
+            raise ConfigError(f"--backend {name} runs on the CPU, not {device}; use --device cpu or --backend torch")
+        if precision not in ("auto", *offered):
+            raise ConfigError(f"--backend {name} runs {' or '.join(offered)}; drop --precision {precision} or use "
                               f"--backend torch")
-        if precision not in ("auto", "fp32"):
-            raise ConfigError(f"--backend onnxruntime runs fp32; drop --precision {precision} or use --backend torch")
-        if not available:
-            raise ConfigError("--backend onnxruntime: the onnxruntime package is not installed; "
-                              "pip install onnxruntime, or use --backend torch")
+        if precision == "bf16" and not cpu_has_bf16():
+            raise ConfigError(f"--backend {name} --precision bf16 needs a CPU with bf16 instructions (AVX512-BF16 "
+                              f"or AMX), which this one lacks: it would be emulated, slower than fp32; use "
+                              f"--precision fp32")
+        if not _importable(name):
+            raise ConfigError(f"--backend {name}: the {name} package is not installed; pip install {name}, or use "
+                              f"--backend torch")
     return name
 
 
-def _has_onnxruntime() -> bool:
+def exported_precision(backend: str, precision: str) -> str:
+    """The precision an exported backend runs at: ``auto`` is bf16 where it offers it and the CPU has bf16
+    instructions, else fp32."""
+    from geoseg.engine.device import cpu_has_bf16
+
+    if precision != "auto":
+        return precision
+    return "bf16" if "bf16" in EXPORTED[backend] and cpu_has_bf16() else "fp32"
+
+
+def _importable(module: str) -> bool:
     try:
-        import onnxruntime  # noqa: F401
+        __import__(module)
     except ImportError:
         return False
     return True
+
+
+def cpu_threads() -> int:
+    """Threads for an exported backend: ``OMP_NUM_THREADS`` where set (a dask worker's share of the cores,
+    :func:`geoseg.cluster.workers.worker_environment`), else every core."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return max(1, os.cpu_count() or 1)
 
 
 def used_state(network: torch.nn.Module, channels: int, tile: int) -> list[tuple[str, torch.Tensor]]:
@@ -152,42 +189,78 @@ def _export(network: torch.nn.Module, channels: int, tile: int, path: Path) -> N
         tmp.unlink(missing_ok=True)
 
 
-#: One export and one ONNX Runtime session per exported file (weights and shape) in a process, shared by the runs of a
-#: batch (``--parallel`` runs call it from several threads; a session's ``run`` is thread-safe).
-_SESSIONS: dict[str, Any] = {}
+#: One export and one session (ONNX Runtime) or compiled model (OpenVINO) per exported file, precision and
+#: thread count in a process, shared by the runs of a batch (``--parallel`` runs call them from several threads).
+_SESSIONS: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
 
 
-def onnxruntime_network(network: torch.nn.Module | None, channels: int, tile: int, threads: int | None = None, *,
-                        exported: Path | None = None, weights_key: str | None = None
-                        ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A callable with the network's signature (NCHW float32 in, logits out, on the CPU) run by ONNX Runtime:
-    of ``exported`` (a :func:`cached_export`) or of ``network`` exported now or found in the cache."""
-    import onnxruntime as ort
-
+def exported_network(backend: str, network: torch.nn.Module | None, channels: int, tile: int,
+                     precision: str = "fp32", threads: int | None = None, *, exported: Path | None = None,
+                     weights_key: str | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable with the network's signature (NCHW float32 in, logits out, on the CPU) run by ``backend``
+    (see :data:`EXPORTED`) at ``precision``: of ``exported`` (a :func:`cached_export`) or of ``network``
+    exported now or found in the cache."""
     with _LOCK:
         if exported is not None:
             path = exported
         else:
             assert network is not None
             path = onnx_file(network, channels, tile, weights_key)  # keyed by the weights as they are now
-        runner = _SESSIONS.get(str(path))
+        key = (backend, str(path), precision, threads or cpu_threads())
+        runner = _SESSIONS.get(key)
         if runner is None:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads or max(1, (os.cpu_count() or 1))
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            # The arena keeps freed activations for the next call. Without it every call maps and zero-fills
-            # them anew: 17 s of system time in a 10980² run, 5 s more wall. With one patch per call it
-            # holds less than ukis-csmask's whole run (section 9).
-            options.enable_cpu_mem_arena = True
-            # Idle pool threads sleep rather than spin: the reader and writer threads need those cores
-            # between calls (1.6 s of a 10980² run on 2 cores).
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            runner = _SESSIONS[str(path)] = ort.InferenceSession(str(path), options,
-                                                                 providers=["CPUExecutionProvider"])
+            make = _onnxruntime_runner if backend == "onnxruntime" else _openvino_runner
+            runner = _SESSIONS[key] = make(path, precision, threads or cpu_threads())
+    return runner
+
+
+def onnxruntime_network(network: torch.nn.Module | None, channels: int, tile: int, threads: int | None = None, *,
+                        exported: Path | None = None, weights_key: str | None = None
+                        ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:func:`exported_network` run by ONNX Runtime in fp32."""
+    return exported_network("onnxruntime", network, channels, tile, "fp32", threads, exported=exported,
+                            weights_key=weights_key)
+
+
+def _onnxruntime_runner(path: Path, precision: str, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    import onnxruntime as ort
+
+    assert precision == "fp32"
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The arena keeps freed activations for the next call. Without it every call maps and zero-fills
+    # them anew: 17 s of system time in a 10980² run, 5 s more wall. With one patch per call it
+    # holds less than ukis-csmask's whole run (section 9).
+    options.enable_cpu_mem_arena = True
+    # Idle pool threads sleep rather than spin: the reader and writer threads need those cores
+    # between calls (1.6 s of a 10980² run on 2 cores).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(batch: torch.Tensor) -> torch.Tensor:  # a session's run is thread-safe
+        x = batch.float().contiguous().numpy()
+        return torch.from_numpy(session.run(None, {"x": x})[0])
+
+    return run
+
+
+def _openvino_runner(path: Path, precision: str, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    import openvino as ov
+
+    # The latency hint runs one call on every thread (the throughput hint, streams of calls side by side, was
+    # 1.8x slower for the engine's one call at a time: section 9).
+    compiled = ov.Core().compile_model(str(path), "CPU", {
+        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
+        "INFERENCE_NUM_THREADS": threads})
+    requests = threading.local()  # an infer request serves one call at a time: one per calling thread
 
     def run(batch: torch.Tensor) -> torch.Tensor:
-        x = batch.float().contiguous().numpy()
-        return torch.from_numpy(runner.run(None, {"x": x})[0])
+        request = getattr(requests, "request", None)
+        if request is None:
+            request = requests.request = compiled.create_infer_request()
+        request.infer({0: batch.float().contiguous().numpy()})
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())  # the request reuses its memory
 
     return run

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from geoseg.engine.backends import ONNXRUNTIME_BATCH, onnxruntime_network, resolve_backend
+from geoseg.engine.backends import EXPORTED, EXPORTED_BATCH, exported_network, exported_precision, resolve_backend
 from geoseg.engine.device import DeviceSession, Graphs, resolve_precision
 from geoseg.errors import ConfigError, DeviceError
 
@@ -48,7 +48,7 @@ class Predictor:
                  *, channels: int, tile: int, compile: bool = False, cuda_graphs: bool | None = None,
                  tune: bool = True, session: DeviceSession | None = None, backend: str = "torch",
                  reproducible: bool = False, exported: Path | None = None, weights_key: str | None = None):
-        """``network`` may be None only for the onnxruntime backend with ``exported``, a cached export of
+        """``network`` may be None only for an exported backend (onnxruntime, openvino) with ``exported``, a cached export of
         its weights (:func:`geoseg.engine.backends.cached_export`); ``weights_key`` names the weights of a
         network fresh from its file, so that its export can be found that way next time."""
         if batch_size is not None and batch_size < 1:
@@ -60,8 +60,9 @@ class Predictor:
         self.device = device
         self.session = session or DeviceSession.default()
         self.backend = resolve_backend(backend, device, precision)
-        self.precision = "fp32" if self.backend == "onnxruntime" else resolve_precision(precision, device)
-        if network is None and (self.backend != "onnxruntime" or exported is None):
+        self.precision = (exported_precision(self.backend, precision) if self.backend in EXPORTED else
+                          resolve_precision(precision, device))
+        if network is None and (self.backend not in EXPORTED or exported is None):
             raise ValueError("a Predictor needs the network unless it runs a cached ONNX export")
         self.network = self.session.place(network, device) if network is not None else None
         if reproducible:
@@ -70,10 +71,11 @@ class Predictor:
             self.session.tune_for_many_scenes()  # the engine sends one batch shape: tuned once per process
         self._net: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(self.network, dynamic=False) if compile else self.network)  # type: ignore[assignment]
-        if self.backend == "onnxruntime":
+        if self.backend in EXPORTED:
             if compile:
                 raise ConfigError("--compile is for the torch backend; drop it or use --backend torch")
-            self._net = onnxruntime_network(self.network, channels, tile, exported=exported, weights_key=weights_key)
+            self._net = exported_network(self.backend, self.network, channels, tile, self.precision,
+                                         exported=exported, weights_key=weights_key)
         self.cuda_graphs = cuda_graphs
         self._graphs: Graphs = {}
         self._used: set[tuple[int, ...]] = set()  # batch shapes replayed by this run
@@ -92,12 +94,12 @@ class Predictor:
         # probed eagerly: no compile for the probe's shape. Reproducible: one size in every process (a batch of
         # another size runs other cuDNN kernels: logits of 8 and 16 patches differed by 3.7e-4 on the H200).
         self.batch_size = batch_size or (MAX_AUTO_BATCH if reproducible and device.type == "cuda" else
-                                         ONNXRUNTIME_BATCH if self.backend == "onnxruntime" else
+                                         EXPORTED_BATCH if self.backend in EXPORTED else
                                          auto_batch_size(lambda x: self._forward(x, self.network), device,
                                                          channels, tile))
 
     def _autocast(self) -> torch.autocast | nullcontext:
-        if self.precision in _AUTOCAST:
+        if self.precision in _AUTOCAST and self.backend == "torch":  # exported backends set their own precision
             return torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision])
         return nullcontext()
 
