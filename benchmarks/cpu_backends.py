@@ -50,9 +50,9 @@ def main() -> None:
     precisions = ["f32"] + (["bf16"] if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else [])
     for hint in ("LATENCY", "THROUGHPUT"):
         for precision in precisions:
-            request = core.compile_model(str(path), "CPU", {"PERFORMANCE_HINT": hint,
-                                                            "INFERENCE_PRECISION_HINT": precision,
-                                                            "INFERENCE_NUM_THREADS": args.threads}).create_infer_request()
+            settings = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision,
+                        "INFERENCE_NUM_THREADS": args.threads}
+            request = core.compile_model(str(path), "CPU", settings).create_infer_request()
             runners[f"OpenVINO {ov.__version__.split('-')[0]}, {hint.lower()} hint, {precision}"] = (
                 lambda request=request: np.asarray(request.infer({0: x})[0]).copy())
     outputs = {name: run() for name, run in runners.items()}  # warm-up, and the outputs compared below

@@ -3,9 +3,10 @@
 The peer is what its README asks of a user: read the scene at 30 m (rasterio, average resampling),
 scale to reflectance, ``CSmask(img, band_order, product_level="l1c")`` (its own 256 px tiling with
 20 % overlap, ONNX Runtime on every core), write the mask with rasterio. geoseg is ``segment_scene``
-with its built-in model (the same ONNX weights, converted): its default (on a CPU, the ONNX Runtime
-backend in fp32), and the PyTorch backend in its default precision (bf16 on a CPU with bf16
-instructions) and in fp32. Each runs in its own child process, timed from start to exit,
+with its built-in model (the same ONNX weights, converted): its default (on a CPU with bf16
+instructions, OpenVINO in bf16; on others, ONNX Runtime in fp32), ONNX Runtime in fp32 where that is not
+the default, and the PyTorch backend in its default precision (bf16 on a CPU with bf16 instructions) and
+in fp32. Each runs in its own child process, timed from start to exit,
 in ``--rounds`` interleaved rounds (the median counts); peak RSS is the child's own. The scene is a
 full Sentinel-2 tile's size (10980 x 10980 at 10 m) mirrored and repeated from the real one.
 
@@ -55,6 +56,9 @@ def csmask_script(scene: Path, out: Path) -> None:
 
 
 MODEL = "csmask-6b-l1c"
+#: geoseg's runs by child name: (backend, precision).
+GEOSEG_CHILDREN = {"geoseg": ("auto", "auto"), "geoseg-ort": ("onnxruntime", "auto"),
+                   "geoseg-torch": ("torch", "auto"), "geoseg-fp32": ("torch", "fp32")}
 GEOSEG_BATCH = 4  # geoseg's CPU batch for PyTorch (geoseg.engine.predictor.CPU_BATCH)
 
 
@@ -67,8 +71,8 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
     import torch
     from ukis_csmask.utils import tile_array
 
-    from geoseg.engine.backends import ONNXRUNTIME_BATCH, onnxruntime_network
-    from geoseg.engine.device import DeviceSession
+    from geoseg.engine.backends import EXPORTED_BATCH, exported_network, onnxruntime_network
+    from geoseg.engine.device import DeviceSession, cpu_has_bf16
     from geoseg.engine.plan import plan_layout
     from geoseg.engine.predictor import CPU_BATCH
     from geoseg.models import get_card, load_model
@@ -84,17 +88,20 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
     name = session.get_inputs()[0].name
     tile = np.random.default_rng(0).standard_normal((1, 6, 256, 256), dtype=np.float32)
     network = DeviceSession.default().place(load_model(MODEL).network, torch.device("cpu"))
-    exported = onnxruntime_network(network, 6, card.tile_size)  # geoseg's default CPU backend
+    exported = onnxruntime_network(network, 6, card.tile_size)  # geoseg's CPU backend without bf16 instructions
+    precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
+    openvino = {p: exported_network("openvino", network, 6, card.tile_size, p) for p in precisions}
     batch = torch.randn((GEOSEG_BATCH, 6, card.tile_size, card.tile_size)).contiguous(memory_format=torch.channels_last)
 
     def torch_call(dtype: torch.dtype | None) -> None:
         with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             network(batch)
 
-    plain = batch[:ONNXRUNTIME_BATCH].contiguous()  # the ONNX Runtime backend's own batch
+    plain = batch[:EXPORTED_BATCH].contiguous()  # the exported backends' own batch
     kinds = {"onnx": lambda: session.run(None, {name: tile}), "geoseg onnx": lambda: exported(plain),
              "fp32": lambda: torch_call(None),
-             "bf16": lambda: torch_call(torch.bfloat16)}
+             "bf16": lambda: torch_call(torch.bfloat16),
+             **{f"openvino {p}": (lambda run=run: run(plain)) for p, run in openvino.items()}}
     best = dict.fromkeys(kinds, float("inf"))
     for call in kinds.values():  # warm-up
         call()
@@ -110,7 +117,9 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
         "ONNX Runtime fp32, ukis-csmask's tiles": best["onnx"] * theirs,
         "ONNX Runtime fp32, geoseg's patches": best["onnx"] * per_patch_tiles * ours,
         "ONNX Runtime fp32, geoseg's export of the network, geoseg's patches":
-            best["geoseg onnx"] * -(-ours // ONNXRUNTIME_BATCH),
+            best["geoseg onnx"] * -(-ours // EXPORTED_BATCH),
+        **{f"OpenVINO {p}, geoseg's export, geoseg's patches": best[f"openvino {p}"] * -(-ours // EXPORTED_BATCH)
+           for p in openvino},
         "PyTorch fp32, geoseg's patches": best["fp32"] * calls,
         "PyTorch bf16, geoseg's patches": best["bf16"] * calls,
     }
@@ -148,7 +157,7 @@ def main() -> None:
     parser.add_argument("--floors-only", action="store_true", help="only the model floors")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of the three tools, interleaved; the median of each counts (default: 3)")
-    parser.add_argument("--child", choices=["csmask", "geoseg", "geoseg-torch", "geoseg-fp32"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["csmask", *GEOSEG_CHILDREN], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -159,8 +168,7 @@ def main() -> None:
             from geoseg.config import RunConfig
             from geoseg.run import segment_scene
 
-            precision = "fp32" if args.child == "geoseg-fp32" else "auto"
-            backend = "torch" if args.child in ("geoseg-torch", "geoseg-fp32") else "auto"
+            backend, precision = GEOSEG_CHILDREN[args.child]
             segment_scene(args.source, args.out, RunConfig(device="cpu", overwrite=True, precision=precision,
                                                            backend=backend))
         print(peak_rss_gib())
@@ -179,7 +187,10 @@ def main() -> None:
           f"{export_s:.1f} s",
           file=sys.stderr, flush=True)
     me = [sys.executable, str(Path(__file__).resolve()), str(scene)]
-    runs: dict[str, list[tuple[float, float]]] = {"geoseg": [], "geoseg-torch": [], "geoseg-fp32": [], "csmask": []}
+    from geoseg.engine.device import cpu_has_bf16
+
+    tools = [name for name in GEOSEG_CHILDREN if name != "geoseg-ort" or cpu_has_bf16()]  # ort: the default else
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in [*tools, "csmask"]}
     for _ in range(args.rounds):  # a shared machine's speed drifts by the minute: rounds, not one run each
         for name, done in runs.items():
             out = args.workdir / f"{name}.tif"
@@ -195,10 +206,9 @@ def main() -> None:
 
     print(json.dumps({"runs": runs, "agreement": agreement, "cores": os.cpu_count()}), file=sys.stderr)
     print(f"scene {scene.name} ({args.size}x{args.size}, 6 bands uint16, 10 m), CPU cores: {os.cpu_count()}")
-    from geoseg.engine.device import cpu_has_bf16
-
     default = "bf16" if cpu_has_bf16() else "fp32"
-    print(f"| tool (geoseg: its default, ONNX Runtime fp32; -torch: PyTorch {default}; -fp32: PyTorch fp32) "
+    print(f"| tool (geoseg: its default, {'OpenVINO bf16' if cpu_has_bf16() else 'ONNX Runtime fp32'}; "
+          f"-ort: ONNX Runtime fp32; -torch: PyTorch {default}; -fp32: PyTorch fp32) "
           f"| wall s, median of {args.rounds} "
           "(each round) | peak RSS GiB |")
     print("|---|---|---|")
@@ -206,7 +216,7 @@ def main() -> None:
         each = ", ".join(f"{w:.1f}" for w, _ in runs[name])
         print(f"| {name} | {wall:.1f} ({each}) | {rss:.2f} |")
     c = rows["csmask"]
-    for name in ("geoseg", "geoseg-torch", "geoseg-fp32"):
+    for name in tools:
         g = rows[name]
         print(f"| {name} / ukis-csmask | {g[0] / c[0]:.2f}x time | {g[1] / c[1]:.2f}x memory |")
     print(f"mask agreement (ukis-csmask's 30 m mask repeated to 10 m): {agreement:.2%}")

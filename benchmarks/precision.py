@@ -1,8 +1,9 @@
 """Which pixels does a lower precision flip, and how close were they to a tie?
 
-Runs the engine twice on one scene (PyTorch fp32, then bf16 or fp16 in PyTorch or in another backend,
-or ONNX Runtime's fp32), keeping the fp32 run's blended probabilities, and reports the share of pixels whose class changed and the fp32 margin (top
-probability minus the runner-up) of those pixels: a precision change should only flip near-ties.
+Runs the engine twice on one scene (PyTorch fp32, then bf16, fp16 or fp32 in PyTorch or another
+backend), keeping the fp32 run's blended probabilities, and reports the share of pixels whose class
+changed and the fp32 margin (top probability minus the runner-up) of those pixels: a precision change
+should only flip near-ties.
 
     python benchmarks/precision.py SCENE.tif --model csmask-6b-l1c --device cpu --against bf16
     python benchmarks/precision.py SCENE.tif --against bf16 --backend openvino

@@ -48,9 +48,9 @@ class Predictor:
                  *, channels: int, tile: int, compile: bool = False, cuda_graphs: bool | None = None,
                  tune: bool = True, session: DeviceSession | None = None, backend: str = "torch",
                  reproducible: bool = False, exported: Path | None = None, weights_key: str | None = None):
-        """``network`` may be None only for an exported backend (onnxruntime, openvino) with ``exported``, a cached export of
-        its weights (:func:`geoseg.engine.backends.cached_export`); ``weights_key`` names the weights of a
-        network fresh from its file, so that its export can be found that way next time."""
+        """``network`` may be None only for an exported backend (onnxruntime, openvino) with ``exported``, a
+        cached export of its weights (:func:`geoseg.engine.backends.cached_export`); ``weights_key`` names the
+        weights of a network fresh from its file, so that its export can be found that way next time."""
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch size {batch_size} must be at least 1")
         if cuda_graphs is None:  # on by default where they exist (benchmarks/RESULTS.md)
