@@ -1,10 +1,10 @@
 """CPU benchmark: the built-in network on one batch of patches, by inference runtime (issue 14).
 
 ONNX Runtime (geoseg's CPU backend, the baseline) against OpenVINO's CPU plugin with its latency and
-throughput hints, on the same exported ONNX file, in one process, interleaved rounds; and how far
-their outputs are apart. OpenVINO is not a dependency: ``pip install openvino`` to run it.
+throughput hints, each in f32 and, where the CPU has bf16 instructions, bf16, on the same exported
+ONNX file, in one process, interleaved rounds; and how far their outputs are apart.
 
-    python benchmarks/cpu_backends.py --batch 4 --rounds 3
+    python benchmarks/cpu_backends.py --batch 1 --rounds 5
 """
 
 from __future__ import annotations
