@@ -1,4 +1,5 @@
-"""The input band's patch regions: reflected edges put together from runs equal the gather they replace."""
+"""The input band: pixels developed in slices equal those developed at once, and patch regions' reflected
+edges put together from runs equal the gather they replace."""
 
 from __future__ import annotations
 
@@ -6,8 +7,29 @@ import numpy as np
 import pytest
 import torch
 
-from geoseg.engine.input_band import MAX_RUNS, _gather, _runs
-from geoseg.engine.plan import reflect_index
+from geoseg.engine import input_band
+from geoseg.engine.input_band import MAX_RUNS, InputBand, _gather, _runs
+from geoseg.engine.plan import plan_layout, reflect_index
+from tests.helpers import tiny_card
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "float32"])
+def test_pixels_widened_in_slices_develop_as_at_once(monkeypatch, dtype) -> None:
+    """The CPU widens a resampled scene's rows a few cells at a time through one reused buffer: every
+    cell's mean must come out as from the whole slice (values above 32767, no-data cells and pixels, and a
+    partial last cell included)."""
+    rng = np.random.default_rng(1)
+    rows, cols, f = 100, 71, 3  # 33 whole cells and one of a single row; a partial column of cells too
+    pixels = rng.integers(0, 65535 if dtype == "uint16" else 32767, (3, rows, cols)).astype(dtype)
+    valid = torch.from_numpy(rng.random((rows, cols)) > 0.1)
+    valid[:6, :6] = False  # whole cells without data
+    inputs = InputBand(plan_layout(rows, cols, f, 64, 16), tiny_card(), torch.device("cpu"), dtype)
+    raw = inputs.transfer(pixels)
+    monkeypatch.setattr(input_band, "WIDEN_ROWS", 6)
+    sliced = inputs.developed(raw, valid)
+    inputs._widened = None  # the GPU's way: all at once, no reused buffer
+    whole = inputs.developed(raw, valid)
+    assert sliced.shape == (3, 34, 24) and torch.equal(sliced, whole)
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 17, 50])
