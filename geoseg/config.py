@@ -80,7 +80,7 @@ class RunConfig:
     blend: str = setting("cosine", "Blend window: cosine, gaussian or none.", result=True)
     batch_size: int | None = setting(
         None, "Patches per model call; halved automatically when the GPU runs out of memory.", min=1,
-        default_text="from free GPU memory, up to 16; 4 on the CPU")
+        default_text="from free GPU memory, up to 16; on the CPU 1 (ONNX Runtime, OpenVINO) or 4 (PyTorch)")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     precision: str = setting(
         "auto", "auto (bf16 on CUDA and on CPUs with bf16 instructions, else fp32), fp32, bf16 or fp16.",
