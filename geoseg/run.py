@@ -194,7 +194,8 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
                                                     tune=patches >= TUNE_MIN_PATCHES,
                                                     session=session, backend=config.backend,
                                                     reproducible=config.reproducible, exported=exported,
-                                                    weights_key=weights_key)) as predictor:
+                                                    weights_key=weights_key,
+                                                    network_source=lambda: loaded.network)) as predictor:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         decoder = make_decoder(config.decode, scene, prepared.bands, device)

@@ -26,7 +26,7 @@ import torch
 
 from geoseg.engine.backends import EXPORTED, EXPORTED_BATCH, exported_network, exported_precision, resolve_backend
 from geoseg.engine.device import DeviceSession, Graphs, resolve_precision
-from geoseg.errors import ConfigError, DeviceError
+from geoseg.errors import ConfigError, DeviceError, ModelError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,10 +47,15 @@ class Predictor:
     def __init__(self, network: torch.nn.Module | None, device: torch.device, precision: str, batch_size: int | None,
                  *, channels: int, tile: int, compile: bool = False, cuda_graphs: bool | None = None,
                  tune: bool = True, session: DeviceSession | None = None, backend: str = "torch",
-                 reproducible: bool = False, exported: Path | None = None, weights_key: str | None = None):
+                 reproducible: bool = False, exported: Path | None = None, weights_key: str | None = None,
+                 network_source: Callable[[], torch.nn.Module] | None = None):
         """``network`` may be None only for an exported backend (onnxruntime, openvino) with ``exported``, a
         cached export of its weights (:func:`geoseg.engine.backends.cached_export`); ``weights_key`` names the
-        weights of a network fresh from its file, so that its export can be found that way next time."""
+        weights of a network fresh from its file, so that its export can be found that way next time.
+        ``network_source`` gives the network where ``network`` is None and PyTorch must take over: with
+        ``backend="auto"``, a network the exported backends cannot run (an operator the ONNX exporter lacks,
+        as in smp's PSPNet and UPerNet) runs with PyTorch, with a note; a backend asked for by name fails
+        with a one-line :class:`ModelError`."""
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch size {batch_size} must be at least 1")
         if cuda_graphs is None:  # on by default where they exist (benchmarks/RESULTS.md)
@@ -59,6 +64,9 @@ class Predictor:
             raise ConfigError(f"CUDA graphs need a CUDA device, not {device}; drop --cuda-graphs or use --device cuda")
         self.device = device
         self.session = session or DeviceSession.default()
+        #: What the predictor had to change on the way (out-of-memory back-offs, a backend that could not
+        #: run the network), for the run summary.
+        self.notes: list[str] = []
         self.backend = resolve_backend(backend, device, precision)
         self.precision = (exported_precision(self.backend, precision) if self.backend in EXPORTED else
                           resolve_precision(precision, device))
@@ -74,8 +82,19 @@ class Predictor:
         if self.backend in EXPORTED:
             if compile:
                 raise ConfigError("--compile is for the torch backend; drop it or use --backend torch")
-            self._net = exported_network(self.backend, self.network, channels, tile, self.precision,
-                                         exported=exported, weights_key=weights_key)
+            try:
+                self._net = exported_network(self.backend, self.network, channels, tile, self.precision,
+                                             exported=exported, weights_key=weights_key)
+            except Exception as exc:  # the exporter or the runtime could not take this network
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                if backend != "auto" or (self.network is None and network_source is None):
+                    raise ModelError(f"--backend {self.backend} cannot run this network ({reason}); use "
+                                     f"--backend torch") from None
+                self.notes.append(f"the network could not run with {self.backend} ({reason}); it ran with PyTorch")
+                self.network = self.session.place(self.network if self.network is not None else network_source(),
+                                                  device)
+                self.backend, self.precision = "torch", resolve_precision(precision, device)
+                self._net = self.network
         self.cuda_graphs = cuda_graphs
         self._graphs: Graphs = {}
         self._used: set[tuple[int, ...]] = set()  # batch shapes replayed by this run
@@ -83,8 +102,6 @@ class Predictor:
         self._captured_for = (device, self.precision, compile, tuple(p.data_ptr() for p in weights))
         if cuda_graphs:  # the graphs an earlier run of this network captured, if they fit
             self._graphs = self.session.take_graphs(self.network, self._captured_for)
-        #: What the predictor had to change on the way (out-of-memory back-offs), for the run summary.
-        self.notes: list[str] = []
         if compile and device.type == "cpu":
             self.notes.append("--compile on the CPU compiles the network with a C++ compiler before the first patch "
                               "(about 135 s for the built-in model on 2 cores): it pays only on long runs")

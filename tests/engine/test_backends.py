@@ -4,6 +4,8 @@ the choices they refuse."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import rasterio
@@ -16,7 +18,7 @@ from geoseg.engine.device import cpu_has_bf16
 from geoseg.errors import ConfigError, ModelError
 from geoseg.models import load_model
 from geoseg.run import segment_scene
-from tests.helpers import smooth_image
+from tests.helpers import smooth_image, tiny_card
 
 pytest.importorskip("onnxruntime")
 
@@ -136,3 +138,39 @@ def test_a_deferred_model_still_reports_a_missing_weights_file_at_once(model_fol
     (model_folder / "model.safetensors").unlink()
     with pytest.raises(ModelError, match="missing"):
         load_model(str(model_folder), deferred=True)
+
+
+@pytest.fixture
+def pspnet_folder(tmp_path):
+    """A model folder holding smp's PSPNet: its adaptive pooling has no ONNX export."""
+    import segmentation_models_pytorch as smp
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "pspnet"
+    folder.mkdir()
+    replace(tiny_card(), architecture="PSPNet").save(folder / "config.json")
+    save_file(smp.PSPNet("resnet18", encoder_weights=None, in_channels=3, classes=3).state_dict(),
+              str(folder / "model.safetensors"))
+    return folder
+
+
+def test_a_network_the_cpu_backends_cannot_run_runs_with_pytorch_under_auto(make_tif, pspnet_folder,
+                                                                             tmp_path) -> None:
+    scene = make_tif(smooth_image((3, 96, 100)), descriptions=("b1", "b2", "b3"))
+    config = RunConfig(model=str(pspnet_folder), device="cpu", output_format="gtiff")
+    summary = segment_scene(scene, tmp_path / "auto.tif", config)
+    assert summary.backend == "torch"
+    assert any("could not run with" in w and "ran with PyTorch" in w for w in summary.warnings), summary.warnings
+    with rasterio.open(tmp_path / "auto.tif") as ds:
+        assert ds.read(1).max() < 3
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_backend_asked_for_that_cannot_run_the_network_says_so_in_one_line(make_tif, pspnet_folder, tmp_path,
+                                                                              backend) -> None:
+    pytest.importorskip(backend)
+    scene = make_tif(smooth_image((3, 96, 100)), descriptions=("b1", "b2", "b3"))
+    config = RunConfig(model=str(pspnet_folder), device="cpu", output_format="gtiff", backend=backend)
+    with pytest.raises(ModelError, match=f"--backend {backend} cannot run this network .*use --backend torch") as err:
+        segment_scene(scene, tmp_path / "named.tif", config)
+    assert "\n" not in str(err.value) and not (tmp_path / "named.tif").exists()
