@@ -17,7 +17,8 @@ import hashlib
 import os
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -180,13 +181,42 @@ def _export(network: torch.nn.Module, channels: int, tile: int, path: Path) -> N
     try:
         # The TorchScript exporter warns about what it cannot fold; those are notes for torch's
         # developers, not for a user of a finished export.
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
             warnings.simplefilter("ignore")
             torch.onnx.export(network.eval(), example, str(tmp), input_names=["x"], output_names=["logits"],
                               dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, opset_version=OPSET, dynamo=False)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The TorchScript exporter with its log off. Its ``setup_onnx_logging`` tests a function for truth
+    instead of calling it, so it turns on ONNX logging for every export, and an export that fails prints
+    the whole graph (hundreds of lines) on standard output before the error is raised."""
+    import importlib
+
+    modules = []
+    for name in ("torch.onnx._internal.torchscript_exporter.utils", "torch.onnx.utils"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "setup_onnx_logging"):
+            modules.append((module, module.setup_onnx_logging))
+            module.setup_onnx_logging = _no_onnx_log  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for module, original in modules:
+            module.setup_onnx_logging = original  # type: ignore[attr-defined]
+
+
+@contextmanager
+def _no_onnx_log(verbose: bool = False) -> Iterator[None]:
+    torch._C._jit_set_onnx_log_enabled(False)
+    yield
 
 
 #: One export and one session (ONNX Runtime) or compiled model (OpenVINO) per exported file, precision and

@@ -86,7 +86,7 @@ class Predictor:
                 self._net = exported_network(self.backend, self.network, channels, tile, self.precision,
                                              exported=exported, weights_key=weights_key)
             except Exception as exc:  # the exporter or the runtime could not take this network
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:200]
                 if backend != "auto" or (self.network is None and network_source is None):
                     raise ModelError(f"--backend {self.backend} cannot run this network ({reason}); use "
                                      f"--backend torch") from None
