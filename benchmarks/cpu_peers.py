@@ -71,7 +71,7 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
     import torch
     from ukis_csmask.utils import tile_array
 
-    from geoseg.engine.backends import EXPORTED_BATCH, exported_network, onnxruntime_network
+    from geoseg.engine.backends import EXPORTED_BATCH, exported_network
     from geoseg.engine.device import DeviceSession, cpu_has_bf16
     from geoseg.engine.plan import plan_layout
     from geoseg.engine.predictor import CPU_BATCH
@@ -88,7 +88,7 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
     name = session.get_inputs()[0].name
     tile = np.random.default_rng(0).standard_normal((1, 6, 256, 256), dtype=np.float32)
     network = DeviceSession.default().place(load_model(MODEL).network, torch.device("cpu"))
-    exported = onnxruntime_network(network, 6, card.tile_size)  # geoseg's CPU backend without bf16 instructions
+    exported = exported_network("onnxruntime", network, 6, card.tile_size)  # the CPU default without bf16
     precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
     openvino = {p: exported_network("openvino", network, 6, card.tile_size, p) for p in precisions}
     batch = torch.randn((GEOSEG_BATCH, 6, card.tile_size, card.tile_size)).contiguous(memory_format=torch.channels_last)

@@ -37,7 +37,6 @@ OPSET = 17
 #: the caches: on 2 AVX2 cores 4 patches took 1.16 s one by one and 1.32 s as one batch in ONNX Runtime
 #: (benchmarks/RESULTS.md section 9).
 EXPORTED_BATCH = 1
-ONNXRUNTIME_BATCH = EXPORTED_BATCH  # the name benchmarks used
 
 
 def resolve_backend(name: str, device: torch.device, precision: str) -> str:
@@ -237,20 +236,12 @@ def exported_network(backend: str, network: torch.nn.Module | None, channels: in
         else:
             assert network is not None
             path = onnx_file(network, channels, tile, weights_key)  # keyed by the weights as they are now
-        key = (backend, str(path), precision, threads or cpu_threads())
-        runner = _SESSIONS.get(key)
+        threads = threads or cpu_threads()
+        runner = _SESSIONS.get((backend, str(path), precision, threads))
         if runner is None:
             make = _onnxruntime_runner if backend == "onnxruntime" else _openvino_runner
-            runner = _SESSIONS[key] = make(path, precision, threads or cpu_threads())
+            runner = _SESSIONS[backend, str(path), precision, threads] = make(path, precision, threads)
     return runner
-
-
-def onnxruntime_network(network: torch.nn.Module | None, channels: int, tile: int, threads: int | None = None, *,
-                        exported: Path | None = None, weights_key: str | None = None
-                        ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """:func:`exported_network` run by ONNX Runtime in fp32."""
-    return exported_network("onnxruntime", network, channels, tile, "fp32", threads, exported=exported,
-                            weights_key=weights_key)
 
 
 def _onnxruntime_runner(path: Path, precision: str, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:

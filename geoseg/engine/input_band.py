@@ -155,17 +155,19 @@ class InputBand:
             x, v = coarsen(_widen(raw, self.file_dtype), valid, f)
         else:  # in slices of whole cells: each cell's mean is the same whichever slice holds it
             step = max(f, WIDEN_ROWS // f * f)
-            cells = [coarsen(_widen(raw[:, a : a + step], self.file_dtype, self._scratch(raw[:, a : a + step].shape)),
-                             valid[a : a + step], f) for a in range(0, raw.shape[1], step)]
-            x, v = (cells[0] if len(cells) == 1 else
-                    (torch.cat([c[0] for c in cells], dim=1), torch.cat([c[1] for c in cells])))
+            xs, vs = [], []
+            for a in range(0, raw.shape[1], step):
+                part = raw[:, a : a + step]
+                x, v = coarsen(_widen(part, self.file_dtype, self._scratch(part.shape)), valid[a : a + step], f)
+                xs.append(x)
+                vs.append(v)
+            x, v = (xs[0], vs[0]) if len(xs) == 1 else (torch.cat(xs, dim=1), torch.cat(vs))
         return torch.where(v, (x * self.scale + self.offset - self.mean) / self.std, 0.0)  # no data enters as
         # the band means
 
-    def _scratch(self, shape: torch.Size) -> torch.Tensor | None:
-        """The reused CPU buffer for widened pixels of ``shape`` (None on a GPU: its allocator caches)."""
-        if self._widened is None:
-            return None
+    def _scratch(self, shape: torch.Size) -> torch.Tensor:
+        """The reused CPU buffer, as a float32 tensor of ``shape``."""
+        assert self._widened is not None
         if self._widened.numel() < shape.numel():
             self._widened = torch.empty(shape.numel(), dtype=torch.float32)
         return self._widened[: shape.numel()].view(shape)
@@ -226,7 +228,7 @@ def _widen(x: torch.Tensor, file_dtype: np.dtype, out: torch.Tensor | None = Non
 def _gather(x: torch.Tensor, dim: int, index: np.ndarray) -> torch.Tensor:
     """``x`` at positions ``index`` along ``dim``: a view when they are one run; at reflected edges, the
     runs (rising, and falling ones flipped) put together, which copies like ``cat`` (``index_select`` along
-    the columns was 3x slower on the CPU); a gather where the runs are many (a scene smaller than a patch)."""
+    the columns was 7x slower on the CPU); a gather where the runs are many (a scene smaller than a patch)."""
     runs = _runs(index)
     if runs is None:
         return x.index_select(dim, _upload(index, x.device))
