@@ -159,14 +159,38 @@ def onnx_file(network: torch.nn.Module, channels: int, tile: int, weights_key: s
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     path = cache_dir() / "onnx" / f"{digest.hexdigest()[:32]}.onnx"
     if not path.is_file():
-        _export(network, channels, tile, path)
+        try:
+            _export(network, channels, tile, path)
+        except OSError:  # a read-only or full cache: this process's own export, removed at its exit
+            path = _private_dir() / path.name
+            if not path.is_file():
+                _export(network, channels, tile, path)
+            return path
     if weights_key is not None:
         alias = _alias(weights_key, channels, tile)
-        alias.parent.mkdir(parents=True, exist_ok=True)
         partial = alias.with_name(f".{alias.name}.{os.getpid()}.tmp")
-        partial.write_text(path.name)
-        os.replace(partial, alias)
+        try:
+            alias.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(path.name)
+            os.replace(partial, alias)
+        except OSError:  # the export works all the same; the next run builds the network to find it
+            partial.unlink(missing_ok=True)
     return path
+
+
+_PRIVATE: list[Path] = []
+
+
+def _private_dir() -> Path:
+    """A folder for this process's exports where the cache cannot take them, removed when it exits."""
+    if not _PRIVATE:
+        import atexit
+        import shutil
+        import tempfile
+
+        _PRIVATE.append(Path(tempfile.mkdtemp(prefix="geoseg-onnx-")))
+        atexit.register(shutil.rmtree, _PRIVATE[0], ignore_errors=True)
+    return _PRIVATE[0]
 
 
 def _export(network: torch.nn.Module, channels: int, tile: int, path: Path) -> None:
@@ -272,15 +296,18 @@ def _openvino_runner(path: Path, precision: str, threads: int) -> Callable[[torc
 
     from geoseg.models.cache import cache_dir
 
-    core = ov.Core()
-    # OpenVINO keeps what it compiled for this CPU (about 75 MB a model and precision): a later process loads
-    # it in 0.09 s instead of compiling in 0.4 s. The export's name is its content's digest.
-    core.set_property({"CACHE_DIR": str(cache_dir() / "openvino")})
     # The latency hint runs one call on every thread (the throughput hint, streams of calls side by side, was
     # 1.8x slower for the engine's one call at a time: section 9).
-    compiled = core.compile_model(str(path), "CPU", {
-        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
-        "INFERENCE_NUM_THREADS": threads})
+    settings = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
+                "INFERENCE_NUM_THREADS": threads}
+    try:
+        # OpenVINO keeps what it compiled for this CPU (about 75 MB a model and precision): a later process
+        # loads it in 0.15 s instead of compiling in 0.55 s. The export's name is its content's digest.
+        core = ov.Core()
+        core.set_property({"CACHE_DIR": str(cache_dir() / "openvino")})
+        compiled = core.compile_model(str(path), "CPU", settings)
+    except RuntimeError:  # the cache cannot be written (read-only, full): compiled for this process only
+        compiled = ov.Core().compile_model(str(path), "CPU", settings)
     requests = threading.local()  # an infer request serves one call at a time: one per calling thread
 
     def run(batch: torch.Tensor) -> torch.Tensor:

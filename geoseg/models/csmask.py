@@ -9,6 +9,7 @@ safetensors, keyed by the ONNX file's size and the package version.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from importlib import metadata
 from pathlib import Path
@@ -100,7 +101,8 @@ def csmask_weights(name: str) -> dict[str, torch.Tensor]:
         except Exception:  # a damaged cache entry is rebuilt, never trusted
             cached.unlink(missing_ok=True)
     tensors = _onnx_initializers(onnx_path)
-    save_weights(cached, tensors)
+    with contextlib.suppress(OSError):  # a read-only or full cache: the weights serve this process all the same
+        save_weights(cached, tensors)
     return tensors
 
 

@@ -175,3 +175,18 @@ def test_a_backend_asked_for_that_cannot_run_the_network_says_so_in_one_line(mak
         segment_scene(scene, tmp_path / "named.tif", config)
     assert "\n" not in str(err.value) and not (tmp_path / "named.tif").exists()
     assert capfd.readouterr().out == ""  # torch's exporter printed the whole graph on a failed export
+
+
+def test_a_cache_that_cannot_be_written_costs_the_cache_not_the_run(make_tif, model_folder, tmp_path,
+                                                                   monkeypatch) -> None:
+    """A read-only or full cache (here: a file where its folder should be) must not fail a CPU run: the export
+    lives in a private folder for the process, OpenVINO compiles without its cache."""
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("GEOSEG_CACHE_DIR", str(tmp_path / "not-a-folder" / "cache"))
+    scene = make_tif(smooth_image((3, 96, 100)), descriptions=("b1", "b2", "b3"))
+    for backend in ("onnxruntime", "openvino"):
+        pytest.importorskip(backend)
+        config = RunConfig(model=str(model_folder), device="cpu", output_format="gtiff", backend=backend,
+                           overwrite=True)
+        summary = segment_scene(scene, tmp_path / "mask.tif", config)
+        assert summary.backend == backend and summary.warnings == []

@@ -53,3 +53,10 @@ def test_model_folder_round_trip_and_wrong_weights(tmp_path) -> None:
 def test_unknown_model_lists_names() -> None:
     with pytest.raises(ModelError, match="unknown model 'unet9'; choose one of auto, csmask-6b-l1c"):
         get_card("unet9")
+
+
+def test_builtin_weights_load_where_the_cache_cannot_be_written(tmp_path, monkeypatch) -> None:
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("GEOSEG_CACHE_DIR", str(tmp_path / "not-a-folder" / "cache"))
+    loaded = load_model("csmask-6b-l1c")  # converted from ukis-csmask's ONNX file, kept in memory only
+    assert loaded.card.name == "csmask-6b-l1c" and not cache_dir().exists()
