@@ -101,7 +101,7 @@ def summary_table(s: RunSummary) -> Table:
     table = Table(title=f"geoseg: {s.output}", show_header=False, title_justify="left")
     table.add_row("input", f"{s.input} ({s.width} x {s.height}, bands {','.join(map(str, s.bands))})")
     grid = f"inferred at 1/{s.factor} of the scene's resolution" if s.factor > 1 else "scene's own grid"
-    table.add_row("model", f"{s.model} on {s.device} ({s.precision}, batches of {s.batch_size}), {grid}")
+    table.add_row("model", f"{s.model} on {s.device} ({s.backend}, {s.precision}, batches of {s.batch_size}), {grid}")
     table.add_row("tiling", f"{s.tile_size} px tiles, {s.overlap} px overlap, {s.blend} blend")
     finishing = f" ({s.finish_seconds:.1f} s of it finishing the {s.output_format})" if s.finish_seconds else ""
     table.add_row("time", f"{s.seconds:.1f} s, {s.megapixels_per_second:.2f} MP/s{finishing}")

@@ -128,3 +128,11 @@ def test_options_reach_the_run_config(command, make_tif, tmp_path, monkeypatch, 
     assert got.block_size == 512 and got.scale == 0.5 and got.device == RunConfig().device
     bad = runner.invoke(app, [command, *where, "--blend", "triangle"])
     assert bad.exit_code == 2 and "not one of cosine, gaussian, none" in bad.output
+
+
+def test_the_run_summary_names_the_backend_and_precision(make_tif, model_folder, tmp_path) -> None:
+    scene = make_tif(smooth_image((3, 40, 50)), descriptions=("b1", "b2", "b3"))
+    result = runner.invoke(app, ["run", str(scene), "-o", str(tmp_path / "m.tif"), "--model", str(model_folder),
+                                 "--device", "cpu", "--backend", "onnxruntime"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "on cpu (onnxruntime, fp32, batches of 1)" in result.output
