@@ -13,6 +13,7 @@ differ.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
@@ -178,19 +179,16 @@ def onnx_file(network: torch.nn.Module, channels: int, tile: int, weights_key: s
     return path
 
 
-_PRIVATE: list[Path] = []
-
-
+@functools.cache
 def _private_dir() -> Path:
     """A folder for this process's exports where the cache cannot take them, removed when it exits."""
-    if not _PRIVATE:
-        import atexit
-        import shutil
-        import tempfile
+    import atexit
+    import shutil
+    import tempfile
 
-        _PRIVATE.append(Path(tempfile.mkdtemp(prefix="geoseg-onnx-")))
-        atexit.register(shutil.rmtree, _PRIVATE[0], ignore_errors=True)
-    return _PRIVATE[0]
+    folder = Path(tempfile.mkdtemp(prefix="geoseg-onnx-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def _export(network: torch.nn.Module, channels: int, tile: int, path: Path) -> None:

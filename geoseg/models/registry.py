@@ -54,10 +54,6 @@ class LoadedModel:
                     self._network = self._build()
         return self._network
 
-    @network.setter
-    def network(self, network: torch.nn.Module) -> None:
-        self._network = network
-
     @property
     def built(self) -> bool:
         """Whether the network exists yet (a deferred model builds it on first use)."""
