@@ -157,6 +157,9 @@ def main() -> None:
     parser.add_argument("--floors-only", action="store_true", help="only the model floors")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of the three tools, interleaved; the median of each counts (default: 3)")
+    parser.add_argument("--tools", nargs="+", choices=list(GEOSEG_CHILDREN), default=list(GEOSEG_CHILDREN),
+                        help="geoseg's runs to time against ukis-csmask (default: all; geoseg-ort only where it "
+                             "is not the default)")
     parser.add_argument("--child", choices=["csmask", *GEOSEG_CHILDREN], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -189,7 +192,7 @@ def main() -> None:
     me = [sys.executable, str(Path(__file__).resolve()), str(scene)]
     from geoseg.engine.device import cpu_has_bf16
 
-    tools = [name for name in GEOSEG_CHILDREN if name != "geoseg-ort" or cpu_has_bf16()]  # ort: the default else
+    tools = [name for name in args.tools if name != "geoseg-ort" or cpu_has_bf16()]  # ort: the default else
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in [*tools, "csmask"]}
     for _ in range(args.rounds):  # a shared machine's speed drifts by the minute: rounds, not one run each
         for name, done in runs.items():
@@ -199,7 +202,7 @@ def main() -> None:
             print(f"{name}: {wall:.1f} s, peak RSS {rss:.2f} GiB", file=sys.stderr, flush=True)
     rows = {name: (float(np.median([w for w, _ in done])), float(np.median([r for _, r in done])))
             for name, done in runs.items()}
-    with rasterio.open(args.workdir / "geoseg.tif") as a, rasterio.open(args.workdir / "csmask.tif") as b:
+    with rasterio.open(args.workdir / f"{tools[0]}.tif") as a, rasterio.open(args.workdir / "csmask.tif") as b:
         ours = a.read(1)
         theirs = b.read(1).repeat(FACTOR, axis=0).repeat(FACTOR, axis=1)[: a.height, : a.width]
     agreement = float((ours == theirs).mean())
@@ -219,7 +222,7 @@ def main() -> None:
     for name in tools:
         g = rows[name]
         print(f"| {name} / ukis-csmask | {g[0] / c[0]:.2f}x time | {g[1] / c[1]:.2f}x memory |")
-    print(f"mask agreement (ukis-csmask's 30 m mask repeated to 10 m): {agreement:.2%}")
+    print(f"mask agreement, {tools[0]} against ukis-csmask's 30 m mask repeated to 10 m: {agreement:.2%}")
     if args.no_floors:
         return
     floors = model_floors(-(-args.size // FACTOR), -(-args.size // FACTOR))
