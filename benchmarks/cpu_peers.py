@@ -71,7 +71,7 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
     import torch
     from ukis_csmask.utils import tile_array
 
-    from geoseg.engine.backends import EXPORTED_BATCH, exported_network
+    from geoseg.engine.backends import EXPORTED_BATCH, exported_network, onnx_file
     from geoseg.engine.device import DeviceSession, cpu_has_bf16
     from geoseg.engine.plan import plan_layout
     from geoseg.engine.predictor import CPU_BATCH
@@ -89,6 +89,10 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
     tile = np.random.default_rng(0).standard_normal((1, 6, 256, 256), dtype=np.float32)
     network = DeviceSession.default().place(load_model(MODEL).network, torch.device("cpu"))
     exported = exported_network("onnxruntime", network, 6, card.tile_size)  # the CPU default without bf16
+    # The same export in a session whose idle threads spin (ONNX Runtime's default; geoseg turns it off so
+    # that the readers and the writer get the cores between calls): what the setting costs the network alone.
+    spinning = onnxruntime.InferenceSession(str(onnx_file(network, 6, card.tile_size)),
+                                            providers=["CPUExecutionProvider"])
     precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
     openvino = {p: exported_network("openvino", network, 6, card.tile_size, p) for p in precisions}
     batch = torch.randn((GEOSEG_BATCH, 6, card.tile_size, card.tile_size)).contiguous(memory_format=torch.channels_last)
@@ -99,6 +103,7 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
 
     plain = batch[:EXPORTED_BATCH].contiguous()  # the exported backends' own batch
     kinds = {"onnx": lambda: session.run(None, {name: tile}), "geoseg onnx": lambda: exported(plain),
+             "geoseg onnx, spinning": lambda: spinning.run(None, {"x": plain.numpy()}),
              "fp32": lambda: torch_call(None),
              "bf16": lambda: torch_call(torch.bfloat16),
              **{f"openvino {p}": (lambda run=run: run(plain)) for p, run in openvino.items()}}
@@ -118,6 +123,8 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
         "ONNX Runtime fp32, geoseg's patches": best["onnx"] * per_patch_tiles * ours,
         "ONNX Runtime fp32, geoseg's export of the network, geoseg's patches":
             best["geoseg onnx"] * -(-ours // EXPORTED_BATCH),
+        "ONNX Runtime fp32, geoseg's export, idle threads spinning (ONNX Runtime's default), geoseg's patches":
+            best["geoseg onnx, spinning"] * -(-ours // EXPORTED_BATCH),
         **{f"OpenVINO {p}, geoseg's export, geoseg's patches": best[f"openvino {p}"] * -(-ours // EXPORTED_BATCH)
            for p in openvino},
         "PyTorch fp32, geoseg's patches": best["fp32"] * calls,
