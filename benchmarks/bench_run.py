@@ -361,6 +361,7 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
     largest = max(c.shape[0] * c.shape[1] for s in strips for c in s.chunks)
     reader = WindowReader(info, indexes)
     pool = StagingPool(inputs.staged_bytes(largest), threads + 4, inputs.pin)
+    lock = threading.Lock()
     for mode in ("cpu", "gpu", "hybrid", "cpu", "gpu", "hybrid"):  # twice: the first pays for pinning / set-up
         decoder = None if mode == "cpu" else TileDecoder(  # on a CPU (a dry run of this script): zlib
             index, indexes, dev, None, mode, inflater=None if dev.type == "cuda" else HostInflater(index.codec))
@@ -374,6 +375,16 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
             ahead = decoder.strips_ahead(tiles, (widest.rows[1] - widest.rows[0]) * info.width * inputs.pixel_bytes,
                                          2)
         sync()
+        spent = {"chunks": 0, "gdal": 0.0, "load": 0.0}  # the reader threads' chunks, summed over threads
+
+        def timed_read(*args, spent=spent, **kwargs):  # GDAL's decode of one chunk (the GIL released)
+            begin = time.perf_counter()
+            try:
+                return reader.read_into(*args, **kwargs)
+            finally:
+                with lock:
+                    spent["gdal"] += time.perf_counter() - begin
+
         start = time.perf_counter()
         pending = []
         for strip_plan in strips:
@@ -381,10 +392,14 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
             queue = ChunkQueue(strip_plan.chunks)
             loads = [] if decoder is None else [decoder.submit(strip, queue, inputs.copy_stream)]
             if mode != "gpu":
-                def take(strip=strip, queue=queue) -> None:
+                def take(strip=strip, queue=queue, spent=spent, timed_read=timed_read) -> None:
                     box = queue.take_left()
                     if box is not None:
-                        inputs.load(strip, box, reader.read_into, pool)
+                        begin = time.perf_counter()
+                        inputs.load(strip, box, timed_read, pool)  # + staging, copies, and GIL waits
+                        with lock:
+                            spent["chunks"] += 1
+                            spent["load"] += time.perf_counter() - begin
                 loads += [readers.submit(take) for _ in strip_plan.chunks]
             pending.append((strip, loads))
             if len(pending) > ahead:  # the pipeline reads this many strips ahead of the one it works on
@@ -398,7 +413,15 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
                 f.result()
         sync()
         out[f"{mode} decode s"] = time.perf_counter() - start
+        # Where the reader threads' time went: a chunk's GDAL decode, and the rest of its load (staging buffer,
+        # copy, validity, waits for the GIL). Per chunk, compared across modes: contention shows as growth.
+        out[f"{mode} reader chunks"] = spent["chunks"]
+        out[f"{mode} reader gdal ms per chunk"] = 1e3 * spent["gdal"] / max(1, spent["chunks"])
+        out[f"{mode} reader rest ms per chunk"] = 1e3 * (spent["load"] - spent["gdal"]) / max(1, spent["chunks"])
         if decoder is not None:
+            out[f"{mode} device busy s"] = decoder.stats.busy_seconds
+            out[f"{mode} device fetch s"] = decoder.stats.fetch_seconds
+            out[f"{mode} device batches"] = decoder.stats.batches
             out[f"{mode} device share"] = decoder.stats.chunks / sum(len(s.chunks) for s in strips)
             out[f"{mode} strips ahead"] = ahead
             decoder.close()
@@ -415,7 +438,7 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
             "geoseg steady s: cpu / gpu / hybrid", "gpu / max(floors)", "hybrid / max(floors)",
             "of which finishing the mask s (gpu)", "GPU busy: cpu / gpu / hybrid",
             "device share (run)", "pixels differing gpu / hybrid", "device decode busy s (hybrid)")
-    rows = []
+    rows, threads_rows = [], []
     for scene in scenes:
         info = open_scene(scene)
         factor = resolution_factor(info.pixel_size_m, card.resolution_m)
@@ -456,9 +479,17 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
                      " / ".join(f"{int((masks[m] != masks['cpu']).sum())}" for m in ("gpu", "hybrid")),
                      f"{stages.get('device decode busy', 0):.2f}"])
         print(json.dumps({"row": rows[-1], "floors": floors, "runs": runs}), file=sys.stderr, flush=True)
+        threads_rows.append([scene.name, *(
+            f"{floors.get(f'{m} reader chunks', 0)} / {floors.get(f'{m} reader gdal ms per chunk', 0):.1f} / "
+            f"{floors.get(f'{m} reader rest ms per chunk', 0):.1f} / {floors.get(f'{m} device batches', 0)} / "
+            f"{floors.get(f'{m} device busy s', 0):.2f} / {floors.get(f'{m} device fetch s', 0):.2f}"
+            for m in ("cpu", "gpu", "hybrid"))])
     table(f"decode: who decodes the tiles (steady runs, {'tuned' if args.tuned else '--reproducible'}, "
           f"--format {args.format}; "
           "max(floors) = max(model, I/O, the faster device decode, write))", head, rows)
+    table("decode floors, by thread (the second pass of each mode): reader chunks / GDAL ms per chunk / the rest "
+          "of a chunk's load ms (staging, copies, GIL waits) / device batches / device busy s / device fetch s",
+          ("scene", "cpu", "gpu", "hybrid"), threads_rows)
 
 
 def fmt(value: float | None, spec: str) -> str:
