@@ -3,12 +3,12 @@
 The peer is what its README asks of a user: read the scene at 30 m (rasterio, average resampling),
 scale to reflectance, ``CSmask(img, band_order, product_level="l1c")`` (its own 256 px tiling with
 20 % overlap, ONNX Runtime on every core), write the mask with rasterio. geoseg is ``segment_scene``
-with its built-in model (the same ONNX weights, converted): its default (on a CPU with bf16
-instructions, OpenVINO in bf16; on others, ONNX Runtime in fp32), ONNX Runtime in fp32 where that is not
-the default, and the PyTorch backend in its default precision (bf16 on a CPU with bf16 instructions) and
-in fp32. Each runs in its own child process, timed from start to exit,
-in ``--rounds`` interleaved rounds (the median counts); peak RSS is the child's own. The scene is a
-full Sentinel-2 tile's size (10980 x 10980 at 10 m) mirrored and repeated from the real one.
+with its built-in model (the same ONNX weights, converted): its default (OpenVINO, in bf16 on a CPU with
+bf16 instructions, in fp32 on other x86 CPUs), ONNX Runtime in fp32, and the PyTorch backend in its
+default precision (bf16 on a CPU with bf16 instructions) and in fp32. Each runs in its own child
+process, timed from start to exit, in ``--rounds`` interleaved rounds (the median counts); peak RSS is
+the child's own. The scene is a full Sentinel-2 tile's size (10980 x 10980 at 10 m) mirrored and repeated
+from the real one.
 
 It also measures **model floors** in the same run: the network alone (batches ready in memory, every
 core) over the patches each tool runs, in ONNX Runtime (ukis-csmask's own session) and in PyTorch
@@ -88,7 +88,7 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
     name = session.get_inputs()[0].name
     tile = np.random.default_rng(0).standard_normal((1, 6, 256, 256), dtype=np.float32)
     network = DeviceSession.default().place(load_model(MODEL).network, torch.device("cpu"))
-    exported = exported_network("onnxruntime", network, 6, card.tile_size)  # the CPU default without bf16
+    exported = exported_network("onnxruntime", network, 6, card.tile_size)
     # The same export in a session whose idle threads spin (ONNX Runtime's default; geoseg turns it off so
     # that the readers and the writer get the cores between calls): what the setting costs the network alone.
     spinning = onnxruntime.InferenceSession(str(onnx_file(network, 6, card.tile_size)),
@@ -165,8 +165,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of the three tools, interleaved; the median of each counts (default: 3)")
     parser.add_argument("--tools", nargs="+", choices=list(GEOSEG_CHILDREN), default=list(GEOSEG_CHILDREN),
-                        help="geoseg's runs to time against ukis-csmask (default: all; geoseg-ort only where it "
-                             "is not the default)")
+                        help="geoseg's runs to time against ukis-csmask (default: all)")
     parser.add_argument("--child", choices=["csmask", *GEOSEG_CHILDREN], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -197,9 +196,14 @@ def main() -> None:
           f"{export_s:.1f} s",
           file=sys.stderr, flush=True)
     me = [sys.executable, str(Path(__file__).resolve()), str(scene)]
+    import torch
+
+    from geoseg.engine.backends import exported_precision, resolve_backend
     from geoseg.engine.device import cpu_has_bf16
 
-    tools = [name for name in args.tools if name != "geoseg-ort" or cpu_has_bf16()]  # ort: the default else
+    tools = list(args.tools)
+    chosen = resolve_backend("auto", torch.device("cpu"), "auto")
+    chosen = f"{chosen} {exported_precision(chosen, 'auto')}" if chosen != "torch" else chosen
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in [*tools, "csmask"]}
     for _ in range(args.rounds):  # a shared machine's speed drifts by the minute: rounds, not one run each
         for name, done in runs.items():
@@ -217,7 +221,7 @@ def main() -> None:
     print(json.dumps({"runs": runs, "agreement": agreement, "cores": os.cpu_count()}), file=sys.stderr)
     print(f"scene {scene.name} ({args.size}x{args.size}, 6 bands uint16, 10 m), CPU cores: {os.cpu_count()}")
     default = "bf16" if cpu_has_bf16() else "fp32"
-    print(f"| tool (geoseg: its default, {'OpenVINO bf16' if cpu_has_bf16() else 'ONNX Runtime fp32'}; "
+    print(f"| tool (geoseg: its default here, {chosen}; "
           f"-ort: ONNX Runtime fp32; -torch: PyTorch {default}; -fp32: PyTorch fp32) "
           f"| wall s, median of {args.rounds} "
           "(each round) | peak RSS GiB |")

@@ -86,8 +86,8 @@ class RunConfig:
         "auto", "auto (bf16 on CUDA and on CPUs with bf16 instructions, else fp32), fp32, bf16 or fp16.",
         result=True, choices=PRECISIONS)
     backend: str = setting(
-        "auto", "Inference backend: auto (on the CPU at --precision auto: OpenVINO in bf16 where the CPU has bf16 "
-        "instructions, else ONNX Runtime; PyTorch otherwise), torch, onnxruntime (CPU, fp32) or openvino (CPU, "
+        "auto", "Inference backend: auto (on the CPU at --precision auto: OpenVINO, in bf16 where the CPU has bf16 "
+        "instructions, else in fp32; PyTorch otherwise), torch, onnxruntime (CPU, fp32) or openvino (CPU, "
         "fp32 or bf16); the CPU backends run the network exported once to ONNX and cached.", result=True,
         choices=("auto", "torch", "onnxruntime", "openvino"))
     match_resolution: bool = setting(

@@ -1,14 +1,14 @@
 """Inference backends behind :class:`~geoseg.engine.predictor.Predictor`: PyTorch, or on the CPU the
 network exported once to ONNX and run by ONNX Runtime (fp32) or OpenVINO (fp32 or bf16).
 
-PyTorch's CPU kernels run these U-Nets 2x to 3x slower than ONNX Runtime's in fp32, and OpenVINO's bf16
-kernels on a CPU with AMX / AVX512-BF16 run them 2.5x faster than ONNX Runtime (benchmarks/RESULTS.md
-section 9). The export (opset 17, a dynamic batch axis) is cached under geoseg's cache, keyed by the
-weights the forward pass reaches, the input shape and the library versions; later runs load it straight
-away, and a run of a model fresh from its file finds it without building the network
-(:func:`cached_export`). The run's blending, patch grid and exactness are the same: for a given backend
-and precision the mask does not depend on the block or batch size; against PyTorch fp32 only near-ties
-differ.
+PyTorch's CPU kernels run these U-Nets 2x to 3x slower than ONNX Runtime's in fp32; OpenVINO's bf16
+kernels on a CPU with AMX / AVX512-BF16 run them 2.5x faster than ONNX Runtime, and its fp32 ones as fast
+on 2 cores and 2.6x faster on 16 (benchmarks/RESULTS.md section 9). The export (opset 17, a dynamic batch
+axis) is cached under geoseg's cache, keyed by the weights the forward pass reaches, the input shape and
+the library versions; later runs load it straight away, and a run of a model fresh from its file finds it
+without building the network (:func:`cached_export`). The run's blending, patch grid and exactness are
+the same: for a given backend and precision the mask does not depend on the block or batch size; against
+PyTorch fp32 only near-ties differ.
 """
 
 from __future__ import annotations
@@ -28,8 +28,13 @@ import torch
 from geoseg.errors import ConfigError
 
 #: Backends by name (``--backend``). ``auto`` on the CPU at ``--precision auto`` is the fastest measured there
-#: among those installed: OpenVINO in bf16 on a CPU with bf16 instructions, ONNX Runtime in fp32 on others;
-#: PyTorch on a GPU and with an explicit ``--precision`` (``fp32`` keeps PyTorch's fp32 as the reference).
+#: among those installed: OpenVINO, in bf16 on a CPU with bf16 instructions and in fp32 on other x86 CPUs;
+#: ONNX Runtime in fp32 where OpenVINO is missing or the CPU is not x86 (not measured there); PyTorch on a
+#: GPU and with an explicit ``--precision`` (``fp32`` keeps PyTorch's fp32 as the reference).
+#:
+#: OpenVINO's fp32 against ONNX Runtime's (benchmarks/RESULTS.md section 9): 1.03x the time per patch on
+#: 2 AVX2 cores and on 2 AMX cores, 6 % faster end to end on the 2 AMX cores, and 2.6x faster per patch on
+#: 16 AMX cores (ONNX Runtime's idle threads sleeping, as geoseg runs it).
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 #: Backends that run the network's ONNX export (CPU only), and the precisions each offers.
 EXPORTED = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
@@ -49,7 +54,7 @@ def resolve_backend(name: str, device: torch.device, precision: str) -> str:
     if name == "auto":
         if device.type != "cpu" or precision != "auto":
             return "torch"
-        if cpu_has_bf16() and _importable("openvino"):
+        if (cpu_has_bf16() or _x86()) and _importable("openvino"):
             return "openvino"
         return "onnxruntime" if _importable("onnxruntime") else "torch"
     if name in EXPORTED:
@@ -77,6 +82,13 @@ def exported_precision(backend: str, precision: str) -> str:
     if precision != "auto":
         return precision
     return "bf16" if "bf16" in EXPORTED[backend] and cpu_has_bf16() else "fp32"
+
+
+def _x86() -> bool:
+    """Whether this is an x86-64 CPU, where OpenVINO's fp32 was measured against ONNX Runtime's."""
+    import platform
+
+    return platform.machine().lower() in ("x86_64", "amd64")
 
 
 def _importable(module: str) -> bool:

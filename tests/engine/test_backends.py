@@ -13,7 +13,7 @@ import torch
 
 from geoseg.config import RunConfig
 from geoseg.engine import device as device_module
-from geoseg.engine.backends import onnx_file, resolve_backend
+from geoseg.engine.backends import exported_precision, onnx_file, resolve_backend
 from geoseg.engine.device import cpu_has_bf16
 from geoseg.errors import ConfigError, ModelError
 from geoseg.models import load_model
@@ -66,11 +66,18 @@ def test_modules_the_forward_never_reaches_do_not_key_the_cache(model_folder) ->
     assert onnx_file(net, 3, 64) == first
 
 
-@pytest.mark.parametrize("has_bf16", [True, False])
-def test_auto_is_the_fastest_backend_measured_for_the_cpu(monkeypatch, has_bf16) -> None:
+@pytest.mark.parametrize(("has_bf16", "machine", "chosen"), [
+    (True, "x86_64", "openvino"), (False, "x86_64", "openvino"), (False, "AMD64", "openvino"),
+    (False, "aarch64", "onnxruntime"),  # OpenVINO's fp32 not measured there
+])
+def test_auto_is_the_fastest_backend_measured_for_the_cpu(monkeypatch, has_bf16, machine, chosen) -> None:
+    import platform
+
     monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: has_bf16)
+    monkeypatch.setattr(platform, "machine", lambda: machine)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert resolve_backend("auto", cpu, "auto") == ("openvino" if has_bf16 else "onnxruntime")
+    assert resolve_backend("auto", cpu, "auto") == chosen
+    assert exported_precision(chosen, "auto") == ("bf16" if has_bf16 else "fp32")
     assert resolve_backend("auto", cpu, "fp32") == "torch"  # fp32 asked for: PyTorch's, the reference
     assert resolve_backend("auto", cuda, "auto") == "torch"
 
@@ -103,8 +110,9 @@ def test_a_backend_that_is_not_installed_says_how_to_install_it(monkeypatch) -> 
     monkeypatch.setattr(builtins, "__import__", no_openvino)
     with pytest.raises(ConfigError, match="pip install openvino"):
         resolve_backend("openvino", torch.device("cpu"), "auto")
-    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: True)
-    assert resolve_backend("auto", torch.device("cpu"), "auto") == "onnxruntime"  # the next fastest installed
+    for has_bf16 in (True, False):
+        monkeypatch.setattr(device_module, "cpu_has_bf16", lambda has_bf16=has_bf16: has_bf16)
+        assert resolve_backend("auto", torch.device("cpu"), "auto") == "onnxruntime"  # the next fastest installed
 
 
 def run_mask(scene, out, model) -> np.ndarray:
