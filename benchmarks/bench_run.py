@@ -492,6 +492,26 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
           ("scene", "cpu", "gpu", "hybrid"), threads_rows)
 
 
+def part_decode_floors(scenes: list[Path], model: Path, args: argparse.Namespace) -> None:
+    """The decode floors alone (no geoseg runs: a lease's quick loop), for each ``--reader-threads``:
+    whether fewer reader threads let hybrid decoding beat the GPU alone."""
+    card = ModelCard.load(model / "config.json")
+    rows = []
+    for scene in scenes:
+        factor = resolution_factor(open_scene(scene).pixel_size_m, card.resolution_m)
+        for threads in args.reader_threads or [default_workers()]:
+            floors = decode_floors(scene, factor, card, threads, args.device)
+            print(json.dumps({"scene": scene.name, "threads": threads, "floors": floors}), file=sys.stderr, flush=True)
+            rows.append([scene.name, str(threads), f"{floors['io s']:.2f}", *(
+                f"{floors[f'{m} decode s']:.2f}" for m in ("cpu", "gpu", "hybrid")),
+                f"{floors['hybrid device share']:.0%}", *(
+                f"{floors[f'{m} reader gdal ms per chunk']:.1f} / {floors[f'{m} reader rest ms per chunk']:.1f}"
+                for m in ("cpu", "hybrid"))])
+    table("decode floors by reader threads (the second pass of each mode)",
+          ("scene", "reader threads", "I/O floor s", "CPU decode s", "GPU decode s", "hybrid decode s",
+           "device share (hybrid)", "readers ms per chunk, GDAL / rest: cpu", "hybrid"), rows)
+
+
 def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -624,7 +644,10 @@ def main() -> None:
     parser.add_argument("--more-models", type=Path, nargs="*", default=[],
                         help="model folders timed on the first generated scene only")
     parser.add_argument("--parts", nargs="*", default=["main", "options", "peers"],
-                        choices=["main", "options", "peers", "decode"])
+                        choices=["main", "options", "peers", "decode", "decode-floors"])
+    parser.add_argument("--reader-threads", type=int, nargs="*", default=[],
+                        help="--parts decode-floors: reader thread counts to try (default: geoseg's, one per core "
+                             "but one)")
     parser.add_argument("--options", nargs="*", default=["eager", "compile", "fp32", "auto", "oom"],
                         choices=list(OPTIONS), help="settings compared by --parts options (default: %(default)s)")
     parser.add_argument("--priority-ab", action="store_true",
@@ -667,6 +690,8 @@ def main() -> None:
         part_options(built or [args.source], args.model, args)
     if "peers" in args.parts:
         part_peers(first, args.model, args)
+    if "decode-floors" in args.parts:
+        part_decode_floors(built or [args.source], args.model, args)
     if "decode" in args.parts:
         zstd = [build_scene(args.source, args.workdir / f"s2-{args.sizes[0]}-zstd.tif", args.sizes[0],
                             compress="zstd")] if args.sizes and "zstd" in args.decode_codecs else []
