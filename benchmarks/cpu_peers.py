@@ -88,13 +88,13 @@ def model_floors(height: int, width: int, repeats: int = 5) -> dict[str, float]:
     name = session.get_inputs()[0].name
     tile = np.random.default_rng(0).standard_normal((1, 6, 256, 256), dtype=np.float32)
     network = DeviceSession.default().place(load_model(MODEL).network, torch.device("cpu"))
-    exported = exported_network("onnxruntime", network, 6, card.tile_size)
+    path = onnx_file(network, 6, card.tile_size)  # one export (and one pass over the weights) for every runtime
+    exported = exported_network("onnxruntime", None, 6, card.tile_size, exported=path)
     # The same export in a session whose idle threads spin (ONNX Runtime's default; geoseg turns it off so
     # that the readers and the writer get the cores between calls): what the setting costs the network alone.
-    spinning = onnxruntime.InferenceSession(str(onnx_file(network, 6, card.tile_size)),
-                                            providers=["CPUExecutionProvider"])
+    spinning = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
-    openvino = {p: exported_network("openvino", network, 6, card.tile_size, p) for p in precisions}
+    openvino = {p: exported_network("openvino", None, 6, card.tile_size, p, exported=path) for p in precisions}
     batch = torch.randn((GEOSEG_BATCH, 6, card.tile_size, card.tile_size)).contiguous(memory_format=torch.channels_last)
 
     def torch_call(dtype: torch.dtype | None) -> None:
