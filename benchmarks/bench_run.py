@@ -326,10 +326,13 @@ def patches_of(scene: Path, card: ModelCard, factor: int) -> int:
     return layout.rows.count * layout.cols.count
 
 
-def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, device: str) -> dict[str, float]:
+def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, device: str,
+                  shares: tuple[float, ...] = ()) -> dict[str, float]:
     """Seconds to bring every read chunk of a run's plan into device strips with nothing else running:
     by the CPU readers, by the GPU alone and by both (the pipeline's reading, without the model), and
-    the I/O floor: every tile's compressed bytes read once into host memory as the decoder reads them."""
+    the I/O floor: every tile's compressed bytes read once into host memory as the decoder reads them.
+    ``shares``: more hybrid floors, the decoder taking at most that share of a strip's chunks a batch
+    (reported as ``hybrid SHARE``; ``hybrid`` is the default share)."""
     import torch
 
     from geoseg.engine.inflate import HostInflater
@@ -362,9 +365,13 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
     reader = WindowReader(info, indexes)
     pool = StagingPool(inputs.staged_bytes(largest), threads + 4, inputs.pin)
     lock = threading.Lock()
-    for mode in ("cpu", "gpu", "hybrid", "cpu", "gpu", "hybrid"):  # twice: the first pays for pinning / set-up
+    hybrids: dict[str, float | None] = {"hybrid": None, **{f"hybrid {s:g}": s for s in shares}}
+    for name in ("cpu", "gpu", *hybrids, "cpu", "gpu", *hybrids):  # twice: the first pays for pinning / set-up
+        mode = name.split()[0]
+        share = {} if hybrids.get(name) is None else {"hybrid_share": hybrids[name]}
         decoder = None if mode == "cpu" else TileDecoder(  # on a CPU (a dry run of this script): zlib
-            index, indexes, dev, None, mode, inflater=None if dev.type == "cuda" else HostInflater(index.codec))
+            index, indexes, dev, None, mode, inflater=None if dev.type == "cuda" else HostInflater(index.codec),
+            **share)
         readers = ThreadPoolExecutor(threads)
         gpu = ThreadPoolExecutor(1)
         ahead = 2
@@ -412,18 +419,20 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
             for f in loads:
                 f.result()
         sync()
-        out[f"{mode} decode s"] = time.perf_counter() - start
+        out[f"{name} decode s"] = time.perf_counter() - start
         # Where the reader threads' time went: a chunk's GDAL decode, and the rest of its load (staging buffer,
         # copy, validity, waits for the GIL). Per chunk, compared across modes: contention shows as growth.
-        out[f"{mode} reader chunks"] = spent["chunks"]
-        out[f"{mode} reader gdal ms per chunk"] = 1e3 * spent["gdal"] / max(1, spent["chunks"])
-        out[f"{mode} reader rest ms per chunk"] = 1e3 * (spent["load"] - spent["gdal"]) / max(1, spent["chunks"])
+        out[f"{name} reader chunks"] = spent["chunks"]
+        out[f"{name} reader gdal ms per chunk"] = 1e3 * spent["gdal"] / max(1, spent["chunks"])
+        out[f"{name} reader rest ms per chunk"] = 1e3 * (spent["load"] - spent["gdal"]) / max(1, spent["chunks"])
         if decoder is not None:
-            out[f"{mode} device busy s"] = decoder.stats.busy_seconds
-            out[f"{mode} device fetch s"] = decoder.stats.fetch_seconds
-            out[f"{mode} device batches"] = decoder.stats.batches
-            out[f"{mode} device share"] = decoder.stats.chunks / sum(len(s.chunks) for s in strips)
-            out[f"{mode} strips ahead"] = ahead
+            out[f"{name} device busy s"] = decoder.stats.busy_seconds
+            out[f"{name} device fetch s"] = decoder.stats.fetch_seconds
+            out[f"{name} device inflate s"] = decoder.stats.inflate_seconds
+            out[f"{name} device place s"] = decoder.stats.place_seconds
+            out[f"{name} device batches"] = decoder.stats.batches
+            out[f"{name} device share"] = decoder.stats.chunks / sum(len(s.chunks) for s in strips)
+            out[f"{name} strips ahead"] = ahead
             decoder.close()
         readers.shutdown()
         gpu.shutdown()
@@ -493,23 +502,30 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
 
 
 def part_decode_floors(scenes: list[Path], model: Path, args: argparse.Namespace) -> None:
-    """The decode floors alone (no geoseg runs: a lease's quick loop), for each ``--reader-threads``:
-    whether fewer reader threads let hybrid decoding beat the GPU alone."""
+    """The decode floors alone (no geoseg runs: a lease's quick loop), for each ``--reader-threads`` and
+    ``--hybrid-shares``: whether fewer reader threads, or a larger share for the decoder, let hybrid
+    decoding beat the GPU alone; and where the GPU-only decoder's thread spends its time."""
     card = ModelCard.load(model / "config.json")
+    shares = tuple(args.hybrid_shares or ())
+    names = ("hybrid", *(f"hybrid {s:g}" for s in shares))
     rows = []
     for scene in scenes:
         factor = resolution_factor(open_scene(scene).pixel_size_m, card.resolution_m)
         for threads in args.reader_threads or [default_workers()]:
-            floors = decode_floors(scene, factor, card, threads, args.device)
+            floors = decode_floors(scene, factor, card, threads, args.device, shares)
             print(json.dumps({"scene": scene.name, "threads": threads, "floors": floors}), file=sys.stderr, flush=True)
             rows.append([scene.name, str(threads), f"{floors['io s']:.2f}", *(
-                f"{floors[f'{m} decode s']:.2f}" for m in ("cpu", "gpu", "hybrid")),
-                f"{floors['hybrid device share']:.0%}", *(
+                f"{floors[f'{m} decode s']:.2f}" for m in ("cpu", "gpu")), *(
+                f"{floors[f'{m} decode s']:.2f} ({floors[f'{m} device share']:.0%})" for m in names),
+                " / ".join(f"{floors[f'gpu device {k}']:.3f}" for k in ("fetch s", "inflate s", "place s", "busy s"))
+                + f" / {floors['gpu device batches']}", *(
                 f"{floors[f'{m} reader gdal ms per chunk']:.1f} / {floors[f'{m} reader rest ms per chunk']:.1f}"
                 for m in ("cpu", "hybrid"))])
     table("decode floors by reader threads (the second pass of each mode)",
-          ("scene", "reader threads", "I/O floor s", "CPU decode s", "GPU decode s", "hybrid decode s",
-           "device share (hybrid)", "readers ms per chunk, GDAL / rest: cpu", "hybrid"), rows)
+          ("scene", "reader threads", "I/O floor s", "CPU decode s", "GPU decode s",
+           *(f"{m} decode s (device share)" for m in names),
+           "GPU decoder thread s: fetch / inflate call / predictor+place launch / busy / batches",
+           "readers ms per chunk, GDAL / rest: cpu", "hybrid"), rows)
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -648,6 +664,9 @@ def main() -> None:
     parser.add_argument("--reader-threads", type=int, nargs="*", default=[],
                         help="--parts decode-floors: reader thread counts to try (default: geoseg's, one per core "
                              "but one)")
+    parser.add_argument("--hybrid-shares", type=float, nargs="*", default=[],
+                        help="--parts decode-floors: more hybrid floors, the device decoder taking at most this share "
+                             "of a strip's chunks a batch (the default share is always measured)")
     parser.add_argument("--options", nargs="*", default=["eager", "compile", "fp32", "auto", "oom"],
                         choices=list(OPTIONS), help="settings compared by --parts options (default: %(default)s)")
     parser.add_argument("--priority-ab", action="store_true",

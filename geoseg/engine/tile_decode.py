@@ -90,6 +90,10 @@ class DecodeStats:
     chunks: int = 0
     tiles: int = 0
     fetch_seconds: float = 0.0
+    #: Host seconds inside the inflater's call (nvCOMP's launch, or all of it where it waits for the device).
+    inflate_seconds: float = 0.0
+    #: Host seconds launching the predictor's undoing and the tiles' placement.
+    place_seconds: float = 0.0
     busy_seconds: float = 0.0
     cpu_chunks: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -105,8 +109,10 @@ class TileDecoder:
     """
 
     def __init__(self, index: TileIndex, bands: tuple[int, ...], device: torch.device, nodata: float | None,
-                 mode: str = "hybrid", inflater: Inflater | None = None, batch_tiles: int = BATCH_TILES):
+                 mode: str = "hybrid", inflater: Inflater | None = None, batch_tiles: int = BATCH_TILES,
+                 hybrid_share: float = 0.5):
         self.index, self.device, self.mode = index, device, mode
+        self.hybrid_share = hybrid_share
         self.bands = tuple(b - 1 for b in bands)  # 0-based
         self.transfer = _TRANSFER[index.dtype.name]
         self.nodata = nodata
@@ -125,8 +131,9 @@ class TileDecoder:
 
     @property
     def share(self) -> float:
-        """Of the chunks a strip has left, the most one batch takes: all of them in ``gpu``, half in ``hybrid``."""
-        return 1.0 if self.mode == "gpu" else 0.5
+        """Of the chunks a strip has left, the most one batch takes: all of them in ``gpu``, ``hybrid_share``
+        (half by default) in ``hybrid``."""
+        return 1.0 if self.mode == "gpu" else self.hybrid_share
 
     def strips_ahead(self, strip_tiles: int, strip_bytes: int, least: int) -> int:
         """Strips the pipeline should open ahead of the one it works on: enough for a full batch, at most
@@ -232,6 +239,7 @@ class TileDecoder:
             raise SceneError(f"{exc}; or use --decode cpu") from None
         fetched = time.perf_counter()
         inflated = self._inflate(host, where)
+        launched = time.perf_counter()
         at = 0
         for (strip, chunk), chunk_tiles in zip(taken, per_chunk, strict=True):
             part = undo_predictor(inflated[at : at + chunk_tiles.size], index)  # chunk by chunk: small temporaries
@@ -241,6 +249,7 @@ class TileDecoder:
                 part[torch.from_numpy(np.flatnonzero(sparse)).to(self.device)] = self._bits(fill)
             self._place(strip, chunk, chunk_tiles.shape, part)
             at += chunk_tiles.size
+        placed = time.perf_counter()
         if self.stream is not None:
             done = torch.cuda.Event()
             done.record(self.stream)
@@ -253,6 +262,8 @@ class TileDecoder:
             s.chunks += len(taken)
             s.tiles += len(tiles)
             s.fetch_seconds += fetched - started
+            s.inflate_seconds += launched - fetched
+            s.place_seconds += placed - launched
             s.busy_seconds += time.perf_counter() - started
 
     def _inflate(self, host: torch.Tensor, where: np.ndarray) -> torch.Tensor:
