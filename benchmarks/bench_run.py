@@ -521,7 +521,8 @@ def part_decode_floors(scenes: list[Path], model: Path, args: argparse.Namespace
                 + f" / {floors['gpu device batches']}", *(
                 f"{floors[f'{m} reader gdal ms per chunk']:.1f} / {floors[f'{m} reader rest ms per chunk']:.1f}"
                 for m in ("cpu", "hybrid"))])
-    table("decode floors by reader threads (the second pass of each mode)",
+    table(f"decode floors by reader threads (the second pass of each mode; GIL switch interval "
+          f"{sys.getswitchinterval() * 1e3:g} ms)",
           ("scene", "reader threads", "I/O floor s", "CPU decode s", "GPU decode s",
            *(f"{m} decode s (device share)" for m in names),
            "GPU decoder thread s: fetch / inflate call / predictor+place launch / busy / batches",
@@ -667,6 +668,9 @@ def main() -> None:
     parser.add_argument("--hybrid-shares", type=float, nargs="*", default=[],
                         help="--parts decode-floors: more hybrid floors, the device decoder taking at most this share "
                              "of a strip's chunks a batch (the default share is always measured)")
+    parser.add_argument("--switch-interval", type=float,
+                        help="--parts decode-floors: sys.setswitchinterval for the floors (Python's default: 0.005 s), "
+                             "to see whether the GIL's hand-overs slow the decoder's thread among the readers")
     parser.add_argument("--options", nargs="*", default=["eager", "compile", "fp32", "auto", "oom"],
                         choices=list(OPTIONS), help="settings compared by --parts options (default: %(default)s)")
     parser.add_argument("--priority-ab", action="store_true",
@@ -710,6 +714,8 @@ def main() -> None:
     if "peers" in args.parts:
         part_peers(first, args.model, args)
     if "decode-floors" in args.parts:
+        if args.switch_interval:
+            sys.setswitchinterval(args.switch_interval)
         part_decode_floors(built or [args.source], args.model, args)
     if "decode" in args.parts:
         zstd = [build_scene(args.source, args.workdir / f"s2-{args.sizes[0]}-zstd.tif", args.sizes[0],
