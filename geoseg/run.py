@@ -33,7 +33,7 @@ from geoseg.export.legend import write_pam, write_qml
 from geoseg.export.stac import mask_item
 from geoseg.export.stats import ClassStat, class_table, pixel_area_m2
 from geoseg.export.vector import polygonize
-from geoseg.io.overviews import OverviewPyramid, overview_vrt
+from geoseg.io.overviews import OverviewPyramid, level_key, overview_vrt
 from geoseg.io.record import RECORD_TAG, encode, make_record
 from geoseg.io.scene import SceneInfo, WindowReader
 from geoseg.io.writing import (
@@ -200,13 +200,13 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
             torch.cuda.reset_peak_memory_stats(device)
         decoder = make_decoder(config.decode, scene, prepared.bands, device)
 
-        def produce(write: WriteFn, overview: bool) -> np.ndarray:
+        def produce(write: WriteFn, overview_levels: int) -> np.ndarray:
             with network_stream(device, decoder, tuning):
-                return produce_here(write, overview)
+                return produce_here(write, overview_levels)
 
-        def produce_here(write: WriteFn, overview: bool) -> np.ndarray:
+        def produce_here(write: WriteFn, overview_levels: int) -> np.ndarray:
             inputs = InputBand(layout, card, device, scene.dtype)
-            blender = Blender(layout, card, predictor, config.probabilities, overview=overview)
+            blender = Blender(layout, card, predictor, config.probabilities, overview_levels=overview_levels)
             reader = WindowReader(scene, prepared.bands)
             try:
                 run_pipeline(layout, inputs, blender, reader.read_into, write,
@@ -239,8 +239,9 @@ def network_stream(device: torch.device, decoder: object | None, tuning: Tuning)
 
 
 #: Makes a scene's strips and hands them to ``write`` (:data:`geoseg.engine.pipeline.WriteFn`) in order,
-#: with the ``overview`` strips when asked for; returns the pixels per label value (classes and NODATA).
-Producer = Callable[[WriteFn, bool], np.ndarray]
+#: with up to the given number of overview levels (:func:`geoseg.io.overviews.level_key`; at least the first
+#: when that number is not 0); returns the pixels per label value (classes and NODATA).
+Producer = Callable[[WriteFn, int], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -285,12 +286,13 @@ def write_product(prepared: PreparedRun, config: RunConfig, tags: dict[str, str]
             def write(row0: int, strips: dict[str, np.ndarray]) -> None:
                 writers[0].write(row0, strips["labels"])
                 if pyramid is not None:
-                    pyramid.add_first(strips["overview"])
+                    pyramid.add_levels([strips[level_key(k)] for k in range(1, len(pyramid.grids) + 1)
+                                        if level_key(k) in strips])
                 if "probabilities" in strips:
                     writers[1].write(row0, strips["probabilities"])
 
             try:
-                counts = produce(write, pyramid is not None)
+                counts = produce(write, len(pyramid.grids) if pyramid is not None else 0)
             except GeosegError:
                 raise
             except OSError as exc:

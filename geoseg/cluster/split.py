@@ -26,6 +26,7 @@ from geoseg.config import RunConfig
 from geoseg.engine.pipeline import ProgressFn, WriteFn
 from geoseg.engine.plan import Box
 from geoseg.errors import ConfigError
+from geoseg.io.overviews import level_key
 from geoseg.io.writing import OUTPUT_TILE
 from geoseg.models.card import ModelCard
 from geoseg.models.registry import model_identity
@@ -87,15 +88,15 @@ def segment_scene_on(client: Any, scene_path: str | Path, output: str | Path | N
                              "backend": set(), "batch": set(), "notes": set()}
     total = layout.rows.count * layout.cols.count
 
-    def produce(write: WriteFn, overview: bool) -> np.ndarray:
+    def produce(write: WriteFn, overview_levels: int) -> np.ndarray:
         counts = np.zeros(256, dtype=np.int64)
         for box, future in zip(boxes, futures, strict=True):  # in order: the writer streams rows top to bottom
             made = future.result()
             future.release()
             counts += made["counts"]
             strips = {"labels": made["labels"]}
-            if overview:
-                strips["overview"] = made["overview"]
+            if overview_levels:  # the first level, halved on the worker; the writer makes the rest
+                strips[level_key(1)] = made["overview"]
             if made["probabilities"] is not None:
                 strips["probabilities"] = made["probabilities"]
             write(box.row0, strips)

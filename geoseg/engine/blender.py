@@ -30,11 +30,18 @@ from geoseg.engine.plan import QUANTUM_BITS, BlockPlan, BlockRow, Layout
 from geoseg.engine.predictor import Predictor
 from geoseg.engine.resample import ColumnPhases, bilinear_taps
 from geoseg.errors import ConfigError
+from geoseg.io.overviews import level_key
 from geoseg.io.writing import NODATA, OUTPUT_TILE, PROBABILITY_SCALE
 from geoseg.models.card import ModelCard
 
 #: Scene rows labelled at a time, to bound device memory.
 LABEL_ROWS = 256
+#: Overview levels of the labels the blender computes on the device at most (:func:`mode2x2`, level after
+#: level); the writer's pyramid (:class:`geoseg.io.overviews.OverviewPyramid`) makes the rest, each 4^k times
+#: smaller. On the host, level 2 of a 32768² mask alone took 2.1 s of the writer's thread (2 cores, numpy).
+#: Every strip but a scene's last has LABEL_ROWS rows from a multiple of them, so each level's rows pair up
+#: as they would over the whole mask (an odd last strip is padded with nodata, as the pyramid pads its end).
+DEVICE_OVERVIEW_LEVELS = 4
 #: What the blender can hand out beside the labels: nothing, the top class's probability, every class's.
 PROBABILITY_BANDS = (None, "top", "all")
 
@@ -43,14 +50,15 @@ class Blender:
     """Turns the patches of one run, block row by block row, into label strips (see module docstring)."""
 
     def __init__(self, layout: Layout, card: ModelCard, predictor: Predictor, probabilities: str | None = None,
-                 overview: bool = False):
+                 overview_levels: int = 0):
         if probabilities not in PROBABILITY_BANDS:
             raise ConfigError(f"probabilities {probabilities!r} is not one of top, all (or none)")
         self.layout = layout
         #: Also hand out probabilities as uint8 (see :func:`quantize`): the top class's, or one band per class.
         self.probability_bands = probabilities
-        #: Also hand out the labels' first overview level (:func:`mode2x2`), computed here on the device.
-        self.overview = overview
+        #: Also hand out the labels' first overview levels (:func:`mode2x2`), computed here on the device:
+        #: ``overview_levels`` of them, at most :data:`DEVICE_OVERVIEW_LEVELS`.
+        self.overview_levels = min(overview_levels, DEVICE_OVERVIEW_LEVELS)
         self.predictor = predictor
         #: Called with the number of patches each model call blended (the progress bar's steps).
         self.on_predicted: Callable[[int], None] | None = None
@@ -110,7 +118,8 @@ class Blender:
 
     def end_row(self, row: BlockRow) -> Iterator[tuple[int, dict[str, HostStrip]]]:
         """Finish ``row``; yield ``(scene row, strips)`` for every run of rows that is now final:
-        ``labels``, and ``probabilities`` and ``overview`` where asked for.
+        ``labels``, and ``probabilities`` and the overview levels (:func:`geoseg.io.overviews.level_key`)
+        where asked for.
 
         Patches wait for a full batch across rows, so the rows a row of blocks settles are handed
         out once its last patch has actually run, usually after the next row.
@@ -139,8 +148,10 @@ class Blender:
             if self.probability_bands is not None:
                 assert probs is not None
                 strips["probabilities"] = HostStrip.of(quantize(probs, valid, self.probability_bands == "top"))
-            if self.overview:  # strips start on even rows (whole output tiles), so the halving is exact
-                strips["overview"] = HostStrip.of(mode2x2(labels, NODATA))
+            level = labels  # strips start on multiples of LABEL_ROWS: each level's halving is exact
+            for k in range(1, self.overview_levels + 1):
+                level = mode2x2(level, NODATA)
+                strips[level_key(k)] = HostStrip.of(level)
             yield start, strips
         # Drop what no later strip needs.
         keep_from = stop if layout.factor == 1 else int(bilinear_taps(stop, stop + 1, layout.factor,

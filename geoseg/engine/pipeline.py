@@ -36,8 +36,8 @@ from geoseg.engine.tile_decode import ChunkQueue, TileDecoder
 from geoseg.errors import Cancelled
 
 #: Writes full-width strips starting at a scene row: ``labels`` ``(row, col)``, and ``probabilities``
-#: ``(band, row, col)`` and ``overview`` (the labels halved, from half that row) when the blender hands
-#: them out (:meth:`geoseg.engine.blender.Blender.end_row`).
+#: ``(band, row, col)`` and overview levels (``overview1``: the labels halved, from half that row; then
+#: halved again...) when the blender hands them out (:meth:`geoseg.engine.blender.Blender.end_row`).
 WriteFn = Callable[[int, dict[str, np.ndarray]], None]
 #: Called with (patches blended, all patches), once per model call.
 ProgressFn = Callable[[int, int], None]

@@ -2,12 +2,12 @@
 
 GDAL's COG driver spends most of its time resampling overviews by MODE (measured in
 benchmarks/RESULTS.md). :class:`OverviewPyramid` builds them instead from the label strips as the
-engine hands them out: the first level is halved on the engine's device (:meth:`add_first`), the
-rest here, a quarter as much work at each level. Each level halves the one above with
-:func:`mode2x2` (the most frequent valid class of each 2 x 2 cell, nodata ignored), until the level
-fits in one 512-px COG block, and is written to a scratch GeoTIFF of its own. :func:`overview_vrt`
-lists the mask with those levels as its overviews, and the COG driver copies them as they are
-(``OVERVIEWS=FORCE_USE_EXISTING``).
+engine hands them out: the first levels are halved on the engine's device (:meth:`add_levels`; see
+:data:`geoseg.engine.blender.DEVICE_OVERVIEW_LEVELS`), the rest here, a quarter as much work at each
+level. Each level halves the one above with :func:`mode2x2` (the most frequent valid class of each
+2 x 2 cell, nodata ignored), until the level fits in one 512-px COG block, and is written to a scratch
+GeoTIFF of its own. :func:`overview_vrt` lists the mask with those levels as its overviews, and the
+COG driver copies them as they are (``OVERVIEWS=FORCE_USE_EXISTING``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ from geoseg.io.scene import SceneInfo
 
 #: Levels are made until the level fits in a block of this edge (the COG block size).
 SMALLEST = 512
+
+
+def level_key(k: int) -> str:
+    """The name of overview level ``k`` (1: the mask halved) among the strips the engine hands the writer."""
+    return f"overview{k}"
 
 
 def mode2x2(values: np.ndarray, nodata: int) -> np.ndarray:
@@ -63,13 +68,15 @@ class OverviewPyramid:
         """The next strip of the full-resolution mask, ``(row, col)``."""
         self._push(0, labels)
 
-    def add_first(self, rows: np.ndarray) -> None:
-        """The next rows of level 1, already halved (the engine halves its strips on the device)."""
-        if not self.grids:
-            return
-        self._write[0](self._next[0], rows)
-        self._next[0] += len(rows)
-        self._push(1, rows)
+    def add_levels(self, levels: list[np.ndarray]) -> None:
+        """The next rows of levels 1, 2, ..., already halved level by level (the engine does it on the
+        device); the levels below the last given are made here."""
+        levels = levels[: len(self.grids)]
+        for k, rows in enumerate(levels):
+            self._write[k](self._next[k], rows)
+            self._next[k] += len(rows)
+        if levels:
+            self._push(len(levels), levels[-1])
 
     def close(self) -> None:
         """Reduce what is left of each level (an odd last row, paired with nodata)."""

@@ -225,3 +225,25 @@ def test_the_summary_has_class_statistics(make_tif, tmp_path, tiny_model) -> Non
         pixels = int((labels == c["value"]).sum())
         assert c["pixels"] == pixels and c["area_ha"] == pytest.approx(pixels * 400 / 1e4)
     assert sum(c["share"] for c in summary.class_stats) == pytest.approx(1, abs=1e-5)
+
+
+def test_every_cog_overview_level_is_the_mode_of_the_one_above(make_tif, tmp_path, tiny_model) -> None:
+    """A scene wide enough for three levels: the first ones are halved on the device as the strips are made
+    (geoseg.engine.blender.DEVICE_OVERVIEW_LEVELS), so each level must still be the mask halved level by level."""
+    from geoseg.io.overviews import mode2x2
+
+    data = smooth_image((3, 300, 2600), seed=5)
+    data[:, :40, :300] = -9999
+    scene = make_tif(data, nodata=-9999)
+    out = tmp_path / "wide.mask.tif"
+    segment_scene(scene, out, RunConfig(device="cpu"), model=tiny_model())
+    with rasterio.open(out) as ds:
+        expected = ds.read(1)
+        assert ds.overviews(1) == [2, 4, 8]
+    for k in range(3):
+        padded = np.full((expected.shape[0] + expected.shape[0] % 2, expected.shape[1] + expected.shape[1] % 2),
+                         NODATA, np.uint8)
+        padded[: expected.shape[0], : expected.shape[1]] = expected
+        expected = mode2x2(padded, NODATA)
+        with rasterio.open(out, overview_level=k) as level:
+            np.testing.assert_array_equal(level.read(1), expected, err_msg=f"overview level {k + 1}")

@@ -67,3 +67,51 @@ def test_the_pyramid_equals_halving_the_whole_mask_level_by_level(height, width,
         expected = mode2x2(padded, NODATA)
         np.testing.assert_array_equal(levels[k], expected)
     assert sorted(levels) == list(range(1, k + 1)) and max(levels[k].shape) <= 512
+
+
+@pytest.mark.parametrize(("height", "width"), [(1300, 2100), (2600, 777), (513, 4097)])
+def test_levels_halved_on_the_device_give_the_same_pyramid(height, width) -> None:
+    """The blender halves its 256-row strips on the device level after level (the last strip odd at some
+    level, odd widths): the pyramid fed those levels writes what it makes from the mask alone."""
+    import torch
+
+    from geoseg.engine.blender import DEVICE_OVERVIEW_LEVELS, LABEL_ROWS
+    from geoseg.engine.blender import mode2x2 as device_mode2x2
+
+    rng = np.random.default_rng(width)
+    mask = rng.integers(0, 4, (height // 4 + 1, width // 4 + 1)).repeat(4, 0).repeat(4, 1)[:height, :width]
+    mask = mask.astype(np.uint8)
+    mask[rng.random(mask.shape) < 0.05] = NODATA
+    scene = SceneInfo(path=None, driver="GTiff", width=width, height=height, count=1, dtype="uint8", crs=None,  # type: ignore[arg-type]
+                      transform=Affine(10, 0, 0, 0, -10, 0), nodata=None, block_shape=(256, 256), descriptions=(None,),
+                      mask_kind="none", tags={})
+
+    def build(feed) -> dict[int, np.ndarray]:
+        levels: dict[int, np.ndarray] = {}
+
+        def open_level(k: int, grid: SceneInfo):
+            levels[k] = np.full((grid.height, grid.width), 77, np.uint8)
+
+            def write(row0: int, values: np.ndarray) -> None:
+                levels[k][row0 : row0 + len(values)] = values
+
+            return write
+
+        pyramid = OverviewPyramid(scene, NODATA, open_level)
+        for row0 in range(0, height, LABEL_ROWS):
+            feed(pyramid, mask[row0 : row0 + LABEL_ROWS])
+        pyramid.close()
+        return levels
+
+    def device_levels(pyramid: OverviewPyramid, strip: np.ndarray) -> None:
+        made, level = [], torch.from_numpy(strip)
+        for _ in range(min(len(pyramid.grids), DEVICE_OVERVIEW_LEVELS)):
+            level = device_mode2x2(level, NODATA)
+            made.append(level.numpy())
+        pyramid.add_levels(made)
+
+    from_host = build(lambda p, strip: p.add(strip))
+    from_device = build(device_levels)
+    assert len(from_host) >= 3 and sorted(from_device) == sorted(from_host)
+    for k in from_host:
+        np.testing.assert_array_equal(from_device[k], from_host[k], err_msg=f"level {k}")
