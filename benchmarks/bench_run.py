@@ -207,6 +207,10 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
     settings = dict(settings)
     if "zlevel" in settings:  # module settings that are not run options: compared in --parts options
         writing.ZLEVEL = settings.pop("zlevel")
+    if "device_overview_levels" in settings:  # --overview-ab: the COG levels halved on the device
+        from geoseg.engine import blender
+
+        blender.DEVICE_OVERVIEW_LEVELS = settings.pop("device_overview_levels")
     tuning = Tuning()
     if "chunk_bytes" in settings:
         tuning = Tuning(chunking=ReadChunking(max_bytes=settings.pop("chunk_bytes")))
@@ -320,6 +324,12 @@ def run_cli(scene: Path, out: Path, model: Path, device: str, fmt: str = "cog") 
 
 
 # -- parts --------------------------------------------------------------------------------------
+def blender_levels() -> int:
+    from geoseg.engine.blender import DEVICE_OVERVIEW_LEVELS
+
+    return DEVICE_OVERVIEW_LEVELS
+
+
 def patches_of(scene: Path, card: ModelCard, factor: int) -> int:
     info = open_scene(scene)
     layout = plan_layout(info.height, info.width, factor, card.tile_size, card.overlap)
@@ -458,6 +468,8 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
         modes = {"cpu": {}, "gpu": {}, "hybrid": {}}
         if args.priority_ab:  # the network's stream ahead of the decoder's: what the priority buys
             modes["gpu, high priority"] = {"network_priority": -1}
+        if args.overview_ab:  # the COG's overview levels as before 2026-12-06: only the first on the device
+            modes["gpu, one device level"] = {"device_overview_levels": 1}
         for name, extra in modes.items():
             out = args.workdir / f"mask-{name.replace(', ', '-').replace(' ', '-')}.tif"
             runs[name] = spawn("geoseg", scene, out, model, args.source,
@@ -465,6 +477,12 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
                                 "reproducible": not args.tuned, "output_format": args.format, **extra})
             with rasterio.open(out) as ds:
                 masks[name] = ds.read(1)
+        if args.overview_ab:
+            one = runs["gpu, one device level"]["steady"]
+            differ = int((masks["gpu, one device level"] != masks["gpu"]).sum())
+            print(f"overview A/B {scene.name}: gpu steady {runs['gpu']['steady']['seconds']:.2f} s (levels on the "
+                  f"device: {blender_levels()}) vs {one['seconds']:.2f} s (1); stages {runs['gpu']['steady']['stages']}"
+                  f" vs {one['stages']}; pixels differing {differ}", flush=True)
         if args.priority_ab:
             high = runs["gpu, high priority"]["steady"]
             print(f"priority A/B {scene.name}: gpu steady {runs['gpu']['steady']['seconds']:.2f} s "
@@ -673,6 +691,9 @@ def main() -> None:
                              "to see whether the GIL's hand-overs slow the decoder's thread among the readers")
     parser.add_argument("--options", nargs="*", default=["eager", "compile", "fp32", "auto", "oom"],
                         choices=list(OPTIONS), help="settings compared by --parts options (default: %(default)s)")
+    parser.add_argument("--overview-ab", action="store_true",
+                        help="--parts decode: also run --decode gpu with only the first COG overview level halved on "
+                             "the device (as before 2026-12-06)")
     parser.add_argument("--priority-ab", action="store_true",
                         help="--parts decode: also run --decode gpu with the network's stream at the "
                              "decoder's priority")
