@@ -207,6 +207,10 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
     settings = dict(settings)
     if "zlevel" in settings:  # module settings that are not run options: compared in --parts options
         writing.ZLEVEL = settings.pop("zlevel")
+    if settings.pop("inflater", None) == "bindings":  # --inflater-ab: nvCOMP's Python bindings, as before 2026-12-06
+        from geoseg.engine import inflate, tile_decode
+
+        tile_decode.NvcompAsyncInflater = inflate.NvcompInflater
     if "device_overview_levels" in settings:  # --overview-ab: the COG levels halved on the device
         from geoseg.engine import blender
 
@@ -376,12 +380,19 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
     pool = StagingPool(inputs.staged_bytes(largest), threads + 4, inputs.pin)
     lock = threading.Lock()
     hybrids: dict[str, float | None] = {"hybrid": None, **{f"hybrid {s:g}": s for s in shares}}
-    for name in ("cpu", "gpu", *hybrids, "cpu", "gpu", *hybrids):  # twice: the first pays for pinning / set-up
+    # "bindings": nvCOMP's Python bindings, which wait for the device with the GIL held (geoseg before 2026-12-06)
+    bindings = ("gpu bindings", "hybrid bindings") if dev.type == "cuda" else ()
+    names = ("cpu", "gpu", *hybrids, *bindings)
+    for name in names + names:  # twice: the first pays for pinning / set-up
         mode = name.split()[0]
         share = {} if hybrids.get(name) is None else {"hybrid_share": hybrids[name]}
         decoder = None if mode == "cpu" else TileDecoder(  # on a CPU (a dry run of this script): zlib
             index, indexes, dev, None, mode, inflater=None if dev.type == "cuda" else HostInflater(index.codec),
             **share)
+        if name.endswith("bindings"):
+            from geoseg.engine.inflate import NvcompInflater
+
+            decoder._inflater = NvcompInflater(index.codec, dev, decoder.stream)
         readers = ThreadPoolExecutor(threads)
         gpu = ThreadPoolExecutor(1)
         ahead = 2
@@ -430,6 +441,8 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
                 f.result()
         sync()
         out[f"{name} decode s"] = time.perf_counter() - start
+        if decoder is not None:
+            decoder.check()
         # Where the reader threads' time went: a chunk's GDAL decode, and the rest of its load (staging buffer,
         # copy, validity, waits for the GIL). Per chunk, compared across modes: contention shows as growth.
         out[f"{name} reader chunks"] = spent["chunks"]
@@ -468,6 +481,9 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
         modes = {"cpu": {}, "gpu": {}, "hybrid": {}}
         if args.priority_ab:  # the network's stream ahead of the decoder's: what the priority buys
             modes["gpu, high priority"] = {"network_priority": -1}
+        if args.inflater_ab:  # nvCOMP's Python bindings, as before 2026-12-06
+            modes["gpu, bindings"] = {"inflater": "bindings"}
+            modes["hybrid, bindings"] = {"inflater": "bindings"}
         if args.overview_ab:  # the COG's overview levels as before 2026-12-06: only the first on the device
             modes["gpu, one device level"] = {"device_overview_levels": 1}
         for name, extra in modes.items():
@@ -477,6 +493,12 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
                                 "reproducible": not args.tuned, "output_format": args.format, **extra})
             with rasterio.open(out) as ds:
                 masks[name] = ds.read(1)
+        if args.inflater_ab:
+            for m in ("gpu", "hybrid"):
+                old = runs[f"{m}, bindings"]["steady"]
+                print(f"inflater A/B {scene.name} {m}: steady {runs[m]['steady']['seconds']:.2f} s (C API, async) vs "
+                      f"{old['seconds']:.2f} s (bindings); stages {runs[m]['steady']['stages']} vs {old['stages']}",
+                      flush=True)
         if args.overview_ab:
             one = runs["gpu, one device level"]["steady"]
             differ = int((masks["gpu, one device level"] != masks["gpu"]).sum())
@@ -526,6 +548,7 @@ def part_decode_floors(scenes: list[Path], model: Path, args: argparse.Namespace
     card = ModelCard.load(model / "config.json")
     shares = tuple(args.hybrid_shares or ())
     names = ("hybrid", *(f"hybrid {s:g}" for s in shares))
+    bindings = ("gpu bindings", "hybrid bindings") if args.device == "cuda" else ()
     rows = []
     for scene in scenes:
         factor = resolution_factor(open_scene(scene).pixel_size_m, card.resolution_m)
@@ -534,17 +557,19 @@ def part_decode_floors(scenes: list[Path], model: Path, args: argparse.Namespace
             print(json.dumps({"scene": scene.name, "threads": threads, "floors": floors}), file=sys.stderr, flush=True)
             rows.append([scene.name, str(threads), f"{floors['io s']:.2f}", *(
                 f"{floors[f'{m} decode s']:.2f}" for m in ("cpu", "gpu")), *(
-                f"{floors[f'{m} decode s']:.2f} ({floors[f'{m} device share']:.0%})" for m in names),
-                " / ".join(f"{floors[f'gpu device {k}']:.3f}" for k in ("fetch s", "inflate s", "place s", "busy s"))
-                + f" / {floors['gpu device batches']}", *(
+                f"{floors[f'{m} decode s']:.2f} ({floors[f'{m} device share']:.0%})" for m in names), *(
+                f"{floors[f'{m} decode s']:.2f} ({floors[f'{m} device share']:.0%})" for m in bindings),
+                *(" / ".join(f"{floors[f'{m} device {k}']:.3f}" for k in ("fetch s", "inflate s", "place s", "busy s"))
+                  + f" / {floors[f'{m} device batches']}" for m in ("gpu", *bindings[:1])), *(
                 f"{floors[f'{m} reader gdal ms per chunk']:.1f} / {floors[f'{m} reader rest ms per chunk']:.1f}"
-                for m in ("cpu", "hybrid"))])
+                for m in ("cpu", "hybrid", *bindings[1:]))])
     table(f"decode floors by reader threads (the second pass of each mode; GIL switch interval "
           f"{sys.getswitchinterval() * 1e3:g} ms)",
           ("scene", "reader threads", "I/O floor s", "CPU decode s", "GPU decode s",
-           *(f"{m} decode s (device share)" for m in names),
-           "GPU decoder thread s: fetch / inflate call / predictor+place launch / busy / batches",
-           "readers ms per chunk, GDAL / rest: cpu", "hybrid"), rows)
+           *(f"{m} decode s (device share)" for m in (*names, *bindings)),
+           *(f"{m}: decoder thread s, fetch / inflate call / predictor+place launch / busy / batches"
+             for m in ("gpu", *bindings[:1])),
+           "readers ms per chunk, GDAL / rest: cpu", "hybrid", *bindings[1:]), rows)
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -691,6 +716,9 @@ def main() -> None:
                              "to see whether the GIL's hand-overs slow the decoder's thread among the readers")
     parser.add_argument("--options", nargs="*", default=["eager", "compile", "fp32", "auto", "oom"],
                         choices=list(OPTIONS), help="settings compared by --parts options (default: %(default)s)")
+    parser.add_argument("--inflater-ab", action="store_true",
+                        help="--parts decode: also run --decode gpu and hybrid with nvCOMP's Python bindings "
+                             "(as before 2026-12-06)")
     parser.add_argument("--overview-ab", action="store_true",
                         help="--parts decode: also run --decode gpu with only the first COG overview level halved on "
                              "the device (as before 2026-12-06)")

@@ -171,9 +171,11 @@ def _nvcomp():
     ("uint16", "zstd", 2), ("uint16", "zstd", 1), ("float32", "deflate", 3), ("float32", "zstd", 3),
     ("uint16", None, 1)])
 @pytest.mark.parametrize("interleave", ["pixel", "band"])
-def test_nvcomp_tiles_equal_gdal(tmp_path, dtype, compress, predictor, interleave) -> None:
+@pytest.mark.parametrize("api", ["c", "bindings"])
+def test_nvcomp_tiles_equal_gdal(tmp_path, dtype, compress, predictor, interleave, api) -> None:
+    """Both ways into nvCOMP: its C API, asynchronous (geoseg's), and its Python bindings."""
     _nvcomp()
-    from geoseg.engine.inflate import NvcompInflater
+    from geoseg.engine.inflate import NvcompAsyncInflater, NvcompInflater
     from tests.engine.test_tile_decode import decoded_strip, values, write
 
     cuda = torch.device("cuda")
@@ -188,8 +190,9 @@ def test_nvcomp_tiles_equal_gdal(tmp_path, dtype, compress, predictor, interleav
 
     codec = tile_index(open_scene(path)).codec
     strip, reference, decoder = decoded_strip(path, (3, 1, 4), chunk_cols=128, device=cuda,
-                                              inflater=NvcompInflater(codec, cuda, stream))
-    assert decoder.stats.tiles > 0
+                                              inflater=(NvcompAsyncInflater if api == "c" else NvcompInflater)(
+                                                  codec, cuda, stream))
+    assert decoder.stats.tiles > 0 and decoder._inflater.check() == 0
     assert torch.equal(strip.band, reference.band)
     assert torch.equal(strip.valid, reference.valid)
 

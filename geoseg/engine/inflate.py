@@ -4,6 +4,8 @@ host) and undoing the TIFF predictor on the device. :mod:`geoseg.engine.tile_dec
 
 from __future__ import annotations
 
+import ctypes
+import threading
 import zlib
 from typing import Protocol
 
@@ -15,14 +17,31 @@ from geoseg.io.tiles import TileIndex
 
 
 def nvcomp_missing() -> str | None:
-    """Why nvCOMP's Python bindings cannot be used here, or None when they can."""
+    """Why nvCOMP's library cannot be used here, or None when it can."""
     try:
-        from nvidia import nvcomp  # noqa: F401
+        _libnvcomp()
     except ImportError:
         return "nvCOMP is not installed (pip install 'geoseg[gpu-decode]')"
     except Exception as exc:
         return f"nvCOMP cannot be loaded ({type(exc).__name__}: {exc})"
     return None
+
+
+_LIB: list[ctypes.CDLL] = []
+_LIB_LOCK = threading.Lock()
+
+
+def _libnvcomp() -> ctypes.CDLL:
+    """nvCOMP's C library, from its wheel (``nvidia-libnvcomp-cu13`` / ``-cu12``), loaded once."""
+    with _LIB_LOCK:
+        if not _LIB:
+            from nvidia import libnvcomp
+
+            lib = libnvcomp.load_library()
+            if lib is None:
+                raise OSError("libnvcomp.so could not be loaded from the nvidia-libnvcomp wheel")
+            _LIB.append(lib)
+        return _LIB[0]
 
 
 class Inflater(Protocol):
@@ -33,6 +52,10 @@ class Inflater(Protocol):
         """``(tile, tile_bytes)`` uint8 on ``device``: the payloads at ``where`` (offset, size rows of
         :meth:`geoseg.io.tiles.TileIndex.fetch`) of ``host`` inflated; rows of sparse tiles are left
         as they are (the caller fills them)."""
+        ...
+
+    def check(self) -> int:
+        """Tiles that failed to decode so far and were not reported by :meth:`inflate` (0 where it raises)."""
         ...
 
 
@@ -61,9 +84,109 @@ class HostInflater:
             out[i, : len(data)] = np.frombuffer(data, dtype=np.uint8)[:tile_bytes]
         return torch.from_numpy(out).to(device)
 
+    def check(self) -> int:
+        return 0  # zlib and zstandard raise
+
+
+class _DecompressOpts(ctypes.Structure):
+    """``nvcompBatched{Deflate,Zstd}DecompressOpts_t``: 64 bytes, all zero for the default backend."""
+
+    _fields_ = [("backend", ctypes.c_int), ("reserved", ctypes.c_char * 60)]
+
+
+class NvcompAsyncInflater:
+    """nvCOMP's batched decoders (raw deflate, zstd) through its C API, called with ctypes: the decode is
+    only enqueued on the stream, and the GIL is released meanwhile.
+
+    nvCOMP's Python bindings (:class:`NvcompInflater`) return only once the device has decoded the batch,
+    holding the GIL all along: on the H100 every reader thread then waited for it, and GDAL's decode of a
+    chunk went from 25 to 65 ms beside it (benchmarks/RESULTS.md section 11). Here the pointer and size
+    arrays are made on the host and copied with the payloads; failed tiles (a status other than success, or
+    fewer bytes than a tile holds) are counted on the device and reported by :meth:`check`, once, at the
+    end of a run: a damaged file then fails the run before its mask is published.
+    """
+
+    def __init__(self, codec: str, device: torch.device, stream: torch.cuda.Stream):
+        self.codec, self.device = codec, device
+        self._temp = torch.empty(0, dtype=torch.uint8, device=device)
+        #: Failed tiles, counted on the device on the stream of the decodes (made on it, by the first).
+        self._failed: torch.Tensor | None = None
+        self._stream: torch.cuda.Stream | None = None
+        if codec == "none":
+            return
+        lib, name = _libnvcomp(), {"deflate": "Deflate", "zstd": "Zstd"}[codec]
+        self._decompress = getattr(lib, f"nvcompBatched{name}DecompressAsync")
+        p, size = ctypes.c_void_p, ctypes.c_size_t
+        self._decompress.argtypes = [p, p, p, p, size, p, size, p, _DecompressOpts, p, p]
+        self._decompress.restype = ctypes.c_int
+        self._temp_size = getattr(lib, f"nvcompBatched{name}DecompressGetTempSize")
+        self._temp_size.argtypes = [size, size, _DecompressOpts, ctypes.POINTER(size), size, p]
+        self._temp_size.restype = ctypes.c_int
+        self._opts = _DecompressOpts()
+
+    def inflate(self, host: torch.Tensor, where: np.ndarray, tile_bytes: int, device: torch.device,
+                stream: torch.cuda.Stream | None) -> torch.Tensor:
+        assert stream is not None
+        with torch.cuda.stream(stream):  # every allocation and kernel on the decode's stream
+            return self._inflate(host, where, tile_bytes, device, stream)
+
+    def _inflate(self, host: torch.Tensor, where: np.ndarray, tile_bytes: int, device: torch.device,
+                 stream: torch.cuda.Stream) -> torch.Tensor:
+        present = np.flatnonzero(where[:, 1] > 0)
+        out = torch.empty((len(where), tile_bytes), dtype=torch.uint8, device=device)
+        if len(present) == 0:
+            return out
+        end = int((where[:, 0] + where[:, 1]).max())
+        compressed = host[:end].to(device, non_blocking=True)
+        if self.codec == "none":  # uncompressed tiles: one copy each, on the device
+            for i in present.tolist():
+                start = int(where[i, 0])
+                out[i].copy_(compressed[start : start + tile_bytes])
+            return out
+        n = len(present)
+        table = np.empty((4, n), dtype=np.int64)  # input pointers and sizes, output sizes and pointers
+        table[0] = compressed.data_ptr() + where[present, 0]
+        table[1] = where[present, 1]
+        table[2] = tile_bytes
+        table[3] = out.data_ptr() + present * tile_bytes
+        arrays = torch.from_numpy(table).pin_memory().to(device, non_blocking=True)
+        got = torch.empty(n, dtype=torch.int64, device=device)
+        statuses = torch.empty(n, dtype=torch.int32, device=device)
+        temp = ctypes.c_size_t(0)
+        handle = ctypes.c_void_p(stream.cuda_stream)
+        self._call("GetTempSize", self._temp_size(n, tile_bytes, self._opts, ctypes.byref(temp), n * tile_bytes,
+                                                  handle))
+        if self._temp.numel() < temp.value:
+            self._temp = torch.empty(temp.value, dtype=torch.uint8, device=device)
+        base = arrays.data_ptr()
+        self._call("DecompressAsync", self._decompress(
+            base, base + 8 * n, base + 16 * n, got.data_ptr(), n, self._temp.data_ptr(), temp.value, base + 24 * n,
+            self._opts, statuses.data_ptr(), handle))
+        failed = ((statuses != 0) | (got != tile_bytes)).sum()
+        if self._failed is None:
+            self._failed, self._stream = failed, stream
+        else:
+            assert stream == self._stream, "one stream per inflater"
+            self._failed += failed
+        return out
+
+    def _call(self, what: str, status: int) -> None:
+        if status != 0:
+            raise RuntimeError(f"nvCOMP's {what} returned status {status}")
+
+    def check(self) -> int:
+        """Tiles that failed to decode so far (waits for the device)."""
+        if self._failed is None:
+            return 0
+        assert self._stream is not None
+        self._stream.synchronize()
+        return int(self._failed.item())
+
 
 class NvcompInflater:
-    """nvCOMP's batched decoders (raw deflate, zstd) on the device. One per thread: a Codec is not shared."""
+    """nvCOMP's batched decoders (raw deflate, zstd) through its Python bindings (``nvidia-nvcomp``): each
+    call waits for the device with the GIL held (see :class:`NvcompAsyncInflater`, which geoseg uses). Kept
+    as a second implementation for the GPU tests and the benchmark. One per thread: a Codec is not shared."""
 
     def __init__(self, codec: str, device: torch.device, stream: torch.cuda.Stream):
         from nvidia import nvcomp
@@ -97,6 +220,9 @@ class NvcompInflater:
                             cuda_stream=self.stream_handle)
         self.decoder.decode(srcs, out=outs, **self._config(len(present), tile_bytes))
         return out
+
+    def check(self) -> int:
+        return 0  # the bindings raise
 
     def _config(self, count: int, tile_bytes: int) -> dict:
         """A decompression config from the tile sizes, which spares nvCOMP a pass over every stream to

@@ -175,6 +175,8 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
         while writes:
             writes.popleft().result()
         lap("wait for writes")
+        if decoder is not None:  # tiles the device failed to decode fail the run before its mask is published
+            decoder.check()
         if progress is not None:
             progress(total, total)
     finally:

@@ -7,8 +7,9 @@ read chunks (whole tiles of the file) and:
 1. reads their tiles' compressed bytes as stored (:meth:`geoseg.io.tiles.TileIndex.fetch`), each tile
    one ``pread``, into one of two page-locked host buffers, payloads aligned;
 2. copies them to the device and inflates them there, all tiles of a batch in one call of nvCOMP's
-   batched decoder (:class:`NvcompInflater`; :class:`HostInflater` does the same on the host with
-   zlib / zstandard and is the reference the tests compare with);
+   batched decoder (:class:`~geoseg.engine.inflate.NvcompAsyncInflater`, only enqueued: the thread goes
+   on to the next batch; :class:`HostInflater` does the same on the host with zlib / zstandard and is the
+   reference the tests compare with);
 3. undoes the TIFF predictor on the device (:func:`undo_predictor`: horizontal differencing, or the
    floating-point predictor's byte planes) and places the tiles' pixels of the model's bands into
    the strip (:meth:`geoseg.engine.input_band.InputBand.open_strip`), with their validity from the
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from geoseg.engine.inflate import Inflater, NvcompInflater, nvcomp_missing, undo_predictor
+from geoseg.engine.inflate import Inflater, NvcompAsyncInflater, nvcomp_missing, undo_predictor
 from geoseg.engine.input_band import _NUMPY_TRANSFER, _TRANSFER, InputStrip
 from geoseg.engine.plan import Box
 from geoseg.errors import ConfigError, SceneError
@@ -105,7 +106,9 @@ class TileDecoder:
     nvCOMP inflates each tile's stream on its own, so one call needs thousands of tiles to keep the
     GPU busy (benchmarks/RESULTS.md section 11): a batch takes chunks from every strip the pipeline
     has opened (:meth:`submit`), and the pipeline opens as many strips ahead as :meth:`strips_ahead`
-    says. The first batch is one strip's, so that the first rows are not kept waiting.
+    says. A batch is only enqueued on the decoder's stream (:class:`~geoseg.engine.inflate.NvcompAsyncInflater`):
+    the thread goes on to read the next one while the device decodes, and the strips' events tell the
+    device thread when their rows are in.
     """
 
     def __init__(self, index: TileIndex, bands: tuple[int, ...], device: torch.device, nodata: float | None,
@@ -125,7 +128,6 @@ class TileDecoder:
         self._open: list[tuple[InputStrip, ChunkQueue, Future, torch.cuda.Event | None]] = []
         self._changed = threading.Condition()
         self._closed = False
-        self._grown = 0  # tiles of the last batch: batches start with one strip's and double up to batch_tiles
         self._fetchers = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="geoseg-fetch")
         self.stats = DecodeStats()
 
@@ -143,6 +145,14 @@ class TileDecoder:
             free, _ = torch.cuda.mem_get_info(self.device)
             wanted = min(wanted, int(free / 4 // max(1, 2 * strip_bytes)))
         return max(least, wanted)
+
+    def check(self) -> None:
+        """Raise :class:`SceneError` if any tile decoded so far failed (waits for the device): called once a
+        run's strips are all in, before its mask is published."""
+        failed = self._inflater.check() if self._inflater is not None else 0
+        if failed:
+            raise SceneError(f"{self.index.path}: {failed} tile(s) could not be decoded on {self.device}; the file "
+                             f"may be damaged: check it with gdalinfo -checksum, or use --decode cpu")
 
     def close(self) -> None:
         """Stop :meth:`serve` (strips left half-decoded are the pipeline's to drop) and close the file."""
@@ -189,6 +199,7 @@ class TileDecoder:
             while not done.done():
                 self._batch(wait=False)
         done.result()
+        self.check()
 
     def _batch(self, wait: bool = True) -> bool:
         """Take one batch from the open strips (waiting for some when ``wait``), decode it, and finish the
@@ -199,8 +210,10 @@ class TileDecoder:
             if self._closed:
                 return False
             open_now = list(self._open)
-        first = sum(self.tiles_in(c) for c in open_now[0][1].snapshot()) if open_now else 0
-        budget = min(self.batch_tiles, max(first, 2 * self._grown))  # in tiles
+        # As many tiles as a batch takes, from the first strip on: a batch takes about as long on the device
+        # whatever its size (nvCOMP inflates each tile in one thread block, 3 MiB in ~75 ms on the H100:
+        # benchmarks/RESULTS.md section 11), so the first strip comes no sooner in a smaller one.
+        budget = self.batch_tiles
         taken: list[tuple[InputStrip, Box]] = []
         for strip, queue, _, ready in open_now:
             if budget <= 0:
@@ -229,7 +242,6 @@ class TileDecoder:
         started = time.perf_counter()
         per_chunk = [index.tiles(c.row0, c.row1, c.col0, c.col1, self.bands) for _, c in taken]
         tiles = np.concatenate([t.ravel() for t in per_chunk])
-        self._grown = len(tiles)
         host = self._host_buffer(index.fetch_bytes(tiles))
         if self._fd is None:
             self._fd = os.open(index.path, os.O_RDONLY)
@@ -268,7 +280,7 @@ class TileDecoder:
 
     def _inflate(self, host: torch.Tensor, where: np.ndarray) -> torch.Tensor:
         if self._inflater is None:
-            self._inflater = NvcompInflater(self.index.codec, self.device, self.stream)
+            self._inflater = NvcompAsyncInflater(self.index.codec, self.device, self.stream)
         try:
             return self._inflater.inflate(host, where, self.index.tile_bytes, self.device, self.stream)
         except (RuntimeError, ValueError) as exc:
