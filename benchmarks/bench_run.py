@@ -211,6 +211,7 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
         from geoseg.engine import inflate, tile_decode
 
         tile_decode.NvcompAsyncInflater = inflate.NvcompInflater
+        tile_decode.DECODE_STREAMS = 1  # the bindings' codec is bound to one stream
     if "device_overview_levels" in settings:  # --overview-ab: the COG levels halved on the device
         from geoseg.engine import blender
 
@@ -381,18 +382,18 @@ def decode_floors(scene: Path, factor: int, card: ModelCard, threads: int, devic
     lock = threading.Lock()
     hybrids: dict[str, float | None] = {"hybrid": None, **{f"hybrid {s:g}": s for s in shares}}
     # "bindings": nvCOMP's Python bindings, which wait for the device with the GIL held (geoseg before 2026-12-06)
-    bindings = ("gpu bindings", "hybrid bindings") if dev.type == "cuda" else ()
+    bindings = ("gpu bindings", "hybrid bindings", "gpu 1 stream") if dev.type == "cuda" else ()
     names = ("cpu", "gpu", *hybrids, *bindings)
     for name in names + names:  # twice: the first pays for pinning / set-up
         mode = name.split()[0]
         share = {} if hybrids.get(name) is None else {"hybrid_share": hybrids[name]}
         decoder = None if mode == "cpu" else TileDecoder(  # on a CPU (a dry run of this script): zlib
             index, indexes, dev, None, mode, inflater=None if dev.type == "cuda" else HostInflater(index.codec),
-            **share)
-        if name.endswith("bindings"):
+            **share, **({"streams": 1} if name.endswith(("bindings", "1 stream")) else {}))
+        if name.endswith("bindings"):  # one stream: the bindings' codec is bound to it
             from geoseg.engine.inflate import NvcompInflater
 
-            decoder._inflater = NvcompInflater(index.codec, dev, decoder.stream)
+            decoder._inflater = NvcompInflater(index.codec, dev, decoder.streams[0])
         readers = ThreadPoolExecutor(threads)
         gpu = ThreadPoolExecutor(1)
         ahead = 2
@@ -548,7 +549,7 @@ def part_decode_floors(scenes: list[Path], model: Path, args: argparse.Namespace
     card = ModelCard.load(model / "config.json")
     shares = tuple(args.hybrid_shares or ())
     names = ("hybrid", *(f"hybrid {s:g}" for s in shares))
-    bindings = ("gpu bindings", "hybrid bindings") if args.device == "cuda" else ()
+    bindings = ("gpu bindings", "hybrid bindings", "gpu 1 stream") if args.device == "cuda" else ()
     rows = []
     for scene in scenes:
         factor = resolution_factor(open_scene(scene).pixel_size_m, card.resolution_m)
@@ -562,14 +563,14 @@ def part_decode_floors(scenes: list[Path], model: Path, args: argparse.Namespace
                 *(" / ".join(f"{floors[f'{m} device {k}']:.3f}" for k in ("fetch s", "inflate s", "place s", "busy s"))
                   + f" / {floors[f'{m} device batches']}" for m in ("gpu", *bindings[:1])), *(
                 f"{floors[f'{m} reader gdal ms per chunk']:.1f} / {floors[f'{m} reader rest ms per chunk']:.1f}"
-                for m in ("cpu", "hybrid", *bindings[1:]))])
+                for m in ("cpu", "hybrid", *bindings[1:2]))])
     table(f"decode floors by reader threads (the second pass of each mode; GIL switch interval "
           f"{sys.getswitchinterval() * 1e3:g} ms)",
           ("scene", "reader threads", "I/O floor s", "CPU decode s", "GPU decode s",
            *(f"{m} decode s (device share)" for m in (*names, *bindings)),
            *(f"{m}: decoder thread s, fetch / inflate call / predictor+place launch / busy / batches"
              for m in ("gpu", *bindings[:1])),
-           "readers ms per chunk, GDAL / rest: cpu", "hybrid", *bindings[1:]), rows)
+           "readers ms per chunk, GDAL / rest: cpu", "hybrid", *bindings[1:2]), rows)
 
 
 def fmt(value: float | None, spec: str) -> str:

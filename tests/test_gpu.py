@@ -184,14 +184,15 @@ def test_nvcomp_tiles_equal_gdal(tmp_path, dtype, compress, predictor, interleav
         data[:, :40, :50] = 0
     path = write(tmp_path / "s.tif", data, tile=64, compress=compress, predictor=predictor, interleave=interleave,
                  nodata=None if dtype == "float32" else 0)
-    stream = torch.cuda.Stream(cuda)
     from geoseg.io.scene import open_scene
     from geoseg.io.tiles import tile_index
 
     codec = tile_index(open_scene(path)).codec
-    strip, reference, decoder = decoded_strip(path, (3, 1, 4), chunk_cols=128, device=cuda,
-                                              inflater=(NvcompAsyncInflater if api == "c" else NvcompInflater)(
-                                                  codec, cuda, stream))
+    def inflater(decoder):  # the bindings' codec is bound to the decoder's one stream; the C API takes two
+        return NvcompAsyncInflater(codec, cuda) if api == "c" else NvcompInflater(codec, cuda, decoder.streams[0])
+
+    strip, reference, decoder = decoded_strip(path, (3, 1, 4), chunk_cols=128, device=cuda, inflater=inflater,
+                                              streams=2 if api == "c" else 1)
     assert decoder.stats.tiles > 0 and decoder._inflater.check() == 0
     assert torch.equal(strip.band, reference.band)
     assert torch.equal(strip.valid, reference.valid)

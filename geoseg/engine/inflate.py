@@ -103,15 +103,15 @@ class NvcompAsyncInflater:
     chunk went from 25 to 65 ms beside it (benchmarks/RESULTS.md section 11). Here the pointer and size
     arrays are made on the host and copied with the payloads; failed tiles (a status other than success, or
     fewer bytes than a tile holds) are counted on the device and reported by :meth:`check`, once, at the
-    end of a run: a damaged file then fails the run before its mask is published.
+    end of a run: a damaged file then fails the run before its mask is published. One inflater serves
+    several streams (one thread): each has its own scratch memory and count.
     """
 
-    def __init__(self, codec: str, device: torch.device, stream: torch.cuda.Stream):
+    def __init__(self, codec: str, device: torch.device, stream: torch.cuda.Stream | None = None):
         self.codec, self.device = codec, device
-        self._temp = torch.empty(0, dtype=torch.uint8, device=device)
-        #: Failed tiles, counted on the device on the stream of the decodes (made on it, by the first).
-        self._failed: torch.Tensor | None = None
-        self._stream: torch.cuda.Stream | None = None
+        #: Per stream: nvCOMP's scratch memory, and the failed tiles counted there (made on that stream).
+        self._temp: dict[int, torch.Tensor] = {}
+        self._failed: dict[int, tuple[torch.cuda.Stream, torch.Tensor]] = {}
         if codec == "none":
             return
         lib, name = _libnvcomp(), {"deflate": "Deflate", "zstd": "Zstd"}[codec]
@@ -156,18 +156,18 @@ class NvcompAsyncInflater:
         handle = ctypes.c_void_p(stream.cuda_stream)
         self._call("GetTempSize", self._temp_size(n, tile_bytes, self._opts, ctypes.byref(temp), n * tile_bytes,
                                                   handle))
-        if self._temp.numel() < temp.value:
-            self._temp = torch.empty(temp.value, dtype=torch.uint8, device=device)
+        key = stream.cuda_stream
+        if key not in self._temp or self._temp[key].numel() < temp.value:
+            self._temp[key] = torch.empty(temp.value, dtype=torch.uint8, device=device)
         base = arrays.data_ptr()
         self._call("DecompressAsync", self._decompress(
-            base, base + 8 * n, base + 16 * n, got.data_ptr(), n, self._temp.data_ptr(), temp.value, base + 24 * n,
-            self._opts, statuses.data_ptr(), handle))
+            base, base + 8 * n, base + 16 * n, got.data_ptr(), n, self._temp[key].data_ptr(), temp.value,
+            base + 24 * n, self._opts, statuses.data_ptr(), handle))
         failed = ((statuses != 0) | (got != tile_bytes)).sum()
-        if self._failed is None:
-            self._failed, self._stream = failed, stream
+        if key in self._failed:
+            self._failed[key][1].add_(failed)
         else:
-            assert stream == self._stream, "one stream per inflater"
-            self._failed += failed
+            self._failed[key] = (stream, failed)
         return out
 
     def _call(self, what: str, status: int) -> None:
@@ -176,11 +176,11 @@ class NvcompAsyncInflater:
 
     def check(self) -> int:
         """Tiles that failed to decode so far (waits for the device)."""
-        if self._failed is None:
-            return 0
-        assert self._stream is not None
-        self._stream.synchronize()
-        return int(self._failed.item())
+        total = 0
+        for stream, failed in self._failed.values():
+            stream.synchronize()
+            total += int(failed.item())
+        return total
 
 
 class NvcompInflater:

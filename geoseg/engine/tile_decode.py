@@ -45,6 +45,10 @@ from geoseg.io.tiles import FETCH_THREADS, TileIndex, tile_index
 #: Tiles one batch of the device decoder takes at most (a batch is never less than one chunk): nvCOMP
 #: inflates each tile's stream on its own, so a call needs many (benchmarks/RESULTS.md section 11).
 BATCH_TILES = 1536
+#: CUDA streams the device decoder takes turns on, one batch each: nvCOMP's batch takes about as long
+#: whatever its size (each tile inflated by one thread block), so a batch of a few strips leaves most of the
+#: GPU idle unless the next one runs beside it.
+DECODE_STREAMS = 2
 #: ``--decode`` values. ``auto`` is ``cpu`` for now: on the H200 the device decoder halved the decode floor
 #: and shortened plain-GeoTIFF runs by a quarter, but not COG runs, where its kernels slowed the network's
 #: (benchmarks/RESULTS.md section 11). ``gpu`` and ``hybrid`` are asked for by name.
@@ -113,17 +117,20 @@ class TileDecoder:
 
     def __init__(self, index: TileIndex, bands: tuple[int, ...], device: torch.device, nodata: float | None,
                  mode: str = "hybrid", inflater: Inflater | None = None, batch_tiles: int = BATCH_TILES,
-                 hybrid_share: float = 0.5):
+                 hybrid_share: float = 0.5, streams: int = DECODE_STREAMS):
         self.index, self.device, self.mode = index, device, mode
         self.hybrid_share = hybrid_share
         self.bands = tuple(b - 1 for b in bands)  # 0-based
         self.transfer = _TRANSFER[index.dtype.name]
         self.nodata = nodata
         self.batch_tiles = batch_tiles
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        #: The streams batches take turns on (None on a CPU), each with one of the host buffers.
+        self.streams: list[torch.cuda.Stream | None] = (
+            [torch.cuda.Stream(device) for _ in range(max(1, streams))] if device.type == "cuda" else [None])
         self._inflater = inflater
         self._buffers: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []
         self._turn = 0
+        self._slots = max(2, len(self.streams))  # host buffers
         self._fd: int | None = None
         self._open: list[tuple[InputStrip, ChunkQueue, Future, torch.cuda.Event | None]] = []
         self._changed = threading.Condition()
@@ -170,7 +177,7 @@ class TileDecoder:
         ``allocated_on``: the stream ``strip`` was allocated on, which the decoder's stream waits for."""
         done: Future = Future()
         ready = None
-        if self.stream is not None and allocated_on is not None:
+        if self.streams[0] is not None and allocated_on is not None:
             ready = torch.cuda.Event()
             ready.record(allocated_on)
         with self._changed:
@@ -181,9 +188,8 @@ class TileDecoder:
     def serve(self) -> None:
         """Decode the submitted strips' chunks in batches until :meth:`close` (the decoder's one thread)."""
         try:
-            with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
-                while self._batch():
-                    pass
+            while self._batch():
+                pass
         except BaseException as exc:
             with self._changed:
                 for _, _, done, _ in self._open:
@@ -195,9 +201,8 @@ class TileDecoder:
     def drain(self, strip: InputStrip, queue: ChunkQueue, allocated_on: torch.cuda.Stream | None = None) -> None:
         """Decode ``queue``'s chunks into ``strip`` in this thread, in batches (a floor, or one strip alone)."""
         done = self.submit(strip, queue, allocated_on)
-        with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
-            while not done.done():
-                self._batch(wait=False)
+        while not done.done():
+            self._batch(wait=False)
         done.result()
         self.check()
 
@@ -214,6 +219,8 @@ class TileDecoder:
         # whatever its size (nvCOMP inflates each tile in one thread block, 3 MiB in ~75 ms on the H100:
         # benchmarks/RESULTS.md section 11), so the first strip comes no sooner in a smaller one.
         budget = self.batch_tiles
+        self._turn = (self._turn + 1) % self._slots  # the host buffer, and the stream, of this batch
+        stream = self.streams[self._turn % len(self.streams)]
         taken: list[tuple[InputStrip, Box]] = []
         for strip, queue, _, ready in open_now:
             if budget <= 0:
@@ -221,11 +228,12 @@ class TileDecoder:
             last = queue.peek()
             chunks = queue.take_right(budget, self.tiles_in(last) if last is not None else 1, self.share)
             if chunks and ready is not None:
-                self.stream.wait_event(ready)
+                stream.wait_event(ready)
             taken += [(strip, c) for c in chunks]
             budget -= sum(self.tiles_in(c) for c in chunks)
         if taken:
-            self._decode(taken)
+            with torch.cuda.stream(stream) if stream is not None else nullcontext():
+                self._decode(taken, stream)
         with self._changed:
             for entry in open_now:
                 if entry[1].empty:
@@ -237,7 +245,7 @@ class TileDecoder:
         """Tiles the decoder reads for the scene pixels ``box`` of its bands."""
         return self.index.tiles(box.row0, box.row1, box.col0, box.col1, self.bands).size
 
-    def _decode(self, taken: list[tuple[InputStrip, Box]]) -> None:
+    def _decode(self, taken: list[tuple[InputStrip, Box]], stream: torch.cuda.Stream | None) -> None:
         index = self.index
         started = time.perf_counter()
         per_chunk = [index.tiles(c.row0, c.row1, c.col0, c.col1, self.bands) for _, c in taken]
@@ -250,7 +258,7 @@ class TileDecoder:
         except OSError as exc:
             raise SceneError(f"{exc}; or use --decode cpu") from None
         fetched = time.perf_counter()
-        inflated = self._inflate(host, where)
+        inflated = self._inflate(host, where, stream)
         launched = time.perf_counter()
         at = 0
         for (strip, chunk), chunk_tiles in zip(taken, per_chunk, strict=True):
@@ -262,9 +270,9 @@ class TileDecoder:
             self._place(strip, chunk, chunk_tiles.shape, part)
             at += chunk_tiles.size
         placed = time.perf_counter()
-        if self.stream is not None:
+        if stream is not None:
             done = torch.cuda.Event()
-            done.record(self.stream)
+            done.record(stream)
             for strip in {id(s): s for s, _ in taken}.values():
                 strip.copied.append(done)
             self._buffers[self._turn] = (host, done)
@@ -278,27 +286,26 @@ class TileDecoder:
             s.place_seconds += placed - launched
             s.busy_seconds += time.perf_counter() - started
 
-    def _inflate(self, host: torch.Tensor, where: np.ndarray) -> torch.Tensor:
+    def _inflate(self, host: torch.Tensor, where: np.ndarray, stream: torch.cuda.Stream | None) -> torch.Tensor:
         if self._inflater is None:
-            self._inflater = NvcompAsyncInflater(self.index.codec, self.device, self.stream)
+            self._inflater = NvcompAsyncInflater(self.index.codec, self.device)
         try:
-            return self._inflater.inflate(host, where, self.index.tile_bytes, self.device, self.stream)
+            return self._inflater.inflate(host, where, self.index.tile_bytes, self.device, stream)
         except (RuntimeError, ValueError) as exc:
             raise SceneError(f"{self.index.path}: tiles could not be decoded on {self.device} ({exc}); the file "
                              f"may be damaged: check it with gdalinfo -checksum, or use --decode cpu") from None
 
     def _host_buffer(self, nbytes: int) -> torch.Tensor:
-        """One of two host buffers (page-locked on a GPU), in turn: one fills while the other's batch
-        is decoded; a buffer is reused once its batch has been decoded."""
-        self._turn = (self._turn + 1) % 2
-        while len(self._buffers) < 2:
+        """The host buffer of this batch's turn (page-locked on a GPU): one fills while the others' batches
+        are decoded; a buffer is reused once its batch has been decoded."""
+        while len(self._buffers) < self._slots:
             self._buffers.append((torch.empty(0, dtype=torch.uint8), None))
         buffer, done = self._buffers[self._turn]
         if done is not None:
             done.synchronize()
         if buffer.numel() < nbytes:
             buffer = torch.empty(nbytes + nbytes // 4, dtype=torch.uint8,
-                                 pin_memory=self.stream is not None)
+                                 pin_memory=self.streams[0] is not None)
         self._buffers[self._turn] = (buffer, None)
         return buffer
 

@@ -57,9 +57,9 @@ def values(dtype: str, shape: tuple[int, int, int], seed: int = 0) -> np.ndarray
 
 
 def decoded_strip(path: Path, bands: tuple[int, ...], mode: str = "gpu", chunk_cols: int = 64,
-                  device: torch.device = CPU, inflater=None):
+                  device: torch.device = CPU, inflater=None, streams: int = 2):
     """The whole scene decoded into one strip by a TileDecoder (on the CPU with the host inflater
-    unless told otherwise), and by the CPU readers."""
+    unless told otherwise: an inflater, or a function of the decoder that makes one), and by the CPU readers."""
     scene = open_scene(path)
     index = tile_index(scene)
     assert isinstance(index, TileIndex), index
@@ -69,8 +69,8 @@ def decoded_strip(path: Path, bands: tuple[int, ...], mode: str = "gpu", chunk_c
     chunks = [Box(r, min(r + 2 * th, scene.height), c, min(c + chunk_cols, scene.width))
               for r in range(0, scene.height, 2 * th) for c in range(0, scene.width, chunk_cols)]
     nodata = scene.nodata if scene.mask_kind == "nodata" else None
-    decoder = TileDecoder(index, bands, device, nodata, mode, inflater=inflater or HostInflater(index.codec),
-                          batch_tiles=4)
+    decoder = TileDecoder(index, bands, device, nodata, mode, batch_tiles=4, streams=streams)
+    decoder._inflater = inflater(decoder) if callable(inflater) else inflater or HostInflater(index.codec)
     inputs = InputBand(layout, card, device, scene.dtype)
     strip = inputs.open_strip(0, scene.height)
     decoder.drain(strip, ChunkQueue(chunks), inputs.copy_stream)
