@@ -98,8 +98,7 @@ class RunConfig:
     decode: str = setting(
         "auto", "Who decodes the scene's compressed tiles: cpu (GDAL's reader threads), gpu (nvCOMP on the CUDA "
         "device; tiled deflate / zstd GeoTIFFs, pip install 'geoseg[gpu-decode]'), hybrid (both, sharing each "
-        "strip) or auto (cpu: GPU decoding has not yet shortened whole runs). The pixels, and the mask, are the "
-        "same.",
+        "strip) or auto (gpu where it can be used, else cpu). The pixels, and the mask, are the same.",
         choices=("auto", "cpu", "gpu", "hybrid"))
     block_size: int = setting(2048, "Scene pixels per processing block edge.", min=1)
     workers: int | None = setting(None, "Reader threads.", min=1, default_text="CPU cores minus one")

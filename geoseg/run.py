@@ -86,6 +86,7 @@ class RunSummary:
     model_seconds: float = 0.0  # of ``seconds``, the time spent in the network (device time on CUDA)
     patches: int = 0  # patches the network saw (a padded last batch included)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # where the device thread's time went
+    decode: str = "cpu"  # who decoded the scene's tiles: cpu (GDAL's reader threads), gpu or hybrid (nvCOMP)
     output_format: str = "cog"
     finish_seconds: float = 0.0  # of ``seconds``, turning the written mask into its format (COG: overviews)
     class_stats: list[dict] = field(default_factory=list)  # per class: value, name, pixels, area_ha, share
@@ -114,6 +115,7 @@ class Execution:
     finish_seconds: float = 0.0  # turning the written mask into its format (COG overviews and layout)
     class_stats: list[dict] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
+    decode: str = "cpu"  # who decoded the tiles (RunSummary.decode)
 
 
 def segment_scene(scene_path: str | Path, output: str | Path | None = None,
@@ -225,7 +227,7 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
             peak_device_memory_gib=(round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
                                     if device.type == "cuda" else None),
             notes=[f"{scene.path}: {note}" for note in predictor.notes], finish_seconds=product.finish_seconds,
-            class_stats=product.class_stats, files=product.files)
+            class_stats=product.class_stats, files=product.files, decode=decoder.mode if decoder else "cpu")
 
 
 def network_stream(device: torch.device, decoder: object | None, tuning: Tuning) -> AbstractContextManager:
@@ -372,7 +374,7 @@ def summarise(prepared: PreparedRun, execution: Execution, config: RunConfig, se
         nodata_share=round(float(counts[NODATA]) / total, 6),
         peak_device_memory_gib=execution.peak_device_memory_gib,
         model_seconds=round(execution.model_seconds, 3), patches=execution.patches,
-        stage_seconds=execution.stage_seconds, output_format=config.output_format,
+        stage_seconds=execution.stage_seconds, decode=execution.decode, output_format=config.output_format,
         finish_seconds=execution.finish_seconds, class_stats=execution.class_stats, files=execution.files,
         warnings=notes,
     )

@@ -200,6 +200,15 @@ def test_nvcomp_tiles_equal_gdal(tmp_path, dtype, compress, predictor, interleav
     assert torch.equal(strip.valid, reference.valid)
 
 
+def test_auto_decodes_a_tiled_deflate_scene_on_the_gpu(make_tif, tmp_path, tiny_model) -> None:
+    _nvcomp()
+    data = smooth_image((3, 600, 500), seed=6, dtype="uint16")
+    path = make_tif(data, block=128, predictor=2)
+    summary = segment_scene(path, tmp_path / "auto.tif", RunConfig(device="cuda", precision="fp32", scale=1e-3),
+                            model=tiny_model())
+    assert summary.decode == "gpu" and summary.stage_seconds["device decode chunks"] > 0
+
+
 @pytest.mark.parametrize("mode", ["gpu", "hybrid"])
 def test_runs_decoding_on_the_gpu_give_the_cpu_readers_mask(make_tif, tmp_path, tiny_model, mode) -> None:
     _nvcomp()

@@ -99,7 +99,8 @@ class _progress_bar:
 
 def summary_table(s: RunSummary) -> Table:
     table = Table(title=f"geoseg: {s.output}", show_header=False, title_justify="left")
-    table.add_row("input", f"{s.input} ({s.width} x {s.height}, bands {','.join(map(str, s.bands))})")
+    decoded = {"gpu": ", tiles decoded on the GPU", "hybrid": ", tiles decoded on the GPU and CPU"}.get(s.decode, "")
+    table.add_row("input", f"{s.input} ({s.width} x {s.height}, bands {','.join(map(str, s.bands))}{decoded})")
     grid = f"inferred at 1/{s.factor} of the scene's resolution" if s.factor > 1 else "scene's own grid"
     table.add_row("model", f"{s.model} on {s.device} ({s.backend}, {s.precision}, batches of {s.batch_size}), {grid}")
     table.add_row("tiling", f"{s.tile_size} px tiles, {s.overlap} px overlap, {s.blend} blend")

@@ -49,9 +49,10 @@ BATCH_TILES = 1536
 #: whatever its size (each tile inflated by one thread block), so a batch of a few strips leaves most of the
 #: GPU idle unless the next one runs beside it.
 DECODE_STREAMS = 2
-#: ``--decode`` values. ``auto`` is ``cpu`` for now: on the H200 the device decoder halved the decode floor
-#: and shortened plain-GeoTIFF runs by a quarter, but not COG runs, where its kernels slowed the network's
-#: (benchmarks/RESULTS.md section 11). ``gpu`` and ``hybrid`` are asked for by name.
+#: ``--decode`` values. ``auto`` is ``gpu`` where it applies (a CUDA device, a tiled file in a codec nvCOMP
+#: decodes, nvCOMP installed) and ``cpu`` elsewhere: on the H100 the device decoder (through nvCOMP's C API,
+#: the GIL released) took a 16384² GeoTIFF run from 1.37 to 0.72 s and a 32768² COG run from 7.8 to 6.5 s
+#: (benchmarks/RESULTS.md section 11). ``hybrid`` is asked for by name: slower than ``gpu`` at 16384².
 DECODE_MODES = ("auto", "cpu", "gpu", "hybrid")
 
 
@@ -349,12 +350,14 @@ class TileDecoder:
 def decode_plan(mode: str, scene: SceneInfo, device: torch.device) -> TileIndex | None:
     """The tile index the device decodes ``scene`` from under ``--decode mode``, or None for the CPU readers.
 
-    ``auto`` is the CPU readers (see :data:`DECODE_MODES`); ``gpu`` and ``hybrid`` say why they cannot
-    be had (:class:`ConfigError`)."""
-    if mode in ("cpu", "auto"):
+    ``auto`` is the device where it can be (see :data:`DECODE_MODES`), quietly the CPU readers elsewhere;
+    ``gpu`` and ``hybrid`` say why they cannot be had (:class:`ConfigError`)."""
+    if mode == "cpu":
         return None
     if mode not in DECODE_MODES:
         raise ConfigError(f"decode {mode!r} is not one of {', '.join(DECODE_MODES)}")
+    if mode == "auto" and device.type != "cuda":
+        return None
     index = tile_index(scene)
     reasons = [r for r in (
         None if device.type == "cuda" else f"the device is {device}, not a CUDA GPU",
@@ -362,6 +365,8 @@ def decode_plan(mode: str, scene: SceneInfo, device: torch.device) -> TileIndex 
         None if device.type != "cuda" else nvcomp_missing(),
     ) if r]
     if reasons:
+        if mode == "auto":
+            return None
         raise ConfigError(f"{scene.path}: --decode {mode} cannot be used: {'; '.join(reasons)}; use --decode cpu")
     assert isinstance(index, TileIndex)
     return index
@@ -372,4 +377,4 @@ def make_decoder(mode: str, scene: SceneInfo, bands: tuple[int, ...], device: to
     index = decode_plan(mode, scene, device)
     if index is None:
         return None
-    return TileDecoder(index, bands, device, nodata_value(scene), mode)
+    return TileDecoder(index, bands, device, nodata_value(scene), "gpu" if mode == "auto" else mode)

@@ -21,7 +21,7 @@ from geoseg.engine.input_band import InputBand
 from geoseg.engine.pipeline import Tuning
 from geoseg.engine.plan import Box, ReadChunking, plan_layout
 from geoseg.engine.staging import StagingPool
-from geoseg.engine.tile_decode import ChunkQueue, TileDecoder, make_decoder
+from geoseg.engine.tile_decode import ChunkQueue, TileDecoder, decode_plan, make_decoder
 from geoseg.errors import ConfigError, SceneError
 from geoseg.io.scene import WindowReader, open_scene
 from geoseg.io.tiles import TileIndex, tile_index
@@ -180,7 +180,7 @@ def test_run_with_device_decoding_gives_the_same_mask(tmp_path: Path, monkeypatc
     summary = segment_scene(path, tmp_path / "dev.tif", config, model=model, tuning=tuning)
     stats = made[0].stats
     assert stats.chunks > 0 and (stats.cpu_chunks > 0) == (mode == "hybrid")
-    assert summary.stage_seconds["device decode chunks"] == stats.chunks
+    assert summary.stage_seconds["device decode chunks"] == stats.chunks and summary.decode == mode
     with rasterio.open(tmp_path / "cpu.tif") as a, rasterio.open(tmp_path / "dev.tif") as b:
         assert np.array_equal(a.read(), b.read())
 
@@ -200,13 +200,29 @@ def test_files_gdal_keeps(tmp_path: Path, make_tif) -> None:
 
 def test_decode_modes_on_a_cpu(tmp_path: Path) -> None:
     scene = open_scene(write(tmp_path / "s.tif", values("uint16", (2, 64, 64))))
-    assert make_decoder("auto", scene, (1, 2), CPU) is None  # auto: the CPU readers (RESULTS.md section 11)
+    assert make_decoder("auto", scene, (1, 2), CPU) is None  # auto on a CPU: the CPU readers
     assert make_decoder("cpu", scene, (1, 2), CPU) is None
     with pytest.raises(ConfigError, match=r"s\.tif: --decode gpu cannot be used: the device is cpu, not a CUDA GPU; "):
         make_decoder("gpu", scene, (1, 2), CPU)
     lzw = open_scene(write(tmp_path / "lzw.tif", values("uint16", (2, 64, 64)), compress="lzw"))
     with pytest.raises(ConfigError, match="the file is LZW-compressed"):
         make_decoder("hybrid", lzw, (1, 2), CPU)
+
+
+def test_auto_decodes_on_the_gpu_where_it_can_and_quietly_on_the_cpu_elsewhere(tmp_path: Path, monkeypatch) -> None:
+    """--decode auto: the device decoder for a tiled deflate file on a CUDA device with nvCOMP; the CPU
+    readers, without a word, for a file nvCOMP cannot decode, without nvCOMP, or on a CPU."""
+    cuda = torch.device("cuda")  # only named: decode_plan decides without touching the device
+    tiled = open_scene(write(tmp_path / "s.tif", values("uint16", (2, 64, 64))))
+    lzw = open_scene(write(tmp_path / "lzw.tif", values("uint16", (2, 64, 64)), compress="lzw"))
+    monkeypatch.setattr("geoseg.engine.tile_decode.nvcomp_missing", lambda: None)
+    assert isinstance(decode_plan("auto", tiled, cuda), TileIndex)
+    assert decode_plan("auto", lzw, cuda) is None
+    assert decode_plan("auto", tiled, CPU) is None
+    monkeypatch.setattr("geoseg.engine.tile_decode.nvcomp_missing", lambda: "nvCOMP is not installed")
+    assert decode_plan("auto", tiled, cuda) is None
+    with pytest.raises(ConfigError, match="nvCOMP is not installed"):
+        decode_plan("gpu", tiled, cuda)
 
 
 def test_a_cut_short_file_is_named(tmp_path: Path) -> None:
