@@ -5,7 +5,7 @@ GPU server that is the limit of a run (benchmarks/RESULTS.md section 11). :class
 read chunks (whole tiles of the file) and:
 
 1. reads their tiles' compressed bytes as stored (:meth:`geoseg.io.tiles.TileIndex.fetch`), each tile
-   one ``pread``, into one of two page-locked host buffers, payloads aligned;
+   one ``pread``, into the page-locked host buffer of the batch's turn, payloads aligned;
 2. copies them to the device and inflates them there, all tiles of a batch in one call of nvCOMP's
    batched decoder (:class:`~geoseg.engine.inflate.NvcompAsyncInflater`, only enqueued: the thread goes
    on to the next batch; :class:`HostInflater` does the same on the host with zlib / zstandard and is the
@@ -15,11 +15,12 @@ read chunks (whole tiles of the file) and:
    the strip (:meth:`geoseg.engine.input_band.InputBand.open_strip`), with their validity from the
    nodata value, exactly as the CPU readers would. No decoded pixel passes through host memory.
 
-All of it runs on a CUDA stream of its own, in one thread, so it overlaps the network and the CPU
-readers. Chunks are shared through a :class:`ChunkQueue` per strip: the CPU readers take them from
-the left, the decoder takes batches from the right (at most half of what is left in ``hybrid``),
-so both finish a strip together whatever their speeds. The pixels are bit-identical to GDAL's
-(tests/engine/test_tile_decode.py; tests/test_gpu.py on a GPU), so the mask is too.
+All of it runs in one thread, its batches taking turns on CUDA streams of their own
+(:data:`DECODE_STREAMS`), so it overlaps the network and the CPU readers. Chunks are shared through a
+:class:`ChunkQueue` per strip: the CPU readers take them from the left, the decoder takes batches from
+the right (at most half of what is left in ``hybrid``), so both finish a strip together whatever their
+speeds. The pixels are bit-identical to GDAL's (tests/engine/test_tile_decode.py; tests/test_gpu.py on
+a GPU), so the mask is too.
 """
 
 from __future__ import annotations
