@@ -119,7 +119,7 @@ class TileDecoder:
 
     def __init__(self, index: TileIndex, bands: tuple[int, ...], device: torch.device, nodata: float | None,
                  mode: str = "hybrid", inflater: Inflater | None = None, batch_tiles: int = BATCH_TILES,
-                 hybrid_share: float = 0.5, streams: int = DECODE_STREAMS):
+                 hybrid_share: float = 0.5, streams: int | None = None):
         self.index, self.device, self.mode = index, device, mode
         self.hybrid_share = hybrid_share
         self.bands = tuple(b - 1 for b in bands)  # 0-based
@@ -128,7 +128,8 @@ class TileDecoder:
         self.batch_tiles = batch_tiles
         #: The streams batches take turns on (None on a CPU), each with one of the host buffers.
         self.streams: list[torch.cuda.Stream | None] = (
-            [torch.cuda.Stream(device) for _ in range(max(1, streams))] if device.type == "cuda" else [None])
+            [torch.cuda.Stream(device) for _ in range(max(1, streams or DECODE_STREAMS))] if device.type == "cuda"
+            else [None])
         self._inflater = inflater
         self._buffers: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []
         self._turn = 0
