@@ -132,16 +132,8 @@ class NvcompAsyncInflater:
 
     def _inflate(self, host: torch.Tensor, where: np.ndarray, tile_bytes: int, device: torch.device,
                  stream: torch.cuda.Stream) -> torch.Tensor:
-        present = np.flatnonzero(where[:, 1] > 0)
-        out = torch.empty((len(where), tile_bytes), dtype=torch.uint8, device=device)
-        if len(present) == 0:
-            return out
-        end = int((where[:, 0] + where[:, 1]).max())
-        compressed = host[:end].to(device, non_blocking=True)
-        if self.codec == "none":  # uncompressed tiles: one copy each, on the device
-            for i in present.tolist():
-                start = int(where[i, 0])
-                out[i].copy_(compressed[start : start + tile_bytes])
+        present, out, compressed = _uploaded(host, where, tile_bytes, device, self.codec)
+        if compressed is None:
             return out
         n = len(present)
         table = np.empty((4, n), dtype=np.int64)  # input pointers and sizes, output sizes and pointers
@@ -203,16 +195,8 @@ class NvcompInflater:
     def inflate(self, host: torch.Tensor, where: np.ndarray, tile_bytes: int, device: torch.device,
                 stream: torch.cuda.Stream | None) -> torch.Tensor:
         nv = self.nvcomp
-        present = np.flatnonzero(where[:, 1] > 0)
-        out = torch.empty((len(where), tile_bytes), dtype=torch.uint8, device=device)
-        if len(present) == 0:
-            return out
-        end = int((where[:, 0] + where[:, 1]).max())
-        compressed = host[:end].to(device, non_blocking=True)
-        if self.decoder is None:  # uncompressed tiles: one copy each, on the device
-            for i in present.tolist():
-                start = int(where[i, 0])
-                out[i].copy_(compressed[start : start + tile_bytes])
+        present, out, compressed = _uploaded(host, where, tile_bytes, device, self.codec)
+        if compressed is None:
             return out
         srcs = nv.as_arrays(compressed, where[present, 0].tolist(), where[present, 1].tolist(),
                             cuda_stream=self.stream_handle)
@@ -238,6 +222,26 @@ class NvcompInflater:
                 self.config_path = "parsed"
                 return {}
         return {"decompression_config": self._configs[key]}
+
+
+def _uploaded(host: torch.Tensor, where: np.ndarray, tile_bytes: int, device: torch.device,
+              codec: str) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None]:
+    """A batch's start on the device, for nvCOMP's inflaters: ``(present, out, compressed)``, the rows of
+    tiles with a payload, the ``(tile, tile_bytes)`` output and the payloads copied from ``host`` (on the
+    current stream). ``compressed`` is None when nothing is left to inflate: no payload, or uncompressed
+    tiles, copied into ``out`` here."""
+    present = np.flatnonzero(where[:, 1] > 0)
+    out = torch.empty((len(where), tile_bytes), dtype=torch.uint8, device=device)
+    if len(present) == 0:
+        return present, out, None
+    end = int((where[:, 0] + where[:, 1]).max())
+    compressed = host[:end].to(device, non_blocking=True)
+    if codec == "none":  # uncompressed tiles: one copy each, on the device
+        for i in present.tolist():
+            start = int(where[i, 0])
+            out[i].copy_(compressed[start : start + tile_bytes])
+        return present, out, None
+    return present, out, compressed
 
 
 def undo_predictor(tiles: torch.Tensor, index: TileIndex) -> torch.Tensor:
