@@ -34,12 +34,19 @@ def test_mode2x2_against_a_plain_count() -> None:
             assert down[r, c] == brute_mode([int(v) for v in cell]), (r, c, cell)
 
 
-@pytest.mark.parametrize(("height", "width", "strip"), [(1300, 2100, 256), (1025, 700, 256), (3000, 513, 96)])
-def test_the_pyramid_equals_halving_the_whole_mask_level_by_level(height, width, strip) -> None:
-    rng = np.random.default_rng(height)
-    mask = rng.integers(0, 4, (height // 8 + 1, width // 8 + 1)).repeat(8, 0).repeat(8, 1)[:height, :width]
+def blocky_mask(height: int, width: int, cell: int, seed: int) -> np.ndarray:
+    """Classes 0..3 in ``cell``-px squares, 5 % of the pixels nodata."""
+    rng = np.random.default_rng(seed)
+    mask = rng.integers(0, 4, (height // cell + 1, width // cell + 1)).repeat(cell, 0).repeat(cell, 1)[:height, :width]
     mask = mask.astype(np.uint8)
     mask[rng.random(mask.shape) < 0.05] = NODATA
+    return mask
+
+
+def pyramid_levels(mask: np.ndarray, strip: int, feed=None) -> dict[int, np.ndarray]:
+    """The levels an OverviewPyramid writes for ``mask`` fed in strips of ``strip`` rows, by
+    ``feed(pyramid, rows)`` (default: :meth:`OverviewPyramid.add`)."""
+    height, width = mask.shape
     scene = SceneInfo(path=None, driver="GTiff", width=width, height=height, count=1, dtype="uint8", crs=None,  # type: ignore[arg-type]
                       transform=Affine(10, 0, 0, 0, -10, 0), nodata=None, block_shape=(256, 256), descriptions=(None,),
                       mask_kind="none", tags={})
@@ -56,8 +63,15 @@ def test_the_pyramid_equals_halving_the_whole_mask_level_by_level(height, width,
 
     pyramid = OverviewPyramid(scene, NODATA, open_level)
     for row0 in range(0, height, strip):
-        pyramid.add(mask[row0 : row0 + strip])
+        (feed or OverviewPyramid.add)(pyramid, mask[row0 : row0 + strip])
     pyramid.close()
+    return levels
+
+
+@pytest.mark.parametrize(("height", "width", "strip"), [(1300, 2100, 256), (1025, 700, 256), (3000, 513, 96)])
+def test_the_pyramid_equals_halving_the_whole_mask_level_by_level(height, width, strip) -> None:
+    mask = blocky_mask(height, width, 8, seed=height)
+    levels = pyramid_levels(mask, strip)
     expected, k = mask, 0
     while max(expected.shape) > 512:
         k += 1
@@ -78,30 +92,7 @@ def test_levels_halved_on_the_device_give_the_same_pyramid(height, width) -> Non
     from geoseg.engine.blender import DEVICE_OVERVIEW_LEVELS, LABEL_ROWS
     from geoseg.engine.blender import mode2x2 as device_mode2x2
 
-    rng = np.random.default_rng(width)
-    mask = rng.integers(0, 4, (height // 4 + 1, width // 4 + 1)).repeat(4, 0).repeat(4, 1)[:height, :width]
-    mask = mask.astype(np.uint8)
-    mask[rng.random(mask.shape) < 0.05] = NODATA
-    scene = SceneInfo(path=None, driver="GTiff", width=width, height=height, count=1, dtype="uint8", crs=None,  # type: ignore[arg-type]
-                      transform=Affine(10, 0, 0, 0, -10, 0), nodata=None, block_shape=(256, 256), descriptions=(None,),
-                      mask_kind="none", tags={})
-
-    def build(feed) -> dict[int, np.ndarray]:
-        levels: dict[int, np.ndarray] = {}
-
-        def open_level(k: int, grid: SceneInfo):
-            levels[k] = np.full((grid.height, grid.width), 77, np.uint8)
-
-            def write(row0: int, values: np.ndarray) -> None:
-                levels[k][row0 : row0 + len(values)] = values
-
-            return write
-
-        pyramid = OverviewPyramid(scene, NODATA, open_level)
-        for row0 in range(0, height, LABEL_ROWS):
-            feed(pyramid, mask[row0 : row0 + LABEL_ROWS])
-        pyramid.close()
-        return levels
+    mask = blocky_mask(height, width, 4, seed=width)
 
     def device_levels(pyramid: OverviewPyramid, strip: np.ndarray) -> None:
         made, level = [], torch.from_numpy(strip)
@@ -110,8 +101,8 @@ def test_levels_halved_on_the_device_give_the_same_pyramid(height, width) -> Non
             made.append(level.numpy())
         pyramid.add_levels(made)
 
-    from_host = build(lambda p, strip: p.add(strip))
-    from_device = build(device_levels)
+    from_host = pyramid_levels(mask, LABEL_ROWS)
+    from_device = pyramid_levels(mask, LABEL_ROWS, device_levels)
     assert len(from_host) >= 3 and sorted(from_device) == sorted(from_host)
     for k in from_host:
         np.testing.assert_array_equal(from_device[k], from_host[k], err_msg=f"level {k}")
