@@ -18,6 +18,9 @@ against GDAL's polygonize of the whole mask, all in one process.
    the whole array, 4-connectivity, the same library ``gdal_polygonize`` uses) written with pyogrio,
    and the polygon counts of both (they must agree).
 3. ``geoseg export stats`` of the mask, for scale.
+4. ``--parts levels``: the realistic mask written as a run writes a COG (the working GeoTIFF and its
+   overview levels, strip by strip), then finished at DEFLATE levels ``--cog-levels`` interleaved
+   ``--rounds`` times: seconds and MB of each, against GDAL's default level (6) as the baseline.
 
 Prints a markdown table; the scene is built from the real one by make_scene.py (mirror and repeat).
 """
@@ -75,7 +78,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-bench"))
     parser.add_argument("--vector-ext", default=".gpkg", choices=[".gpkg", ".parquet"],
                         help="layer format of both the geoseg export and the baseline")
-    parser.add_argument("--parts", nargs="*", default=["run", "vector"], choices=["run", "vector"],
+    parser.add_argument("--cog-levels", type=int, nargs="*", default=[6, 5, 4, 1],
+                        help="--parts levels: the COG's DEFLATE levels to compare (the first is the baseline)")
+    parser.add_argument("--parts", nargs="*", default=["run", "vector"], choices=["run", "vector", "levels"],
                         help="run: the runs and COG finishing; vector: polygons and statistics of the masks the run "
                         "part left in --workdir")
     args = parser.parse_args()
@@ -85,6 +90,8 @@ def main() -> None:
         part_run(args)
     if "vector" in args.parts:
         part_vector(args)
+    if "levels" in args.parts:
+        part_levels(args)
 
 
 def part_run(args: argparse.Namespace) -> None:
@@ -144,6 +151,50 @@ def part_vector(args: argparse.Namespace) -> None:
     table("polygons of the mask", ("mask", "geoseg export vector s", "polygons",
                                    "GDAL polygonize whole mask s (baseline)", "polygons", "geoseg / baseline",
                                    "geoseg export stats s"), polygons)
+
+
+def part_levels(args: argparse.Namespace) -> None:
+    """Finishing the realistic mask's COG at several DEFLATE levels, from the files a run leaves for it."""
+    from geoseg.io import writing
+    from geoseg.io.overviews import OverviewPyramid, overview_vrt
+    from geoseg.io.scene import open_scene
+
+    real = build_scene(args.real_mask, args.workdir / f"real-mask-{args.size}.tif", args.size)
+    scene = open_scene(real)
+    fmt, spec = writing.RASTER_FORMATS["cog"], writing.RasterSpec(1, "uint8", writing.NODATA)
+    work = args.workdir / "levels"
+    work.mkdir(exist_ok=True)
+    levels: list[Path] = []
+    with writing.StripWriter(work / "mask.tif", scene, spec, fmt, real) as mask:
+        def open_level(k: int, grid: object) -> object:
+            levels.append(work / f"overview{k}.tif")
+            return writers.enter_context(writing.StripWriter(levels[-1], grid, spec, fmt, real)).write
+
+        from contextlib import ExitStack
+
+        with ExitStack() as writers, rasterio.open(real) as src:
+            pyramid = OverviewPyramid(scene, writing.NODATA, open_level)
+            for row0 in range(0, scene.height, 256):
+                strip = src.read(1, window=rasterio.windows.Window(0, row0, scene.width, min(256, scene.height - row0)))
+                mask.write(row0, strip)
+                pyramid.add(strip)
+            pyramid.close()
+    vrt = work / "mask.vrt"
+    vrt.write_text(overview_vrt(work / "mask.tif", levels, scene, writing.NODATA, None, {}, "class"))
+    seconds: dict[int, list[float]] = {level: [] for level in args.cog_levels}
+    sizes: dict[int, float] = {}
+    for _ in range(args.rounds):
+        for level in args.cog_levels:
+            writing.COG_LEVEL = level
+            out = work / f"cog-{level}.tif"
+            seconds[level].append(writing.finish(fmt, vrt, out, spec))
+            sizes[level] = out.stat().st_size / 1e6
+    base = args.cog_levels[0]
+    b = statistics.median(seconds[base])
+    table(f"COG finishing of the realistic {args.size}² mask by DEFLATE level ({args.rounds} interleaved rounds, "
+          f"medians; level {base} is the baseline)", ("level", "finishing s", "vs baseline", "MB", "vs baseline"),
+          [[str(level), f"{statistics.median(seconds[level]):.2f}", f"{statistics.median(seconds[level]) / b:.2f}",
+            f"{sizes[level]:.1f}", f"{sizes[level] / sizes[base]:.2f}"] for level in args.cog_levels])
 
 
 if __name__ == "__main__":
