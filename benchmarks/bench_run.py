@@ -47,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -197,6 +198,72 @@ class GpuBusy:
         return sum(self.samples) / len(self.samples) / 100 if self.samples else None
 
 
+#: Kernel name fragments (lower case) by what the kernel does, for :func:`gpu_timeline`; first match wins.
+KERNEL_KINDS = (("decode", ("nvcomp", "inflate", "deflate", "zstd")),
+                ("network: conv / gemm", ("conv", "gemm", "cudnn", "cutlass", "xmma", "sm90", "sm80", "implicit")))
+
+
+def gpu_timeline(trace: Path, wall: float) -> dict:
+    """What a profiled run's GPU did (its kineto trace): busy time (the union of kernels and copies), each kind's own
+    time, and the busy share of each tenth of the span from the first to the last GPU event."""
+    events = [e for e in json.loads(trace.read_text()).get("traceEvents", [])
+              if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    if not events:
+        return {}
+    kinds: dict[str, float] = {}
+    names: dict[str, float] = {}
+    spans = []
+    for e in events:
+        name, dur = e.get("name", ""), float(e.get("dur", 0)) / 1e6
+        if e["cat"] == "kernel":
+            low = name.lower()
+            kind = next((k for k, keys in KERNEL_KINDS if any(key in low for key in keys)), "other kernels")
+        else:
+            kind = name.split(" (")[0]  # "Memcpy HtoD", "Memcpy DtoH", "Memset"...
+        kinds[kind] = kinds.get(kind, 0.0) + dur
+        names[name[:60]] = names.get(name[:60], 0.0) + dur
+        spans.append((float(e["ts"]) / 1e6, float(e["ts"]) / 1e6 + dur))
+    spans.sort()
+    start, end = spans[0][0], max(b for _, b in spans)
+    busy, tenths = 0.0, [0.0] * 10
+    width = (end - start) / 10 or 1.0
+    run_a, run_b = spans[0]
+    merged = []
+    for a, b in [*spans[1:], (float("inf"), float("inf"))]:
+        if a <= run_b:
+            run_b = max(run_b, b)
+            continue
+        merged.append((run_a, run_b))
+        run_a, run_b = a, b
+    for a, b in merged:
+        busy += b - a
+        for i in range(10):
+            lo, hi = start + i * width, start + (i + 1) * width
+            tenths[i] += max(0.0, min(b, hi) - max(a, lo))
+    top = sorted(names.items(), key=lambda kv: -kv[1])[:12]
+    return {"profiled wall s": round(wall, 3), "gpu span s": round(end - start, 3), "gpu busy s": round(busy, 3),
+            "kinds s": {k: round(v, 3) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+            "busy by tenth": [round(t / width, 2) for t in tenths], "top kernels s": {k: round(v, 3) for k, v in top}}
+
+
+def profiled_run(run: Callable[[], object], trace: Path) -> dict:
+    """Run ``run`` under torch's profiler (GPU activity only, so the host side runs as usual) and summarise."""
+    import torch
+
+    try:  # a diagnostic: its failure must not cost the lease's other figures
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            started = time.perf_counter()
+            run()
+            torch.cuda.synchronize()
+            wall = time.perf_counter() - started
+        prof.export_chrome_trace(str(trace))
+        return gpu_timeline(trace, wall)
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        trace.unlink(missing_ok=True)
+
+
 def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: dict) -> dict:
     """Warm up on ``warmup`` with the same model and settings, then time ``scene``."""
     from geoseg.config import RunConfig
@@ -205,6 +272,7 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
     from geoseg.run import segment_scene
 
     settings = dict(settings)
+    profile = settings.pop("profile", False)
     if "zlevel" in settings:  # module settings that are not run options: compared in --parts options
         writing.ZLEVEL = settings.pop("zlevel")
     if settings.pop("inflater", None) == "bindings":  # --inflater-ab: nvCOMP's Python bindings, as before 2026-12-06
@@ -232,7 +300,10 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
     memory = memory_breakdown()
     # steady: as every later scene of a tile series
     again = segment_scene(scene, out, config, model=loaded, tuning=tuning)
-    return {"seconds": summary.seconds, "warmup s": warmup_s, "busy": busy.fraction, "memory": memory,
+    timeline = (profiled_run(lambda: segment_scene(scene, out, config, model=loaded, tuning=tuning),
+                             out.with_suffix(".trace.json")) if profile else None)
+    return {"timeline": timeline, "seconds": summary.seconds, "warmup s": warmup_s, "busy": busy.fraction,
+            "memory": memory,
             "gpu_gib": summary.peak_device_memory_gib, "model s": summary.model_seconds,
             "finish s": summary.finish_seconds,
             "patches": summary.patches, "batch": summary.batch_size, "stages": summary.stage_seconds,
@@ -491,9 +562,14 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
             out = args.workdir / f"mask-{name.replace(', ', '-').replace(' ', '-')}.tif"
             runs[name] = spawn("geoseg", scene, out, model, args.source,
                                {"device": args.device, "decode": name.split(",")[0],
-                                "reproducible": not args.tuned, "output_format": args.format, **extra})
+                                "reproducible": not args.tuned, "output_format": args.format,
+                                "profile": args.profile_gpu, **extra})
             with rasterio.open(out) as ds:
                 masks[name] = ds.read(1)
+        for name, run in runs.items():
+            if run.get("timeline"):
+                print(f"GPU timeline {scene.name} {name} (a third run, profiled; steady run "
+                      f"{run['steady']['seconds']:.2f} s): {json.dumps(run['timeline'])}", flush=True)
         if args.inflater_ab:
             for m in ("gpu", "hybrid"):
                 old = runs[f"{m}, bindings"]["steady"]
@@ -726,6 +802,9 @@ def main() -> None:
     parser.add_argument("--priority-ab", action="store_true",
                         help="--parts decode: also run --decode gpu with the network's stream at the "
                              "decoder's priority")
+    parser.add_argument("--profile-gpu", action="store_true",
+                        help="--parts decode: run each mode's scene a third time under torch's profiler (GPU activity "
+                             "only) and print what the GPU did: busy time, time by kind of kernel, busy share by tenth")
     parser.add_argument("--decode-codecs", nargs="*", default=["deflate", "zstd"], choices=["deflate", "zstd"],
                         help="--parts decode: zstd adds a zstd copy of the first size's scene")
     parser.add_argument("--tuned", action="store_true",
