@@ -280,6 +280,10 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
 
         tile_decode.NvcompAsyncInflater = inflate.NvcompInflater
         tile_decode.DECODE_STREAMS = 1  # the bindings' codec is bound to one stream
+    if "hybrid_share" in settings:  # --hybrid-variants: the device decoder's most of a strip's chunks a batch
+        from geoseg.engine import tile_decode
+
+        tile_decode.HYBRID_SHARE = settings.pop("hybrid_share")
     if "device_overview_levels" in settings:  # --overview-ab: the COG levels halved on the device
         from geoseg.engine import blender
 
@@ -558,6 +562,10 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
             modes["hybrid, bindings"] = {"inflater": "bindings"}
         if args.overview_ab:  # the COG's overview levels as before 2026-12-06: only the first on the device
             modes["gpu, one device level"] = {"device_overview_levels": 1}
+        for variant in args.hybrid_variants:  # SHARE:READERS, e.g. 0.25:8
+            share, _, workers = variant.partition(":")
+            modes[f"hybrid, share {share}, {workers or threads} readers"] = {
+                "hybrid_share": float(share), "workers": int(workers or threads)}
         for name, extra in modes.items():
             out = args.workdir / f"mask-{name.replace(', ', '-').replace(' ', '-')}.tif"
             runs[name] = spawn("geoseg", scene, out, model, args.source,
@@ -566,6 +574,13 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
                                 "profile": args.profile_gpu, **extra})
             with rasterio.open(out) as ds:
                 masks[name] = ds.read(1)
+        for name in [n for n in runs if n.startswith("hybrid, share")]:
+            steady = runs[name]["steady"]
+            print(f"hybrid variant {scene.name} {name}: steady {steady['seconds']:.2f} s (gpu "
+                  f"{runs['gpu']['steady']['seconds']:.2f}, hybrid {runs['hybrid']['steady']['seconds']:.2f}); "
+                  f"finishing "
+                  f"{steady['finish s']:.2f} s; stages {steady['stages']}; pixels differing from cpu "
+                  f"{int((masks[name] != masks['cpu']).sum())}", flush=True)
         for name, run in runs.items():
             if run.get("timeline"):
                 print(f"GPU timeline {scene.name} {name} (a third run, profiled; steady run "
@@ -802,6 +817,9 @@ def main() -> None:
     parser.add_argument("--priority-ab", action="store_true",
                         help="--parts decode: also run --decode gpu with the network's stream at the "
                              "decoder's priority")
+    parser.add_argument("--hybrid-variants", nargs="*", default=[], metavar="SHARE:READERS",
+                        help="--parts decode: also run --decode hybrid with the device decoder taking at most SHARE of "
+                             "a strip's chunks a batch, beside READERS reader threads (e.g. 0.25:8)")
     parser.add_argument("--profile-gpu", action="store_true",
                         help="--parts decode: run each mode's scene a third time under torch's profiler (GPU activity "
                              "only) and print what the GPU did: busy time, time by kind of kernel, busy share by tenth")

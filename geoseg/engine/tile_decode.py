@@ -55,6 +55,8 @@ DECODE_STREAMS = 2
 #: the GIL released) took a 16384² GeoTIFF run from 1.37 to 0.72 s and a 32768² COG run from 7.8 to 6.5 s
 #: (benchmarks/RESULTS.md section 11). ``hybrid`` is asked for by name: slower than ``gpu`` at 16384².
 DECODE_MODES = ("auto", "cpu", "gpu", "hybrid")
+#: In ``hybrid``, of the chunks a strip has left, the most one batch of the device decoder takes.
+HYBRID_SHARE = 0.5
 
 
 class ChunkQueue:
@@ -119,9 +121,9 @@ class TileDecoder:
 
     def __init__(self, index: TileIndex, bands: tuple[int, ...], device: torch.device, nodata: float | None,
                  mode: str = "hybrid", inflater: Inflater | None = None, batch_tiles: int = BATCH_TILES,
-                 hybrid_share: float = 0.5, streams: int | None = None):
+                 hybrid_share: float | None = None, streams: int | None = None):
         self.index, self.device, self.mode = index, device, mode
-        self.hybrid_share = hybrid_share
+        self.hybrid_share = HYBRID_SHARE if hybrid_share is None else hybrid_share
         self.bands = tuple(b - 1 for b in bands)  # 0-based
         self.transfer = _TRANSFER[index.dtype.name]
         self.nodata = nodata
@@ -144,7 +146,7 @@ class TileDecoder:
     @property
     def share(self) -> float:
         """Of the chunks a strip has left, the most one batch takes: all of them in ``gpu``, ``hybrid_share``
-        (half by default) in ``hybrid``."""
+        (:data:`HYBRID_SHARE` by default) in ``hybrid``."""
         return 1.0 if self.mode == "gpu" else self.hybrid_share
 
     def strips_ahead(self, strip_tiles: int, strip_bytes: int, least: int) -> int:
