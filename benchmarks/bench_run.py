@@ -280,6 +280,10 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
 
         tile_decode.NvcompAsyncInflater = inflate.NvcompInflater
         tile_decode.DECODE_STREAMS = 1  # the bindings' codec is bound to one stream
+    if "decode_streams" in settings:  # --stream-variants: CUDA streams the device decoder's batches take turns on
+        from geoseg.engine import tile_decode
+
+        tile_decode.DECODE_STREAMS = settings.pop("decode_streams")
     if "hybrid_share" in settings:  # --hybrid-variants: the device decoder's most of a strip's chunks a batch
         from geoseg.engine import tile_decode
 
@@ -562,6 +566,9 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
             modes["hybrid, bindings"] = {"inflater": "bindings"}
         if args.overview_ab:  # the COG's overview levels as before 2026-12-06: only the first on the device
             modes["gpu, one device level"] = {"device_overview_levels": 1}
+        for n in args.stream_variants:
+            modes[f"gpu, {n} streams"] = {"decode_streams": n}
+            modes[f"hybrid, {n} streams"] = {"decode_streams": n}
         for variant in args.hybrid_variants:  # SHARE:READERS, e.g. 0.25:8
             share, _, workers = variant.partition(":")
             modes[f"hybrid, share {share}, {workers or threads} readers"] = {
@@ -574,9 +581,9 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
                                 "profile": args.profile_gpu, **extra})
             with rasterio.open(out) as ds:
                 masks[name] = ds.read(1)
-        for name in [n for n in runs if n.startswith("hybrid, share")]:
+        for name in [n for n in runs if n.startswith("hybrid, share") or n.endswith(" streams")]:
             steady = runs[name]["steady"]
-            print(f"hybrid variant {scene.name} {name}: steady {steady['seconds']:.2f} s (gpu "
+            print(f"variant {scene.name} {name}: steady {steady['seconds']:.2f} s (gpu "
                   f"{runs['gpu']['steady']['seconds']:.2f}, hybrid {runs['hybrid']['steady']['seconds']:.2f}); "
                   f"finishing "
                   f"{steady['finish s']:.2f} s; stages {steady['stages']}; pixels differing from cpu "
@@ -820,6 +827,9 @@ def main() -> None:
     parser.add_argument("--hybrid-variants", nargs="*", default=[], metavar="SHARE:READERS",
                         help="--parts decode: also run --decode hybrid with the device decoder taking at most SHARE of "
                              "a strip's chunks a batch, beside READERS reader threads (e.g. 0.25:8)")
+    parser.add_argument("--stream-variants", type=int, nargs="*", default=[],
+                        help="--parts decode: also run --decode gpu and hybrid with the device decoder's batches "
+                             "taking turns on this many CUDA streams (and as many host buffers)")
     parser.add_argument("--profile-gpu", action="store_true",
                         help="--parts decode: run each mode's scene a third time under torch's profiler (GPU activity "
                              "only) and print what the GPU did: busy time, time by kind of kernel, busy share by tenth")
