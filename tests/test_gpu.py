@@ -169,7 +169,7 @@ def _nvcomp():
 @pytest.mark.parametrize(("dtype", "compress", "predictor"), [
     ("uint16", "deflate", 1), ("uint16", "deflate", 2), ("int16", "deflate", 2), ("uint8", "deflate", 2),
     ("uint16", "zstd", 2), ("uint16", "zstd", 1), ("float32", "deflate", 3), ("float32", "zstd", 3),
-    ("uint16", None, 1)])
+    ("float32", "deflate", 2), ("int32", "deflate", 2), ("uint16", None, 1)])
 @pytest.mark.parametrize("interleave", ["pixel", "band"])
 @pytest.mark.parametrize("api", ["c", "bindings"])
 def test_nvcomp_tiles_equal_gdal(tmp_path, dtype, compress, predictor, interleave, api) -> None:

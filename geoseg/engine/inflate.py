@@ -244,6 +244,10 @@ def _uploaded(host: torch.Tensor, where: np.ndarray, tile_bytes: int, device: to
     return present, out, compressed
 
 
+#: The signed integer type of each sample width in bytes, in which the horizontal predictor is undone.
+_SAME_WIDTH_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
 def undo_predictor(tiles: torch.Tensor, index: TileIndex) -> torch.Tensor:
     """Decoded tiles ``(tile, tile_bytes)`` uint8 as samples ``(tile, row, col, sample)`` of the dtype
     the engine moves them in (:data:`geoseg.engine.input_band._TRANSFER`), the TIFF predictor undone."""
@@ -256,8 +260,10 @@ def undo_predictor(tiles: torch.Tensor, index: TileIndex) -> torch.Tensor:
         planes = torch.cumsum(planes, dim=2, dtype=torch.int32).to(torch.uint8)  # modulo 256
         planes = planes.view(n, rows, width, cols * spp).flip(2)  # most significant plane first -> little-endian
         return planes.permute(0, 1, 3, 2).contiguous().view(transfer).view(n, rows, cols, spp)
-    samples = tiles.view(transfer).view(n, rows, cols, spp)
     if index.predictor == 2:
-        wide = torch.int64 if index.dtype.itemsize >= 4 else torch.int32
-        samples = torch.cumsum(samples, dim=2, dtype=wide).to(transfer)  # modulo the sample's width
-    return samples
+        # Horizontal differencing works on the samples' bits as integers of their width, floats too (GDAL writes
+        # float32 with it). A scan in that integer type wraps modulo its width as the predictor does, and moves a
+        # third of the bytes of a scan in a wider type and a cast back.
+        bits = _SAME_WIDTH_INT[index.dtype.itemsize]
+        return torch.cumsum(tiles.view(bits).view(n, rows, cols, spp), dim=2, dtype=bits).view(transfer)
+    return tiles.view(transfer).view(n, rows, cols, spp)

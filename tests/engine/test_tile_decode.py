@@ -88,7 +88,7 @@ def decoded_strip(path: Path, bands: tuple[int, ...], mode: str = "gpu", chunk_c
 
 @pytest.mark.parametrize(("dtype", "predictor"), [
     ("uint8", 1), ("uint8", 2), ("uint16", 1), ("uint16", 2), ("int16", 2), ("int8", 2), ("uint32", 2),
-    ("int32", 2), ("float32", 1), ("float32", 3), ("float64", 3)])
+    ("int32", 2), ("float32", 1), ("float32", 2), ("float32", 3), ("float64", 3)])
 @pytest.mark.parametrize("interleave", ["pixel", "band"])
 def test_deflate_tiles_equal_gdal(tmp_path: Path, dtype: str, predictor: int, interleave: str) -> None:
     data = values(dtype, (3, 100, 75))  # neither side a multiple of the 32-px tiles: edge tiles
