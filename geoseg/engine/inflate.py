@@ -257,7 +257,7 @@ def undo_predictor(tiles: torch.Tensor, index: TileIndex) -> torch.Tensor:
     if index.predictor == 3:  # bytes of a row: big-endian byte planes, differenced with a stride of spp
         width = index.dtype.itemsize
         planes = tiles.view(n, rows, cols * width, spp)
-        planes = torch.cumsum(planes, dim=2, dtype=torch.int32).to(torch.uint8)  # modulo 256
+        planes = torch.cumsum(planes.view(torch.int8), dim=2, dtype=torch.int8).view(torch.uint8)  # modulo 256
         planes = planes.view(n, rows, width, cols * spp).flip(2)  # most significant plane first -> little-endian
         return planes.permute(0, 1, 3, 2).contiguous().view(transfer).view(n, rows, cols, spp)
     if index.predictor == 2:
