@@ -40,6 +40,7 @@ MODEL_DIR is a model folder; with a config.json and no weights, random weights a
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -264,6 +265,14 @@ def profiled_run(run: Callable[[], object], trace: Path) -> dict:
         trace.unlink(missing_ok=True)
 
 
+#: Child settings that are module constants, not run options: (module, name). zlevel: --parts options;
+#: decode_streams: --stream-variants; hybrid_share: --hybrid-variants; device_overview_levels: --overview-ab.
+MODULE_SETTINGS = {"zlevel": ("geoseg.io.writing", "ZLEVEL"),
+                   "decode_streams": ("geoseg.engine.tile_decode", "DECODE_STREAMS"),
+                   "hybrid_share": ("geoseg.engine.tile_decode", "HYBRID_SHARE"),
+                   "device_overview_levels": ("geoseg.engine.blender", "DEVICE_OVERVIEW_LEVELS")}
+
+
 def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: dict) -> dict:
     """Warm up on ``warmup`` with the same model and settings, then time ``scene``."""
     from geoseg.config import RunConfig
@@ -273,25 +282,14 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
 
     settings = dict(settings)
     profile = settings.pop("profile", False)
-    if "zlevel" in settings:  # module settings that are not run options: compared in --parts options
-        writing.ZLEVEL = settings.pop("zlevel")
     if settings.pop("inflater", None) == "bindings":  # --inflater-ab: nvCOMP's Python bindings, as before 2026-12-06
         from geoseg.engine import inflate, tile_decode
 
         tile_decode.NvcompAsyncInflater = inflate.NvcompInflater
         tile_decode.DECODE_STREAMS = 1  # the bindings' codec is bound to one stream
-    if "decode_streams" in settings:  # --stream-variants: CUDA streams the device decoder's batches take turns on
-        from geoseg.engine import tile_decode
-
-        tile_decode.DECODE_STREAMS = settings.pop("decode_streams")
-    if "hybrid_share" in settings:  # --hybrid-variants: the device decoder's most of a strip's chunks a batch
-        from geoseg.engine import tile_decode
-
-        tile_decode.HYBRID_SHARE = settings.pop("hybrid_share")
-    if "device_overview_levels" in settings:  # --overview-ab: the COG levels halved on the device
-        from geoseg.engine import blender
-
-        blender.DEVICE_OVERVIEW_LEVELS = settings.pop("device_overview_levels")
+    for key, (module, name) in MODULE_SETTINGS.items():
+        if key in settings:
+            setattr(importlib.import_module(module), name, settings.pop(key))
     tuning = Tuning()
     if "chunk_bytes" in settings:
         tuning = Tuning(chunking=ReadChunking(max_bytes=settings.pop("chunk_bytes")))

@@ -107,7 +107,7 @@ class NvcompAsyncInflater:
     several streams (one thread): each has its own scratch memory and count.
     """
 
-    def __init__(self, codec: str, device: torch.device, stream: torch.cuda.Stream | None = None):
+    def __init__(self, codec: str, device: torch.device):
         self.codec, self.device = codec, device
         #: Per stream: nvCOMP's scratch memory, and the failed tiles counted there (made on that stream).
         self._temp: dict[int, torch.Tensor] = {}

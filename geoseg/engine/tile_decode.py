@@ -293,7 +293,7 @@ class TileDecoder:
 
     def _inflate(self, host: torch.Tensor, where: np.ndarray, stream: torch.cuda.Stream | None) -> torch.Tensor:
         if self._inflater is None:
-            self._inflater = NvcompAsyncInflater(self.index.codec, self.device, stream)
+            self._inflater = NvcompAsyncInflater(self.index.codec, self.device)
         try:
             return self._inflater.inflate(host, where, self.index.tile_bytes, self.device, stream)
         except (RuntimeError, ValueError) as exc:
