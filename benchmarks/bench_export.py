@@ -31,6 +31,7 @@ import argparse
 import statistics
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -165,20 +166,19 @@ def part_levels(args: argparse.Namespace) -> None:
     work = args.workdir / "levels"
     work.mkdir(exist_ok=True)
     levels: list[Path] = []
-    with writing.StripWriter(work / "mask.tif", scene, spec, fmt, real) as mask:
+    with ExitStack() as writers, rasterio.open(real) as src:  # the mask's and its levels' writers, as a run's
+        mask = writers.enter_context(writing.StripWriter(work / "mask.tif", scene, spec, fmt, real))
+
         def open_level(k: int, grid: object) -> object:
             levels.append(work / f"overview{k}.tif")
             return writers.enter_context(writing.StripWriter(levels[-1], grid, spec, fmt, real)).write
 
-        from contextlib import ExitStack
-
-        with ExitStack() as writers, rasterio.open(real) as src:
-            pyramid = OverviewPyramid(scene, writing.NODATA, open_level)
-            for row0 in range(0, scene.height, 256):
-                strip = src.read(1, window=rasterio.windows.Window(0, row0, scene.width, min(256, scene.height - row0)))
-                mask.write(row0, strip)
-                pyramid.add(strip)
-            pyramid.close()
+        pyramid = OverviewPyramid(scene, writing.NODATA, open_level)
+        for row0 in range(0, scene.height, 256):
+            strip = src.read(1, window=rasterio.windows.Window(0, row0, scene.width, min(256, scene.height - row0)))
+            mask.write(row0, strip)
+            pyramid.add(strip)
+        pyramid.close()
     vrt = work / "mask.vrt"
     vrt.write_text(overview_vrt(work / "mask.tif", levels, scene, writing.NODATA, None, {}, "class"))
     seconds: dict[int, list[float]] = {level: [] for level in args.cog_levels}
