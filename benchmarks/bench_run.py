@@ -583,8 +583,7 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
             steady = runs[name]["steady"]
             print(f"variant {scene.name} {name}: steady {steady['seconds']:.2f} s (gpu "
                   f"{runs['gpu']['steady']['seconds']:.2f}, hybrid {runs['hybrid']['steady']['seconds']:.2f}); "
-                  f"finishing "
-                  f"{steady['finish s']:.2f} s; stages {steady['stages']}; pixels differing from cpu "
+                  f"finishing {steady['finish s']:.2f} s; stages {steady['stages']}; pixels differing from cpu "
                   f"{int((masks[name] != masks['cpu']).sum())}", flush=True)
         for name, run in runs.items():
             if run.get("timeline"):
