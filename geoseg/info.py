@@ -37,4 +37,6 @@ def describe(path: str | Path) -> dict[str, Any]:
         "block_shape": list(scene.block_shape),
         "model": fit,
         "inference_grid": f"1/{factor} of the scene's resolution" if factor > 1 else "scene's own grid",
+        # Read over a network when pixels are read (a VRT of remote COGs): a user sees what a run will fetch.
+        "remote_sources": list(scene.remote_files),
     }

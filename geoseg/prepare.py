@@ -41,13 +41,16 @@ class PreparedRun:
 
 
 def prepare_run(scene_path: str | Path, output: str | Path | None, config: RunConfig,
-                card: ModelCard | None = None) -> PreparedRun:
+                card: ModelCard | None = None, vector: Path | None = None) -> PreparedRun:
     """Decide everything about a run of ``scene_path`` with ``config``; ``card`` stands for the model
-    when a network is given in memory. Raises the user errors of whatever is wrong, before any work."""
+    when a network is given in memory; ``vector`` is the polygon layer the run will also write. Raises the
+    user errors of whatever is wrong, before any work."""
     scene = open_scene(scene_path)
     out = Path(output) if output is not None else default_output(scene.path)
     prepared = prepare_grid(scene, config, card)
-    check_output(out, scene.path, config.overwrite)  # after the settings: a bad setting is named first
+    # After the settings (a bad setting is named first): every file the run writes, against every file it reads.
+    check_output(out, scene.path, config.overwrite, probabilities=config.probabilities is not None, vector=vector,
+                 inputs=scene.local_files)
     check_free_space(out, scene.width, scene.height)
     return replace(prepared, output=out)
 
@@ -58,6 +61,10 @@ def prepare_grid(scene: SceneInfo, config: RunConfig, card: ModelCard | None = N
     output (``output`` is None); ``sample`` reads sample windows of the file for the input checks
     (:func:`geoseg.sanity.check_inputs`), which pixels held in memory skip."""
     notes: list[str] = []
+    if scene.remote_files:
+        shown = ", ".join(scene.remote_files[:3]) + (f" and {len(scene.remote_files) - 3} more"
+                                                      if len(scene.remote_files) > 3 else "")
+        notes.append(f"{scene.path}: reads {len(scene.remote_files)} remote source(s) over the network: {shown}")
     if scene.crs is None:
         notes.append(f"{scene.path}: has no CRS; the mask copies its pixel grid but will not be georeferenced")
 

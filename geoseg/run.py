@@ -33,6 +33,8 @@ from geoseg.export.legend import write_pam, write_qml
 from geoseg.export.stac import mask_item
 from geoseg.export.stats import ClassStat, class_table, pixel_area_m2
 from geoseg.export.vector import polygonize
+from geoseg.io.integrity import write_text
+from geoseg.io.outputs import OutputLock
 from geoseg.io.overviews import OverviewPyramid, level_key, overview_vrt
 from geoseg.io.record import RECORD_TAG, encode, make_record
 from geoseg.io.scene import SceneInfo, WindowReader
@@ -42,6 +44,7 @@ from geoseg.io.writing import (
     RasterSpec,
     Staging,
     StripWriter,
+    clean_leftovers,
     finish,
     get_format,
     mask_spec,
@@ -137,14 +140,24 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     """
     started = time.perf_counter()
     if prepared is None:
-        prepared = prepare_run(scene_path, output, config, model.card if model is not None else None)
+        prepared = prepare_run(scene_path, output, config, model.card if model is not None else None,
+                               vector=vector.path if vector is not None else None)
     device = resolve_device(config.device)
     decode_plan(config.decode, prepared.scene, device)  # before the model loads: --decode gpu on a CPU fails at once
-    loaded = model if model is not None else (loader or deferred_load)(prepared.model, config.trust_checkpoint)
-    execution = execute(prepared, loaded, config, device, progress=progress, cancel=cancel, session=session,
-                        tuning=tuning)
-    return with_vector(summarise(prepared, execution, config, time.perf_counter() - started), vector,
-                       config.overwrite)
+    with exclusive_output(prepared):
+        loaded = model if model is not None else (loader or deferred_load)(prepared.model, config.trust_checkpoint)
+        execution = execute(prepared, loaded, config, device, progress=progress, cancel=cancel, session=session,
+                            tuning=tuning)
+        return with_vector(summarise(prepared, execution, config, time.perf_counter() - started), vector,
+                           config.overwrite)
+
+
+def exclusive_output(prepared: PreparedRun) -> OutputLock:
+    """The right to write ``prepared``'s output, alone (:class:`~geoseg.io.outputs.OutputLock`), once the
+    temporary files of killed runs in its folder are removed."""
+    assert prepared.output is not None
+    clean_leftovers(prepared.output.parent)
+    return OutputLock(prepared.output)
 
 
 def deferred_load(name: str, trust_checkpoint: bool) -> LoadedModel:
@@ -305,15 +318,15 @@ def write_product(prepared: PreparedRun, config: RunConfig, tags: dict[str, str]
         if pyramid is not None:  # the mask's source for the COG driver: the working file with its overviews
             mask_spec_ = rasters[0][1]
             vrt = staging.scratch(paths.mask, "vrt")
-            vrt.write_text(overview_vrt(working[paths.mask], levels, scene, NODATA, mask_spec_.colormap,
-                                        mask_spec_.tags, "class"))
+            write_text(vrt, overview_vrt(working[paths.mask], levels, scene, NODATA, mask_spec_.colormap,
+                                         mask_spec_.tags, "class"), paths.mask)
             working[paths.mask] = vrt
         with _gdal_cache():
             finishing = sum(finish(fmt, working[final], staging.stage(final), spec) for final, spec in rasters
                             if fmt.finish is not None)
         stats = class_table(card.classes, counts, counts * scene_pixel_area(scene))
         write_sidecars(staging, paths, prepared, config, stats, counts)
-        staging.publish(last=paths.mask)
+        staging.publish(last=paths.mask, overwrite=config.overwrite)
     return Product(counts=counts, finish_seconds=round(finishing, 3), class_stats=[vars(s) for s in stats],
                    files={"mask": str(paths.mask), "style": str(paths.style), "stac": str(paths.stac),
                           "legend": str(paths.legend),

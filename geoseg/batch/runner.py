@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from geoseg.export.mosaic import write_vrt
 from geoseg.export.stac import collection
 from geoseg.io.record import RECORD_TAG, make_record, read_record, same_record
 from geoseg.io.scene import open_scene
-from geoseg.io.writing import PARTIAL_MARK, parse_process_tag
+from geoseg.io.writing import PARTIAL_MARK, clean_leftovers
 from geoseg.models import LoadedModel, load_model
 from geoseg.models.registry import model_identity
 from geoseg.prepare import choose_model
@@ -301,33 +300,6 @@ def _failed(base: dict[str, str], started: float, message: str, kind: str, log: 
     seconds = round(time.perf_counter() - started, 3)
     log.emit("scene_failed", **base, seconds=seconds, error=message, error_kind=kind)
     return SceneResult(**base, status="failed", seconds=seconds, error=message, error_kind=kind)
-
-
-def clean_leftovers(folder: Path) -> list[Path]:
-    """Remove ``.NAME.partial-PID~HOST`` files (and ``...~HOST.ext``) in ``folder`` whose process on this host
-    is gone; return what was removed. Another host's temporary files are left alone."""
-    removed = []
-    if not folder.is_dir():
-        return removed
-    host = socket.gethostname().split(".")[0]
-    for path in folder.glob(f".*{PARTIAL_MARK}*"):
-        tag = parse_process_tag(path.name.rsplit(PARTIAL_MARK, 1)[1].split(".")[0])  # NAME.partial-PID~HOST[.ext]
-        if tag is not None and tag[1] in (None, host) and not _alive(tag[0]):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _SharedModels:

@@ -31,7 +31,16 @@ from geoseg.io.writing import OUTPUT_TILE
 from geoseg.models.card import ModelCard
 from geoseg.models.registry import model_identity
 from geoseg.prepare import PreparedRun, prepare_run
-from geoseg.run import Execution, RunSummary, VectorRequest, mask_tags, summarise, with_vector, write_product
+from geoseg.run import (
+    Execution,
+    RunSummary,
+    VectorRequest,
+    exclusive_output,
+    mask_tags,
+    summarise,
+    with_vector,
+    write_product,
+)
 
 #: Scene pixels of one band at most (its labels, input and blend sums are held by one worker).
 BAND_PIXELS = 64 * 2**20
@@ -66,12 +75,18 @@ def segment_scene_on(client: Any, scene_path: str | Path, output: str | Path | N
     """Segment one scene on the workers of ``client`` into one mask file (see module docstring);
     ``rows`` overrides the band height (a multiple of 512); ``vector`` and ``prepared`` as for
     :func:`geoseg.run.segment_scene`."""
+    started = time.perf_counter()
+    if prepared is None:
+        prepared = prepare_run(scene_path, output, config, vector=vector.path if vector is not None else None)
+    with exclusive_output(prepared):
+        return _segment_on(client, prepared, config, rows, progress, vector, started)
+
+
+def _segment_on(client: Any, prepared: PreparedRun, config: RunConfig, rows: int | None,
+                progress: ProgressFn | None, vector: VectorRequest | None, started: float) -> RunSummary:
     from geoseg.array import GridSpec
     from geoseg.engine.resident import ModelRef
 
-    started = time.perf_counter()
-    if prepared is None:
-        prepared = prepare_run(scene_path, output, config)
     scene, layout = prepared.scene, prepared.layout
     workers = max(1, len(client.scheduler_info()["workers"]))
     step = rows or band_rows(scene.height, scene.width, workers)

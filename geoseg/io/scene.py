@@ -10,6 +10,8 @@ and :func:`valid_from_masks`, which :mod:`geoseg.io.lazy` shares.
 from __future__ import annotations
 
 import math
+import os
+import stat
 import threading
 import warnings
 from dataclasses import dataclass
@@ -48,6 +50,18 @@ class SceneInfo:
     descriptions: tuple[str | None, ...]
     mask_kind: str  # "none", "nodata" (from the nodata value) or "mask" (internal mask / alpha band)
     tags: dict[str, str]
+    #: Every file GDAL reads for this raster (a VRT's sources, sidecars), local paths or remote ``/vsi...`` ones.
+    files: tuple[str, ...] = ()
+
+    @property
+    def local_files(self) -> tuple[Path, ...]:
+        """The files of :attr:`files` on this machine (a run never writes over any of them)."""
+        return tuple(Path(f) for f in self.files if not is_remote(f))
+
+    @property
+    def remote_files(self) -> tuple[str, ...]:
+        """The sources of :attr:`files` read over a network (a VRT of remote COGs), for ``info`` and the summary."""
+        return tuple(f for f in self.files if is_remote(f))
 
     @property
     def megapixels(self) -> float:
@@ -71,10 +85,7 @@ class SceneInfo:
 def open_scene(path: str | Path) -> SceneInfo:
     """Read and check a raster's header; raise :class:`SceneError` with a fix for anything unusable."""
     path = Path(path)
-    if not path.exists():
-        raise SceneError(f"{path}: no such file; check the path (relative paths start at {Path.cwd()})")
-    if path.is_dir():
-        raise SceneError(f"{path}: is a directory; give one raster file (GeoTIFF, COG, VRT, JP2)")
+    check_regular_file(path, "raster", "give one raster file (GeoTIFF, COG, VRT, JP2)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -86,6 +97,7 @@ def open_scene(path: str | Path) -> SceneInfo:
             f"{path}: not a raster GDAL can read ({first}); check that the file is complete and is a "
             f"GeoTIFF, COG, VRT or JP2"
         ) from None
+    check_sources(info)
     if info.width == 0 or info.height == 0:
         raise SceneError(f"{path}: has no pixels ({info.width}x{info.height}); use a non-empty raster")
     if info.dtype not in SUPPORTED_DTYPES:
@@ -94,6 +106,52 @@ def open_scene(path: str | Path) -> SceneInfo:
             f"convert it, e.g. with gdal_translate -ot Float32"
         )
     return info
+
+
+def check_regular_file(path: Path, what: str, fix: str) -> None:
+    """Raise :class:`SceneError` unless ``path`` is an existing regular file (or a link to one): a FIFO, a
+    device or a socket would block or stream for ever when GDAL opens it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise SceneError(f"{path}: no such file; check the path (relative paths start at {Path.cwd()})") from None
+    except OSError as exc:
+        raise SceneError(f"{path}: cannot be read ({exc.strerror}); check the path and its permissions") from None
+    if stat.S_ISDIR(mode):
+        raise SceneError(f"{path}: is a directory; {fix}")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise SceneError(f"{path}: is {kind}, not a {what} file; {fix}")
+
+
+#: The largest VRT geoseg reads to check for raw bands (a real mosaic of thousands of sources is a few MB).
+MAX_VRT_BYTES = 64 * 2**20
+
+
+def check_sources(info: SceneInfo) -> None:
+    """Refuse a scene that reads a local file that is not a regular file (a FIFO among a VRT's sources would
+    block a run for ever), or whose VRTs read raw bytes of files (``VRTRawRasterBand``: any file on the machine
+    read as pixels) unless ``GDAL_VRT_ENABLE_RAWRASTERBAND=YES`` is set (:mod:`geoseg.io.gdal_env`)."""
+    for source in info.local_files:
+        if source != info.path:
+            check_regular_file(source, "raster", f"{info.path} reads it: fix the VRT's sources")
+    if os.environ.get("GDAL_VRT_ENABLE_RAWRASTERBAND", "").upper() in ("YES", "ON", "TRUE", "1"):
+        return
+    for source in info.local_files:
+        if source.suffix.lower() != ".vrt":
+            continue
+        if source.stat().st_size > MAX_VRT_BYTES:
+            raise SceneError(f"{info.path}: the VRT {source} is larger than {MAX_VRT_BYTES // 2**20} MiB; geoseg reads "
+                             f"VRTs up to that size: build a smaller VRT (gdalbuildvrt) or convert the scene to a COG")
+        if b"vrtrawrasterband" in source.read_bytes().lower():
+            raise SceneError(f"{info.path}: reads raw bytes of files through a VRTRawRasterBand, which geoseg refuses "
+                             f"for files it did not make; set GDAL_VRT_ENABLE_RAWRASTERBAND=YES if you trust this VRT")
+
+
+def is_remote(name: str) -> bool:
+    """Whether GDAL reads ``name`` over a network (``/vsicurl/``, ``/vsis3/``, ``https://`` ...)."""
+    return "://" in name or name.startswith(("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss",
+                                             "/vsiswift", "/vsiwebhdfs", "/vsihdfs"))
 
 
 def _describe(path: Path, ds: rasterio.DatasetReader) -> SceneInfo:
@@ -119,6 +177,7 @@ def _describe(path: Path, ds: rasterio.DatasetReader) -> SceneInfo:
         descriptions=tuple(ds.descriptions),
         mask_kind=mask_kind,
         tags=dict(ds.tags()),
+        files=tuple(str(f) for f in ds.files),
     )
 
 
@@ -157,9 +216,11 @@ class WindowReader:
                 valid = valid_from_values(values, nodata_value(self.info))
         except RasterioIOError as exc:
             first = str(exc).splitlines()[0] if str(exc) else "read error"
+            fix = ("a remote source failed or did not answer in time (GDAL_HTTP_TIMEOUT): check the network and "
+                   "the source's URL" if self.info.remote_files else
+                   "the file is damaged or incomplete: re-download or re-export it")
             raise SceneError(f"{self.info.path}: pixels at rows {row0}-{row1}, columns {col0}-{col1} cannot "
-                             f"be read ({first}); the file is damaged or incomplete: re-download or re-export "
-                             f"it") from None
+                             f"be read ({first}); {fix}") from None
         return values, valid
 
     def read_into(self, row0: int, row1: int, col0: int, col1: int, out: np.ndarray) -> np.ndarray | None:

@@ -30,9 +30,12 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window
 
 from geoseg.errors import ConfigError, OutputError
+from geoseg.io.integrity import check_tiff, sync_file, sync_folder
+from geoseg.io.outputs import check_outputs
 from geoseg.io.scene import SceneInfo
 from geoseg.models.card import ModelCard
 
@@ -74,21 +77,21 @@ class ProductPaths:
         return cls(mask, mask.with_name(f"{mask.stem}.probs{mask.suffix}"), mask.with_suffix(".qml"),
                    mask.with_suffix(".json"), mask.with_name(f"{mask.name}.aux.xml"))
 
+    def roles(self, probabilities: bool) -> dict[str, Path]:
+        """The files a run writes, by what they are (the probabilities only when asked for)."""
+        return {"mask": self.mask, **({"probabilities": self.probabilities} if probabilities else {}),
+                "QGIS style": self.style, "STAC Item": self.stac, "legend": self.legend}
 
-def check_output(output: Path, scene: Path, overwrite: bool) -> None:
-    """Refuse outputs that would overwrite the input, an existing file (without ``overwrite``), or
-    that cannot be created."""
-    if output.exists() and (output.resolve() == scene.resolve() or os.path.samefile(output, scene)):
-        raise OutputError(f"{output}: is the input scene; choose another output with -o")
-    if output.is_dir():
-        raise OutputError(f"{output}: is a directory; give a file name, e.g. -o {output / 'mask.tif'}")
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output}: already exists; pass --overwrite to replace it or choose -o")
-    parent = output.parent
-    if not parent.is_dir():
-        raise OutputError(f"{output}: folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"{output}: folder {parent} is not writable; choose another output with -o")
+
+def check_output(output: Path, scene: Path, overwrite: bool, *, probabilities: bool = False,
+                 vector: Path | None = None, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse a product whose files (mask, probabilities, sidecars, ``vector``) would overwrite the input or
+    any other file the scene is read from (``inputs``), collide with each other, replace an existing file
+    without ``overwrite``, or cannot be created (:func:`geoseg.io.outputs.check_outputs`)."""
+    outputs = ProductPaths.of(output).roles(probabilities)
+    if vector is not None:
+        outputs["vector layer"] = vector
+    check_outputs(outputs, [scene, *inputs], overwrite)
 
 
 def check_free_space(output: Path, width: int, height: int) -> None:
@@ -193,9 +196,18 @@ class Staging:
         self._scratch.append(partial_path(final, step))
         return self._scratch[-1]
 
-    def publish(self, last: Path) -> None:
+    def publish(self, last: Path, overwrite: bool = True) -> None:
+        """Check every staged file to its end (flushed to the disk; a GeoTIFF's tiles all inside the file:
+        :mod:`geoseg.io.integrity`), then rename them into place, ``last`` last. Without ``overwrite`` a
+        file that appeared at a final path since the run started is never replaced (:class:`OutputError`)."""
+        for final, temporary in self._staged.items():
+            sync_file(temporary, final)
+            if _is_tiff(temporary):
+                check_tiff(temporary, final)
         for final in [*(f for f in self._staged if f != last), last]:
-            os.replace(self._staged.pop(final), final)
+            _publish_one(self._staged[final], final, overwrite)
+            self._staged.pop(final)
+        sync_folder(last.parent)
 
     def __enter__(self) -> Staging:
         return self
@@ -204,6 +216,67 @@ class Staging:
         for path in [*self._staged.values(), *self._scratch]:
             path.unlink(missing_ok=True)
         self._staged.clear()
+
+
+def _is_tiff(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _publish_one(temporary: Path, final: Path, overwrite: bool) -> None:
+    """Rename ``temporary`` to ``final``; without ``overwrite``, only where nothing is there (a hard link
+    fails if ``final`` exists: no check-then-rename race), else replacing it."""
+    try:
+        if overwrite:
+            os.replace(temporary, final)
+            return
+        try:
+            os.link(temporary, final)
+        except FileExistsError:
+            raise OutputError(f"{final}: appeared while this run wrote it (another program or run); it was left as "
+                              f"it is: pass --overwrite to replace it or choose -o") from None
+        except OSError:  # a file system without hard links
+            if final.exists():
+                raise OutputError(f"{final}: appeared while this run wrote it; it was left as it is: pass "
+                                  f"--overwrite to replace it or choose -o") from None
+            os.replace(temporary, final)
+            return
+        temporary.unlink()
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"{final}: cannot be put in place ({exc.strerror}); check the folder's permissions") from None
+
+
+def clean_leftovers(folder: Path) -> list[Path]:
+    """Remove ``.NAME.partial-PID~HOST`` files (and ``...~HOST.ext``) in ``folder`` whose process on this host
+    is gone (a run or batch killed with SIGKILL); return what was removed. Another host's temporary files
+    are left alone."""
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    host = socket.gethostname().split(".")[0]
+    for path in folder.glob(f".*{PARTIAL_MARK}*"):
+        tag = parse_process_tag(path.name.rsplit(PARTIAL_MARK, 1)[1].split(".")[0])  # NAME.partial-PID~HOST[.ext]
+        if tag is not None and tag[1] in (None, host) and not _alive(tag[0]):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:  # a read-only folder: nothing can be written there either
+                continue
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -259,16 +332,22 @@ class StripWriter:
         try:
             with rasterio.Env(GDAL_PAM_ENABLED="NO"):
                 self._dataset = rasterio.open(self.path, "w", **self.profile())
-        except rasterio.errors.RasterioIOError as exc:
-            raise OutputError(f"{self.output}: cannot be created ({exc}); check the folder and free space") from None
+        except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
+            raise OutputError(f"{self.output}: cannot be created ({_first_line(exc)}); check the folder and free "
+                              f"space") from None
         ds, spec = self._dataset, self.spec
-        if spec.colormap is not None:
-            ds.write_colormap(1, spec.colormap)
-        for i, text in enumerate(spec.descriptions, 1):
-            ds.set_band_description(i, text)
-        if spec.scales is not None:
-            ds.scales = spec.scales
-        ds.update_tags(**spec.tags)
+        try:
+            if spec.colormap is not None:
+                ds.write_colormap(1, spec.colormap)
+            for i, text in enumerate(spec.descriptions, 1):
+                ds.set_band_description(i, text)
+            if spec.scales is not None:
+                ds.scales = spec.scales
+            ds.update_tags(**spec.tags)
+        except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
+            self.__exit__(type(exc), exc, None)
+            raise OutputError(f"{self.output}: cannot be created ({_first_line(exc)}); check the folder and free "
+                              f"space") from None
         return self
 
     def write(self, row0: int, values: np.ndarray) -> None:
@@ -276,13 +355,25 @@ class StripWriter:
         values = values if values.ndim == 3 else values[None]
         with self._lock:
             assert self._dataset is not None
-            self._dataset.write(values, window=Window(0, row0, values.shape[2], values.shape[1]))
+            try:
+                self._dataset.write(values, window=Window(0, row0, values.shape[2], values.shape[1]))
+            except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
+                raise OutputError(f"{self.output}: writing failed ({_first_line(exc)}); check free space") from None
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         ds, self._dataset = self._dataset, None
         if ds is not None:
-            ds.close()
+            try:
+                ds.close()
+            except (rasterio.errors.RasterioError, CPLE_BaseError) as close_error:
+                if exc is None:  # the first error is the one to report
+                    raise OutputError(f"{self.output}: writing failed ({_first_line(close_error)}); check free "
+                                      f"space") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def finish(fmt: RasterFormat, working: Path, product: Path, spec: RasterSpec) -> float:
@@ -292,6 +383,7 @@ def finish(fmt: RasterFormat, working: Path, product: Path, spec: RasterSpec) ->
     if fmt.finish is not None:
         try:
             fmt.finish(working, product, spec.overview_resampling)
-        except rasterio.errors.RasterioIOError as exc:
-            raise OutputError(f"{product}: finishing the {fmt.name} failed ({exc}); check free space") from None
+        except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as exc:
+            raise OutputError(f"{product}: finishing the {fmt.name} failed ({_first_line(exc)}); check free "
+                              f"space") from None
     return time.perf_counter() - started
