@@ -33,7 +33,7 @@ from geoseg.export.legend import write_pam, write_qml
 from geoseg.export.stac import mask_item
 from geoseg.export.stats import ClassStat, class_table, pixel_area_m2
 from geoseg.export.vector import polygonize
-from geoseg.io.integrity import write_text
+from geoseg.io.integrity import TiffErrors, write_text
 from geoseg.io.outputs import OutputLock
 from geoseg.io.overviews import OverviewPyramid, level_key, overview_vrt
 from geoseg.io.record import RECORD_TAG, encode, make_record
@@ -282,6 +282,7 @@ def write_product(prepared: PreparedRun, config: RunConfig, tags: dict[str, str]
     rasters = [(paths.mask, mask_spec(card, tags))]
     if config.probabilities is not None:
         rasters.append((paths.probabilities, probability_spec(card, config.probabilities == "top", tags)))
+    tiff_errors = TiffErrors.mark()
     with Staging() as staging:
         working = {final: staging.scratch(final, "work") if fmt.finish else staging.stage(final)
                    for final, _ in rasters}
@@ -322,10 +323,11 @@ def write_product(prepared: PreparedRun, config: RunConfig, tags: dict[str, str]
                                          mask_spec_.tags, "class"), paths.mask)
             working[paths.mask] = vrt
         with _gdal_cache():
-            finishing = sum(finish(fmt, working[final], staging.stage(final), spec) for final, spec in rasters
+            finishing = sum(finish(fmt, working[final], staging.stage(final), spec, final) for final, spec in rasters
                             if fmt.finish is not None)
         stats = class_table(card.classes, counts, counts * scene_pixel_area(scene))
         write_sidecars(staging, paths, prepared, config, stats, counts)
+        TiffErrors.check(tiff_errors, paths.mask)  # a write libtiff failed but GDAL did not report
         staging.publish(last=paths.mask, overwrite=config.overwrite)
     return Product(counts=counts, finish_seconds=round(finishing, 3), class_stats=[vars(s) for s in stats],
                    files={"mask": str(paths.mask), "style": str(paths.style), "stac": str(paths.stac),

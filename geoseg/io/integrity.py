@@ -1,19 +1,30 @@
 """Files checked to their end before they are published: flushed to the disk, and GeoTIFFs whose tile
 tables are whole.
 
-GDAL does not always report a failed write: with the disk full, the COG driver and libtiff have left a
-file whose last tiles were cut short or overwritten by the next ones, and returned success. So a
-product's files are checked before they are renamed into place (:class:`geoseg.io.writing.Staging`):
-:func:`sync_file` flushes each one to the disk (where a delayed allocation fails, the error comes
-here), and :func:`check_tiff` reads every image file directory (the mask, its overviews, its
-probabilities) and checks that every tile lies inside the file and that no two tiles overlap. That
-reads the directories only, never the pixels, so it costs milliseconds on a gigapixel mask.
+GDAL does not always report a failed write: with the disk full, GDAL 3.10's GeoTIFF and COG drivers left
+a file whose tiles were cut short or overwritten by the next ones and returned success, because libtiff's
+``_tiffWriteProc: No space left on device`` went to libtiff's own handler (stderr), not to GDAL. So:
+
+* :class:`TiffErrors` takes libtiff's error handler over (once per process) and counts write errors; a
+  run checks the count around its writes (:meth:`TiffErrors.check`);
+* before a product's files are renamed into place (:class:`geoseg.io.writing.Staging`), :func:`sync_file`
+  flushes each one to the disk (where a delayed allocation fails, the error comes here), and
+  :func:`check_tiff` reads every image file directory (the mask, its overviews, its probabilities) and
+  checks that every tile lies inside the file and that no two overlap: directories only, milliseconds on
+  a gigapixel mask;
+* where the disk is nearly full after writing (:data:`LOW_SPACE_BYTES`), :func:`check_pixels` also decodes
+  every tile, since a write may have failed without a trace anywhere else.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import shutil
+import threading
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -92,3 +103,114 @@ def check_tiff(path: Path, shown: Path) -> None:
     if offsets.size > 1 and bool(((offsets[:-1] + counts[:-1]) > offsets[1:]).any()):
         raise OutputError(f"{shown}: the written file is damaged (tiles overlap: a write failed half-way); the "
                           f"disk may be full: free some space and run again")
+
+
+#: Below this much free space in a product's folder after writing, its rasters are decoded whole before
+#: they are published (:func:`check_pixels`).
+LOW_SPACE_BYTES = 64 * 2**20
+
+
+def low_space(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < LOW_SPACE_BYTES
+    except OSError:
+        return True
+
+
+def check_pixels(path: Path, shown: Path) -> None:
+    """Decode every tile of every band (and overview) of the raster at ``path``, a strip at a time; raise
+    :class:`OutputError` if any cannot be read."""
+    import rasterio
+    from rasterio.windows import Window
+
+    try:
+        with rasterio.open(path) as ds:
+            levels = [None, *range(len(ds.overviews(1)))]
+        for level in levels:
+            with rasterio.open(path, overview_level=level) as ds:
+                rows = max(1, (64 * 2**20) // max(1, ds.width * ds.count))
+                for row0 in range(0, ds.height, rows):
+                    ds.read(window=Window(0, row0, ds.width, min(rows, ds.height - row0)))
+    except Exception as exc:  # rasterio's errors and GDAL's CPLE_* kinds
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise OutputError(f"{shown}: the written file cannot be read back ({first}); the disk may be full: free "
+                          f"some space and run again") from None
+
+
+#: libtiff modules whose errors mean a file being written is not what GDAL believes it is.
+_WRITE_MODULES = ("write", "seek", "append", "rewrite", "flush")
+_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
+
+
+class TiffErrors:
+    """libtiff's process-wide error handler, taken over to count write errors (module docstring).
+
+    :meth:`mark` before writing and :meth:`check` after: a write error in between is an
+    :class:`OutputError`. Other libtiff errors go on to the handler that was there before. Where libtiff
+    cannot be found in the process (another GDAL build), nothing is counted and the other checks remain."""
+
+    _lock = threading.Lock()
+    _installed = False
+    _count = 0
+    _last = ""
+    _keep: ClassVar[list[object]] = []  # the C callback and the previous handler, alive for the process
+
+    @classmethod
+    def install(cls) -> None:
+        with cls._lock:
+            if cls._installed:
+                return
+            cls._installed = True
+            import rasterio  # noqa: F401  (loads GDAL, and the libtiff it uses)
+
+            library = _loaded_library("libtiff")
+            libc_name = ctypes.util.find_library("c")
+            if library is None or libc_name is None:
+                return
+            try:
+                tiff, libc = ctypes.CDLL(library), ctypes.CDLL(libc_name)
+                tiff.TIFFSetErrorHandler.restype = ctypes.c_void_p
+                tiff.TIFFSetErrorHandler.argtypes = [_HANDLER]
+            except (OSError, AttributeError):
+                return
+            previous: list[object] = [None]
+
+            def handler(module: bytes | None, fmt: bytes | None, args: int | None) -> None:
+                text = ctypes.create_string_buffer(512)
+                if fmt is not None:
+                    libc.vsnprintf(text, 512, fmt, ctypes.c_void_p(args))
+                name = (module or b"").decode(errors="replace")
+                if any(word in name.lower() for word in _WRITE_MODULES):
+                    with cls._lock:
+                        cls._count += 1
+                        cls._last = f"{name}: {text.value.decode(errors='replace')}"
+                elif previous[0] is not None:
+                    previous[0](module, fmt, args)  # type: ignore[operator]
+
+            callback = _HANDLER(handler)
+            old = tiff.TIFFSetErrorHandler(callback)
+            previous[0] = _HANDLER(old) if old else None
+            cls._keep += [callback, previous]
+
+    @classmethod
+    def mark(cls) -> int:
+        cls.install()
+        return cls._count
+
+    @classmethod
+    def check(cls, mark: int, shown: Path) -> None:
+        if cls._count != mark:
+            raise OutputError(f"{shown}: writing failed ({cls._last}); check free space and the disk")
+
+
+def _loaded_library(stem: str) -> str | None:
+    """The path of a shared library of this process whose name starts with ``stem`` (Linux), else None."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1] if line.strip() else ""
+                if Path(path).name.startswith(stem + "-") or Path(path).name.startswith(stem + ".so"):
+                    return path
+    except OSError:
+        return None
+    return None

@@ -34,7 +34,7 @@ from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window
 
 from geoseg.errors import ConfigError, OutputError
-from geoseg.io.integrity import check_tiff, sync_file, sync_folder
+from geoseg.io.integrity import check_pixels, check_tiff, low_space, sync_file, sync_folder
 from geoseg.io.outputs import check_outputs
 from geoseg.io.scene import SceneInfo
 from geoseg.models.card import ModelCard
@@ -200,10 +200,13 @@ class Staging:
         """Check every staged file to its end (flushed to the disk; a GeoTIFF's tiles all inside the file:
         :mod:`geoseg.io.integrity`), then rename them into place, ``last`` last. Without ``overwrite`` a
         file that appeared at a final path since the run started is never replaced (:class:`OutputError`)."""
+        low = bool(self._staged) and low_space(last.parent)
         for final, temporary in self._staged.items():
             sync_file(temporary, final)
             if _is_tiff(temporary):
                 check_tiff(temporary, final)
+                if low:  # a write may have failed without a trace: decode it all (geoseg.io.integrity)
+                    check_pixels(temporary, final)
         for final in [*(f for f in self._staged if f != last), last]:
             _publish_one(self._staged[final], final, overwrite)
             self._staged.pop(final)
@@ -376,14 +379,14 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
-def finish(fmt: RasterFormat, working: Path, product: Path, spec: RasterSpec) -> float:
+def finish(fmt: RasterFormat, working: Path, product: Path, spec: RasterSpec, shown: Path | None = None) -> float:
     """Turn a complete working file into the product (same path for a format without a finishing
-    step); return the seconds it took."""
+    step); return the seconds it took. Errors name ``shown`` (the final path), else ``product``."""
     started = time.perf_counter()
     if fmt.finish is not None:
         try:
             fmt.finish(working, product, spec.overview_resampling)
         except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as exc:
-            raise OutputError(f"{product}: finishing the {fmt.name} failed ({_first_line(exc)}); check free "
+            raise OutputError(f"{shown or product}: finishing the {fmt.name} failed ({_first_line(exc)}); check free "
                               f"space") from None
     return time.perf_counter() - started
