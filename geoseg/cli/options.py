@@ -12,6 +12,7 @@ import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -112,12 +113,20 @@ def cluster_options(command: F) -> F:
         inspect.Parameter("cpu_workers", inspect.Parameter.KEYWORD_ONLY, annotation=int | None, default=typer.Option(
             None, "--cpu-workers", min=1, help="A local cluster of N CPU-only worker processes; implies --cluster "
             "local.", show_default=False)),
+        *[inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Path | None, default=typer.Option(
+            None, flag, help=text, show_default=False)) for name, flag, text in (
+            ("tls_ca_file", "--tls-ca-file", "With --scheduler tls://: the CA certificate that signed the cluster's."),
+            ("tls_cert", "--tls-cert", "With --scheduler tls://: this client's certificate."),
+            ("tls_key", "--tls-key", "With --scheduler tls://: this client's private key."))],
+        inspect.Parameter("dashboard", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+            False, "--dashboard", help="A local cluster's dask dashboard, on 127.0.0.1 (its link is printed).")),
     ]
 
     @functools.wraps(command)
     def wrapper(**values: Any) -> Any:
         spec = cluster_spec(values.pop("scheduler"), values.pop("cluster_kind"), values.pop("gpus"),
-                            values.pop("cpu_workers"))
+                            values.pop("cpu_workers"), tls=(values.pop("tls_ca_file"), values.pop("tls_cert"),
+                                                            values.pop("tls_key")), dashboard=values.pop("dashboard"))
         return command(**values, cluster=spec)
 
     wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
@@ -125,9 +134,13 @@ def cluster_options(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def cluster_spec(scheduler: str | None, kind: str | None, gpus: int | None, cpu_workers: int | None) -> Any:
+def cluster_spec(scheduler: str | None, kind: str | None, gpus: int | None, cpu_workers: int | None,
+                 tls: tuple[Path | None, ...] = (None, None, None), dashboard: bool = False) -> Any:
     """The :class:`geoseg.cluster.workers.ClusterSpec` the options ask for, or None for this process."""
     if scheduler is None and kind is None and gpus is None and cpu_workers is None:
+        if any(tls) or dashboard:
+            raise typer.BadParameter("--tls-* and --dashboard are for a cluster: add --scheduler ADDRESS, --gpus N or "
+                                     "--cpu-workers N")
         return None
     if kind not in (None, "local"):
         raise typer.BadParameter(f"--cluster {kind!r}: the only kind geoseg starts itself is 'local'; for another "
@@ -135,6 +148,7 @@ def cluster_spec(scheduler: str | None, kind: str | None, gpus: int | None, cpu_
     from geoseg.cluster.workers import ClusterSpec
 
     try:
-        return ClusterSpec(scheduler=scheduler, gpus=gpus, workers=cpu_workers)
+        return ClusterSpec(scheduler=scheduler, gpus=gpus, workers=cpu_workers, tls_ca_file=tls[0], tls_cert=tls[1],
+                           tls_key=tls[2], dashboard=dashboard)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -7,6 +7,12 @@ with ``--gpus N``, one worker process per GPU, each seeing only its own
 ``--workers N``, CPU-only workers (tests, machines without a GPU). Each local worker offers one
 ``scene`` resource, so it runs one scene or row band at a time with all its cores as reader threads;
 workers of an external cluster get the same when they are started with ``--resources scene=1``.
+
+dask runs pickled code sent to it, so a cluster is a door into the machine. A local cluster listens on
+127.0.0.1 only, speaks TLS with a certificate made for it alone (``Security.temporary()``: only this
+process holds the key, so nothing else can connect), and has no dashboard unless ``dashboard`` asks for
+one (then on 127.0.0.1 too). An external ``tls://`` scheduler takes the CA, certificate and key from
+``--tls-ca-file/--tls-cert/--tls-key`` or from dask's own configuration (``distributed.comm.tls``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from geoseg.errors import ConfigError
 
@@ -33,8 +40,26 @@ class ClusterSpec:
     gpus: int | None = None
     workers: int | None = None
     threads: int | None = None
+    #: TLS files for a ``tls://`` scheduler: the CA that signed the cluster's certificates, and this client's.
+    tls_ca_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: A local cluster's dashboard, on 127.0.0.1 (off by default).
+    dashboard: bool = False
 
     def __post_init__(self) -> None:
+        tls = [f for f in (self.tls_ca_file, self.tls_cert, self.tls_key) if f is not None]
+        if tls and self.scheduler is None:
+            raise ConfigError("--tls-ca-file/--tls-cert/--tls-key are for --scheduler tls://...; a local cluster "
+                              "makes its own certificate")
+        if tls and not str(self.scheduler).startswith("tls://"):
+            raise ConfigError(f"--tls-* given but --scheduler {self.scheduler} is not a tls:// address; use "
+                              f"tls://HOST:PORT")
+        if tls and len(tls) != 3:
+            raise ConfigError("a tls:// scheduler needs all three of --tls-ca-file, --tls-cert and --tls-key")
+        for f in tls:
+            if not f.is_file():
+                raise ConfigError(f"{f}: no such TLS file; check the path given to --tls-ca-file/--tls-cert/--tls-key")
         if self.scheduler is not None and (self.gpus or self.workers):
             raise ConfigError("--scheduler connects to an existing cluster; --gpus/--workers make a local one: "
                               "give one or the other")
@@ -48,8 +73,12 @@ class ClusterSpec:
                 raise ConfigError(f"--{name} {value} must be at least 1")
 
 
-def local_workers(spec: ClusterSpec) -> dict[str, dict]:
-    """The worker specs of a local cluster (see module docstring)."""
+#: Where a local cluster's scheduler, workers and nannies listen: this machine only.
+LOOPBACK = "127.0.0.1"
+
+
+def local_workers(spec: ClusterSpec, security: object | None = None) -> dict[str, dict]:
+    """The worker specs of a local cluster (see module docstring): on loopback, over TLS with ``security``."""
     from distributed import Nanny
 
     count = spec.gpus or spec.workers or 1
@@ -59,8 +88,36 @@ def local_workers(spec: ClusterSpec) -> dict[str, dict]:
         env = {"CUDA_VISIBLE_DEVICES": str(i)} if spec.gpus else {}
         workers[f"geoseg-{i}"] = {"cls": Nanny, "options": {
             "nthreads": threads, "env": env, "resources": {SCENE_RESOURCE: 1}, "name": f"geoseg-{i}",
-            "memory_limit": 0, "silence_logs": 40}}
+            "memory_limit": 0, "silence_logs": 40, "host": LOOPBACK,
+            **({"security": security, "protocol": "tls://"} if security is not None else {})}}
     return workers
+
+
+def local_security() -> object:
+    """TLS for a local cluster: a certificate and key made now, held by this process only."""
+    from distributed.security import Security
+
+    try:
+        return Security.temporary()
+    except ImportError:
+        raise ConfigError("a local dask cluster needs the 'cryptography' package for its TLS certificate; "
+                          "pip install cryptography") from None
+
+
+def external_security(spec: ClusterSpec) -> object | None:
+    """TLS for an external scheduler: the files given, else dask's configuration (None for tcp://)."""
+    from distributed.security import Security
+
+    if spec.tls_ca_file is not None:
+        return Security(tls_ca_file=str(spec.tls_ca_file), tls_client_cert=str(spec.tls_cert),
+                        tls_client_key=str(spec.tls_key), require_encryption=True)
+    if not str(spec.scheduler).startswith("tls://"):
+        return None
+    security = Security()  # dask's configuration: distributed.comm.tls.ca-file, .client.cert, .client.key
+    if not security.tls_ca_file or not security.tls_client_cert:
+        raise ConfigError(f"--scheduler {spec.scheduler} speaks TLS: give --tls-ca-file, --tls-cert and --tls-key "
+                          f"(or set distributed.comm.tls.ca-file, .client.cert and .client.key in dask's config)")
+    return security
 
 
 @contextmanager
@@ -69,11 +126,14 @@ def connect(spec: ClusterSpec) -> Iterator[object]:
     from distributed import Client, Scheduler, SpecCluster
 
     if spec.scheduler is not None:
+        security = external_security(spec)
         try:
-            client = Client(spec.scheduler, timeout=CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError) as exc:
-            raise ConfigError(f"no dask scheduler answers at {spec.scheduler} ({exc}); start one (dask scheduler, "
-                              f"dask-jobqueue, the dask Helm chart) or use --cluster local") from None
+            client = Client(spec.scheduler, timeout=CONNECT_TIMEOUT_S, security=security)
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"no dask scheduler answers at {spec.scheduler} ({first}); start one (dask scheduler, "
+                              f"dask-jobqueue, the dask Helm chart), check its address and TLS files, or use "
+                              f"--cluster local") from None
         try:
             yield client
         finally:
@@ -92,12 +152,22 @@ def connect(spec: ClusterSpec) -> Iterator[object]:
     import dask
 
     threads = spec.threads or max(1, (os.cpu_count() or 1) // (spec.gpus or spec.workers or 1))
-    with dask.config.set(worker_environment(threads)):
-        cluster = SpecCluster(workers=local_workers(spec),
-                              scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
-                              silence_logs=40)
+    security = local_security()
+    scheduler = {"host": LOOPBACK, "protocol": "tls://", "security": security, "dashboard": spec.dashboard,
+                 **({"dashboard_address": f"{LOOPBACK}:0"} if spec.dashboard else {})}
+    # dask's HTTP servers start whatever the dashboard setting: with no dashboard they serve nothing at all.
+    quiet_http = {} if spec.dashboard else {"distributed.scheduler.http.routes": [],
+                                            "distributed.worker.http.routes": []}
+    with dask.config.set({**worker_environment(threads), **quiet_http}):
+        cluster = SpecCluster(workers=local_workers(spec, security),
+                              scheduler={"cls": Scheduler, "options": scheduler},
+                              silence_logs=40, security=security)
         try:
-            with Client(cluster) as client:
+            with Client(cluster, security=security) as client:
+                if spec.dashboard:
+                    import sys
+
+                    print(f"geoseg: dask dashboard at {client.dashboard_link}", file=sys.stderr)
                 yield client
         finally:
             cluster.close()
