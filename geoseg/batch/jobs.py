@@ -19,12 +19,20 @@ and probabilities carry its record tag), so a mask written beside its scene is n
 Job settings are those of ``geoseg run``, by their
 :class:`geoseg.config.RunConfig` field names and value types; a key geoseg does not know is an
 error that names it and the closest known key.
+
+Job files, lists and templates may come from anyone, so they are bounded before they are used: a job
+file is at most :data:`MAX_JOB_FILE_BYTES` and its YAML aliases may not expand it beyond
+:data:`MAX_YAML_NODES` nodes (a "billion laughs" file is refused, not expanded); a list file's lines
+are never echoed, only "line N: not a path"; a name template's widths are bounded and its names stay
+inside the output folder.
 """
 
 from __future__ import annotations
 
 import difflib
 import glob
+import re
+import stat
 import string
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,6 +48,11 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
 #: Fields a name template may use.
 TEMPLATE_FIELDS = ("stem", "name", "parent", "job")
 DEFAULT_TEMPLATE = "{stem}.mask.tif"
+#: Bounds on what a job file, a list file and a name template may make (module docstring).
+MAX_JOB_FILE_BYTES = 4 * 2**20
+MAX_YAML_NODES = 100_000
+MAX_LIST_FILE_BYTES = 64 * 2**20
+MAX_NAME_BYTES = 255
 
 _JOB_KEYS = ("name", "inputs", "output_dir", "name_template")
 KNOWN_KEYS = (*_JOB_KEYS, *SETTINGS)
@@ -59,28 +72,45 @@ class Job:
         check_template(self.name_template, f"job {self.name!r}")
 
     def output_for(self, scene: Path) -> Path:
+        """The mask of ``scene``: the template filled in, inside :attr:`output_dir` whatever the fields hold."""
         values = {"stem": scene.stem, "name": scene.name, "parent": scene.parent.name, "job": self.name}
-        return self.output_dir / self.name_template.format(**values)
+        name = self.name_template.format(**values)
+        out = self.output_dir / name
+        if any(len(part.encode()) > MAX_NAME_BYTES for part in Path(name).parts):
+            raise ConfigError(f"job {self.name!r}: name template {self.name_template!r} makes a file name longer than "
+                              f"{MAX_NAME_BYTES} bytes for {scene.name}; use a shorter template")
+        if not out.resolve().is_relative_to(self.output_dir.resolve()) or out.resolve() == self.output_dir.resolve():
+            raise ConfigError(f"job {self.name!r}: name template {self.name_template!r} puts the mask of {scene.name} "
+                              f"outside the output folder {self.output_dir}; masks stay inside it")
+        return out
 
 
 def check_template(template: str, where: str) -> None:
+    """A template of known fields, with bounded widths, that names a file inside the output folder."""
     try:
-        used = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise ConfigError(f"{where}: name template {template!r} is not valid ({exc}); "
                           f"e.g. {DEFAULT_TEMPLATE!r}") from None
+    used = [f for _, f, _, _ in parsed if f is not None]
     unknown = [f for f in used if f not in TEMPLATE_FIELDS]
     if unknown or not used:
         raise ConfigError(f"{where}: name template {template!r} must use fields from {{{'}, {'.join(TEMPLATE_FIELDS)}}}"
                           f" and no others (got {unknown or 'none'}); e.g. {DEFAULT_TEMPLATE!r}")
+    widths = [int(n) for _, _, spec, _ in parsed for n in re.findall(r"\d+", spec or "")]
+    if any(w > MAX_NAME_BYTES for w in widths) or any(conv for _, _, _, conv in parsed):
+        raise ConfigError(f"{where}: name template {template!r} has a format width over {MAX_NAME_BYTES} or a "
+                          f"conversion (!r, !s); use plain fields like {DEFAULT_TEMPLATE!r}")
+    if Path(template).is_absolute() or ".." in Path(template).parts or template.startswith("~"):
+        raise ConfigError(f"{where}: name template {template!r} must name a file inside the output folder (no "
+                          f"absolute path, no '..'); set the folder with -o or output_dir")
 
 
 def load_job_file(path: Path) -> list[Job]:
     """The jobs of a YAML job file (see module docstring); :class:`ConfigError` names any mistake."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: job file cannot be read ({exc.strerror}); check the path") from None
+        text = _read_bounded(path, MAX_JOB_FILE_BYTES, "job file")
+        data = _load_yaml(text, path)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -106,6 +136,57 @@ def load_job_file(path: Path) -> list[Job]:
         twice = next(n for n in names if names.count(n) > 1)
         raise ConfigError(f"{path}: two jobs are named {twice!r}; names must differ")
     return jobs
+
+
+def _read_bounded(path: Path, limit: int, what: str) -> str:
+    """The text of a regular file of at most ``limit`` bytes (a FIFO or /dev/zero never reaches ``read``)."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: {what} is not a regular file; give a text file")
+        if info.st_size > limit:
+            raise ConfigError(f"{path}: {what} is {info.st_size:,} bytes, more than the {limit:,} geoseg reads; "
+                              f"split it")
+        return path.read_bytes()[:limit].decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: {what} cannot be read ({exc.strerror}); check the path") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: {what} is not UTF-8 text; give a text file") from None
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents whose aliases expand beyond :data:`MAX_YAML_NODES` nodes."""
+
+
+def _load_yaml(text: str, path: Path) -> Any:
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            expanded = _expanded_size(node, {})
+            if expanded > MAX_YAML_NODES:
+                raise ConfigError(f"{path}: job file expands to over {MAX_YAML_NODES:,} values through YAML aliases "
+                                  f"(&anchor / *alias); write the jobs out without nesting aliases")
+            return loader.construct_document(node)
+        return None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, seen: dict[int, int]) -> int:
+    """How many nodes ``node`` stands for once every alias is written out (shared nodes counted each time)."""
+    key = id(node)
+    if key in seen:
+        return seen[key]
+    seen[key] = MAX_YAML_NODES + 1  # a node that contains itself expands for ever
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, seen) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, seen) + _expanded_size(v, seen) for k, v in node.value)
+    else:
+        size = 1
+    seen[key] = min(size, MAX_YAML_NODES + 1)
+    return seen[key]
 
 
 def job_from_mapping(data: dict[str, Any], where: str, base: Path, default_name: str) -> Job:
@@ -152,25 +233,50 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     return expected(value)
 
 
-def expand_inputs(specs: tuple[str, ...] | list[str]) -> tuple[list[Path], list[str]]:
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long, a loop of links
+        return False
+
+
+@dataclass(frozen=True)
+class ListProblem:
+    """A line of an ``@list`` file that names no file; its text is never shown (a list may be any file)."""
+
+    listing: Path
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.listing} line {self.line}"
+
+    @property
+    def message(self) -> str:
+        return f"{self}: not a path to an existing file (the line is not shown); fix the list"
+
+
+def expand_inputs(specs: tuple[str, ...] | list[str]) -> tuple[list[Path | ListProblem], list[str]]:
     """Files for ``specs`` in a stable order, and a note for each spec that matched nothing.
 
-    A plain path is kept even if missing, so that scene fails with its own reason.
+    A plain path is kept even if missing, so that scene fails with its own reason; a list file's line that
+    names no existing file is a :class:`ListProblem` (its scene fails with "line N: not a path").
     """
     from geoseg.io.record import is_geoseg_output  # rasterio: only when inputs are expanded
     from geoseg.io.writing import PARTIAL_MARK
 
-    found: list[Path] = []
+    found: list[Path | ListProblem] = []
     empty: list[str] = []
     for spec in specs:
         if spec.startswith("@"):
             listing = Path(spec[1:])
-            try:
-                lines = listing.read_text().splitlines()
-            except OSError as exc:
-                raise ConfigError(f"{listing}: list of inputs cannot be read ({exc.strerror})") from None
-            paths = [Path(x.strip()) for x in lines if x.strip() and not x.strip().startswith("#")]
-            found += [p if p.is_absolute() else listing.parent / p for p in paths]
+            lines = _read_bounded(listing, MAX_LIST_FILE_BYTES, "list of inputs").splitlines()
+            for number, line in enumerate(lines, 1):
+                text = line.strip()
+                if not text or text.startswith("#"):
+                    continue
+                path = Path(text) if len(text) < 4096 and text.isprintable() else None
+                path = path if path is None or path.is_absolute() else listing.parent / path
+                found.append(path if path is not None and _is_file(path) else ListProblem(listing, number))
         elif Path(spec).is_dir():
             rasters = sorted(p for p in Path(spec).iterdir()
                              if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES

@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from geoseg.batch.claims import Claims, Owner, claim, release
-from geoseg.batch.jobs import Job, expand_inputs
+from geoseg.batch.jobs import Job, ListProblem, expand_inputs
 from geoseg.config import RunConfig
 from geoseg.engine.device import DeviceSession
 from geoseg.errors import EXIT_FAILED, EXIT_OK, Cancelled, ConfigError, GeosegError, OutputError
 from geoseg.export.mosaic import write_vrt
 from geoseg.export.stac import collection
+from geoseg.io.integrity import write_text
 from geoseg.io.record import RECORD_TAG, make_record, read_record, same_record
 from geoseg.io.scene import open_scene
 from geoseg.io.writing import PARTIAL_MARK, clean_leftovers
@@ -51,6 +52,8 @@ class Task:
     input: Path
     output: Path
     config: RunConfig
+    #: Why this input cannot run at all (a list file's line that names no file): it fails with this message.
+    problem: str | None = None
 
 
 @dataclass
@@ -91,7 +94,12 @@ def plan_tasks(jobs: list[Job]) -> tuple[list[Task], list[str]]:
     for job in jobs:
         scenes, empty = expand_inputs(job.inputs)
         notes += [f"job {job.name!r}: {n}" for n in empty]
-        tasks += [Task(job.name, scene, job.output_for(scene), job.config) for scene in scenes]
+        for scene in scenes:
+            if isinstance(scene, ListProblem):  # fails as a scene, named by its list and line only
+                tasks.append(Task(job.name, Path(str(scene)), job.output_dir / f".{scene.listing.name}.{scene.line}",
+                                  job.config, problem=scene.message))
+            else:
+                tasks.append(Task(job.name, scene, job.output_for(scene), job.config))
     seen: dict[Path, Task] = {}
     for task in tasks:
         key = task.output.resolve()
@@ -117,8 +125,12 @@ class EventLog:
 
     def __enter__(self) -> EventLog:
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise OutputError(f"{self.path}: the batch's log cannot be written ({exc.strerror}); choose a "
+                                  f"writable output folder or --log PATH") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -250,6 +262,8 @@ def run_task(task: Task, force: bool, loader: Callable[[str, bool], LoadedModel]
     if cancel.is_set():
         log.emit("scene_cancelled", **base)
         return SceneResult(**base, status="cancelled", error="not started: the batch was stopped")
+    if task.problem is not None:
+        return _failed(base, time.perf_counter(), task.problem, "SceneError", log)
     if owner is not None:
         try:
             holder = claim(task.output, owner)
@@ -343,10 +357,18 @@ def write_catalog(folder: Path, masks: list[Path], notes: list[str]) -> list[str
 
 def write_summary(summary: BatchSummary, path: Path) -> None:
     """Write the summary JSON atomically (a reader never sees half of it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(summary.to_dict(), indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(tmp, json.dumps(summary.to_dict(), indent=2, default=str) + "\n", path)
+        os.replace(tmp, path)
+    except OutputError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: the batch's summary cannot be written ({exc.strerror}); choose a writable "
+                          f"folder with --summary PATH") from None
 
 
 def _now() -> str:

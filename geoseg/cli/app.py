@@ -14,6 +14,7 @@ except ImportError:  # pragma: no cover
     from click import exceptions as _click  # type: ignore[no-redef]
 
 from geoseg.cli.batch import batch
+from geoseg.cli.errors import printable
 from geoseg.cli.export import export
 from geoseg.cli.info import info
 from geoseg.cli.models import models
@@ -35,7 +36,7 @@ class _OneLineErrors(TyperGroup):
                 return self._exit(2, standalone_mode)
             command = exc.ctx.command_path if exc.ctx is not None else "geoseg"
             message = " ".join(exc.format_message().split())
-            print(f"geoseg: error: {message}; see `{command} --help`", file=sys.stderr)
+            print(printable(f"geoseg: error: {message}; see `{command} --help`"), file=sys.stderr)
             code = 2
         return self._exit(code, standalone_mode)
 

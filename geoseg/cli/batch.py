@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -14,9 +15,9 @@ from typing import TYPE_CHECKING
 import typer
 
 from geoseg.batch.jobs import DEFAULT_TEMPLATE, Job, load_job_file
-from geoseg.cli.errors import user_errors
+from geoseg.cli.errors import printable, user_errors
 from geoseg.cli.options import cluster_options, with_run_settings
-from geoseg.config import RunConfig
+from geoseg.config import SETTINGS, RunConfig
 from geoseg.errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError
 
 if TYPE_CHECKING:
@@ -46,7 +47,10 @@ def batch(
 ) -> None:
     """Segment many scenes; skip those already done; report every failure; exit 0, 1, 2, 130 or 143."""
     with user_errors():
-        jobs = [j for path in job for j in load_job_file(path)]
+        given = _settings_given()
+        # Settings typed on the command line win over the job files' (--device cpu for a job file's jobs).
+        jobs = [replace(j, config=replace(j.config, **{k: getattr(settings, k) for k in given}))
+                for path in job for j in load_job_file(path)]
         if inputs:
             if output_dir is None:
                 raise ConfigError("scenes given without -o/--output-dir; say where their masks go")
@@ -71,7 +75,7 @@ def batch(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with EventLog(log or home / LOG_NAME) as events, ExitStack() as stack:
+        with user_errors(), EventLog(log or home / LOG_NAME) as events, ExitStack() as stack:
             runner = None
             if cluster is not None:  # scenes as tasks on a dask cluster's workers (geoseg.cluster.scenes)
                 from geoseg.cluster.scenes import DaskScenes
@@ -86,21 +90,32 @@ def batch(
             signal.signal(s, handler)
     code = stop["code"] or result.exit_code
     result.exit_code = code
-    write_summary(result, summary or home / SUMMARY_NAME)
+    with user_errors():
+        write_summary(result, summary or home / SUMMARY_NAME)
     for note in notes:
-        print(f"geoseg: note: {note}", file=sys.stderr)
+        print(printable(f"geoseg: note: {note}"), file=sys.stderr)
     print(json.dumps({"counts": result.counts, "exit_code": code, "summary": str(summary or home / SUMMARY_NAME)}),
           file=sys.stderr)
     raise typer.Exit(code)
+
+
+def _settings_given() -> set[str]:
+    """The run settings typed on this command line (not left at their defaults)."""
+    import click
+
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return set()
+    return {name for name in SETTINGS if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
 
 
 def _print_line(r: SceneResult, finished: int, total: int) -> None:
     error = (r.error or "").removeprefix(f"{r.input}: ")  # the path is said once, at the start of the line
     detail = {"done": f"{r.seconds:.1f} s", "skipped": r.reason or "already done", "cancelled": error,
               "failed": error}[r.status]
-    print(f"[{finished}/{total}] {r.status:9} {r.input}: {detail}", file=sys.stderr, flush=True)
+    print(printable(f"[{finished}/{total}] {r.status:9} {r.input}: {detail}"), file=sys.stderr, flush=True)
     for warning in r.warnings:  # input sanity and other notes, as `geoseg run` prints them
-        print(f"    warning: {warning}", file=sys.stderr, flush=True)
+        print(printable(f"    warning: {warning}"), file=sys.stderr, flush=True)
 
 
 def _make_folder(folder: Path) -> None:

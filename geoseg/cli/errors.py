@@ -29,7 +29,13 @@ def user_errors(as_json: bool = False) -> Iterator[None]:
         raise typer.Exit(EXIT_SIGINT) from None
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (an ESC sequence in a file name, a newline in a YAML value) shown as
+    escapes, so a message is one line and never drives the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _report(message: str, code: int, as_json: bool) -> None:
-    print(f"geoseg: error: {message}", file=sys.stderr)
+    print(f"geoseg: error: {printable(message)}", file=sys.stderr)
     if as_json:
         print(json.dumps({"error": message, "exit_code": code}))

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from geoseg.cli.errors import user_errors
+from geoseg.cli.errors import printable, user_errors
 from geoseg.cli.options import cluster_options, with_run_settings
 from geoseg.config import RunConfig
 
@@ -64,7 +64,7 @@ def run(
                 summary = segment_scene(scene, output, config, vector=layer, prepared=prepared,
                                         progress=lambda done, total: bar.update(task, completed=done, total=total))
     for note in summary.warnings:
-        print(f"geoseg: warning: {note}", file=sys.stderr)
+        print(printable(f"geoseg: warning: {note}"), file=sys.stderr)
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
     elif not quiet:
