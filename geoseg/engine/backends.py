@@ -129,6 +129,21 @@ def used_state(network: torch.nn.Module, channels: int, tile: int) -> list[tuple
             for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]]
 
 
+def graph_structure(network: torch.nn.Module) -> str:
+    """Everything besides the weights that shapes the exported graph: each module's class and its plain
+    settings (an smp decoder's ``interpolation_mode``, a layer's stride, an activation's kind). Two networks
+    with the same weights but another setting must never share an export."""
+    simple = (bool, int, float, str, type(None))
+    parts = []
+    for name, module in network.named_modules():
+        settings = sorted((key, repr(value)) for key, value in vars(module).items()
+                          if not key.startswith("_") and key != "training"
+                          and (isinstance(value, simple) or (isinstance(value, tuple)
+                                                             and all(isinstance(v, simple) for v in value))))
+        parts.append(f"{name}:{type(module).__module__}.{type(module).__qualname__}{settings}")
+    return "\n".join(parts)
+
+
 #: Side of the probe patch :func:`used_state` runs (U-Nets of depth 5 need a multiple of 32).
 PROBE_SIDE = 64
 
@@ -166,7 +181,7 @@ def onnx_file(network: torch.nn.Module, channels: int, tile: int, weights_key: s
     """
     from geoseg.models.cache import cache_dir
 
-    digest = hashlib.sha256(f"{_export_settings(channels, tile)}|{type(network).__name__}".encode())
+    digest = hashlib.sha256(f"{_export_settings(channels, tile)}|{graph_structure(network)}".encode())
     for name, tensor in used_state(network, channels, tile):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())

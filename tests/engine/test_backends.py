@@ -198,3 +198,40 @@ def test_a_cache_that_cannot_be_written_costs_the_cache_not_the_run(make_tif, mo
                            overwrite=True)
         summary = segment_scene(scene, tmp_path / "mask.tif", config)
         assert summary.backend == backend and summary.warnings == []
+
+
+def _package_with_interpolation(folder, state, mode):
+    import segmentation_models_pytorch as smp
+
+    from geoseg.models.importing import import_model, parse_classes
+
+    net = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=3, decoder_interpolation=mode)
+    net.load_state_dict(state)
+    net.save_pretrained(folder.parent / f"{folder.name}-smp")
+    import_model(folder.parent / f"{folder.name}-smp", folder, bands=("b1", "b2", "b3"),
+                 classes=parse_classes("water,forest,field"), mean=(2000.0,) * 3, std=(800.0,) * 3, scale=1.0,
+                 resolution_m=None, tile_size=64, overlap=16)
+    return folder
+
+
+def test_packages_with_the_same_weights_but_another_graph_never_share_an_export(make_tif, tmp_path) -> None:
+    """Two packages whose weights are equal but whose smp config differs (the decoder's interpolation) once
+    shared one cached export: the second ran the first's graph, with thousands of pixels wrong and exit 0."""
+    from tests.helpers import varied_unet_package
+
+    base = varied_unet_package(tmp_path / "base")
+    state = load_model(str(base)).network.state_dict()
+    nearest = _package_with_interpolation(tmp_path / "nearest", state, "nearest")
+    bilinear = _package_with_interpolation(tmp_path / "bilinear", state, "bilinear")
+    scene = make_tif(smooth_image((3, 160, 150), seed=3, dtype="uint16"), descriptions=("b1", "b2", "b3"))
+    masks = {}
+    for name, package in (("nearest", nearest), ("bilinear", bilinear)):
+        for backend, precision in (("onnxruntime", "fp32"), ("torch", "fp32")):
+            config = RunConfig(model=str(package), device="cpu", backend=backend, precision=precision,
+                               output_format="gtiff")
+            segment_scene(scene, tmp_path / f"{name}-{backend}.tif", config)
+            with rasterio.open(tmp_path / f"{name}-{backend}.tif") as ds:
+                masks[name, backend] = ds.read(1)
+    assert (masks["nearest", "torch"] != masks["bilinear", "torch"]).mean() > 0.01  # the graphs differ
+    for name in ("nearest", "bilinear"):  # each package's export is its own graph: near-ties at most
+        assert (masks[name, "onnxruntime"] != masks[name, "torch"]).mean() < 0.001, name
