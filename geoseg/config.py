@@ -23,6 +23,9 @@ from geoseg.sensors import SENSORS
 
 #: The model name that picks a built-in model to fit each scene.
 AUTO = "auto"
+#: The largest patch edge (``--tile-size``, a card's ``tile_size``): a batch of one 4096² patch of 13 bands is
+#: 0.9 GB before the network's own memory; a larger one (``tile_size: 1e9`` in a card) would only fail allocating.
+MAX_TILE_SIZE = 4096
 #: Precisions a run may ask for; ``auto`` is resolved per device (:func:`geoseg.engine.device.resolve_precision`).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

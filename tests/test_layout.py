@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "geoseg"
 
 #: Module name prefixes per layer, lowest first. A module belongs to the first layer with a prefix of it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("geoseg.errors", "geoseg.version", "geoseg.sensors", "geoseg.config"),
+    ("geoseg.errors", "geoseg.version", "geoseg.sensors", "geoseg.config", "geoseg.textfiles"),
     ("geoseg.models", "geoseg.io"),
     ("geoseg.engine", "geoseg.export"),
     ("geoseg.bands", "geoseg.sanity", "geoseg.prepare", "geoseg.run", "geoseg.info", "geoseg.train",

@@ -32,7 +32,6 @@ from __future__ import annotations
 import difflib
 import glob
 import re
-import stat
 import string
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,6 +41,7 @@ import yaml
 
 from geoseg.config import SETTINGS, RunConfig, value_type
 from geoseg.errors import ConfigError
+from geoseg.textfiles import load_yaml, read_text
 
 #: Raster file endings taken from a directory.
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
@@ -50,7 +50,6 @@ TEMPLATE_FIELDS = ("stem", "name", "parent", "job")
 DEFAULT_TEMPLATE = "{stem}.mask.tif"
 #: Bounds on what a job file, a list file and a name template may make (module docstring).
 MAX_JOB_FILE_BYTES = 4 * 2**20
-MAX_YAML_NODES = 100_000
 MAX_LIST_FILE_BYTES = 64 * 2**20
 MAX_NAME_BYTES = 255
 
@@ -109,8 +108,7 @@ def check_template(template: str, where: str) -> None:
 def load_job_file(path: Path) -> list[Job]:
     """The jobs of a YAML job file (see module docstring); :class:`ConfigError` names any mistake."""
     try:
-        text = _read_bounded(path, MAX_JOB_FILE_BYTES, "job file")
-        data = _load_yaml(text, path)
+        data = load_yaml(read_text(path, MAX_JOB_FILE_BYTES, "job file"), path, "job file")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -136,57 +134,6 @@ def load_job_file(path: Path) -> list[Job]:
         twice = next(n for n in names if names.count(n) > 1)
         raise ConfigError(f"{path}: two jobs are named {twice!r}; names must differ")
     return jobs
-
-
-def _read_bounded(path: Path, limit: int, what: str) -> str:
-    """The text of a regular file of at most ``limit`` bytes (a FIFO or /dev/zero never reaches ``read``)."""
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{path}: {what} is not a regular file; give a text file")
-        if info.st_size > limit:
-            raise ConfigError(f"{path}: {what} is {info.st_size:,} bytes, more than the {limit:,} geoseg reads; "
-                              f"split it")
-        return path.read_bytes()[:limit].decode("utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: {what} cannot be read ({exc.strerror}); check the path") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: {what} is not UTF-8 text; give a text file") from None
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing documents whose aliases expand beyond :data:`MAX_YAML_NODES` nodes."""
-
-
-def _load_yaml(text: str, path: Path) -> Any:
-    loader = _BoundedLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is not None:
-            expanded = _expanded_size(node, {})
-            if expanded > MAX_YAML_NODES:
-                raise ConfigError(f"{path}: job file expands to over {MAX_YAML_NODES:,} values through YAML aliases "
-                                  f"(&anchor / *alias); write the jobs out without nesting aliases")
-            return loader.construct_document(node)
-        return None
-    finally:
-        loader.dispose()
-
-
-def _expanded_size(node: yaml.Node, seen: dict[int, int]) -> int:
-    """How many nodes ``node`` stands for once every alias is written out (shared nodes counted each time)."""
-    key = id(node)
-    if key in seen:
-        return seen[key]
-    seen[key] = MAX_YAML_NODES + 1  # a node that contains itself expands for ever
-    if isinstance(node, yaml.SequenceNode):
-        size = 1 + sum(_expanded_size(child, seen) for child in node.value)
-    elif isinstance(node, yaml.MappingNode):
-        size = 1 + sum(_expanded_size(k, seen) + _expanded_size(v, seen) for k, v in node.value)
-    else:
-        size = 1
-    seen[key] = min(size, MAX_YAML_NODES + 1)
-    return seen[key]
 
 
 def job_from_mapping(data: dict[str, Any], where: str, base: Path, default_name: str) -> Job:
@@ -269,7 +216,7 @@ def expand_inputs(specs: tuple[str, ...] | list[str]) -> tuple[list[Path | ListP
     for spec in specs:
         if spec.startswith("@"):
             listing = Path(spec[1:])
-            lines = _read_bounded(listing, MAX_LIST_FILE_BYTES, "list of inputs").splitlines()
+            lines = read_text(listing, MAX_LIST_FILE_BYTES, "list of inputs").splitlines()
             for number, line in enumerate(lines, 1):
                 text = line.strip()
                 if not text or text.startswith("#"):

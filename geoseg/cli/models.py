@@ -12,7 +12,7 @@ from rich.table import Table
 
 from geoseg.cli.errors import user_errors
 from geoseg.config import parse_bands
-from geoseg.errors import ConfigError
+from geoseg.errors import ConfigError, ModelError
 from geoseg.models.card import ModelCard, network_config
 from geoseg.models.registry import builtin_cards, get_card, load_model
 from geoseg.sensors import SENSORS, get_sensor
@@ -84,6 +84,9 @@ def check(model: str = typer.Argument(..., help="A model package folder or a bui
         patch = torch.zeros(1, card.in_channels, card.tile_size, card.tile_size)
         with torch.inference_mode():
             out = loaded.network(patch)
+        if not bool(torch.isfinite(out).all()):
+            raise ModelError(f"{model}: one {card.tile_size}-px patch gave NaN or infinite scores; the network's "
+                             f"weights or normalisation are broken: retrain it or export it again")
         expected = (1, card.num_classes, card.tile_size, card.tile_size)
         if tuple(out.shape) != expected:
             raise ConfigError(f"{model}: one {card.tile_size}-px patch gave {tuple(out.shape)}, expected {expected}; "

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from geoseg.cli.errors import user_errors
 from geoseg.config import parse_bands
-from geoseg.errors import ConfigError
+from geoseg.errors import ConfigError, OutputError
 
 
 def _classes(spec: str | None) -> list | dict | None:
@@ -120,10 +120,14 @@ def evaluate(
     with user_errors(as_json):
         result = evaluate_mask(mask, labels, _classes(classes), label_field).to_dict()
         if output is not None:
-            with output.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(result["classes"][0]))
-                writer.writeheader()
-                writer.writerows(result["classes"])
+            try:
+                with output.open("w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=list(result["classes"][0]))
+                    writer.writeheader()
+                    writer.writerows(result["classes"])
+            except OSError as exc:
+                raise OutputError(f"{output}: cannot be written ({exc.strerror}); choose a writable path with "
+                                  f"-o") from None
     if as_json:
         print(json.dumps(result, indent=2))
         return

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geoseg.config import MAX_TILE_SIZE
 from geoseg.errors import ConfigError
 
 #: Encoders of smp's U-Nets downsample 5 times: inputs must be multiples of 2**5.
@@ -29,6 +30,9 @@ TILE_MULTIPLE = 32
 
 def check_tiling(tile_size: int, overlap: int) -> None:
     """Raise :class:`ConfigError` unless ``tile_size`` and ``overlap`` make a usable grid."""
+    if tile_size > MAX_TILE_SIZE:
+        raise ConfigError(f"tile size {tile_size} is larger than {MAX_TILE_SIZE}, the largest patch geoseg runs; "
+                          f"use e.g. 512 (more patches, each blended with its neighbours, give the same kind of mask)")
     if tile_size <= 0 or tile_size % TILE_MULTIPLE:
         lower = max(TILE_MULTIPLE, tile_size // TILE_MULTIPLE * TILE_MULTIPLE)
         raise ConfigError(

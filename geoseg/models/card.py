@@ -7,16 +7,39 @@ model folder, so a folder describes itself (as smp's hub checkpoints do).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from geoseg.config import MAX_TILE_SIZE
 from geoseg.errors import ModelError
 
 #: Class values 0..254 fit a uint8 mask whose 255 is nodata.
 MAX_CLASSES = 255
+
+
+#: The longest class name a card may hold (it goes into tags, the QGIS style and the legend).
+MAX_CLASS_NAME = 200
+
+
+def parse_colour(value: object) -> tuple[int, int, int]:
+    """An RGB colour from ``[r, g, b]`` (a list or tuple of three whole numbers in 0..255); ``ValueError``
+    saying what is wrong otherwise."""
+    if (not isinstance(value, list | tuple) or len(value) != 3
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in value)):
+        raise ValueError(f"colour {value!r} must be three whole numbers 0..255, e.g. [34, 139, 34]")
+    return (int(value[0]), int(value[1]), int(value[2]))
+
+
+def check_class_name(name: object) -> str:
+    """A class name that fits a tag, an XML style and a terminal: printable text, 1..200 characters."""
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_CLASS_NAME or not name.isprintable():
+        raise ValueError(f"class name {name!r} must be printable text of 1 to {MAX_CLASS_NAME} characters, without "
+                         f"control characters")
+    return name
 
 
 @dataclass(frozen=True)
@@ -26,6 +49,13 @@ class ClassInfo:
     value: int
     name: str
     color: tuple[int, int, int]
+
+    def __post_init__(self) -> None:
+        try:
+            check_class_name(self.name)
+            parse_colour(self.color)
+        except ValueError as exc:
+            raise ModelError(f"class {self.value}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -39,6 +69,12 @@ class Scaling:
     integer_scale: float = 1.0
     integer_offset: float = 0.0
     float_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("integer_scale", "integer_offset", "float_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ModelError(f"scaling: {name} must be a finite number, got {value!r}")
 
     def factors(self, dtype: np.dtype | str) -> tuple[float, float]:
         """``(scale, offset)`` for a scene of ``dtype``."""
@@ -76,8 +112,24 @@ class ModelCard:
         if len(self.mean) != n or len(self.std) != n:
             raise ModelError(f"model card {self.name!r}: {n} bands but {len(self.mean)} means, "
                              f"{len(self.std)} stds; give one of each per band")
+        for key in ("mean", "std"):
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                       for v in getattr(self, key)):
+                raise ModelError(f"model card {self.name!r}: every {key} must be a finite number, got "
+                                 f"{getattr(self, key)}")
         if any(s <= 0 for s in self.std):
             raise ModelError(f"model card {self.name!r}: every std must be > 0, got {self.std}")
+        for key in ("tile_size", "overlap"):
+            if isinstance(getattr(self, key), bool) or not isinstance(getattr(self, key), int):
+                raise ModelError(f"model card {self.name!r}: {key} must be a whole number, got {getattr(self, key)!r}")
+        if not 32 <= self.tile_size <= MAX_TILE_SIZE or not 0 <= self.overlap < self.tile_size:
+            raise ModelError(f"model card {self.name!r}: tile_size {self.tile_size} must lie in 32..{MAX_TILE_SIZE} "
+                             f"and overlap {self.overlap} in 0..tile_size-1")
+        if self.resolution_m is not None and (isinstance(self.resolution_m, bool)
+                                              or not isinstance(self.resolution_m, int | float)
+                                              or not math.isfinite(self.resolution_m) or self.resolution_m <= 0):
+            raise ModelError(f"model card {self.name!r}: resolution_m must be a positive number, got "
+                             f"{self.resolution_m!r}")
         values = [c.value for c in self.classes]
         if values != list(range(len(values))) or not values:
             raise ModelError(f"model card {self.name!r}: class values must be 0..N-1 in order, got {values}")
@@ -107,13 +159,17 @@ class ModelCard:
         data = dict(data)
         try:
             data["classes"] = tuple(
-                ClassInfo(int(c["value"]), str(c["name"]), tuple(c["color"])) for c in data["classes"]
+                ClassInfo(int(c["value"]), c["name"], parse_colour(c["color"])) for c in data["classes"]
             )
             data["scaling"] = Scaling(**data.get("scaling", {}))
             for key in ("bands", "mean", "std", "decoder_channels"):
                 if key in data:
                     data[key] = tuple(data[key])
             return cls(**data)
+        except ModelError:
+            raise
+        except ValueError as exc:
+            raise ModelError(f"model card {data.get('name', '')!r}: {exc}; fix the card") from None
         except (KeyError, TypeError) as exc:
             raise ModelError(f"model card is incomplete or has an unknown field ({exc}); "
                              f"see geoseg.models.card.ModelCard for the fields") from None

@@ -22,10 +22,11 @@ import yaml
 
 from geoseg.errors import ConfigError, ModelError
 from geoseg.models.architectures import ARCHITECTURES
-from geoseg.models.card import ClassInfo, ModelCard, Scaling
+from geoseg.models.card import ClassInfo, ModelCard, Scaling, check_class_name, parse_colour
 from geoseg.models.package import SMP_CONFIG, WEIGHTS_FILE, folder_layout, read_card, save_package
 from geoseg.models.registry import weights_file
 from geoseg.models.weights import read_checkpoint, read_tensors, read_torchscript, state_dict_of
+from geoseg.textfiles import load_yaml, read_text
 
 #: TorchGeo's ``SemanticSegmentationTask(model=...)`` names, and lower-case smp names, to smp classes.
 _ARCHITECTURE_ALIASES = {"deeplabv3+": "DeepLabV3Plus", "unet++": "UnetPlusPlus",
@@ -141,6 +142,10 @@ def infer_shape(tensors: dict[str, torch.Tensor]) -> tuple[int | None, int | Non
     return (int(bands) if bands is not None else None), (int(heads[-1].shape[0]) if heads else None)
 
 
+#: The largest class table geoseg reads (255 classes with names and colours take a few kB).
+MAX_CLASS_FILE_BYTES = 2**20
+
+
 def load_class_spec(spec: str | None) -> list | dict | None:
     """``--classes`` as written: a YAML/JSON file (a list, or a mapping of value to name) or comma-separated
     names; None when not given."""
@@ -149,9 +154,10 @@ def load_class_spec(spec: str | None) -> list | dict | None:
     path = Path(spec)
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
         try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read the classes ({exc}); give a YAML list of names") from None
+            data = load_yaml(read_text(path, MAX_CLASS_FILE_BYTES, "class table"), path, "class table")
+        except yaml.YAMLError as exc:
+            first = (str(exc).splitlines() or ["not valid YAML"])[0]
+            raise ConfigError(f"{path}: cannot read the classes ({first}); give a YAML list of names") from None
         if not isinstance(data, list | dict):
             raise ConfigError(f"{path}: give a list of names or a mapping of label value to name")
         return data
@@ -165,8 +171,8 @@ def parse_classes(spec: str | None) -> tuple[ClassInfo, ...] | None:
     if data is None:
         return None
     if isinstance(data, dict):
-        if sorted(int(k) for k in data) != list(range(len(data))):
-            raise ConfigError(f"{spec}: class values must be 0..N-1, got {sorted(data)}")
+        if not all(str(k).isdigit() for k in data) or sorted(int(k) for k in data) != list(range(len(data))):
+            raise ConfigError(f"{spec}: class values must be 0..N-1, got {sorted(map(str, data))}")
         data = [data[k] for k in sorted(data, key=int)]
     if not isinstance(data, list) or not data:
         raise ConfigError(f"{spec}: give the classes as a list of names (YAML/JSON) or comma-separated names")
@@ -175,8 +181,11 @@ def parse_classes(spec: str | None) -> tuple[ClassInfo, ...] | None:
         name, color = (item.get("name"), item.get("color")) if isinstance(item, dict) else (item, None)
         if not name:
             raise ConfigError(f"{spec}: class {i} has no name")
-        rgb = tuple(int(c) for c in color) if color else class_colour(str(name), i)
-        classes.append(ClassInfo(i, str(name), rgb[:3]))  # type: ignore[arg-type]
+        try:
+            rgb = parse_colour(color) if color is not None else class_colour(str(name), i)
+            classes.append(ClassInfo(i, check_class_name(str(name)), rgb))
+        except (ValueError, ModelError) as exc:
+            raise ConfigError(f"{spec}: class {i}: {exc}") from None
     return tuple(classes)
 
 

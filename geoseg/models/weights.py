@@ -88,4 +88,8 @@ def load_state(network: torch.nn.Module, tensors: dict[str, torch.Tensor], allow
             parts.append(f"{len(unexpected)} unexpected, e.g. {unexpected[:2]}")
         raise ModelError(f"model {source!r}: weights do not fit the architecture ({'; '.join(parts)}); check the "
                          f"architecture, encoder, bands and classes the weights were trained with")
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise ModelError(f"model {source!r}: {len(broken)} weight tensor(s) hold NaN or infinite values, e.g. "
+                         f"{broken[:2]}; the training diverged or the file is damaged: retrain it or export it again")
     network.load_state_dict(tensors, strict=False)

@@ -17,8 +17,11 @@ import rasterio
 from rasterio.windows import Window
 
 from geoseg.errors import ConfigError, SceneError
-from geoseg.io.scene import SceneInfo
+from geoseg.io.scene import SceneInfo, check_regular_file, open_quiet
 from geoseg.train.metrics import IGNORE
+
+#: The largest label value a class may have (its lookup table is that many bytes).
+MAX_LABEL_VALUE = 65_535
 
 
 @dataclass
@@ -76,11 +79,18 @@ def class_table(spec: list | dict | None, path: Path, tags: dict, nodata: float 
 def open_labels(path: Path, image: SceneInfo, spec: list | dict | None, field: str = "class"
                 ) -> tuple[RasterLabels | VectorLabels, dict[int, str]]:
     """Labels for ``image`` and their class table; raster labels must be on the image's grid."""
-    if not path.exists():
-        raise SceneError(f"{path}: no such label file")
+    check_regular_file(path, "label", "give a label raster or vector layer")
     if path.suffix.lower() in (".gpkg", ".fgb", ".geojson", ".json", ".shp", ".parquet"):
         return _vector_labels(path, image, spec, field)
-    with rasterio.open(path) as ds:
+    try:
+        ds = open_quiet(str(path))
+    except rasterio.errors.RasterioIOError as exc:
+        raise SceneError(f"{path}: labels are not a raster GDAL can read ({str(exc).splitlines()[0]})") from None
+    with ds:
+        if ds.crs is not None and image.crs is not None and ds.crs != image.crs:
+            raise SceneError(f"{path}: labels are on {ds.crs.to_string()} but {image.path} is on "
+                             f"{image.crs.to_string()}; their pixels would be compared at other places on the ground: "
+                             f"reproject the labels onto the image's grid first (gdalwarp -t_srs ... -tr ... -te ...)")
         if (ds.width, ds.height) != (image.width, image.height) or ds.transform != image.transform:
             raise SceneError(f"{path}: labels are not on the grid of {image.path} ({ds.width}x{ds.height} at "
                              f"{tuple(ds.transform)[:6]} against {image.width}x{image.height} at "
@@ -91,7 +101,10 @@ def open_labels(path: Path, image: SceneInfo, spec: list | dict | None, field: s
         if spec is None and "CLASSES" not in ds.tags():
             values = np.unique(ds.read(1, out_shape=(min(ds.height, 1024), min(ds.width, 1024))))
         table = class_table(spec, path, ds.tags(), ds.nodata, values)
-    size = max(256, max(table) + 1)
+    if table and (max(table) > MAX_LABEL_VALUE or min(table) < 0):
+        raise SceneError(f"{path}: label values run from {min(table)} to {max(table)}; class values must lie in "
+                         f"0..{MAX_LABEL_VALUE}: renumber the classes (gdal_calc, a lookup table)")
+    size = max(256, max(table, default=0) + 1)
     lut = np.full(size, IGNORE, np.uint8)
     for index, value in enumerate(table):
         if 0 <= value < size:

@@ -219,6 +219,10 @@ def train(images: Sequence[Path], labels: Sequence[Path], output: Path, config: 
     if output.exists() and not (overwrite or resume):
         raise OutputError(f"{output}: already exists; pass --overwrite or choose another -o")
     work = output.with_name(output.name + ".train")
+    if not output.parent.is_dir():
+        raise OutputError(f"{output}: folder {output.parent} does not exist; create it first")
+    if not os.access(output.parent, os.W_OK):
+        raise OutputError(f"{output}: folder {output.parent} is not writable; choose another -o")
     checkpoint_path = work / "checkpoint.pt"
     if resume and not checkpoint_path.is_file():
         raise OutputError(f"{checkpoint_path}: no checkpoint to resume from; start without --resume")
@@ -273,7 +277,11 @@ def train(images: Sequence[Path], labels: Sequence[Path], output: Path, config: 
                                                      int(saved["best_epoch"]), int(saved["stale"]))
         best_state = saved["best_model"]
         history = [EpochRecord(**r) for r in json.loads(saved["history"])]
-    work.mkdir(parents=True, exist_ok=True)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{work}: the training folder cannot be made ({exc.strerror}); choose a writable "
+                          f"-o") from None
     names = tuple(table.values())
     last_accuracy = None
     stopped_early = False
