@@ -32,6 +32,8 @@ from geoseg.models.card import ClassInfo
 AUTHALIC_RADIUS_M = 6_371_007.2
 #: Rows read at a time.
 STRIP_ROWS = 1024
+#: ... and at most this many pixels per window, whatever the mask's width.
+STRIP_PIXELS = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -140,9 +142,14 @@ def _count(values: np.ndarray, ds: rasterio.io.DatasetReader, window: Window, pi
 
 def _strips(ds: rasterio.io.DatasetReader, row0: int, row1: int, col0: int, col1: int
             ) -> Iterator[tuple[Window, np.ndarray]]:
-    for r in range(row0, row1, STRIP_ROWS):
-        window = Window(col0, r, col1 - col0, min(STRIP_ROWS, row1 - r))
-        yield window, ds.read(1, window=window)
+    """Windows of at most :data:`STRIP_PIXELS` pixels covering rows ``row0..row1`` and columns ``col0..col1``
+    (up to :data:`STRIP_ROWS` rows; a mask a million pixels wide is also cut across), with their values."""
+    cols = min(col1 - col0, STRIP_PIXELS)
+    rows = max(1, min(STRIP_ROWS, STRIP_PIXELS // max(1, cols)))
+    for r in range(row0, row1, rows):
+        for c in range(col0, col1, cols):
+            window = Window(c, r, min(cols, col1 - c), min(rows, row1 - r))
+            yield window, ds.read(1, window=window)
 
 
 def _open(mask: Path) -> rasterio.io.DatasetReader:

@@ -37,6 +37,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,7 @@ from rasterio.windows import Window
 from geoseg.errors import ConfigError, OutputError
 from geoseg.export.legend import read_legend
 from geoseg.export.stats import _open, pixel_area_m2
+from geoseg.io.outputs import check_outputs
 from geoseg.io.writing import PARTIAL_MARK, process_tag
 
 #: Vector formats by file extension: GDAL driver name, and whether it can be appended to in batches.
@@ -91,8 +93,7 @@ def polygonize(mask: Path, output: Path, *, min_area_m2: float = 0.0, simplify: 
     """Polygonise ``mask`` into ``output`` (see module docstring); returns what was written."""
     started = time.perf_counter()
     driver, appendable = _driver(output)
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output}: already exists; pass --overwrite to replace it or choose -o")
+    check_outputs({"vector layer": output}, [mask], overwrite)
     with _open(mask) as ds:
         classes = {c.value: c.name for c in read_legend(ds)}
         layer = _Layer(output, driver, appendable and simplify == 0, ds.crs, output.stem)
@@ -107,9 +108,13 @@ def polygonize(mask: Path, output: Path, *, min_area_m2: float = 0.0, simplify: 
                     finals = []
             layer.add(finals, classes, to_map)
             layer.close(simplify)
-            os.replace(layer.partial, output)
+            try:
+                os.replace(layer.partial, output)
+            except OSError as exc:
+                raise OutputError(f"{output}: cannot be put in place ({exc.strerror}); check the folder") from None
         finally:
-            layer.partial.unlink(missing_ok=True)
+            with suppress(OSError):  # a folder that became unwritable: the error above is the one to report
+                layer.partial.unlink(missing_ok=True)
     return VectorSummary(str(output), layer.count, round(time.perf_counter() - started, 3),
                          {classes.get(v, str(v)): n for v, n in sorted(layer.per_value.items())})
 
