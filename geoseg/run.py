@@ -316,6 +316,7 @@ def write_product(prepared: PreparedRun, config: RunConfig, tags: dict[str, str]
                                   f"permissions") from None
             if pyramid is not None:
                 pyramid.close()
+        TiffErrors.check(tiff_errors, paths.mask)  # the working files' writes, before they are read again
         if pyramid is not None:  # the mask's source for the COG driver: the working file with its overviews
             mask_spec_ = rasters[0][1]
             vrt = staging.scratch(paths.mask, "vrt")

@@ -30,6 +30,7 @@ LOG_NAME, SUMMARY_NAME = "geoseg-batch.jsonl", "geoseg-batch-summary.json"
 @with_run_settings
 @cluster_options
 def batch(
+    ctx: typer.Context,
     inputs: list[str] = typer.Argument(None, help="Scenes: files, globs (quoted), folders, or @list.txt files.",
                                        show_default=False),
     output_dir: Path | None = typer.Option(None, "-o", "--output-dir", help="Folder for the masks of INPUTS."),
@@ -47,7 +48,7 @@ def batch(
 ) -> None:
     """Segment many scenes; skip those already done; report every failure; exit 0, 1, 2, 130 or 143."""
     with user_errors():
-        given = _settings_given()
+        given = _settings_given(ctx)
         # Settings typed on the command line win over the job files' (--device cpu for a job file's jobs).
         jobs = [replace(j, config=replace(j.config, **{k: getattr(settings, k) for k in given}))
                 for path in job for j in load_job_file(path)]
@@ -99,14 +100,10 @@ def batch(
     raise typer.Exit(code)
 
 
-def _settings_given() -> set[str]:
-    """The run settings typed on this command line (not left at their defaults)."""
-    import click
-
-    context = click.get_current_context(silent=True)
-    if context is None:
-        return set()
-    return {name for name in SETTINGS if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+def _settings_given(ctx: typer.Context) -> set[str]:
+    """The run settings typed on this command line (not left at their defaults). Compared by name: typer may
+    bring its own copy of click, whose enum is not click's."""
+    return {name for name in SETTINGS if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
 
 
 def _print_line(r: SceneResult, finished: int, total: int) -> None:

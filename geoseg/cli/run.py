@@ -50,7 +50,7 @@ def run(
     with user_errors(as_json):
         # Every check a user can fail (scene, output, model card, bands, settings) before torch is imported:
         # a mistake is reported in a second, not after the network's libraries have loaded.
-        prepared = prepare_run(scene, output, config)
+        prepared = prepare_run(scene, output, config, vector=vector)
         from geoseg.run import VectorRequest, segment_scene
 
         layer = VectorRequest(vector, min_area, simplify) if vector is not None else None

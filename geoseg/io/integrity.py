@@ -163,34 +163,39 @@ class TiffErrors:
             cls._installed = True
             import rasterio  # noqa: F401  (loads GDAL, and the libtiff it uses)
 
-            library = _loaded_library("libtiff")
             libc_name = ctypes.util.find_library("c")
-            if library is None or libc_name is None:
+            if libc_name is None:
                 return
-            try:
-                tiff, libc = ctypes.CDLL(library), ctypes.CDLL(libc_name)
-                tiff.TIFFSetErrorHandler.restype = ctypes.c_void_p
-                tiff.TIFFSetErrorHandler.argtypes = [_HANDLER]
-            except (OSError, AttributeError):
-                return
-            previous: list[object] = [None]
+            libc = ctypes.CDLL(libc_name)
+            # Every libtiff in the process (Pillow and others may bring their own beside GDAL's).
+            for library in _loaded_libraries("libtiff"):
+                try:
+                    tiff = ctypes.CDLL(library)
+                    tiff.TIFFSetErrorHandler.restype = ctypes.c_void_p
+                    tiff.TIFFSetErrorHandler.argtypes = [_HANDLER]
+                except (OSError, AttributeError):
+                    continue
+                previous: list[object] = [None]
+                callback = _HANDLER(cls._handler(libc, previous))
+                old = tiff.TIFFSetErrorHandler(callback)
+                previous[0] = _HANDLER(old) if old else None
+                cls._keep += [callback, previous]
 
-            def handler(module: bytes | None, fmt: bytes | None, args: int | None) -> None:
-                text = ctypes.create_string_buffer(512)
-                if fmt is not None:
-                    libc.vsnprintf(text, 512, fmt, ctypes.c_void_p(args))
-                name = (module or b"").decode(errors="replace")
-                if any(word in name.lower() for word in _WRITE_MODULES):
-                    with cls._lock:
-                        cls._count += 1
-                        cls._last = f"{name}: {text.value.decode(errors='replace')}"
-                elif previous[0] is not None:
-                    previous[0](module, fmt, args)  # type: ignore[operator]
+    @classmethod
+    def _handler(cls, libc: ctypes.CDLL, previous: list[object]) -> object:
+        def handler(module: bytes | None, fmt: bytes | None, args: int | None) -> None:
+            text = ctypes.create_string_buffer(512)
+            if fmt is not None:
+                libc.vsnprintf(text, 512, fmt, ctypes.c_void_p(args))
+            name = (module or b"").decode(errors="replace")
+            if any(word in name.lower() for word in _WRITE_MODULES):
+                with cls._lock:
+                    cls._count += 1
+                    cls._last = f"{name}: {text.value.decode(errors='replace')}"
+            elif previous[0] is not None:
+                previous[0](module, fmt, args)  # type: ignore[operator]
 
-            callback = _HANDLER(handler)
-            old = tiff.TIFFSetErrorHandler(callback)
-            previous[0] = _HANDLER(old) if old else None
-            cls._keep += [callback, previous]
+        return handler
 
     @classmethod
     def mark(cls) -> int:
@@ -203,14 +208,16 @@ class TiffErrors:
             raise OutputError(f"{shown}: writing failed ({cls._last}); check free space and the disk")
 
 
-def _loaded_library(stem: str) -> str | None:
-    """The path of a shared library of this process whose name starts with ``stem`` (Linux), else None."""
+def _loaded_libraries(stem: str) -> list[str]:
+    """The paths of this process's shared libraries whose names start with ``stem`` (Linux; none elsewhere)."""
+    found: list[str] = []
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
                 path = line.split()[-1] if line.strip() else ""
-                if Path(path).name.startswith(stem + "-") or Path(path).name.startswith(stem + ".so"):
-                    return path
+                name = Path(path).name
+                if (name.startswith((stem + "-", stem + ".so"))) and path not in found:
+                    found.append(path)
     except OSError:
-        return None
-    return None
+        return []
+    return found

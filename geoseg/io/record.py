@@ -58,8 +58,11 @@ def same_record(found: dict[str, Any] | None, record: dict[str, Any]) -> bool:
 
 
 def is_geoseg_output(path: Path) -> bool:
-    """Whether ``path`` is a raster geoseg wrote (a mask or its probabilities): it carries the record tag."""
+    """Whether ``path`` is a raster geoseg wrote (a mask or its probabilities): it carries the record tag.
+    Only regular files are opened (a FIFO would block for ever)."""
     try:
+        if not path.is_file():
+            return False
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as ds:
