@@ -3,7 +3,8 @@
 The package is layered; each folder is a subsystem and imports only from the layers below it
 (tests/test_layout.py keeps it so)::
 
-    errors, version, config          what every layer may name
+    errors, version, config,         what every layer may name (textfiles: users' text files, read bounded)
+    textfiles
     models/   io/                    model cards and networks; scenes, masks and records on disk
     engine/   export/                plan, device session, input band, blender, pipeline; legend, stats,
                                      vectors, STAC
