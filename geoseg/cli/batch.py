@@ -18,7 +18,7 @@ from geoseg.batch.jobs import DEFAULT_TEMPLATE, Job, load_job_file
 from geoseg.cli.errors import printable, user_errors
 from geoseg.cli.options import cluster_options, with_run_settings
 from geoseg.config import SETTINGS, RunConfig
-from geoseg.errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError
+from geoseg.errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError, GeosegError
 
 if TYPE_CHECKING:
     from geoseg.batch.runner import SceneResult
@@ -82,8 +82,11 @@ def batch(
                 from geoseg.cluster.scenes import DaskScenes
                 from geoseg.cluster.workers import connect
 
-                with user_errors():
+                try:
                     runner = DaskScenes(stack.enter_context(connect(cluster)))
+                except GeosegError as exc:  # the nightly job's log says why nothing ran
+                    events.emit("batch_failed", error=str(exc), error_kind=type(exc).__name__)
+                    raise
             result = run_batch(tasks, force=force, parallel=parallel, log=events, cancel=cancel,
                                report=None if quiet else _print_line, notes=notes, runner=runner)
     finally:

@@ -95,3 +95,13 @@ def test_run_on_an_external_tls_scheduler_with_tls_files(tmp_path, package) -> N
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["device"].startswith("1 dask worker(s)")
     assert (tmp_path / "m.tif").is_file()
+
+
+def test_a_batch_that_cannot_reach_its_tls_scheduler_says_why_in_its_log(tmp_path, package) -> None:
+    scene = write_tif(tmp_path / "s.tif", smooth_image((3, 64, 64)))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["batch", str(scene), "-o", str(out), "--model", str(package), "--scheduler",
+                                 "tls://127.0.0.1:9"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    events = [json.loads(line) for line in (out / "geoseg-batch.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "batch_failed" and "--tls-ca-file" in events[-1]["error"]
