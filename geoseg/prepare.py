@@ -17,7 +17,7 @@ from geoseg.bands import match_bands
 from geoseg.config import AUTO, RunConfig
 from geoseg.engine.plan import Layout, plan_layout
 from geoseg.engine.resample import resolution_factor
-from geoseg.errors import BandError, ConfigError
+from geoseg.errors import BandError
 from geoseg.io.scene import SceneInfo, open_scene
 from geoseg.io.writing import check_free_space, check_output, default_output
 from geoseg.models import ModelCard, Scaling, get_card
@@ -60,7 +60,6 @@ def prepare_grid(scene: SceneInfo, config: RunConfig, card: ModelCard | None = N
     """:func:`prepare_run`'s decisions about the model, the bands and the grids of ``scene``, without an
     output (``output`` is None); ``sample`` reads sample windows of the file for the input checks
     (:func:`geoseg.sanity.check_inputs`), which pixels held in memory skip."""
-    check_counts(config)
     notes: list[str] = []
     if scene.remote_files:
         shown = ", ".join(scene.remote_files[:3]) + (f" and {len(scene.remote_files) - 3} more"
@@ -92,18 +91,6 @@ def prepare_grid(scene: SceneInfo, config: RunConfig, card: ModelCard | None = N
                          card.overlap if config.overlap is None else config.overlap,
                          config.blend, config.block_size)
     return PreparedRun(scene, None, name, card, indexes, how, factor, layout, tuple(notes))
-
-
-#: The most patches per model call and reader threads a run takes: a number past these only fails allocating.
-MAX_BATCH_SIZE, MAX_WORKERS = 1024, 1024
-
-
-def check_counts(config: RunConfig) -> None:
-    """Refuse counts that would only exhaust memory (``batch_size: 1e9`` in a job file)."""
-    for name, value, top in (("batch size", config.batch_size, MAX_BATCH_SIZE), ("workers", config.workers,
-                                                                                 MAX_WORKERS)):
-        if value is not None and not 1 <= value <= top:
-            raise ConfigError(f"{name} {value} must lie in 1..{top}; leave it out for the automatic choice")
 
 
 def scene_band_names(scene: SceneInfo, sensor_name: str | None) -> tuple[tuple[str | None, ...], Sensor | None]:

@@ -151,11 +151,13 @@ def job_from_mapping(data: dict[str, Any], where: str, base: Path, default_name:
         raise ConfigError(f"{where}: 'inputs' must list files, globs, directories or @lists")
     if "output_dir" not in data:
         raise ConfigError(f"{where}: 'output_dir' is missing; say where the masks go")
-    settings = {k: _coerce(k, v, where) for k, v in data.items() if k in SETTINGS}
+    try:  # RunConfig checks every value itself (types, bounds, value lists): the CLI's errors, named here
+        config = replace(RunConfig(), **{k: _text_form(k, v) for k, v in data.items() if k in SETTINGS})
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     return Job(name=name, inputs=tuple(str(_resolve(base, str(s))) for s in inputs),
                output_dir=_resolve(base, str(data["output_dir"])),
-               name_template=str(data.get("name_template", DEFAULT_TEMPLATE)),
-               config=replace(RunConfig(), **settings))
+               name_template=str(data.get("name_template", DEFAULT_TEMPLATE)), config=config)
 
 
 def _resolve(base: Path, text: str) -> Path:
@@ -165,19 +167,13 @@ def _resolve(base: Path, text: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def _coerce(key: str, value: Any, where: str) -> Any:
-    """A job file's ``value`` for setting ``key``, checked against the setting's type in RunConfig."""
-    if value is None:
-        return None
+def _text_form(key: str, value: Any) -> Any:
+    """A job file's ``value`` for setting ``key`` as RunConfig takes it: the command line's text form parsed
+    (``bands: "3,2,1"``), a YAML list as a tuple; RunConfig checks the rest."""
     parse = SETTINGS[key].parse
-    if parse is not None and isinstance(value, str):  # the command line's text form, e.g. bands: "3,2,1"
+    if parse is not None and isinstance(value, str):
         return parse(value)
-    expected = value_type(key)
-    accepted: type | tuple[type, ...] = {float: (int, float), tuple: list}.get(expected, expected)
-    if (isinstance(value, bool) and expected is not bool) or not isinstance(value, accepted):
-        shown = {float: "number", tuple: "list"}.get(expected, expected.__name__)
-        raise ConfigError(f"{where}: {key!r} must be a {shown}, got {value!r}")
-    return expected(value)
+    return tuple(value) if isinstance(value, list) and value_type(key) is tuple else value
 
 
 def _is_file(path: Path) -> bool:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from geoseg.cli.errors import user_errors
-from geoseg.config import parse_bands
+from geoseg.config import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, parse_bands
 from geoseg.errors import ConfigError, ModelError
 from geoseg.models.card import ModelCard, network_config
 from geoseg.models.registry import builtin_cards, get_card, load_model
@@ -115,8 +115,10 @@ def import_(
     std: str | None = typer.Option(None, help="Per-band std after scaling, comma-separated.", show_default=False),
     scale: float | None = typer.Option(None, help="Multiply integer pixels by this before normalising.",
                                        show_default=False),
-    tile_size: int | None = typer.Option(None, help="Patch edge in pixels [default: 512]", show_default=False),
-    overlap: int | None = typer.Option(None, help="Patch overlap in pixels [default: 64]", show_default=False),
+    tile_size: int | None = typer.Option(None, help=f"Patch edge in pixels [default: {DEFAULT_TILE_SIZE}]",
+                                         show_default=False),
+    overlap: int | None = typer.Option(None, help=f"Patch overlap in pixels [default: {DEFAULT_OVERLAP}]",
+                                       show_default=False),
     resolution: float | None = typer.Option(None, help="Ground resolution the model was trained at, in metres.",
                                             show_default=False),
     trust_checkpoint: bool = typer.Option(False, help="Allow pickled and TorchScript sources (read with "

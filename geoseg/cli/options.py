@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,23 +18,9 @@ from typing import Any, TypeVar
 import typer
 
 from geoseg.config import SETTINGS, RunConfig, Setting, value_type
-from geoseg.engine.blend import BLEND_WINDOWS
 from geoseg.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: Settings whose allowed values a registry decides: what the values are called, and the registry's names.
-REGISTRIES: dict[str, tuple[str, Callable[[], Sequence[str]]]] = {
-    "blend": ("blend window", lambda: list(BLEND_WINDOWS)),
-    "output_format": ("output format", lambda: _raster_formats()),
-}
-
-
-def _raster_formats() -> list[str]:
-    from geoseg.io.writing import RASTER_FORMATS  # rasterio: imported when a value is checked, not for --help
-
-    return list(RASTER_FORMATS)
-
 
 def with_run_settings(command: F) -> F:
     """Add every setting of RunConfig to ``command``'s options; it receives them as ``settings``."""
@@ -47,7 +33,10 @@ def with_run_settings(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(**values: Any) -> Any:
-        settings = RunConfig(**{name: values.pop(name) for name in SETTINGS})
+        try:  # RunConfig checks every value itself: the same one line as a job file or the Python API get
+            settings = RunConfig(**{name: values.pop(name) for name in SETTINGS})
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc)) from None
         return command(**values, settings=settings)
 
     wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
@@ -66,33 +55,25 @@ def _cli_type(name: str, meta: Setting) -> Any:
 def _option(name: str, meta: Setting, default: Any) -> Any:
     help_text = meta.help + (f" [default: {meta.default_text}]" if meta.default_text else "")
     extra: dict[str, Any] = {}
-    if meta.min is not None:
-        extra["min"] = meta.min
     if meta.default_text:
         extra["show_default"] = False
-    if meta.parse is not None or meta.choices is not None or name in REGISTRIES:
-        extra["callback"] = _checker(name, meta)
+    if meta.parse is not None:
+        extra["callback"] = _parser(meta.parse)
     return typer.Option(default, *meta.flags, help=help_text, **extra)
 
 
-def _checker(name: str, meta: Setting) -> Callable[[Any], Any]:
-    """A typer callback: the value parsed and checked, or a clear usage error."""
-    what = REGISTRIES[name][0] if name in REGISTRIES else name.replace("_", " ")
+def _parser(parse: Callable[[str | None], Any]) -> Callable[[Any], Any]:
+    """A typer callback turning a setting's text form into its value (checked by RunConfig afterwards)."""
 
-    def check(value: Any) -> Any:
+    def convert(value: Any) -> Any:
         if value is None:  # an optional setting left out
             return value
-        if meta.parse is not None:
-            try:
-                return meta.parse(value)
-            except ConfigError as exc:
-                raise typer.BadParameter(str(exc)) from None
-        choices = meta.choices if meta.choices is not None else REGISTRIES[name][1]()
-        if value not in choices:
-            raise typer.BadParameter(f"{what} {value!r} is not one of {', '.join(choices)}")
-        return value
+        try:
+            return parse(value)
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc)) from None
 
-    return check
+    return convert
 
 
 def cluster_options(command: F) -> F:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from geoseg.config import BLEND_WINDOW_NAMES
 from geoseg.errors import ConfigError
 
 WindowFn = Callable[[int, int], np.ndarray]
@@ -46,11 +47,9 @@ def flat_window(tile: int, overlap: int) -> np.ndarray:
     return np.ones(tile, dtype=np.float64)
 
 
-BLEND_WINDOWS: dict[str, WindowFn] = {
-    "cosine": cosine_window,
-    "gaussian": gaussian_window,
-    "none": flat_window,
-}
+#: Blend windows by the names :data:`geoseg.config.BLEND_WINDOW_NAMES` declares.
+BLEND_WINDOWS: dict[str, WindowFn] = dict(zip(BLEND_WINDOW_NAMES, (cosine_window, gaussian_window, flat_window),
+                                              strict=True))
 
 
 def get_window(blend: str | WindowFn, tile: int, overlap: int) -> np.ndarray:

@@ -21,24 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoseg.config import MAX_TILE_SIZE
+from geoseg.config import check_tile_size
 from geoseg.errors import ConfigError
-
-#: Encoders of smp's U-Nets downsample 5 times: inputs must be multiples of 2**5.
-TILE_MULTIPLE = 32
 
 
 def check_tiling(tile_size: int, overlap: int) -> None:
     """Raise :class:`ConfigError` unless ``tile_size`` and ``overlap`` make a usable grid."""
-    if tile_size > MAX_TILE_SIZE:
-        raise ConfigError(f"tile size {tile_size} is larger than {MAX_TILE_SIZE}, the largest patch geoseg runs; "
-                          f"use e.g. 512 (more patches, each blended with its neighbours, give the same kind of mask)")
-    if tile_size <= 0 or tile_size % TILE_MULTIPLE:
-        lower = max(TILE_MULTIPLE, tile_size // TILE_MULTIPLE * TILE_MULTIPLE)
-        raise ConfigError(
-            f"tile size {tile_size} is not a positive multiple of {TILE_MULTIPLE} "
-            f"(the U-Net halves it 5 times); use e.g. {lower} or {lower + TILE_MULTIPLE}"
-        )
+    check_tile_size(tile_size)
     if not 0 <= overlap < tile_size:
         raise ConfigError(
             f"overlap {overlap} must be >= 0 and smaller than the tile size {tile_size}; "

@@ -21,7 +21,6 @@ import numpy as np
 
 from geoseg.engine.blend import WindowFn, get_window
 from geoseg.engine.grid import AxisGrid, check_tiling, reflect_index, split_axis
-from geoseg.errors import ConfigError
 
 #: Blended probabilities are summed as integers in units of 2**-QUANTUM_BITS
 #: (:mod:`geoseg.engine.blender`: integer sums do not depend on their order).
@@ -94,10 +93,6 @@ class Layout:
         return self.rows.size if k >= self.rows.count else min(self.rows.origin(k), self.rows.size)
 
 
-#: The largest processing block edge in scene pixels (:func:`plan_layout`).
-MAX_BLOCK_SIZE = 32768
-
-
 def work_block(block_size: int, factor: int) -> int:
     """Model-grid block edge for ``block_size`` scene pixels: a multiple of :data:`BLOCK_UNIT`."""
     return max(BLOCK_UNIT, block_size // factor // BLOCK_UNIT * BLOCK_UNIT)
@@ -107,9 +102,6 @@ def plan_layout(height: int, width: int, factor: int, tile: int, overlap: int,
                 blend: str | WindowFn = "cosine", block_size: int = 2048) -> Layout:
     """Lay out a run over a ``height x width`` scene; ``block_size`` is in scene pixels."""
     check_tiling(tile, overlap)
-    if not 1 <= block_size <= MAX_BLOCK_SIZE:
-        raise ConfigError(f"block size {block_size} must lie in 1..{MAX_BLOCK_SIZE} scene pixels (its input and blend "
-                          f"buffers grow with it); the default is 2048")
     work_h, work_w = math.ceil(height / factor), math.ceil(width / factor)
     block = work_block(block_size, factor)
     window = get_window(blend, tile, overlap)

@@ -56,8 +56,6 @@ class Predictor:
         ``backend="auto"``, a network the exported backends cannot run (an operator the ONNX exporter lacks,
         as in smp's PSPNet and UPerNet) runs with PyTorch, with a note; a backend asked for by name fails
         with a one-line :class:`ModelError`."""
-        if batch_size is not None and batch_size < 1:
-            raise ConfigError(f"batch size {batch_size} must be at least 1")
         if cuda_graphs is None:  # on by default where they exist (benchmarks/RESULTS.md)
             cuda_graphs = device.type == "cuda"
         if cuda_graphs and device.type != "cuda":

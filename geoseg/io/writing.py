@@ -143,7 +143,7 @@ def _finish_cog(working: Path, product: Path, resampling: str) -> None:
                              LEVEL=COG_LEVEL, NUM_THREADS="ALL_CPUS", BIGTIFF="IF_SAFER", **overviews)
 
 
-#: Output formats by name (``--format``).
+#: Output formats by the names :data:`geoseg.config.OUTPUT_FORMATS` declares (``--format``).
 RASTER_FORMATS: dict[str, RasterFormat] = {
     "cog": RasterFormat("cog", f"Cloud-Optimized GeoTIFF: 512-px blocks, DEFLATE level {COG_LEVEL}, MODE overviews",
                         # A scratch file read once by the COG driver: the fastest codec.

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.config import MAX_TILE_SIZE
+from geoseg.config import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, MAX_TILE_SIZE
 from geoseg.errors import ModelError
 
 #: Class values 0..254 fit a uint8 mask whose 255 is nodata.
@@ -95,8 +95,8 @@ class ModelCard:
     std: tuple[float, ...]
     classes: tuple[ClassInfo, ...]
     scaling: Scaling = field(default_factory=Scaling)
-    tile_size: int = 512
-    overlap: int = 64
+    tile_size: int = DEFAULT_TILE_SIZE
+    overlap: int = DEFAULT_OVERLAP
     resolution_m: float | None = None  # ground resolution the model was trained at
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
     description: str = ""

@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from geoseg.config import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from geoseg.errors import ModelError
 from geoseg.models.cache import cache_dir, load_weights, save_weights
 from geoseg.models.card import ClassInfo, ModelCard, Scaling
@@ -71,8 +72,8 @@ def csmask_card(name: str) -> ModelCard:
         classes=CSMASK_CLASSES,
         # DN are reflectance x 10000 (Sentinel-2 L1C/L2A before baseline 04.00, Landsat C2 rescaled).
         scaling=Scaling(integer_scale=1e-4),
-        tile_size=512,
-        overlap=64,
+        tile_size=DEFAULT_TILE_SIZE,
+        overlap=DEFAULT_OVERLAP,
         resolution_m=30.0,
         description=f"ukis-csmask {meta['model']['version']}: cloud and cloud-shadow U-Net, {what}",
     )

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import yaml
 
+from geoseg.config import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from geoseg.errors import ConfigError, ModelError
 from geoseg.models.architectures import ARCHITECTURES
 from geoseg.models.card import ClassInfo, ModelCard, Scaling, check_class_name, parse_colour
@@ -231,8 +232,8 @@ def import_model(source: Path, output: Path, *, bands: Sequence[str] | None = No
         std=tuple(std) if std is not None else (base.std if base else (1.0,) * n),
         classes=class_list,
         scaling=Scaling(integer_scale=scale) if scale is not None else (base.scaling if base else Scaling()),
-        tile_size=tile_size or (base.tile_size if base else 512),
-        overlap=overlap if overlap is not None else (base.overlap if base else 64),
+        tile_size=tile_size or (base.tile_size if base else DEFAULT_TILE_SIZE),
+        overlap=overlap if overlap is not None else (base.overlap if base else DEFAULT_OVERLAP),
         resolution_m=resolution_m if resolution_m is not None else (base.resolution_m if base else None),
         description=base.description if base else f"imported from {source.name}",
         network=network,

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from geoseg.bands import BAND_ALIASES, band_matches, match_bands
+from geoseg.config import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from geoseg.engine.device import resolve_device
 from geoseg.errors import ConfigError, ModelError, OutputError
 from geoseg.io.scene import open_scene
@@ -338,7 +339,7 @@ def train(images: Sequence[Path], labels: Sequence[Path], output: Path, config: 
         encoder=config.encoder, bands=band_names, mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
         classes=tuple(ClassInfo(i, n, class_colour(n, i)) for i, n in enumerate(names)),
-        scaling=scaling, tile_size=512, overlap=64, resolution_m=round(first.pixel_size_m, 3)
+        scaling=scaling, tile_size=DEFAULT_TILE_SIZE, overlap=DEFAULT_OVERLAP, resolution_m=round(first.pixel_size_m, 3)
         if first.pixel_size_m else None,
         description=f"trained by geoseg train on {len(found)} image(s); best epoch {best_epoch}, validation mIoU "
                     f"{best_miou:.3f} (spatial hold-out)",

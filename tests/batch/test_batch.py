@@ -92,7 +92,7 @@ def test_job_files_and_their_mistakes(tmp_path, model_folder) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
     job.write_text("jobs:\n  - inputs: [in]\n    output_dir: out\n    batch_size: many\n")
-    with pytest.raises(ConfigError, match="'batch_size' must be a int"):
+    with pytest.raises(ConfigError, match="batch size 'many' must be a whole number"):
         load_job_file(job)
 
 
