@@ -48,6 +48,8 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
 #: Fields a name template may use.
 TEMPLATE_FIELDS = ("stem", "name", "parent", "job")
 DEFAULT_TEMPLATE = "{stem}.mask.tif"
+#: A batch's log and summary, by default in the first job's output folder (:mod:`geoseg.batch.session`).
+LOG_NAME, SUMMARY_NAME = "geoseg-batch.jsonl", "geoseg-batch-summary.json"
 #: Bounds on what a job file, a list file and a name template may make (module docstring).
 MAX_JOB_FILE_BYTES = 4 * 2**20
 MAX_LIST_FILE_BYTES = 64 * 2**20

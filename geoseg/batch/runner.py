@@ -80,6 +80,7 @@ class BatchSummary:
     notes: list[str]
     scenes: list[SceneResult]
     catalogs: list[str] = field(default_factory=list)  # each output folder's STAC Collection and VRT mosaic
+    files: dict[str, str] = field(default_factory=dict)  # the batch's log and summary (geoseg.batch.session)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

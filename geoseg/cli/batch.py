@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import threading
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -14,17 +14,16 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from geoseg.batch.jobs import DEFAULT_TEMPLATE, Job, load_job_file
+from geoseg.batch.jobs import DEFAULT_TEMPLATE, LOG_NAME, SUMMARY_NAME, Job, load_job_file
 from geoseg.cli.errors import printable, user_errors
 from geoseg.cli.options import cluster_options, with_run_settings
 from geoseg.config import SETTINGS, RunConfig
-from geoseg.errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError, GeosegError
+from geoseg.errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError
 
 if TYPE_CHECKING:
-    from geoseg.batch.runner import SceneResult
+    from geoseg.batch.runner import SceneResult, SceneRunner
     from geoseg.cluster.workers import ClusterSpec
 
-LOG_NAME, SUMMARY_NAME = "geoseg-batch.jsonl", "geoseg-batch-summary.json"
 
 
 @with_run_settings
@@ -47,60 +46,50 @@ def batch(
     cluster: ClusterSpec | None,
 ) -> None:
     """Segment many scenes; skip those already done; report every failure; exit 0, 1, 2, 130 or 143."""
-    with user_errors():
-        given = _settings_given(ctx)
-        # Settings typed on the command line win over the job files' (--device cpu for a job file's jobs).
-        jobs = [replace(j, config=replace(j.config, **{k: getattr(settings, k) for k in given}))
-                for path in job for j in load_job_file(path)]
-        if inputs:
-            if output_dir is None:
-                raise ConfigError("scenes given without -o/--output-dir; say where their masks go")
-            jobs.append(Job(name="cli", inputs=tuple(inputs), output_dir=output_dir, name_template=name,
-                            config=settings))
-        if not jobs:
-            raise ConfigError("nothing to do: give scenes and -o DIR, or --job FILE")
-        from geoseg.batch.runner import EventLog, plan_tasks, run_batch, write_summary
+    from geoseg.batch.session import Stop, run_jobs
 
-        tasks, notes = plan_tasks(jobs)
-        home = output_dir or jobs[0].output_dir
-        for folder in {t.output.parent for t in tasks} | {home}:
-            _make_folder(folder)
-
-    cancel, stop = threading.Event(), {"code": 0}
+    stop = Stop()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop["code"] = EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
-        cancel.set()
+        stop.request(EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT)
         print(f"geoseg: {signal.Signals(signum).name}: stopping; running scenes stop at their next block",
               file=sys.stderr)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with user_errors(), EventLog(log or home / LOG_NAME) as events, ExitStack() as stack:
-            runner = None
-            if cluster is not None:  # scenes as tasks on a dask cluster's workers (geoseg.cluster.scenes)
-                from geoseg.cluster.scenes import DaskScenes
-                from geoseg.cluster.workers import connect
-
-                try:
-                    runner = DaskScenes(stack.enter_context(connect(cluster)))
-                except GeosegError as exc:  # the nightly job's log says why nothing ran
-                    events.emit("batch_failed", error=str(exc), error_kind=type(exc).__name__)
-                    raise
-            result = run_batch(tasks, force=force, parallel=parallel, log=events, cancel=cancel,
-                               report=None if quiet else _print_line, notes=notes, runner=runner)
+        with user_errors():
+            given = _settings_given(ctx)
+            # Settings typed on the command line win over the job files' (--device cpu for a job file's jobs).
+            jobs = [replace(j, config=replace(j.config, **{k: getattr(settings, k) for k in given}))
+                    for path in job for j in load_job_file(path)]
+            if inputs:
+                if output_dir is None:
+                    raise ConfigError("scenes given without -o/--output-dir; say where their masks go")
+                jobs.append(Job(name="cli", inputs=tuple(inputs), output_dir=output_dir, name_template=name,
+                                config=settings))
+            result = run_jobs(jobs, home=output_dir, force=force, parallel=parallel, log=log, summary=summary,
+                              stop=stop, report=None if quiet else _print_line,
+                              connect=_connector(cluster) if cluster is not None else None)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    code = stop["code"] or result.exit_code
-    result.exit_code = code
-    with user_errors():
-        write_summary(result, summary or home / SUMMARY_NAME)
-    for note in notes:
+    for note in result.notes:
         print(printable(f"geoseg: note: {note}"), file=sys.stderr)
-    print(json.dumps({"counts": result.counts, "exit_code": code, "summary": str(summary or home / SUMMARY_NAME)}),
+    print(json.dumps({"counts": result.counts, "exit_code": result.exit_code, "summary": result.files["summary"]}),
           file=sys.stderr)
-    raise typer.Exit(code)
+    raise typer.Exit(result.exit_code)
+
+
+def _connector(cluster: ClusterSpec) -> Callable[[ExitStack], SceneRunner]:
+    """Scenes as tasks on a dask cluster's workers (geoseg.cluster.scenes), connected inside the batch's log."""
+
+    def connect(stack: ExitStack) -> SceneRunner:
+        from geoseg.cluster.scenes import DaskScenes
+        from geoseg.cluster.workers import connect as connect_cluster
+
+        return DaskScenes(stack.enter_context(connect_cluster(cluster)))
+
+    return connect
 
 
 def _settings_given(ctx: typer.Context) -> set[str]:
@@ -116,13 +105,3 @@ def _print_line(r: SceneResult, finished: int, total: int) -> None:
     print(printable(f"[{finished}/{total}] {r.status:9} {r.input}: {detail}"), file=sys.stderr, flush=True)
     for warning in r.warnings:  # input sanity and other notes, as `geoseg run` prints them
         print(printable(f"    warning: {warning}"), file=sys.stderr, flush=True)
-
-
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{folder}: output folder cannot be created ({exc.strerror}); choose another") from None
-
-
-

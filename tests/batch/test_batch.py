@@ -174,3 +174,26 @@ def test_each_output_folder_gets_a_stac_collection_and_a_mosaic(tmp_path, model_
     for i in range(3):
         with rasterio.open(out / f"t{i}.mask.tif") as ds:
             np.testing.assert_array_equal(mosaic[:, 80 * i : 80 * (i + 1)], ds.read(1))
+
+
+def test_run_jobs_is_the_whole_batch_as_one_call(tmp_path, model_folder) -> None:
+    """What `geoseg batch` does, for a scheduler's script (workflows/slurm/geoseg_slurm.py): folders, log,
+    summary and the exit code, a stop's code winning over the scenes'."""
+    from geoseg.batch.jobs import Job
+    from geoseg.batch.session import Stop, run_jobs
+    from geoseg.config import RunConfig
+
+    inputs = scenes(tmp_path / "in", 2)
+    job = Job(name="j", inputs=tuple(map(str, inputs)), output_dir=tmp_path / "new" / "out",
+              config=RunConfig(model=str(model_folder), device="cpu"))
+    done = run_jobs([job])
+    assert done.exit_code == 0 and done.counts["done"] == 2
+    assert done.files == {"log": str(tmp_path / "new" / "out" / "geoseg-batch.jsonl"),
+                          "summary": str(tmp_path / "new" / "out" / "geoseg-batch-summary.json")}
+    assert json.loads(Path(done.files["summary"]).read_text())["counts"]["done"] == 2
+    stop = Stop()
+    stop.request(143)  # SIGTERM before anything ran: nothing starts, the code says why
+    stopped = run_jobs([job], force=True, stop=stop)
+    assert stopped.exit_code == 143 and stopped.counts["cancelled"] == 2
+    with pytest.raises(ConfigError, match="nothing to do"):
+        run_jobs([])

@@ -19,7 +19,7 @@ from pathlib import Path
 from dask_jobqueue import SLURMCluster
 from distributed import Client
 
-from geoseg.batch import EventLog, load_job_file, plan_tasks, run_batch, write_summary
+from geoseg.batch import load_job_file, run_jobs
 from geoseg.cluster.scenes import DaskScenes
 
 
@@ -39,14 +39,15 @@ def main() -> int:
                            job_extra_directives=["--gres=gpu:1"], job_script_prologue=prologue,
                            worker_extra_args=["--resources", "scene=1"], walltime="06:00:00")
     cluster.scale(jobs=args.jobs)
-    jobs = load_job_file(args.job_file)
-    tasks, notes = plan_tasks(jobs)
-    home = jobs[0].output_dir
-    with Client(cluster) as client:
+
+    def connect(stack):  # inside the batch's log: a cluster that never comes is written there
+        client = stack.enter_context(Client(cluster))
         client.wait_for_workers(1, timeout=1800)  # the queue may take a while
-        with EventLog(home / "geoseg-batch.jsonl") as log:
-            summary = run_batch(tasks, log=log, notes=notes, runner=DaskScenes(client))
-    write_summary(summary, home / "geoseg-batch-summary.json")
+        return DaskScenes(client)
+
+    # The batch's folders, log and summary (OUTPUT_DIR/geoseg-batch.jsonl, -summary.json) and exit code, as
+    # `geoseg batch --job` makes them.
+    summary = run_jobs(load_job_file(args.job_file), connect=connect)
     cluster.close()
     print(summary.counts, file=sys.stderr)
     return summary.exit_code
