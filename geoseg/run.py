@@ -27,7 +27,7 @@ from geoseg.engine.device import DeviceSession, resolve_device
 from geoseg.engine.input_band import InputBand
 from geoseg.engine.pipeline import ProgressFn, Tuning, WriteFn, default_workers, run_pipeline
 from geoseg.engine.predictor import Predictor
-from geoseg.engine.tile_decode import decode_plan, make_decoder
+from geoseg.engine.tile_decode import TileIndex, decode_plan, make_decoder
 from geoseg.errors import DeviceError, GeosegError, OutputError
 from geoseg.export.legend import write_pam, write_qml
 from geoseg.export.stac import mask_item
@@ -143,11 +143,12 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
         prepared = prepare_run(scene_path, output, config, model.card if model is not None else None,
                                vector=vector.path if vector is not None else None)
     device = resolve_device(config.device)
-    decode_plan(config.decode, prepared.scene, device)  # before the model loads: --decode gpu on a CPU fails at once
+    # Planned once, before the model loads: --decode gpu on a CPU fails at once.
+    tiles = decode_plan(config.decode, prepared.scene, device)
     with exclusive_output(prepared):
         loaded = model if model is not None else (loader or deferred_load)(prepared.model, config.trust_checkpoint)
         execution = execute(prepared, loaded, config, device, progress=progress, cancel=cancel, session=session,
-                            tuning=tuning)
+                            tuning=tuning, tiles=tiles)
         return with_vector(summarise(prepared, execution, config, time.perf_counter() - started), vector,
                            config.overwrite)
 
@@ -185,10 +186,12 @@ class VectorRequest:
 
 def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, device: torch.device, *,
             progress: ProgressFn | None = None, cancel: threading.Event | None = None,
-            session: DeviceSession | None = None, tuning: Tuning = Tuning()) -> Execution:
+            session: DeviceSession | None = None, tuning: Tuning = Tuning(),
+            tiles: TileIndex | None = None) -> Execution:
     """Run the network over ``prepared``'s scene on ``device`` and write its product
     (:func:`write_product`): the mask in ``config.output_format``, the probabilities if asked for, the
-    legend, style and STAC sidecars."""
+    legend, style and STAC sidecars. ``tiles`` is the scene's tile index where the device decodes it
+    (:func:`~geoseg.engine.tile_decode.decode_plan`, planned once by the caller), None for the CPU readers."""
     scene, layout, card = prepared.scene, prepared.layout, prepared.card
     session = session or DeviceSession.default()
     patches = layout.rows.count * layout.cols.count
@@ -213,7 +216,7 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
                                                     network_source=lambda: loaded.network)) as predictor:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        decoder = make_decoder(config.decode, scene, prepared.bands, device)
+        decoder = make_decoder(config.decode, tiles, scene, prepared.bands, device)
 
         def produce(write: WriteFn, overview_levels: int) -> np.ndarray:
             with network_stream(device, decoder, tuning):

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from geoseg.cli.errors import user_errors
+from geoseg.cli.options import json_option
 
 export = typer.Typer(help="Products from a finished mask: polygons, statistics.", no_args_is_help=True)
 
@@ -25,7 +26,7 @@ def vector(
     simplify: float = typer.Option(0.0, "--simplify", min=0, help="Simplify by this tolerance in map units, keeping "
                                    "shared edges shared (holds the layer in memory)."),
     overwrite: bool = typer.Option(False, help="Replace an existing output."),
-    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+    as_json: bool = json_option(),
 ) -> None:
     """Polygonise MASK window by window into one layer (class, name, area_m2), merging across windows."""
     from geoseg.export.vector import polygonize
@@ -48,7 +49,7 @@ def stats(
                                   "[default: its index]", show_default=False),
     output: Path | None = typer.Option(None, "-o", "--output", help="Also write the table as CSV.",
                                        show_default=False),
-    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+    as_json: bool = json_option(),
 ) -> None:
     """Per-class pixels, area (ha) and share of the valid area, for the whole mask or per region."""
     from geoseg.export.stats import mask_stats, write_table, zonal_stats

@@ -10,11 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 from geoseg.cli.errors import user_errors
+from geoseg.cli.options import json_option
 
 
 def info(
     scene: Path = typer.Argument(..., help="Input raster.", show_default=False),
-    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+    as_json: bool = json_option(),
 ) -> None:
     """Show size, bands, dtype, CRS, nodata and the built-in model that fits SCENE."""
     from geoseg.info import describe

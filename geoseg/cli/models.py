@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import typer
@@ -11,11 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 from geoseg.cli.errors import user_errors
+from geoseg.cli.options import json_option
 from geoseg.config import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, parse_bands
-from geoseg.errors import ConfigError, ModelError
+from geoseg.errors import ConfigError
 from geoseg.models.card import ModelCard, network_config
-from geoseg.models.registry import builtin_cards, get_card, load_model
-from geoseg.sensors import SENSORS, get_sensor
+from geoseg.models.registry import builtin_cards, get_card
+from geoseg.sensors import SENSORS
 
 models = typer.Typer(help="Models: the built-in ones, packages of your own (show, check, import), sensors.",
                      invoke_without_command=True)
@@ -23,14 +23,14 @@ models = typer.Typer(help="Models: the built-in ones, packages of your own (show
 
 @models.callback()
 def _default(ctx: typer.Context,
-             as_json: bool = typer.Option(False, "--json", help="Print the model cards as JSON.")) -> None:
+             as_json: bool = json_option()) -> None:
     """List the built-in models (pass a name to `geoseg run --model`; `auto` picks one per scene)."""
     if ctx.invoked_subcommand is None:
         list_models(as_json)
 
 
 @models.command("list")
-def list_models(as_json: bool = typer.Option(False, "--json", help="Print the model cards as JSON.")) -> None:
+def list_models(as_json: bool = json_option()) -> None:
     """List the built-in models."""
     with user_errors(as_json):
         cards = builtin_cards()
@@ -47,7 +47,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print the mo
 
 @models.command()
 def show(model: str = typer.Argument(..., help="A model package folder or a built-in name.", show_default=False),
-         as_json: bool = typer.Option(False, "--json", help="Print the card as JSON.")) -> None:
+         as_json: bool = json_option()) -> None:
     """Explain a model: its network, inputs and how they are scaled, classes, tiling."""
     with user_errors(as_json):
         card = get_card(model)
@@ -75,25 +75,12 @@ def show(model: str = typer.Argument(..., help="A model package folder or a buil
 def check(model: str = typer.Argument(..., help="A model package folder or a built-in name.", show_default=False),
           trust_checkpoint: bool = typer.Option(False, help="Allow a pickled checkpoint in the folder.")) -> None:
     """Load a model (every weight must fit) and run one patch through it on the CPU."""
-    import torch
+    from geoseg.models.check import check_model
 
     with user_errors():
-        started = time.perf_counter()
-        loaded = load_model(model, trust_checkpoint=trust_checkpoint)
-        card = loaded.card
-        patch = torch.zeros(1, card.in_channels, card.tile_size, card.tile_size)
-        with torch.inference_mode():
-            out = loaded.network(patch)
-        if not bool(torch.isfinite(out).all()):
-            raise ModelError(f"{model}: one {card.tile_size}-px patch gave NaN or infinite scores; the network's "
-                             f"weights or normalisation are broken: retrain it or export it again")
-        expected = (1, card.num_classes, card.tile_size, card.tile_size)
-        if tuple(out.shape) != expected:
-            raise ConfigError(f"{model}: one {card.tile_size}-px patch gave {tuple(out.shape)}, expected {expected}; "
-                              f"the card's tile size or classes do not fit the network")
-    params = sum(p.numel() for p in loaded.network.parameters())
-    Console().print(f"{model}: ok, {params / 1e6:.1f} M parameters, one {card.tile_size}-px patch -> "
-                    f"{card.num_classes} classes in {time.perf_counter() - started:.1f} s")
+        found = check_model(model, trust_checkpoint)
+    Console().print(f"{model}: ok, {found.parameters / 1e6:.1f} M parameters, one {found.card.tile_size}-px patch -> "
+                    f"{found.card.num_classes} classes in {found.seconds:.1f} s")
 
 
 @models.command("import")
@@ -129,23 +116,17 @@ def import_(
     from geoseg.models.importing import import_model, parse_classes
 
     with user_errors():
-        band_names, sensor_scale = None, None
-        if sensor is not None:
-            preset = get_sensor(sensor)
-            band_names, sensor_scale = preset.bands, preset.scale
-        if bands is not None:
-            band_names = tuple(str(b) for b in parse_bands(bands) or ())
         card = import_model(
-            source, output, bands=band_names, classes=parse_classes(classes), architecture=architecture,
-            encoder=encoder, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
-            scale=scale if scale is not None else sensor_scale, tile_size=tile_size, overlap=overlap,
-            resolution_m=resolution, trust_checkpoint=trust_checkpoint, overwrite=overwrite)
+            source, output, bands=tuple(str(b) for b in parse_bands(bands) or ()) if bands is not None else None,
+            sensor=sensor, classes=parse_classes(classes), architecture=architecture, encoder=encoder,
+            mean=_floats(mean, "--mean"), std=_floats(std, "--std"), scale=scale, tile_size=tile_size,
+            overlap=overlap, resolution_m=resolution, trust_checkpoint=trust_checkpoint, overwrite=overwrite)
     Console().print(f"{output}: model package written ({card.architecture} / {card.encoder}, "
                     f"{len(card.bands)} bands, {card.num_classes} classes); `geoseg models check {output}` tries it")
 
 
 @models.command()
-def sensors(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+def sensors(as_json: bool = json_option()) -> None:
     """The sensor presets `--sensor` takes: band order, wavelengths, scaling."""
     if as_json:
         print(json.dumps({n: {"description": s.description, "bands": s.bands, "wavelengths_um": s.wavelengths_um,

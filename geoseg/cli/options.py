@@ -22,6 +22,12 @@ from geoseg.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def json_option() -> Any:
+    """``--json``, the same for every command: the result (or the error) as JSON on stdout, for scripts."""
+    return typer.Option(False, "--json", help="Print the result as JSON on stdout (an error as {\"error\", "
+                        "\"exit_code\"}).")
+
 def with_run_settings(command: F) -> F:
     """Add every setting of RunConfig to ``command``'s options; it receives them as ``settings``."""
     signature = inspect.signature(command)

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from geoseg.cli.errors import printable, user_errors
-from geoseg.cli.options import cluster_options, with_run_settings
+from geoseg.cli.options import cluster_options, json_option, with_run_settings
 from geoseg.config import RunConfig
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def run(
     output: Path | None = typer.Option(None, "-o", "--output", help="Mask file [default: SCENE.mask.tif]"),
     overwrite: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    as_json: bool = json_option(),
     vector: Path | None = typer.Option(None, "--vector", help="Also polygonise the mask into this layer "
                                        "(.gpkg, .fgb, .parquet, .geojson).", show_default=False),
     min_area: float = typer.Option(0.0, "--min-area", min=0, help="With --vector: sieve regions smaller than this "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -13,8 +12,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from geoseg.cli.errors import user_errors
+from geoseg.cli.options import json_option
 from geoseg.config import parse_bands
-from geoseg.errors import ConfigError, OutputError
 
 
 def _classes(spec: str | None) -> list | dict | None:
@@ -55,15 +54,13 @@ def train(
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="Go on from OUTPUT.train/checkpoint.pt."),
     overwrite: bool = typer.Option(False, help="Replace an existing package."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    as_json: bool = json_option(),
 ) -> None:
     """Train an smp network on labelled images and write a model package `geoseg run --model` uses."""
     from geoseg.train.trainer import TrainConfig
     from geoseg.train.trainer import train as run_training
 
     with user_errors(as_json):
-        if chip_size % 32:
-            raise ConfigError(f"--chip-size {chip_size}: must be a multiple of 32")
         config = TrainConfig(architecture=architecture, encoder=encoder, init=init, epochs=epochs,
                              batch_size=batch_size, chip_size=chip_size, chips_per_epoch=chips_per_epoch,
                              learning_rate=learning_rate, val_share=val_share, patience=patience, device=device,
@@ -112,7 +109,7 @@ def evaluate(
     label_field: str = typer.Option("class", help="Field of vector labels that holds the class."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Also write the per-class table as CSV.",
                                        show_default=False),
-    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+    as_json: bool = json_option(),
 ) -> None:
     """Confusion matrix, overall accuracy, kappa, per-class IoU / F1 of MASK against LABELS."""
     from geoseg.train.evaluate import evaluate_mask
@@ -120,14 +117,10 @@ def evaluate(
     with user_errors(as_json):
         result = evaluate_mask(mask, labels, _classes(classes), label_field).to_dict()
         if output is not None:
-            try:
-                with output.open("w", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=list(result["classes"][0]))
-                    writer.writeheader()
-                    writer.writerows(result["classes"])
-            except OSError as exc:
-                raise OutputError(f"{output}: cannot be written ({exc.strerror}); choose a writable path with "
-                                  f"-o") from None
+            from geoseg.export.stats import write_csv
+
+            header = list(result["classes"][0])
+            write_csv(output, header, [[row[k] for k in header] for row in result["classes"]])
     if as_json:
         print(json.dumps(result, indent=2))
         return

@@ -373,9 +373,10 @@ def decode_plan(mode: str, scene: SceneInfo, device: torch.device) -> TileIndex 
     return index
 
 
-def make_decoder(mode: str, scene: SceneInfo, bands: tuple[int, ...], device: torch.device) -> TileDecoder | None:
-    """The device decoder ``--decode mode`` asks for on ``scene`` (:func:`decode_plan`), or None."""
-    index = decode_plan(mode, scene, device)
+def make_decoder(mode: str, index: TileIndex | None, scene: SceneInfo, bands: tuple[int, ...],
+                 device: torch.device) -> TileDecoder | None:
+    """The device decoder of ``scene`` under ``--decode mode``, from the tile index :func:`decode_plan` chose
+    (None: the CPU readers decode, and there is no device decoder)."""
     if index is None:
         return None
     return TileDecoder(index, bands, device, nodata_value(scene), "gpu" if mode == "auto" else mode)

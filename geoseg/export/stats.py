@@ -167,15 +167,19 @@ def _open(mask: Path) -> rasterio.io.DatasetReader:
 
 def write_table(rows: list[dict[str, Any]], path: Path) -> None:
     """CSV of statistics rows (one line per class, and per region where there are regions)."""
+    write_csv(path, ["region", "value", "name", "pixels", "area_ha", "share"],
+              [[row.get("region", ""), s["value"], s["name"], s["pixels"], s["area_ha"], s["share"]]
+               for row in rows for s in row["classes"]])
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    """A CSV file of ``header`` and ``rows``; a file that cannot be written is an :class:`OutputError`."""
     import csv
 
     try:
         with path.open("w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["region", "value", "name", "pixels", "area_ha", "share"])
-            for row in rows:
-                for s in row["classes"]:
-                    writer.writerow([row.get("region", ""), s["value"], s["name"], s["pixels"], s["area_ha"],
-                                     s["share"]])
+            writer.writerow(header)
+            writer.writerows(rows)
     except OSError as exc:
-        raise OutputError(f"{path}: cannot be written ({exc.strerror}); choose another path") from None
+        raise OutputError(f"{path}: cannot be written ({exc.strerror}); choose a writable path with -o") from None

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from geoseg.models.architectures import ARCHITECTURES, build_network
     from geoseg.models.card import ClassInfo, ModelCard, Scaling
+    from geoseg.models.check import ModelCheck, check_model
     from geoseg.models.registry import BUILTIN_MODELS, LoadedModel, builtin_cards, get_card, load_model
 
 _LAZY = {
@@ -18,11 +19,11 @@ _LAZY = {
     "ClassInfo": "geoseg.models.card", "ModelCard": "geoseg.models.card", "Scaling": "geoseg.models.card",
     "BUILTIN_MODELS": "geoseg.models.registry", "LoadedModel": "geoseg.models.registry",
     "builtin_cards": "geoseg.models.registry", "get_card": "geoseg.models.registry",
-    "load_model": "geoseg.models.registry",
+    "load_model": "geoseg.models.registry", "check_model": "geoseg.models.check", "ModelCheck": "geoseg.models.check",
 }
 
-__all__ = ["ARCHITECTURES", "BUILTIN_MODELS", "ClassInfo", "LoadedModel", "ModelCard", "Scaling", "build_network",
-           "builtin_cards", "get_card", "load_model"]
+__all__ = ["ARCHITECTURES", "BUILTIN_MODELS", "ClassInfo", "LoadedModel", "ModelCard", "ModelCheck", "Scaling",
+           "build_network", "builtin_cards", "check_model", "get_card", "load_model"]
 
 
 def __getattr__(name: str) -> Any:

@@ -27,6 +27,7 @@ from geoseg.models.card import ClassInfo, ModelCard, Scaling, check_class_name, 
 from geoseg.models.package import SMP_CONFIG, WEIGHTS_FILE, folder_layout, read_card, save_package
 from geoseg.models.registry import weights_file
 from geoseg.models.weights import read_checkpoint, read_tensors, read_torchscript, state_dict_of
+from geoseg.sensors import get_sensor
 from geoseg.textfiles import load_yaml, read_text
 
 #: TorchGeo's ``SemanticSegmentationTask(model=...)`` names, and lower-case smp names, to smp classes.
@@ -195,9 +196,14 @@ def import_model(source: Path, output: Path, *, bands: Sequence[str] | None = No
                  encoder: str | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  scale: float | None = None, tile_size: int | None = None, overlap: int | None = None,
                  resolution_m: float | None = None, name: str | None = None, trust_checkpoint: bool = False,
-                 overwrite: bool = False) -> ModelCard:
+                 overwrite: bool = False, sensor: str | None = None) -> ModelCard:
     """Write a model package at ``output`` from ``source``; what the source does not say comes from the
-    arguments (the arguments win where both do). Returns the package's card."""
+    arguments (the arguments win where both do). ``sensor`` (a preset's name) gives the bands and the
+    scaling where ``bands`` and ``scale`` do not. Returns the package's card."""
+    if sensor is not None:
+        preset = get_sensor(sensor)
+        bands = bands if bands is not None else preset.bands
+        scale = scale if scale is not None else preset.scale
     found = read_source(source, trust_checkpoint)
     network = dict(found.network)
     if architecture:

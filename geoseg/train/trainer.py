@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from geoseg.bands import BAND_ALIASES, band_matches, match_bands
-from geoseg.config import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
+from geoseg.config import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, TILE_MULTIPLE
 from geoseg.engine.device import resolve_device
 from geoseg.errors import ConfigError, ModelError, OutputError
 from geoseg.io.scene import open_scene
@@ -64,6 +64,11 @@ class TrainConfig:
     scale: float | None = None
     seed: int = 0
     name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.chip_size < TILE_MULTIPLE or self.chip_size % TILE_MULTIPLE:
+            raise ConfigError(f"--chip-size {self.chip_size}: must be a positive multiple of {TILE_MULTIPLE} (the "
+                              f"U-Net halves it 5 times)")
 
 
 @dataclass

@@ -170,7 +170,8 @@ def test_run_with_device_decoding_gives_the_same_mask(tmp_path: Path, monkeypatc
     segment_scene(path, tmp_path / "cpu.tif", config, model=model, tuning=tuning)
     made: list[TileDecoder] = []
 
-    def host_decoder(decode, scene, bands, device):
+    def host_decoder(decode, planned, scene, bands, device):
+        assert planned is None  # a CPU run: decode_plan gave the CPU readers
         index = tile_index(scene)
         made.append(TileDecoder(index, bands, device, scene.nodata, mode, inflater=HostInflater(index.codec),
                                 batch_tiles=5))
@@ -200,13 +201,14 @@ def test_files_gdal_keeps(tmp_path: Path, make_tif) -> None:
 
 def test_decode_modes_on_a_cpu(tmp_path: Path) -> None:
     scene = open_scene(write(tmp_path / "s.tif", values("uint16", (2, 64, 64))))
-    assert make_decoder("auto", scene, (1, 2), CPU) is None  # auto on a CPU: the CPU readers
-    assert make_decoder("cpu", scene, (1, 2), CPU) is None
+    assert decode_plan("auto", scene, CPU) is None  # auto on a CPU: the CPU readers
+    assert decode_plan("cpu", scene, CPU) is None
     with pytest.raises(ConfigError, match=r"s\.tif: --decode gpu cannot be used: the device is cpu, not a CUDA GPU; "):
-        make_decoder("gpu", scene, (1, 2), CPU)
+        decode_plan("gpu", scene, CPU)
     lzw = open_scene(write(tmp_path / "lzw.tif", values("uint16", (2, 64, 64)), compress="lzw"))
     with pytest.raises(ConfigError, match="the file is LZW-compressed"):
-        make_decoder("hybrid", lzw, (1, 2), CPU)
+        decode_plan("hybrid", lzw, CPU)
+    assert make_decoder("cpu", None, scene, (1, 2), CPU) is None
 
 
 def test_auto_decodes_on_the_gpu_where_it_can_and_quietly_on_the_cpu_elsewhere(tmp_path: Path, monkeypatch) -> None:
