@@ -1,17 +1,7 @@
 """geoseg: segment large satellite and aerial GeoTIFFs into seamless georeferenced masks.
 
-The package is layered; each folder is a subsystem and imports only from the layers below it
-(tests/test_layout.py keeps it so)::
-
-    errors, version, config,         what every layer may name (textfiles: users' text files, read bounded)
-    textfiles
-    models/   io/                    model cards and networks; scenes, masks and records on disk
-    engine/   export/                plan, device session, input band, blender, pipeline; legend, stats,
-                                     vectors, STAC
-    bands, prepare, run, info, array one run, from a path (or a dask / xarray array) to a result
-    batch/                           many runs, jobs, claims and resume
-    cluster/                         dask.distributed: scenes and row bands on workers
-    cli/                             the command line over all of the above
+The package is layered: each folder is a subsystem and imports only from the layers below it. The one
+picture of the layers is docs/architecture.md (tests/test_layout.py checks it against the code).
 """
 
 from __future__ import annotations

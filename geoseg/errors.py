@@ -1,7 +1,7 @@
 """The errors geoseg raises for things a user can fix, each with its CLI exit code.
 
 Every message names what was received, what is allowed and how to fix it, on one line. The CLI
-maps these classes to a message and an exit code in one place (``geoseg.cli.app``); anything
+maps these classes to a message and an exit code in one place (``geoseg.cli.errors``); anything
 else is a bug and is reported as such.
 """
 
@@ -54,7 +54,7 @@ class Cancelled(Exception):
     """A run was asked to stop (a signal in ``geoseg batch``); nothing was left at the output path."""
 
 
-#: Exit codes that belong to no error class (README.md's table lists them all): a finished command,
+#: Exit codes that belong to no error class (docs/errors.md's table lists them all): a finished command,
 #: a bug or a batch with failed scenes, and the signals that stopped it (128 + the signal's number).
 EXIT_OK = 0
 EXIT_FAILED = 1

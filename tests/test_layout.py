@@ -1,7 +1,8 @@
 """The house: geoseg's modules import only from their own layer or the layers below, never in a circle.
 
-Layers, lowest first (geoseg/__init__.py draws the same picture). Every import counts, also those
-inside functions and under ``TYPE_CHECKING``: a circle there is still a circle for a reader.
+Layers, lowest first (docs/architecture.md draws them, and the test below checks that picture). Every
+import counts, also those inside functions and under ``TYPE_CHECKING``: a circle there is still a circle
+for a reader.
 """
 
 from __future__ import annotations
@@ -118,3 +119,41 @@ def test_every_module_has_a_docstring_saying_what_it_holds() -> None:
     missing = [m for m, p in MODULES.items()
                if p.name != "__main__.py" and not ast.get_docstring(ast.parse(p.read_text()))]
     assert not missing, f"modules without a docstring: {missing}"
+
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def _text_blocks(path: Path) -> list[str]:
+    parts = path.read_text().split("```text\n")
+    return [p.split("```", 1)[0] for p in parts[1:]]
+
+
+def test_the_documented_layer_picture_is_the_one_the_code_follows() -> None:
+    picture, files = _text_blocks(ARCHITECTURE)[:2]
+    drawn = []
+    for line in picture.splitlines():
+        names = line.split(":", 1)[1].split("  ")[0].split()
+        drawn.append({"geoseg." + n.removesuffix("/").removesuffix(".py") for n in names})
+    assert drawn == [set(prefixes) for prefixes in LAYERS]
+    listed = {f"{folder.removesuffix('/')}.{name.removesuffix('.py')}" if folder.endswith("/") else
+              name.removesuffix(".py")
+              for folder, names in _file_map(files) for name in names}
+    modules = {m.removeprefix("geoseg.") for m, p in MODULES.items() if p.name not in ("__init__.py", "__main__.py")}
+    assert modules == listed, f"missing from the map: {sorted(modules - listed)}; not: {sorted(listed - modules)}"
+
+
+def _file_map(block: str) -> list[tuple[str, list[str]]]:
+    """``(folder, modules)`` of the "where is what" block (folder "" for top-level modules)."""
+    rows: list[tuple[str, list[str]]] = []
+    for line in block.splitlines()[1:]:
+        words = line.split()
+        if not words:
+            continue
+        if words[0].endswith("/"):
+            rows.append((words[0], words[1:]))
+        elif line.startswith("             ") and rows:  # a folder's list going on
+            rows[-1][1].extend(words)
+        else:
+            rows.append(("", words))
+    return rows
