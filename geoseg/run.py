@@ -7,20 +7,17 @@ written) and :func:`summarise` (the :class:`RunSummary` the CLI prints).
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack, closing, nullcontext
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import torch
 
-from geoseg.config import RESULT_SETTINGS, RunConfig
+from geoseg.config import RunConfig
 from geoseg.engine.backends import EXPORTED, cached_export, resolve_backend
 from geoseg.engine.blender import Blender
 from geoseg.engine.device import DeviceSession, resolve_device
@@ -28,27 +25,15 @@ from geoseg.engine.input_band import InputBand
 from geoseg.engine.pipeline import ProgressFn, Tuning, WriteFn, default_workers, run_pipeline
 from geoseg.engine.predictor import Predictor
 from geoseg.engine.tile_decode import TileIndex, decode_plan, make_decoder
-from geoseg.errors import DeviceError, GeosegError, OutputError
-from geoseg.export.legend import write_pam, write_qml
-from geoseg.export.stac import mask_item
-from geoseg.export.stats import ClassStat, class_table, pixel_area_m2
+from geoseg.errors import DeviceError
+from geoseg.export.product import write_product
 from geoseg.export.vector import polygonize
-from geoseg.io.integrity import TiffErrors, write_text
 from geoseg.io.outputs import OutputLock
-from geoseg.io.overviews import OverviewPyramid, level_key, overview_vrt
 from geoseg.io.record import RECORD_TAG, encode, make_record
-from geoseg.io.scene import SceneInfo, WindowReader
+from geoseg.io.scene import WindowReader
 from geoseg.io.writing import (
     NODATA,
-    ProductPaths,
-    RasterSpec,
-    Staging,
-    StripWriter,
     clean_leftovers,
-    finish,
-    get_format,
-    mask_spec,
-    probability_spec,
 )
 from geoseg.models import LoadedModel, load_model
 from geoseg.prepare import PreparedRun, prepare_run
@@ -235,7 +220,9 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
                                   f"scene's width and --block-size); use a smaller --block-size") from None
             return blender.counts.cpu().numpy()
 
-        product = write_product(prepared, config, mask_tags(prepared, loaded.identity, config), produce)
+        assert prepared.output is not None
+        product = write_product(scene, card, prepared.output, config, mask_tags(prepared, loaded.identity, config),
+                                produce)
         return Execution(
             counts=product.counts, device=str(device), precision=predictor.precision, backend=predictor.backend,
             batch_size=predictor.batch_size, model_seconds=predictor.model_seconds, patches=predictor.patches,
@@ -254,117 +241,6 @@ def network_stream(device: torch.device, decoder: object | None, tuning: Tuning)
     stream = torch.cuda.Stream(device, priority=tuning.network_priority)
     stream.wait_stream(torch.cuda.current_stream(device))
     return torch.cuda.stream(stream)
-
-
-#: Makes a scene's strips and hands them to ``write`` (:data:`geoseg.engine.pipeline.WriteFn`) in order,
-#: with up to the given number of overview levels (:func:`geoseg.io.overviews.level_key`; at least the first
-#: when that number is not 0); returns the pixels per label value (classes and NODATA).
-Producer = Callable[[WriteFn, int], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Product:
-    """What :func:`write_product` wrote."""
-
-    counts: np.ndarray
-    finish_seconds: float
-    class_stats: list[dict]
-    files: dict[str, str]
-
-
-def write_product(prepared: PreparedRun, config: RunConfig, tags: dict[str, str], produce: Producer) -> Product:
-    """Write the product of ``prepared``'s scene from the strips ``produce`` makes: the mask in
-    ``config.output_format`` (a COG's overviews built as strips arrive), the probabilities if asked for, the
-    legend, style and STAC sidecars. Nothing appears at the final paths until all of it is complete
-    (:class:`geoseg.io.writing.Staging`). The file engine (:func:`execute`) and a cluster's row bands
-    (:mod:`geoseg.cluster.split`) both write through here."""
-    scene, card = prepared.scene, prepared.card
-    assert prepared.output is not None
-    fmt = get_format(config.output_format)
-    paths = ProductPaths.of(prepared.output)
-    rasters = [(paths.mask, mask_spec(card, tags))]
-    if config.probabilities is not None:
-        rasters.append((paths.probabilities, probability_spec(card, config.probabilities == "top", tags)))
-    tiff_errors = TiffErrors.mark()
-    with Staging() as staging:
-        working = {final: staging.scratch(final, "work") if fmt.finish else staging.stage(final)
-                   for final, _ in rasters}
-        levels: list[Path] = []
-        with _gdal_cache(), ExitStack() as open_writers:
-            writers = [open_writers.enter_context(StripWriter(working[final], scene, spec, fmt, final))
-                       for final, spec in rasters]
-
-            def open_level(k: int, grid: SceneInfo) -> Callable[[int, np.ndarray], None]:
-                levels.append(staging.scratch(paths.mask, f"overview{k}"))
-                level = StripWriter(levels[-1], grid, RasterSpec(1, "uint8", NODATA), fmt, paths.mask)
-                return open_writers.enter_context(level).write
-
-            # A COG's mask overviews are built from the strips as they are written (geoseg.io.overviews).
-            pyramid = OverviewPyramid(scene, NODATA, open_level) if fmt.finish is not None else None
-
-            def write(row0: int, strips: dict[str, np.ndarray]) -> None:
-                writers[0].write(row0, strips["labels"])
-                if pyramid is not None:
-                    pyramid.add_levels([strips[level_key(k)] for k in range(1, len(pyramid.grids) + 1)
-                                        if level_key(k) in strips])
-                if "probabilities" in strips:
-                    writers[1].write(row0, strips["probabilities"])
-
-            try:
-                counts = produce(write, len(pyramid.grids) if pyramid is not None else 0)
-            except GeosegError:
-                raise
-            except OSError as exc:
-                raise OutputError(f"{prepared.output}: writing failed ({exc}); check free space and "
-                                  f"permissions") from None
-            if pyramid is not None:
-                pyramid.close()
-        TiffErrors.check(tiff_errors, paths.mask)  # the working files' writes, before they are read again
-        if pyramid is not None:  # the mask's source for the COG driver: the working file with its overviews
-            mask_spec_ = rasters[0][1]
-            vrt = staging.scratch(paths.mask, "vrt")
-            write_text(vrt, overview_vrt(working[paths.mask], levels, scene, NODATA, mask_spec_.colormap,
-                                         mask_spec_.tags, "class"), paths.mask)
-            working[paths.mask] = vrt
-        with _gdal_cache():
-            finishing = sum(finish(fmt, working[final], staging.stage(final), spec, final) for final, spec in rasters
-                            if fmt.finish is not None)
-        stats = class_table(card.classes, counts, counts * scene_pixel_area(scene))
-        write_sidecars(staging, paths, prepared, config, stats, counts)
-        TiffErrors.check(tiff_errors, paths.mask)  # a write libtiff failed but GDAL did not report
-        staging.publish(last=paths.mask, overwrite=config.overwrite)
-    return Product(counts=counts, finish_seconds=round(finishing, 3), class_stats=[vars(s) for s in stats],
-                   files={"mask": str(paths.mask), "style": str(paths.style), "stac": str(paths.stac),
-                          "legend": str(paths.legend),
-                          **({"probabilities": str(paths.probabilities)} if config.probabilities else {})})
-
-
-def scene_pixel_area(scene: SceneInfo) -> float:
-    """Ground area of one scene pixel in m² (on a geographic grid: at the scene's middle row)."""
-    return float(np.ravel(pixel_area_m2(scene.crs, scene.transform, np.array([scene.height // 2])))[0])
-
-
-def write_sidecars(staging: Staging, paths: ProductPaths, prepared: PreparedRun, config: RunConfig,
-                   stats: list[ClassStat], counts: np.ndarray) -> None:
-    """The legend (GDAL's PAM sidecar), the QGIS style and the STAC Item of a mask, staged for publishing."""
-    scene, card = prepared.scene, prepared.card
-    sidecars = {"style": paths.style, "legend": paths.legend}
-    if config.probabilities is not None:
-        sidecars["probabilities"] = paths.probabilities
-    item = mask_item(paths.mask, crs=scene.crs, transform=scene.transform, width=scene.width, height=scene.height,
-                     pixel_size_m=scene.pixel_size_m, classes=card.classes, stats=stats, nodata=NODATA,
-                     fmt=config.output_format, source=scene.path, sidecars=sidecars,
-                     properties={"geoseg:model": card.name, "geoseg:model_description": card.description,
-                                 "geoseg:version": __version__,
-                                 "geoseg:settings": {k: v for k, v in asdict(config).items() if k in RESULT_SETTINGS
-                                                     and v is not None and not callable(v)}})
-    try:
-        write_pam(staging.stage(paths.legend), card.classes, counts)
-        write_qml(staging.stage(paths.style), card.classes)
-        staging.stage(paths.stac).write_text(json.dumps(item, indent=2, default=str) + "\n")
-    except OSError as exc:
-        raise OutputError(f"{paths.mask}: its sidecar files cannot be written ({exc.strerror}); check free space "
-                          f"and permissions") from None
 
 
 def mask_tags(prepared: PreparedRun, identity: str, config: RunConfig) -> dict[str, str]:
@@ -397,13 +273,3 @@ def summarise(prepared: PreparedRun, execution: Execution, config: RunConfig, se
         finish_seconds=execution.finish_seconds, class_stats=execution.class_stats, files=execution.files,
         warnings=notes,
     )
-
-
-#: GDAL's block cache for a run, in bytes. Its default (5 % of RAM) fills up over a large scene and
-#: reads as memory growing with the scene; each window is decoded once, so a small cache loses nothing.
-GDAL_CACHE_BYTES = 256 * 2**20
-
-
-def _gdal_cache() -> rasterio.Env:
-    """A bounded GDAL block cache, unless the user set ``GDAL_CACHEMAX`` themselves."""
-    return rasterio.Env() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)

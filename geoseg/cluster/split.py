@@ -4,7 +4,7 @@ The scene is cut into full-width bands of rows. Each band is a dask task that co
 with the region engine (:func:`geoseg.engine.region.label_region`: every patch of the global grid that
 reaches the band, its halo read from the file), so the labels are bit-identical to a one-process run.
 This process is the one writer: it takes the bands in order as they finish and streams them through
-:func:`geoseg.run.write_product`, which writes the mask atomically with its overviews and sidecars.
+:func:`geoseg.export.product.write_product`, which writes the mask atomically with its overviews and sidecars.
 
 What it costs: the patches of the one or two patch rows that reach two bands are predicted by both
 (benchmarks/RESULTS.md section 10); the labels travel from workers to the writer (1 byte a pixel).
@@ -26,6 +26,7 @@ from geoseg.config import RunConfig
 from geoseg.engine.pipeline import ProgressFn, WriteFn
 from geoseg.engine.plan import Box
 from geoseg.errors import ConfigError
+from geoseg.export.product import write_product
 from geoseg.io.overviews import level_key
 from geoseg.io.writing import OUTPUT_TILE
 from geoseg.models.card import ModelCard
@@ -39,7 +40,6 @@ from geoseg.run import (
     mask_tags,
     summarise,
     with_vector,
-    write_product,
 )
 
 #: Scene pixels of one band at most (its labels, input and blend sums are held by one worker).
@@ -125,8 +125,9 @@ def _segment_on(client: Any, prepared: PreparedRun, config: RunConfig, rows: int
         return counts
 
     try:
-        product = write_product(prepared, config, mask_tags(prepared, model_identity(prepared.model,
-                                                                                     config.trust_checkpoint), config),
+        assert prepared.output is not None
+        product = write_product(scene, prepared.card, prepared.output, config,
+                                mask_tags(prepared, model_identity(prepared.model, config.trust_checkpoint), config),
                                 produce)
     finally:
         client.cancel([f for f in futures if not f.done()])

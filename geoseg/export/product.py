@@ -1,0 +1,160 @@
+"""The product of a run, written: the mask in its format, its probabilities, legend, style and STAC Item,
+all staged and published together (:func:`write_product`).
+
+The file engine (:func:`geoseg.run.execute`) and a cluster's row bands (:mod:`geoseg.cluster.split`) hand
+their strips to the same writer; what happens around it (planning, the network, the summary) is
+:mod:`geoseg.run`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from geoseg.config import RESULT_SETTINGS, RunConfig
+from geoseg.engine.pipeline import WriteFn
+from geoseg.errors import GeosegError, OutputError
+from geoseg.export.legend import write_pam, write_qml
+from geoseg.export.stac import mask_item
+from geoseg.export.stats import ClassStat, class_table, pixel_area_m2
+from geoseg.io.integrity import TiffErrors, write_text
+from geoseg.io.overviews import OverviewPyramid, level_key, overview_vrt
+from geoseg.io.scene import SceneInfo
+from geoseg.io.writing import (
+    NODATA,
+    ProductPaths,
+    RasterSpec,
+    Staging,
+    StripWriter,
+    finish,
+    get_format,
+    mask_spec,
+    probability_spec,
+)
+from geoseg.models.card import ModelCard
+from geoseg.version import __version__
+
+#: Makes a scene's strips and hands them to ``write`` (:data:`geoseg.engine.pipeline.WriteFn`) in order,
+#: with up to the given number of overview levels (:func:`geoseg.io.overviews.level_key`; at least the first
+#: when that number is not 0); returns the pixels per label value (classes and NODATA).
+Producer = Callable[[WriteFn, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Product:
+    """What :func:`write_product` wrote."""
+
+    counts: np.ndarray
+    finish_seconds: float
+    class_stats: list[dict]
+    files: dict[str, str]
+
+
+def write_product(scene: SceneInfo, card: ModelCard, output: Path, config: RunConfig, tags: dict[str, str],
+                  produce: Producer) -> Product:
+    """Write the product of ``scene`` at ``output`` from the strips ``produce`` makes: the mask in
+    ``config.output_format`` (a COG's overviews built as strips arrive), the probabilities if asked for, the
+    legend, style and STAC sidecars. Nothing appears at the final paths until all of it is complete
+    (:class:`geoseg.io.writing.Staging`). The file engine (:func:`geoseg.run.execute`) and a cluster's row
+    bands (:mod:`geoseg.cluster.split`) both write through here."""
+    fmt = get_format(config.output_format)
+    paths = ProductPaths.of(output)
+    rasters = [(paths.mask, mask_spec(card, tags))]
+    if config.probabilities is not None:
+        rasters.append((paths.probabilities, probability_spec(card, config.probabilities == "top", tags)))
+    tiff_errors = TiffErrors.mark()
+    with Staging() as staging:
+        working = {final: staging.scratch(final, "work") if fmt.finish else staging.stage(final)
+                   for final, _ in rasters}
+        levels: list[Path] = []
+        with gdal_cache(), ExitStack() as open_writers:
+            writers = [open_writers.enter_context(StripWriter(working[final], scene, spec, fmt, final))
+                       for final, spec in rasters]
+
+            def open_level(k: int, grid: SceneInfo) -> Callable[[int, np.ndarray], None]:
+                levels.append(staging.scratch(paths.mask, f"overview{k}"))
+                level = StripWriter(levels[-1], grid, RasterSpec(1, "uint8", NODATA), fmt, paths.mask)
+                return open_writers.enter_context(level).write
+
+            # A COG's mask overviews are built from the strips as they are written (geoseg.io.overviews).
+            pyramid = OverviewPyramid(scene, NODATA, open_level) if fmt.finish is not None else None
+
+            def write(row0: int, strips: dict[str, np.ndarray]) -> None:
+                writers[0].write(row0, strips["labels"])
+                if pyramid is not None:
+                    pyramid.add_levels([strips[level_key(k)] for k in range(1, len(pyramid.grids) + 1)
+                                        if level_key(k) in strips])
+                if "probabilities" in strips:
+                    writers[1].write(row0, strips["probabilities"])
+
+            try:
+                counts = produce(write, len(pyramid.grids) if pyramid is not None else 0)
+            except GeosegError:
+                raise
+            except OSError as exc:
+                raise OutputError(f"{output}: writing failed ({exc}); check free space and "
+                                  f"permissions") from None
+            if pyramid is not None:
+                pyramid.close()
+        TiffErrors.check(tiff_errors, paths.mask)  # the working files' writes, before they are read again
+        if pyramid is not None:  # the mask's source for the COG driver: the working file with its overviews
+            mask_spec_ = rasters[0][1]
+            vrt = staging.scratch(paths.mask, "vrt")
+            write_text(vrt, overview_vrt(working[paths.mask], levels, scene, NODATA, mask_spec_.colormap,
+                                         mask_spec_.tags, "class"), paths.mask)
+            working[paths.mask] = vrt
+        with gdal_cache():
+            finishing = sum(finish(fmt, working[final], staging.stage(final), spec, final) for final, spec in rasters
+                            if fmt.finish is not None)
+        stats = class_table(card.classes, counts, counts * scene_pixel_area(scene))
+        write_sidecars(staging, paths, scene, card, config, stats, counts)
+        TiffErrors.check(tiff_errors, paths.mask)  # a write libtiff failed but GDAL did not report
+        staging.publish(last=paths.mask, overwrite=config.overwrite)
+    return Product(counts=counts, finish_seconds=round(finishing, 3), class_stats=[vars(s) for s in stats],
+                   files={"mask": str(paths.mask), "style": str(paths.style), "stac": str(paths.stac),
+                          "legend": str(paths.legend),
+                          **({"probabilities": str(paths.probabilities)} if config.probabilities else {})})
+
+
+def scene_pixel_area(scene: SceneInfo) -> float:
+    """Ground area of one scene pixel in m² (on a geographic grid: at the scene's middle row)."""
+    return float(np.ravel(pixel_area_m2(scene.crs, scene.transform, np.array([scene.height // 2])))[0])
+
+
+def write_sidecars(staging: Staging, paths: ProductPaths, scene: SceneInfo, card: ModelCard, config: RunConfig,
+                   stats: list[ClassStat], counts: np.ndarray) -> None:
+    """The legend (GDAL's PAM sidecar), the QGIS style and the STAC Item of a mask, staged for publishing."""
+    sidecars = {"style": paths.style, "legend": paths.legend}
+    if config.probabilities is not None:
+        sidecars["probabilities"] = paths.probabilities
+    item = mask_item(paths.mask, crs=scene.crs, transform=scene.transform, width=scene.width, height=scene.height,
+                     pixel_size_m=scene.pixel_size_m, classes=card.classes, stats=stats, nodata=NODATA,
+                     fmt=config.output_format, source=scene.path, sidecars=sidecars,
+                     properties={"geoseg:model": card.name, "geoseg:model_description": card.description,
+                                 "geoseg:version": __version__,
+                                 "geoseg:settings": {k: v for k, v in asdict(config).items() if k in RESULT_SETTINGS
+                                                     and v is not None and not callable(v)}})
+    try:
+        write_pam(staging.stage(paths.legend), card.classes, counts)
+        write_qml(staging.stage(paths.style), card.classes)
+        staging.stage(paths.stac).write_text(json.dumps(item, indent=2, default=str) + "\n")
+    except OSError as exc:
+        raise OutputError(f"{paths.mask}: its sidecar files cannot be written ({exc.strerror}); check free space "
+                          f"and permissions") from None
+
+
+#: GDAL's block cache for a run, in bytes. Its default (5 % of RAM) fills up over a large scene and
+#: reads as memory growing with the scene; each window is decoded once, so a small cache loses nothing.
+GDAL_CACHE_BYTES = 256 * 2**20
+
+
+def gdal_cache() -> rasterio.Env:
+    """A bounded GDAL block cache, unless the user set ``GDAL_CACHEMAX`` themselves."""
+    return rasterio.Env() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
