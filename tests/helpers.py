@@ -5,6 +5,7 @@ Imported by tests as ``from tests.helpers import ...``; the fixtures that use th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +14,9 @@ import rasterio
 import torch
 from affine import Affine
 from rasterio.crs import CRS
+from typer.testing import CliRunner
 
+from geoseg.cli.app import app
 from geoseg.models import ClassInfo, ModelCard
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -107,3 +110,141 @@ def varied_unet_package(folder: Path, tile: int = 64, overlap: int = 16) -> Path
                  classes=parse_classes("water,forest,field"), mean=(2000.0,) * 3, std=(800.0,) * 3,
                  scale=1.0, resolution_m=None, tile_size=tile, overlap=overlap)
     return folder
+
+
+#: STAC extension schemas kept offline for validation (tests/data/stac).
+STAC_SCHEMAS = Path(__file__).resolve().parent / "data" / "stac"
+#: The nodata value of masks in these helpers (geoseg's).
+NODATA = 255
+
+
+def write_tiled(path: Path, data: np.ndarray, *, tile: int = 32, **profile: object) -> Path:
+    """``(band, row, col)`` ``data`` as a tiled deflate GeoTIFF with ``tile``-px tiles and any other creation option."""
+    bands, height, width = data.shape
+    base = dict(driver="GTiff", width=width, height=height, count=bands, dtype=data.dtype, crs=UTM33,
+                transform=Affine(10, 0, 330000, 0, -10, 5822040), tiled=True, blockxsize=tile, blockysize=tile,
+                compress="deflate")
+    with rasterio.open(path, "w", **{**base, **profile}) as ds:
+        ds.write(data)
+    return path
+
+
+def full_range_values(dtype: str, shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """The full range of ``dtype``, with smooth runs (what predictors are for) and jumps (wrap-around)."""
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        data = smooth_image(shape, seed).astype(dtype) * 1e3
+        data[:, ::7, ::5] = rng.normal(size=data[:, ::7, ::5].shape) * 1e30
+        data[0, 3, 4] = -0.0
+        return data
+    info = np.iinfo(dtype)
+    smooth = smooth_image(shape, seed)
+    span = (smooth.astype(np.float64) - smooth.min()) / np.ptp(smooth) * (float(info.max) - float(info.min))
+    data = np.clip(info.min + span, info.min, info.max).astype(dtype)
+    data[:, ::5, ::3] = rng.integers(info.min, int(info.max) + 1, size=data[:, ::5, ::3].shape, dtype=dtype)
+    return data
+
+
+def decoded_strip(path: Path, bands: tuple[int, ...], mode: str = "gpu", chunk_cols: int = 64,
+                  device: torch.device | None = None, inflater=None, streams: int = 2):
+    """The whole scene decoded into one strip by a TileDecoder (on the CPU with the host inflater
+    unless told otherwise: an inflater, or a function of the decoder that makes one), and by the CPU readers."""
+    from geoseg.engine.inflate import HostInflater
+    from geoseg.engine.input_band import InputBand
+    from geoseg.engine.plan import Box, plan_layout
+    from geoseg.engine.staging import StagingPool
+    from geoseg.engine.tile_decode import ChunkQueue, TileDecoder
+    from geoseg.io.scene import WindowReader, open_scene
+    from geoseg.io.tiles import TileIndex, tile_index
+
+    device = device or torch.device("cpu")
+    scene = open_scene(path)
+    index = tile_index(scene)
+    assert isinstance(index, TileIndex), index
+    card = tiny_card(bands=len(bands))
+    layout = plan_layout(scene.height, scene.width, 1, 64, 16)
+    th = scene.block_shape[0]
+    chunks = [Box(r, min(r + 2 * th, scene.height), c, min(c + chunk_cols, scene.width))
+              for r in range(0, scene.height, 2 * th) for c in range(0, scene.width, chunk_cols)]
+    nodata = scene.nodata if scene.mask_kind == "nodata" else None
+    decoder = TileDecoder(index, bands, device, nodata, mode, batch_tiles=4, streams=streams)
+    decoder._inflater = inflater(decoder) if callable(inflater) else inflater or HostInflater(index.codec)
+    inputs = InputBand(layout, card, device, scene.dtype)
+    strip = inputs.open_strip(0, scene.height)
+    decoder.drain(strip, ChunkQueue(chunks), inputs.copy_stream)
+    decoder.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    reader = WindowReader(scene, bands)
+    reference = inputs.open_strip(0, scene.height)
+    pool = StagingPool(inputs.staged_bytes(scene.height * scene.width), 1, False)
+    inputs.load(reference, Box(0, scene.height, 0, scene.width), reader.read_into, pool)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return strip, reference, decoder
+
+
+def write_mask(path: Path, labels: np.ndarray, *, crs: str = "EPSG:32633", res: float = 10.0,
+               origin: tuple[float, float] = (330000.0, 5822040.0)) -> Path:
+    """A uint8 class mask (classes water, forest, field; nodata 255) as a GeoTIFF on a UTM grid."""
+    height, width = labels.shape
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype="uint8", crs=crs,
+                       transform=Affine(res, 0, origin[0], 0, -res, origin[1]), nodata=NODATA) as ds:
+        ds.write(labels, 1)
+        ds.update_tags(CLASSES='["water", "forest", "field"]')
+    return path
+
+
+def blobby(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """Classes in blobs of several sizes (many cross any window edge), speckle, and a nodata corner."""
+    rng = np.random.default_rng(seed)
+    height, width = shape
+    labels = np.zeros(shape, np.uint8)
+    for cell in (37, 11, 3):
+        coarse = rng.integers(0, 3, (height // cell + 1, width // cell + 1))
+        layer = coarse.repeat(cell, 0).repeat(cell, 1)[:height, :width]
+        labels = np.where(rng.random(shape) < 0.5, layer, labels).astype(np.uint8) if cell == 3 else \
+            np.where(layer > 0, layer, labels).astype(np.uint8)
+    labels[:17, :23] = NODATA
+    return labels
+
+
+def small_scenes(folder: Path, n: int, size: int = 60) -> list[Path]:
+    """``n`` small 3-band scenes ``s00.tif``... in ``folder``, each seeded differently."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [write_tif(folder / f"s{i:02d}.tif", smooth_image((3, size, size + 7), seed=i),
+                      descriptions=("b1", "b2", "b3")) for i in range(n)]
+
+
+def run_batch_cli(*args: str) -> tuple[int, dict]:
+    """``geoseg batch ARGS --quiet`` through typer's runner: its exit code and summary (when ``-o`` is given)."""
+    result = CliRunner().invoke(app, ["batch", *args, "--quiet"])
+    out = Path(args[args.index("-o") + 1]) if "-o" in args else None
+    summary = json.loads((out / "geoseg-batch-summary.json").read_text()) if out else {}
+    return result.exit_code, summary
+
+
+def validate_stac(document: dict) -> None:
+    """Validate against the STAC core schema (pystac's copy) and every declared extension (tests/data/stac)."""
+    import jsonschema
+    import pystac.validation.jsonschemas as core
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT7
+
+    root = Path(core.__file__).parent
+    resources = []
+    for path in root.rglob("*.json"):
+        schema = json.loads(path.read_text())
+        # Registered by folder + file name: pystac's copy of common.json misspells its own $id.
+        uri = f"{schema['$id'].rsplit('/', 1)[0]}/{path.name}"
+        resources.append((uri, Resource.from_contents(schema, default_specification=DRAFT7)))
+    for path in STAC_SCHEMAS.glob("*.json"):
+        schema = json.loads(path.read_text())
+        resources.append((schema["$id"].rstrip("#"), Resource.from_contents(schema, default_specification=DRAFT7)))
+    registry = Registry().with_resources(resources)
+    kind = "item" if document["type"] == "Feature" else "collection"
+    core_uri = f"https://schemas.stacspec.org/v1.1.0/{kind}-spec/json-schema/{kind}.json"
+    jsonschema.Draft7Validator({"$ref": core_uri}, registry=registry).validate(document)
+    for uri in document["stac_extensions"]:
+        schema = registry.contents(uri)
+        jsonschema.Draft7Validator(schema, registry=registry).validate(document)

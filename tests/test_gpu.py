@@ -178,7 +178,9 @@ def test_nvcomp_tiles_equal_gdal(tmp_path, dtype, compress, predictor, interleav
     if api == "bindings":
         pytest.importorskip("nvidia.nvcomp", reason="nvCOMP's Python bindings (nvidia-nvcomp-cu13) are not installed")
     from geoseg.engine.inflate import NvcompAsyncInflater, NvcompInflater
-    from tests.engine.test_tile_decode import decoded_strip, values, write
+    from tests.helpers import decoded_strip
+    from tests.helpers import full_range_values as values
+    from tests.helpers import write_tiled as write
 
     cuda = torch.device("cuda")
     data = values(dtype, (4, 300, 230))  # edge tiles on both sides

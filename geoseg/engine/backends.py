@@ -1,14 +1,14 @@
 """Inference backends behind :class:`~geoseg.engine.predictor.Predictor`: PyTorch, or on the CPU the
 network exported once to ONNX and run by ONNX Runtime (fp32) or OpenVINO (fp32 or bf16).
 
-PyTorch's CPU kernels run these U-Nets 2x to 3x slower than ONNX Runtime's in fp32; OpenVINO's bf16
-kernels on a CPU with AMX / AVX512-BF16 run them 2.5x faster than ONNX Runtime, and its fp32 ones as fast
-on 2 cores and 2.6x faster on 16 (benchmarks/RESULTS.md section 9). The export (opset 17, a dynamic batch
-axis) is cached under geoseg's cache, keyed by the weights the forward pass reaches, the input shape and
-the library versions; later runs load it straight away, and a run of a model fresh from its file finds it
-without building the network (:func:`cached_export`). The run's blending, patch grid and exactness are
-the same: for a given backend and precision the mask does not depend on the block or batch size; against
-PyTorch fp32 only near-ties differ.
+On the CPU the exported backends are faster than PyTorch's CPU kernels for these U-Nets, and OpenVINO's
+bf16 kernels faster still on CPUs with AMX / AVX512-BF16 (figures: benchmarks/RESULTS.md section 9). The
+export (opset 17, a dynamic batch axis) is cached under geoseg's cache, keyed by the network's structure,
+the weights its forward pass reaches, the input shape and the library versions; later runs load it
+straight away, and a run of a model fresh from its file finds it without building the network
+(:func:`cached_export`). The run's blending, patch grid and exactness are the same: for a given backend
+and precision the mask does not depend on the block or batch size; against PyTorch fp32 only near-ties
+differ.
 """
 
 from __future__ import annotations
@@ -27,20 +27,15 @@ import torch
 
 from geoseg.errors import ConfigError
 
-#: Backends by name (``--backend``). ``auto`` on the CPU at ``--precision auto`` is the fastest measured there
-#: among those installed: OpenVINO, in bf16 on a CPU with bf16 instructions and in fp32 on other x86 CPUs;
-#: ONNX Runtime in fp32 where OpenVINO is missing or the CPU is not x86 (not measured there); PyTorch on a
-#: GPU and with an explicit ``--precision`` (``fp32`` keeps PyTorch's fp32 as the reference).
-#:
-#: OpenVINO's fp32 against ONNX Runtime's (benchmarks/RESULTS.md section 9): 1.03x the time per patch on
-#: 2 AVX2 cores and on 2 AMX cores, 6 % faster end to end on the 2 AMX cores, and 2.6x faster per patch on
-#: 16 AMX cores (ONNX Runtime's idle threads sleeping, as geoseg runs it).
+#: ``auto`` on the CPU at ``--precision auto`` (:func:`resolve_backend`) is the fastest backend installed:
+#: OpenVINO, in bf16 on a CPU with bf16 instructions and in fp32 on other x86 CPUs; ONNX Runtime in fp32 where
+#: OpenVINO is missing or the CPU is not x86; PyTorch on a GPU and with an explicit ``--precision`` (``fp32``
+#: keeps PyTorch's fp32 as the reference). The comparison is benchmarks/RESULTS.md section 9.
 #: Backends that run the network's ONNX export (CPU only), and the precisions each offers.
 EXPORTED = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
 OPSET = 17
-#: Patches per call of an exported backend when no batch size is given. One patch's activations stay nearer
-#: the caches: on 2 AVX2 cores 4 patches took 1.16 s one by one and 1.32 s as one batch in ONNX Runtime
-#: (benchmarks/RESULTS.md section 9).
+#: Patches per call of an exported backend when no batch size is given: one patch's activations stay nearer
+#: the caches, so batching gains nothing on a CPU (benchmarks/RESULTS.md section 9).
 EXPORTED_BATCH = 1
 
 
@@ -297,12 +292,11 @@ def _onnxruntime_runner(path: Path, precision: str, threads: int) -> Callable[[t
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # The arena keeps freed activations for the next call. Without it every call maps and zero-fills
-    # them anew: 17 s of system time in a 10980² run, 5 s more wall. With one patch per call it
-    # holds less than ukis-csmask's whole run (section 9).
+    # The arena keeps freed activations for the next call; without it every call maps and zero-fills
+    # them anew, in system time. With one patch per call it stays small.
     options.enable_cpu_mem_arena = True
     # Idle pool threads sleep rather than spin: the reader and writer threads need those cores
-    # between calls (1.6 s of a 10980² run on 2 cores).
+    # between calls.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
@@ -318,13 +312,13 @@ def _openvino_runner(path: Path, precision: str, threads: int) -> Callable[[torc
 
     from geoseg.models.cache import cache_dir
 
-    # The latency hint runs one call on every thread (the throughput hint, streams of calls side by side, was
-    # 1.8x slower for the engine's one call at a time: section 9).
+    # The latency hint runs one call on every thread; the throughput hint (streams of calls side by side)
+    # suits callers with many calls in flight, and the engine makes one at a time.
     settings = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
                 "INFERENCE_NUM_THREADS": threads}
     try:
-        # OpenVINO keeps what it compiled for this CPU (about 75 MB a model and precision): a later process
-        # loads it in 0.15 s instead of compiling in 0.55 s. The export's name is its content's digest.
+        # OpenVINO keeps what it compiled for this CPU (tens of MB a model and precision), so a later process
+        # loads it instead of compiling again. The export's name is its content's digest.
         core = ov.Core()
         core.set_property({"CACHE_DIR": str(cache_dir() / "openvino")})
         compiled = core.compile_model(str(path), "CPU", settings)

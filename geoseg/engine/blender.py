@@ -38,7 +38,7 @@ from geoseg.models.card import ModelCard
 LABEL_ROWS = 256
 #: Overview levels of the labels the blender computes on the device at most (:func:`mode2x2`, level after
 #: level); the writer's pyramid (:class:`geoseg.io.overviews.OverviewPyramid`) makes the rest, each 4^k times
-#: smaller. On the host, level 2 of a 32768² mask alone took 2.1 s of the writer's thread (2 cores, numpy).
+#: smaller; the first levels, the large ones, are the ones worth taking off the writer's thread.
 #: Every strip but a scene's last has LABEL_ROWS rows from a multiple of them, so each level's rows pair up
 #: as they would over the whole mask (an odd last strip is padded with nodata, as the pyramid pads its end).
 DEVICE_OVERVIEW_LEVELS = 4

@@ -73,8 +73,8 @@ class DeviceSession:
 
     def __init__(self) -> None:
         # Guards _runs and CUDA graph captures: a graph is captured only while its run is the only one
-        # in flight, and no run starts its GPU work during a capture. (On an H200, runs in flight in
-        # other threads during a capture crashed the process or failed runs.)
+        # in flight, and no run starts its GPU work during a capture: GPU work of other threads during a
+        # capture invalidates it, or worse.
         self._capture = threading.Lock()
         self._runs = 0
         # Held while a network is moved: scenes in flight share one network.
@@ -113,7 +113,7 @@ class DeviceSession:
     def place(self, network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         """``network`` in eval mode on ``device`` in channels_last, cuDNN's and oneDNN's fast convolution
         layouts. Moved once: moving rewrites every parameter, and a network shared by scenes in flight
-        must not be rewritten while another scene runs it (that crashed ``geoseg batch`` on an H200)."""
+        must not be rewritten while another scene runs it."""
         with self._place:
             params = list(network.parameters()) + list(network.buffers())
             if not all(p.device == device and (p.dim() != 4 or p.is_contiguous(memory_format=torch.channels_last))

@@ -99,8 +99,8 @@ class NvcompAsyncInflater:
     only enqueued on the stream, and the GIL is released meanwhile.
 
     nvCOMP's Python bindings (:class:`NvcompInflater`) return only once the device has decoded the batch,
-    holding the GIL all along: on the H100 every reader thread then waited for it, and GDAL's decode of a
-    chunk went from 25 to 65 ms beside it (benchmarks/RESULTS.md section 11). Here the pointer and size
+    holding the GIL all along, so every reader thread waited for it (benchmarks/RESULTS.md section 11). Here
+    the pointer and size
     arrays are made on the host and copied with the payloads; failed tiles (a status other than success, or
     fewer bytes than a tile holds) are counted on the device and reported by :meth:`check`, once, at the
     end of a run: a damaged file then fails the run before its mask is published. One inflater serves

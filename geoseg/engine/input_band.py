@@ -58,8 +58,8 @@ class InputBand:
         self.mean = torch.tensor(card.mean, dtype=torch.float32, device=dev)[:, None, None]
         self.std = torch.tensor(card.std, dtype=torch.float32, device=dev)[:, None, None]
         # CPU, resampled scenes: widened pixels go through a small reused buffer, WIDEN_ROWS at a time. A fresh
-        # one per slice was mapped and faulted in each time: widening took 4x as long as the conversion (0.85 s
-        # of a 10980² run on 2 cores); one reused for whole slices kept 0.2 GB more at the peak.
+        # one per slice would be mapped and faulted in each time; one reused for whole slices would hold more
+        # memory at the peak.
         self._widened = torch.empty(0, dtype=torch.float32) if dev.type == "cpu" and layout.factor > 1 else None
 
     @property

@@ -60,8 +60,7 @@ class Tuning:
     #: CUDA stream priority of the device thread's work (the network, blending) while the GPU also
     #: decodes tiles (``--decode gpu|hybrid``): lower runs sooner, so the decoder's kernels fill the
     #: SMs the network leaves free instead of holding it back. 0 (the default stream's priority) is the
-    #: default: measured on the H200, -1 was 9 % faster on a 16384² GeoTIFF and 12 % slower on a 32768²
-    #: COG (benchmarks/RESULTS.md, "Stream priority"), so it stays a setting to try, not the default.
+    #: default: -1 helped some scenes and hurt others (benchmarks/RESULTS.md, "Stream priority").
     network_priority: int = 0
 
 

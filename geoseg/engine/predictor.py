@@ -107,7 +107,7 @@ class Predictor:
         self._spans: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []  # CUDA: each call's device time
         self._host_seconds = 0.0  # CPU: each call's wall time
         # probed eagerly: no compile for the probe's shape. Reproducible: one size in every process (a batch of
-        # another size runs other cuDNN kernels: logits of 8 and 16 patches differed by 3.7e-4 on the H200).
+        # another size runs other cuDNN kernels, whose logits differ in the last bits).
         self.batch_size = batch_size or (MAX_AUTO_BATCH if reproducible and device.type == "cuda" else
                                          EXPORTED_BATCH if self.backend in EXPORTED else
                                          auto_batch_size(lambda x: self._forward(x, self.network), device,
@@ -226,8 +226,8 @@ class Predictor:
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         # thread_local: the reader threads' copies and page-locking on other streams are not part of the
-        # capture, and must not invalidate it (the global mode failed a run on the H200). The caller
-        # holds the session's capture lock.
+        # capture, and must not invalidate it (the global mode would: their work is outside the captured
+        # stream). The caller holds the session's capture lock.
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self._forward(static_in)
         return graph, static_in, static_out

@@ -51,9 +51,8 @@ BATCH_TILES = 1536
 #: GPU idle unless the next one runs beside it.
 DECODE_STREAMS = 2
 #: ``--decode`` values. ``auto`` is ``gpu`` where it applies (a CUDA device, a tiled file in a codec nvCOMP
-#: decodes, nvCOMP installed) and ``cpu`` elsewhere: on the H100 the device decoder (through nvCOMP's C API,
-#: the GIL released) took a 16384² GeoTIFF run from 1.37 to 0.72 s and a 32768² COG run from 7.8 to 6.5 s
-#: (benchmarks/RESULTS.md section 11). ``hybrid`` is asked for by name: slower than ``gpu`` at 16384².
+#: decodes, nvCOMP installed) and ``cpu`` elsewhere, since the device decoder is the faster of the two on a GPU
+#: server (benchmarks/RESULTS.md section 11). ``hybrid`` is asked for by name only: it was slower than ``gpu``.
 #: In ``hybrid``, of the chunks a strip has left, the most one batch of the device decoder takes.
 HYBRID_SHARE = 0.5
 
@@ -220,8 +219,8 @@ class TileDecoder:
                 return False
             open_now = list(self._open)
         # As many tiles as a batch takes, from the first strip on: a batch takes about as long on the device
-        # whatever its size (nvCOMP inflates each tile in one thread block, 3 MiB in ~75 ms on the H100:
-        # benchmarks/RESULTS.md section 11), so the first strip comes no sooner in a smaller one.
+        # whatever its size (nvCOMP inflates each tile in one thread block), so the first strip comes no
+        # sooner in a smaller one.
         budget = self.batch_tiles
         self._turn = (self._turn + 1) % self._slots  # the host buffer, and the stream, of this batch
         stream = self.streams[self._turn % len(self.streams)]

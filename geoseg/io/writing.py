@@ -45,15 +45,12 @@ PROBABILITY_SCALE = 250
 #: Output tile edge; the engine's strips are multiples of it, so every write fills whole tiles.
 OUTPUT_TILE = 256
 PARTIAL_MARK = ".partial-"
-#: Deflate level of the plain GeoTIFF mask. GDAL's default is 6; level 3 encodes much faster for a somewhat larger
-#: file (measured in benchmarks/RESULTS.md). Encoding the mask competes with decoding the input for
-#: the same cores, and masks are small next to their scenes.
+#: Deflate level of the plain GeoTIFF mask, below GDAL's default (6): encoding the mask competes with decoding
+#: the input for the same cores, and masks are small next to their scenes (benchmarks/RESULTS.md).
 ZLEVEL = 3
-#: DEFLATE level of a COG's blocks. GDAL's default is 6; level 5 finished a COG of a real land-use mask
-#: mirrored to 16384² in 1.48 s instead of 2.70 s, and a real cloud mask in 0.92 s instead of 1.17 s, on 2 cores
-#: (0.49 against 0.52 s and 0.21 against 0.24 s on the GPU machine's 16), each file 10 % larger
-#: (``bench_export.py --parts levels``, benchmarks/RESULTS.md sections 6 and 11). Finishing re-encodes the whole
-#: mask after the engine is done, so it is time the GPU waits.
+#: DEFLATE level of a COG's blocks, one below GDAL's default (6): finishing re-encodes the whole mask after the
+#: engine is done, time the GPU waits, and level 5 takes markedly less of it for a slightly larger file
+#: (``bench_export.py --parts levels``, benchmarks/RESULTS.md sections 6 and 11).
 COG_LEVEL = 5
 
 

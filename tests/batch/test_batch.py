@@ -18,23 +18,13 @@ from geoseg.batch.runner import clean_leftovers
 from geoseg.cli.app import app
 from geoseg.errors import ConfigError
 from geoseg.io.record import read_record
+from tests.helpers import run_batch_cli as batch
+from tests.helpers import small_scenes as scenes
 from tests.helpers import smooth_image, write_tif
 
 runner = CliRunner()
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 
-
-def scenes(folder: Path, n: int, size: int = 60) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    return [write_tif(folder / f"s{i:02d}.tif", smooth_image((3, size, size + 7), seed=i),
-                      descriptions=("b1", "b2", "b3")) for i in range(n)]
-
-
-def batch(*args: str) -> tuple[int, dict]:
-    result = runner.invoke(app, ["batch", *args, "--quiet"])
-    out = Path(args[args.index("-o") + 1]) if "-o" in args else None
-    summary = json.loads((out / "geoseg-batch-summary.json").read_text()) if out else {}
-    return result.exit_code, summary
 
 
 def test_resume_skips_done_scenes_and_redoes_changed_ones(tmp_path, model_folder) -> None:
@@ -151,7 +141,7 @@ def test_each_output_folder_gets_a_stac_collection_and_a_mosaic(tmp_path, model_
     import rasterio
     from affine import Affine
 
-    from tests.export.test_product import _validate
+    from tests.helpers import validate_stac as _validate
 
     folder = tmp_path / "in"
     folder.mkdir()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from geoseg.batch.claims import STALE_S, Owner, claim, claim_path, release
 from geoseg.batch.runner import clean_leftovers
-from tests.batch.test_batch import scenes
+from tests.helpers import small_scenes as scenes
 
 
 def _write_claim(output: Path, owner: Owner, age_s: float = 0.0) -> Path:
@@ -54,7 +54,7 @@ def test_a_live_claim_is_respected_and_a_dead_or_stale_one_taken_over(tmp_path) 
 
 
 def test_a_scene_claimed_by_a_live_batch_is_skipped_with_the_reason(tmp_path, model_folder) -> None:
-    from tests.batch.test_batch import batch
+    from tests.helpers import run_batch_cli as batch
 
     scenes(tmp_path / "in", 2)
     (tmp_path / "out").mkdir()

@@ -20,70 +20,16 @@ from geoseg.engine.inflate import HostInflater
 from geoseg.engine.input_band import InputBand
 from geoseg.engine.pipeline import Tuning
 from geoseg.engine.plan import Box, ReadChunking, plan_layout
-from geoseg.engine.staging import StagingPool
 from geoseg.engine.tile_decode import ChunkQueue, TileDecoder, decode_plan, make_decoder
 from geoseg.errors import ConfigError, SceneError
-from geoseg.io.scene import WindowReader, open_scene
+from geoseg.io.scene import open_scene
 from geoseg.io.tiles import TileIndex, tile_index
-from tests.helpers import UTM33, smooth_image, tiny_card
+from tests.helpers import UTM33, decoded_strip, tiny_card
+from tests.helpers import full_range_values as values
+from tests.helpers import write_tiled as write
 
 CPU = torch.device("cpu")
 
-
-def write(path: Path, data: np.ndarray, *, tile: int = 32, **profile: object) -> Path:
-    bands, height, width = data.shape
-    base = dict(driver="GTiff", width=width, height=height, count=bands, dtype=data.dtype, crs=UTM33,
-                transform=Affine(10, 0, 330000, 0, -10, 5822040), tiled=True, blockxsize=tile, blockysize=tile,
-                compress="deflate")
-    with rasterio.open(path, "w", **{**base, **profile}) as ds:
-        ds.write(data)
-    return path
-
-
-def values(dtype: str, shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
-    """The full range of ``dtype``, with smooth runs (what predictors are for) and jumps (wrap-around)."""
-    rng = np.random.default_rng(seed)
-    if np.dtype(dtype).kind == "f":
-        data = smooth_image(shape, seed).astype(dtype) * 1e3
-        data[:, ::7, ::5] = rng.normal(size=data[:, ::7, ::5].shape) * 1e30
-        data[0, 3, 4] = -0.0
-        return data
-    info = np.iinfo(dtype)
-    smooth = smooth_image(shape, seed)
-    span = (smooth.astype(np.float64) - smooth.min()) / np.ptp(smooth) * (float(info.max) - float(info.min))
-    data = np.clip(info.min + span, info.min, info.max).astype(dtype)
-    data[:, ::5, ::3] = rng.integers(info.min, int(info.max) + 1, size=data[:, ::5, ::3].shape, dtype=dtype)
-    return data
-
-
-def decoded_strip(path: Path, bands: tuple[int, ...], mode: str = "gpu", chunk_cols: int = 64,
-                  device: torch.device = CPU, inflater=None, streams: int = 2):
-    """The whole scene decoded into one strip by a TileDecoder (on the CPU with the host inflater
-    unless told otherwise: an inflater, or a function of the decoder that makes one), and by the CPU readers."""
-    scene = open_scene(path)
-    index = tile_index(scene)
-    assert isinstance(index, TileIndex), index
-    card = tiny_card(bands=len(bands))
-    layout = plan_layout(scene.height, scene.width, 1, 64, 16)
-    th = scene.block_shape[0]
-    chunks = [Box(r, min(r + 2 * th, scene.height), c, min(c + chunk_cols, scene.width))
-              for r in range(0, scene.height, 2 * th) for c in range(0, scene.width, chunk_cols)]
-    nodata = scene.nodata if scene.mask_kind == "nodata" else None
-    decoder = TileDecoder(index, bands, device, nodata, mode, batch_tiles=4, streams=streams)
-    decoder._inflater = inflater(decoder) if callable(inflater) else inflater or HostInflater(index.codec)
-    inputs = InputBand(layout, card, device, scene.dtype)
-    strip = inputs.open_strip(0, scene.height)
-    decoder.drain(strip, ChunkQueue(chunks), inputs.copy_stream)
-    decoder.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    reader = WindowReader(scene, bands)
-    reference = inputs.open_strip(0, scene.height)
-    pool = StagingPool(inputs.staged_bytes(scene.height * scene.width), 1, False)
-    inputs.load(reference, Box(0, scene.height, 0, scene.width), reader.read_into, pool)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return strip, reference, decoder
 
 
 @pytest.mark.parametrize(("dtype", "predictor"), [

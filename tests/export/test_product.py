@@ -21,6 +21,7 @@ from geoseg.cli.app import app
 from geoseg.io.writing import NODATA, ProductPaths
 from geoseg.run import VectorRequest
 from tests.helpers import smooth_image
+from tests.helpers import validate_stac as _validate
 
 runner = CliRunner()
 SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "stac"
@@ -139,31 +140,6 @@ def test_the_cog_overview_is_the_mode_of_the_mask(product) -> None:
             overview = level.read(1)
     np.testing.assert_array_equal(overview, mode2x2(labels, NODATA))
 
-
-def _validate(document: dict) -> None:
-    """Validate against the STAC core schema (pystac's copy) and every declared extension (tests/data/stac)."""
-    import jsonschema
-    import pystac.validation.jsonschemas as core
-    from referencing import Registry, Resource
-    from referencing.jsonschema import DRAFT7
-
-    root = Path(core.__file__).parent
-    resources = []
-    for path in root.rglob("*.json"):
-        schema = json.loads(path.read_text())
-        # Registered by folder + file name: pystac's copy of common.json misspells its own $id.
-        uri = f"{schema['$id'].rsplit('/', 1)[0]}/{path.name}"
-        resources.append((uri, Resource.from_contents(schema, default_specification=DRAFT7)))
-    for path in SCHEMAS.glob("*.json"):
-        schema = json.loads(path.read_text())
-        resources.append((schema["$id"].rstrip("#"), Resource.from_contents(schema, default_specification=DRAFT7)))
-    registry = Registry().with_resources(resources)
-    kind = "item" if document["type"] == "Feature" else "collection"
-    core_uri = f"https://schemas.stacspec.org/v1.1.0/{kind}-spec/json-schema/{kind}.json"
-    jsonschema.Draft7Validator({"$ref": core_uri}, registry=registry).validate(document)
-    for uri in document["stac_extensions"]:
-        schema = registry.contents(uri)
-        jsonschema.Draft7Validator(schema, registry=registry).validate(document)
 
 
 def test_the_stac_item_validates_and_describes_the_mask(product) -> None:

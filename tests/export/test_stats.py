@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from geoseg.cli.app import app
 from geoseg.errors import ConfigError
 from geoseg.export.stats import mask_stats, pixel_area_m2, zonal_stats
-from tests.export.test_vector import NODATA, blobby, write_mask
+from tests.helpers import NODATA, blobby, write_mask
 
 
 def test_mask_statistics_count_every_class(tmp_path) -> None:

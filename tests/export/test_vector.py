@@ -10,39 +10,13 @@ import pyogrio
 import pytest
 import rasterio
 import shapely
-from affine import Affine
 from rasterio.features import shapes
 from typer.testing import CliRunner
 
 from geoseg.cli.app import app
 from geoseg.errors import ConfigError, OutputError
 from geoseg.export.vector import polygonize, sieve_regions
-
-NODATA = 255
-
-
-def write_mask(path: Path, labels: np.ndarray, *, crs: str = "EPSG:32633", res: float = 10.0,
-               origin: tuple[float, float] = (330000.0, 5822040.0)) -> Path:
-    height, width = labels.shape
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype="uint8", crs=crs,
-                       transform=Affine(res, 0, origin[0], 0, -res, origin[1]), nodata=NODATA) as ds:
-        ds.write(labels, 1)
-        ds.update_tags(CLASSES='["water", "forest", "field"]')
-    return path
-
-
-def blobby(shape: tuple[int, int], seed: int) -> np.ndarray:
-    """Classes in blobs of several sizes (many cross any window edge), speckle, and a nodata corner."""
-    rng = np.random.default_rng(seed)
-    height, width = shape
-    labels = np.zeros(shape, np.uint8)
-    for cell in (37, 11, 3):
-        coarse = rng.integers(0, 3, (height // cell + 1, width // cell + 1))
-        layer = coarse.repeat(cell, 0).repeat(cell, 1)[:height, :width]
-        labels = np.where(rng.random(shape) < 0.5, layer, labels).astype(np.uint8) if cell == 3 else \
-            np.where(layer > 0, layer, labels).astype(np.uint8)
-    labels[:17, :23] = NODATA
-    return labels
+from tests.helpers import NODATA, blobby, write_mask
 
 
 def read_layer(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
