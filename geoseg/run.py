@@ -157,7 +157,9 @@ def with_vector(summary: RunSummary, vector: VectorRequest | None, overwrite: bo
         return summary
     layer = polygonize(Path(summary.output), vector.path, min_area_m2=vector.min_area_m2, simplify=vector.simplify,
                        overwrite=overwrite)
-    return replace(summary, vector=asdict(layer))
+    notes = [f"{vector.path}: class {name!r} is in the mask but has no region of at least --min-area "
+             f"{vector.min_area_m2:g} m²; the layer has none of it" for name in layer.removed]
+    return replace(summary, vector=asdict(layer), warnings=[*summary.warnings, *notes])
 
 
 @dataclass(frozen=True)

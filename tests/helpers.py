@@ -6,6 +6,10 @@ Imported by tests as ``from tests.helpers import ...``; the fixtures that use th
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -248,3 +252,30 @@ def validate_stac(document: dict) -> None:
     for uri in document["stac_extensions"]:
         schema = registry.contents(uri)
         jsonschema.Draft7Validator(schema, registry=registry).validate(document)
+
+
+def geoseg_process(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 300,
+          file_limit: int | None = None) -> tuple[int, str, int]:
+    """``geoseg ARGS`` in a child process: its exit code, stderr and peak resident memory in bytes.
+
+    The peak is the child's own ``VmHWM``, read as it exits (``ru_maxrss`` of a child counts the parent's
+    memory at the fork). ``file_limit`` caps the size of every file it writes (RLIMIT_FSIZE: a write past it
+    fails with EFBIG, as on a full disk)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".peak") as peak:
+        code = ("import atexit, sys\n"
+                "_path = sys.argv.pop()\n"
+                "def _peak():\n"
+                "    with open('/proc/self/status') as s, open(_path, 'w') as out:\n"
+                "        out.write(next(line for line in s if line.startswith('VmHWM')).split()[1])\n"
+                "atexit.register(_peak)\n")
+        if file_limit is not None:
+            code += (f"import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+                     f"resource.setrlimit(resource.RLIMIT_FSIZE, ({file_limit}, {file_limit}))\n")
+        code += "from geoseg.cli.app import main; sys.argv[0] = 'geoseg'; main()\n"
+        try:
+            done = subprocess.run([sys.executable, "-c", code, *args, peak.name], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, env={**os.environ, **(env or {})}, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return -9, f"timed out after {timeout} s", 0
+        text = Path(peak.name).read_text().strip()
+    return done.returncode, done.stderr.decode(errors="replace"), int(text) * 1024 if text else 0

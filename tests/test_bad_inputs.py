@@ -112,6 +112,14 @@ def _no_crs(f, m):
     return write_tif(f / "nocrs.tif", smooth_image((3, 50, 60)), crs=None, descriptions=NAMES), []
 
 
+def _no_georeference(f, m):
+    path = f / "nogeo.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=60, height=50, count=3, dtype="float32") as ds:  # identity
+        ds.write(smooth_image((3, 50, 60)))
+        ds.descriptions = NAMES
+    return path, []
+
+
 def _rotated(f, m):
     path = good(f, "rotated.tif")
     with rasterio.open(path, "r+") as ds:
@@ -200,6 +208,7 @@ CASES: dict[str, Case] = {
     "all-nodata": Case(_all_nodata, 0, "no valid pixels", check=_check_all_nodata),
     "nan-filled-float": Case(_nan, 0, "no valid pixels", check=_check_all_nodata),
     "no-crs-warns": Case(_no_crs, 0, "has no CRS", check=_check_same_grid),
+    "no-georeference-at-all": Case(_no_georeference, 0, "has no CRS", check=_check_same_grid),
     "rotated-transform": Case(_rotated, 0, "", check=_check_same_grid),
     "output-folder-not-writable": Case(_with([]), 6, "is not writable", in_batch=False, setup=_unwritable,
                                        out="out/m.tif", about="out"),
@@ -294,3 +303,16 @@ def test_batch_records_every_bad_scene_and_finishes_the_good_ones(tmp_path, mode
     assert by_input[str(folder / "fine.tif")]["status"] == "done"
     assert summary["counts"]["failed"] == sum(c.code != 0 for c in expected.values()) >= 8
     assert not list(out.glob(".*partial*"))
+
+
+def test_a_scene_without_any_georeference_prints_geoseg_s_lines_only(tmp_path, model_folder) -> None:
+    """In a process of its own (in pytest, Python's warnings are captured): rasterio's NotGeoreferencedWarning
+    and pyogrio's 'crs was not provided' used to reach the terminal with their source lines."""
+    from tests.helpers import geoseg_process
+
+    scene, _ = _no_georeference(tmp_path, model_folder)
+    code, stderr, _ = geoseg_process(["run", str(scene), "--model", str(model_folder), "--device", "cpu", "--quiet",
+                                      "--vector", str(tmp_path / "v.gpkg")])
+    assert code == 0, stderr
+    assert all(line.startswith("geoseg: ") for line in stderr.strip().splitlines()), stderr
+    assert "has no CRS" in stderr

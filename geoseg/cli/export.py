@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -38,6 +39,9 @@ def vector(
     else:
         Console().print(f"{summary.path}: {summary.polygons:,} polygons in {summary.seconds:.1f} s "
                         f"({', '.join(f'{k} {v:,}' for k, v in summary.per_class.items())})")
+    for name in summary.removed:
+        print(f"geoseg: note: class {name!r} is in the mask but has no region of at least --min-area {min_area:g} m²; "
+              f"the layer has none of it", file=sys.stderr)
 
 
 @export.command()
@@ -70,6 +74,7 @@ def stats(
     shown = Table("region", "class", "pixels", "area ha", "share", title=str(mask), title_justify="left")
     for row in rows:
         for c in row["classes"]:
-            shown.add_row(str(row.get("region", "")), c["name"], f"{c['pixels']:,}", f"{c['area_ha']:,.2f}",
+            area = f"{c['area_ha']:,.2f}" if c["area_ha"] is not None else "unknown (no CRS)"
+            shown.add_row(str(row.get("region", "")), c["name"], f"{c['pixels']:,}", area,
                           f"{100 * c['share']:.2f} %")
     Console().print(shown)

@@ -107,7 +107,8 @@ def summary_table(s: RunSummary) -> Table:
     finishing = f" ({s.finish_seconds:.1f} s of it finishing the {s.output_format})" if s.finish_seconds else ""
     table.add_row("time", f"{s.seconds:.1f} s, {s.megapixels_per_second:.2f} MP/s{finishing}")
     for c in s.class_stats:
-        table.add_row(c["name"], f"{100 * c['share']:.2f} % of the valid area, {c['area_ha']:,.1f} ha")
+        area = f"{c['area_ha']:,.1f} ha" if c["area_ha"] is not None else "area unknown (no CRS)"
+        table.add_row(c["name"], f"{100 * c['share']:.2f} % of the valid area, {area}")
     table.add_row("no data", f"{100 * s.nodata_share:.2f} % of the scene")
     for kind, path in s.files.items():
         table.add_row(kind, path)

@@ -43,23 +43,28 @@ class ClassStat:
     value: int
     name: str
     pixels: int
-    area_ha: float
+    area_ha: float | None  # None without a CRS: pixels have no ground area then
     share: float  # of the valid (classified) area
 
 
 def class_table(classes: tuple[ClassInfo, ...], pixels: np.ndarray, area_m2: np.ndarray) -> list[ClassStat]:
-    """Statistics of each class from its pixel count and area (both indexed by class value)."""
-    valid_area = float(sum(area_m2[c.value] for c in classes))
-    return [ClassStat(c.value, c.name, int(pixels[c.value]), round(float(area_m2[c.value]) / 1e4, 4),
-                      round(float(area_m2[c.value]) / valid_area, 6) if valid_area else 0.0) for c in classes]
+    """Statistics of each class from its pixel count and area (both indexed by class value); where the areas
+    are not known (NaN: a grid without a CRS), ``area_ha`` is None and shares are of the valid pixels."""
+    known = bool(np.isfinite([area_m2[c.value] for c in classes]).all())
+    weights = area_m2 if known else pixels
+    valid = float(sum(weights[c.value] for c in classes))
+    return [ClassStat(c.value, c.name, int(pixels[c.value]), round(float(area_m2[c.value]) / 1e4, 4) if known else None,
+                      round(float(weights[c.value]) / valid, 6) if valid else 0.0) for c in classes]
 
 
 def pixel_area_m2(crs: CRS | None, transform: Affine, rows: np.ndarray | None = None) -> np.ndarray | float:
-    """Ground area of one pixel in m²: one figure on a projected grid (or without a CRS: map units²),
-    and one per row (``rows``, 0-based) on a geographic grid."""
+    """Ground area of one pixel in m²: one figure on a projected grid, one per row (``rows``, 0-based) on a
+    geographic grid, and NaN without a CRS (pixel units are not metres: no area is better than a wrong one)."""
     det = abs(transform.a * transform.e - transform.b * transform.d)
-    if crs is None or not crs.is_geographic:
-        unit = crs.linear_units_factor[1] if crs is not None and crs.is_projected else 1.0
+    if crs is None:
+        return math.nan
+    if not crs.is_geographic:
+        unit = crs.linear_units_factor[1] if crs.is_projected else 1.0
         return det * unit**2
     if rows is None:
         raise ValueError("a geographic grid needs the rows whose pixel area is asked for")

@@ -36,6 +36,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -78,6 +79,8 @@ class VectorSummary:
     polygons: int
     seconds: float
     per_class: dict[str, int] = field(default_factory=dict)
+    #: Classes of the mask that no polygon of the layer has (all their regions were under ``--min-area``).
+    removed: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -99,15 +102,16 @@ def polygonize(mask: Path, output: Path, *, min_area_m2: float = 0.0, simplify: 
         layer = _Layer(output, driver, appendable and simplify == 0, ds.crs, output.stem)
         to_map = _MapGeometry(ds)
         sieve_px = _sieve_pixels(ds, min_area_m2)
+        seen: set[int] = set()  # the classes of the mask before sieving
         try:
             finals: list[tuple[int, shapely.Polygon]] = []
-            for value, geom in _regions(ds, window, sieve_px):
+            for value, geom in _regions(ds, window, sieve_px, seen):
                 finals.append((value, geom))
                 if len(finals) >= BATCH and layer.streaming:
                     layer.add(finals, classes, to_map)
                     finals = []
             layer.add(finals, classes, to_map)
-            layer.close(simplify)
+            layer.close(simplify, to_map)
             try:
                 os.replace(layer.partial, output)
             except OSError as exc:
@@ -115,12 +119,15 @@ def polygonize(mask: Path, output: Path, *, min_area_m2: float = 0.0, simplify: 
         finally:
             with suppress(OSError):  # a folder that became unwritable: the error above is the one to report
                 layer.partial.unlink(missing_ok=True)
+    removed = [classes.get(v, str(v)) for v in sorted(seen - set(layer.per_value)) if v != ds.nodata]
     return VectorSummary(str(output), layer.count, round(time.perf_counter() - started, 3),
-                         {classes.get(v, str(v)): n for v, n in sorted(layer.per_value.items())})
+                         {classes.get(v, str(v)): n for v, n in sorted(layer.per_value.items())}, removed)
 
 
-def _regions(ds: rasterio.io.DatasetReader, window: int, sieve_px: int) -> Iterator[tuple[int, shapely.Polygon]]:
-    """Every region of the mask as ``(value, polygon in pixel coordinates)``, each exactly once."""
+def _regions(ds: rasterio.io.DatasetReader, window: int, sieve_px: int, seen: set[int] | None = None
+             ) -> Iterator[tuple[int, shapely.Polygon]]:
+    """Every region of the mask as ``(value, polygon in pixel coordinates)``, each exactly once; ``seen``
+    collects the values the mask holds before sieving."""
     height, width, nodata = ds.height, ds.width, ds.nodata
     halo = min(SIEVE_PASSES * 2 * (sieve_px + 1), MAX_HALO) if sieve_px > 1 else 0
     front: list[_Open] = []
@@ -129,7 +136,7 @@ def _regions(ds: rasterio.io.DatasetReader, window: int, sieve_px: int) -> Itera
         fresh: list[_Open] = []
         for col0 in range(0, width, window):
             col1 = min(col0 + window, width)
-            values = _read(ds, row0, row1, col0, col1, halo, sieve_px, nodata)
+            values = _read(ds, row0, row1, col0, col1, halo, sieve_px, nodata, seen)
             valid = values != nodata if nodata is not None else None
             inner = (col0 > 0, col1 < width, row0 > 0, row1 < height)  # left, right, top, bottom are inner edges
             for shape, value in shapes(values, mask=valid, connectivity=4, transform=Affine.translation(col0, row0)):
@@ -180,13 +187,19 @@ def _merge(pieces: list[_Open]) -> list[_Open]:
 
 
 def _read(ds: rasterio.io.DatasetReader, row0: int, row1: int, col0: int, col1: int, halo: int, sieve_px: int,
-          nodata: float | None) -> np.ndarray:
-    """The window's values, sieved (with a halo) when regions below ``sieve_px`` pixels are dropped."""
+          nodata: float | None, seen: set[int] | None = None) -> np.ndarray:
+    """The window's values, sieved (with a halo) when regions below ``sieve_px`` pixels are dropped; the
+    window's own values before sieving are added to ``seen``."""
     if not halo:
-        return ds.read(1, window=Window(col0, row0, col1 - col0, row1 - row0))
+        values = ds.read(1, window=Window(col0, row0, col1 - col0, row1 - row0))
+        if seen is not None:
+            seen.update(np.unique(values).tolist())
+        return values
     r0, r1 = max(0, row0 - halo), min(ds.height, row1 + halo)
     c0, c1 = max(0, col0 - halo), min(ds.width, col1 + halo)
     values = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+    if seen is not None:
+        seen.update(np.unique(values[row0 - r0 : row1 - r0, col0 - c0 : col1 - c0]).tolist())
     valid = values != nodata if nodata is not None else np.ones(values.shape, bool)
     sieved = values
     for _ in range(SIEVE_PASSES):
@@ -236,6 +249,9 @@ def _sieve_pixels(ds: rasterio.io.DatasetReader, min_area_m2: float) -> int:
     """Regions of fewer pixels than this are sieved (geographic masks: the pixel area at the centre)."""
     if min_area_m2 <= 0:
         return 0
+    if ds.crs is None:
+        raise ConfigError(f"{ds.name}: has no CRS, so its pixels have no ground area; --min-area needs a "
+                          f"georeferenced mask (or sieve by pixels in another tool)")
     area = pixel_area_m2(ds.crs, ds.transform, np.array([ds.height // 2]))
     return max(1, math.ceil(min_area_m2 / float(np.ravel(area)[0])))
 
@@ -261,11 +277,18 @@ class _MapGeometry:
         mapped = shapely.transform(pixels, lambda xy: xy @ linear + shift)  # (col, row) -> (x, y)
         if not self.geographic:
             return mapped, shapely.area(pixels) * pixel_area
+        return mapped, self.areas(mapped)
+
+    def areas(self, mapped: np.ndarray) -> np.ndarray:
+        """Areas in m² of polygons in the mask's CRS (map units² scaled to m²; on a geographic grid, measured in
+        an equal-area projection centred on the mask)."""
+        if not self.geographic:
+            return shapely.area(mapped) * self.unit**2 if self.crs is not None else np.full(len(mapped), np.nan)
+        t = self.transform
         # Edges densified to a few pixels first: a long edge along a parallel is a curve on the ground.
         dense = shapely.segmentize(mapped, max(abs(t.a), abs(t.e)) * 8)
-        areas = [shapely.geometry.shape(transform_geom(self.crs, self.equal_area, shapely.geometry.mapping(g))).area
-                 for g in dense]
-        return mapped, np.asarray(areas)
+        return np.asarray([shapely.geometry.shape(transform_geom(self.crs, self.equal_area,
+                                                                 shapely.geometry.mapping(g))).area for g in dense])
 
 
 class _Layer:
@@ -293,7 +316,7 @@ class _Layer:
         else:
             self._held.append((values, geoms, names, areas))
 
-    def close(self, simplify: float) -> None:
+    def close(self, simplify: float, to_map: _MapGeometry) -> None:
         if not self.streaming or not self.partial.exists():
             parts = self._held or [(np.zeros(0, np.int32), np.zeros(0, dtype=object), [], np.zeros(0))]
             values = np.concatenate([p[0] for p in parts])
@@ -302,6 +325,7 @@ class _Layer:
             areas = np.concatenate([p[3] for p in parts])
             if simplify > 0 and len(geoms):
                 geoms = shapely.coverage_simplify(geoms, simplify)
+                areas = to_map.areas(geoms)  # the simplified polygons' own areas
             self._write(values, geoms, names, areas, append=False)
 
     def _write(self, values: np.ndarray, geoms: np.ndarray, names: list[str], areas: np.ndarray,
@@ -311,10 +335,12 @@ class _Layer:
         import pyogrio
 
         try:
-            pyogrio.raw.write(str(self.partial), geometry=shapely.to_wkb(geoms), field_data=[values, np.array(
-                names, dtype=object), np.round(areas, 3)], fields=["class", "name", "area_m2"],
-                crs=self.crs.to_wkt() if self.crs else None, driver=self.driver, geometry_type="Polygon",
-                layer=self.name, append=append, promote_to_multi=False)
+            with warnings.catch_warnings():  # a mask without a CRS gives a layer without one; the mask says so
+                warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+                pyogrio.raw.write(str(self.partial), geometry=shapely.to_wkb(geoms), field_data=[values, np.array(
+                    names, dtype=object), np.round(areas, 3)], fields=["class", "name", "area_m2"],
+                    crs=self.crs.to_wkt() if self.crs else None, driver=self.driver, geometry_type="Polygon",
+                    layer=self.name, append=append, promote_to_multi=False)
         except Exception as exc:
             raise OutputError(f"{self.output}: writing the {self.driver} layer failed ({str(exc).splitlines()[0]})"
                               ) from None

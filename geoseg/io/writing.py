@@ -21,6 +21,7 @@ import shutil
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio._err import CPLE_BaseError
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from geoseg.errors import ConfigError, OutputError
@@ -330,7 +332,9 @@ class StripWriter:
 
     def __enter__(self) -> StripWriter:
         try:
-            with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+            # A scene without a georeference gives a mask without one: the run says so once, in its summary.
+            with rasterio.Env(GDAL_PAM_ENABLED="NO"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 self._dataset = rasterio.open(self.path, "w", **self.profile())
         except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
             raise OutputError(f"{self.output}: cannot be created ({_first_line(exc)}); check the folder and free "

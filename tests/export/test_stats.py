@@ -65,3 +65,25 @@ def test_stats_cli_prints_json_and_writes_csv(tmp_path) -> None:
     with (tmp_path / "s.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(r["pixels"]) for r in rows] == [c["pixels"] for c in data["classes"]]
+
+
+def test_a_mask_without_a_crs_has_no_areas_only_pixels_and_shares(tmp_path, make_tif, tiny_model) -> None:
+    """Its pixels have no ground size: "117.7 ha" from pixels counted as square map units was wrong."""
+    import rasterio as rio
+
+    from geoseg import RunConfig, segment_scene
+    from geoseg.export.stats import mask_stats
+
+    labels = np.zeros((40, 50), np.uint8)
+    labels[:, 30:] = 1
+    mask = tmp_path / "nocrs.tif"
+    with rio.open(mask, "w", driver="GTiff", width=50, height=40, count=1, dtype="uint8", nodata=NODATA) as ds:
+        ds.write(labels, 1)
+        ds.update_tags(CLASSES='["water", "forest"]')
+    stats, _ = mask_stats(mask)
+    assert [(s.name, s.pixels, s.area_ha, s.share) for s in stats] == [("water", 1200, None, 0.6),
+                                                                        ("forest", 800, None, 0.4)]
+    scene = make_tif(np.random.default_rng(0).normal(size=(3, 40, 50)).astype("float32"), crs=None)
+    summary = segment_scene(scene, tmp_path / "m.tif", RunConfig(device="cpu"), model=tiny_model())
+    assert all(c["area_ha"] is None for c in summary.class_stats)
+    assert sum(c["share"] for c in summary.class_stats) == pytest.approx(1.0)

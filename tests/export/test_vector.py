@@ -100,7 +100,29 @@ def test_simplify_keeps_the_coverage_without_gaps_or_overlaps(tmp_path) -> None:
     assert shapely.union_all(simple).area == pytest.approx(shapely.union_all(raw).area, rel=1e-3)
     assert len(shapely.get_parts(shapely.union_all(simple))) == len(shapely.get_parts(shapely.union_all(raw)))
     assert shapely.area(simple).sum() == pytest.approx(shapely.union_all(simple).area, rel=1e-9)  # no overlaps
-    np.testing.assert_allclose(np.sort(simple_area), np.sort(raw_area))  # the exact areas (FlatGeobuf reorders)
+    # area_m2 is each simplified polygon's own area (a UTM grid: map units are metres), not its pixels'
+    np.testing.assert_allclose(simple_area, shapely.area(simple), rtol=1e-9)
+    assert not np.allclose(np.sort(simple_area), np.sort(raw_area))  # simplifying moved some edges
+
+
+def test_a_class_the_sieve_removes_entirely_is_named(tmp_path) -> None:
+    labels = np.ones((60, 60), np.uint8)
+    labels[10:12, 10:12] = 0  # one 4-pixel region of class 0 (400 m²)
+    mask = write_mask(tmp_path / "m.tif", labels)
+    summary = polygonize(mask, tmp_path / "v.gpkg", min_area_m2=1000)
+    assert summary.removed == ["water"] and summary.per_class == {"forest": 1}
+    result = CliRunner().invoke(app, ["export", "vector", str(mask), "-o", str(tmp_path / "w.gpkg"), "--min-area",
+                                      "1000"])
+    assert result.exit_code == 0 and "class 'water' is in the mask but has no region" in result.stderr
+
+
+def test_min_area_needs_a_crs(tmp_path) -> None:
+    labels = np.ones((30, 30), np.uint8)
+    mask = tmp_path / "m.tif"
+    with rasterio.open(mask, "w", driver="GTiff", width=30, height=30, count=1, dtype="uint8", nodata=NODATA) as ds:
+        ds.write(labels, 1)
+    with pytest.raises(ConfigError, match="has no CRS"):
+        polygonize(mask, tmp_path / "v.gpkg", min_area_m2=100)
 
 
 def test_geographic_masks_get_areas_in_square_metres(tmp_path) -> None:
