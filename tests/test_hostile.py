@@ -458,3 +458,20 @@ def test_device_on_the_command_line_wins_over_a_job_file(tmp_path, model_folder)
     result = runner.invoke(app, ["batch", "--job", str(job), "--device", "cpu", "--quiet"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "s.mask.tif").is_file()
+
+
+def test_a_mistyped_model_folder_and_a_folder_as_scene_say_what_to_do(tmp_path, model_folder) -> None:
+    source = scene(tmp_path)
+    one_line(runner.invoke(app, ["run", str(source), "--model", "../runs/landcovr"]), 5,
+             "model folder '../runs/landcovr' does not exist")
+    (tmp_path / "folder").mkdir()
+    one_line(runner.invoke(app, ["run", str(tmp_path / "folder"), "--model", str(model_folder)]), 3,
+             "is a directory", "geoseg batch FOLDER -o OUT")
+
+
+def test_every_train_option_has_help() -> None:
+    from typer.main import get_command
+
+    train = get_command(app).commands["train"]  # type: ignore[attr-defined]
+    options = [p for p in train.params if p.param_type_name == "option"]
+    assert len(options) > 20 and not [p.name for p in options if not p.help]

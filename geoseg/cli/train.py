@@ -34,12 +34,12 @@ def train(
     encoder: str = typer.Option("resnet34", help="smp encoder (resnet34, vgg16, efficientnet-b4 ...)."),
     init: str = typer.Option("none", help="Encoder start: imagenet (from the local cache, never downloaded), a "
                              "built-in model's encoder (csmask-6b-l1c ...), or none."),
-    epochs: int = typer.Option(20, min=1),
-    batch_size: int = typer.Option(16, min=1),
+    epochs: int = typer.Option(20, min=1, help="Passes over the training chips, at most (see --patience)."),
+    batch_size: int = typer.Option(16, min=1, help="Chips per training step."),
     chip_size: int = typer.Option(256, min=32, help="Chip edge in pixels, a multiple of 32."),
     chips_per_epoch: int | None = typer.Option(None, min=1, help="[default: twice the training area]",
                                                show_default=False),
-    learning_rate: float = typer.Option(1e-3, min=0),
+    learning_rate: float = typer.Option(1e-3, min=0, help="The optimiser's starting learning rate."),
     val_share: float = typer.Option(0.2, min=0, max=0.9, help="Share of cells held out for validation."),
     patience: int = typer.Option(5, min=1, help="Stop after this many epochs without a better validation mIoU."),
     bands: str | None = typer.Option(None, help="Scene bands to train on, by name or index [default: all]",
@@ -51,7 +51,8 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     workers: int | None = typer.Option(None, min=0, help="Chip-reading processes [default: cores - 1]",
                                        show_default=False),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed of the split, the chips and the network's start: the same seed, the "
+                             "same run."),
     resume: bool = typer.Option(False, help="Go on from OUTPUT.train/checkpoint.pt."),
     overwrite: bool = typer.Option(False, help="Replace an existing package."),
     as_json: bool = json_option(),
@@ -125,6 +126,16 @@ def evaluate(
         print(json.dumps(result, indent=2))
         return
     Console().print(accuracy_table(result, f"{mask.name} against {labels.name}"))
+    Console().print(confusion_table(result))
+
+
+def confusion_table(result: dict) -> Table:
+    """The confusion matrix with its classes named: reference classes down, predicted classes across."""
+    names = [f"{c['value']} {c['name']}" for c in result["classes"]]
+    table = Table("reference \\ predicted", *names, title="confusion matrix (pixels)", title_justify="left")
+    for name, row in zip(names, result["confusion_matrix"], strict=True):
+        table.add_row(name, *(f"{v:,}" for v in row))
+    return table
 
 
 def accuracy_table(result: dict, title: str) -> Table:

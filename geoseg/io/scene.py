@@ -85,7 +85,8 @@ class SceneInfo:
 def open_scene(path: str | Path) -> SceneInfo:
     """Read and check a raster's header; raise :class:`SceneError` with a fix for anything unusable."""
     path = Path(path)
-    check_regular_file(path, "raster", "give one raster file (GeoTIFF, COG, VRT, JP2)")
+    check_regular_file(path, "raster", "give one raster file (GeoTIFF, COG, VRT, JP2); for every raster in a folder "
+                                       "use geoseg batch FOLDER -o OUT")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)

@@ -71,6 +71,9 @@ def get_card(name: str) -> ModelCard:
     folder = Path(name)
     if folder.is_dir():
         return read_card(folder)
+    if "/" in name or "\\" in name or name.startswith((".", "~")):  # meant as a folder
+        raise ModelError(f"model folder {name!r} does not exist (relative paths start at {Path.cwd()}); check the "
+                         f"path, or give a built-in model: `geoseg models` lists them")
     raise ModelError(f"unknown model {name!r}; choose one of {AUTO}, {', '.join(BUILTIN_MODELS)} "
                      f"or give a model package folder; `geoseg models` lists them")
 

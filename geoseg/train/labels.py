@@ -87,6 +87,9 @@ def open_labels(path: Path, image: SceneInfo, spec: list | dict | None, field: s
     except rasterio.errors.RasterioIOError as exc:
         raise SceneError(f"{path}: labels are not a raster GDAL can read ({str(exc).splitlines()[0]})") from None
     with ds:
+        if ds.count != 1:
+            raise SceneError(f"{path}: has {ds.count} bands; labels must be one band of class values (is it the "
+                             f"image rather than its labels?)")
         if ds.crs is not None and image.crs is not None and ds.crs != image.crs:
             raise SceneError(f"{path}: labels are on {ds.crs.to_string()} but {image.path} is on "
                              f"{image.crs.to_string()}; their pixels would be compared at other places on the ground: "

@@ -82,4 +82,6 @@ class Accuracy:
                          "f1": clean(self.f1[i]), "precision": clean(self.precision[i]),
                          "recall": clean(self.recall[i])} for i, n in enumerate(self.names)],
             "confusion_matrix": self.matrix.tolist(),
+            # What the matrix's rows and columns are: reference classes down, predicted classes across.
+            "confusion_matrix_axes": {"rows": "reference", "columns": "predicted", "labels": list(self.names)},
         }

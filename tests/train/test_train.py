@@ -124,6 +124,16 @@ def test_evaluate_against_a_hand_computed_confusion_matrix(tmp_path) -> None:
     out = runner.invoke(app, ["evaluate", str(mask_path), str(ref_path), "--json", "-o", str(tmp_path / "e.csv")])
     assert out.exit_code == 0 and json.loads(out.stdout)["confusion_matrix"] == expected.tolist()
     assert (tmp_path / "e.csv").read_text().splitlines()[0].startswith("value,name,reference_pixels")
+    assert json.loads(out.stdout)["confusion_matrix_axes"] == {"rows": "reference", "columns": "predicted",
+                                                               "labels": ["a", "b", "c"]}
+    text = runner.invoke(app, ["evaluate", str(mask_path), str(ref_path)], terminal_width=200).stdout
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in text.splitlines() if line.startswith("│") and line.split("│")[1].strip()[:1].isdigit()}
+    assert rows["0 a"][-3:] == ["3", "1", "1"] and rows["2 c"][-3:] == ["0", "0", "5"]  # the matrix, named
+    image = write_tif(tmp_path / "image.tif", np.zeros((3, 4, 4), np.uint16), block=16)
+    wrong = runner.invoke(app, ["evaluate", str(mask_path), str(image)])
+    assert wrong.exit_code == 3 and "labels must be one band of class values" in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.skipif(not S2.exists(), reason="real Sentinel-2 scene not in ../shared/data")
