@@ -69,6 +69,8 @@ def test_lightning_checkpoint_with_torchgeo_hyperparameters(tmp_path) -> None:
     assert torch.equal(_logits(load_model(str(tmp_path / "pkg")).network), _logits(net))
     assert sorted(p.name for p in (tmp_path / "pkg").iterdir()) == ["README.md", "config.json", "geoseg.json",
                                                                     "model.safetensors"]
+    # the weights are as readable as the package's other files (safetensors alone writes 0600)
+    assert len({p.stat().st_mode & 0o777 for p in (tmp_path / "pkg").iterdir()}) == 1
 
 
 def test_plain_state_dict_needs_the_network_named_and_mismatches_are_named(tmp_path) -> None:
