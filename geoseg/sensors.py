@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from geoseg.errors import ConfigError
 
@@ -81,4 +82,41 @@ def sensor_from_name(file_name: str) -> Sensor | None:
     for pattern, name in _PRODUCT_NAMES:
         if pattern.search(upper):
             return SENSORS[name]
+    return None
+
+
+#: Acquisition times in product names: Sentinel-2 ``S2A_MSIL2A_20170216T101021_...`` (or a date after the tile,
+#: ``S2A_T33UUU_20170216_...``), Landsat Collection 2 ``LC08_L2SP_190024_20200418_20200822_02_T1`` (the first
+#: date is the acquisition, the second the processing).
+_ACQUIRED_IN_NAMES: tuple[re.Pattern[str], ...] = (
+    re.compile(r"^S2[ABCD]_MSI[A-Z0-9]{3}_(\d{8})T(\d{6})_"),
+    re.compile(r"^S2[ABCD]_T\d{2}[A-Z]{3}_(\d{8})(?:T(\d{6}))?_"),
+    re.compile(r"^L[COTEM]0\d_L[12][A-Z]{2}_\d{6}_(\d{8})_\d{8}_"),
+)
+#: Metadata tags that hold an acquisition (GDAL's Sentinel-2 and Landsat drivers, STAC-minded writers).
+_ACQUIRED_TAGS = ("ACQUISITION_DATETIME", "ACQUISITIONDATETIME", "DATETIME_ACQUIRED", "DATE_ACQUIRED",
+                  "ACQUISITION_DATE", "SENSING_TIME", "PRODUCT_START_TIME", "DATATAKE_1_DATATAKE_SENSING_START")
+
+
+def acquisition_time(file_name: str, tags: dict[str, str]) -> tuple[datetime, str] | None:
+    """When the scene was acquired (UTC), and what says so (``"tag NAME"`` or ``"file name"``), from its
+    metadata tags or its product name; None where neither tells. A tag wins over the name."""
+    upper = {k.upper(): v for k, v in tags.items()}
+    for key in _ACQUIRED_TAGS:
+        text = upper.get(key, "").strip()
+        if not text:
+            continue
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC), f"tag {key}"
+    for pattern in _ACQUIRED_IN_NAMES:
+        found = pattern.match(file_name)
+        if found:
+            day, clock = found.group(1), (found.group(2) if found.lastindex and found.lastindex > 1 else None)
+            try:
+                return datetime.strptime(day + (clock or "000000"), "%Y%m%d%H%M%S").replace(tzinfo=UTC), "file name"
+            except ValueError:
+                return None
     return None

@@ -6,6 +6,7 @@ whole-scene forward pass), and that it agrees with ukis-csmask's own ONNX pipeli
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -37,6 +38,8 @@ def test_sentinel2_cloud_mask_end_to_end(tmp_path) -> None:
         mask = out.read(1)
         reflectance = src.read().astype(np.float32) * 1e-4
     assert set(np.unique(mask)) <= {0, 1, 2, 255}
+    item = json.loads(scene.with_name(scene.stem + ".mask.json").read_text())
+    assert item["properties"]["datetime"] == "2017-02-16T00:00:00Z"  # the acquisition, from the product name
 
     # The same pixels the model sees: 3x3 means of the 10 m scene (a 30 m grid).
     everywhere = torch.ones(reflectance.shape[1:], dtype=torch.bool)

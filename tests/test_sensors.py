@@ -87,3 +87,25 @@ def test_real_naip_with_the_builtin_model_warns_and_with_its_preset_does_not(tmp
     preset = prepare_run(NAIP, tmp_path / "a.tif", RunConfig(model="csmask-4b-l1c", sensor="naip"))
     assert preset.bands == (3, 2, 1, 4)
     assert not [n for n in preset.notes if "scaling" in n or "far from" in n]
+
+
+@pytest.mark.parametrize(("name", "tags", "expected", "source"), [
+    ("S2A_T33UUU_20170216_L1C_B02-B03-B04-B08-B11-B12_10m.tif", {}, "2017-02-16T00:00:00+00:00", "file name"),
+    ("S2B_MSIL2A_20230704T101609_N0509_R065_T32UNU_20230704T165213.tif", {}, "2023-07-04T10:16:09+00:00",
+     "file name"),
+    ("LC08_L2SP_190024_20200418_20200822_02_T1_SR_stack.tif", {}, "2020-04-18T00:00:00+00:00", "file name"),
+    ("scene.tif", {"DATE_ACQUIRED": "2019-06-01"}, "2019-06-01T00:00:00+00:00", "tag DATE_ACQUIRED"),
+    ("S2A_T33UUU_20170216_x.tif", {"SENSING_TIME": "2017-02-16T10:05:01Z"}, "2017-02-16T10:05:01+00:00",
+     "tag SENSING_TIME"),
+])
+def test_the_acquisition_time_comes_from_tags_or_the_product_name(name, tags, expected, source) -> None:
+    from geoseg.sensors import acquisition_time
+
+    when, said = acquisition_time(name, tags)
+    assert (when.isoformat(), said) == (expected, source)
+
+
+def test_no_acquisition_time_where_nothing_tells() -> None:
+    from geoseg.sensors import acquisition_time
+
+    assert acquisition_time("mosaic_2019.tif", {"TIFFTAG_DATETIME": "2024:01:01 10:00:00"}) is None

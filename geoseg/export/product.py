@@ -39,6 +39,7 @@ from geoseg.io.writing import (
     probability_spec,
 )
 from geoseg.models.card import ModelCard
+from geoseg.sensors import acquisition_time
 from geoseg.version import __version__
 
 #: Makes a scene's strips and hands them to ``write`` (:data:`geoseg.engine.pipeline.WriteFn`) in order,
@@ -137,6 +138,7 @@ def write_sidecars(staging: Staging, paths: ProductPaths, scene: SceneInfo, card
     item = mask_item(paths.mask, crs=scene.crs, transform=scene.transform, width=scene.width, height=scene.height,
                      pixel_size_m=scene.pixel_size_m, classes=card.classes, stats=stats, nodata=NODATA,
                      fmt=config.output_format, source=scene.path, sidecars=sidecars,
+                     acquired=acquisition_time(scene.path.name, scene.tags),
                      properties={"geoseg:model": card.name, "geoseg:model_description": card.description,
                                  "geoseg:version": __version__,
                                  "geoseg:settings": {k: v for k, v in asdict(config).items() if k in RESULT_SETTINGS

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rasterio.crs import CRS
-from rasterio.warp import transform_bounds
+from rasterio.warp import transform as warp_transform
 
 from geoseg.export.legend import hex_color
 from geoseg.export.stats import ClassStat
@@ -52,25 +52,31 @@ def class_objects(classes: tuple[ClassInfo, ...], stats: list[ClassStat] | None,
 def mask_item(mask: Path, *, crs: CRS | None, transform: Any, width: int, height: int, pixel_size_m: float | None,
               classes: tuple[ClassInfo, ...], stats: list[ClassStat] | None, nodata: int, fmt: str,
               source: Path | None = None, properties: dict[str, Any] | None = None,
-              sidecars: dict[str, Path] | None = None) -> dict[str, Any]:
-    """The STAC Item of one mask, as a dict ready for JSON (hrefs relative to the mask's folder)."""
+              sidecars: dict[str, Path] | None = None, acquired: tuple[dt.datetime, str] | None = None
+              ) -> dict[str, Any]:
+    """The STAC Item of one mask, as a dict ready for JSON (hrefs relative to the mask's folder).
+
+    ``datetime`` is when the scene was acquired (``acquired``: the time and what said so, e.g. its product
+    name), else the source file's modification time, and ``geoseg:datetime_source`` says which; ``created``
+    is when the mask was made. The footprint is the scene's outline projected to WGS84 (its edges densified),
+    not the box of its bounds."""
     import pystac
 
     bounds = (transform.c, transform.f + height * transform.e, transform.c + width * transform.a, transform.f)
     bbox = [min(bounds[0], bounds[2]), min(bounds[1], bounds[3]), max(bounds[0], bounds[2]), max(bounds[1], bounds[3])]
-    wgs84 = list(transform_bounds(crs, "EPSG:4326", *bbox, densify_pts=21)) if crs is not None else None
-    geometry = None if wgs84 is None else {"type": "Polygon", "coordinates": [[
-        [wgs84[0], wgs84[1]], [wgs84[2], wgs84[1]], [wgs84[2], wgs84[3]], [wgs84[0], wgs84[3]], [wgs84[0], wgs84[1]]]]}
+    geometry, wgs84 = footprint(crs, transform, width, height)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    when, said = acquired if acquired is not None else _file_time(source, now)
     props: dict[str, Any] = {
         "created": now.isoformat().replace("+00:00", "Z"),
+        "geoseg:datetime_source": said,
         "proj:epsg": crs.to_epsg() if crs is not None else None,
         "proj:shape": [height, width],
         "proj:transform": [transform.a, transform.b, transform.c, transform.d, transform.e, transform.f],
         "proj:bbox": bbox,
         **(properties or {}),
     }
-    item = pystac.Item(id=mask.stem, geometry=geometry, bbox=wgs84, datetime=now, properties=props,
+    item = pystac.Item(id=mask.stem, geometry=geometry, bbox=wgs84, datetime=when, properties=props,
                        stac_extensions=list(EXTENSIONS))
     band: dict[str, Any] = {"data_type": "uint8", "nodata": nodata, "sampling": "area",
                             "classification:classes": class_objects(classes, stats, nodata)}
@@ -87,6 +93,34 @@ def mask_item(mask: Path, *, crs: CRS | None, transform: Any, width: int, height
     if source is not None:
         item.add_link(pystac.Link("derived_from", str(source.resolve()), media_type=GTIFF_TYPE, title="source scene"))
     return item.to_dict(include_self_link=False, transform_hrefs=False)
+
+
+def footprint(crs: CRS | None, transform: Any, width: int, height: int, points: int = 21
+              ) -> tuple[dict[str, Any] | None, list[float] | None]:
+    """The outline of a ``width x height`` grid in WGS84 (each edge densified to ``points`` points, so a UTM
+    scene's slanted edges stay slanted) and its lon/lat bbox; ``(None, None)`` without a CRS."""
+    if crs is None:
+        return None, None
+    steps = [i / (points - 1) for i in range(points)]
+    ring = ([(width * f, 0.0) for f in steps] + [(float(width), height * f) for f in steps[1:]]
+            + [(width * (1 - f), float(height)) for f in steps[1:]] + [(0.0, height * (1 - f)) for f in steps[1:]])
+    xs, ys = zip(*(transform @ (col, row) for col, row in ring), strict=True)
+    lons, lats = warp_transform(crs, "EPSG:4326", list(xs), list(ys))
+    coordinates = [[round(x, 9), round(y, 9)] for x, y in zip(lons, lats, strict=True)]
+    return ({"type": "Polygon", "coordinates": [coordinates]},
+            [min(lons), min(lats), max(lons), max(lats)])
+
+
+def _file_time(source: Path | None, fallback: dt.datetime) -> tuple[dt.datetime, str]:
+    """The source file's modification time (UTC) where the acquisition is not known."""
+    try:
+        stamp = source.stat().st_mtime if source is not None else None
+    except OSError:
+        stamp = None
+    if stamp is None:
+        return fallback, "processing time (the source's acquisition is not known)"
+    return (dt.datetime.fromtimestamp(stamp, dt.UTC).replace(microsecond=0),
+            "the source file's modification time (its acquisition is not in its name or tags)")
 
 
 def collection(folder: Path, items: list[dict[str, Any]], name: str) -> dict[str, Any]:

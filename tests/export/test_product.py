@@ -223,3 +223,28 @@ def test_every_cog_overview_level_is_the_mode_of_the_one_above(make_tif, tmp_pat
         expected = mode2x2(padded, NODATA)
         with rasterio.open(out, overview_level=k) as level:
             np.testing.assert_array_equal(level.read(1), expected, err_msg=f"overview level {k + 1}")
+
+
+def test_the_stac_item_dates_the_acquisition_and_outlines_the_projected_footprint(tmp_path, tiny_model) -> None:
+    """The Item's datetime is when the scene was acquired (its product name here), not when the mask was made;
+    the footprint is the UTM scene's outline in lon/lat, whose edges are not parallels and meridians."""
+    from tests.helpers import write_tif
+
+    named = write_tif(tmp_path / "S2A_MSIL2A_20230704T101609_N0509_R065_T32UNU_20230704T165213.tif",
+                      smooth_image((3, 64, 80)))
+    segment_scene(named, tmp_path / "named.tif", RunConfig(device="cpu"), model=tiny_model())
+    item = json.loads((tmp_path / "named.json").read_text())
+    assert item["properties"]["datetime"] == "2023-07-04T10:16:09Z"
+    assert item["properties"]["geoseg:datetime_source"] == "file name"
+    assert item["properties"]["created"] != item["properties"]["datetime"]
+    ring = item["geometry"]["coordinates"][0]
+    assert ring[0] == ring[-1] and len(ring) > 5
+    lons = sorted({round(x, 9) for x, _ in ring})
+    assert len(lons) > 4  # a box of the bounds would have two longitudes only
+    plain = write_tif(tmp_path / "plain.tif", smooth_image((3, 64, 80)))
+    os.utime(plain, (1_600_000_000, 1_600_000_000))
+    segment_scene(plain, tmp_path / "plain.mask.tif", RunConfig(device="cpu"), model=tiny_model())
+    item = json.loads((tmp_path / "plain.mask.json").read_text())
+    assert item["properties"]["datetime"] == "2020-09-13T12:26:40Z"  # the file's time, and it says so
+    assert "modification time" in item["properties"]["geoseg:datetime_source"]
+    _validate(item)
