@@ -20,6 +20,8 @@ def describe(path: str | Path) -> dict[str, Any]:
     try:
         indexes, how = match_bands(scene.descriptions, card.bands, str(scene.path))
         fit = f"{name} (bands {','.join(map(str, indexes))} matched by {how})"
+        if how == "position":  # nothing names the bands: say how to
+            fit += "; the bands have no names: pass --sensor (e.g. naip, planetscope) or --bands if not in this order"
     except BandError as exc:
         fit = f"none without --bands: {exc}"
     size = scene.pixel_size_m

@@ -58,8 +58,7 @@ def train(
     as_json: bool = json_option(),
 ) -> None:
     """Train an smp network on labelled images and write a model package `geoseg run --model` uses."""
-    from geoseg.train.trainer import TrainConfig
-    from geoseg.train.trainer import train as run_training
+    from geoseg.train.config import TrainConfig
 
     with user_errors(as_json):
         config = TrainConfig(architecture=architecture, encoder=encoder, init=init, epochs=epochs,
@@ -67,6 +66,8 @@ def train(
                              learning_rate=learning_rate, val_share=val_share, patience=patience, device=device,
                              workers=workers, bands=tuple(str(b) for b in parse_bands(bands)) if bands else None,
                              sensor=sensor, scale=scale, seed=seed)
+        from geoseg.train.trainer import train as run_training  # torch: only once the settings are known good
+
         err = Console(stderr=True)
         if as_json or not err.is_terminal:
             def report(kind: str, done: int, total: int, values: dict) -> None:
@@ -77,13 +78,15 @@ def train(
                                    report)
         else:
             with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
-                          TextColumn("loss {task.fields[loss]:.4f}  val mIoU {task.fields[miou]}"),
+                          TextColumn("loss {task.fields[loss]}  val mIoU {task.fields[miou]}"),
                           TimeElapsedColumn(), console=err, transient=False) as bar:
-                task = bar.add_task("train", total=None, epoch=1, loss=float("nan"), miou="-")
+                # "-" until the first loss is read back from the device (a few steps in), never "nan"
+                task = bar.add_task("train", total=None, epoch=1, loss="-", miou="-")
 
                 def report(kind: str, done: int, total: int, values: dict) -> None:
                     if kind == "train":
-                        bar.update(task, completed=done, total=total, epoch=values["epoch"], loss=values["loss"])
+                        bar.update(task, completed=done, total=total, epoch=values["epoch"],
+                                   loss=f"{values['loss']:.4f}")
                     else:
                         bar.update(task, miou=f"{values['val_miou']:.3f}")
                         err.print(f"epoch {done}/{total}: loss {values['loss']:.4f}, validation mIoU "

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -63,6 +64,9 @@ VECTOR_FORMATS: dict[str, tuple[str, bool]] = {
 }
 #: Window edge in pixels.
 WINDOW = 4096
+#: The GeoPackage version written: 1.2, which QGIS 3.22 (GDAL 3.6) reads without the "may only be partially
+#: supported" warning that GDAL 3.10's default (1.4) gives it.
+GPKG_VERSION = "1.2"
 #: Widest halo a sieve reads around a window (a region removed by the sieve is at most this long).
 MAX_HALO = 2048
 #: Passes of the sieve: speckle whose neighbours are all small too needs more than one.
@@ -99,7 +103,7 @@ def polygonize(mask: Path, output: Path, *, min_area_m2: float = 0.0, simplify: 
     check_outputs({"vector layer": output}, [mask], overwrite)
     with _open(mask) as ds:
         classes = {c.value: c.name for c in read_legend(ds)}
-        layer = _Layer(output, driver, appendable and simplify == 0, ds.crs, output.stem)
+        layer = _Layer(output, driver, appendable and simplify == 0, ds.crs, layer_name(output))
         to_map = _MapGeometry(ds)
         sieve_px = _sieve_pixels(ds, min_area_m2)
         seen: set[int] = set()  # the classes of the mask before sieving
@@ -122,6 +126,13 @@ def polygonize(mask: Path, output: Path, *, min_area_m2: float = 0.0, simplify: 
     removed = [classes.get(v, str(v)) for v in sorted(seen - set(layer.per_value)) if v != ds.nodata]
     return VectorSummary(str(output), layer.count, round(time.perf_counter() - started, 3),
                          {classes.get(v, str(v)): n for v, n in sorted(layer.per_value.items())}, removed)
+
+
+def layer_name(output: Path) -> str:
+    """The layer's name: the file's stem, with characters other than letters, digits and ``_`` as ``_`` (a
+    name like ``s2.landcover`` would need quoting in every SQL query of a GeoPackage)."""
+    name = re.sub(r"[^0-9A-Za-z_]", "_", output.stem)
+    return name if name and not name[0].isdigit() else f"layer_{name}"
 
 
 def _regions(ds: rasterio.io.DatasetReader, window: int, sieve_px: int, seen: set[int] | None = None
@@ -340,7 +351,8 @@ class _Layer:
                 pyogrio.raw.write(str(self.partial), geometry=shapely.to_wkb(geoms), field_data=[values, np.array(
                     names, dtype=object), np.round(areas, 3)], fields=["class", "name", "area_m2"],
                     crs=self.crs.to_wkt() if self.crs else None, driver=self.driver, geometry_type="Polygon",
-                    layer=self.name, append=append, promote_to_multi=False)
+                    layer=self.name, append=append, promote_to_multi=False,
+                    **({"dataset_options": {"VERSION": GPKG_VERSION}} if self.driver == "GPKG" and not append else {}))
         except Exception as exc:
             raise OutputError(f"{self.output}: writing the {self.driver} layer failed ({str(exc).splitlines()[0]})"
                               ) from None

@@ -122,7 +122,9 @@ def describe(card: ModelCard) -> str:
         f"# {card.name}", "",
         card.description or "A geoseg model package.", "",
         f"- network: segmentation-models-pytorch `{network['_model_class']}`, encoder `{network.get('encoder_name')}`",
-        f"- inputs: {', '.join(card.bands)} (scaled by {card.scaling}, then normalised by the mean and std)",
+        f"- inputs: {', '.join(card.bands)} (integer pixels x {card.scaling.integer_scale:g}"
+        f"{f' {card.scaling.integer_offset:+g}' if card.scaling.integer_offset else ''}, float pixels x "
+        f"{card.scaling.float_scale:g}; then normalised by the mean and std)",
         f"- classes: {', '.join(f'{c.value} {c.name}' for c in card.classes)}",
         f"- tile {card.tile_size} px, overlap {card.overlap} px"
         + (f", trained at {card.resolution_m:g} m" if card.resolution_m else ""),

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from geoseg.bands import BAND_ALIASES, band_matches, match_bands
-from geoseg.config import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, TILE_MULTIPLE
+from geoseg.config import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from geoseg.engine.device import resolve_device
 from geoseg.errors import ConfigError, ModelError, OutputError
 from geoseg.io.scene import open_scene
@@ -36,39 +36,13 @@ from geoseg.models.package import save_package
 from geoseg.models.registry import BUILTIN_MODELS, load_model
 from geoseg.sensors import get_sensor, sensor_from_name
 from geoseg.train.chips import ChipReader, EpochSampler, TrainChips, TrainImage, ValChips, band_statistics, split_cells
+from geoseg.train.config import TrainConfig
 from geoseg.train.labels import open_labels
 from geoseg.train.metrics import IGNORE, Accuracy, confusion
 
 INITS = ("imagenet", "none", *BUILTIN_MODELS)
 #: Training steps between progress reports (each report reads the loss back from the device).
 REPORT_EVERY = 20
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    architecture: str = "Unet"
-    encoder: str = "resnet34"
-    init: str = "none"
-    epochs: int = 20
-    batch_size: int = 16
-    chip_size: int = 256
-    chips_per_epoch: int | None = None  # default: twice the training area in chips
-    learning_rate: float = 1e-3
-    val_share: float = 0.2
-    patience: int = 5
-    device: str = "auto"
-    precision: str = "auto"  # bf16 autocast on CUDA, fp32 elsewhere
-    workers: int | None = None  # DataLoader processes; default: CPU cores - 1, none on a 2-core machine
-    bands: tuple[str, ...] | None = None  # the scene bands to train on, by name or index (default: all)
-    sensor: str | None = None
-    scale: float | None = None
-    seed: int = 0
-    name: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.chip_size < TILE_MULTIPLE or self.chip_size % TILE_MULTIPLE:
-            raise ConfigError(f"--chip-size {self.chip_size}: must be a positive multiple of {TILE_MULTIPLE} (the "
-                              f"U-Net halves it 5 times)")
 
 
 @dataclass
@@ -221,7 +195,21 @@ def train(images: Sequence[Path], labels: Sequence[Path], output: Path, config: 
           classes: list | dict | None = None, label_field: str = "class", resume: bool = False,
           overwrite: bool = False, progress: Callable[[str, int, int, dict[str, float]], None] | None = None
           ) -> TrainSummary:
-    """Train and write a model package at ``output`` (see module docstring)."""
+    """Train and write a model package at ``output`` (see module docstring). A run stopped (Ctrl-C, an error)
+    before its first checkpoint leaves no empty ``OUTPUT.train`` folder behind."""
+    work = output.with_name(output.name + ".train")
+    existed = work.exists()
+    try:
+        return _train(images, labels, output, config, classes, label_field, resume, overwrite, progress)
+    except BaseException:
+        if not existed and work.is_dir() and not any(work.iterdir()):
+            work.rmdir()
+        raise
+
+
+def _train(images: Sequence[Path], labels: Sequence[Path], output: Path, config: TrainConfig,
+           classes: list | dict | None, label_field: str, resume: bool, overwrite: bool,
+           progress: Callable[[str, int, int, dict[str, float]], None] | None) -> TrainSummary:
     if output.exists() and not (overwrite or resume):
         raise OutputError(f"{output}: already exists; pass --overwrite or choose another -o")
     work = output.with_name(output.name + ".train")
@@ -308,7 +296,7 @@ def train(images: Sequence[Path], labels: Sequence[Path], output: Path, config: 
             loss.backward()
             optimizer.step()
             losses.append(loss.detach())  # kept on the device: reading it each step would stall the GPU
-            if progress and (step % REPORT_EVERY == REPORT_EVERY - 1 or step == steps - 1):
+            if progress and (step == 0 or step % REPORT_EVERY == REPORT_EVERY - 1 or step == steps - 1):
                 recent = float(torch.stack(losses[-REPORT_EVERY:]).mean())
                 progress("train", step + 1, steps, {"epoch": epoch + 1, "loss": recent})
         scheduler.step()

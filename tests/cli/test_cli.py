@@ -77,6 +77,9 @@ def test_info_reports_the_fitting_model(make_tif) -> None:
     facts = json.loads(result.stdout)
     assert facts["model"].startswith("csmask-6b-l1c (bands 1,2,3,4,5,6 matched by name)")
     assert facts["dtype"] == "uint16" and facts["nodata"] == 0 and facts["crs"] == "EPSG:32633"
+    unnamed = make_tif(smooth_image((4, 30, 30), dtype="uint16"))  # an aerial RGBN file, bands unnamed
+    facts = json.loads(runner.invoke(app, ["info", str(unnamed), "--json"]).stdout)
+    assert "matched by position" in facts["model"] and "pass --sensor" in facts["model"]
 
 
 @pytest.mark.parametrize("command", ["run", "batch"])

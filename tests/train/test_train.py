@@ -191,3 +191,25 @@ def test_imagenet_init_takes_the_weights_from_the_local_cache(monkeypatch, tmp_p
     net = build_model(TrainConfig(encoder="resnet18", init="imagenet"), 4, 2, ("red", "green", "blue", "nir"))
     assert torch.equal(net.encoder.layer1[0].conv1.weight, weights["layer1.0.conv1.weight"])
     assert net.encoder.conv1.weight.shape[1] == 4  # RGB filters spread over 4 bands, as smp does
+
+
+def test_a_training_stopped_before_its_first_checkpoint_leaves_no_folder(tmp_path, monkeypatch) -> None:
+    image = write_tif(tmp_path / "img.tif", np.random.default_rng(0).normal(size=(3, 256, 256)).astype("float32"))
+    labels = write_tif(tmp_path / "lab.tif", (np.arange(256 * 256).reshape(1, 256, 256) % 2).astype(np.uint8))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("geoseg.train.trainer.torch.save", interrupted)  # Ctrl-C as the first checkpoint is saved
+    with pytest.raises(KeyboardInterrupt):
+        train([image], [labels], tmp_path / "pkg", TrainConfig(**{**CONFIG.__dict__, "epochs": 1}),
+              classes=["a", "b"])
+    assert not (tmp_path / "pkg.train").exists() and not (tmp_path / "pkg").exists()
+
+
+def test_train_usage_errors_answer_without_importing_torch() -> None:
+    code = ("import sys; from typer.testing import CliRunner; from geoseg.cli.app import app; "
+            "r = CliRunner().invoke(app, ['train', 'a.tif', '--labels', 'b.tif', '-o', 'x', '--chip-size', '100']); "
+            "print(r.exit_code, 'torch' in sys.modules)")
+    out = __import__("subprocess").run([__import__("sys").executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["2", "False"], out.stdout + out.stderr
