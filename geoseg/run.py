@@ -81,6 +81,7 @@ class RunSummary:
     files: dict[str, str] = field(default_factory=dict)  # mask, style, stac, legend, probabilities
     vector: dict | None = None  # the polygon layer, when one was asked for
     warnings: list[str] = field(default_factory=list)
+    pixel_size_m: float | None = None  # the scene's ground pixel size (None without a CRS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -264,6 +265,7 @@ def summarise(prepared: PreparedRun, execution: Execution, config: RunConfig, se
         backend=execution.backend,
         precision=execution.precision, batch_size=execution.batch_size, width=scene.width, height=scene.height,
         bands=prepared.bands, band_match=prepared.band_match, factor=prepared.factor,
+        pixel_size_m=round(scene.pixel_size_m, 6) if scene.pixel_size_m else None,
         tile_size=prepared.layout.tile, overlap=prepared.layout.rows.overlap,
         blend=config.blend if isinstance(config.blend, str) else "custom", seconds=round(seconds, 3),
         megapixels_per_second=round(total / 1e6 / seconds, 3),

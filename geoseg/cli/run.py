@@ -101,7 +101,9 @@ def summary_table(s: RunSummary) -> Table:
     table = Table(title=f"geoseg: {s.output}", show_header=False, title_justify="left")
     decoded = {"gpu": ", tiles decoded on the GPU", "hybrid": ", tiles decoded on the GPU and CPU"}.get(s.decode, "")
     table.add_row("input", f"{s.input} ({s.width} x {s.height}, bands {','.join(map(str, s.bands))}{decoded})")
-    grid = f"inferred at 1/{s.factor} of the scene's resolution" if s.factor > 1 else "scene's own grid"
+    grid = ("scene's own grid" if s.factor == 1 else
+            f"inferred at {s.pixel_size_m * s.factor:g} m (scene: {s.pixel_size_m:g} m)" if s.pixel_size_m else
+            f"inferred at 1/{s.factor} of the scene's resolution")
     table.add_row("model", f"{s.model} on {s.device} ({s.backend}, {s.precision}, batches of {s.batch_size}), {grid}")
     table.add_row("tiling", f"{s.tile_size} px tiles, {s.overlap} px overlap, {s.blend} blend")
     finishing = f" ({s.finish_seconds:.1f} s of it finishing the {s.output_format})" if s.finish_seconds else ""

@@ -139,3 +139,17 @@ def test_the_run_summary_names_the_backend_and_precision(make_tif, model_folder,
                                  "--device", "cpu", "--backend", "onnxruntime"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "on cpu (onnxruntime, fp32, batches of 1)" in result.output
+
+
+def test_the_summary_says_the_inference_resolution_in_metres(make_tif, tiny_model, tmp_path) -> None:
+    from rich.console import Console
+
+    from geoseg import RunConfig, segment_scene
+    from geoseg.cli.run import summary_table
+
+    scene = make_tif(smooth_image((3, 96, 96)), res=10.0)
+    summary = segment_scene(scene, tmp_path / "m.tif", RunConfig(device="cpu"), model=tiny_model(resolution_m=30.0))
+    assert summary.factor == 3 and summary.pixel_size_m == 10.0
+    console = Console(width=200, record=True)
+    console.print(summary_table(summary))
+    assert "inferred at 30 m (scene: 10 m)" in console.export_text()
