@@ -40,7 +40,8 @@ def test_import_errors_are_one_line_with_exit_codes(tmp_path) -> None:
     assert refused.exit_code == 5 and "--trust-checkpoint" in refused.stderr
     assert "Traceback" not in refused.output and not (tmp_path / "p").exists()
     bad = runner.invoke(app, ["models", "show", str(tmp_path / "nothing")])
-    assert bad.exit_code == 5 and bad.stderr.startswith("geoseg: error: unknown model")
+    assert bad.exit_code == 5 and bad.stderr.startswith("geoseg: error: model folder")
+    assert "does not exist" in bad.stderr
 
 
 def test_models_sensors_lists_the_presets() -> None:
