@@ -33,7 +33,8 @@ def batch(
     inputs: list[str] = typer.Argument(None, help="Scenes: files, globs (quoted), folders, or @list.txt files.",
                                        show_default=False),
     output_dir: Path | None = typer.Option(None, "-o", "--output-dir", help="Folder for the masks of INPUTS."),
-    job: list[Path] = typer.Option([], "--job", "-j", help="YAML job file (repeatable); see workflows/README.md."),
+    job: list[Path] = typer.Option([], "--job", "-j", help="YAML job file (repeatable); see workflows/README.md.",
+                                   metavar="FILE"),
     name: str = typer.Option(DEFAULT_TEMPLATE, "--name", help="Mask file name; fields {stem} {name} {parent} {job}."),
     force: bool = typer.Option(False, help="Redo scenes that are already done."),
     parallel: int = typer.Option(2, min=1, help="Scenes in flight at once in this process (they share the model, GPU); "

@@ -25,7 +25,8 @@ def _classes(spec: str | None) -> list | dict | None:
 def train(
     images: list[Path] = typer.Argument(..., help="Training images (GeoTIFF ...).", show_default=False),
     labels: list[Path] = typer.Option(..., "--labels", help="Label raster on each image's grid, or a vector layer "
-                                      "with a class field; one per image, in order.", show_default=False),
+                                      "with a class field; one per image, in order.", show_default=False,
+                                      metavar="LABELS"),
     output: Path = typer.Option(..., "-o", "--output", help="Model package folder to write.", show_default=False),
     classes: str | None = typer.Option(None, help="Class names: a YAML file (list, or label value: name) or "
                                        "comma-separated [default: the labels' CLASSES tag]", show_default=False),
