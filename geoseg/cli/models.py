@@ -61,7 +61,10 @@ def show(model: str = typer.Argument(..., help="A model package folder or a buil
                                       for i, (b, m, s) in enumerate(zip(card.bands, card.mean, card.std, strict=True))))
     table.add_row("scaling", f"integer pixels x {card.scaling.integer_scale:g} + {card.scaling.integer_offset:g}; "
                   f"float pixels x {card.scaling.float_scale:g}")
-    table.add_row("classes", "\n".join(f"{c.value} {c.name} #{bytes(c.color).hex()}" for c in card.classes))
+    labels = card.label_values or ()
+    table.add_row("classes", "\n".join(f"{c.value} {c.name} #{bytes(c.color).hex()}"
+                                       + (f" (label value {labels[c.value]} in training)" if labels else "")
+                                       for c in card.classes))
     table.add_row("tiling", f"tile {card.tile_size} px, overlap {card.overlap} px")
     table.add_row("trained at", f"{card.resolution_m:g} m" if card.resolution_m else "not stated")
     if card.description:

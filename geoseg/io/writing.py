@@ -300,7 +300,9 @@ def mask_spec(card: ModelCard, tags: dict[str, str]) -> RasterSpec:
     """The class mask: one uint8 band, :data:`NODATA` where the scene has no data, the card's colours,
     and the class names as tags (``CLASSES`` as a JSON list and ``CLASS_<value>``)."""
     names = {"CLASSES": json.dumps([c.name for c in card.classes]),
-             **{f"CLASS_{c.value}": c.name for c in card.classes}}
+             **{f"CLASS_{c.value}": c.name for c in card.classes},
+             # a trained package's classes as its training labels numbered them (the mask holds 0..N-1)
+             **({"LABEL_VALUES": json.dumps(list(card.label_values))} if card.label_values else {})}
     return RasterSpec(1, "uint8", NODATA, {"GEOSEG_PRODUCT": "mask", **names, **tags}, colormap(card), ("class",))
 
 

@@ -106,6 +106,9 @@ class ModelCard:
     network: dict[str, Any] | None = field(default=None, hash=False)
     #: Where the card's mean and std and scaling came from, for ``geoseg models show`` (free text).
     provenance: str = ""
+    #: For a trained package: the value each class had in the training labels, in class order. Masks hold class
+    #: values 0..N-1 (255 is nodata, and classes must fit a uint8); this says which label value each became.
+    label_values: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.bands)
@@ -133,6 +136,9 @@ class ModelCard:
         values = [c.value for c in self.classes]
         if values != list(range(len(values))) or not values:
             raise ModelError(f"model card {self.name!r}: class values must be 0..N-1 in order, got {values}")
+        if self.label_values is not None and len(self.label_values) != len(values):
+            raise ModelError(f"model card {self.name!r}: {len(self.label_values)} label values for {len(values)} "
+                             f"classes; give one per class")
         if len(values) > MAX_CLASSES:
             raise ModelError(f"model card {self.name!r}: {len(values)} classes, but masks are uint8 with 255 as "
                              f"nodata, so at most {MAX_CLASSES} classes (uint16 masks are not supported yet)")
@@ -162,6 +168,8 @@ class ModelCard:
                 ClassInfo(int(c["value"]), c["name"], parse_colour(c["color"])) for c in data["classes"]
             )
             data["scaling"] = Scaling(**data.get("scaling", {}))
+            if data.get("label_values") is not None:
+                data["label_values"] = tuple(int(v) for v in data["label_values"])
             for key in ("bands", "mean", "std", "decoder_channels"):
                 if key in data:
                     data[key] = tuple(data[key])

@@ -125,7 +125,9 @@ def describe(card: ModelCard) -> str:
         f"- inputs: {', '.join(card.bands)} (integer pixels x {card.scaling.integer_scale:g}"
         f"{f' {card.scaling.integer_offset:+g}' if card.scaling.integer_offset else ''}, float pixels x "
         f"{card.scaling.float_scale:g}; then normalised by the mean and std)",
-        f"- classes: {', '.join(f'{c.value} {c.name}' for c in card.classes)}",
+        f"- classes (mask value, name): {', '.join(f'{c.value} {c.name}' for c in card.classes)}"
+        + (f"; the training labels held them as {', '.join(map(str, card.label_values))}: masks hold 0..N-1"
+           if card.label_values else ""),
         f"- tile {card.tile_size} px, overlap {card.overlap} px"
         + (f", trained at {card.resolution_m:g} m" if card.resolution_m else ""),
         "", "Load it with geoseg (`geoseg run --model THIS_FOLDER`) or with smp alone:", "",

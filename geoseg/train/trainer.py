@@ -332,6 +332,7 @@ def _train(images: Sequence[Path], labels: Sequence[Path], output: Path, config:
         encoder=config.encoder, bands=band_names, mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
         classes=tuple(ClassInfo(i, n, class_colour(n, i)) for i, n in enumerate(names)),
+        label_values=tuple(int(v) for v in table),
         scaling=scaling, tile_size=DEFAULT_TILE_SIZE, overlap=DEFAULT_OVERLAP, resolution_m=round(first.pixel_size_m, 3)
         if first.pixel_size_m else None,
         description=f"trained by geoseg train on {len(found)} image(s); best epoch {best_epoch}, validation mIoU "

@@ -55,11 +55,17 @@ def test_training_learns_its_chips_and_the_package_runs(tmp_path) -> None:
     assert card["bands"] == ["red", "green", "blue"] and [c["name"] for c in card["classes"]] == [
         "reddish", "greenish", "blueish"]
     assert card["scaling"]["integer_scale"] == 1e-4 and abs(card["mean"][0] - 0.2) < 0.05  # stats of the data
+    # labels 1..3 became mask values 0..2, and the package says so (card, models show, the mask's tags)
+    assert card["label_values"] == [1, 2, 3]
+    shown = runner.invoke(app, ["models", "show", str(tmp_path / "pkg")], terminal_width=200).stdout
+    assert "0 reddish" in shown and "(label value 1 in training)" in shown
     # the package, through geoseg run, labels its own training scene: the stated accuracy
     mask = tmp_path / "mask.tif"
     segment_scene(image, mask, RunConfig(model=str(tmp_path / "pkg"), device="cpu", precision="fp32"))
     accuracy = evaluate_mask(mask, labels)
     assert accuracy.overall >= 0.8, accuracy.to_dict()  # 0.90 here; chance is about 0.33
+    with rasterio.open(mask) as ds:
+        assert json.loads(ds.tags()["LABEL_VALUES"]) == [1, 2, 3]
 
 
 def test_resume_goes_on_from_the_checkpoint(tmp_path) -> None:
