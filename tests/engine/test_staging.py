@@ -14,6 +14,7 @@ from geoseg.engine.staging import StagingPool, carve
 def test_pool_never_holds_more_than_its_slots_and_reuses_them() -> None:
     pool = StagingPool(slot_bytes=1024, slots=3, pin=False)
     held, most, lock = set(), 0, threading.Lock()
+    first_three = threading.Barrier(3)  # three buffers held at once, however the threads are scheduled
 
     def work(i: int) -> None:
         nonlocal most
@@ -21,6 +22,8 @@ def test_pool_never_holds_more_than_its_slots_and_reuses_them() -> None:
         with lock:
             held.add(buffer.data_ptr())
             most = max(most, len(held))
+        if i < 3:
+            first_three.wait(timeout=30)
         buffer[:4] = i  # used while held: no one else has it
         assert (buffer[:4] == i % 256).all()
         with lock:

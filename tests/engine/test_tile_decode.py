@@ -7,6 +7,7 @@ chunks with the CPU readers) is the code the GPU runs. tests/test_gpu.py runs nv
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,10 +117,18 @@ def test_run_with_device_decoding_gives_the_same_mask(tmp_path: Path, monkeypatc
     segment_scene(path, tmp_path / "cpu.tif", config, model=model, tuning=tuning)
     made: list[TileDecoder] = []
 
+    class PacedInflater(HostInflater):
+        """The host inflater at a device's pace: each batch takes a while, as on a GPU, so in hybrid the
+        reader threads get their chunks however busy the machine running the tests is."""
+
+        def inflate(self, *args, **kwargs):
+            time.sleep(0.03)
+            return super().inflate(*args, **kwargs)
+
     def host_decoder(decode, planned, scene, bands, device):
         assert planned is None  # a CPU run: decode_plan gave the CPU readers
         index = tile_index(scene)
-        made.append(TileDecoder(index, bands, device, scene.nodata, mode, inflater=HostInflater(index.codec),
+        made.append(TileDecoder(index, bands, device, scene.nodata, mode, inflater=PacedInflater(index.codec),
                                 batch_tiles=5))
         return made[-1]
 
