@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -24,6 +25,17 @@ from geoseg.errors import EXIT_SIGINT
 from geoseg.version import __version__
 
 
+def _usage_message(exc: Exception) -> str:
+    """click's message, with an unknown option's suggestions led by those it is the start of (``--tile`` ->
+    ``--tile-size``, where click's string likeness put ``--compile`` first)."""
+    name, possible = getattr(exc, "option_name", None), getattr(exc, "possibilities", None)
+    if name and possible:
+        ranked = sorted(possible, key=lambda option: (not option.startswith(name), option))
+        shown = ranked[0] if ranked[0].startswith(name) else ", ".join(ranked)
+        return f"no such option: {name} (did you mean {shown})"
+    return exc.format_message()  # type: ignore[attr-defined]
+
+
 class _OneLineErrors(TyperGroup):
     """Usage errors (bad flag, bad value) as one ``geoseg: error:`` line and exit code 2, like every other error."""
 
@@ -35,7 +47,8 @@ class _OneLineErrors(TyperGroup):
                 exc.show()
                 return self._exit(2, standalone_mode)
             command = exc.ctx.command_path if exc.ctx is not None else "geoseg"
-            message = " ".join(exc.format_message().split())
+            message = " ".join(_usage_message(exc).split()).rstrip(".?")
+            message = re.sub(r"\. Did you mean (.+)$", r" (did you mean \1)", message)
             print(printable(f"geoseg: error: {message}; see `{command} --help`"), file=sys.stderr)
             code = 2
         return self._exit(code, standalone_mode)

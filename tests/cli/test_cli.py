@@ -153,3 +153,13 @@ def test_the_summary_says_the_inference_resolution_in_metres(make_tif, tiny_mode
     console = Console(width=200, record=True)
     console.print(summary_table(summary))
     assert "inferred at 30 m (scene: 10 m)" in console.export_text()
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["rnu"], "geoseg: error: No such command 'rnu' (did you mean 'run'); see `geoseg --help`"),
+    (["run", "x.tif", "--tile", "512"],
+     "geoseg: error: no such option: --tile (did you mean --tile-size); see `geoseg run --help`"),
+])
+def test_mistyped_commands_and_options_get_the_likeliest_suggestion(args, line) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and result.stderr.strip() == line
