@@ -151,7 +151,9 @@ def test_a_full_disk_never_leaves_a_broken_product_and_exits_6(tmp_path, model_f
     final paths, or in exit 0 with every product readable to its last tile; never exit 0 with a broken file."""
     source = write_tif(tmp_path / "s.tif", smooth_image((3, 600, 700), seed=3, dtype="uint16"), descriptions=NAMES)
     outcomes = []
-    for limit in (20_000, 120_000, 400_000, 10**9):
+    # 1 kB: smaller than the mask header alone (its colour table is 1.5 kB), so that attempt must fail whatever
+    # the random network predicts; the larger limits cut the files at other points.
+    for limit in (1_000, 20_000, 120_000, 400_000, 10**9):
         out = tmp_path / f"out-{limit}"
         out.mkdir()
         code, stderr, _ = child(["run", str(source), "-o", str(out / "m.tif"), "--model", str(model_folder),
