@@ -85,6 +85,11 @@ def setting(default: Any, help: str, **meta: Any) -> Any:
     return field(default=default, metadata={"setting": Setting(help=help, **meta)})
 
 
+def is_finite_number(value: object) -> bool:
+    """Whether ``value`` is an int or a float (not a bool, which Python counts as an int) and finite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_tile_size(tile: int) -> None:
     """A patch edge geoseg runs: a positive multiple of :data:`TILE_MULTIPLE`, at most :data:`MAX_TILE_SIZE`
     (``--tile-size``, a job file's, or a model card's, checked where a run's grid is planned)."""
@@ -192,7 +197,7 @@ def check_setting(name: str, meta: Setting, value: Any, default: Any) -> None:
         return
     kind = value_type(name)
     if kind is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        ok = is_finite_number(value)
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     else:

@@ -22,7 +22,7 @@ error that names it and the closest known key.
 
 Job files, lists and templates may come from anyone, so they are bounded before they are used: a job
 file is at most :data:`MAX_JOB_FILE_BYTES` and its YAML aliases may not expand it beyond
-:data:`MAX_YAML_NODES` nodes (a "billion laughs" file is refused, not expanded); a list file's lines
+:data:`geoseg.textfiles.MAX_YAML_NODES` nodes (a "billion laughs" file is refused, not expanded); a list file's lines
 are never echoed, only "line N: not a path"; a name template's widths are bounded and its names stay
 inside the output folder.
 """

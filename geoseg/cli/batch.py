@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from geoseg.cluster.workers import ClusterSpec
 
 
-
 @with_run_settings
 @cluster_options
 def batch(

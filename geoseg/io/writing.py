@@ -333,16 +333,12 @@ class StripWriter:
         }
 
     def __enter__(self) -> StripWriter:
+        spec = self.spec
         try:
             # A scene without a georeference gives a mask without one: the run says so once, in its summary.
             with rasterio.Env(GDAL_PAM_ENABLED="NO"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                self._dataset = rasterio.open(self.path, "w", **self.profile())
-        except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
-            raise OutputError(f"{self.output}: cannot be created ({_first_line(exc)}); check the folder and free "
-                              f"space") from None
-        ds, spec = self._dataset, self.spec
-        try:
+                self._dataset = ds = rasterio.open(self.path, "w", **self.profile())
             if spec.colormap is not None:
                 ds.write_colormap(1, spec.colormap)
             for i, text in enumerate(spec.descriptions, 1):
@@ -351,7 +347,7 @@ class StripWriter:
                 ds.scales = spec.scales
             ds.update_tags(**spec.tags)
         except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
-            self.__exit__(type(exc), exc, None)
+            self.__exit__(type(exc), exc, None)  # closes what was opened, if anything
             raise OutputError(f"{self.output}: cannot be created ({_first_line(exc)}); check the folder and free "
                               f"space") from None
         return self

@@ -7,14 +7,13 @@ model folder, so a folder describes itself (as smp's hub checkpoints do).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geoseg.config import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, MAX_TILE_SIZE
+from geoseg.config import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, MAX_TILE_SIZE, is_finite_number
 from geoseg.errors import ModelError
 
 #: Class values 0..254 fit a uint8 mask whose 255 is nodata.
@@ -73,7 +72,7 @@ class Scaling:
     def __post_init__(self) -> None:
         for name in ("integer_scale", "integer_offset", "float_scale"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            if not is_finite_number(value):
                 raise ModelError(f"scaling: {name} must be a finite number, got {value!r}")
 
     def factors(self, dtype: np.dtype | str) -> tuple[float, float]:
@@ -116,8 +115,7 @@ class ModelCard:
             raise ModelError(f"model card {self.name!r}: {n} bands but {len(self.mean)} means, "
                              f"{len(self.std)} stds; give one of each per band")
         for key in ("mean", "std"):
-            if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-                       for v in getattr(self, key)):
+            if not all(is_finite_number(v) for v in getattr(self, key)):
                 raise ModelError(f"model card {self.name!r}: every {key} must be a finite number, got "
                                  f"{getattr(self, key)}")
         if any(s <= 0 for s in self.std):
@@ -128,9 +126,7 @@ class ModelCard:
         if not 32 <= self.tile_size <= MAX_TILE_SIZE or not 0 <= self.overlap < self.tile_size:
             raise ModelError(f"model card {self.name!r}: tile_size {self.tile_size} must lie in 32..{MAX_TILE_SIZE} "
                              f"and overlap {self.overlap} in 0..tile_size-1")
-        if self.resolution_m is not None and (isinstance(self.resolution_m, bool)
-                                              or not isinstance(self.resolution_m, int | float)
-                                              or not math.isfinite(self.resolution_m) or self.resolution_m <= 0):
+        if self.resolution_m is not None and not (is_finite_number(self.resolution_m) and self.resolution_m > 0):
             raise ModelError(f"model card {self.name!r}: resolution_m must be a positive number, got "
                              f"{self.resolution_m!r}")
         values = [c.value for c in self.classes]
