@@ -6,7 +6,7 @@
   ``run_batch`` with :class:`geoseg.cluster.scenes.DaskScenes` on a local cluster of one GPU worker
   (``--gpus 1``: a worker process pinned to GPU 0 with all cores), rounds interleaved, both warm
   (each has segmented a scene before the rounds). Target (issue 15): the cluster ≤ 1.10x the direct time.
-* **split**: one scene through :func:`geoseg.cluster.split.segment_scene_on` (row bands, the region
+* **split**: one scene through :func:`geoseg.cluster.split.segment_scene_on` (row strips, the region
   engine, one writer) on the same one-GPU cluster against ``segment_scene``: the cost of the band halos
   and of moving labels to the writer, which a second GPU would have to win back.
 
@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_run import ensure_weights
 from benchmarks.make_scene import build_scene
+from benchmarks.runbench.common import ensure_weights
 from geoseg.batch.jobs import Job
 from geoseg.batch.runner import plan_tasks, run_batch
 from geoseg.cluster.scenes import DaskScenes
@@ -129,7 +129,7 @@ def main() -> None:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     if split_rows:
-        print(f"\none {args.size}² scene split into row bands on the same cluster (vs segment_scene in this process):")
+        print(f"\none {args.size}² scene split into row strips on the same cluster (vs segment_scene in this process):")
         print("| cuDNN | direct s | bands s | ratio | patches direct / bands | pixels differing |")
         print("|---|---|---|---|---|---|")
         for row in split_rows:

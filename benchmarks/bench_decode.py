@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_run import read_floor, table
 from benchmarks.make_scene import build_scene
+from benchmarks.runbench.common import table
+from benchmarks.runbench.floors import read_floor
 from geoseg.engine.inflate import undo_predictor
 from geoseg.engine.pipeline import default_workers
 from geoseg.io.scene import open_scene

@@ -39,8 +39,8 @@ import numpy as np
 import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_run import ensure_weights, table
 from benchmarks.make_scene import build_scene, peak_rss_gib
+from benchmarks.runbench.common import ensure_weights, table
 
 
 def gdal_polygonize_whole(mask: Path, out: Path) -> tuple[float, int]:

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_run import table
+from benchmarks.runbench.common import table
 from geoseg.engine.inflate import undo_predictor
-from geoseg.engine.input_band import _TRANSFER
+from geoseg.engine.input_rows import _TRANSFER
 from geoseg.io.tiles import TileIndex
 
 

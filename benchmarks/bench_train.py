@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_run import table
+from benchmarks.runbench.common import table
 from geoseg.config import RunConfig
 from geoseg.engine.device import resolve_device
 from geoseg.run import segment_scene

@@ -60,7 +60,7 @@ def child(scene: Path, model: str, device_name: str, out: Path, batch: int, fmt:
     loaded = load_model(model)
     lap("build the network, load its weights")
     card = loaded.card
-    predictor = Predictor(loaded.network, device, "auto", batch, channels=len(card.bands), tile=card.tile_size,
+    predictor = Predictor(loaded.network, device, "auto", batch, channels=len(card.bands), patch=card.tile_size,
                           cuda_graphs=False, tune=False)
     if device.type == "cuda":
         torch.cuda.synchronize(device)

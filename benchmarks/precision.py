@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from geoseg.config import RunConfig
 from geoseg.engine.blender import Blender
 from geoseg.engine.device import resolve_device
-from geoseg.engine.input_band import InputBand
+from geoseg.engine.input_rows import InputRows
 from geoseg.engine.pipeline import default_workers, run_pipeline
 from geoseg.engine.predictor import Predictor
 from geoseg.io.scene import WindowReader
@@ -40,8 +40,8 @@ def labels_and_margins(scene_path: Path, loaded: LoadedModel, precision: str, de
                            RunConfig(overwrite=True), loaded.card)
     scene, card, layout = prepared.scene, prepared.card, prepared.layout
     predictor = Predictor(loaded.network, resolve_device(device), precision, batch_size,
-                          channels=len(card.bands), tile=layout.tile, backend=backend)
-    inputs, blender = InputBand(layout, card, predictor.device, scene.dtype), Blender(layout, card, predictor)
+                          channels=len(card.bands), patch=layout.patch, backend=backend)
+    inputs, blender = InputRows(layout, card, predictor.device, scene.dtype), Blender(layout, card, predictor)
     labels = np.empty((scene.height, scene.width), np.uint8)
     margins = np.empty((scene.height, scene.width), np.float32)
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_run import table
+from benchmarks.runbench.common import table
 
 COMMANDS = {
     'python -c "import torch" (baseline)': [sys.executable, "-c", "import torch"],

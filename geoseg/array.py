@@ -31,9 +31,9 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from geoseg.config import RunConfig
-from geoseg.engine.blend import WindowFn
 from geoseg.engine.plan import Box, Layout, plan_layout
 from geoseg.engine.region import label_region, plan_region
+from geoseg.engine.windows import WindowFn
 from geoseg.errors import ConfigError
 from geoseg.io.scene import SUPPORTED_DTYPES, SceneInfo, valid_from_values
 from geoseg.io.writing import NODATA
@@ -52,7 +52,7 @@ class GridSpec:
     height: int
     width: int
     factor: int
-    tile: int
+    patch: int
     overlap: int
     blend: str | WindowFn
     block: int
@@ -62,12 +62,12 @@ class GridSpec:
 
     @classmethod
     def of(cls, layout: Layout, blend: str | WindowFn, block: int) -> GridSpec:
-        return cls(layout.height, layout.width, layout.factor, layout.tile, layout.rows.overlap, blend, block)
+        return cls(layout.height, layout.width, layout.factor, layout.patch, layout.rows.overlap, blend, block)
 
 
 @functools.lru_cache(maxsize=8)
 def _layout(spec: GridSpec) -> Layout:  # per process: a task's layout is built once, not sent with each task
-    return plan_layout(spec.height, spec.width, spec.factor, spec.tile, spec.overlap, spec.blend, spec.block)
+    return plan_layout(spec.height, spec.width, spec.factor, spec.patch, spec.overlap, spec.blend, spec.block)
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def _label_chunk(pixels: np.ndarray, valid: np.ndarray | None, job: ChunkJob, re
     from geoseg.engine.resident import RESIDENT
 
     layout = job.grid.layout()
-    predictor, lock = RESIDENT.predictor_for(job.model, job.config, layout.tile)
+    predictor, lock = RESIDENT.predictor_for(job.model, job.config, layout.patch)
 
     def read(row0: int, row1: int, col0: int, col1: int, out: np.ndarray) -> np.ndarray | None:
         window = (slice(row0 - native.row0, row1 - native.row0), slice(col0 - native.col0, col1 - native.col0))

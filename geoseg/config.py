@@ -37,7 +37,7 @@ TILE_MULTIPLE = 32
 #: Precisions a run may ask for; ``auto`` is resolved per device (:func:`geoseg.engine.device.resolve_precision`).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: The names of the strategies that live in higher layers, declared once here; each registry there is keyed by
-#: exactly these (tests/test_config.py checks it): blend windows (:data:`geoseg.engine.blend.BLEND_WINDOWS`),
+#: exactly these (tests/test_config.py checks it): blend windows (:data:`geoseg.engine.windows.BLEND_WINDOWS`),
 #: output formats (:data:`geoseg.io.writing.RASTER_FORMATS`), tile decoders and inference backends.
 BLEND_WINDOW_NAMES = ("cosine", "gaussian", "none")
 OUTPUT_FORMATS = ("cog", "gtiff")

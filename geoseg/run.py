@@ -21,7 +21,7 @@ from geoseg.config import RunConfig
 from geoseg.engine.backends import EXPORTED, cached_export, resolve_backend
 from geoseg.engine.blender import Blender
 from geoseg.engine.device import DeviceSession, resolve_device
-from geoseg.engine.input_band import InputBand
+from geoseg.engine.input_rows import InputRows
 from geoseg.engine.pipeline import ProgressFn, Tuning, WriteFn, default_workers, run_pipeline
 from geoseg.engine.predictor import Predictor
 from geoseg.engine.tile_decode import TileIndex, decode_plan, make_decoder
@@ -190,12 +190,12 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
     exported = None
     if (weights_key is not None and not config.compile
             and resolve_backend(config.backend, device, config.precision) in EXPORTED):
-        exported = cached_export(weights_key, len(card.bands), layout.tile)
+        exported = cached_export(weights_key, len(card.bands), layout.patch)
     # run_in_flight: CUDA graphs are captured only by a run alone in the session (entered before the
     # predictor touches the GPU); closing: captured graphs stay with the network for the next scene.
     with session.run_in_flight(), closing(Predictor(None if exported else loaded.network, device, config.precision,
                                                     config.batch_size,
-                                                    channels=len(card.bands), tile=layout.tile,
+                                                    channels=len(card.bands), patch=layout.patch,
                                                     compile=config.compile, cuda_graphs=config.cuda_graphs,
                                                     tune=patches >= TUNE_MIN_PATCHES,
                                                     session=session, backend=config.backend,
@@ -204,28 +204,30 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
                                                     network_source=lambda: loaded.network)) as predictor:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        decoder = make_decoder(config.decode, tiles, scene, prepared.bands, device)
+        decoder = make_decoder(config.decode, tiles, scene, prepared.bands, device, tuning.decode_streams,
+                               tuning.hybrid_share)
 
         def produce(write: WriteFn, overview_levels: int) -> np.ndarray:
             with network_stream(device, decoder, tuning):
                 return produce_here(write, overview_levels)
 
         def produce_here(write: WriteFn, overview_levels: int) -> np.ndarray:
-            inputs = InputBand(layout, card, device, scene.dtype)
-            blender = Blender(layout, card, predictor, config.probabilities, overview_levels=overview_levels)
+            inputs = InputRows(layout, card, device, scene.dtype)
+            blender = Blender(layout, card, predictor, config.probabilities,
+                              overview_levels=min(overview_levels, tuning.device_overview_levels))
             reader = WindowReader(scene, prepared.bands)
             try:
                 run_pipeline(layout, inputs, blender, reader.read_into, write,
                              config.workers or default_workers(), progress, cancel, block_shape=scene.block_shape,
                              timings=stages, tuning=tuning, decoder=decoder)
             except torch.OutOfMemoryError:
-                raise DeviceError(f"{device} ran out of memory outside the model (input and blend bands grow with the "
-                                  f"scene's width and --block-size); use a smaller --block-size") from None
+                raise DeviceError(f"{device} ran out of memory outside the model (the input and blend rows grow "
+                                  f"with the scene's width and --block-size); use a smaller --block-size") from None
             return blender.counts.cpu().numpy()
 
         assert prepared.output is not None
         product = write_product(scene, card, prepared.output, config, mask_tags(prepared, loaded.identity, config),
-                                produce)
+                                produce, tuning.zlevel)
         return Execution(
             counts=product.counts, device=str(device), precision=predictor.precision, backend=predictor.backend,
             batch_size=predictor.batch_size, model_seconds=predictor.model_seconds, patches=predictor.patches,
@@ -266,7 +268,7 @@ def summarise(prepared: PreparedRun, execution: Execution, config: RunConfig, se
         precision=execution.precision, batch_size=execution.batch_size, width=scene.width, height=scene.height,
         bands=prepared.bands, band_match=prepared.band_match, factor=prepared.factor,
         pixel_size_m=round(scene.pixel_size_m, 6) if scene.pixel_size_m else None,
-        tile_size=prepared.layout.tile, overlap=prepared.layout.rows.overlap,
+        tile_size=prepared.layout.patch, overlap=prepared.layout.rows.overlap,
         blend=config.blend if isinstance(config.blend, str) else "custom", seconds=round(seconds, 3),
         megapixels_per_second=round(total / 1e6 / seconds, 3),
         class_shares={c.name: round(float(counts[c.value]) / total, 6) for c in card.classes},

@@ -154,7 +154,7 @@ def decoded_strip(path: Path, bands: tuple[int, ...], mode: str = "gpu", chunk_c
     """The whole scene decoded into one strip by a TileDecoder (on the CPU with the host inflater
     unless told otherwise: an inflater, or a function of the decoder that makes one), and by the CPU readers."""
     from geoseg.engine.inflate import HostInflater
-    from geoseg.engine.input_band import InputBand
+    from geoseg.engine.input_rows import InputRows
     from geoseg.engine.plan import Box, plan_layout
     from geoseg.engine.staging import StagingPool
     from geoseg.engine.tile_decode import ChunkQueue, TileDecoder
@@ -173,7 +173,7 @@ def decoded_strip(path: Path, bands: tuple[int, ...], mode: str = "gpu", chunk_c
     nodata = scene.nodata if scene.mask_kind == "nodata" else None
     decoder = TileDecoder(index, bands, device, nodata, mode, batch_tiles=4, streams=streams)
     decoder._inflater = inflater(decoder) if callable(inflater) else inflater or HostInflater(index.codec)
-    inputs = InputBand(layout, card, device, scene.dtype)
+    inputs = InputRows(layout, card, device, scene.dtype)
     strip = inputs.open_strip(0, scene.height)
     decoder.drain(strip, ChunkQueue(chunks), inputs.copy_stream)
     decoder.close()

@@ -65,7 +65,7 @@ def test_numbers_must_be_finite() -> None:
 
 
 def test_the_registries_are_keyed_by_the_declared_names() -> None:
-    from geoseg.engine.blend import BLEND_WINDOWS
+    from geoseg.engine.windows import BLEND_WINDOWS
     from geoseg.io.writing import RASTER_FORMATS
 
     assert tuple(BLEND_WINDOWS) == config.BLEND_WINDOW_NAMES

@@ -58,8 +58,8 @@ class _Syncing(TinyNet):
 def test_a_network_that_cannot_be_captured_runs_eagerly_with_a_note() -> None:
     cuda = torch.device("cuda")
     batch = torch.rand((4, 3, 64, 64), device=cuda)
-    graphed = Predictor(_Syncing(), cuda, "fp32", 4, channels=3, tile=64, cuda_graphs=True)
-    eager = Predictor(TinyNet(), cuda, "fp32", 4, channels=3, tile=64, cuda_graphs=False)
+    graphed = Predictor(_Syncing(), cuda, "fp32", 4, channels=3, patch=64, cuda_graphs=True)
+    eager = Predictor(TinyNet(), cuda, "fp32", 4, channels=3, patch=64, cuda_graphs=False)
     assert torch.equal(graphed(batch), eager(batch))
     assert not graphed.cuda_graphs
     assert "cannot be replayed from a CUDA graph" in graphed.notes[0]
@@ -68,8 +68,8 @@ def test_a_network_that_cannot_be_captured_runs_eagerly_with_a_note() -> None:
 
 def test_graph_replay_gives_the_eager_probabilities() -> None:
     cuda = torch.device("cuda")
-    graphed = Predictor(TinyNet(), cuda, "fp32", 4, channels=3, tile=64)  # graphs are the default on a GPU
-    eager = Predictor(TinyNet(), cuda, "fp32", 4, channels=3, tile=64, cuda_graphs=False)
+    graphed = Predictor(TinyNet(), cuda, "fp32", 4, channels=3, patch=64)  # graphs are the default on a GPU
+    eager = Predictor(TinyNet(), cuda, "fp32", 4, channels=3, patch=64, cuda_graphs=False)
     assert graphed.cuda_graphs and not eager.cuda_graphs
     for seed in range(3):  # the graph's buffers are reused: every replay must see its own batch
         batch = torch.rand((4, 3, 64, 64), device=cuda, generator=torch.Generator(cuda).manual_seed(seed))
@@ -87,10 +87,10 @@ def test_captured_graphs_stay_with_the_network_for_the_next_run(monkeypatch) -> 
         return record(self, batch)
 
     monkeypatch.setattr(Predictor, "_record", counted)
-    eager = Predictor(TinyNet(), cuda, "fp32", 4, channels=3, tile=64, cuda_graphs=False)
+    eager = Predictor(TinyNet(), cuda, "fp32", 4, channels=3, patch=64, cuda_graphs=False)
 
     def run(precision: str, seed: int) -> torch.Tensor:
-        predictor = Predictor(net, cuda, precision, 4, channels=3, tile=64)
+        predictor = Predictor(net, cuda, precision, 4, channels=3, patch=64)
         batch = torch.rand((4, 3, 64, 64), device=cuda, generator=torch.Generator(cuda).manual_seed(seed))
         probs = predictor(batch).clone()
         assert predictor.cuda_graphs and not predictor.notes
@@ -177,7 +177,7 @@ def test_nvcomp_tiles_equal_gdal(tmp_path, dtype, compress, predictor, interleav
     _nvcomp()
     if api == "bindings":
         pytest.importorskip("nvidia.nvcomp", reason="nvCOMP's Python bindings (nvidia-nvcomp-cu13) are not installed")
-    from geoseg.engine.inflate import NvcompAsyncInflater, NvcompInflater
+    from geoseg.engine.inflate import NvcompBindingsInflater, NvcompInflater
     from tests.helpers import decoded_strip
     from tests.helpers import full_range_values as values
     from tests.helpers import write_tiled as write
@@ -193,12 +193,12 @@ def test_nvcomp_tiles_equal_gdal(tmp_path, dtype, compress, predictor, interleav
 
     codec = tile_index(open_scene(path)).codec
     def inflater(decoder):  # the bindings' codec is bound to the decoder's one stream; the C API takes two
-        return NvcompAsyncInflater(codec, cuda) if api == "c" else NvcompInflater(codec, cuda, decoder.streams[0])
+        return NvcompInflater(codec, cuda) if api == "c" else NvcompBindingsInflater(codec, cuda, decoder.streams[0])
 
     strip, reference, decoder = decoded_strip(path, (3, 1, 4), chunk_cols=128, device=cuda, inflater=inflater,
                                               streams=2 if api == "c" else 1)
     assert decoder.stats.tiles > 0 and decoder._inflater.check() == 0
-    assert torch.equal(strip.band, reference.band)
+    assert torch.equal(strip.raw, reference.raw)
     assert torch.equal(strip.valid, reference.valid)
 
 

@@ -144,9 +144,11 @@ def test_the_documented_layer_picture_is_the_one_the_code_follows() -> None:
 
 
 def _file_map(block: str) -> list[tuple[str, list[str]]]:
-    """``(folder, modules)`` of the "where is what" block (folder "" for top-level modules)."""
+    """``(folder, modules)`` of the "where is what" block (folder "" for top-level modules; ``#`` starts a
+    comment)."""
     rows: list[tuple[str, list[str]]] = []
     for line in block.splitlines()[1:]:
+        line = line.split("#", 1)[0]
         words = line.split()
         if not words:
             continue

@@ -54,7 +54,7 @@ def run(
         from geoseg.run import VectorRequest, segment_scene
 
         layer = VectorRequest(vector, min_area, simplify) if vector is not None else None
-        if cluster is not None:  # row bands on a dask cluster's workers, written here
+        if cluster is not None:  # row strips on a dask cluster's workers, written here
             summary = _on_cluster(cluster, scene, output, config, layer, prepared,
                                   quiet or as_json or not err.is_terminal, err)
         elif quiet or as_json or not err.is_terminal:

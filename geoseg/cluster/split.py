@@ -1,12 +1,12 @@
 """One large scene across a cluster's workers: ``geoseg run --scheduler/--cluster``.
 
-The scene is cut into full-width bands of rows. Each band is a dask task that computes its labels
+The scene is cut into full-width strips of rows. Each strip is a dask task that computes its labels
 with the region engine (:func:`geoseg.engine.region.label_region`: every patch of the global grid that
-reaches the band, its halo read from the file), so the labels are bit-identical to a one-process run.
-This process is the one writer: it takes the bands in order as they finish and streams them through
+reaches the strip, its halo read from the file), so the labels are bit-identical to a one-process run.
+This process is the one writer: it takes the strips in order as they finish and streams them through
 :func:`geoseg.export.product.write_product`, which writes the mask atomically with its overviews and sidecars.
 
-What it costs: the patches of the one or two patch rows that reach two bands are predicted by both
+What it costs: the patches of the one or two patch rows that reach two strips are predicted by both
 (benchmarks/RESULTS.md section 10); the labels travel from workers to the writer (1 byte a pixel).
 """
 
@@ -42,23 +42,23 @@ from geoseg.run import (
     with_vector,
 )
 
-#: Scene pixels of one band at most (its labels, input and blend sums are held by one worker).
-BAND_PIXELS = 64 * 2**20
-#: Bands per worker at least, so that the workers stay busy while the writer takes bands in order.
-BANDS_PER_WORKER = 3
+#: Scene pixels of one strip at most (its labels, input and blend sums are held by one worker).
+STRIP_PIXELS = 64 * 2**20
+#: Strips per worker at least, so that the workers stay busy while the writer takes strips in order.
+STRIPS_PER_WORKER = 3
 
 
-def band_rows(height: int, width: int, workers: int) -> int:
-    """Rows per band: whole output tiles, at most :data:`BAND_PIXELS`, at least :data:`BANDS_PER_WORKER`
-    bands per worker where the scene is tall enough."""
-    by_memory = max(1, BAND_PIXELS // max(1, width) // OUTPUT_TILE)
-    by_spread = max(1, math.ceil(height / (BANDS_PER_WORKER * max(1, workers)) / OUTPUT_TILE))
+def strip_rows(height: int, width: int, workers: int) -> int:
+    """Rows per strip: whole output tiles, at most :data:`STRIP_PIXELS`, at least :data:`STRIPS_PER_WORKER`
+    strips per worker where the scene is tall enough."""
+    by_memory = max(1, STRIP_PIXELS // max(1, width) // OUTPUT_TILE)
+    by_spread = max(1, math.ceil(height / (STRIPS_PER_WORKER * max(1, workers)) / OUTPUT_TILE))
     return min(by_memory, by_spread) * OUTPUT_TILE
 
 
 @dataclass(frozen=True)
-class BandJob:
-    """What every band task of one scene shares (it travels with each task: small)."""
+class StripJob:
+    """What every strip task of one scene shares (it travels with each task: small)."""
 
     path: Path
     bands: tuple[int, ...]
@@ -73,7 +73,7 @@ def segment_scene_on(client: Any, scene_path: str | Path, output: str | Path | N
                      progress: ProgressFn | None = None, vector: VectorRequest | None = None,
                      prepared: PreparedRun | None = None) -> RunSummary:
     """Segment one scene on the workers of ``client`` into one mask file (see module docstring);
-    ``rows`` overrides the band height (a multiple of 512); ``vector`` and ``prepared`` as for
+    ``rows`` overrides the strip height (a multiple of 512); ``vector`` and ``prepared`` as for
     :func:`geoseg.run.segment_scene`."""
     started = time.perf_counter()
     if prepared is None:
@@ -89,16 +89,16 @@ def _segment_on(client: Any, prepared: PreparedRun, config: RunConfig, rows: int
 
     scene, layout = prepared.scene, prepared.layout
     workers = max(1, len(client.scheduler_info()["workers"]))
-    step = rows or band_rows(scene.height, scene.width, workers)
+    step = rows or strip_rows(scene.height, scene.width, workers)
     if step % OUTPUT_TILE:
-        raise ConfigError(f"band height {step} is not a multiple of {OUTPUT_TILE} (whole output tiles)")
-    job = BandJob(scene.path, prepared.bands, prepared.card, ModelRef(prepared.model, config.trust_checkpoint),
+        raise ConfigError(f"strip height {step} is not a multiple of {OUTPUT_TILE} (whole output tiles)")
+    job = StripJob(scene.path, prepared.bands, prepared.card, ModelRef(prepared.model, config.trust_checkpoint),
                   config, GridSpec.of(layout, config.blend, config.block_size))
     boxes = [Box(r, min(r + step, scene.height), 0, scene.width) for r in range(0, scene.height, step)]
-    # Two bands per worker at once: one reads while the other is on the device (they take turns there).
+    # Two strips per worker at once: one reads while the other is on the device (they take turns there).
     resources = {k: v / 2 for k, v in (scene_resources(client) or {}).items()} or None
-    futures = [client.submit(label_band, job, box, pure=False, resources=resources,
-                             key=f"geoseg-band-{box.row0}-{uuid.uuid4().hex}") for box in boxes]
+    futures = [client.submit(label_strip, job, box, pure=False, resources=resources,
+                             key=f"geoseg-strip-{box.row0}-{uuid.uuid4().hex}") for box in boxes]
     stats: dict[str, Any] = {"patches": 0, "model_seconds": 0.0, "device": set(), "precision": set(),
                              "backend": set(), "batch": set(), "notes": set()}
     total = layout.rows.count * layout.cols.count
@@ -141,8 +141,8 @@ def _segment_on(client: Any, prepared: PreparedRun, config: RunConfig, rows: int
                        config.overwrite)
 
 
-def label_band(job: BandJob, box: Box) -> dict[str, Any]:
-    """One band's labels on a worker (a dask task)."""
+def label_strip(job: StripJob, box: Box) -> dict[str, Any]:
+    """One strip's labels on a worker (a dask task)."""
     from distributed import get_worker
 
     from geoseg.cluster.workers import relax_malloc
@@ -153,7 +153,7 @@ def label_band(job: BandJob, box: Box) -> dict[str, Any]:
     relax_malloc()
     config = job.config
     layout = job.grid.layout()
-    predictor, lock = RESIDENT.predictor_for(job.model, config, layout.tile)
+    predictor, lock = RESIDENT.predictor_for(job.model, config, layout.patch)
     scene = open_scene(job.path)
     reader = WindowReader(scene, job.bands)
     seconds = predictor.model_seconds

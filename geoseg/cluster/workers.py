@@ -5,7 +5,7 @@ dask-kubernetes or the dask Helm chart; see workflows/README.md). ``--cluster lo
 with ``--gpus N``, one worker process per GPU, each seeing only its own
 (``CUDA_VISIBLE_DEVICES``), so ``--device auto`` / ``cuda`` on a worker is that worker's GPU; with
 ``--workers N``, CPU-only workers (tests, machines without a GPU). Each local worker offers one
-``scene`` resource, so it runs one scene or row band at a time with all its cores as reader threads;
+``scene`` resource, so it runs one scene or row strip at a time with all its cores as reader threads;
 workers of an external cluster get the same when they are started with ``--resources scene=1``.
 
 dask runs pickled code sent to it, so a cluster is a door into the machine. A local cluster listens on
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from geoseg.errors import ConfigError
 
-#: The resource a local worker offers once: one scene (or row band) at a time per worker.
+#: The resource a local worker offers once: one scene (or row strip) at a time per worker.
 SCENE_RESOURCE = "scene"
 #: How long to wait for an external scheduler before giving up (seconds).
 CONNECT_TIMEOUT_S = 30

@@ -1,7 +1,7 @@
-"""The engine: a run's plan, its device session and predictor, the input band, the blender and the pipeline.
+"""The engine: a run's plan, its device session and predictor, the input rows, the blender and the pipeline.
 
 Read it in that order: :mod:`.plan` (numbers only), :mod:`.device` and :mod:`.predictor` (the
-network on its device), :mod:`.input_band` (pixels in), :mod:`.blender` (labels out),
-:mod:`.pipeline` (the threads that join them). :mod:`.grid`, :mod:`.blend`, :mod:`.resample` and
+network on its device), :mod:`.input_rows` (pixels in), :mod:`.blender` (labels out),
+:mod:`.pipeline` (the threads that join them). :mod:`.grid`, :mod:`.windows`, :mod:`.resample` and
 :mod:`.staging` are the pieces they are built from.
 """

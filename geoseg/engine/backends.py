@@ -100,7 +100,7 @@ def cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def used_state(network: torch.nn.Module, channels: int, tile: int) -> list[tuple[str, torch.Tensor]]:
+def used_state(network: torch.nn.Module, channels: int, patch: int) -> list[tuple[str, torch.Tensor]]:
     """The parameters and buffers of the modules a forward pass reaches, by name.
 
     Networks can hold modules their forward never calls, with weights no file sets: smp's EfficientNet
@@ -109,7 +109,7 @@ def used_state(network: torch.nn.Module, channels: int, tile: int) -> list[tuple
     """
     reached: set[int] = set()
     hooks = [m.register_forward_hook(lambda m, i, o: reached.add(id(m))) for m in network.modules()]
-    side = PROBE_SIDE if tile >= PROBE_SIDE else tile
+    side = PROBE_SIDE if patch >= PROBE_SIDE else patch
     try:
         with torch.inference_mode():
             network.eval()(torch.zeros(1, channels, side, side))
@@ -140,24 +140,24 @@ def graph_structure(network: torch.nn.Module) -> str:
 PROBE_SIDE = 64
 
 
-def _export_settings(channels: int, tile: int) -> str:
+def _export_settings(channels: int, patch: int) -> str:
     import onnxruntime
 
-    return f"{torch.__version__}|{onnxruntime.__version__}|{OPSET}|{channels}|{tile}|plain-swish"
+    return f"{torch.__version__}|{onnxruntime.__version__}|{OPSET}|{channels}|{patch}|plain-swish"
 
 
-def _alias(weights_key: str, channels: int, tile: int) -> Path:
+def _alias(weights_key: str, channels: int, patch: int) -> Path:
     """Where the name of the export of the weights ``weights_key`` names is kept (see :func:`cached_export`)."""
     from geoseg.models.cache import cache_dir
 
-    digest = hashlib.sha256(f"{weights_key}|{_export_settings(channels, tile)}".encode()).hexdigest()[:32]
+    digest = hashlib.sha256(f"{weights_key}|{_export_settings(channels, patch)}".encode()).hexdigest()[:32]
     return cache_dir() / "onnx" / "by-weights" / digest
 
 
-def cached_export(weights_key: str, channels: int, tile: int) -> Path | None:
+def cached_export(weights_key: str, channels: int, patch: int) -> Path | None:
     """The cached export of the weights that ``weights_key`` names (a model's file identity), found without
     building the network: a CPU run that finds it imports neither smp nor timm nor torchvision."""
-    alias = _alias(weights_key, channels, tile)
+    alias = _alias(weights_key, channels, patch)
     try:
         path = alias.parent.parent / alias.read_text()
     except (OSError, UnicodeDecodeError):
@@ -165,7 +165,7 @@ def cached_export(weights_key: str, channels: int, tile: int) -> Path | None:
     return path if path.is_file() and path.suffix == ".onnx" else None
 
 
-def onnx_file(network: torch.nn.Module, channels: int, tile: int, weights_key: str | None = None) -> Path:
+def onnx_file(network: torch.nn.Module, channels: int, patch: int, weights_key: str | None = None) -> Path:
     """The network exported to ONNX, from geoseg's cache or exported now (atomically).
 
     ``weights_key``, given only where ``network`` is exactly what its file holds, is recorded with the
@@ -173,21 +173,21 @@ def onnx_file(network: torch.nn.Module, channels: int, tile: int, weights_key: s
     """
     from geoseg.models.cache import cache_dir
 
-    digest = hashlib.sha256(f"{_export_settings(channels, tile)}|{graph_structure(network)}".encode())
-    for name, tensor in used_state(network, channels, tile):
+    digest = hashlib.sha256(f"{_export_settings(channels, patch)}|{graph_structure(network)}".encode())
+    for name, tensor in used_state(network, channels, patch):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     path = cache_dir() / "onnx" / f"{digest.hexdigest()[:32]}.onnx"
     if not path.is_file():
         try:
-            _export(network, channels, tile, path)
+            _export(network, channels, patch, path)
         except OSError:  # a read-only or full cache: this process's own export, removed at its exit
             path = _private_dir() / path.name
             if not path.is_file():
-                _export(network, channels, tile, path)
+                _export(network, channels, patch, path)
             return path
     if weights_key is not None:
-        alias = _alias(weights_key, channels, tile)
+        alias = _alias(weights_key, channels, patch)
         partial = alias.with_name(f".{alias.name}.{os.getpid()}.tmp")
         try:
             alias.parent.mkdir(parents=True, exist_ok=True)
@@ -210,11 +210,11 @@ def _private_dir() -> Path:
     return folder
 
 
-def _export(network: torch.nn.Module, channels: int, tile: int, path: Path) -> None:
-    """Export ``network`` for ``channels x tile x tile`` patches (a dynamic batch axis) to ``path``, atomically."""
+def _export(network: torch.nn.Module, channels: int, patch: int, path: Path) -> None:
+    """Export ``network`` for ``channels x patch x patch`` patches (a dynamic batch axis) to ``path``, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    example = torch.zeros(1, channels, tile, tile)
+    example = torch.zeros(1, channels, patch, patch)
     encoder = getattr(network, "encoder", None)
     if hasattr(encoder, "set_swish"):  # EfficientNet: plain x * sigmoid(x), which ONNX Runtime fuses
         encoder.set_swish(memory_efficient=False)
@@ -265,7 +265,7 @@ _SESSIONS: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
 
 
-def exported_network(backend: str, network: torch.nn.Module | None, channels: int, tile: int,
+def exported_network(backend: str, network: torch.nn.Module | None, channels: int, patch: int,
                      precision: str = "fp32", threads: int | None = None, *, exported: Path | None = None,
                      weights_key: str | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable with the network's signature (NCHW float32 in, logits out, on the CPU) run by ``backend``
@@ -276,7 +276,7 @@ def exported_network(backend: str, network: torch.nn.Module | None, channels: in
             path = exported
         else:
             assert network is not None
-            path = onnx_file(network, channels, tile, weights_key)  # keyed by the weights as they are now
+            path = onnx_file(network, channels, patch, weights_key)  # keyed by the weights as they are now
         threads = threads or cpu_threads()
         runner = _SESSIONS.get((backend, str(path), precision, threads))
         if runner is None:

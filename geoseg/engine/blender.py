@@ -1,8 +1,8 @@
 """The blender: patches in, blended class probabilities and labels out, on the model's device.
 
-:class:`Blender` queues each block's patches (cut by :class:`geoseg.engine.input_band.InputBand`),
+:class:`Blender` queues each block's patches (cut by :class:`geoseg.engine.input_rows.InputRows`),
 runs them through the :class:`geoseg.engine.predictor.Predictor` in full batches across blocks, and
-keeps two rolling bands of rows on the device, both as wide as the scene:
+keeps two rolling windows of rows on the device, both as wide as the scene:
 
 * ``acc``: the blend-weighted class probabilities, ``(class, row, col)`` on the model grid, summed
   as fixed-point integers in units of 2**-:data:`geoseg.engine.plan.QUANTUM_BITS`. Integer sums do
@@ -13,8 +13,8 @@ keeps two rolling bands of rows on the device, both as wide as the scene:
 After each row of blocks, the rows that no later patch reaches are normalised by the summed blend
 weights, brought back to the scene grid (bilinear, when the model grid is coarser), turned into
 labels, marked :data:`geoseg.io.writing.NODATA` where the scene has no data, counted, and handed
-out as uint8 strips of whole output tiles (:class:`HostStrip`). Then the bands drop them. Their
-heights are about one block plus one tile, so device memory depends on the block size and the
+out as uint8 strips of whole output tiles (:class:`HostStrip`). Then the windows drop them. Their
+heights are about one block plus one patch, so device memory depends on the block size and the
 scene's width, never on its height.
 """
 
@@ -57,8 +57,8 @@ class Blender:
         #: Also hand out probabilities as uint8 (see :func:`quantize`): the top class's, or one band per class.
         self.probability_bands = probabilities
         #: Also hand out the labels' first overview levels (:func:`mode2x2`), computed here on the device:
-        #: ``overview_levels`` of them, at most :data:`DEVICE_OVERVIEW_LEVELS`.
-        self.overview_levels = min(overview_levels, DEVICE_OVERVIEW_LEVELS)
+        #: ``overview_levels`` of them (the pipeline asks for at most ``Tuning.device_overview_levels``).
+        self.overview_levels = overview_levels
         self.predictor = predictor
         #: Called with the number of patches each model call blended (the progress bar's steps).
         self.on_predicted: Callable[[int], None] | None = None
@@ -109,9 +109,10 @@ class Blender:
         block without patches); predict every full batch."""
         if not block.origins or region is None:
             return
-        tile, fp = self.layout.tile, block.footprint
+        patch, fp = self.layout.patch, block.footprint
         for r, c in block.origins:
-            self._pending.append((region[:, r - fp.row0 : r - fp.row0 + tile, c - fp.col0 : c - fp.col0 + tile], r, c))
+            rows, cols = slice(r - fp.row0, r - fp.row0 + patch), slice(c - fp.col0, c - fp.col0 + patch)
+            self._pending.append((region[:, rows, cols], r, c))
             self._added += 1
             if len(self._pending) >= self.predictor.batch_size:
                 self._predict_pending()
@@ -170,9 +171,9 @@ class Blender:
         if self.on_predicted is not None:
             self.on_predicted(len(self._pending))
         weighted = torch.round(probs * self.window2d).to(self.acc_dtype)
-        tile, height, width = self.layout.tile, self.layout.rows.size, self.layout.cols.size
+        patch, height, width = self.layout.patch, self.layout.rows.size, self.layout.cols.size
         for i, (_, r, c) in enumerate(self._pending):
-            r0, r1, c0, c1 = max(r, 0), min(r + tile, height), max(c, 0), min(c + tile, width)
+            r0, r1, c0, c1 = max(r, 0), min(r + patch, height), max(c, 0), min(c + patch, width)
             self.acc[:, r0 - self.acc_base : r1 - self.acc_base, c0:c1] += weighted[i, :, r0 - r : r1 - r,
                                                                                      c0 - c : c1 - c]
         self._ran += len(self._pending)

@@ -1,6 +1,6 @@
 """The global patch grid: where the model's tiles sit on a raster, independent of dask blocks.
 
-Along one axis of ``size`` pixels, with tile ``T``, overlap ``O`` and stride ``s = T - O``::
+Along one axis of ``size`` pixels, with patch ``T``, overlap ``O`` and stride ``s = T - O``::
 
     origin_k = k * s - O            for k = 0 .. n - 1
     n        = ceil((size + O) / s)
@@ -10,7 +10,7 @@ raster so that its blend ramp falls in the reflected margin and pixel 0 sits whe
 full; the last patch is the first whose ``origin + T - O`` reaches ``size``. Pixels outside the
 raster are taken by reflection (:func:`reflect_index`), so every pixel sees full context.
 
-Because the grid depends only on the raster size and the tile settings, the blended result is the
+Because the grid depends only on the raster size and the patch settings, the blended result is the
 same however the raster is cut into blocks: a block only decides *which task* runs a patch.
 """
 
@@ -40,12 +40,12 @@ class AxisGrid:
     """Patch positions along one axis (rows or columns)."""
 
     size: int
-    tile: int
+    patch: int
     overlap: int
 
     @property
     def stride(self) -> int:
-        return self.tile - self.overlap
+        return self.patch - self.overlap
 
     @property
     def count(self) -> int:
@@ -71,7 +71,7 @@ class AxisGrid:
         total = np.zeros(self.size, dtype=np.float64)
         for k in range(self.count):
             o = self.origin(k)
-            lo, hi = max(o, 0), min(o + self.tile, self.size)
+            lo, hi = max(o, 0), min(o + self.patch, self.size)
             if hi > lo:
                 total[lo:hi] += window[lo - o : hi - o]
         return total
@@ -81,7 +81,7 @@ def reflect_index(index: np.ndarray, size: int) -> np.ndarray:
     """Map any integer positions onto ``[0, size)`` by mirror reflection without repeating the edge.
 
     ``-1 -> 1``, ``size -> size - 2`` (numpy's ``reflect`` mode), repeated as often as needed, so
-    rasters smaller than a tile still fill it. A 1-pixel axis maps everything to 0.
+    rasters smaller than a patch still fill it. A 1-pixel axis maps everything to 0.
     """
     if size == 1:
         return np.zeros_like(index)

@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from geoseg.engine.input_band import _TRANSFER
+from geoseg.engine.input_rows import _TRANSFER
 from geoseg.io.tiles import TileIndex
 
 
@@ -60,7 +60,7 @@ class Inflater(Protocol):
 
 
 class HostInflater:
-    """Inflates on the host (zlib / zstandard), then uploads: the reference for :class:`NvcompInflater`."""
+    """Inflates on the host (zlib / zstandard), then uploads: the reference for :class:`NvcompBindingsInflater`."""
 
     def __init__(self, codec: str):
         self.codec = codec
@@ -94,11 +94,11 @@ class _DecompressOpts(ctypes.Structure):
     _fields_ = [("backend", ctypes.c_int), ("reserved", ctypes.c_char * 60)]
 
 
-class NvcompAsyncInflater:
+class NvcompInflater:
     """nvCOMP's batched decoders (raw deflate, zstd) through its C API, called with ctypes: the decode is
     only enqueued on the stream, and the GIL is released meanwhile.
 
-    nvCOMP's Python bindings (:class:`NvcompInflater`) return only once the device has decoded the batch,
+    nvCOMP's Python bindings (:class:`NvcompBindingsInflater`) return only once the device has decoded the batch,
     holding the GIL all along, so every reader thread waited for it (benchmarks/RESULTS.md section 11). Here
     the pointer and size
     arrays are made on the host and copied with the payloads; failed tiles (a status other than success, or
@@ -175,9 +175,9 @@ class NvcompAsyncInflater:
         return total
 
 
-class NvcompInflater:
+class NvcompBindingsInflater:
     """nvCOMP's batched decoders (raw deflate, zstd) through its Python bindings (``nvidia-nvcomp``): each
-    call waits for the device with the GIL held (see :class:`NvcompAsyncInflater`, which geoseg uses). Kept
+    call waits for the device with the GIL held (see :class:`NvcompInflater`, which geoseg uses). Kept
     as a second implementation for the GPU tests and the benchmark. One per thread: a Codec is not shared."""
 
     def __init__(self, codec: str, device: torch.device, stream: torch.cuda.Stream):
@@ -250,7 +250,7 @@ _SAME_WIDTH_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64
 
 def undo_predictor(tiles: torch.Tensor, index: TileIndex) -> torch.Tensor:
     """Decoded tiles ``(tile, tile_bytes)`` uint8 as samples ``(tile, row, col, sample)`` of the dtype
-    the engine moves them in (:data:`geoseg.engine.input_band._TRANSFER`), the TIFF predictor undone."""
+    the engine moves them in (:data:`geoseg.engine.input_rows._TRANSFER`), the TIFF predictor undone."""
     (rows, cols), spp = index.tile_shape, 1 if index.separate else index.samples
     transfer = _TRANSFER[index.dtype.name]
     n = tiles.shape[0]

@@ -6,10 +6,10 @@ Three stages overlap, each bounded, so host memory does not grow with the scene:
   :func:`geoseg.engine.plan.plan_reads` (whole internal blocks of the file, each decoded exactly
   once, with the GIL released), into a fixed pool of staging buffers, page-locked on a GPU
   (:class:`geoseg.engine.staging.StagingPool`); the reader thread then starts the copy to the
-  device (:meth:`geoseg.engine.input_band.InputBand.load`). The readers work
+  device (:meth:`geoseg.engine.input_rows.InputRows.load`). The readers work
   ``Tuning.read_ahead_strips`` strips of rows ahead of the device;
 * **device** (the calling thread): each finished strip joins the
-  :class:`~geoseg.engine.input_band.InputBand`, which develops its rows and cuts each block's patch
+  :class:`~geoseg.engine.input_rows.InputRows`, which develops its rows and cuts each block's patch
   region; the :class:`~geoseg.engine.blender.Blender` batches the patches across blocks, blends
   the probabilities and labels the rows no later patch reaches;
 * **write** (one thread): full-width strips of whole output tiles, at most ``Tuning.writes_ahead``
@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from geoseg.engine.blender import Blender
-from geoseg.engine.input_band import InputBand, InputStrip
+from geoseg.engine.blender import DEVICE_OVERVIEW_LEVELS, Blender
+from geoseg.engine.input_rows import InputRows, InputStrip
 from geoseg.engine.plan import Layout, ReadChunking, ReadFn, plan_blocks, plan_reads
 from geoseg.engine.staging import StagingPool
-from geoseg.engine.tile_decode import ChunkQueue, TileDecoder
+from geoseg.engine.tile_decode import DECODE_STREAMS, HYBRID_SHARE, ChunkQueue, TileDecoder
 from geoseg.errors import Cancelled
 
 #: Writes full-width strips starting at a scene row: ``labels`` ``(row, col)``, and ``probabilities``
@@ -62,6 +62,17 @@ class Tuning:
     #: SMs the network leaves free instead of holding it back. 0 (the default stream's priority) is the
     #: default: -1 helped some scenes and hurt others (benchmarks/RESULTS.md, "Stream priority").
     network_priority: int = 0
+    #: CUDA streams the device decoder takes turns on (:data:`geoseg.engine.tile_decode.DECODE_STREAMS`).
+    decode_streams: int = DECODE_STREAMS
+    #: In ``--decode hybrid``, the most of a strip's chunks one device batch takes
+    #: (:data:`geoseg.engine.tile_decode.HYBRID_SHARE`).
+    hybrid_share: float = HYBRID_SHARE
+    #: Overview levels of the mask made on the device, at most (:data:`geoseg.engine.blender.DEVICE_OVERVIEW_LEVELS`);
+    #: the writer makes the rest.
+    device_overview_levels: int = DEVICE_OVERVIEW_LEVELS
+    #: DEFLATE level of a plain GeoTIFF mask (``--format gtiff``); None: the format's
+    #: (:data:`geoseg.io.writing.ZLEVEL`). Changes the file's bytes, never its pixels.
+    zlevel: int | None = None
 
 
 def default_workers() -> int:
@@ -69,7 +80,7 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 1) - 1)
 
 
-def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: ReadFn, write: WriteFn, workers: int,
+def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: ReadFn, write: WriteFn, workers: int,
                  progress: ProgressFn | None = None, cancel: threading.Event | None = None,
                  block_shape: tuple[int, int] = (1, 1), timings: dict[str, float] | None = None,
                  tuning: Tuning = Tuning(), decoder: TileDecoder | None = None) -> None:
@@ -88,7 +99,7 @@ def run_pipeline(layout: Layout, inputs: InputBand, blender: Blender, read: Read
     pool = StagingPool(inputs.staged_bytes(largest), workers + tuning.staging_spare, inputs.pin)
     total = sum(len(block.origins) for row in plan for block in row.blocks)  # progress counts patches
     # Input rows a later row of blocks still reads: not only the next one's. The last patches reflect at the
-    # scene's bottom edge and can reach back further than the rows before them (a tile larger than a block).
+    # scene's bottom edge and can reach back further than the rows before them (a patch larger than a block).
     keep_from = [layout.height] * (len(strips) + 1)
     for i in range(len(strips) - 1, -1, -1):
         keep_from[i] = min(strips[i].need[0], keep_from[i + 1])

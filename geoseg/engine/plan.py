@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoseg.engine.blend import WindowFn, get_window
 from geoseg.engine.grid import AxisGrid, check_tiling, reflect_index, split_axis
+from geoseg.engine.windows import WindowFn, get_window
 
 #: Blended probabilities are summed as integers in units of 2**-QUANTUM_BITS
 #: (:mod:`geoseg.engine.blender`: integer sums do not depend on their order).
@@ -75,13 +75,13 @@ class Layout:
     col_weight: np.ndarray
 
     @property
-    def tile(self) -> int:
-        return self.rows.tile
+    def patch(self) -> int:
+        return self.rows.patch
 
     @property
     def deepest_sum(self) -> float:
         """The largest fixed-point sum a pixel can reach (decides int32 or int64 accumulators)."""
-        return math.ceil(self.tile / self.rows.stride) ** 2 * float(self.window.max()) ** 2 * 2**QUANTUM_BITS
+        return math.ceil(self.patch / self.rows.stride) ** 2 * float(self.window.max()) ** 2 * 2**QUANTUM_BITS
 
     def scene_span(self, start: int, stop: int, size: int) -> tuple[int, int]:
         """Scene-grid pixels of model-grid pixels ``[start, stop)`` on an axis of ``size`` scene pixels."""
@@ -98,14 +98,14 @@ def work_block(block_size: int, factor: int) -> int:
     return max(BLOCK_UNIT, block_size // factor // BLOCK_UNIT * BLOCK_UNIT)
 
 
-def plan_layout(height: int, width: int, factor: int, tile: int, overlap: int,
+def plan_layout(height: int, width: int, factor: int, patch: int, overlap: int,
                 blend: str | WindowFn = "cosine", block_size: int = 2048) -> Layout:
     """Lay out a run over a ``height x width`` scene; ``block_size`` is in scene pixels."""
-    check_tiling(tile, overlap)
+    check_tiling(patch, overlap)
     work_h, work_w = math.ceil(height / factor), math.ceil(width / factor)
     block = work_block(block_size, factor)
-    window = get_window(blend, tile, overlap)
-    rows, cols = AxisGrid(work_h, tile, overlap), AxisGrid(work_w, tile, overlap)
+    window = get_window(blend, patch, overlap)
+    rows, cols = AxisGrid(work_h, patch, overlap), AxisGrid(work_w, patch, overlap)
     return Layout(height, width, factor, rows, cols, block, window,
                   rows.weight_sum(window), cols.weight_sum(window))
 
@@ -148,14 +148,14 @@ def plan_blocks(layout: Layout) -> list[BlockRow]:
 
 
 def _plan_block(layout: Layout, core: Box, row_patches: range, col_patches: range) -> BlockPlan:
-    tile, rows, cols = layout.tile, layout.rows, layout.cols
+    patch, rows, cols = layout.patch, layout.rows, layout.cols
     if not row_patches or not col_patches:  # a thin last block: read only for its validity
         empty = np.zeros(0, dtype=np.int64)
         native = Box(*layout.scene_span(core.row0, core.row1, layout.height),
                      *layout.scene_span(core.col0, core.col1, layout.width))
         return BlockPlan(core, native, [], Box(0, 0, 0, 0), empty, empty)
-    footprint = Box(rows.origin(row_patches[0]), rows.origin(row_patches[-1]) + tile,
-                    cols.origin(col_patches[0]), cols.origin(col_patches[-1]) + tile)
+    footprint = Box(rows.origin(row_patches[0]), rows.origin(row_patches[-1]) + patch,
+                    cols.origin(col_patches[0]), cols.origin(col_patches[-1]) + patch)
     src_rows = reflect_index(np.arange(footprint.row0, footprint.row1), rows.size)
     src_cols = reflect_index(np.arange(footprint.col0, footprint.col1), cols.size)
     native = Box(*layout.scene_span(min(int(src_rows.min()), core.row0), max(int(src_rows.max()) + 1, core.row1),
@@ -182,7 +182,7 @@ def plan_reads(layout: Layout, plan: list[BlockRow], block_shape: tuple[int, int
 
     Strips end on file-block rows (or the scene's end); chunks are about ``chunking.cols`` wide and
     at most ``chunking.max_bytes`` of ``pixel_bytes``-byte pixels, both in whole file blocks.
-    Striped files (blocks as wide as the scene) are cut into bands of rows instead.
+    Striped files (blocks as wide as the scene) are cut into runs of rows instead.
     """
     height, width = layout.height, layout.width
     bh, bw = max(1, min(block_shape[0], height)), max(1, min(block_shape[1], width))

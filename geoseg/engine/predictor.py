@@ -37,7 +37,7 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MAX_AUTO_BATCH = 16
 #: Batch size on the CPU when none is given.
 CPU_BATCH = 4
-#: Share of the GPU's free memory the automatic batch may take (the rest: input and blend bands).
+#: Share of the GPU's free memory the automatic batch may take (the rest: the input and blend rows).
 AUTO_BATCH_SHARE = 0.4
 
 
@@ -45,7 +45,7 @@ class Predictor:
     """Softmax probabilities of a network for batches of normalised NCHW patches already on its device."""
 
     def __init__(self, network: torch.nn.Module | None, device: torch.device, precision: str, batch_size: int | None,
-                 *, channels: int, tile: int, compile: bool = False, cuda_graphs: bool | None = None,
+                 *, channels: int, patch: int, compile: bool = False, cuda_graphs: bool | None = None,
                  tune: bool = True, session: DeviceSession | None = None, backend: str = "torch",
                  reproducible: bool = False, exported: Path | None = None, weights_key: str | None = None,
                  network_source: Callable[[], torch.nn.Module] | None = None):
@@ -81,7 +81,7 @@ class Predictor:
             if compile:
                 raise ConfigError("--compile is for the torch backend; drop it or use --backend torch")
             try:
-                self._net = exported_network(self.backend, self.network, channels, tile, self.precision,
+                self._net = exported_network(self.backend, self.network, channels, patch, self.precision,
                                              exported=exported, weights_key=weights_key)
             except Exception as exc:  # the exporter or the runtime could not take this network
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:200]
@@ -111,7 +111,7 @@ class Predictor:
         self.batch_size = batch_size or (MAX_AUTO_BATCH if reproducible and device.type == "cuda" else
                                          EXPORTED_BATCH if self.backend in EXPORTED else
                                          auto_batch_size(lambda x: self._forward(x, self.network), device,
-                                                         channels, tile))
+                                                         channels, patch))
 
     def _autocast(self) -> torch.autocast | nullcontext:
         if self.precision in _AUTOCAST and self.backend == "torch":  # exported backends set their own precision
@@ -234,7 +234,7 @@ class Predictor:
 
 
 def auto_batch_size(forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device, channels: int,
-                    tile: int) -> int:
+                    patch: int) -> int:
     """A batch size that fits the GPU's free memory: the largest power of two, up to
     :data:`MAX_AUTO_BATCH`, whose measured working memory (one probe forward pass of two patches)
     fits :data:`AUTO_BATCH_SHARE` of what is free. :data:`CPU_BATCH` on the CPU."""
@@ -243,7 +243,7 @@ def auto_batch_size(forward: Callable[[torch.Tensor], torch.Tensor], device: tor
     torch.cuda.synchronize(device)
     base = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
-    probe = torch.zeros((2, channels, tile, tile), device=device)
+    probe = torch.zeros((2, channels, patch, patch), device=device)
     with torch.backends.cudnn.flags(enabled=True, benchmark=False):  # no tuning for a shape used once
         forward(probe)
     torch.cuda.synchronize(device)

@@ -1,7 +1,7 @@
 """The region engine: the labels of one rectangle of a scene, equal to the file engine's there.
 
 The file engine (:mod:`geoseg.engine.pipeline`) streams a whole scene from its first row to its
-last. Dask chunks (:func:`geoseg.array.segment_array`) and the row bands a cluster shares out
+last. Dask chunks (:func:`geoseg.array.segment_array`) and the row strips a cluster shares out
 (:mod:`geoseg.cluster.split`) need the labels of one rectangle on their own. :func:`label_region`
 runs every patch of the *global* patch grid that reaches the rectangle (its neighbours' patches
 included), reads the scene pixels those patches see (reflected at the scene's edges exactly as the
@@ -26,7 +26,7 @@ import torch
 
 from geoseg.engine.blender import argmax_classes, mode2x2, quantize
 from geoseg.engine.grid import AxisGrid, reflect_index
-from geoseg.engine.input_band import InputBand
+from geoseg.engine.input_rows import InputRows
 from geoseg.engine.plan import QUANTUM_BITS, Box, Layout, ReadFn
 from geoseg.engine.predictor import Predictor
 from geoseg.engine.resample import bilinear_taps
@@ -57,7 +57,7 @@ def _model_span(start: int, stop: int, factor: int, size: int) -> tuple[int, int
 
 def _patches(grid: AxisGrid, start: int, stop: int) -> range:
     """Patches of ``grid`` that cover any of the pixels ``[start, stop)``."""
-    first = max(0, (start + grid.overlap - grid.tile) // grid.stride + 1)
+    first = max(0, (start + grid.overlap - grid.patch) // grid.stride + 1)
     last = min(grid.count, (stop - 1 + grid.overlap) // grid.stride + 1)
     return range(first, max(first, last))
 
@@ -68,9 +68,9 @@ def plan_region(layout: Layout, region: Box) -> RegionPlan:
     model = Box(*_model_span(region.row0, region.row1, f, rows.size), *_model_span(region.col0, region.col1, f,
                                                                                      cols.size))
     row_patches, col_patches = _patches(rows, model.row0, model.row1), _patches(cols, model.col0, model.col1)
-    src_rows = reflect_index(np.arange(rows.origin(row_patches[0]), rows.origin(row_patches[-1]) + rows.tile),
+    src_rows = reflect_index(np.arange(rows.origin(row_patches[0]), rows.origin(row_patches[-1]) + rows.patch),
                              rows.size)
-    src_cols = reflect_index(np.arange(cols.origin(col_patches[0]), cols.origin(col_patches[-1]) + cols.tile),
+    src_cols = reflect_index(np.arange(cols.origin(col_patches[0]), cols.origin(col_patches[-1]) + cols.patch),
                              cols.size)
     # Whole model-grid cells, and the region's own pixels (their validity) too.
     native = Box(min(int(src_rows.min()), region.row0 // f) * f,
@@ -102,8 +102,8 @@ def label_region(layout: Layout, card: ModelCard, predictor: Predictor, region: 
     halves the labels on the device (:func:`geoseg.engine.blender.mode2x2`; a region starting on an even row
     and column gives the rows of the scene's first overview level)."""
     plan = plan_region(layout, region)
-    device, tile = predictor.device, layout.tile
-    inputs = InputBand(layout, card, device, dtype)
+    device, patch = predictor.device, layout.patch
+    inputs = InputRows(layout, card, device, dtype)
     native = plan.native
     raw = np.empty((len(card.bands), *native.shape), dtype=np.dtype(dtype))
     read_valid = _read(read, native, raw, readers, block_shape)
@@ -125,13 +125,13 @@ def label_region(layout: Layout, card: ModelCard, predictor: Predictor, region: 
     origins = [(rows.origin(k), cols.origin(m)) for k in plan.row_patches for m in plan.col_patches]
     for start in range(0, len(origins), predictor.batch_size):
         batch = origins[start : start + predictor.batch_size]
-        patches = torch.stack([region_in[:, r - fp_row0 : r - fp_row0 + tile, c - fp_col0 : c - fp_col0 + tile]
+        patches = torch.stack([region_in[:, r - fp_row0 : r - fp_row0 + patch, c - fp_col0 : c - fp_col0 + patch]
                                for r, c in batch])
         with lock or nullcontext():  # a captured graph's output buffer is reused by the next call
             weighted = torch.round(predictor(patches) * window2d).to(acc_dtype)
         for i, (r, c) in enumerate(batch):  # each patch's part inside the model-grid span, as the blender adds it
-            r0, r1 = max(r, model.row0), min(r + tile, model.row1)
-            c0, c1 = max(c, model.col0), min(c + tile, model.col1)
+            r0, r1 = max(r, model.row0), min(r + patch, model.row1)
+            c0, c1 = max(c, model.col0), min(c + patch, model.col1)
             if r1 > r0 and c1 > c0:
                 acc[:, r0 - model.row0 : r1 - model.row0, c0 - model.col0 : c1 - model.col0] += \
                     weighted[i, :, r0 - r : r1 - r, c0 - c : c1 - c]

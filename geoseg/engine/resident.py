@@ -1,6 +1,6 @@
 """Networks that stay in a process: loaded once, placed once, shared by every task that runs there.
 
-Dask tasks (:func:`geoseg.array.segment_array`'s chunks, a cluster's scenes and row bands) carry a
+Dask tasks (:func:`geoseg.array.segment_array`'s chunks, a cluster's scenes and row strips) carry a
 :class:`ModelRef`, a name and a flag, never the network: pickling a network into every task would
 send its weights with each one. Each process (the local one, or each dask worker) loads a model the
 first time one of its tasks asks for it and keeps it, with one :class:`~geoseg.engine.predictor.Predictor`
@@ -44,7 +44,7 @@ class PredictorKey:
     precision: str
     batch_size: int | None
     backend: str
-    tile: int
+    patch: int
     cuda_graphs: bool | None = None
     reproducible: bool = False
 
@@ -80,12 +80,12 @@ class ResidentModels:
                 self._models[ref] = load_model(ref.name, ref.trust_checkpoint)
             return self._models[ref]
 
-    def predictor_for(self, model: ModelRef, config: RunConfig, tile: int) -> tuple[Predictor, threading.Lock]:
+    def predictor_for(self, model: ModelRef, config: RunConfig, patch: int) -> tuple[Predictor, threading.Lock]:
         """The predictor a task of a run with ``config`` uses on this process's device (``config.device``
         resolved here: a worker's ``auto`` / ``cuda`` is its own GPU), and its lock."""
         device = resolve_device(config.device)
         return self.predictor(PredictorKey(model, str(device), config.precision, config.batch_size, config.backend,
-                                           tile, config.cuda_graphs, config.reproducible))
+                                           patch, config.cuda_graphs, config.reproducible))
 
     def predictor(self, key: PredictorKey) -> tuple[Predictor, threading.Lock]:
         """The predictor for ``key`` and the lock a task holds while it runs a batch through it."""
@@ -93,7 +93,7 @@ class ResidentModels:
         with self._lock:
             if key not in self._predictors:
                 predictor = Predictor(loaded.network, torch.device(key.device), key.precision, key.batch_size,
-                                      channels=len(loaded.card.bands), tile=key.tile, cuda_graphs=key.cuda_graphs,
+                                      channels=len(loaded.card.bands), patch=key.patch, cuda_graphs=key.cuda_graphs,
                                       session=self.session, backend=key.backend, reproducible=key.reproducible)
                 self._predictors[key] = predictor, threading.Lock()
             return self._predictors[key]

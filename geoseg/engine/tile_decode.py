@@ -7,12 +7,12 @@ read chunks (whole tiles of the file) and:
 1. reads their tiles' compressed bytes as stored (:meth:`geoseg.io.tiles.TileIndex.fetch`), each tile
    one ``pread``, into the page-locked host buffer of the batch's turn, payloads aligned;
 2. copies them to the device and inflates them there, all tiles of a batch in one call of nvCOMP's
-   batched decoder (:class:`~geoseg.engine.inflate.NvcompAsyncInflater`, only enqueued: the thread goes
+   batched decoder (:class:`~geoseg.engine.inflate.NvcompInflater`, only enqueued: the thread goes
    on to the next batch; :class:`HostInflater` does the same on the host with zlib / zstandard and is the
    reference the tests compare with);
 3. undoes the TIFF predictor on the device (:func:`undo_predictor`: horizontal differencing, or the
    floating-point predictor's byte planes) and places the tiles' pixels of the model's bands into
-   the strip (:meth:`geoseg.engine.input_band.InputBand.open_strip`), with their validity from the
+   the strip (:meth:`geoseg.engine.input_rows.InputRows.open_strip`), with their validity from the
    nodata value, exactly as the CPU readers would. No decoded pixel passes through host memory.
 
 All of it runs in one thread, its batches taking turns on CUDA streams of their own
@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from geoseg.engine.inflate import Inflater, NvcompAsyncInflater, nvcomp_missing, undo_predictor
-from geoseg.engine.input_band import _NUMPY_TRANSFER, _TRANSFER, InputStrip
+from geoseg.engine.inflate import Inflater, NvcompInflater, nvcomp_missing, undo_predictor
+from geoseg.engine.input_rows import _NUMPY_TRANSFER, _TRANSFER, InputStrip
 from geoseg.engine.plan import Box
 from geoseg.errors import ConfigError, SceneError
 from geoseg.io.scene import SceneInfo, nodata_value
@@ -112,7 +112,7 @@ class TileDecoder:
     nvCOMP inflates each tile's stream on its own, so one call needs thousands of tiles to keep the
     GPU busy (benchmarks/RESULTS.md section 11): a batch takes chunks from every strip the pipeline
     has opened (:meth:`submit`), and the pipeline opens as many strips ahead as :meth:`strips_ahead`
-    says. A batch is only enqueued on the decoder's stream (:class:`~geoseg.engine.inflate.NvcompAsyncInflater`):
+    says. A batch is only enqueued on the decoder's stream (:class:`~geoseg.engine.inflate.NvcompInflater`):
     the thread goes on to read the next one while the device decodes, and the strips' events tell the
     device thread when their rows are in.
     """
@@ -291,7 +291,7 @@ class TileDecoder:
 
     def _inflate(self, host: torch.Tensor, where: np.ndarray, stream: torch.cuda.Stream | None) -> torch.Tensor:
         if self._inflater is None:
-            self._inflater = NvcompAsyncInflater(self.index.codec, self.device)
+            self._inflater = NvcompInflater(self.index.codec, self.device)
         try:
             return self._inflater.inflate(host, where, self.index.tile_bytes, self.device, stream)
         except (RuntimeError, ValueError) as exc:
@@ -329,7 +329,7 @@ class TileDecoder:
         x = x.reshape(len(self.bands), down, th, across, tw)
         r0, r1 = box.row0 - strip.rows[0], box.row1 - strip.rows[0]
         rows, cols = box.shape
-        target = strip.band[:, r0:r1, box.col0 : box.col1]
+        target = strip.raw[:, r0:r1, box.col0 : box.col1]
         if rows == down * th and cols == across * tw:  # whole tiles: one strided copy
             target.unflatten(1, (down, th)).unflatten(3, (across, tw)).copy_(x)
             values = target
@@ -373,9 +373,11 @@ def decode_plan(mode: str, scene: SceneInfo, device: torch.device) -> TileIndex 
 
 
 def make_decoder(mode: str, index: TileIndex | None, scene: SceneInfo, bands: tuple[int, ...],
-                 device: torch.device) -> TileDecoder | None:
+                 device: torch.device, streams: int = DECODE_STREAMS,
+                 hybrid_share: float = HYBRID_SHARE) -> TileDecoder | None:
     """The device decoder of ``scene`` under ``--decode mode``, from the tile index :func:`decode_plan` chose
-    (None: the CPU readers decode, and there is no device decoder)."""
+    (None: the CPU readers decode, and there is no device decoder), on ``streams`` CUDA streams."""
     if index is None:
         return None
-    return TileDecoder(index, bands, device, nodata_value(scene), "gpu" if mode == "auto" else mode)
+    return TileDecoder(index, bands, device, nodata_value(scene), "gpu" if mode == "auto" else mode,
+                       hybrid_share=hybrid_share, streams=streams)

@@ -1,7 +1,7 @@
 """The product of a run, written: the mask in its format, its probabilities, legend, style and STAC Item,
 all staged and published together (:func:`write_product`).
 
-The file engine (:func:`geoseg.run.execute`) and a cluster's row bands (:mod:`geoseg.cluster.split`) hand
+The file engine (:func:`geoseg.run.execute`) and a cluster's row strips (:mod:`geoseg.cluster.split`) hand
 their strips to the same writer; what happens around it (planning, the network, the summary) is
 :mod:`geoseg.run`'s.
 """
@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,13 +59,16 @@ class Product:
 
 
 def write_product(scene: SceneInfo, card: ModelCard, output: Path, config: RunConfig, tags: dict[str, str],
-                  produce: Producer) -> Product:
+                  produce: Producer, zlevel: int | None = None) -> Product:
     """Write the product of ``scene`` at ``output`` from the strips ``produce`` makes: the mask in
     ``config.output_format`` (a COG's overviews built as strips arrive), the probabilities if asked for, the
     legend, style and STAC sidecars. Nothing appears at the final paths until all of it is complete
     (:class:`geoseg.io.writing.Staging`). The file engine (:func:`geoseg.run.execute`) and a cluster's row
-    bands (:mod:`geoseg.cluster.split`) both write through here."""
+    strips (:mod:`geoseg.cluster.split`) both write through here. ``zlevel`` overrides the DEFLATE level of a
+    format that writes DEFLATE as it goes (``gtiff``; ``Tuning.zlevel``)."""
     fmt = get_format(config.output_format)
+    if zlevel is not None and "zlevel" in fmt.working:
+        fmt = replace(fmt, working={**fmt.working, "zlevel": zlevel})
     paths = ProductPaths.of(output)
     rasters = [(paths.mask, mask_spec(card, tags))]
     if config.probabilities is not None:

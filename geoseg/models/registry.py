@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from geoseg.config import AUTO
 from geoseg.errors import ModelError
+from geoseg.models.builtin import CSMASK_VARIANTS, UNUSED_KEYS, csmask_card, csmask_source, csmask_weights
 from geoseg.models.card import ModelCard
-from geoseg.models.csmask import CSMASK_VARIANTS, UNUSED_KEYS, csmask_card, csmask_source, csmask_weights
 from geoseg.models.package import CARD_FILE, SMP_CONFIG, WEIGHTS_FILE, read_card
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ def test_a_placed_network_is_not_moved_again() -> None:
     placed = DeviceSession.default().place(net, torch.device("cpu"))
     assert moves and not placed.training and placed[0].weight.is_contiguous(memory_format=torch.channels_last)
     moves.clear()
-    Predictor(placed, torch.device("cpu"), "fp32", 2, channels=3, tile=32)
+    Predictor(placed, torch.device("cpu"), "fp32", 2, channels=3, patch=32)
     assert moves == []
 
 

@@ -13,9 +13,9 @@ import rasterio
 import torch
 
 from geoseg import RunConfig, segment_scene
-from geoseg.engine.blend import get_window
 from geoseg.engine.pipeline import Tuning
 from geoseg.engine.plan import ReadChunking
+from geoseg.engine.windows import get_window
 from tests.helpers import smooth_image
 
 

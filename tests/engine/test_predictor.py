@@ -64,9 +64,9 @@ def test_out_of_memory_for_one_patch_is_a_device_error(make_tif, tmp_path, tiny_
 
 def test_batch_size_defaults_on_the_cpu_and_cuda_graphs_need_cuda() -> None:
     cpu = torch.device("cpu")
-    assert Predictor(TinyNet(), cpu, "fp32", None, channels=3, tile=64).batch_size == CPU_BATCH
+    assert Predictor(TinyNet(), cpu, "fp32", None, channels=3, patch=64).batch_size == CPU_BATCH
     with pytest.raises(ConfigError, match="CUDA graphs need a CUDA device"):
-        Predictor(TinyNet(), cpu, "fp32", 4, channels=3, tile=64, cuda_graphs=True)
+        Predictor(TinyNet(), cpu, "fp32", 4, channels=3, patch=64, cuda_graphs=True)
 
 
 def test_compiled_network_gives_the_same_mask(make_tif, tmp_path, tiny_model) -> None:

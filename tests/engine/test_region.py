@@ -33,7 +33,7 @@ def test_regions_equal_the_whole_scene_run(make_tif, tiny_model, tmp_path, resol
     scene = open_scene(path)
     factor = 3 if resolution else 1
     layout = plan_layout(scene.height, scene.width, factor, 64, 16)
-    predictor = Predictor(model.network, torch.device("cpu"), "fp32", None, channels=3, tile=64)
+    predictor = Predictor(model.network, torch.device("cpu"), "fp32", None, channels=3, patch=64)
     reader = WindowReader(scene, (1, 2, 3))
     # corners, edges, a sliver one pixel wide, the middle, and the whole scene
     for box in [Box(0, 50, 0, 70), Box(150, 203, 250, 317), Box(100, 101, 0, 317), Box(37, 161, 91, 250),

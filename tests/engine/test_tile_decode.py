@@ -18,7 +18,7 @@ from affine import Affine
 
 from geoseg import RunConfig, segment_scene
 from geoseg.engine.inflate import HostInflater
-from geoseg.engine.input_band import InputBand
+from geoseg.engine.input_rows import InputRows
 from geoseg.engine.pipeline import Tuning
 from geoseg.engine.plan import Box, ReadChunking, plan_layout
 from geoseg.engine.tile_decode import ChunkQueue, TileDecoder, decode_plan, make_decoder
@@ -41,7 +41,7 @@ def test_deflate_tiles_equal_gdal(tmp_path: Path, dtype: str, predictor: int, in
     data = values(dtype, (3, 100, 75))  # neither side a multiple of the 32-px tiles: edge tiles
     path = write(tmp_path / "s.tif", data, predictor=predictor, interleave=interleave)
     strip, reference, _ = decoded_strip(path, (1, 2, 3))
-    assert torch.equal(strip.band, reference.band)  # the same bits (NaN payloads and -0.0 included)
+    assert torch.equal(strip.raw, reference.raw)  # the same bits (NaN payloads and -0.0 included)
     assert torch.equal(strip.valid, reference.valid)
 
 
@@ -52,7 +52,7 @@ def test_zstd_and_uncompressed_tiles_equal_gdal(tmp_path: Path, interleave: str)
         path = write(tmp_path / f"{compress}-{predictor}.tif", data, compress=compress, predictor=predictor,
                      interleave=interleave)
         strip, reference, _ = decoded_strip(path, (1, 2, 3, 4))
-        assert torch.equal(strip.band, reference.band), (compress, predictor)
+        assert torch.equal(strip.raw, reference.raw), (compress, predictor)
 
 
 def test_bands_picked_and_reordered_with_nodata(tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_bands_picked_and_reordered_with_nodata(tmp_path: Path) -> None:
     for interleave in ("pixel", "band"):
         path = write(tmp_path / f"{interleave}.tif", data, predictor=2, interleave=interleave, nodata=0)
         strip, reference, _ = decoded_strip(path, (4, 1, 3))
-        assert torch.equal(strip.band, reference.band)
+        assert torch.equal(strip.raw, reference.raw)
         assert torch.equal(strip.valid, reference.valid)
         assert not strip.valid[:10, :20].any() and not strip.valid[40, 50] and strip.valid.sum() > 5000
 
@@ -87,7 +87,7 @@ def test_sparse_tiles_read_as_nodata(tmp_path: Path) -> None:
         index = tile_index(open_scene(path))
         assert isinstance(index, TileIndex) and (index.counts == 0).sum() >= 5
         strip, reference, _ = decoded_strip(path, (1, 2))
-        assert torch.equal(strip.band, reference.band)
+        assert torch.equal(strip.raw, reference.raw)
         assert torch.equal(strip.valid, reference.valid)
 
 
@@ -125,11 +125,11 @@ def test_run_with_device_decoding_gives_the_same_mask(tmp_path: Path, monkeypatc
             time.sleep(0.03)
             return super().inflate(*args, **kwargs)
 
-    def host_decoder(decode, planned, scene, bands, device):
+    def host_decoder(decode, planned, scene, bands, device, streams, hybrid_share):
         assert planned is None  # a CPU run: decode_plan gave the CPU readers
         index = tile_index(scene)
         made.append(TileDecoder(index, bands, device, scene.nodata, mode, inflater=PacedInflater(index.codec),
-                                batch_tiles=5))
+                                batch_tiles=5, streams=streams, hybrid_share=hybrid_share))
         return made[-1]
 
     monkeypatch.setattr("geoseg.run.make_decoder", host_decoder)
@@ -190,7 +190,7 @@ def test_a_cut_short_file_is_named(tmp_path: Path) -> None:
     with open(path, "r+b") as f:
         f.truncate(int(index.offsets[last]) + 10)
     decoder = TileDecoder(index, (1, 2), CPU, None, "gpu", inflater=HostInflater(index.codec))
-    inputs = InputBand(plan_layout(64, 64, 1, 64, 16), tiny_card(bands=2), CPU, "uint16")
+    inputs = InputRows(plan_layout(64, 64, 1, 64, 16), tiny_card(bands=2), CPU, "uint16")
     with pytest.raises(SceneError, match=r"s\.tif: tile \d+ is cut short .*damaged or incomplete"):
         decoder.drain(inputs.open_strip(0, 64), ChunkQueue([Box(0, 64, 0, 64)]))
 

@@ -5,8 +5,8 @@ from safetensors.torch import save_file
 
 from geoseg.errors import ModelError
 from geoseg.models import BUILTIN_MODELS, get_card, load_model
+from geoseg.models.builtin import UNUSED_KEYS
 from geoseg.models.cache import cache_dir
-from geoseg.models.csmask import UNUSED_KEYS
 from tests.helpers import tiny_card
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from geoseg.engine.blend import BLEND_WINDOWS, cosine_window, get_window
+from geoseg.engine.windows import BLEND_WINDOWS, cosine_window, get_window
 from geoseg.errors import ConfigError
 
 

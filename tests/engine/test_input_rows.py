@@ -1,4 +1,4 @@
-"""The input band: pixels developed in slices equal those developed at once, and patch regions' reflected
+"""The input rows: pixels developed in slices equal those developed at once, and patch regions' reflected
 edges put together from runs equal the gather they replace."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from geoseg.engine import input_band
-from geoseg.engine.input_band import MAX_RUNS, InputBand, _gather, _runs
+from geoseg.engine import input_rows
+from geoseg.engine.input_rows import MAX_RUNS, InputRows, _gather, _runs
 from geoseg.engine.plan import plan_layout, reflect_index
 from tests.helpers import tiny_card
 
@@ -23,9 +23,9 @@ def test_pixels_widened_in_slices_develop_as_at_once(monkeypatch, dtype) -> None
     pixels = rng.integers(0, 65535 if dtype == "uint16" else 32767, (3, rows, cols)).astype(dtype)
     valid = torch.from_numpy(rng.random((rows, cols)) > 0.1)
     valid[:6, :6] = False  # whole cells without data
-    inputs = InputBand(plan_layout(rows, cols, f, 64, 16), tiny_card(), torch.device("cpu"), dtype)
+    inputs = InputRows(plan_layout(rows, cols, f, 64, 16), tiny_card(), torch.device("cpu"), dtype)
     raw = inputs.transfer(pixels)
-    monkeypatch.setattr(input_band, "WIDEN_ROWS", 6)
+    monkeypatch.setattr(input_rows, "WIDEN_ROWS", 6)
     sliced = inputs.developed(raw, valid)
     inputs._widened = None  # the GPU's way: all at once, no reused buffer
     whole = inputs.developed(raw, valid)

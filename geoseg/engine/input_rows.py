@@ -1,16 +1,16 @@
-"""The input band: raw scene rows on the device, developed into the model's input rows.
+"""The input rows: raw scene rows on the device, developed into the model's input rows.
 
-:class:`InputBand` keeps, on the model's device and as wide as the scene:
+:class:`InputRows` keeps, on the model's device and as wide as the scene:
 
-* ``band``: raw pixels ``(band, row, col)`` of scene rows not yet developed, in the file's own width
-  (uint16 stays 2 bytes a value; see :data:`_TRANSFER`), and ``band_valid``: which of them hold data;
-* ``model_band``: *developed* rows on the model grid: widened to float32, averaged to the model's
+* ``raw``: raw pixels ``(band, row, col)`` of scene rows not yet developed, in the file's own width
+  (uint16 stays 2 bytes a value; see :data:`_TRANSFER`), and ``raw_valid``: which of them hold data;
+* ``model_rows``: *developed* rows on the model grid: widened to float32, averaged to the model's
   resolution over valid pixels (:func:`geoseg.engine.resample.coarsen`), scaled and normalised by the
   model card. Pixels without data enter as the band means (zero after normalising).
 
 Reader threads fill :class:`InputStrip` s chunk by chunk through a pool of host staging buffers
 (:class:`geoseg.engine.staging.StagingPool`); on a GPU each copy runs on a stream of its own, so it
-never queues behind the model. The device thread appends finished strips (:meth:`InputBand.take_strip`),
+never queues behind the model. The device thread appends finished strips (:meth:`InputRows.take_strip`),
 develops every whole model-grid row once, cuts each block's patch region from the developed rows
 (reflected at the scene's edges) and drops rows no later block reads. Device memory follows the
 scene's width and the rows in flight, never its height.
@@ -35,7 +35,7 @@ DEVELOP_ROWS = 768
 WIDEN_ROWS = 96
 
 
-class InputBand:
+class InputRows:
     """Scene rows in, developed model-grid rows and patch regions out (see module docstring)."""
 
     def __init__(self, layout: Layout, card: ModelCard, device: torch.device, dtype: np.dtype | str):
@@ -48,12 +48,12 @@ class InputBand:
         # Input copies run on their own stream, so they finish (and free their staging buffers) at
         # once instead of queueing behind the model; the model's stream waits for them per strip.
         self.copy_stream = torch.cuda.Stream(dev) if self.pin else None
-        self.band = torch.zeros((self.num_bands, 0, layout.width), dtype=self.transfer_dtype, device=dev)
-        self.band_base = 0  # scene row of band[:, 0]; rows above it are developed
-        self.band_valid = torch.zeros((0, layout.width), dtype=torch.bool, device=dev)
-        self.valid_base = 0  # scene row of band_valid[0]
-        self.model_band = torch.zeros((self.num_bands, 0, layout.cols.size), dtype=torch.float32, device=dev)
-        self.model_base = 0  # model-grid row of model_band[:, 0]
+        self.raw = torch.zeros((self.num_bands, 0, layout.width), dtype=self.transfer_dtype, device=dev)
+        self.raw_base = 0  # scene row of raw[:, 0]; rows above it are developed
+        self.raw_valid = torch.zeros((0, layout.width), dtype=torch.bool, device=dev)
+        self.valid_base = 0  # scene row of raw_valid[0]
+        self.model_rows = torch.zeros((self.num_bands, 0, layout.cols.size), dtype=torch.float32, device=dev)
+        self.model_base = 0  # model-grid row of model_rows[:, 0]
         self.scale, self.offset = card.scaling.factors(dtype)
         self.mean = torch.tensor(card.mean, dtype=torch.float32, device=dev)[:, None, None]
         self.std = torch.tensor(card.std, dtype=torch.float32, device=dev)[:, None, None]
@@ -76,10 +76,10 @@ class InputBand:
 
         Allocated on the copy stream, so the copies into it never wait for the model's work."""
         with self._on_copy_stream():
-            band = torch.empty((self.num_bands, row1 - row0, self.layout.width), dtype=self.transfer_dtype,
+            raw = torch.empty((self.num_bands, row1 - row0, self.layout.width), dtype=self.transfer_dtype,
                                device=self.device)
             valid = torch.ones((row1 - row0, self.layout.width), dtype=torch.bool, device=self.device)
-        return InputStrip((row0, row1), band, valid, [])
+        return InputStrip((row0, row1), raw, valid, [])
 
     def load(self, strip: InputStrip, box: Box, read: ReadFn, pool: StagingPool) -> None:
         """Read the scene pixels ``box`` into ``strip`` through a staging buffer of ``pool`` (called
@@ -93,7 +93,7 @@ class InputBand:
             valid = read(box.row0, box.row1, box.col0, box.col1, staged.numpy().view(self.file_dtype))
             r0, r1 = box.row0 - strip.rows[0], box.row1 - strip.rows[0]
             with self._on_copy_stream():
-                strip.band[:, r0:r1, box.col0 : box.col1].copy_(staged, non_blocking=True)
+                strip.raw[:, r0:r1, box.col0 : box.col1].copy_(staged, non_blocking=True)
                 if valid is not None:
                     mask = carve(buffer, (rows, cols), torch.bool, data_bytes)
                     mask.numpy()[...] = valid
@@ -106,16 +106,16 @@ class InputBand:
             pool.release(buffer, copied)
 
     def take_strip(self, strip: InputStrip) -> None:
-        """Append a strip whose every :meth:`load` has returned to the input band."""
-        assert strip.rows[0] == self.band_base + self.band.shape[1] == self.valid_base + self.band_valid.shape[0]
+        """Append a strip whose every :meth:`load` has returned to the input rows."""
+        assert strip.rows[0] == self.raw_base + self.raw.shape[1] == self.valid_base + self.raw_valid.shape[0]
         if self.copy_stream is not None:  # the model's stream waits for the copies, and keeps the strip alive
             compute = torch.cuda.current_stream(self.device)
             for copied in strip.copied:
                 compute.wait_event(copied)
-            strip.band.record_stream(compute)
+            strip.raw.record_stream(compute)
             strip.valid.record_stream(compute)
-        self.band = strip.band if self.band.shape[1] == 0 else torch.cat([self.band, strip.band], dim=1)
-        self.band_valid = strip.valid if self.band_valid.shape[0] == 0 else torch.cat([self.band_valid, strip.valid])
+        self.raw = strip.raw if self.raw.shape[1] == 0 else torch.cat([self.raw, strip.raw], dim=1)
+        self.raw_valid = strip.valid if self.raw_valid.shape[0] == 0 else torch.cat([self.raw_valid, strip.valid])
 
     def _on_copy_stream(self) -> torch.cuda.StreamContext | nullcontext:
         return torch.cuda.stream(self.copy_stream) if self.copy_stream is not None else nullcontext()
@@ -124,26 +124,26 @@ class InputBand:
         """Forget input rows above scene row ``before`` (a model-grid row boundary): no later block reads them."""
         k = before - self.valid_base
         if k > 0:
-            self.band_valid, self.valid_base = self.band_valid[k:], before
+            self.raw_valid, self.valid_base = self.raw_valid[k:], before
         k = before // self.layout.factor - self.model_base
         if k > 0:
-            self.model_band, self.model_base = self.model_band[:, k:], before // self.layout.factor
+            self.model_rows, self.model_base = self.model_rows[:, k:], before // self.layout.factor
 
     def develop(self) -> None:
-        """Develop every whole model-grid row of the input band (see module docstring), in slices
+        """Develop every whole model-grid row of the input rows (see module docstring), in slices
         of :data:`DEVELOP_ROWS` scene rows to bound temporaries."""
         layout, f = self.layout, self.layout.factor
-        end = self.band_base + self.band.shape[1]
+        end = self.raw_base + self.raw.shape[1]
         stop = end if end >= layout.height else end // f * f
         step = max(f, DEVELOP_ROWS // f * f)
-        parts = [self.model_band]
-        for a in range(self.band_base, stop, step):
+        parts = [self.model_rows]
+        for a in range(self.raw_base, stop, step):
             b = min(a + step, stop)
-            parts.append(self.developed(self.band[:, a - self.band_base : b - self.band_base],
-                                        self.band_valid[a - self.valid_base : b - self.valid_base]))
+            parts.append(self.developed(self.raw[:, a - self.raw_base : b - self.raw_base],
+                                        self.raw_valid[a - self.valid_base : b - self.valid_base]))
         if len(parts) > 1:
-            self.model_band = torch.cat(parts, dim=1)
-            self.band, self.band_base = self.band[:, stop - self.band_base :], stop
+            self.model_rows = torch.cat(parts, dim=1)
+            self.raw, self.raw_base = self.raw[:, stop - self.raw_base :], stop
 
     def developed(self, raw: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Raw scene pixels ``(band, row, col)`` as they travelled (see :data:`_TRANSFER`), starting on a
@@ -178,20 +178,20 @@ class InputBand:
             _NUMPY_TRANSFER[self.file_dtype.name])).to(self.device)
 
     def validity(self, row0: int, row1: int) -> torch.Tensor:
-        """``(row, col)`` validity of scene rows ``[row0, row1)``, a copy the band may drop later."""
-        return self.band_valid[row0 - self.valid_base : row1 - self.valid_base].clone()
+        """``(row, col)`` validity of scene rows ``[row0, row1)``, a copy that outlives :meth:`drop_before`."""
+        return self.raw_valid[row0 - self.valid_base : row1 - self.valid_base].clone()
 
     def patch_region(self, block: BlockPlan) -> torch.Tensor:
         """The developed ``(band, row, col)`` pixels of ``block``'s footprint, reflected at the scene's edges."""
-        return _gather(_gather(self.model_band, 1, block.src_rows - self.model_base), 2, block.src_cols)
+        return _gather(_gather(self.model_rows, 1, block.src_rows - self.model_base), 2, block.src_cols)
 
 
 @dataclass
 class InputStrip:
-    """Scene rows on their way to the device (:meth:`InputBand.open_strip`)."""
+    """Scene rows on their way to the device (:meth:`InputRows.open_strip`)."""
 
     rows: tuple[int, int]  # scene rows
-    band: torch.Tensor  # (band, row, col), as the values travel (see _TRANSFER)
+    raw: torch.Tensor  # (band, row, col), as the values travel (see _TRANSFER)
     valid: torch.Tensor  # (row, col)
     copied: list[torch.cuda.Event]  # one per chunk copied to it (GPU)
 

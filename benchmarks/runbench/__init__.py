@@ -1,0 +1,1 @@
+"""The parts of ``benchmarks/bench_run.py``, one module each, over shared floors and child runs."""
