@@ -16,11 +16,12 @@ if TYPE_CHECKING:
     from geoseg.config import RunConfig
     from geoseg.errors import GeosegError
     from geoseg.io.scene import SceneInfo, open_scene
-    from geoseg.run import RunSummary, segment_scene
+    from geoseg.run import segment_scene
+    from geoseg.summary import RunSummary
 
 #: Public names and the modules that hold them: imported on first use, so that ``import geoseg`` (and
 #: the command line's help) does not pay for torch.
-_LAZY = {"GeosegError": "geoseg.errors", "RunConfig": "geoseg.config", "RunSummary": "geoseg.run",
+_LAZY = {"GeosegError": "geoseg.errors", "RunConfig": "geoseg.config", "RunSummary": "geoseg.summary",
          "SceneInfo": "geoseg.io.scene", "open_scene": "geoseg.io.scene", "segment_scene": "geoseg.run",
          "segment_array": "geoseg.array"}
 

@@ -58,5 +58,7 @@ class Cancelled(Exception):
 #: a bug or a batch with failed scenes, and the signals that stopped it (128 + the signal's number).
 EXIT_OK = 0
 EXIT_FAILED = 1
+#: ``geoseg serve status`` when no service runs (not an error; distinct from every error's code).
+EXIT_NOT_RUNNING = 8
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143

@@ -133,3 +133,12 @@ def choose_builtin(scene: SceneInfo, bands: Sequence[int | str] | None = None, s
 def _looks_l2a(scene: SceneInfo) -> bool:
     text = " ".join([scene.path.name, *scene.tags.values()]).upper()
     return "L2A" in text or "LEVEL-2A" in text or "SURFACE REFLECTANCE" in text
+
+
+@dataclass(frozen=True)
+class VectorRequest:
+    """A polygon layer to make from the finished mask (``geoseg run --vector``)."""
+
+    path: Path
+    min_area_m2: float = 0.0
+    simplify: float = 0.0

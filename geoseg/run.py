@@ -2,7 +2,7 @@
 
 It reads as three steps, each a function others reuse: :func:`geoseg.prepare.prepare_run`
 (decisions, before any work), :func:`execute` (the network on its device, the pipeline, the mask
-written) and :func:`summarise` (the :class:`RunSummary` the CLI prints).
+written) and :func:`summarise` (the :class:`~geoseg.summary.RunSummary` the CLI prints).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from geoseg.io.writing import (
     clean_leftovers,
 )
 from geoseg.models import LoadedModel, load_model
-from geoseg.prepare import PreparedRun, prepare_run
+from geoseg.prepare import PreparedRun, VectorRequest, prepare_run
+from geoseg.summary import RunSummary
 from geoseg.version import __version__
 
 #: Scenes with at least this many patches let cuDNN time its algorithms first (seconds for the
@@ -45,46 +46,6 @@ TUNE_MIN_PATCHES = 1024
 
 #: Loads a model by name (and whether pickled checkpoints are trusted).
 ModelLoader = Callable[[str, bool], LoadedModel]
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """What a run did, for the end-of-run screen and ``--json``."""
-
-    input: str
-    output: str
-    model: str
-    device: str
-    backend: str  # torch, onnxruntime or openvino (--backend)
-    precision: str
-    batch_size: int  # patches per model call, as chosen (auto) and after any out-of-memory back-off
-    width: int
-    height: int
-    bands: tuple[int, ...]
-    band_match: str
-    factor: int
-    tile_size: int
-    overlap: int
-    blend: str
-    seconds: float
-    megapixels_per_second: float
-    class_shares: dict[str, float]
-    nodata_share: float
-    peak_device_memory_gib: float | None = None  # CUDA only: the most the run held on the GPU
-    model_seconds: float = 0.0  # of ``seconds``, the time spent in the network (device time on CUDA)
-    patches: int = 0  # patches the network saw (a padded last batch included)
-    stage_seconds: dict[str, float] = field(default_factory=dict)  # where the device thread's time went
-    decode: str = "cpu"  # who decoded the scene's tiles: cpu (GDAL's reader threads), gpu or hybrid (nvCOMP)
-    output_format: str = "cog"
-    finish_seconds: float = 0.0  # of ``seconds``, turning the written mask into its format (COG: overviews)
-    class_stats: list[dict] = field(default_factory=list)  # per class: value, name, pixels, area_ha, share
-    files: dict[str, str] = field(default_factory=dict)  # mask, style, stac, legend, probabilities
-    vector: dict | None = None  # the polygon layer, when one was asked for
-    warnings: list[str] = field(default_factory=list)
-    pixel_size_m: float | None = None  # the scene's ground pixel size (None without a CRS)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -161,15 +122,6 @@ def with_vector(summary: RunSummary, vector: VectorRequest | None, overwrite: bo
     notes = [f"{vector.path}: class {name!r} is in the mask but has no region of at least --min-area "
              f"{vector.min_area_m2:g} m²; the layer has none of it" for name in layer.removed]
     return replace(summary, vector=asdict(layer), warnings=[*summary.warnings, *notes])
-
-
-@dataclass(frozen=True)
-class VectorRequest:
-    """A polygon layer to make from the finished mask (``geoseg run --vector``)."""
-
-    path: Path
-    min_area_m2: float = 0.0
-    simplify: float = 0.0
 
 
 def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, device: torch.device, *,

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,18 @@ def tiny_model() -> Callable[..., LoadedModel]:
         return LoadedModel(card=card, network=TinyNet(card.in_channels).eval())
 
     return make
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_users_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A geoseg service the user runs (geoseg serve) is never used by the tests, unless a test starts its own."""
+    before = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.getbasetemp() / "xdg-state")
+    yield
+    if before is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = before
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("geoseg.errors", "geoseg.version", "geoseg.sensors", "geoseg.config", "geoseg.textfiles"),
     ("geoseg.models", "geoseg.io"),
     ("geoseg.engine", "geoseg.export"),
-    ("geoseg.bands", "geoseg.sanity", "geoseg.prepare", "geoseg.run", "geoseg.info", "geoseg.train",
+    ("geoseg.bands", "geoseg.sanity", "geoseg.prepare", "geoseg.summary", "geoseg.run", "geoseg.info", "geoseg.train",
      "geoseg.array"),
     ("geoseg.batch",),
     ("geoseg.cluster",),

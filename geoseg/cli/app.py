@@ -20,6 +20,7 @@ from geoseg.cli.export import export
 from geoseg.cli.info import info
 from geoseg.cli.models import models
 from geoseg.cli.run import run
+from geoseg.cli.serve import serve
 from geoseg.cli.train import evaluate, train
 from geoseg.errors import EXIT_SIGINT
 from geoseg.version import __version__
@@ -91,6 +92,7 @@ app.command()(info)
 app.command()(train)
 app.command()(evaluate)
 app.add_typer(export, name="export")
+app.add_typer(serve, name="serve")
 
 
 def main() -> None:

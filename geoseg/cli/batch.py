@@ -55,6 +55,10 @@ def batch(
         print(f"geoseg: {signal.Signals(signum).name}: stopping; running scenes stop at their next block",
               file=sys.stderr)
 
+    if cluster is not None and cluster.service and not quiet:
+        from geoseg.cli.run import service_notice
+
+        print(service_notice(cluster), file=sys.stderr)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with user_errors():

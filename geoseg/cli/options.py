@@ -107,13 +107,16 @@ def cluster_options(command: F) -> F:
             ("tls_key", "--tls-key", "With --scheduler tls://: this client's private key."))],
         inspect.Parameter("dashboard", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
             False, "--dashboard", help="A local cluster's dask dashboard, on 127.0.0.1 (its link is printed).")),
+        inspect.Parameter("local", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+            False, "--local", help="Run in this process even while a geoseg service (geoseg serve) is running.")),
     ]
 
     @functools.wraps(command)
     def wrapper(**values: Any) -> Any:
         spec = cluster_spec(values.pop("scheduler"), values.pop("cluster_kind"), values.pop("gpus"),
                             values.pop("cpu_workers"), tls=(values.pop("tls_ca_file"), values.pop("tls_cert"),
-                                                            values.pop("tls_key")), dashboard=values.pop("dashboard"))
+                                                            values.pop("tls_key")), dashboard=values.pop("dashboard"),
+                            local=values.pop("local"))
         return command(**values, cluster=spec)
 
     wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
@@ -122,13 +125,18 @@ def cluster_options(command: F) -> F:
 
 
 def cluster_spec(scheduler: str | None, kind: str | None, gpus: int | None, cpu_workers: int | None,
-                 tls: tuple[Path | None, ...] = (None, None, None), dashboard: bool = False) -> Any:
-    """The :class:`geoseg.cluster.workers.ClusterSpec` the options ask for, or None for this process."""
+                 tls: tuple[Path | None, ...] = (None, None, None), dashboard: bool = False,
+                 local: bool = False) -> Any:
+    """The :class:`geoseg.cluster.workers.ClusterSpec` the options ask for, or None for this process: with
+    none of them (and no ``--local``), this user's running ``geoseg serve`` if there is one."""
     if scheduler is None and kind is None and gpus is None and cpu_workers is None:
         if any(tls) or dashboard:
             raise typer.BadParameter("--tls-* and --dashboard are for a cluster: add --scheduler ADDRESS, --gpus N or "
                                      "--cpu-workers N")
-        return None
+        return None if local else service_spec()
+    if local:
+        raise typer.BadParameter("--local runs in this process; drop it, or drop --scheduler/--cluster/--gpus/"
+                                 "--cpu-workers")
     if kind not in (None, "local"):
         raise typer.BadParameter(f"--cluster {kind!r}: the only kind geoseg starts itself is 'local'; for another "
                                  f"cluster start its scheduler and pass --scheduler ADDRESS")
@@ -139,3 +147,16 @@ def cluster_spec(scheduler: str | None, kind: str | None, gpus: int | None, cpu_
                            tls_key=tls[2], dashboard=dashboard)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def service_spec() -> Any:
+    """A :class:`geoseg.cluster.workers.ClusterSpec` for this user's running service, or None."""
+    from geoseg.cluster.service import running
+
+    info = running()
+    if info is None:
+        return None
+    from geoseg.cluster.service import credentials_dir
+    from geoseg.cluster.workers import ClusterSpec
+
+    return ClusterSpec(scheduler=info.address, service_credentials=credentials_dir())

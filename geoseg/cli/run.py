@@ -19,8 +19,8 @@ from geoseg.config import RunConfig
 
 if TYPE_CHECKING:
     from geoseg.cluster.workers import ClusterSpec
-    from geoseg.prepare import PreparedRun
-    from geoseg.run import RunSummary, VectorRequest
+    from geoseg.prepare import PreparedRun, VectorRequest
+    from geoseg.summary import RunSummary
 
 
 @with_run_settings
@@ -43,7 +43,7 @@ def run(
 ) -> None:
     """Segment SCENE into a georeferenced class mask (Cloud-Optimized GeoTIFF, uint8, nodata 255) with its
     QGIS style (.qml), STAC Item (.json) and GDAL legend (.aux.xml) beside it."""
-    from geoseg.prepare import prepare_run
+    from geoseg.prepare import VectorRequest, prepare_run
 
     config = replace(settings, overwrite=overwrite)
     err = Console(stderr=True)
@@ -51,15 +51,19 @@ def run(
         # Every check a user can fail (scene, output, model card, bands, settings) before torch is imported:
         # a mistake is reported in a second, not after the network's libraries have loaded.
         prepared = prepare_run(scene, output, config, vector=vector)
-        from geoseg.run import VectorRequest, segment_scene
-
         layer = VectorRequest(vector, min_area, simplify) if vector is not None else None
-        if cluster is not None:  # row strips on a dask cluster's workers, written here
+        if cluster is not None:  # on a dask cluster's workers (or this user's geoseg service)
+            if cluster.service and not quiet:
+                print(service_notice(cluster), file=sys.stderr)
             summary = _on_cluster(cluster, scene, output, config, layer, prepared,
                                   quiet or as_json or not err.is_terminal, err)
         elif quiet or as_json or not err.is_terminal:
+            from geoseg.run import segment_scene
+
             summary = segment_scene(scene, output, config, vector=layer, prepared=prepared)
         else:
+            from geoseg.run import segment_scene
+
             with _progress_bar(err) as (bar, task):
                 summary = segment_scene(scene, output, config, vector=layer, prepared=prepared,
                                         progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -73,15 +77,24 @@ def run(
 
 def _on_cluster(cluster: ClusterSpec, scene: Path, output: Path | None, config: RunConfig,
                 layer: VectorRequest | None, prepared: PreparedRun, plain: bool, err: Console) -> RunSummary:
-    from geoseg.cluster.split import segment_scene_on
+    from geoseg.cluster.scenes import segment_scene_as_task
     from geoseg.cluster.workers import connect
 
     with connect(cluster) as client:
-        if plain:
+        if len(client.scheduler_info()["workers"]) == 1:  # the whole scene on the one worker, written there
+            return segment_scene_as_task(client, scene, output, config, layer)
+        from geoseg.cluster.split import segment_scene_on
+
+        if plain:  # row strips on the workers, written here
             return segment_scene_on(client, scene, output, config, vector=layer, prepared=prepared)
         with _progress_bar(err) as (bar, task):
             return segment_scene_on(client, scene, output, config, vector=layer, prepared=prepared,
                                     progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def service_notice(cluster: ClusterSpec) -> str:
+    """The line that says a command runs on this user's geoseg service."""
+    return f"geoseg: running on the geoseg service at {cluster.scheduler} (geoseg serve status; --local runs here)"
 
 
 class _progress_bar:

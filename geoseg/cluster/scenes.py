@@ -14,16 +14,26 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager, suppress
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from geoseg.batch.claims import Owner
 from geoseg.batch.runner import EventLog, SceneResult, Task, run_task
-from geoseg.cluster.workers import scene_resources
+from geoseg.cluster.workers import model_for_workers, scene_resources
+
+if TYPE_CHECKING:
+    from geoseg.config import RunConfig
+    from geoseg.prepare import VectorRequest
+    from geoseg.summary import RunSummary
 
 #: How often a running scene asks the scheduler whether the batch was cancelled (seconds).
 CANCEL_POLL_S = 0.5
+#: How long an interrupted client waits for its cancelled scene to end on the worker (seconds).
+CANCEL_WAIT_S = 30
 
 
 class DaskScenes:
@@ -37,7 +47,8 @@ class DaskScenes:
 
     def submit(self, task: Task, force: bool, owner: Owner) -> Future:
         # Workers may run elsewhere: absolute paths there; the batch reports the paths as given.
-        where = replace(task, input=task.input.absolute(), output=task.output.absolute())
+        where = replace(task, input=task.input.absolute(), output=task.output.absolute(),
+                        config=replace(task.config, model=model_for_workers(task.config.model)))
         remote = self.client.submit(run_remote, where, force, owner, self.cancel_name, pure=False,
                                     resources=self.resources, key=f"geoseg-scene-{uuid.uuid4().hex}")
         self._futures.append(remote)
@@ -64,7 +75,7 @@ class DaskScenes:
 
 def run_remote(task: Task, force: bool, owner: Owner, cancel_name: str) -> tuple[SceneResult, list[dict]]:
     """One scene on a dask worker (see module docstring)."""
-    from distributed import Event, get_worker
+    from distributed import get_worker
 
     from geoseg.cluster.workers import relax_malloc
     from geoseg.engine.resident import RESIDENT, ModelRef
@@ -74,6 +85,18 @@ def run_remote(task: Task, force: bool, owner: Owner, cancel_name: str) -> tuple
     if task.config.workers is None:  # reader threads: the worker's cores (it runs one scene at a time)
         task = replace(task, config=replace(task.config, workers=max(1, worker.state.nthreads)))
     log = EventLog(None, record=True)
+    with cancel_watch(cancel_name) as cancel:
+        result = run_task(task, force, lambda name, trust: RESIDENT.model(ModelRef(name, trust)), cancel, log,
+                          RESIDENT.session, owner)
+    return result, log.events or []
+
+
+@contextmanager
+def cancel_watch(cancel_name: str) -> Iterator[threading.Event]:
+    """On a worker: an event set once the dask ``Event`` named ``cancel_name`` is (polled every
+    :data:`CANCEL_POLL_S`), for the engine's ``cancel``."""
+    from distributed import Event
+
     cancel, finished = threading.Event(), threading.Event()
     flag = Event(cancel_name)
 
@@ -91,8 +114,50 @@ def run_remote(task: Task, force: bool, owner: Owner, cancel_name: str) -> tuple
     watcher = threading.Thread(target=watch, name="geoseg-cancel", daemon=True)
     watcher.start()
     try:
-        result = run_task(task, force, lambda name, trust: RESIDENT.model(ModelRef(name, trust)), cancel, log,
-                          RESIDENT.session, owner)
+        yield cancel
     finally:
         finished.set()
-    return result, log.events or []
+
+
+def segment_scene_as_task(client: Any, scene_path: str | Path, output: str | Path | None, config: RunConfig,
+                          vector: VectorRequest | None = None) -> RunSummary:
+    """One scene as one task on a worker, which runs the file engine with its resident model and writes the
+    product (a one-worker cluster or ``geoseg serve``: no row strips to share out). Paths go to the worker
+    absolute; the summary names them as given. Interrupted here, the task is cancelled at its next block
+    and leaves no output."""
+    from distributed import Event
+
+    cancel_name = f"geoseg-cancel-{uuid.uuid4().hex[:12]}"
+    where = Path(scene_path).absolute(), None if output is None else Path(output).absolute()
+    layer = None if vector is None else replace(vector, path=vector.path.absolute())
+    config = replace(config, model=model_for_workers(config.model))
+    remote = client.submit(segment_remote, *where, config, layer, cancel_name, pure=False,
+                           resources=scene_resources(client), key=f"geoseg-scene-{uuid.uuid4().hex}")
+    try:
+        summary = remote.result()
+    except BaseException:
+        Event(cancel_name, client=client).set()
+        with suppress(BaseException):
+            remote.result(timeout=CANCEL_WAIT_S)  # its staging removed before this process leaves
+        raise
+    shown = {"input": str(scene_path)}
+    if output is not None:
+        shown["output"] = str(output)
+    return replace(summary, **shown)
+
+
+def segment_remote(scene: Path, output: Path | None, config: RunConfig, vector: VectorRequest | None,
+                   cancel_name: str) -> RunSummary:
+    """On a worker: :func:`geoseg.run.segment_scene` with the worker's resident models and device session."""
+    from distributed import get_worker
+
+    from geoseg.cluster.workers import relax_malloc
+    from geoseg.engine.resident import RESIDENT, ModelRef
+    from geoseg.run import segment_scene
+
+    relax_malloc()
+    if config.workers is None:  # reader threads: the worker's cores (it runs one scene at a time)
+        config = replace(config, workers=max(1, get_worker().state.nthreads))
+    with cancel_watch(cancel_name) as cancel:
+        return segment_scene(scene, output, config, loader=lambda name, trust: RESIDENT.model(ModelRef(name, trust)),
+                             cancel=cancel, session=RESIDENT.session, vector=vector)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.cluster.workers import scene_resources
+from geoseg.cluster.workers import model_for_workers, scene_resources
 from geoseg.config import RunConfig
 from geoseg.engine.pipeline import ProgressFn, WriteFn
 from geoseg.engine.plan import Box
@@ -92,7 +92,8 @@ def _segment_on(client: Any, prepared: PreparedRun, config: RunConfig, rows: int
     step = rows or strip_rows(scene.height, scene.width, workers)
     if step % OUTPUT_TILE:
         raise ConfigError(f"strip height {step} is not a multiple of {OUTPUT_TILE} (whole output tiles)")
-    job = StripJob(scene.path, prepared.bands, prepared.card, ModelRef(prepared.model, config.trust_checkpoint),
+    model = ModelRef(model_for_workers(prepared.model), config.trust_checkpoint)
+    job = StripJob(scene.path, prepared.bands, prepared.card, model,
                   config, GridSpec.of(layout, config.blend, config.block_size))
     boxes = [Box(r, min(r + step, scene.height), 0, scene.width) for r in range(0, scene.height, step)]
     # Two strips per worker at once: one reads while the other is on the device (they take turns there).

@@ -46,6 +46,13 @@ class ClusterSpec:
     tls_key: Path | None = None
     #: A local cluster's dashboard, on 127.0.0.1 (off by default).
     dashboard: bool = False
+    #: ``scheduler`` is this user's running ``geoseg serve`` (:mod:`geoseg.cluster.service`), reached with
+    #: the credentials it made, in this folder (:func:`folder_security`).
+    service_credentials: Path | None = None
+
+    @property
+    def service(self) -> bool:
+        return self.service_credentials is not None
 
     def __post_init__(self) -> None:
         tls = [f for f in (self.tls_ca_file, self.tls_cert, self.tls_key) if f is not None]
@@ -120,13 +127,29 @@ def external_security(spec: ClusterSpec) -> object | None:
     return security
 
 
+def folder_security(folder: Path) -> object:
+    """TLS from a folder holding ``cert.pem`` and ``key.pem``, a self-signed certificate that is its own CA
+    (``geoseg serve``'s credentials), for every role, encryption required."""
+    from distributed.security import Security
+
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    if not cert.is_file() or not key.is_file():
+        raise ConfigError(f"{folder}: the service's credentials are missing; restart it with geoseg serve stop "
+                          f"and geoseg serve start")
+    files = {"tls_ca_file": str(cert)}
+    for role in ("client", "scheduler", "worker"):
+        files[f"tls_{role}_cert"], files[f"tls_{role}_key"] = str(cert), str(key)
+    return Security(require_encryption=True, **files)
+
+
 @contextmanager
 def connect(spec: ClusterSpec) -> Iterator[object]:
     """A ``distributed.Client`` for ``spec``; a local cluster is shut down on leaving."""
     from distributed import Client, Scheduler, SpecCluster
 
     if spec.scheduler is not None:
-        security = external_security(spec)
+        security = (folder_security(spec.service_credentials) if spec.service_credentials is not None else
+                    external_security(spec))
         try:
             client = Client(spec.scheduler, timeout=CONNECT_TIMEOUT_S, security=security)
         except (OSError, TimeoutError, ValueError, TypeError) as exc:
@@ -186,6 +209,13 @@ def worker_environment(threads: int) -> dict[str, object]:
     key = "distributed.nanny.pre-spawn-environ"
     return {f"{key}.MALLOC_TRIM_THRESHOLD_": None, f"{key}.OMP_NUM_THREADS": threads,
             f"{key}.MKL_NUM_THREADS": threads}
+
+
+def model_for_workers(model: str) -> str:
+    """``model`` as a worker must name it: a model folder as an absolute path (workers start elsewhere);
+    a built-in name as it is."""
+    path = Path(model)
+    return str(path.absolute()) if path.exists() else model
 
 
 def scene_resources(client: object) -> dict[str, int] | None:

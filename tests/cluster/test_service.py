@@ -1,0 +1,192 @@
+"""``geoseg serve``: the warm local service's life (start, status, stop, idle exit, a stale pidfile), its door
+(127.0.0.1, TLS with the user's own credentials), and runs and batches through it equal to local ones, byte
+for byte, a worker killed mid-scene included. Real processes throughout."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from geoseg.cli.app import app
+from geoseg.errors import EXIT_NOT_RUNNING
+from tests.helpers import smooth_image, write_tif
+
+distributed = pytest.importorskip("distributed")
+runner = CliRunner()
+NOTICE = "running on the geoseg service"
+
+
+def _user(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Act as a user whose state and config folders are under ``folder``."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(folder / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(folder / "config"))
+    return folder
+
+
+def _start(*args: str) -> dict:
+    result = runner.invoke(app, ["serve", "start", "--cpu-workers", "1", "--threads", "2", "--json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _status() -> tuple[int, dict]:
+    result = runner.invoke(app, ["serve", "status", "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, package):
+    """This module's user, with a service running (the test package loaded on its worker at start)."""
+    with pytest.MonkeyPatch.context() as mp:
+        _user(tmp_path_factory.mktemp("user"), mp)
+        info = _start("--idle-timeout", "900", "--model", str(package))
+        try:
+            yield info
+        finally:
+            runner.invoke(app, ["serve", "stop"])
+
+
+def _scene(path: Path, size: int = 300, seed: int = 4) -> Path:
+    return write_tif(path, smooth_image((3, size, size), seed=seed, dtype="uint16"))
+
+
+def test_status_names_the_service_and_its_files_are_the_users_alone(service) -> None:
+    code, status = _status()
+    assert code == 0 and status["running"] and status["pid"] == service["pid"]
+    assert status["address"].startswith("tls://127.0.0.1:") and status["workers"] == 1
+    from geoseg.cluster.service import credentials_dir, state_dir
+
+    for folder in (state_dir(), credentials_dir()):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for key in ("cert.pem", "key.pem"):
+        assert stat.S_IMODE((credentials_dir() / key).stat().st_mode) == 0o600
+    assert stat.S_IMODE((state_dir() / "service.pid").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("credentials", ["none", "its own"])
+def test_a_client_without_the_users_credentials_is_refused(service, credentials) -> None:
+    security = "Security.temporary()" if credentials == "its own" else "None"
+    probe = (f"from distributed import Client\nfrom distributed.security import Security\n"
+             f"try:\n    c = Client({service['address']!r}, timeout=5, security={security})\n"
+             f"    print('CONNECTED', c.run_on_scheduler(lambda: 'ran code'))\n"
+             f"except Exception as exc:\n    print('REFUSED', type(exc).__name__)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120).stdout
+    assert "REFUSED" in out and "CONNECTED" not in out, out
+
+
+def test_a_run_through_the_service_equals_a_local_run(service, package, tmp_path) -> None:
+    scene = _scene(tmp_path / "s.tif")
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "here").mkdir()
+    served = runner.invoke(app, ["run", str(scene), "-o", str(tmp_path / "svc" / "m.tif"), "--model", str(package)])
+    assert served.exit_code == 0, served.output
+    assert NOTICE in served.output and service["address"] in served.output
+    local = runner.invoke(app, ["run", str(scene), "-o", str(tmp_path / "here" / "m.tif"), "--model", str(package),
+                                "--local"])
+    assert local.exit_code == 0, local.output
+    assert NOTICE not in local.output
+    for name in ("m.tif", "m.qml"):
+        assert (tmp_path / "svc" / name).read_bytes() == (tmp_path / "here" / name).read_bytes(), name
+
+
+def test_a_batch_through_the_service_equals_a_local_batch(service, package, tmp_path) -> None:
+    scenes = [str(_scene(tmp_path / f"s{i}.tif", 200, seed=i)) for i in range(2)]
+    served = runner.invoke(app, ["batch", *scenes, "-o", str(tmp_path / "svc"), "--model", str(package)])
+    assert served.exit_code == 0, served.output
+    assert NOTICE in served.output
+    local = runner.invoke(app, ["batch", *scenes, "-o", str(tmp_path / "here"), "--model", str(package), "--local"])
+    assert local.exit_code == 0, local.output
+    assert NOTICE not in local.output
+    for i in range(2):
+        name = f"s{i}.mask.tif"
+        assert (tmp_path / "svc" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
+
+
+def test_a_worker_killed_mid_scene_gives_the_same_mask_and_no_partial_file(service, package, tmp_path) -> None:
+    from geoseg.cluster.service import credentials_dir
+    from geoseg.cluster.workers import folder_security
+
+    scene = _scene(tmp_path / "big.tif", 1536, seed=9)
+    (tmp_path / "svc").mkdir()
+    out = tmp_path / "svc" / "m.tif"
+    args = ["run", str(scene), "-o", str(out), "--model", str(package), "--quiet"]
+    child = subprocess.Popen([sys.executable, "-m", "geoseg.cli", *args], stderr=subprocess.PIPE, text=True)
+    killed = False
+    with distributed.Client(service["address"], security=folder_security(credentials_dir()), timeout=30) as client:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None and not killed:
+            if any(client.processing().values()):
+                time.sleep(1.0)  # well into the scene: its staging files exist
+                for pid in client.run(os.getpid).values():
+                    os.kill(pid, signal.SIGKILL)
+                killed = True
+            time.sleep(0.05)
+    _, err = child.communicate(timeout=300)
+    assert killed, "the scene finished before its worker could be killed; make it larger"
+    assert child.returncode == 0, err
+    local = runner.invoke(app, ["run", str(scene), "-o", str(tmp_path / "here.tif"), "--model", str(package),
+                                "--local", "--quiet"])
+    assert local.exit_code == 0, local.output
+    assert out.read_bytes() == (tmp_path / "here.tif").read_bytes()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.json", "m.qml", "m.tif", "m.tif.aux.xml"]
+
+
+def test_idle_exit_a_stale_pidfile_and_restart(tmp_path, monkeypatch) -> None:
+    _user(tmp_path, monkeypatch)
+    from geoseg.cluster.service import state_dir
+
+    assert _status() == (EXIT_NOT_RUNNING, {"running": False})
+    _start("--idle-timeout", "2")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and _status()[0] == 0:
+        time.sleep(0.5)
+    assert _status()[0] == EXIT_NOT_RUNNING
+    assert not (state_dir() / "service.pid").exists() and not (state_dir() / "service.json").exists()
+
+    info = _start("--idle-timeout", "600")
+    os.kill(info["pid"], signal.SIGKILL)  # the pidfile stays behind
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and Path(f"/proc/{info['pid']}/cmdline").exists() and \
+                Path(f"/proc/{info['pid']}/cmdline").read_bytes():
+            time.sleep(0.1)
+        assert (state_dir() / "service.pid").exists()
+        assert _status()[0] == EXIT_NOT_RUNNING  # recognised as stale, and cleared
+        assert not (state_dir() / "service.pid").exists()
+        stopped = runner.invoke(app, ["serve", "stop"])
+        assert stopped.exit_code == 0 and "no service was running" in stopped.output
+        again = _start("--idle-timeout", "600")
+        assert again["pid"] != info["pid"] and _status()[0] == 0
+    finally:
+        runner.invoke(app, ["serve", "stop"])
+        os.killpg(info["pid"], signal.SIGKILL)  # the killed service's orphaned workers
+
+
+def test_two_users_services_do_not_collide(tmp_path, monkeypatch) -> None:
+    from geoseg.cluster.service import credentials_dir
+    from geoseg.cluster.workers import folder_security
+
+    users = {}
+    try:
+        for name in ("ada", "bob"):
+            _user(tmp_path / name, monkeypatch)
+            users[name] = (_start("--idle-timeout", "600"), credentials_dir())
+        (ada, ada_keys), (bob, _) = users["ada"], users["bob"]
+        assert ada["address"] != bob["address"] and ada["pid"] != bob["pid"]
+        with pytest.raises((OSError, TimeoutError)):  # ada's credentials do not open bob's service
+            distributed.Client(bob["address"], security=folder_security(ada_keys), timeout=5)
+        _user(tmp_path / "ada", monkeypatch)
+        assert _status()[1]["pid"] == ada["pid"]
+    finally:
+        for name in users:
+            _user(tmp_path / name, monkeypatch)
+            runner.invoke(app, ["serve", "stop"])
