@@ -20,11 +20,12 @@ import torch
 from geoseg.config import RunConfig
 from geoseg.engine.backends import EXPORTED, cached_export, resolve_backend
 from geoseg.engine.blender import Blender
-from geoseg.engine.device import DeviceSession, resolve_device
+from geoseg.engine.device import DeviceSession, resolve_device, resolve_precision
 from geoseg.engine.input_rows import InputRows
 from geoseg.engine.pipeline import ProgressFn, Tuning, WriteFn, default_workers, run_pipeline
 from geoseg.engine.predictor import Predictor
 from geoseg.engine.tile_decode import TileIndex, decode_plan, make_decoder
+from geoseg.engine.traced import load_traced, save_traced
 from geoseg.errors import DeviceError
 from geoseg.export.product import write_product
 from geoseg.export.vector import polygonize
@@ -139,21 +140,25 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
     # A model fresh from its file (not built yet: nothing in memory can have changed its weights) runs on the
     # CPU from its cached ONNX export without building the network, or records the export it makes.
     weights_key = None if loaded.built else loaded.weights_key
-    exported = None
-    if (weights_key is not None and not config.compile
-            and resolve_backend(config.backend, device, config.precision) in EXPORTED):
+    exported = traced = None
+    backend = resolve_backend(config.backend, device, config.precision)
+    if weights_key is not None and not config.compile and backend in EXPORTED:
         exported = cached_export(weights_key, len(card.bands), layout.patch)
+    elif weights_key is not None and not config.compile:  # the torch backend: a trace needs no smp (traced.py)
+        traced = load_traced(weights_key, len(card.bands), layout.patch, resolve_precision(config.precision, device),
+                             device)
+    network = None if exported else traced if traced is not None else loaded.network
     # run_in_flight: CUDA graphs are captured only by a run alone in the session (entered before the
     # predictor touches the GPU); closing: captured graphs stay with the network for the next scene.
-    with session.run_in_flight(), closing(Predictor(None if exported else loaded.network, device, config.precision,
-                                                    config.batch_size,
+    with session.run_in_flight(), closing(Predictor(network, device, config.precision, config.batch_size,
                                                     channels=len(card.bands), patch=layout.patch,
                                                     compile=config.compile, cuda_graphs=config.cuda_graphs,
                                                     tune=patches >= TUNE_MIN_PATCHES,
                                                     session=session, backend=config.backend,
                                                     reproducible=config.reproducible, exported=exported,
                                                     weights_key=weights_key,
-                                                    network_source=lambda: loaded.network)) as predictor:
+                                                    network_source=lambda: loaded.network,
+                                                    traced=traced is not None)) as predictor:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         decoder = make_decoder(config.decode, tiles, scene, prepared.bands, device, tuning.decode_streams,
@@ -180,6 +185,9 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
         assert prepared.output is not None
         product = write_product(scene, card, prepared.output, config, mask_tags(prepared, loaded.identity, config),
                                 produce, tuning.zlevel)
+        if weights_key is not None and traced is None and predictor.backend == "torch" and not config.compile:
+            # built from its file for this run: the next cold process loads the trace instead
+            save_traced(predictor.network, weights_key, len(card.bands), layout.patch, predictor.precision, device)
         return Execution(
             counts=product.counts, device=str(device), precision=predictor.precision, backend=predictor.backend,
             batch_size=predictor.batch_size, model_seconds=predictor.model_seconds, patches=predictor.patches,

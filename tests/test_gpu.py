@@ -223,3 +223,40 @@ def test_runs_decoding_on_the_gpu_give_the_cpu_readers_mask(make_tif, tmp_path, 
     cpu = _mask(path, tmp_path / "cpu.tif", model, small, decode="cpu", **kw)
     gpu = _mask(path, tmp_path / f"{mode}.tif", model, small, decode=mode, **kw)
     np.testing.assert_array_equal(gpu, cpu)
+
+
+def test_a_trace_run_without_autocast_equals_the_network_under_autocast_on_cuda(tmp_path, monkeypatch) -> None:
+    """geoseg.engine.traced on CUDA: the trace (autocast recorded inside it) gives the eager network's bits."""
+    from geoseg.engine.traced import save_traced
+    from geoseg.models import load_model
+    from tests.helpers import varied_unet_package
+
+    monkeypatch.setenv("GEOSEG_CACHE_DIR", str(tmp_path / "cache"))
+    cuda = torch.device("cuda")
+    net = load_model(str(varied_unet_package(tmp_path / "unet"))).network.eval().to(cuda)
+    net = net.to(memory_format=torch.channels_last)
+    path = save_traced(net, "key", 3, 64, "bf16", cuda)
+    assert path is not None
+    traced = torch.jit.load(str(path), map_location=cuda)
+    x = torch.randn(16, 3, 64, 64, device=cuda).contiguous(memory_format=torch.channels_last)
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True), torch.inference_mode():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            eager = net(x)
+        assert torch.equal(traced(x), eager)
+
+
+def test_a_cold_run_with_the_trace_gives_the_first_runs_mask(make_tif, tmp_path, monkeypatch) -> None:
+    """The first run builds the network and traces it; a second model loaded from the file runs the trace."""
+    from geoseg.models import load_model
+    from tests.helpers import varied_unet_package
+
+    monkeypatch.setenv("GEOSEG_CACHE_DIR", str(tmp_path / "cache"))
+    package = varied_unet_package(tmp_path / "unet")
+    path = make_tif(smooth_image((3, 400, 300), seed=3, dtype="uint16"))
+    config = RunConfig(model=str(package), device="cuda", precision="bf16", reproducible=True)
+    first, second = (load_model(str(package), deferred=True) for _ in range(2))
+    segment_scene(path, tmp_path / "a.tif", config, model=first)
+    segment_scene(path, tmp_path / "b.tif", config, model=second)
+    assert first.built and not second.built
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        assert np.array_equal(a.read(1), b.read(1))

@@ -31,7 +31,7 @@ from geoseg.errors import ConfigError, DeviceError, ModelError
 if TYPE_CHECKING:
     from pathlib import Path
 
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: The largest batch :func:`auto_batch_size` picks: beyond it a U-Net gains little and the padded
 #: last batch of a small scene costs more.
 MAX_AUTO_BATCH = 16
@@ -48,14 +48,16 @@ class Predictor:
                  *, channels: int, patch: int, compile: bool = False, cuda_graphs: bool | None = None,
                  tune: bool = True, session: DeviceSession | None = None, backend: str = "torch",
                  reproducible: bool = False, exported: Path | None = None, weights_key: str | None = None,
-                 network_source: Callable[[], torch.nn.Module] | None = None):
+                 network_source: Callable[[], torch.nn.Module] | None = None, traced: bool = False):
         """``network`` may be None only for an exported backend (onnxruntime, openvino) with ``exported``, a
         cached export of its weights (:func:`geoseg.engine.backends.cached_export`); ``weights_key`` names the
         weights of a network fresh from its file, so that its export can be found that way next time.
         ``network_source`` gives the network where ``network`` is None and PyTorch must take over: with
         ``backend="auto"``, a network the exported backends cannot run (an operator the ONNX exporter lacks,
         as in smp's PSPNet and UPerNet) runs with PyTorch, with a note; a backend asked for by name fails
-        with a one-line :class:`ModelError`."""
+        with a one-line :class:`ModelError`. ``traced``: ``network`` is a trace with the precision's autocast
+        recorded inside it (:mod:`geoseg.engine.traced`), run without autocast."""
+        self.traced = traced
         if cuda_graphs is None:  # on by default where they exist (benchmarks/RESULTS.md)
             cuda_graphs = device.type == "cuda"
         if cuda_graphs and device.type != "cuda":
@@ -114,8 +116,9 @@ class Predictor:
                                                          channels, patch))
 
     def _autocast(self) -> torch.autocast | nullcontext:
-        if self.precision in _AUTOCAST and self.backend == "torch":  # exported backends set their own precision
-            return torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision])
+        if self.precision in AUTOCAST_DTYPES and self.backend == "torch" and not self.traced:  # exported backends
+            # set their own precision; a trace has its autocast inside
+            return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision])
         return nullcontext()
 
     def _forward(self, batch: torch.Tensor, net: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
