@@ -20,6 +20,7 @@ import torch
 from geoseg.config import RunConfig
 from geoseg.engine.backends import EXPORTED, cached_export, resolve_backend
 from geoseg.engine.blender import Blender
+from geoseg.engine.costs import one_time_costs
 from geoseg.engine.device import DeviceSession, resolve_device, resolve_precision
 from geoseg.engine.input_rows import InputRows
 from geoseg.engine.pipeline import ProgressFn, Tuning, WriteFn, default_workers, run_pipeline
@@ -40,10 +41,6 @@ from geoseg.models import LoadedModel, load_model
 from geoseg.prepare import PreparedRun, VectorRequest, prepare_run
 from geoseg.summary import RunSummary
 from geoseg.version import __version__
-
-#: Scenes with at least this many patches let cuDNN time its algorithms first (seconds for the
-#: built-in EfficientNet-B4, paid once per process; benchmarks/RESULTS.md).
-TUNE_MIN_PATCHES = 1024
 
 #: Loads a model by name (and whether pickled checkpoints are trusted).
 ModelLoader = Callable[[str, bool], LoadedModel]
@@ -150,10 +147,12 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
     network = None if exported else traced if traced is not None else loaded.network
     # run_in_flight: CUDA graphs are captured only by a run alone in the session (entered before the
     # predictor touches the GPU); closing: captured graphs stay with the network for the next scene.
-    with session.run_in_flight(), closing(Predictor(network, device, config.precision, config.batch_size,
+    once = one_time_costs(patches, device, cuda_graphs=config.cuda_graphs, batch_size=config.batch_size,
+                          reproducible=config.reproducible)
+    with session.run_in_flight(), closing(Predictor(network, device, config.precision, once.batch_size,
                                                     channels=len(card.bands), patch=layout.patch,
-                                                    compile=config.compile, cuda_graphs=config.cuda_graphs,
-                                                    tune=patches >= TUNE_MIN_PATCHES,
+                                                    compile=config.compile, cuda_graphs=once.cuda_graphs,
+                                                    tune=once.tune,
                                                     session=session, backend=config.backend,
                                                     reproducible=config.reproducible, exported=exported,
                                                     weights_key=weights_key,
