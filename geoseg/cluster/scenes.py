@@ -140,10 +140,14 @@ def segment_scene_as_task(client: Any, scene_path: str | Path, output: str | Pat
         with suppress(BaseException):
             remote.result(timeout=CANCEL_WAIT_S)  # its staging removed before this process leaves
         raise
-    shown = {"input": str(scene_path)}
-    if output is not None:
-        shown["output"] = str(output)
-    return replace(summary, **shown)
+    # Paths as the caller gave them: the product lies beside the output asked for (or the scene).
+    written, here = Path(summary.output).parent, Path(output).parent if output is not None else Path(scene_path).parent
+
+    def shown(path: str) -> str:
+        return str(here / Path(path).relative_to(written)) if Path(path).is_relative_to(written) else path
+
+    return replace(summary, input=str(scene_path), output=shown(summary.output),
+                   files={kind: shown(path) for kind, path in summary.files.items()})
 
 
 def segment_remote(scene: Path, output: Path | None, config: RunConfig, vector: VectorRequest | None,

@@ -87,9 +87,13 @@ def test_a_run_through_the_service_equals_a_local_run(service, package, tmp_path
     scene = _scene(tmp_path / "s.tif")
     (tmp_path / "svc").mkdir()
     (tmp_path / "here").mkdir()
-    served = runner.invoke(app, ["run", str(scene), "-o", str(tmp_path / "svc" / "m.tif"), "--model", str(package)])
+    served = runner.invoke(app, ["run", str(scene), "-o", str(tmp_path / "svc" / "m.tif"), "--model", str(package),
+                                 "--json"])
     assert served.exit_code == 0, served.output
-    assert NOTICE in served.output and service["address"] in served.output
+    assert NOTICE in served.stderr and service["address"] in served.stderr
+    summary = json.loads(served.stdout)  # paths as given, though the worker wrote them
+    assert summary["output"] == str(tmp_path / "svc" / "m.tif") and summary["input"] == str(scene)
+    assert summary["files"]["style"] == str(tmp_path / "svc" / "m.qml")
     local = runner.invoke(app, ["run", str(scene), "-o", str(tmp_path / "here" / "m.tif"), "--model", str(package),
                                 "--local"])
     assert local.exit_code == 0, local.output
