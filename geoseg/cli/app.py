@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 try:  # recent typer vendors click; older ones use the click package
     from typer._click import exceptions as _click
@@ -35,6 +36,21 @@ def _usage_message(exc: Exception) -> str:
         shown = ranked[0] if ranked[0].startswith(name) else ", ".join(ranked)
         return f"no such option: {name} (did you mean {shown})"
     return exc.format_message()  # type: ignore[attr-defined]
+
+
+#: How help names the values of a list argument (typer shows the annotation: ``<list[Path]>``).
+_LIST_LABELS = {"Path": "path", "str": "text"}
+
+
+def _list_label(display_type: Callable[[Any, Any], str]) -> Callable[[Any, Any], str]:
+    def shown(self: Any, ctx: Any) -> str:
+        label = display_type(self, ctx)
+        return re.sub(r"<list\[(\w+)\]>", lambda m: f"<{_LIST_LABELS.get(m.group(1), m.group(1).lower())}>", label)
+
+    return shown
+
+
+TyperArgument.display_type = _list_label(TyperArgument.display_type)  # type: ignore[method-assign]
 
 
 class _OneLineErrors(TyperGroup):

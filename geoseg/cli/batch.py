@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 def batch(
     ctx: typer.Context,
     inputs: list[str] = typer.Argument(None, help="Scenes: files, globs (quoted), folders, or @list.txt files.",
-                                       show_default=False),
+                                       show_default=False, metavar="SCENE..."),
     output_dir: Path | None = typer.Option(None, "-o", "--output-dir", help="Folder for the masks of INPUTS."),
     job: list[Path] = typer.Option([], "--job", "-j", help="YAML job file (repeatable); see workflows/README.md.",
                                    metavar="FILE"),

@@ -163,3 +163,10 @@ def test_the_summary_says_the_inference_resolution_in_metres(make_tif, tiny_mode
 def test_mistyped_commands_and_options_get_the_likeliest_suggestion(args, line) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and result.stderr.strip() == line
+
+
+@pytest.mark.parametrize(("command", "shown"), [("train", "IMAGE... <path>"), ("batch", "SCENE... <text>")])
+def test_list_arguments_are_named_in_help_without_python_types(command, shown) -> None:
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert shown in result.output and "<list[" not in result.output
