@@ -56,6 +56,9 @@ def train(
     seed: int = typer.Option(0, help="Seed of the split, the chips and the network's start: the same seed, the "
                              "same run."),
     resume: bool = typer.Option(False, help="Go on from OUTPUT.train/checkpoint.pt."),
+    keep_checkpoint: bool = typer.Option(False, help="Keep OUTPUT.train/checkpoint.pt (about 4x the package: the "
+                                         "optimizer's state) once the package is written, to go on later with "
+                                         "--resume and more --epochs."),
     overwrite: bool = typer.Option(False, help="Replace an existing package."),
     as_json: bool = json_option(),
 ) -> None:
@@ -77,7 +80,7 @@ def train(
                     print(f"epoch {done}/{total}: loss {values['loss']:.4f}, validation mIoU {values['val_miou']:.3f}"
                           f", {values['chips_per_second']:.1f} chips/s", file=sys.stderr, flush=True)
             summary = run_training(images, labels, output, config, _classes(classes), label_field, resume, overwrite,
-                                   report)
+                                   report, keep_checkpoint)
         else:
             with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
                           TextColumn("loss {task.fields[loss]}  val mIoU {task.fields[miou]}"),
@@ -95,7 +98,7 @@ def train(
                                   f"{values['val_miou']:.3f}, {values['chips_per_second']:.1f} chips/s")
 
                 summary = run_training(images, labels, output, config, _classes(classes), label_field, resume,
-                                       overwrite, report)
+                                       overwrite, report, keep_checkpoint)
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
         return

@@ -146,8 +146,8 @@ def segment_scene_as_task(client: Any, scene_path: str | Path, output: str | Pat
     def shown(path: str) -> str:
         return str(here / Path(path).relative_to(written)) if Path(path).is_relative_to(written) else path
 
-    return replace(summary, input=str(scene_path), output=shown(summary.output),
-                   files={kind: shown(path) for kind, path in summary.files.items()})
+    return replace(summary, input=str(scene_path), output=shown(summary.output), device=f"1 dask worker(s): "
+                   f"{summary.device}", files={kind: shown(path) for kind, path in summary.files.items()})
 
 
 def segment_remote(scene: Path, output: Path | None, config: RunConfig, vector: VectorRequest | None,

@@ -18,6 +18,7 @@ cannot be traced is simply not cached; ``--compile`` runs never use a trace.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 import warnings
@@ -69,15 +70,24 @@ def save_traced(network: torch.nn.Module, weights_key: str, channels: int, patch
         return path
     example = torch.zeros((1, channels, patch, patch), device=device).contiguous(memory_format=torch.channels_last)
     dtype = AUTOCAST_DTYPES.get(precision)
+    buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad(), torch.autocast(device.type, dtype=dtype,
-                                                                         enabled=dtype is not None):
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit's deprecation notes, and the tracer's on shape checks
-            traced = torch.jit.trace(network, example, check_trace=False)
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                traced = torch.jit.trace(network, example, check_trace=False)
+            # Serialised in memory, written by Python: torch's own file writer aborts the process when a write
+            # fails (a full disk), where Python raises OSError.
+            torch.jit.save(traced, buffer)
+    except Exception:  # a network the tracer cannot take: it runs eagerly
+        return None
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        traced.save(str(tmp))
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
         os.replace(tmp, path)
-    except Exception:  # a network the tracer cannot take, or a cache that cannot be written: run eagerly
+    except OSError:  # a cache that cannot be written (full, read-only): the next process builds the network
+        tmp.unlink(missing_ok=True)
         return None
     return path

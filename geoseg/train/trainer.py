@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -193,18 +194,23 @@ def _workers(config: TrainConfig) -> int:
 
 def train(images: Sequence[Path], labels: Sequence[Path], output: Path, config: TrainConfig = TrainConfig(),
           classes: list | dict | None = None, label_field: str = "class", resume: bool = False,
-          overwrite: bool = False, progress: Callable[[str, int, int, dict[str, float]], None] | None = None
-          ) -> TrainSummary:
+          overwrite: bool = False, progress: Callable[[str, int, int, dict[str, float]], None] | None = None,
+          keep_checkpoint: bool = False) -> TrainSummary:
     """Train and write a model package at ``output`` (see module docstring). A run stopped (Ctrl-C, an error)
-    before its first checkpoint leaves no empty ``OUTPUT.train`` folder behind."""
+    before its first checkpoint leaves no empty ``OUTPUT.train`` folder behind; one stopped later keeps its
+    checkpoint for ``resume``. Once the package is written, the checkpoint (the network twice and the
+    optimizer's moments: about 4x the package) is removed unless ``keep_checkpoint``."""
     work = output.with_name(output.name + ".train")
     existed = work.exists()
     try:
-        return _train(images, labels, output, config, classes, label_field, resume, overwrite, progress)
+        summary = _train(images, labels, output, config, classes, label_field, resume, overwrite, progress)
     except BaseException:
         if not existed and work.is_dir() and not any(work.iterdir()):
             work.rmdir()
         raise
+    if not keep_checkpoint:
+        shutil.rmtree(work, ignore_errors=True)
+    return summary
 
 
 def _train(images: Sequence[Path], labels: Sequence[Path], output: Path, config: TrainConfig,

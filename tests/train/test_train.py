@@ -70,9 +70,11 @@ def test_training_learns_its_chips_and_the_package_runs(tmp_path) -> None:
 
 def test_resume_goes_on_from_the_checkpoint(tmp_path) -> None:
     image, labels = learnable_scene(tmp_path)
-    first = train([image], [labels], tmp_path / "pkg", TrainConfig(**{**CONFIG.__dict__, "epochs": 2}))
+    first = train([image], [labels], tmp_path / "pkg", TrainConfig(**{**CONFIG.__dict__, "epochs": 2}),
+                  keep_checkpoint=True)
     assert (tmp_path / "pkg.train" / "checkpoint.pt").is_file() and first.epochs_run == 2
-    again = train([image], [labels], tmp_path / "pkg", TrainConfig(**{**CONFIG.__dict__, "epochs": 3}), resume=True)
+    again = train([image], [labels], tmp_path / "pkg", TrainConfig(**{**CONFIG.__dict__, "epochs": 3}), resume=True,
+                  keep_checkpoint=True)
     assert [h.epoch for h in again.history] == [1, 2, 3]
     assert [h.loss for h in again.history[:2]] == [h.loss for h in first.history]
     saved = torch.load(tmp_path / "pkg.train" / "checkpoint.pt", weights_only=True)
@@ -219,3 +221,10 @@ def test_train_usage_errors_answer_without_importing_torch() -> None:
             "print(r.exit_code, 'torch' in sys.modules)")
     out = __import__("subprocess").run([__import__("sys").executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.split() == ["2", "False"], out.stdout + out.stderr
+
+
+def test_a_finished_training_removes_its_checkpoint_unless_kept(tmp_path) -> None:
+    """The checkpoint holds the network twice and the optimizer's moments (about 4x the package)."""
+    image, labels = learnable_scene(tmp_path)
+    train([image], [labels], tmp_path / "pkg", TrainConfig(**{**CONFIG.__dict__, "epochs": 1}))
+    assert (tmp_path / "pkg" / "model.safetensors").is_file() and not (tmp_path / "pkg.train").exists()
