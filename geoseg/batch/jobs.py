@@ -65,7 +65,7 @@ class Job:
 
     name: str
     inputs: tuple[str, ...]
-    output_dir: Path
+    output_dir: Path | None  # None: each mask beside its scene (as ``geoseg run`` writes)
     name_template: str = DEFAULT_TEMPLATE
     config: RunConfig = field(default_factory=RunConfig)
 
@@ -76,13 +76,14 @@ class Job:
         """The mask of ``scene``: the template filled in, inside :attr:`output_dir` whatever the fields hold."""
         values = {"stem": scene.stem, "name": scene.name, "parent": scene.parent.name, "job": self.name}
         name = self.name_template.format(**values)
-        out = self.output_dir / name
+        folder = self.output_dir if self.output_dir is not None else scene.parent
+        out = folder / name
         if any(len(part.encode()) > MAX_NAME_BYTES for part in Path(name).parts):
             raise ConfigError(f"job {self.name!r}: name template {self.name_template!r} makes a file name longer than "
                               f"{MAX_NAME_BYTES} bytes for {scene.name}; use a shorter template")
-        if not out.resolve().is_relative_to(self.output_dir.resolve()) or out.resolve() == self.output_dir.resolve():
+        if not out.resolve().is_relative_to(folder.resolve()) or out.resolve() == folder.resolve():
             raise ConfigError(f"job {self.name!r}: name template {self.name_template!r} puts the mask of {scene.name} "
-                              f"outside the output folder {self.output_dir}; masks stay inside it")
+                              f"outside the output folder {folder}; masks stay inside it")
         return out
 
 

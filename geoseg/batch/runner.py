@@ -97,7 +97,8 @@ def plan_tasks(jobs: list[Job]) -> tuple[list[Task], list[str]]:
         notes += [f"job {job.name!r}: {n}" for n in empty]
         for scene in scenes:
             if isinstance(scene, ListProblem):  # fails as a scene, named by its list and line only
-                tasks.append(Task(job.name, Path(str(scene)), job.output_dir / f".{scene.listing.name}.{scene.line}",
+                folder = job.output_dir if job.output_dir is not None else scene.listing.parent
+                tasks.append(Task(job.name, Path(str(scene)), folder / f".{scene.listing.name}.{scene.line}",
                                   job.config, problem=scene.message))
             else:
                 tasks.append(Task(job.name, scene, job.output_for(scene), job.config))

@@ -1,7 +1,8 @@
 """``run_jobs``: a whole batch as one library call, what ``geoseg batch`` and a scheduler's script do.
 
 It plans the jobs' scenes (:func:`~geoseg.batch.runner.plan_tasks`), makes their output folders, opens the
-JSON-lines log (:data:`LOG_NAME` in the first job's output folder unless told otherwise), runs the scenes in
+JSON-lines log (:data:`LOG_NAME` in the first job's output folder, or beside the first mask where masks go
+beside their scenes, unless told otherwise), runs the scenes in
 this process or on the :class:`~geoseg.batch.runner.SceneRunner` that ``connect`` makes (a dask cluster: the
 cluster layer lives above this one, so its caller connects), writes the summary (:data:`SUMMARY_NAME`) and
 returns it with the batch's exit code: 0 all done or skipped, 1 some scenes failed, 130 / 143 when ``stop``
@@ -41,7 +42,7 @@ def run_jobs(jobs: list[Job], *, home: Path | None = None, force: bool = False, 
     if not jobs:
         raise ConfigError("nothing to do: give scenes and -o DIR, or --job FILE")
     tasks, notes = plan_tasks(jobs)
-    home = home or jobs[0].output_dir
+    home = home or jobs[0].output_dir or (tasks[0].output.parent if tasks else Path.cwd())
     for folder in sorted({t.output.parent for t in tasks} | {home}):
         try:
             folder.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,9 @@ import typer
 
 from geoseg.batch.jobs import DEFAULT_TEMPLATE, LOG_NAME, SUMMARY_NAME, Job, load_job_file
 from geoseg.cli.errors import printable, user_errors
-from geoseg.cli.options import cluster_options, with_run_settings
+from geoseg.cli.options import cluster_options, json_option, with_run_settings
 from geoseg.config import SETTINGS, RunConfig
-from geoseg.errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError
+from geoseg.errors import EXIT_SIGINT, EXIT_SIGTERM
 
 if TYPE_CHECKING:
     from geoseg.batch.runner import SceneResult, SceneRunner
@@ -31,7 +31,9 @@ def batch(
     ctx: typer.Context,
     inputs: list[str] = typer.Argument(None, help="Scenes: files, globs (quoted), folders, or @list.txt files.",
                                        show_default=False, metavar="SCENE..."),
-    output_dir: Path | None = typer.Option(None, "-o", "--output-dir", help="Folder for the masks of INPUTS."),
+    output_dir: Path | None = typer.Option(None, "-o", "--output-dir", help="Folder for the masks of SCENES "
+                                           "[default: beside each scene, as run writes; the log and summary beside "
+                                           "the first]", show_default=False),
     job: list[Path] = typer.Option([], "--job", "-j", help="YAML job file (repeatable); see workflows/README.md.",
                                    metavar="FILE"),
     name: str = typer.Option(DEFAULT_TEMPLATE, "--name", help="Mask file name; fields {stem} {name} {parent} {job}."),
@@ -41,6 +43,7 @@ def batch(
     log: Path | None = typer.Option(None, help=f"JSON-lines event log [default: OUTPUT_DIR/{LOG_NAME}]"),
     summary: Path | None = typer.Option(None, help=f"Final JSON summary [default: OUTPUT_DIR/{SUMMARY_NAME}]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-scene lines on stderr."),
+    as_json: bool = json_option(),
     *,
     settings: RunConfig,
     cluster: ClusterSpec | None,
@@ -61,14 +64,12 @@ def batch(
         print(service_notice(cluster), file=sys.stderr)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with user_errors():
+        with user_errors(as_json):
             given = _settings_given(ctx)
             # Settings typed on the command line win over the job files' (--device cpu for a job file's jobs).
             jobs = [replace(j, config=replace(j.config, **{k: getattr(settings, k) for k in given}))
                     for path in job for j in load_job_file(path)]
             if inputs:
-                if output_dir is None:
-                    raise ConfigError("scenes given without -o/--output-dir; say where their masks go")
                 jobs.append(Job(name="cli", inputs=tuple(inputs), output_dir=output_dir, name_template=name,
                                 config=settings))
             result = run_jobs(jobs, home=output_dir, force=force, parallel=parallel, log=log, summary=summary,
@@ -79,8 +80,11 @@ def batch(
             signal.signal(s, handler)
     for note in result.notes:
         print(printable(f"geoseg: note: {note}"), file=sys.stderr)
-    print(json.dumps({"counts": result.counts, "exit_code": result.exit_code, "summary": result.files["summary"]}),
+    counts = ", ".join(f"{n} {kind}" for kind, n in result.counts.items())
+    print(f"geoseg: batch finished: {counts} (exit {result.exit_code}); summary {printable(result.files['summary'])}",
           file=sys.stderr)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
     raise typer.Exit(result.exit_code)
 
 

@@ -187,3 +187,17 @@ def test_run_jobs_is_the_whole_batch_as_one_call(tmp_path, model_folder) -> None
     assert stopped.exit_code == 143 and stopped.counts["cancelled"] == 2
     with pytest.raises(ConfigError, match="nothing to do"):
         run_jobs([])
+
+
+def test_without_o_masks_go_beside_their_scenes_and_the_last_line_is_for_people(tmp_path, model_folder) -> None:
+    """As `geoseg run` writes: each mask beside its scene; the log and summary beside the first; the last line
+    a sentence on stderr; --json puts the summary on stdout."""
+    inputs = scenes(tmp_path / "a", 1) + scenes(tmp_path / "b", 1)
+    result = runner.invoke(app, ["batch", *map(str, inputs), "--model", str(model_folder), "--quiet", "--json"])
+    assert result.exit_code == 0, result.output
+    for scene in inputs:
+        assert scene.with_name(scene.stem + ".mask.tif").is_file()
+    assert all((tmp_path / "a" / name).is_file() for name in ("geoseg-batch.jsonl", "geoseg-batch-summary.json"))
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("geoseg: batch finished: 2 done, 0 skipped, 0 failed, 0 cancelled (exit 0); summary ")
+    assert json.loads(result.stdout)["counts"]["done"] == 2
