@@ -116,6 +116,8 @@ def evaluate(
     classes: str | None = typer.Option(None, help="Names of the label values (YAML or comma-separated) "
                                        "[default: the labels' CLASSES tag]", show_default=False),
     label_field: str = typer.Option("class", help="Field of vector labels that holds the class."),
+    match: str = typer.Option("auto", "--match", help="Match reference classes to the mask's by value or by name "
+                              "(auto: by name where both have names; every name must then be matched)."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Also write the per-class table as CSV.",
                                        show_default=False),
     as_json: bool = json_option(),
@@ -124,7 +126,7 @@ def evaluate(
     from geoseg.train.evaluate import evaluate_mask
 
     with user_errors(as_json):
-        result = evaluate_mask(mask, labels, _classes(classes), label_field).to_dict()
+        result = evaluate_mask(mask, labels, _classes(classes), label_field, match=match).to_dict()
         if output is not None:
             from geoseg.export.stats import write_csv
 
@@ -135,6 +137,8 @@ def evaluate(
         return
     Console().print(accuracy_table(result, f"{mask.name} against {labels.name}"))
     Console().print(confusion_table(result))
+    left = ", ".join(f"{n:,} px: {why}" for why, n in result["left_out"].items() if n) or "none"
+    Console().print(f"classes matched by {result['match']}; labelled pixels left out: {left}")
 
 
 def confusion_table(result: dict) -> Table:

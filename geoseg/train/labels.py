@@ -32,10 +32,20 @@ class RasterLabels:
     _dataset: rasterio.DatasetReader | None = None  # opened once per process (reading loops call read often)
 
     def read(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
+        return self.lut[np.clip(self.read_values(row0, col0, rows, cols).astype(np.int64), 0, len(self.lut) - 1)]
+
+    def read_values(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
+        """The label values as stored."""
         if self._dataset is None:
             self._dataset = rasterio.open(self.path)
-        values = self._dataset.read(1, window=Window(col0, row0, cols, rows))
-        return self.lut[np.clip(values.astype(np.int64), 0, len(self.lut) - 1)]
+        return self._dataset.read(1, window=Window(col0, row0, cols, rows))
+
+    def labelled(self, values: np.ndarray) -> np.ndarray:
+        """Which of ``values`` (from :meth:`read_values`) are labels at all: not the raster's nodata."""
+        if self._dataset is None:
+            self._dataset = rasterio.open(self.path)
+        nodata = self._dataset.nodata
+        return np.ones(values.shape, bool) if nodata is None else values != nodata
 
     def __getstate__(self) -> dict:  # loader processes open their own handle
         return {**self.__dict__, "_dataset": None}

@@ -5,7 +5,7 @@ Rows are the reference (labels), columns the prediction, as in remote-sensing ac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +25,10 @@ def confusion(reference: np.ndarray, predicted: np.ndarray, classes: int) -> np.
 class Accuracy:
     matrix: np.ndarray  # reference rows, predicted columns
     names: tuple[str, ...]
+    #: How reference classes were matched to the mask's ("value" or "name"); None where not matched (training).
+    match: str | None = None
+    #: Labelled pixels not in the matrix, by why (each reason with its count, zeros included).
+    left_out: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -84,4 +88,5 @@ class Accuracy:
             "confusion_matrix": self.matrix.tolist(),
             # What the matrix's rows and columns are: reference classes down, predicted classes across.
             "confusion_matrix_axes": {"rows": "reference", "columns": "predicted", "labels": list(self.names)},
+            **({"match": self.match, "left_out": dict(self.left_out)} if self.match is not None else {}),
         }

@@ -124,6 +124,9 @@ def test_evaluate_against_a_hand_computed_confusion_matrix(tmp_path) -> None:
                          [0, 0, 5]])
     result = evaluate_mask(mask_path, ref_path, window_rows=3)
     assert (result.matrix == expected).all(), result.matrix
+    assert result.match == "name"  # both sides name their classes
+    assert result.left_out == {"the mask has no data or no class there": 1, "label value outside the class table": 0,
+                               "label class with no mask class": 0}  # the c predicted 255; unlabelled px are no labels
     assert result.overall == pytest.approx(11 / 13)
     pe = (5 * 3 + 3 * 4 + 5 * 6) / 13**2  # reference row sums x predicted column sums
     assert result.kappa == pytest.approx((11 / 13 - pe) / (1 - pe))
@@ -228,3 +231,43 @@ def test_a_finished_training_removes_its_checkpoint_unless_kept(tmp_path) -> Non
     image, labels = learnable_scene(tmp_path)
     train([image], [labels], tmp_path / "pkg", TrainConfig(**{**CONFIG.__dict__, "epochs": 1}))
     assert (tmp_path / "pkg" / "model.safetensors").is_file() and not (tmp_path / "pkg.train").exists()
+
+
+def _named(path, names) -> None:
+    with rasterio.open(path, "r+") as ds:
+        ds.update_tags(CLASSES=json.dumps(names))
+
+
+def test_evaluate_never_drops_a_reference_class_silently(tmp_path) -> None:
+    """The issue's case: labels tagged clear / cloud / shadow against a mask of clear / cloud / cloud shadow. By
+    name, "shadow" is the mask's "cloud shadow" (synonyms), so every labelled pixel counts; a class that matches
+    nothing stops the evaluation in one line naming it; by value, nothing is matched by name and the pixels with
+    a value outside the labels' class table are counted as left out."""
+    rng = np.random.default_rng(0)
+    mask = rng.integers(0, 3, (40, 50), dtype=np.uint8)
+    ref = mask.copy()
+    ref[:5] = (ref[:5] + 1) % 3  # some disagreement
+    mask_path = write_tif(tmp_path / "mask.tif", mask[None], nodata=255, block=16)
+    _named(mask_path, ["clear", "cloud", "cloud shadow"])
+    ref_path = write_tif(tmp_path / "ref.tif", ref[None], block=16)
+    _named(ref_path, ["Clear", "clouds", "shadow"])
+    result = evaluate_mask(mask_path, ref_path)
+    assert result.match == "name" and result.total == mask.size and not any(result.left_out.values())
+    assert result.matrix[2].sum() == (ref == 2).sum() > 0  # the shadow pixels are in the matrix
+
+    _named(ref_path, ["clear", "cloud", "haze"])
+    stopped = runner.invoke(app, ["evaluate", str(mask_path), str(ref_path)])
+    assert stopped.exit_code == 2 and "'haze' match no class" in stopped.stderr
+    assert len(stopped.stderr.strip().splitlines()) == 1
+
+    ref[0, :7] = 7  # a value the labels' table does not list
+    write_tif(ref_path, ref[None], block=16)
+    _named(ref_path, ["clear", "cloud", "haze"])
+    by_value = runner.invoke(app, ["evaluate", str(mask_path), str(ref_path), "--match", "value", "--json"])
+    assert by_value.exit_code == 0, by_value.output
+    report = json.loads(by_value.stdout)
+    assert report["match"] == "value" and report["pixels"] == mask.size - 7
+    assert report["left_out"]["label value outside the class table"] == 7
+    text = runner.invoke(app, ["evaluate", str(mask_path), str(ref_path), "--match", "value"], terminal_width=200)
+    assert "classes matched by value; labelled pixels left out: 7 px: label value outside the class table" in \
+        " ".join(text.stdout.split())
