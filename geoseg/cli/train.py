@@ -33,7 +33,8 @@ def train(
                                        "comma-separated [default: the labels' CLASSES tag]", show_default=False),
     label_field: str = typer.Option("class", help="Field of vector labels that holds the class."),
     architecture: str = typer.Option("Unet", help="smp architecture."),
-    encoder: str = typer.Option("resnet34", help="smp encoder (resnet34, vgg16, efficientnet-b4 ...)."),
+    encoder: str | None = typer.Option(None, help="smp encoder (resnet34, vgg16, efficientnet-b4 ...) [default: "
+                                       "the --init model's, else resnet34].", show_default=False),
     init: str = typer.Option("none", help="Encoder start: imagenet (from the local cache, never downloaded), a "
                              "built-in model's encoder (csmask-6b-l1c ...), or none."),
     epochs: int = typer.Option(20, min=1, help="Passes over the training chips, at most (see --patience)."),

@@ -35,6 +35,8 @@ CSMASK_CLASSES = (
     ClassInfo(2, "cloud shadow", (90, 70, 140)),
 )
 
+#: The encoder of every built-in network (``geoseg train --init csmask-...`` trains on it).
+BUILTIN_ENCODER = "efficientnet-b4"
 #: Built-in name -> (ONNX stem in the package, product level, description).
 CSMASK_VARIANTS: dict[str, tuple[str, str]] = {
     "csmask-6b-l1c": ("model_6b_l1c", "Sentinel-2/Landsat top-of-atmosphere (L1C), 6 bands"),

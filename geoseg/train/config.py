@@ -7,12 +7,16 @@ from dataclasses import dataclass
 
 from geoseg.config import TILE_MULTIPLE
 from geoseg.errors import ConfigError
+from geoseg.models.builtin import BUILTIN_ENCODER, CSMASK_VARIANTS
+
+#: The encoder trained when neither ``encoder`` nor a built-in ``init`` names one.
+DEFAULT_ENCODER = "resnet34"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     architecture: str = "Unet"
-    encoder: str = "resnet34"
+    encoder: str | None = None  # default: the built-in init's encoder, else DEFAULT_ENCODER
     init: str = "none"
     epochs: int = 20
     batch_size: int = 16
@@ -31,6 +35,8 @@ class TrainConfig:
     name: str | None = None
 
     def __post_init__(self) -> None:
+        if self.encoder is None:  # --init csmask-6b-l1c implies its encoder
+            object.__setattr__(self, "encoder", BUILTIN_ENCODER if self.init in CSMASK_VARIANTS else DEFAULT_ENCODER)
         if self.chip_size < TILE_MULTIPLE or self.chip_size % TILE_MULTIPLE:
             raise ConfigError(f"--chip-size {self.chip_size}: must be a positive multiple of {TILE_MULTIPLE} (the "
                               f"U-Net halves it 5 times)")

@@ -88,8 +88,9 @@ def _scaling(dtype: str, sensor_name: str | None, scale: float | None, path: Pat
 def _images(paths: Sequence[Path], labels: Sequence[Path], config: TrainConfig, classes: list | dict | None,
             label_field: str) -> tuple[list[TrainImage], tuple[str, ...], dict[int, str]]:
     if len(paths) != len(labels):
-        raise ConfigError(f"{len(paths)} images but {len(labels)} label files; give one label file per image, "
-                          f"in the same order")
+        raise ConfigError(f"{len(paths)} images but {len(labels)} label files; give one label file per image, in "
+                          f"the same order, each after its own --labels (--labels A_LABELS --labels B_LABELS): a "
+                          f"second file after one --labels is taken as an image")
     images, names, table = [], None, None
     for path, label in zip(paths, labels, strict=True):
         scene = open_scene(path)

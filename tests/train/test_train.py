@@ -271,3 +271,15 @@ def test_evaluate_never_drops_a_reference_class_silently(tmp_path) -> None:
     text = runner.invoke(app, ["evaluate", str(mask_path), str(ref_path), "--match", "value"], terminal_width=200)
     assert "classes matched by value; labelled pixels left out: 7 px: label value outside the class table" in \
         " ".join(text.stdout.split())
+
+
+def test_init_from_a_builtin_model_implies_its_encoder() -> None:
+    assert TrainConfig(init="csmask-6b-l1c").encoder == "efficientnet-b4"
+    assert TrainConfig().encoder == "resnet34" and TrainConfig(encoder="vgg16").encoder == "vgg16"
+
+
+def test_several_label_files_after_one_labels_option_get_a_line_that_says_how(tmp_path) -> None:
+    images = [write_tif(tmp_path / f"{n}.tif", np.zeros((3, 64, 64), np.uint16)) for n in "ab"]
+    result = runner.invoke(app, ["train", *map(str, images), "--labels", str(tmp_path / "a_lab.tif"),
+                                 str(tmp_path / "b_lab.tif"), "-o", str(tmp_path / "pkg")])
+    assert result.exit_code == 2 and "each after its own --labels" in result.stderr
