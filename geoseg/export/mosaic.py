@@ -38,8 +38,12 @@ def write_vrt(masks: list[Path], output: Path) -> tuple[list[Path], list[str]]:
     y1 = min(t.f + h * t.e for _, _, t, _w, h, *_ in used)
     width, height = round((x1 - x0) / first.a), round((y1 - y0) / first.e)
     cmap, classes = used[0][5], used[0][6]
+    # One entry per class: a VRT's colour table is as long as it says (a TIFF's palette is always 256 long, so a
+    # client with neither the .qml nor the .aux.xml beside a mask lists 256 entries; the mosaic lists the classes).
+    count = len(json.loads(classes)) if classes else 1 + max((v for v, c in cmap.items() if v != 255 and c[3]),
+                                                              default=0)
     entries = "".join(f'      <Entry c1="{r}" c2="{g}" c3="{b}" c4="{a}"/>\n'
-                      for r, g, b, a in (cmap.get(v, (0, 0, 0, 0)) for v in range(256)))
+                      for r, g, b, a in (cmap.get(v, (0, 0, 0, 0)) for v in range(count)))
     names = "".join(f"      <Category>{escape(n)}</Category>\n" for n in json.loads(classes)) if classes else ""
     sources = ""
     for path, _, t, w, h, *_ in used:

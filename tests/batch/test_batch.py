@@ -161,6 +161,7 @@ def test_each_output_folder_gets_a_stac_collection_and_a_mosaic(tmp_path, model_
     with rasterio.open(out / "geoseg-mosaic.vrt") as vrt:
         assert (vrt.width, vrt.height) == (240, 64) and vrt.crs.to_epsg() == 32633 and vrt.nodata == 255
         mosaic = vrt.read(1)
+        assert sorted(vrt.colormap(1)) == [0, 1, 2]  # one colour per class, not a TIFF's 256 (QGIS's legend)
     for i in range(3):
         with rasterio.open(out / f"t{i}.mask.tif") as ds:
             np.testing.assert_array_equal(mosaic[:, 80 * i : 80 * (i + 1)], ds.read(1))
