@@ -109,7 +109,7 @@ def main() -> None:
     names = tuple(names_table.values())
     scaling, _ = _scaling(images[0].scene.dtype, None, None, args.image)
     reader = ChipReader(images, *scaling.factors(images[0].scene.dtype), np.zeros(len(bands)), np.ones(len(bands)))
-    train_cells, val_cells = split_cells(images, config.chip_size, config.val_share, config.seed)
+    train_cells, val_cells, _ = split_cells(images, config.chip_size, config.val_share, config.seed)
     x_train, y_train = pixels(reader, train_cells, 200_000)
     x_val, y_val = pixels(reader, val_cells, None)
     majority = int(np.bincount(y_train, minlength=len(names)).argmax())

@@ -104,7 +104,7 @@ def train(
         print(json.dumps(summary.to_dict(), indent=2))
         return
     Console().print(f"{output}: best epoch {summary.best_epoch} of {summary.epochs_run}, validation mIoU "
-                    f"{summary.best_val_miou:.3f} on {summary.val_cells} held-out cells"
+                    f"{summary.best_val_miou:.3f} on {summary.val_cells} held-out cells ({summary.split})"
                     + (" (stopped early)" if summary.stopped_early else ""))
     Console().print(accuracy_table(summary.validation, "validation (held-out cells)"))
 

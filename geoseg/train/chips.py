@@ -1,9 +1,12 @@
 """Chips for training: windows read from the images and labels as needed, with a spatial split.
 
 Each image is cut into square *cells* of ``2 x chip`` pixels. A fixed share of the cells, spread over
-each image (every k-th cell in a shuffled order from a fixed seed), is held out for validation. Training
-chips are drawn at random offsets *inside* training cells, so no training chip touches a validation
-pixel; validation chips are the held-out cells' fixed windows. Nothing ever loads a whole scene.
+each image (every k-th cell in a shuffled order from a fixed seed), is held out for validation. Where
+the images are too small for that (a chip dataset: most images hold fewer cells than k), whole images
+are held out instead, the same share of them, so that validation is never empty while there are two
+images. Training chips are drawn at random offsets *inside* training cells, so no training chip touches
+a validation pixel; validation chips are the held-out cells' fixed windows. Nothing ever loads a whole
+scene.
 """
 
 from __future__ import annotations
@@ -35,22 +38,36 @@ class TrainImage:
     labels: RasterLabels | VectorLabels
 
 
+#: How :func:`split_cells` held out validation: cells spread over each image, or whole images.
+SPLIT_CELLS, SPLIT_IMAGES = "cells within each image", "whole images"
+
+
 def split_cells(images: list[TrainImage], chip: int, val_share: float, seed: int = 0,
-                min_labelled: float = 0.02) -> tuple[list[Cell], list[Cell]]:
-    """Training and validation cells (see module docstring); cells with fewer than ``min_labelled`` of
-    their pixels labelled are left out of both."""
+                min_labelled: float = 0.02) -> tuple[list[Cell], list[Cell], str]:
+    """Training and validation cells, and how they were split (see module docstring); cells with fewer
+    than ``min_labelled`` of their pixels labelled are left out of both."""
     size = 2 * chip
     rng = np.random.default_rng(seed)
-    train, val = [], []
+    every = max(2, round(1 / val_share)) if val_share > 0 else 0
+    per_image = []
     for i, img in enumerate(images):
         cells = [Cell(i, r, c, size) for r in range(0, img.scene.height - size + 1, size)
                  for c in range(0, img.scene.width - size + 1, size)]
-        cells = [c for c in cells if (img.labels.read(c.row0, c.col0, size, size) != IGNORE).mean() >= min_labelled]
+        per_image.append([c for c in cells
+                          if (img.labels.read(c.row0, c.col0, size, size) != IGNORE).mean() >= min_labelled])
+    with_cells = [i for i, cells in enumerate(per_image) if cells]
+    if every and len(with_cells) >= 2 and np.median([len(per_image[i]) for i in with_cells]) < every:
+        order = rng.permutation(with_cells)
+        held = set(order[: min(len(order) - 1, max(1, round(len(order) * val_share)))].tolist())
+        train = [c for i in with_cells if i not in held for c in per_image[i]]
+        val = [c for i in with_cells if i in held for c in per_image[i]]
+        return train, val, SPLIT_IMAGES
+    train, val = [], []
+    for cells in per_image:
         order = rng.permutation(len(cells))
-        every = max(2, round(1 / val_share)) if val_share > 0 else 0
         for rank, k in enumerate(order):
             (val if every and rank % every == every - 1 else train).append(cells[k])
-    return train, val
+    return train, val, SPLIT_CELLS
 
 
 class ChipReader:

@@ -67,6 +67,7 @@ class TrainSummary:
     validation: dict[str, Any] = field(default_factory=dict)
     train_cells: int = 0
     val_cells: int = 0
+    split: str = ""  # how validation was held out: cells within each image, or whole images (chip datasets)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -237,7 +238,7 @@ def _train(images: Sequence[Path], labels: Sequence[Path], output: Path, config:
         raise ConfigError(f"images must be at least {2 * config.chip_size} px on each side for --chip-size "
                           f"{config.chip_size}; pass a smaller --chip-size")
     reader = ChipReader(found, scale, offset, np.zeros(len(band_names)), np.ones(len(band_names)))
-    train_cells, val_cells = split_cells(found, config.chip_size, config.val_share, config.seed)
+    train_cells, val_cells, split = split_cells(found, config.chip_size, config.val_share, config.seed)
     if not train_cells or (config.val_share > 0 and not val_cells):
         raise ConfigError(f"too few labelled cells of {2 * config.chip_size} px for a spatial split "
                           f"({len(train_cells)} training, {len(val_cells)} validation); pass a smaller --chip-size")
@@ -351,7 +352,7 @@ def _train(images: Sequence[Path], labels: Sequence[Path], output: Path, config:
     )
     save_package(output, card, best_state, overwrite=True)
     return TrainSummary(str(output), len(history), best_epoch, round(best_miou, 6),
-                        stopped_early, history, last_accuracy.to_dict(), len(train_cells), len(val_cells))
+                        stopped_early, history, last_accuracy.to_dict(), len(train_cells), len(val_cells), split)
 
 
 def evaluate_network(net: torch.nn.Module, loader: torch.utils.data.DataLoader, classes: int,

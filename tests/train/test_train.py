@@ -84,7 +84,8 @@ def test_resume_goes_on_from_the_checkpoint(tmp_path) -> None:
 def test_the_validation_split_is_spatial(tmp_path) -> None:
     image, labels = learnable_scene(tmp_path, size=512)
     images, _, _ = _images([image], [labels], CONFIG, None, "class")
-    train_cells, val_cells = split_cells(images, 64, 0.25)
+    train_cells, val_cells, how = split_cells(images, 64, 0.25)
+    assert how == "cells within each image"
     assert val_cells and train_cells
     held = {(c.row0, c.col0) for c in val_cells}
     assert not held & {(c.row0, c.col0) for c in train_cells}
@@ -283,3 +284,23 @@ def test_several_label_files_after_one_labels_option_get_a_line_that_says_how(tm
     result = runner.invoke(app, ["train", *map(str, images), "--labels", str(tmp_path / "a_lab.tif"),
                                  str(tmp_path / "b_lab.tif"), "-o", str(tmp_path / "pkg")])
     assert result.exit_code == 2 and "each after its own --labels" in result.stderr
+
+
+def test_a_chip_dataset_holds_out_whole_images(tmp_path) -> None:
+    """Ten 128² chips at --chip-size 64 hold one cell each: split within each image, none would be held out
+    (the issue's "0 validation"); whole images are held out instead, and training runs."""
+    pairs = []
+    for i in range(10):
+        folder = tmp_path / f"chip{i}"
+        folder.mkdir()
+        image, labels = learnable_scene(folder, size=128)
+        pairs.append((image, labels))
+    images = [p[0] for p in pairs]
+    labels = [p[1] for p in pairs]
+    found, _, _ = _images(images, labels, CONFIG, None, "class")
+    train_cells, val_cells, how = split_cells(found, 64, 0.25)
+    assert how == "whole images" and val_cells and train_cells
+    held = {c.image for c in val_cells}
+    assert len(held) == 2 and not held & {c.image for c in train_cells}  # a quarter of ten images, none shared
+    summary = train(images, labels, tmp_path / "pkg", TrainConfig(**{**CONFIG.__dict__, "epochs": 1}))
+    assert summary.split == "whole images" and summary.val_cells == len(val_cells)
