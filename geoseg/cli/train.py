@@ -23,7 +23,8 @@ def _classes(spec: str | None) -> list | dict | None:
 
 
 def train(
-    images: list[Path] = typer.Argument(..., help="Training images (GeoTIFF ...).", show_default=False,
+    images: list[Path] = typer.Argument(..., help="Training images (GeoTIFF ...), or one folder of them with "
+                                        "--labels a folder of label rasters of the same names.", show_default=False,
                                         metavar="IMAGE..."),
     labels: list[Path] = typer.Option(..., "--labels", help="Label raster on each image's grid, or a vector layer "
                                       "with a class field; one per image, in order.", show_default=False,

@@ -86,8 +86,28 @@ def _scaling(dtype: str, sensor_name: str | None, scale: float | None, path: Pat
     return Scaling(), "float pixels as they are"
 
 
+#: File suffixes of rasters that :func:`pair_folders` pairs.
+RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jp2", ".vrt", ".img")
+
+
+def pair_folders(images: Path, labels: Path) -> tuple[list[Path], list[Path]]:
+    """A chip dataset's folders: each raster of ``images`` with the raster of ``labels`` of the same stem."""
+    found = sorted(p for p in images.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
+    by_stem = {p.stem: p for p in labels.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and p.is_file()}
+    if not found:
+        raise ConfigError(f"{images}: holds no raster ({', '.join(RASTER_SUFFIXES)}); give image files or a folder "
+                          f"of them")
+    missing = [p.name for p in found if p.stem not in by_stem]
+    if missing:
+        raise ConfigError(f"{labels}: has no label raster named like {len(missing)} image(s) of {images} (e.g. "
+                          f"{', '.join(missing[:3])}); label files must have their image's name")
+    return found, [by_stem[p.stem] for p in found]
+
+
 def _images(paths: Sequence[Path], labels: Sequence[Path], config: TrainConfig, classes: list | dict | None,
             label_field: str) -> tuple[list[TrainImage], tuple[str, ...], dict[int, str]]:
+    if len(paths) == 1 and len(labels) == 1 and Path(paths[0]).is_dir() and Path(labels[0]).is_dir():
+        paths, labels = pair_folders(Path(paths[0]), Path(labels[0]))
     if len(paths) != len(labels):
         raise ConfigError(f"{len(paths)} images but {len(labels)} label files; give one label file per image, in "
                           f"the same order, each after its own --labels (--labels A_LABELS --labels B_LABELS): a "

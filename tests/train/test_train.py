@@ -304,3 +304,23 @@ def test_a_chip_dataset_holds_out_whole_images(tmp_path) -> None:
     assert len(held) == 2 and not held & {c.image for c in train_cells}  # a quarter of ten images, none shared
     summary = train(images, labels, tmp_path / "pkg", TrainConfig(**{**CONFIG.__dict__, "epochs": 1}))
     assert summary.split == "whole images" and summary.val_cells == len(val_cells)
+
+
+def test_a_folder_of_chips_pairs_with_a_folder_of_labels_by_name(tmp_path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for i in range(4):
+        image, labels = learnable_scene(tmp_path, size=128)
+        image.rename(tmp_path / "images" / f"tile_{i}.tif")
+        labels.rename(tmp_path / "labels" / f"tile_{i}.tif")
+    result = runner.invoke(app, ["train", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "-o",
+                                 str(tmp_path / "pkg"), "--encoder", "resnet18", "--epochs", "1", "--chip-size", "64",
+                                 "--chips-per-epoch", "8", "--batch-size", "4", "--device", "cpu", "--workers", "0",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["split"] == "whole images" and summary["val_cells"] >= 1
+    (tmp_path / "labels" / "tile_3.tif").unlink()
+    missing = runner.invoke(app, ["train", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "-o",
+                                  str(tmp_path / "pkg2"), "--device", "cpu"])
+    assert missing.exit_code == 2 and "tile_3.tif" in missing.stderr
