@@ -19,6 +19,7 @@ from geoseg.engine.plan import Layout, plan_layout
 from geoseg.engine.resample import resolution_factor
 from geoseg.errors import BandError
 from geoseg.io.scene import SceneInfo, open_scene
+from geoseg.io.stack import OFFSET_TAG, SCALE_TAG
 from geoseg.io.writing import check_free_space, check_output, default_output
 from geoseg.models import ModelCard, Scaling, get_card
 from geoseg.sanity import check_inputs
@@ -74,7 +75,10 @@ def prepare_grid(scene: SceneInfo, config: RunConfig, card: ModelCard | None = N
                      f"({', '.join(sensor.bands)}); pass --sensor or --bands if they are not")
     name = choose_model(scene, config) if card is None else config.model
     card = card or get_card(name)
-    if config.sensor is not None:  # the scene's own DN -> reflectance, instead of the card's
+    if SCALE_TAG in scene.tags:  # a stack of a STAC Item's assets: its raster:bands scaling (geoseg.io.stack)
+        scale, offset = float(scene.tags[SCALE_TAG]), float(scene.tags.get(OFFSET_TAG, 0.0))
+        card = replace(card, scaling=Scaling(integer_scale=scale, integer_offset=offset, float_scale=scale))
+    elif config.sensor is not None:  # the scene's own DN -> reflectance, instead of the card's
         card = replace(card, scaling=Scaling(integer_scale=sensor.scale, integer_offset=sensor.offset))
     card = card.with_scaling(config.scale)
     indexes, how = match_bands(descriptions, card.bands, str(scene.path), config.bands)

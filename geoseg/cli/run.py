@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 @with_run_settings
 @cluster_options
 def run(
-    scene: Path = typer.Argument(..., help="Input raster (GeoTIFF, COG, VRT, JP2).", show_default=False),
+    scenes: list[Path] = typer.Argument(..., help="Input raster (GeoTIFF, COG, VRT, JP2); or a STAC Item (.json) "
+                                        "of per-band assets; or one file per band (..._B02.tif ..._B03.tif ...).",
+                                        show_default=False, metavar="SCENE..."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Mask file [default: SCENE.mask.tif]"),
     overwrite: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
@@ -50,6 +52,9 @@ def run(
     with user_errors(as_json):
         # Every check a user can fail (scene, output, model card, bands, settings) before torch is imported:
         # a mistake is reported in a second, not after the network's libraries have loaded.
+        from geoseg.io.stack import stack_input
+
+        scene, output = stack_input(scenes, output, overwrite)
         prepared = prepare_run(scene, output, config, vector=vector)
         layer = VectorRequest(vector, min_area, simplify) if vector is not None else None
         if cluster is not None:  # on a dask cluster's workers (or this user's geoseg service)

@@ -27,6 +27,7 @@ from geoseg.export.stats import ClassStat, class_table, pixel_area_m2
 from geoseg.io.integrity import TiffErrors, write_text
 from geoseg.io.overviews import OverviewPyramid, level_key, overview_vrt
 from geoseg.io.scene import SceneInfo
+from geoseg.io.stack import ITEM_TAG, PLATFORM_TAG
 from geoseg.io.writing import (
     NODATA,
     ProductPaths,
@@ -146,6 +147,11 @@ def write_sidecars(staging: Staging, paths: ProductPaths, scene: SceneInfo, card
                                  "geoseg:version": __version__,
                                  "geoseg:settings": {k: v for k, v in asdict(config).items() if k in RESULT_SETTINGS
                                                      and v is not None and not callable(v)}})
+    if ITEM_TAG in scene.tags:  # a stack of a STAC Item's assets (geoseg.io.stack): the Item it came from
+        item["links"].append({"rel": "derived_from", "href": scene.tags[ITEM_TAG], "type": "application/geo+json",
+                              "title": "source STAC Item"})
+        if PLATFORM_TAG in scene.tags:
+            item["properties"]["platform"] = scene.tags[PLATFORM_TAG]
     try:
         write_pam(staging.stage(paths.legend), card.classes, counts)
         write_qml(staging.stage(paths.style), card.classes)

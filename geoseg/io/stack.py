@@ -1,0 +1,217 @@
+"""Inputs as users get them: one file per band, or a STAC Item of per-band assets, as one scene.
+
+``geoseg run B02.tif B03.tif ...`` and ``geoseg run ITEM.json`` give the engine one raster without copying a
+pixel: :func:`write_stack` writes a small VRT (``NAME.bands.vrt`` beside the mask) whose bands are the files or
+assets, on the grid of the finest of them (coarser bands, e.g. Sentinel-2's 20 m ones among 10 m ones, are
+brought to it by nearest neighbour, so no value is invented), each band named (the asset's ``eo:bands``
+common name, STAC 1.1's ``bands`` ``eo:common_name``, the asset key, or the file name's band token such as
+``B02``) so that the model's bands are matched by name as in any scene.
+
+A STAC Item's ``raster:bands`` scale and offset (Sentinel-2 L2A from baseline 04.00: 0.0001 and -0.1;
+Landsat C2 L2: 0.0000275 and -0.2) travel as the VRT's ``GEOSEG_SCALE`` / ``GEOSEG_OFFSET`` tags, which
+:func:`geoseg.prepare.prepare_grid` takes over the model card's and a sensor preset's scaling; the Item's
+``datetime`` and ``platform`` as ``ACQUISITION_DATETIME`` / ``GEOSEG_PLATFORM`` and its location as
+``GEOSEG_STAC_ITEM``, so that the mask's STAC Item keeps the acquisition time and links ``derived_from`` the
+source Item. Remote hrefs (``https://``, ``s3://``) are read through GDAL's ``/vsicurl/`` and ``/vsis3/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import rasterio
+
+from geoseg.errors import ConfigError, OutputError, SceneError
+from geoseg.textfiles import read_text
+
+#: The tag that marks a stack geoseg wrote (so that a rerun may replace it), as it appears in the VRT.
+STACK_MARK_VALUE = "band stack"
+STACK_MARK = f'<MDI key="GEOSEG_PRODUCT">{STACK_MARK_VALUE}</MDI>'
+#: The most bytes of a STAC Item geoseg reads.
+ITEM_BYTES = 16 * 2**20
+#: The suffix of the VRT written beside the mask.
+STACK_SUFFIX = ".bands.vrt"
+#: Tags a stack carries for the run (see module docstring).
+SCALE_TAG, OFFSET_TAG, ITEM_TAG, PLATFORM_TAG = "GEOSEG_SCALE", "GEOSEG_OFFSET", "GEOSEG_STAC_ITEM", "GEOSEG_PLATFORM"
+#: A band token in a file name: Sentinel-2 ``B02``/``B8A``, Landsat ``B4`` / ``SR_B4``, or a common name.
+_BAND_TOKEN = re.compile(r"(?:^|[_.\-])((?:SR_)?B\d{1,2}A?|coastal|blue|green|red|rededge\d?|nir\d*|swir\d+)$", re.I)
+
+
+@dataclass(frozen=True)
+class BandSource:
+    """One band of a stack: where GDAL reads it, what it is called, and how its values scale."""
+
+    href: str
+    name: str
+    scale: float | None = None
+    offset: float | None = None
+    nodata: float | None = None
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Per-band sources that make one scene; ``name`` names the mask (an Item's id, the files' common prefix)."""
+
+    sources: tuple[BandSource, ...]
+    name: str
+    tags: dict[str, str]
+    folder: Path  # where the mask goes by default: beside the Item or the first file
+
+
+def is_stac_item(path: Path) -> bool:
+    """Whether ``path`` is a STAC Item (a GeoJSON Feature with assets), by its suffix and a look inside."""
+    if path.suffix.lower() not in (".json", ".geojson"):
+        return False
+    try:
+        data = json.loads(read_text(path, ITEM_BYTES, "a STAC Item"))
+    except (ValueError, ConfigError):
+        return False
+    return isinstance(data, dict) and data.get("type") == "Feature" and isinstance(data.get("assets"), dict)
+
+
+def gdal_href(href: str, base: Path | None = None) -> str:
+    """``href`` as GDAL opens it: http(s) through ``/vsicurl/``, s3 through ``/vsis3/``, a relative path against
+    ``base``."""
+    if href.startswith(("http://", "https://")):
+        return f"/vsicurl/{href}"
+    if href.startswith("s3://"):
+        return f"/vsis3/{href[5:]}"
+    if href.startswith("file://"):
+        href = href[7:]
+    path = Path(href)
+    return str(path if path.is_absolute() or base is None else (base / path).resolve())
+
+
+def item_stack(path: Path) -> Stack:
+    """The data assets of the STAC Item at ``path`` as a stack, one band per single-band raster asset."""
+    try:
+        item = json.loads(read_text(path, ITEM_BYTES, "a STAC Item"))
+    except ValueError as exc:
+        raise SceneError(f"{path}: not a STAC Item (invalid JSON: {exc}); give the Item's JSON") from None
+    sources = []
+    for key, asset in item.get("assets", {}).items():
+        media = str(asset.get("type", ""))
+        roles = asset.get("roles") or ["data"]
+        if "data" not in roles or not ("tiff" in media or "jp2" in media or not media):
+            continue
+        bands = asset.get("eo:bands") or asset.get("bands") or [{}]
+        if len(bands) != 1:
+            continue  # a multi-band asset (a visual RGB) is not one band of the stack
+        band = bands[0]
+        raster = (asset.get("raster:bands") or [{}])[0] if "raster:bands" in asset else band
+        name = band.get("common_name") or band.get("eo:common_name") or band.get("name") or key
+        sources.append(BandSource(gdal_href(str(asset["href"]), path.parent), str(name),
+                                  raster.get("scale"), raster.get("offset"), raster.get("nodata")))
+    if not sources:
+        raise SceneError(f"{path}: the STAC Item has no single-band raster data assets to segment")
+    props = item.get("properties", {})
+    tags = {ITEM_TAG: str(path.resolve())}
+    if props.get("datetime") or props.get("start_datetime"):
+        tags["ACQUISITION_DATETIME"] = str(props.get("datetime") or props.get("start_datetime"))
+    if props.get("platform"):
+        tags[PLATFORM_TAG] = str(props["platform"])
+    return Stack(tuple(sources), str(item.get("id") or path.stem), tags, path.parent)
+
+
+def files_stack(paths: list[Path]) -> Stack:
+    """Single-band files, one per band, named by the band token in each file name (``T33UUU_..._B02.tif``)."""
+    sources = []
+    for path in paths:
+        token = _BAND_TOKEN.search(path.stem)
+        if token is None:
+            raise ConfigError(f"{path}: no band name at the end of the file name (B02, B8A, SR_B4, red, nir ...); "
+                              f"name the files by band, or stack them into one raster")
+        sources.append(BandSource(str(path.resolve()), token.group(1)))
+    stems = [p.stem[: _BAND_TOKEN.search(p.stem).start()] for p in paths]  # type: ignore[union-attr]
+    prefix = os.path.commonprefix(stems).rstrip("_.-") or "bands"  # noqa: RUF071 - names, not paths
+    return Stack(tuple(sources), prefix, {}, paths[0].parent)
+
+
+def write_stack(stack: Stack, path: Path) -> Path:
+    """Write ``stack`` as a VRT at ``path`` (atomically; see module docstring) and return it."""
+    grids = []
+    for source in stack.sources:
+        try:
+            with rasterio.open(source.href) as ds:
+                if ds.count != 1:
+                    raise SceneError(f"{source.href}: has {ds.count} bands; a stack takes one band per file")
+                grids.append((ds.crs, ds.transform, ds.width, ds.height, ds.dtypes[0], ds.nodata, ds.block_shapes[0]))
+        except rasterio.errors.RasterioIOError as exc:
+            raise SceneError(f"{source.href}: cannot be read ({str(exc).splitlines()[0]}); check the path or "
+                             f"URL") from None
+    crs = grids[0][0]
+    if any(g[0] != crs for g in grids):
+        raise SceneError(f"{stack.name}: the bands are on different CRSs; reproject them onto one first (gdalwarp)")
+    if len({g[4] for g in grids}) > 1:
+        types = ", ".join(sorted({g[4] for g in grids}))
+        raise SceneError(f"{stack.name}: the bands have different pixel types ({types}); convert them to one "
+                         f"(gdal_translate -ot)")
+    scales = {(s.scale, s.offset) for s in stack.sources}
+    if len(scales) > 1:
+        raise SceneError(f"{stack.name}: the bands scale differently ({sorted(scales, key=str)}); geoseg scales every "
+                         f"band alike: pass --scale, or stack them yourself")
+    finest = min(range(len(grids)), key=lambda i: abs(grids[i][1].a))
+    _, t, width, height, dtype, *_ = grids[finest]
+    bands = []
+    for i, (source, (_, st, w, h, _, nodata, _)) in enumerate(zip(stack.sources, grids, strict=True)):
+        x_off, y_off = (st.c - t.c) / t.a, (st.f - t.f) / t.e
+        x_size, y_size = w * st.a / t.a, h * st.e / t.e
+        value = source.nodata if source.nodata is not None else nodata
+        bands.append(
+            f'  <VRTRasterBand dataType="{_VRT_TYPES.get(dtype, dtype)}" band="{i + 1}">\n'
+            f"    <Description>{escape(source.name)}</Description>\n"
+            + (f"    <NoDataValue>{value!r}</NoDataValue>\n" if value is not None else "")
+            + f'    <SimpleSource resampling="nearest">\n      <SourceFilename relativeToVRT="0">'
+            f"{escape(source.href)}</SourceFilename>\n      <SourceBand>1</SourceBand>\n"
+            f'      <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>\n'
+            f'      <DstRect xOff="{x_off:.10g}" yOff="{y_off:.10g}" xSize="{x_size:.10g}" ySize="{y_size:.10g}"/>\n'
+            "    </SimpleSource>\n  </VRTRasterBand>\n")
+    tags = {"GEOSEG_PRODUCT": STACK_MARK_VALUE, **stack.tags}
+    scale, offset = next(iter(scales))
+    if scale is not None:
+        tags[SCALE_TAG] = repr(float(scale))
+        tags[OFFSET_TAG] = repr(float(offset or 0.0))
+    metadata = "".join(f'    <MDI key="{escape(k)}">{escape(v)}</MDI>\n' for k, v in tags.items())
+    srs = f"  <SRS>{escape(crs.to_wkt())}</SRS>\n" if crs is not None else ""
+    text = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">\n{srs}'
+            f"  <GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>\n"
+            + (f"  <Metadata>\n{metadata}  </Metadata>\n" if metadata else "") + "".join(bands) + "</VRTDataset>\n")
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial.write_text(text)
+    os.replace(partial, path)
+    return path
+
+
+def stack_input(paths: list[Path], output: Path | None, overwrite: bool) -> tuple[Path, Path | None]:
+    """What ``geoseg run PATHS... -o OUTPUT`` reads and writes: one raster as it is; a STAC Item, or several
+    single-band files, as the stack VRT written beside the mask (named after the Item's id or the files'
+    common prefix, in the Item's or the first file's folder unless ``output`` says otherwise)."""
+    if len(paths) == 1 and not is_stac_item(paths[0]):
+        return paths[0], output
+    stack = item_stack(paths[0]) if len(paths) == 1 else files_stack(paths)
+    out = output if output is not None else stack.folder / f"{stack.name}.mask.tif"
+    vrt = out.parent / f"{out.name.removesuffix('.tif').removesuffix('.mask')}{STACK_SUFFIX}"
+    if not out.parent.is_dir():
+        raise OutputError(f"{out}: folder {out.parent} does not exist; create it first")
+    if vrt.exists() and not overwrite and geoseg_stack(vrt) is None:
+        raise OutputError(f"{vrt}: exists and is not a stack geoseg wrote; move it, or pass --overwrite")
+    return write_stack(stack, vrt), out
+
+
+def geoseg_stack(path: Path) -> str | None:
+    """The text of ``path`` when it is a stack VRT geoseg wrote, else None."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if text.startswith("<VRTDataset") and STACK_MARK in text else None
+
+
+#: rasterio's dtype names as GDAL's VRT spells them.
+_VRT_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
+              "int32": "Int32", "float32": "Float32", "float64": "Float64"}
