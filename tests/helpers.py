@@ -12,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -279,3 +280,102 @@ def geoseg_process(args: list[str], *, env: dict[str, str] | None = None, timeou
             return -9, f"timed out after {timeout} s", 0
         text = Path(peak.name).read_text().strip()
     return done.returncode, done.stderr.decode(errors="replace"), int(text) * 1024 if text else 0
+
+
+class RangeServer:
+    """An HTTP server on 127.0.0.1 serving ``folder`` with single-range GET requests, as object storage serves
+    COGs, in a process of its own (GDAL holds the GIL while it waits on curl: a server thread of the test's
+    process would answer only when curl gives up). ``faults`` maps a file name to the statuses its next
+    requests get (``[503]``: one 503, then the file). :attr:`sent` is the body bytes served so far."""
+
+    def __init__(self, folder: Path, faults: dict[str, list[int]] | None = None):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._sent = context.Value("q", 0)
+        self._port = context.Value("i", 0)
+        self._process = context.Process(target=_serve_range, args=(str(folder), faults or {}, self._sent, self._port),
+                                        daemon=True)
+
+    def __enter__(self) -> RangeServer:
+        import time
+
+        self._process.start()
+        deadline = time.monotonic() + 30
+        while not self._port.value and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._process.terminate()
+        self._process.join(10)
+
+    @property
+    def sent(self) -> int:
+        return int(self._sent.value)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self._port.value}/{name}"
+
+
+def _serve_range(folder: str, faults: dict[str, list[int]], sent: Any, port: Any) -> None:
+    """:class:`RangeServer`'s process."""
+    import http.server
+    import threading
+
+    root, queued, lock = Path(folder), {k: list(v) for k, v in faults.items()}, threading.Lock()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as object storage: curl reuses its connections
+
+        def log_message(self, *args: object) -> None:  # quiet
+            pass
+
+        def _file(self) -> Path | None:
+            name = self.path.lstrip("/").split("?")[0]
+            with lock:
+                status = queued[name].pop(0) if queued.get(name) else None
+            if status is not None:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
+            path = root / name
+            if not name or not path.is_file():
+                self.send_error(404)
+                return None
+            return path
+
+        def do_HEAD(self) -> None:
+            path = self._file()
+            if path is not None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(path.stat().st_size))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+
+        def do_GET(self) -> None:
+            path = self._file()
+            if path is None:
+                return
+            data = path.read_bytes()
+            wanted = self.headers.get("Range")
+            if wanted and wanted.startswith("bytes=") and "," not in wanted:
+                start, _, end = wanted[6:].partition("-")
+                first, last = int(start), min(int(end) if end else len(data) - 1, len(data) - 1)
+                body = data[first : last + 1]
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
+            else:
+                body = data
+                self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            self.wfile.write(body)
+            with sent.get_lock():
+                sent.value += len(body)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port.value = httpd.server_address[1]
+    httpd.serve_forever()

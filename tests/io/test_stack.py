@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from geoseg.cli.app import app
 from geoseg.io.stack import files_stack, item_stack
-from tests.helpers import smooth_image, write_tif
+from tests.helpers import RangeServer, smooth_image, write_tif
 
 runner = CliRunner()
 S2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "sentinel2-t33uuu"
@@ -136,3 +136,41 @@ def test_files_without_band_names_get_one_line(tmp_path, names, message) -> None
     paths = [write_tif(tmp_path / n, smooth_image((1, 64, 64), seed=1, dtype="uint16")) for n in names]
     result = runner.invoke(app, ["run", *map(str, paths)])
     assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def _remote_item(tmp_path: Path, server: RangeServer, files: list[Path]) -> Path:
+    item = _item(tmp_path, files, scale=None, offset=None)
+    data = json.loads(item.read_text())
+    for band, path in zip(BANDS, files, strict=True):
+        data["assets"][band]["href"] = server.url(path.name)
+    item.write_text(json.dumps(data))
+    return item
+
+
+def test_a_remote_item_is_read_over_http_with_a_503_retried(tmp_path) -> None:
+    """Per-band COGs served over HTTP (Range requests): a 503 on one band's first request is retried; the mask
+    equals the local stacked file's; the bytes fetched stay near the files' sizes (COG reads, not copies)."""
+    scene = _scene(tmp_path)
+    files = _split(scene, tmp_path / "bands")
+    with RangeServer(tmp_path / "bands", faults={files[2].name: [503]}) as server:
+        item = _remote_item(tmp_path, server, files)
+        _run(str(scene), "-o", str(tmp_path / "stacked.tif"))
+        _run(str(item), "-o", str(tmp_path / "remote.tif"))
+        fetched = server.sent
+    assert np.array_equal(_labels(tmp_path / "stacked.tif"), _labels(tmp_path / "remote.tif"))
+    size = sum(p.stat().st_size for p in files)
+    # 1.54x here: every reader thread's open reads the header chunk, and GDAL reads 16 KB chunks around these small
+    # files' 5 KB tiles; the issue's 1.05x target on a 16384² scene is not measured yet (docs/performance.md).
+    assert fetched <= 2 * size, (fetched, size)
+
+
+def test_a_missing_remote_asset_fails_in_one_line_naming_its_url(tmp_path) -> None:
+    scene = _scene(tmp_path)
+    files = _split(scene, tmp_path / "bands")
+    with RangeServer(tmp_path / "bands") as server:
+        item = _remote_item(tmp_path, server, files)
+        files[3].unlink()
+        result = runner.invoke(app, ["run", str(item), "-o", str(tmp_path / "remote.tif")])
+    assert result.exit_code == 3, result.output
+    assert server.url(files[3].name) in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "remote.tif").exists()
