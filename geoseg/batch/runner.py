@@ -37,6 +37,7 @@ from geoseg.export.stac import collection
 from geoseg.io.integrity import write_text
 from geoseg.io.record import RECORD_TAG, make_record, read_record, same_record
 from geoseg.io.scene import open_scene
+from geoseg.io.stack import is_stac_item, stack_input
 from geoseg.io.writing import PARTIAL_MARK, clean_leftovers
 from geoseg.models import LoadedModel, load_model
 from geoseg.models.registry import model_identity
@@ -282,7 +283,10 @@ def run_task(task: Task, force: bool, loader: Callable[[str, bool], LoadedModel]
             release(task.output, owner)
     started = time.perf_counter()
     try:
-        scene = open_scene(task.input)
+        source = task.input
+        if is_stac_item(source):  # its per-band assets, through the stack VRT beside the mask (geoseg.io.stack)
+            source, _ = stack_input([source], task.output, overwrite=True)
+        scene = open_scene(source)
         name = choose_model(scene, task.config)
         record = make_record(scene.path, model_identity(name, task.config.trust_checkpoint), task.config)
         found = read_record(task.output) if task.output.exists() else None
@@ -294,7 +298,7 @@ def run_task(task: Task, force: bool, loader: Callable[[str, bool], LoadedModel]
             raise OutputError(f"{task.output}: exists and was not written by geoseg (no {RECORD_TAG} tag); "
                               f"move it away or pass --force to replace it")
         log.emit("scene_start", **base, model=name)
-        summary = segment_scene(task.input, task.output, replace(task.config, model=name, overwrite=True),
+        summary = segment_scene(source, task.output, replace(task.config, model=name, overwrite=True),
                                 loader=loader, cancel=cancel, session=session)
     except Cancelled:
         log.emit("scene_cancelled", **base, seconds=round(time.perf_counter() - started, 3))

@@ -181,6 +181,8 @@ def write_stack(stack: Stack, path: Path) -> Path:
     text = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">\n{srs}'
             f"  <GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>\n"
             + (f"  <Metadata>\n{metadata}  </Metadata>\n" if metadata else "") + "".join(bands) + "</VRTDataset>\n")
+    if geoseg_stack(path) == text:  # unchanged: its time stays, and with it a batch's resume record
+        return path
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     partial.write_text(text)
     os.replace(partial, path)

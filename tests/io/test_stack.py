@@ -174,3 +174,21 @@ def test_a_missing_remote_asset_fails_in_one_line_naming_its_url(tmp_path) -> No
     assert result.exit_code == 3, result.output
     assert server.url(files[3].name) in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "remote.tif").exists()
+
+
+def test_a_batch_of_items_resumes(tmp_path) -> None:
+    """Items given to `geoseg batch`: each through its stack beside its mask; a rerun skips them, since the stack
+    is rewritten only when the Item changes."""
+    scene = _scene(tmp_path)
+    files = _split(scene, tmp_path / "bands")
+    item = _item(tmp_path, files, scale=None, offset=None)
+    second = tmp_path / "second.json"
+    second.write_text(item.read_text().replace('"S2A_T33UUU_20170216"', '"second"'))
+    out = tmp_path / "out"
+    args = ["batch", str(item), str(second), "-o", str(out), "--device", "cpu", "--quiet", "--json"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["counts"]["done"] == 2
+    assert (out / "item.mask.tif").is_file() and (out / "item.bands.vrt").is_file()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and json.loads(again.stdout)["counts"]["skipped"] == 2
