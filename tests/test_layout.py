@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("geoseg.models", "geoseg.io"),
     ("geoseg.engine", "geoseg.export"),
     ("geoseg.bands", "geoseg.sanity", "geoseg.prepare", "geoseg.summary", "geoseg.run", "geoseg.info", "geoseg.train",
-     "geoseg.array"),
+     "geoseg.assess", "geoseg.array"),
     ("geoseg.batch",),
     ("geoseg.cluster",),
     ("geoseg.cli",),

@@ -15,6 +15,7 @@ try:  # recent typer vendors click; older ones use the click package
 except ImportError:  # pragma: no cover
     from click import exceptions as _click  # type: ignore[no-redef]
 
+from geoseg.cli.assess import assess
 from geoseg.cli.batch import batch
 from geoseg.cli.errors import printable
 from geoseg.cli.export import export
@@ -109,6 +110,7 @@ app.command()(train)
 app.command()(evaluate)
 app.add_typer(export, name="export")
 app.add_typer(serve, name="serve")
+app.add_typer(assess, name="assess")
 
 
 def main() -> None:
