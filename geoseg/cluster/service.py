@@ -318,6 +318,7 @@ def serve(spec: ServiceSpec) -> int:
             info = ServiceInfo(pid=os.getpid(), address=cluster.scheduler_address, workers=count, gpus=bool(gpus),
                                threads=threads, idle_timeout_s=spec.idle_timeout_s, started=time.time(),
                                version=__version__, log=str(log_file))
+            cluster.scheduler.idle_since = time.time()  # idle from now: the workers' start is no idle time
             partial = info_file.with_name(f".{info_file.name}.{os.getpid()}")
             write_text(partial, json.dumps(asdict(info)), info_file)
             os.replace(partial, info_file)  # whole or absent: clients read it while it is written

@@ -4,6 +4,7 @@ for byte, a worker killed mid-scene included. Real processes throughout."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -172,7 +173,8 @@ def test_idle_exit_a_stale_pidfile_and_restart(tmp_path, monkeypatch) -> None:
         assert again["pid"] != info["pid"] and _status()[0] == 0
     finally:
         runner.invoke(app, ["serve", "stop"])
-        os.killpg(info["pid"], signal.SIGKILL)  # the killed service's orphaned workers
+        with contextlib.suppress(ProcessLookupError):  # the killed service's orphaned workers, if still there
+            os.killpg(info["pid"], signal.SIGKILL)
 
 
 def test_two_users_services_do_not_collide(tmp_path, monkeypatch) -> None:

@@ -23,10 +23,12 @@ COMMON = ("blue", "green", "red", "nir", "swir16", "swir22")
 
 
 def _scene(tmp_path: Path) -> Path:
-    """The real Sentinel-2 scene where it is, else a synthetic 6-band one named like it."""
+    """The real Sentinel-2 scene where it is, else a synthetic 6-band one named like it (both hold the 20 m bands
+    nearest-upsampled to 10 m)."""
     if S2_SCENE.exists():
         return S2_SCENE
     data = smooth_image((6, 256, 320), seed=11, dtype="uint16")
+    data[4:] = data[4:, ::2, ::2].repeat(2, axis=1).repeat(2, axis=2)  # 20 m bands, upsampled as the real file's
     return write_tif(tmp_path / "S2A_T33UUU_20170216_stack.tif", data, descriptions=COMMON)
 
 
