@@ -151,7 +151,7 @@ def same_mask(a: Path, b: Path) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("small", type=Path)
+    parser.add_argument("small", type=Path, nargs="?")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--size", type=int, default=16384)
     parser.add_argument("--before", type=Path, help="a folder holding the geoseg package before this work")

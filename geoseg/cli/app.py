@@ -51,7 +51,8 @@ def _list_label(display_type: Callable[[Any, Any], str]) -> Callable[[Any, Any],
     return shown
 
 
-TyperArgument.display_type = _list_label(TyperArgument.display_type)  # type: ignore[method-assign]
+if hasattr(TyperArgument, "display_type"):  # typer >= 0.16 shows the type; older ones show none to rename
+    TyperArgument.display_type = _list_label(TyperArgument.display_type)  # type: ignore[method-assign]
 
 
 class _OneLineErrors(TyperGroup):

@@ -28,7 +28,7 @@ from geoseg.engine.predictor import MAX_AUTO_BATCH
 #: Patches from which cuDNN times its algorithms (benchmarks/one_time_costs.py; see module docstring).
 TUNE_MIN_PATCHES = 1024
 #: Patches from which CUDA graphs are captured when the user has not said (see module docstring).
-GRAPH_MIN_PATCHES = 256
+GRAPH_MIN_PATCHES = 705
 
 
 @dataclass(frozen=True)

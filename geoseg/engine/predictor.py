@@ -125,7 +125,9 @@ class Predictor:
         with torch.inference_mode():
             if self.backend == "torch":
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
+            # A trace runs on TorchScript's plain interpreter: its optimising executor would fuse kernels after a few
+            # calls (other numerics, and seconds of compiling), so the trace would stop being the eager network.
+            with self._autocast(), torch.jit.optimized_execution(not self.traced):
                 logits = (net or self._net)(batch)
             return torch.softmax(logits.float(), dim=1)
 
