@@ -143,17 +143,41 @@ def design(mask: Path, output: Path, n: int, min_per_class: int = 50, seed: int 
                        for h in range(len(names))]}
 
 
+def _values_at(raster: Path, geometry: np.ndarray, crs: str | None) -> np.ndarray:
+    """The reference raster's class values at the sample's points (None where it has none: outside, nodata)."""
+    import shapely
+
+    points = shapely.from_wkb(geometry)
+    try:
+        with rasterio.open(raster) as ds:
+            if crs and ds.crs is not None and rasterio.crs.CRS.from_user_input(crs) != ds.crs:
+                raise SceneError(f"{raster}: is on {ds.crs.to_string()}, the sample on another CRS; reproject the "
+                                 f"reference raster onto the map's grid first (gdalwarp)")
+            # point by point (windowed reads): the reference is never read whole; outside it, masked
+            found = ds.sample(zip(shapely.get_x(points), shapely.get_y(points), strict=True), indexes=1, masked=True)
+            values = np.array([None if v.mask.any() else int(v[0]) for v in found], object)
+    except rasterio.errors.RasterioIOError as exc:
+        raise SceneError(f"{raster}: not a raster GDAL can read ({str(exc).splitlines()[0]})") from None
+    return values
+
+
 def estimate_sample(path: Path, reference: str = REFERENCE_FIELD) -> tuple[AreaAccuracy, dict[str, int]]:
-    """The estimates of a labelled sample (``geoseg assess estimate``), and the points left out, by why."""
+    """The estimates of a labelled sample (``geoseg assess estimate``), and the points left out, by why.
+    ``reference`` names the sample's field that holds the labels, or a reference raster (class values on the
+    sample's CRS) read at the points."""
     import pyogrio
 
+    raster = Path(reference) if Path(reference).suffix.lower() in (".tif", ".tiff", ".vrt", ".img") else None
     try:
         info = pyogrio.read_info(path, layer=LAYER)
         meta = info.get("layer_metadata") or {}
-        _, _, _, data = pyogrio.raw.read(path, layer=LAYER, columns=["map_class", reference])
+        _, _, geometry, data = pyogrio.raw.read(path, layer=LAYER,
+                                                columns=["map_class"] + ([] if raster else [reference]))
     except Exception as exc:
         raise SceneError(f"{path}: not a sample geoseg assess design wrote ({str(exc).splitlines()[0]})") from None
-    if reference not in list(info["fields"]):
+    if raster is not None:
+        data = [data[0], _values_at(raster, geometry, info.get("crs"))]
+    elif reference not in list(info["fields"]):
         raise ConfigError(f"{path}: has no field {reference!r} (fields: {', '.join(info['fields'])}); pass "
                           f"--reference FIELD")
     try:

@@ -48,7 +48,7 @@ def design(
 def estimate(
     sample: Path = typer.Argument(..., help="The labelled sample from geoseg assess design.", show_default=False),
     reference: str = typer.Option("reference", "--reference", help="The field holding each point's reference "
-                                  "class (a class value or name)."),
+                                  "class (a class value or name), or a reference raster (.tif) read at the points."),
     as_json: bool = json_option(),
 ) -> None:
     """Overall, user's and producer's accuracy and each class's error-adjusted area, with 95 % intervals."""

@@ -112,3 +112,17 @@ def test_95_percent_intervals_cover_the_true_areas_about_95_percent_of_the_time(
         covered += np.abs(r.area_share - true_share) <= Z95 * r.area_share_se
     coverage = covered / runs
     assert ((coverage > 0.91) & (coverage < 0.99)).all(), coverage
+
+
+def test_estimate_reads_a_reference_raster_at_the_points(tmp_path) -> None:
+    mask, reference = _maps(tmp_path)
+    truth = write_mask(tmp_path / "truth.tif", reference.astype(np.uint8))
+    assert runner.invoke(app, ["assess", "design", str(mask), "-o", str(tmp_path / "s.gpkg"), "--n", "120",
+                               "--min-per-class", "30"]).exit_code == 0
+    result = runner.invoke(app, ["assess", "estimate", str(tmp_path / "s.gpkg"), "--reference", str(truth), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["sample_points"] == 120 and report["points_left_out"] == {"not labelled": 0}
+    with rasterio.open(mask) as a:
+        agree = float((a.read(1) == reference).mean())
+    assert abs(report["overall_accuracy"] - agree) <= 2 * report["overall_accuracy_ci95"]
