@@ -25,7 +25,9 @@ from rasterio.windows import Window
 
 from geoseg.assess.estimate import AreaAccuracy, estimate
 from geoseg.errors import ConfigError, OutputError, SceneError
+from geoseg.export.legend import write_points_qml
 from geoseg.export.stats import pixel_area_m2
+from geoseg.models.card import ClassInfo
 from geoseg.train.evaluate import mask_classes, normalise
 
 #: Mask rows per window.
@@ -107,8 +109,9 @@ def design(mask: Path, output: Path, n: int, min_per_class: int = 50, seed: int 
                           f"minimum of 0 or more")
     if output.suffix.lower() != ".gpkg":
         raise ConfigError(f"{output}: the sample is written as a GeoPackage; name it .gpkg")
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output}: already exists; pass --overwrite to replace it or choose another -o")
+    for path in (output, output.with_suffix(".qml")):  # the sample and its QGIS style
+        if path.exists() and not overwrite:
+            raise OutputError(f"{path}: already exists; pass --overwrite to replace it or choose another -o")
     try:
         names = mask_classes(mask)
         with rasterio.open(mask) as ds:
@@ -124,7 +127,7 @@ def design(mask: Path, output: Path, n: int, min_per_class: int = 50, seed: int 
               pixels[values].astype(np.int64), np.full(len(values), None, object)]
     metadata = {CLASSES_KEY: json.dumps(dict(enumerate(names))), STRATA_KEY: json.dumps(pixels.tolist()),
                 PIXEL_AREA_KEY: repr(float(area))}
-    partial = output.with_name(f".{output.name}.partial")
+    partial = output.with_name(f".{output.stem}.partial{output.suffix}")  # GDAL wants the .gpkg suffix
     partial.unlink(missing_ok=True)
     try:
         with warnings.catch_warnings():
@@ -134,6 +137,7 @@ def design(mask: Path, output: Path, n: int, min_per_class: int = 50, seed: int 
                                                          REFERENCE_FIELD],
                               crs=crs.to_wkt() if crs is not None else None, driver="GPKG", geometry_type="Point",
                               layer=LAYER, layer_metadata=metadata)
+        write_points_qml(output.with_suffix(".qml"), _classes(mask, names), "map_class")
         partial.replace(output)
     except Exception as exc:
         partial.unlink(missing_ok=True)
@@ -159,6 +163,16 @@ def _values_at(raster: Path, geometry: np.ndarray, crs: str | None) -> np.ndarra
     except rasterio.errors.RasterioIOError as exc:
         raise SceneError(f"{raster}: not a raster GDAL can read ({str(exc).splitlines()[0]})") from None
     return values
+
+
+def _classes(mask: Path, names: tuple[str, ...]) -> tuple[ClassInfo, ...]:
+    """The mask's classes with their colours (its colour table; grey where it has none)."""
+    with rasterio.open(mask) as ds:
+        try:
+            table = ds.colormap(1)
+        except ValueError:  # no colour table
+            table = {}
+    return tuple(ClassInfo(v, n, tuple(table.get(v, (128, 128, 128, 255))[:3])) for v, n in enumerate(names))
 
 
 def estimate_sample(path: Path, reference: str = REFERENCE_FIELD) -> tuple[AreaAccuracy, dict[str, int]]:

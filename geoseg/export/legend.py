@@ -74,6 +74,28 @@ def write_qml(path: Path, classes: tuple[ClassInfo, ...]) -> None:
         "</qgis>\n")
 
 
+def write_points_qml(path: Path, classes: tuple[ClassInfo, ...], field: str) -> None:
+    """A QGIS style for a point layer: one circle colour per class of ``field`` (a sample to label)."""
+    categories = "".join(f'      <category value="{c.value}" symbol="{i}" label={quoteattr(c.name)} render="true"/>\n'
+                         for i, c in enumerate(classes))
+    symbols = "".join(
+        f'      <symbol type="marker" name="{i}" alpha="1" clip_to_extent="1" force_rhr="0">\n'
+        '        <layer class="SimpleMarker" enabled="1" pass="0" locked="0">\n          <Option type="Map">\n'
+        f'            <Option type="QString" name="color" value="{",".join(str(int(v)) for v in c.color[:3])},255"/>\n'
+        '            <Option type="QString" name="name" value="circle"/>\n'
+        '            <Option type="QString" name="size" value="3"/>\n'
+        '            <Option type="QString" name="outline_color" value="35,35,35,255"/>\n'
+        "          </Option>\n        </layer>\n      </symbol>\n" for i, c in enumerate(classes))
+    path.write_text(
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.22.0" styleCategories="Symbology">\n'
+        f'  <renderer-v2 type="categorizedSymbol" attr={quoteattr(field)} symbollevels="0" enableorderby="0" '
+        'forceraster="0">\n'
+        f"    <categories>\n{categories}    </categories>\n"
+        f"    <symbols>\n{symbols}    </symbols>\n"
+        "  </renderer-v2>\n</qgis>\n")
+
+
 def hex_color(color: tuple[int, int, int]) -> str:
     """``RRGGBB`` (upper case, no ``#``), as STAC's ``color_hint`` and QGIS write it."""
     return _hex(color)

@@ -126,3 +126,44 @@ def test_estimate_reads_a_reference_raster_at_the_points(tmp_path) -> None:
     with rasterio.open(mask) as a:
         agree = float((a.read(1) == reference).mean())
     assert abs(report["overall_accuracy"] - agree) <= 2 * report["overall_accuracy_ci95"]
+
+
+QGIS_CHECK = """
+import json, os, sys
+from qgis.core import QgsApplication, QgsVectorLayer
+app = QgsApplication([], False)
+app.initQgis()
+layer = QgsVectorLayer(sys.argv[1], "sample", "ogr")
+message, ok = layer.loadNamedStyle(sys.argv[2])
+renderer = layer.renderer()
+print(json.dumps({"valid": layer.isValid(), "ok": ok, "type": renderer.type(), "attr": renderer.classAttribute(),
+                  "labels": [c.label() for c in renderer.categories()],
+                  "colors": [c.symbol().color().name() for c in renderer.categories()]}), flush=True)
+os._exit(0)
+"""
+
+
+def test_the_samples_style_shows_the_points_by_class_in_qgis(tmp_path) -> None:
+    import shutil
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    mask, _ = _maps(tmp_path)
+    with rasterio.open(mask, "r+") as ds:
+        ds.write_colormap(1, {0: (0, 0, 255), 1: (0, 128, 0), 2: (255, 255, 0)})
+    assert runner.invoke(app, ["assess", "design", str(mask), "-o", str(tmp_path / "s.gpkg"), "--n", "60",
+                               "--min-per-class", "10"]).exit_code == 0
+    style = ET.parse(tmp_path / "s.qml").getroot().find("renderer-v2")
+    assert style.get("type") == "categorizedSymbol" and style.get("attr") == "map_class"
+    assert [c.get("label") for c in style.iter("category")] == ["water", "forest", "field"]
+    python = shutil.which("python3", path="/usr/bin")
+    ready = python and subprocess.run([python, "-c", "import qgis.core"], capture_output=True).returncode == 0
+    if not ready:
+        pytest.skip("QGIS (apt-get install qgis python3-qgis) is not installed for the system python")
+    done = subprocess.run([python, "-c", QGIS_CHECK, str(tmp_path / "s.gpkg"), str(tmp_path / "s.qml")],
+                          capture_output=True, text=True, timeout=120, env={"QT_QPA_PLATFORM": "offscreen",
+                                                                             "PATH": "/usr/bin:/bin"})
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["valid"] and found["ok"] and found["type"] == "categorizedSymbol" and found["attr"] == "map_class"
+    assert found["labels"] == ["water", "forest", "field"]
+    assert found["colors"] == ["#0000ff", "#008000", "#ffff00"]
