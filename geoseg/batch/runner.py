@@ -37,7 +37,7 @@ from geoseg.export.stac import collection
 from geoseg.io.integrity import write_text
 from geoseg.io.record import RECORD_TAG, make_record, read_record, same_record
 from geoseg.io.scene import open_scene
-from geoseg.io.stack import is_stac_item, stack_input
+from geoseg.io.stack import is_item_collection, is_stac_item, split_collection, stack_input
 from geoseg.io.writing import PARTIAL_MARK, clean_leftovers
 from geoseg.models import LoadedModel, load_model
 from geoseg.models.registry import model_identity
@@ -96,6 +96,7 @@ def plan_tasks(jobs: list[Job]) -> tuple[list[Task], list[str]]:
     for job in jobs:
         scenes, empty = expand_inputs(job.inputs)
         notes += [f"job {job.name!r}: {n}" for n in empty]
+        scenes = [item for scene in scenes for item in _items_of(scene, job)]
         for scene in scenes:
             if isinstance(scene, ListProblem):  # fails as a scene, named by its list and line only
                 folder = job.output_dir if job.output_dir is not None else scene.listing.parent
@@ -111,6 +112,17 @@ def plan_tasks(jobs: list[Job]) -> tuple[list[Task], list[str]]:
                               f"use {{parent}} or {{job}} in the name template")
         seen[key] = task
     return tasks, notes
+
+
+def _items_of(scene: Path | ListProblem, job: Job) -> list[Path | ListProblem]:
+    """``scene``, or the Items of a STAC ItemCollection, each a file in ``.geoseg-items/`` of the output folder."""
+    if isinstance(scene, ListProblem) or not is_item_collection(scene):
+        return [scene]
+    return list(split_collection(scene, (job.output_dir or scene.parent) / ITEMS_FOLDER))
+
+
+#: Where a batch writes the Items of an ItemCollection it was given, in the output folder.
+ITEMS_FOLDER = ".geoseg-items"
 
 
 class EventLog:

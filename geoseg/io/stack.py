@@ -87,6 +87,41 @@ def gdal_href(href: str, base: Path | None = None) -> str:
     return str(path if path.is_absolute() or base is None else (base / path).resolve())
 
 
+def is_item_collection(path: Path) -> bool:
+    """Whether ``path`` is a STAC ItemCollection or search result: a GeoJSON FeatureCollection of Items."""
+    if path.suffix.lower() not in (".json", ".geojson"):
+        return False
+    try:
+        data = json.loads(read_text(path, ITEM_BYTES, "a STAC ItemCollection"))
+    except (ValueError, ConfigError):
+        return False
+    return (isinstance(data, dict) and data.get("type") == "FeatureCollection"
+            and any(isinstance(f, dict) and isinstance(f.get("assets"), dict) for f in data.get("features", [])))
+
+
+def split_collection(path: Path, folder: Path) -> list[Path]:
+    """The Items of the collection at ``path``, each written to ``folder`` as ``ID.json`` (relative hrefs made
+    absolute against the collection's folder; a file is rewritten only when its Item changed)."""
+    data = json.loads(read_text(path, ITEM_BYTES, "a STAC ItemCollection"))
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for feature in data.get("features", []):
+        if not isinstance(feature, dict) or not isinstance(feature.get("assets"), dict):
+            continue
+        item = json.loads(json.dumps(feature))
+        for asset in item["assets"].values():
+            href = str(asset.get("href", ""))
+            if href and "://" not in href and not Path(href).is_absolute():
+                asset["href"] = str((path.parent / href).resolve())
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", str(item.get("id") or f"item{len(items)}"))[:200]
+        out = folder / f"{name}.json"
+        text = json.dumps(item, indent=1)
+        if not out.exists() or out.read_text() != text:
+            out.write_text(text)
+        items.append(out)
+    return items
+
+
 def item_stack(path: Path) -> Stack:
     """The data assets of the STAC Item at ``path`` as a stack, one band per single-band raster asset."""
     try:

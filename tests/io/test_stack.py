@@ -194,3 +194,23 @@ def test_a_batch_of_items_resumes(tmp_path) -> None:
     assert (out / "item.mask.tif").is_file() and (out / "item.bands.vrt").is_file()
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and json.loads(again.stdout)["counts"]["skipped"] == 2
+
+
+def test_a_batch_of_an_item_collection(tmp_path) -> None:
+    """A search result (a FeatureCollection of Items, relative hrefs): each Item a scene, its mask named by its id,
+    a rerun skipping them."""
+    scene = _scene(tmp_path)
+    files = _split(scene, tmp_path / "bands")
+    first = json.loads(_item(tmp_path, files, scale=None, offset=None).read_text())
+    second = {**json.loads(json.dumps(first)), "id": "second"}
+    collection = tmp_path / "search.geojson"
+    collection.write_text(json.dumps({"type": "FeatureCollection", "features": [first, second]}))
+    out = tmp_path / "out"
+    args = ["batch", str(collection), "-o", str(out), "--device", "cpu", "--quiet", "--json"]
+    done = runner.invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["counts"]["done"] == 2
+    assert (out / "S2A_T33UUU_20170216.mask.tif").is_file() and (out / "second.mask.tif").is_file()
+    assert np.array_equal(_labels(out / "S2A_T33UUU_20170216.mask.tif"), _labels(out / "second.mask.tif"))
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and json.loads(again.stdout)["counts"]["skipped"] == 2
