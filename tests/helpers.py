@@ -255,6 +255,17 @@ def validate_stac(document: dict) -> None:
         jsonschema.Draft7Validator(schema, registry=registry).validate(document)
 
 
+def stranger_connects(address: str, own_certificate: bool) -> str:
+    """What a separate process prints trying to run code on the dask scheduler at ``address`` with no TLS
+    certificate or with one of its own: ``REFUSED ...`` or ``CONNECTED ...``."""
+    security = "Security.temporary()" if own_certificate else "None"
+    probe = (f"from distributed import Client\nfrom distributed.security import Security\n"
+             f"try:\n    c = Client({address!r}, timeout=5, security={security})\n"
+             f"    print('CONNECTED', c.run_on_scheduler(lambda: 'ran code'))\n"
+             f"except Exception as exc:\n    print('REFUSED', type(exc).__name__)\n")
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120).stdout
+
+
 def geoseg_process(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 300,
           file_limit: int | None = None) -> tuple[int, str, int]:
     """``geoseg ARGS`` in a child process: its exit code, stderr and peak resident memory in bytes.

@@ -37,7 +37,7 @@ from geoseg.export.stac import collection
 from geoseg.io.integrity import write_text
 from geoseg.io.record import RECORD_TAG, make_record, read_record, same_record
 from geoseg.io.scene import open_scene
-from geoseg.io.stack import is_item_collection, is_stac_item, split_collection, stack_input
+from geoseg.io.stack import is_item_collection, split_collection, stack_input
 from geoseg.io.writing import PARTIAL_MARK, clean_leftovers
 from geoseg.models import LoadedModel, load_model
 from geoseg.models.registry import model_identity
@@ -295,9 +295,8 @@ def run_task(task: Task, force: bool, loader: Callable[[str, bool], LoadedModel]
             release(task.output, owner)
     started = time.perf_counter()
     try:
-        source = task.input
-        if is_stac_item(source):  # its per-band assets, through the stack VRT beside the mask (geoseg.io.stack)
-            source, _ = stack_input([source], task.output, overwrite=True)
+        # a STAC Item: its per-band assets, through the stack VRT beside the mask (geoseg.io.stack); else as it is
+        source, _ = stack_input([task.input], task.output, overwrite=True)
         scene = open_scene(source)
         name = choose_model(scene, task.config)
         record = make_record(scene.path, model_identity(name, task.config.trust_checkpoint), task.config)

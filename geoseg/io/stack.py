@@ -63,15 +63,25 @@ class Stack:
     folder: Path  # where the mask goes by default: beside the Item or the first file
 
 
-def is_stac_item(path: Path) -> bool:
-    """Whether ``path`` is a STAC Item (a GeoJSON Feature with assets), by its suffix and a look inside."""
+def _geojson(path: Path) -> dict | None:
+    """The JSON object at ``path`` when its suffix says GeoJSON and it reads as one, else None."""
     if path.suffix.lower() not in (".json", ".geojson"):
-        return False
+        return None
     try:
         data = json.loads(read_text(path, ITEM_BYTES, "a STAC Item"))
     except (ValueError, ConfigError):
-        return False
-    return isinstance(data, dict) and data.get("type") == "Feature" and isinstance(data.get("assets"), dict)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _is_item(data: object) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("assets"), dict)
+
+
+def is_stac_item(path: Path) -> bool:
+    """Whether ``path`` is a STAC Item (a GeoJSON Feature with assets), by its suffix and a look inside."""
+    data = _geojson(path)
+    return data is not None and data.get("type") == "Feature" and _is_item(data)
 
 
 def gdal_href(href: str, base: Path | None = None) -> str:
@@ -89,14 +99,9 @@ def gdal_href(href: str, base: Path | None = None) -> str:
 
 def is_item_collection(path: Path) -> bool:
     """Whether ``path`` is a STAC ItemCollection or search result: a GeoJSON FeatureCollection of Items."""
-    if path.suffix.lower() not in (".json", ".geojson"):
-        return False
-    try:
-        data = json.loads(read_text(path, ITEM_BYTES, "a STAC ItemCollection"))
-    except (ValueError, ConfigError):
-        return False
-    return (isinstance(data, dict) and data.get("type") == "FeatureCollection"
-            and any(isinstance(f, dict) and isinstance(f.get("assets"), dict) for f in data.get("features", [])))
+    data = _geojson(path)
+    return data is not None and data.get("type") == "FeatureCollection" and any(
+        _is_item(f) for f in data.get("features", []))
 
 
 def split_collection(path: Path, folder: Path) -> list[Path]:
@@ -106,7 +111,7 @@ def split_collection(path: Path, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     items = []
     for feature in data.get("features", []):
-        if not isinstance(feature, dict) or not isinstance(feature.get("assets"), dict):
+        if not _is_item(feature):
             continue
         item = json.loads(json.dumps(feature))
         for asset in item["assets"].values():

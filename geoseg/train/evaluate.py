@@ -106,7 +106,7 @@ def evaluate_mask(mask: Path, labels: Path, classes: list | dict | None = None, 
                 predicted = np.where(predicted == nodata, IGNORE, predicted)
             if isinstance(source, RasterLabels):
                 values = source.read_values(row0, 0, rows, ds.width)
-                index = source.lut[np.clip(values.astype(np.int64), 0, len(source.lut) - 1)]
+                index = source.classes(values)
                 left[LEFT_OUT[1]] += int(((index == IGNORE) & source.labelled(values)).sum())
             else:
                 index = source.read(row0, 0, rows, ds.width)

@@ -32,7 +32,11 @@ class RasterLabels:
     _dataset: rasterio.DatasetReader | None = None  # opened once per process (reading loops call read often)
 
     def read(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
-        return self.lut[np.clip(self.read_values(row0, col0, rows, cols).astype(np.int64), 0, len(self.lut) - 1)]
+        return self.classes(self.read_values(row0, col0, rows, cols))
+
+    def classes(self, values: np.ndarray) -> np.ndarray:
+        """Class indexes (or IGNORE) of label ``values`` from :meth:`read_values`."""
+        return self.lut[np.clip(values.astype(np.int64), 0, len(self.lut) - 1)]
 
     def read_values(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
         """The label values as stored."""

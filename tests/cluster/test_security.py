@@ -4,8 +4,6 @@ only and speak TLS with a certificate made for them; an external tls:// schedule
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from geoseg.cli.app import app
-from tests.helpers import smooth_image, write_tif
+from tests.helpers import smooth_image, stranger_connects, write_tif
 
 runner = CliRunner()
 distributed = pytest.importorskip("distributed")
@@ -37,12 +35,7 @@ def test_a_local_cluster_listens_on_loopback_over_tls(client) -> None:
 def test_another_process_cannot_connect_to_a_local_cluster(client, with_own_certificate) -> None:
     """A stranger on the same machine, with no certificate or with one of its own, is refused: it never gets
     to run code in the batch's process or its workers."""
-    security = "Security.temporary()" if with_own_certificate else "None"
-    probe = (f"from distributed import Client\nfrom distributed.security import Security\n"
-             f"try:\n    c = Client({client.scheduler.address!r}, timeout=5, security={security})\n"
-             f"    print('CONNECTED', c.run_on_scheduler(lambda: 'ran code'))\n"
-             f"except Exception as exc:\n    print('REFUSED', type(exc).__name__)\n")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120).stdout
+    out = stranger_connects(client.scheduler.address, with_own_certificate)
     assert "REFUSED" in out and "CONNECTED" not in out, out
 
 

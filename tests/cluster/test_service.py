@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from geoseg.cli.app import app
 from geoseg.errors import EXIT_NOT_RUNNING
-from tests.helpers import smooth_image, write_tif
+from tests.helpers import smooth_image, stranger_connects, write_tif
 
 distributed = pytest.importorskip("distributed")
 runner = CliRunner()
@@ -75,12 +75,7 @@ def test_status_names_the_service_and_its_files_are_the_users_alone(service) -> 
 
 @pytest.mark.parametrize("credentials", ["none", "its own"])
 def test_a_client_without_the_users_credentials_is_refused(service, credentials) -> None:
-    security = "Security.temporary()" if credentials == "its own" else "None"
-    probe = (f"from distributed import Client\nfrom distributed.security import Security\n"
-             f"try:\n    c = Client({service['address']!r}, timeout=5, security={security})\n"
-             f"    print('CONNECTED', c.run_on_scheduler(lambda: 'ran code'))\n"
-             f"except Exception as exc:\n    print('REFUSED', type(exc).__name__)\n")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120).stdout
+    out = stranger_connects(service["address"], credentials == "its own")
     assert "REFUSED" in out and "CONNECTED" not in out, out
 
 
