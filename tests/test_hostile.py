@@ -477,3 +477,48 @@ def test_every_train_option_has_help() -> None:
     train = get_command(app).commands["train"]  # type: ignore[attr-defined]
     options = [p for p in train.params if p.param_type_name == "option"]
     assert len(options) > 20 and not [p.name for p in options if not p.help]
+
+
+# --- STAC Items and per-band files (geoseg.io.stack), the warm service ----------------------------------------
+
+def _band_item(folder: Path, hrefs: list[str]) -> Path:
+    """A STAC Item of single-band assets at ``hrefs`` (blue, green, red: the test model's three inputs)."""
+    assets = {name: {"href": href, "type": "image/tiff; application=geotiff", "roles": ["data"],
+                     "eo:bands": [{"name": name, "common_name": name}]}
+              for name, href in zip(("b1", "b2", "b3"), hrefs, strict=True)}
+    item = folder / "item.json"
+    item.write_text(json.dumps({"type": "Feature", "stac_version": "1.0.0", "id": "item", "geometry": None,
+                                "properties": {"datetime": "2020-01-01T00:00:00Z"}, "assets": assets}))
+    return item
+
+
+def _bands(folder: Path) -> list[Path]:
+    data = smooth_image((3, 64, 64), seed=4, dtype="uint16")
+    return [write_tif(folder / f"s_{name}.tif", data[i : i + 1]) for i, name in enumerate(NAMES)]
+
+
+def test_an_item_whose_asset_is_a_fifo_is_refused_before_it_is_opened(tmp_path, model_folder) -> None:
+    bands = _bands(tmp_path)
+    os.mkfifo(tmp_path / "pipe.tif")
+    item = _band_item(tmp_path, [str(bands[0]), str(tmp_path / "pipe.tif"), str(bands[2])])
+    code, stderr, _ = child(["run", str(item), "--model", str(model_folder), "--device", "cpu"], timeout=120)
+    assert code == 3 and "is a FIFO" in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert not list(tmp_path.glob("item.*.*"))  # no stack, no mask
+
+
+def test_a_full_disk_at_the_stack_is_one_line_and_leaves_nothing(tmp_path, model_folder) -> None:
+    bands = _bands(tmp_path)
+    item = _band_item(tmp_path, [str(b) for b in bands])
+    out = tmp_path / "out"
+    out.mkdir()
+    code, stderr, _ = child(["run", str(item), "-o", str(out / "m.tif"), "--model", str(model_folder), "--device",
+                             "cpu"], file_limit=200)  # the stack VRT is larger than 200 bytes
+    assert code == 6 and "m.bands.vrt: cannot be written" in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1 and not list(out.iterdir())
+
+
+def test_a_service_whose_folders_cannot_be_made_is_one_line(tmp_path, monkeypatch) -> None:
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "a-file" / "state"))  # under a file: no folder there
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    one_line(runner.invoke(app, ["serve", "start", "--cpu-workers", "1"]), 6, "the service's files cannot be written")

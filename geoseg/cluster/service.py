@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from geoseg.errors import ConfigError, DeviceError
+from geoseg.errors import ConfigError, DeviceError, OutputError
 
 #: Seconds without a task after which the service exits (``geoseg serve start --idle-timeout``).
 DEFAULT_IDLE_TIMEOUT_S = 3600
@@ -197,13 +197,17 @@ def start(spec: ServiceSpec, wait_s: float = START_TIMEOUT_S) -> ServiceInfo:
     pid_file, _, log_file = _paths()
     if pid_file.exists():
         raise ConfigError(f"a geoseg service is starting (pid file {pid_file}); wait, or geoseg serve stop")
-    _private_folder(state_dir())
-    make_credentials()
-    with open(log_file, "ab") as log:
-        os.chmod(log_file, 0o600)
-        child = subprocess.Popen([sys.executable, "-m", SERVICE_MODULE, *spec.args()], stdin=subprocess.DEVNULL,
-                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd="/",
-                                 env={**os.environ, "PYTHONPATH": _python_path()})
+    try:
+        _private_folder(state_dir())
+        make_credentials()
+        with open(log_file, "ab") as log:
+            os.chmod(log_file, 0o600)
+            child = subprocess.Popen([sys.executable, "-m", SERVICE_MODULE, *spec.args()], stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd="/",
+                                     env={**os.environ, "PYTHONPATH": _python_path()})
+    except OSError as exc:
+        raise OutputError(f"{exc.filename or state_dir()}: the service's files cannot be written ({exc.strerror}); "
+                          f"check $XDG_STATE_HOME and $XDG_CONFIG_HOME and their permissions") from None
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if child.poll() is not None:

@@ -27,6 +27,8 @@ from xml.sax.saxutils import escape
 import rasterio
 
 from geoseg.errors import ConfigError, OutputError, SceneError
+from geoseg.io.integrity import write_text
+from geoseg.io.scene import check_regular_file
 from geoseg.textfiles import read_text
 
 #: The tag that marks a stack geoseg wrote (so that a rerun may replace it), as it appears in the VRT.
@@ -108,7 +110,11 @@ def split_collection(path: Path, folder: Path) -> list[Path]:
     """The Items of the collection at ``path``, each written to ``folder`` as ``ID.json`` (relative hrefs made
     absolute against the collection's folder; a file is rewritten only when its Item changed)."""
     data = json.loads(read_text(path, ITEM_BYTES, "a STAC ItemCollection"))
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot be created for the Items of {path} ({exc.strerror}); check the "
+                          f"output folder's permissions") from None
     items = []
     for feature in data.get("features", []):
         if not _is_item(feature):
@@ -122,7 +128,7 @@ def split_collection(path: Path, folder: Path) -> list[Path]:
         out = folder / f"{name}.json"
         text = json.dumps(item, indent=1)
         if not out.exists() or out.read_text() != text:
-            out.write_text(text)
+            _publish(out, text)
         items.append(out)
     return items
 
@@ -176,6 +182,8 @@ def write_stack(stack: Stack, path: Path) -> Path:
     """Write ``stack`` as a VRT at ``path`` (atomically; see module docstring) and return it."""
     grids = []
     for source in stack.sources:
+        if not source.href.startswith("/vsi"):  # a FIFO or a device would block or stream for ever
+            check_regular_file(Path(source.href), "band", "give one raster file per band")
         try:
             with rasterio.open(source.href) as ds:
                 if ds.count != 1:
@@ -223,10 +231,21 @@ def write_stack(stack: Stack, path: Path) -> Path:
             + (f"  <Metadata>\n{metadata}  </Metadata>\n" if metadata else "") + "".join(bands) + "</VRTDataset>\n")
     if geoseg_stack(path) == text:  # unchanged: its time stays, and with it a batch's resume record
         return path
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    partial.write_text(text)
-    os.replace(partial, path)
+    _publish(path, text)
     return path
+
+
+def _publish(path: Path, text: str) -> None:
+    """``text`` at ``path``, whole or not at all: a failed write (a full disk, a read-only folder) is one
+    :class:`OutputError` and leaves nothing behind."""
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        write_text(partial, text, path)
+        os.replace(partial, path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot be written ({exc.strerror}); check free space and permissions") from None
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def stack_input(paths: list[Path], output: Path | None, overwrite: bool) -> tuple[Path, Path | None]:
