@@ -116,15 +116,19 @@ def _alive(pid: int) -> bool:
     return SERVICE_MODULE.encode() in cmdline  # a zombie's command line is empty
 
 
+def _read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):  # none, or half written
+        return None
+
+
 def running() -> ServiceInfo | None:
     """The running service, or None; a stale pidfile or address file (its process gone) is removed."""
     pid_file, info_file, _ = _paths()
     if not pid_file.exists() and not info_file.exists():
         return None
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        pid = None
+    pid = _read_pid(pid_file)
     if pid is None or not _alive(pid):
         for f in (pid_file, info_file):
             f.unlink(missing_ok=True)
@@ -238,10 +242,7 @@ def stop(wait_s: float = STOP_TIMEOUT_S) -> ServiceInfo | None:
     """Stop the running service (SIGTERM, then SIGKILL after ``wait_s``); None when none was running."""
     pid_file, info_file, _ = _paths()
     info = running()
-    try:
-        pid = int(pid_file.read_text().strip()) if pid_file.exists() else None
-    except (OSError, ValueError):
-        pid = None
+    pid = _read_pid(pid_file)
     if pid is None or (info is None and not _alive(pid)):
         return None
     _terminate(pid, wait_s)
