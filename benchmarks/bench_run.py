@@ -26,8 +26,8 @@ Scenes larger than the real source are built from it by make_scene.py (mirror + 
   device strips; the model and write floors; then geoseg warm with each ``--decode``, its ratio to
   max(model, I/O, hybrid decode, write floors), GPU busy, the device's share of the chunks, and the
   pixels that differ from the CPU readers' mask (``--reproducible`` runs: cuDNN's choice fixed).
-* ``peers`` (first generated scene, first model, at the scene's own resolution so that every
-  tool runs the same patches): pytorch-toolbelt's ImageSlicer + TileMerger as a user's script
+* ``peers`` (first generated scene, every model, at the scene's own resolution so that every
+  tool runs the same patches; issue 35): pytorch-toolbelt's ImageSlicer + TileMerger as a user's script
   (rasterio in, same model / tile / overlap / bf16 / batch, rasterio out) against geoseg.
 
     python benchmarks/bench_run.py SOURCE.tif --sizes 16384 32768 --model MODEL_DIR \\
@@ -90,8 +90,11 @@ def main() -> None:
                         help="--parts decode: also run --decode gpu and hybrid with the device decoder's batches "
                              "taking turns on this many CUDA streams (and as many host buffers)")
     parser.add_argument("--profile-gpu", action="store_true",
-                        help="--parts decode: run each mode's scene a third time under torch's profiler (GPU activity "
-                             "only) and print what the GPU did: busy time, time by kind of kernel, busy share by tenth")
+                        help="--parts decode, peers: run each measured scene a third time under torch's "
+                             "profiler (GPU activity only) and print what the GPU did: busy time, time by kind of "
+                             "kernel, busy share by tenth")
+    parser.add_argument("--no-toolbelt", action="store_true",
+                        help="--parts peers: leave out the pytorch-toolbelt script (geoseg against the floors only)")
     parser.add_argument("--decode-codecs", nargs="*", default=["deflate", "zstd"], choices=["deflate", "zstd"],
                         help="--parts decode: zstd adds a zstd copy of the first size's scene")
     parser.add_argument("--tuned", action="store_true",
@@ -128,7 +131,7 @@ def main() -> None:
     if "options" in args.parts:
         part_options(built or [args.source], args.model, args)
     if "peers" in args.parts:
-        part_peers(first, args.model, args)
+        part_peers(first, [args.model, *args.more_models], args)
     if "decode-floors" in args.parts:
         if args.switch_interval:
             sys.setswitchinterval(args.switch_interval)

@@ -29,17 +29,20 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, default=Path("/tmp/geoseg-profile.tif"))
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--no-match-resolution", action="store_true", help="run at the scene's own resolution (f = 1)")
+    parser.add_argument("--sort", default="tottime", help="pstats sort key (tottime, cumulative)")
     args = parser.parse_args()
     DeviceSession.tune_for_many_scenes()
     loaded = load_model(args.model)
-    config = RunConfig(device=args.device, batch_size=16, overwrite=True)
+    config = RunConfig(device=args.device, batch_size=16, overwrite=True,
+                       match_resolution=not args.no_match_resolution)
     segment_scene(args.warmup, args.out, config, model=loaded)
     profile = cProfile.Profile()
     profile.enable()
     summary = segment_scene(args.scene, args.out, config, model=loaded)
     profile.disable()
     print(f"{summary.seconds:.2f} s; stages {summary.stage_seconds}; model {summary.model_seconds:.2f} s")
-    pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
+    pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""``--parts peers``: geoseg against a pytorch-toolbelt script, at the scene's own resolution."""
+"""``--parts peers``: the model-bound path at the scene's own resolution (f = 1, issue 35): geoseg against the
+network's floor for each model, and against a pytorch-toolbelt script (first model)."""
 
 from __future__ import annotations
 
@@ -14,22 +15,43 @@ from geoseg.io.scene import open_scene
 from geoseg.models.card import ModelCard
 
 
-def part_peers(scene: Path, model: Path, args: argparse.Namespace) -> None:
-    card = ModelCard.load(model / "config.json")
+def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> None:
+    """For each model: its floors (eager, CUDA graph) over the run's patches, geoseg warm and steady at f = 1 with
+    the device thread's stages (and what the GPU did, with ``--profile-gpu``); the toolbelt script for the first
+    model unless ``--no-toolbelt``."""
     info = open_scene(scene)
-    patches = patches_of(scene, card, 1)
-    floor = min(model_floor(card, patches, args.device, how) for how in ("eager", "graph"))
-    geo = spawn("geoseg", scene, args.workdir / "peer-geoseg.tif", model, args.source,
-                {"device": args.device, "match_resolution": False})
-    peer = spawn("toolbelt", scene, args.workdir / "peer-toolbelt.tif", model, args.source, {"device": args.device})
-    with rasterio.open(args.workdir / "peer-geoseg.tif") as a, rasterio.open(args.workdir / "peer-toolbelt.tif") as b:
-        agreement = float((a.read(1) == b.read(1)).mean())
-    head = ("scene", "tool", "seconds", "MP/s", "x model floor", "peak RSS GiB", "peak GPU GiB", "GPU busy")
-    rows = [[scene.name, name, f"{r['seconds']:.2f}", f"{info.megapixels / r['seconds']:.1f}",
-             f"{r['seconds'] / floor:.2f}", f"{r['rss']:.2f}", fmt(r["gpu_gib"], ".2f"), fmt(r["busy"], ".0%")]
-            for name, r in (("geoseg --no-match-resolution", geo), ("pytorch-toolbelt script", peer))]
-    rows.append([scene.name, "toolbelt / geoseg", f"{peer['seconds'] / geo['seconds']:.2f}x", "", "",
-                 f"{peer['rss'] / geo['rss']:.2f}x", "", ""])
-    table(f"peers ({card.encoder}, f=1, {patches} patches, tile {card.tile_size} overlap {card.overlap}, bf16, "
-          f"batch {BATCH}; model floor {floor:.2f} s; masks agree on {agreement:.2%} (blend windows differ))",
-          head, rows)
+    head = ("scene", "model", "tool", "seconds", "steady s", "MP/s", "x model floor", "peak RSS GiB",
+            "peak GPU GiB", "GPU busy")
+    rows, details = [], []
+    for n, model in enumerate(models):
+        card = ModelCard.load(model / "config.json")
+        patches = patches_of(scene, card, 1)
+        floors = {how: model_floor(card, patches, args.device, how) for how in ("eager", "graph")}
+        floor = min(floors.values())
+        settings = {"device": args.device, "match_resolution": False, "profile": args.profile_gpu}
+        geo = spawn("geoseg", scene, args.workdir / f"peer-geoseg-{n}.tif", model, args.source, settings)
+        best = min(geo["seconds"], geo["steady"]["seconds"])
+        rows.append([scene.name, card.encoder, "geoseg --no-match-resolution", f"{geo['seconds']:.2f}",
+                     f"{geo['steady']['seconds']:.2f}", f"{info.megapixels / best:.1f}", f"{best / floor:.2f}",
+                     f"{geo['rss']:.2f}", fmt(geo["gpu_gib"], ".2f"), fmt(geo["busy"], ".0%")])
+        details.append(f"{card.encoder}: {patches} patches, floors eager {floors['eager']:.2f} s, graph "
+                       f"{floors['graph']:.2f} s; batch {geo['batch']}; model s {geo['model s']:.2f} / steady "
+                       f"{geo['steady']['model s']:.2f}; stages {geo['stages']}; steady stages "
+                       f"{geo['steady']['stages']}" + (f"; GPU timeline {geo['timeline']}" if geo["timeline"] else ""))
+        if n or args.no_toolbelt:
+            continue
+        peer = spawn("toolbelt", scene, args.workdir / "peer-toolbelt.tif", model, args.source,
+                     {"device": args.device})
+        with rasterio.open(args.workdir / "peer-geoseg-0.tif") as a, \
+                rasterio.open(args.workdir / "peer-toolbelt.tif") as b:
+            agreement = float((a.read(1) == b.read(1)).mean())
+        rows.append([scene.name, card.encoder, "pytorch-toolbelt script", f"{peer['seconds']:.2f}", "",
+                     f"{info.megapixels / peer['seconds']:.1f}", f"{peer['seconds'] / floor:.2f}",
+                     f"{peer['rss']:.2f}", fmt(peer["gpu_gib"], ".2f"), fmt(peer["busy"], ".0%")])
+        rows.append([scene.name, card.encoder, "toolbelt / geoseg", f"{peer['seconds'] / best:.2f}x", "", "", "",
+                     f"{peer['rss'] / geo['rss']:.2f}x", "", ""])
+        details.append(f"masks agree on {agreement:.2%} (blend windows differ)")
+    table(f"peers (f=1, tile {card.tile_size} overlap {card.overlap}, bf16, batch {BATCH}; x model floor: the "
+          f"better of warm and steady against the better floor)", head, rows)
+    for line in details:
+        print("-", line)
