@@ -43,6 +43,7 @@ BLEND_WINDOW_NAMES = ("cosine", "gaussian", "none")
 OUTPUT_FORMATS = ("cog", "gtiff")
 DECODE_MODES = ("auto", "cpu", "gpu", "hybrid")
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+TTA_MODES = ("none", "flips", "d4")
 #: Upper bounds of counts: past these a run would only fail allocating (``batch_size: 1e9`` in a job file).
 MAX_BLOCK_SIZE, MAX_BATCH_SIZE, MAX_WORKERS = 32768, 1024, 1024
 
@@ -146,6 +147,10 @@ class RunConfig:
         "instructions, else in fp32; PyTorch otherwise), torch, onnxruntime (CPU, fp32) or openvino (CPU, "
         "fp32 or bf16); the CPU backends run the network exported once to ONNX and cached.", result=True,
         choices=BACKENDS)
+    tta: str = setting(
+        "none", "Test-time augmentation: average each patch's class probabilities over its mirrored copies: "
+        "flips (4 copies: left-right, up-down, both) or d4 (8: flips and quarter turns); the network's time "
+        "grows as many times.", result=True, choices=TTA_MODES, what="test-time augmentation")
     match_resolution: bool = setting(
         True, "Infer at the model's training resolution when the scene is clearly finer; the mask stays on "
         "the scene's grid.", result=True)

@@ -157,7 +157,7 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
                                                     reproducible=config.reproducible, exported=exported,
                                                     weights_key=weights_key,
                                                     network_source=lambda: loaded.network,
-                                                    traced=traced is not None)) as predictor:
+                                                    traced=traced is not None, tta=config.tta)) as predictor:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         decoder = make_decoder(config.decode, tiles, scene, prepared.bands, device, tuning.decode_streams,

@@ -69,6 +69,18 @@ class TinyNet(torch.nn.Module):
         return torch.stack(out, dim=1) * 3.0
 
 
+class SkewedNet(TinyNet):
+    """:class:`TinyNet` plus ramps across the patch's rows and columns (other for each class): not symmetric
+    under flips or quarter turns, so test-time augmentation changes its probabilities."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        rows = torch.linspace(-1.0, 1.0, x.shape[-2], dtype=x.dtype)[:, None]
+        cols = torch.linspace(-1.0, 1.0, x.shape[-1], dtype=x.dtype)[None, :]
+        ramps = torch.stack([(k + 1) * 0.9 * rows - (k - 1) * 1.3 * cols for k in range(out.shape[1])])
+        return out + ramps
+
+
 def tiny_card(bands: int = 3, tile: int = 64, overlap: int = 16, resolution_m: float | None = None) -> ModelCard:
     return ModelCard(
         name="tiny", architecture="Unet", encoder="resnet18",

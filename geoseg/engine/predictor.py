@@ -26,6 +26,7 @@ import torch
 
 from geoseg.engine.backends import EXPORTED, EXPORTED_BATCH, exported_network, exported_precision, resolve_backend
 from geoseg.engine.device import DeviceSession, Graphs, resolve_precision
+from geoseg.engine.tta import averaged
 from geoseg.errors import ConfigError, DeviceError, ModelError
 
 if TYPE_CHECKING:
@@ -48,7 +49,8 @@ class Predictor:
                  *, channels: int, patch: int, compile: bool = False, cuda_graphs: bool | None = None,
                  tune: bool = True, session: DeviceSession | None = None, backend: str = "torch",
                  reproducible: bool = False, exported: Path | None = None, weights_key: str | None = None,
-                 network_source: Callable[[], torch.nn.Module] | None = None, traced: bool = False):
+                 network_source: Callable[[], torch.nn.Module] | None = None, traced: bool = False,
+                 tta: str = "none"):
         """``network`` may be None only for an exported backend (onnxruntime, openvino) with ``exported``, a
         cached export of its weights (:func:`geoseg.engine.backends.cached_export`); ``weights_key`` names the
         weights of a network fresh from its file, so that its export can be found that way next time.
@@ -56,8 +58,10 @@ class Predictor:
         ``backend="auto"``, a network the exported backends cannot run (an operator the ONNX exporter lacks,
         as in smp's PSPNet and UPerNet) runs with PyTorch, with a note; a backend asked for by name fails
         with a one-line :class:`ModelError`. ``traced``: ``network`` is a trace with the precision's autocast
-        recorded inside it (:mod:`geoseg.engine.traced`), run without autocast."""
+        recorded inside it (:mod:`geoseg.engine.traced`), run without autocast. ``tta``: the probabilities
+        averaged over each patch's symmetric copies (:mod:`geoseg.engine.tta`), inside the CUDA graph."""
         self.traced = traced
+        self.tta = tta
         if cuda_graphs is None:  # on by default where they exist (benchmarks/RESULTS.md)
             cuda_graphs = device.type == "cuda"
         if cuda_graphs and device.type != "cuda":
@@ -122,6 +126,10 @@ class Predictor:
         return nullcontext()
 
     def _forward(self, batch: torch.Tensor, net: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        with torch.inference_mode():
+            return averaged(lambda x: self._softmax(x, net), batch, self.tta)
+
+    def _softmax(self, batch: torch.Tensor, net: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
         with torch.inference_mode():
             if self.backend == "torch":
                 batch = batch.contiguous(memory_format=torch.channels_last)

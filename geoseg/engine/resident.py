@@ -47,6 +47,7 @@ class PredictorKey:
     patch: int
     cuda_graphs: bool | None = None
     reproducible: bool = False
+    tta: str = "none"
 
 
 class ResidentModels:
@@ -85,7 +86,7 @@ class ResidentModels:
         resolved here: a worker's ``auto`` / ``cuda`` is its own GPU), and its lock."""
         device = resolve_device(config.device)
         return self.predictor(PredictorKey(model, str(device), config.precision, config.batch_size, config.backend,
-                                           patch, config.cuda_graphs, config.reproducible))
+                                           patch, config.cuda_graphs, config.reproducible, config.tta))
 
     def predictor(self, key: PredictorKey) -> tuple[Predictor, threading.Lock]:
         """The predictor for ``key`` and the lock a task holds while it runs a batch through it."""
@@ -94,7 +95,8 @@ class ResidentModels:
             if key not in self._predictors:
                 predictor = Predictor(loaded.network, torch.device(key.device), key.precision, key.batch_size,
                                       channels=len(loaded.card.bands), patch=key.patch, cuda_graphs=key.cuda_graphs,
-                                      session=self.session, backend=key.backend, reproducible=key.reproducible)
+                                      session=self.session, backend=key.backend, reproducible=key.reproducible,
+                                      tta=key.tta)
                 self._predictors[key] = predictor, threading.Lock()
             return self._predictors[key]
 

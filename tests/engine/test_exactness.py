@@ -15,13 +15,15 @@ import torch
 from geoseg import RunConfig, segment_scene
 from geoseg.engine.pipeline import Tuning
 from geoseg.engine.plan import ReadChunking
+from geoseg.engine.tta import averaged
 from geoseg.engine.windows import get_window
 from tests.helpers import smooth_image
 
 
 def sliding_window_reference(image: np.ndarray, net: torch.nn.Module, tile: int, overlap: int,
-                             blend: str) -> np.ndarray:
-    """Blended softmax probabilities ``(K, H, W)`` of a plain sliding window over a padded image."""
+                             blend: str, tta: str = "none") -> np.ndarray:
+    """Blended softmax probabilities ``(K, H, W)`` of a plain sliding window over a padded image (each patch's
+    averaged over its symmetric copies with ``tta``, as geoseg.engine.tta says)."""
     _, height, width = image.shape
     stride = tile - overlap
     n_r, n_c = math.ceil((height + overlap) / stride), math.ceil((width + overlap) / stride)
@@ -37,7 +39,7 @@ def sliding_window_reference(image: np.ndarray, net: torch.nn.Module, tile: int,
             for j in range(n_c):
                 r, c = i * stride, j * stride
                 patch = torch.from_numpy(np.ascontiguousarray(padded[None, :, r : r + tile, c : c + tile]))
-                prob = torch.softmax(net(patch), dim=1)[0].numpy().astype(np.float64)
+                prob = averaged(lambda x: torch.softmax(net(x), dim=1), patch, tta)[0].numpy().astype(np.float64)
                 acc[:, r : r + tile, c : c + tile] += prob * w2
                 weight[r : r + tile, c : c + tile] += w2
     blended = acc / weight
