@@ -44,6 +44,7 @@ OUTPUT_FORMATS = ("cog", "gtiff")
 DECODE_MODES = ("auto", "cpu", "gpu", "hybrid")
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 TTA_MODES = ("none", "flips", "d4")
+UNCERTAINTY_KINDS = ("margin", "entropy")
 #: Upper bounds of counts: past these a run would only fail allocating (``batch_size: 1e9`` in a job file).
 MAX_BLOCK_SIZE, MAX_BATCH_SIZE, MAX_WORKERS = 32768, 1024, 1024
 
@@ -181,6 +182,10 @@ class RunConfig:
     probabilities: str | None = setting(
         None, "Also write probabilities beside the mask (NAME.probs.tif, uint8 = p x 250): top (the chosen class's) "
         "or all (one band per class).", result=True, choices=("top", "all"), default_text="none")
+    uncertainty: str | None = setting(
+        None, "Also write how unsure the model is beside the mask (NAME.uncertainty.tif, uint8 = u x 250, 0 sure, "
+        "250 unsure): margin (1 minus the gap between the two likeliest classes) or entropy (of the class "
+        "probabilities, over its largest value).", result=True, choices=UNCERTAINTY_KINDS, default_text="none")
     #: Not a shared setting: ``geoseg run`` takes it as a flag, ``geoseg batch`` decides per scene.
     overwrite: bool = False
 

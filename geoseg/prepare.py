@@ -50,8 +50,8 @@ def prepare_run(scene_path: str | Path, output: str | Path | None, config: RunCo
     out = Path(output) if output is not None else default_output(scene.path)
     prepared = prepare_grid(scene, config, card)
     # After the settings (a bad setting is named first): every file the run writes, against every file it reads.
-    check_output(out, scene.path, config.overwrite, probabilities=config.probabilities is not None, vector=vector,
-                 inputs=scene.local_files)
+    check_output(out, scene.path, config.overwrite, probabilities=config.probabilities is not None,
+                 uncertainty=config.uncertainty is not None, vector=vector, inputs=scene.local_files)
     check_free_space(out, scene.width, scene.height)
     return replace(prepared, output=out)
 

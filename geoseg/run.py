@@ -28,7 +28,7 @@ from geoseg.engine.predictor import Predictor
 from geoseg.engine.tile_decode import TileIndex, decode_plan, make_decoder
 from geoseg.engine.traced import load_traced, save_traced
 from geoseg.errors import DeviceError
-from geoseg.export.product import write_product
+from geoseg.export.product import Produced, write_product
 from geoseg.export.vector import polygonize
 from geoseg.io.outputs import OutputLock
 from geoseg.io.record import RECORD_TAG, encode, make_record
@@ -64,6 +64,7 @@ class Execution:
     class_stats: list[dict] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     decode: str = "cpu"  # who decoded the tiles (RunSummary.decode)
+    seam_share: float | None = None  # RunSummary.seam_share
 
 
 def segment_scene(scene_path: str | Path, output: str | Path | None = None,
@@ -163,14 +164,15 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
         decoder = make_decoder(config.decode, tiles, scene, prepared.bands, device, tuning.decode_streams,
                                tuning.hybrid_share)
 
-        def produce(write: WriteFn, overview_levels: int) -> np.ndarray:
+        def produce(write: WriteFn, overview_levels: int) -> Produced:
             with network_stream(device, decoder, tuning):
                 return produce_here(write, overview_levels)
 
-        def produce_here(write: WriteFn, overview_levels: int) -> np.ndarray:
+        def produce_here(write: WriteFn, overview_levels: int) -> Produced:
             inputs = InputRows(layout, card, device, scene.dtype)
             blender = Blender(layout, card, predictor, config.probabilities,
-                              overview_levels=min(overview_levels, tuning.device_overview_levels))
+                              overview_levels=min(overview_levels, tuning.device_overview_levels),
+                              uncertainty=config.uncertainty)
             reader = WindowReader(scene, prepared.bands)
             try:
                 run_pipeline(layout, inputs, blender, reader.read_into, write,
@@ -179,7 +181,7 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
             except torch.OutOfMemoryError:
                 raise DeviceError(f"{device} ran out of memory outside the model (the input and blend rows grow "
                                   f"with the scene's width and --block-size); use a smaller --block-size") from None
-            return blender.counts.cpu().numpy()
+            return Produced(blender.counts.cpu().numpy(), int(blender.seam_pixels))
 
         assert prepared.output is not None
         product = write_product(scene, card, prepared.output, config, mask_tags(prepared, loaded.identity, config),
@@ -194,7 +196,8 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
             peak_device_memory_gib=(round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
                                     if device.type == "cuda" else None),
             notes=[f"{scene.path}: {note}" for note in predictor.notes], finish_seconds=product.finish_seconds,
-            class_stats=product.class_stats, files=product.files, decode=decoder.mode if decoder else "cpu")
+            class_stats=product.class_stats, files=product.files, decode=decoder.mode if decoder else "cpu",
+            seam_share=product.seam_share)
 
 
 def network_stream(device: torch.device, decoder: object | None, tuning: Tuning) -> AbstractContextManager:
@@ -236,5 +239,5 @@ def summarise(prepared: PreparedRun, execution: Execution, config: RunConfig, se
         model_seconds=round(execution.model_seconds, 3), patches=execution.patches,
         stage_seconds=execution.stage_seconds, decode=execution.decode, output_format=config.output_format,
         finish_seconds=execution.finish_seconds, class_stats=execution.class_stats, files=execution.files,
-        warnings=notes,
+        warnings=notes, seam_share=execution.seam_share,
     )

@@ -41,6 +41,9 @@ class RunSummary:
     vector: dict | None = None  # the polygon layer, when one was asked for
     warnings: list[str] = field(default_factory=list)
     pixel_size_m: float | None = None  # the scene's ground pixel size (None without a CRS)
+    #: Of the valid pixels, the share where overlapping patches chose different classes: how much the blending
+    #: had to settle (None where the run was split across workers, which blend regions apart).
+    seam_share: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

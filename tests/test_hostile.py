@@ -197,11 +197,15 @@ def test_a_truncated_product_is_caught_before_it_is_published(tmp_path, model_fo
 def test_an_output_that_is_an_input_is_refused_whatever_its_name(tmp_path, model_folder) -> None:
     source = scene(tmp_path)
     shutil.copy(source, tmp_path / "m.probs.tif")
+    shutil.copy(source, tmp_path / "m.uncertainty.tif")
     os.link(source, tmp_path / "linked.json")
     before = snapshot(tmp_path)
-    cases = [  # the probabilities' name, with --overwrite; a hard link at the STAC Item's name; the mask itself
+    cases = [  # the probabilities' and uncertainty's names, with --overwrite; a hard link at the STAC Item's name;
+        # the mask itself
         (["run", str(tmp_path / "m.probs.tif"), "-o", str(tmp_path / "m.tif"), "--probabilities", "top",
           "--overwrite"], "probabilities"),
+        (["run", str(tmp_path / "m.uncertainty.tif"), "-o", str(tmp_path / "m.tif"), "--uncertainty", "margin",
+          "--overwrite"], "uncertainty"),
         (["run", str(source), "-o", str(tmp_path / "linked.tif"), "--overwrite"], "STAC Item"),
         (["run", str(source), "-o", str(source), "--overwrite"], "is the input scene"),
     ]

@@ -130,6 +130,9 @@ def summary_table(s: RunSummary) -> Table:
         area = f"{c['area_ha']:,.1f} ha" if c["area_ha"] is not None else "area unknown (no CRS)"
         table.add_row(c["name"], f"{100 * c['share']:.2f} % of the valid area, {area}")
     table.add_row("no data", f"{100 * s.nodata_share:.2f} % of the scene")
+    if s.seam_share is not None:
+        table.add_row("seams", f"overlapping patches disagreed on {100 * s.seam_share:.2f} % of the valid pixels "
+                               f"(blended away)")
     for kind, path in s.files.items():
         table.add_row(kind, path)
     if s.vector is not None:

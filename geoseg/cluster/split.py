@@ -26,7 +26,7 @@ from geoseg.config import RunConfig
 from geoseg.engine.pipeline import ProgressFn, WriteFn
 from geoseg.engine.plan import Box
 from geoseg.errors import ConfigError
-from geoseg.export.product import write_product
+from geoseg.export.product import LAYERS, Produced, write_product
 from geoseg.io.overviews import level_key
 from geoseg.io.writing import OUTPUT_TILE
 from geoseg.models.card import ModelCard
@@ -113,8 +113,9 @@ def _segment_on(client: Any, prepared: PreparedRun, config: RunConfig, rows: int
             strips = {"labels": made["labels"]}
             if overview_levels:  # the first level, halved on the worker; the writer makes the rest
                 strips[level_key(1)] = made["overview"]
-            if made["probabilities"] is not None:
-                strips["probabilities"] = made["probabilities"]
+            for key in LAYERS:
+                if made[key] is not None:
+                    strips[key] = made[key]
             write(box.row0, strips)
             stats["patches"] += made["patches"]
             stats["model_seconds"] += made["model_seconds"]
@@ -123,7 +124,7 @@ def _segment_on(client: Any, prepared: PreparedRun, config: RunConfig, rows: int
             stats["notes"].update(made["notes"])
             if progress is not None:
                 progress(min(total, round(total * box.row1 / scene.height)), total)
-        return counts
+        return Produced(counts)
 
     try:
         assert prepared.output is not None
@@ -160,8 +161,9 @@ def label_strip(job: StripJob, box: Box) -> dict[str, Any]:
     seconds = predictor.model_seconds
     readers = config.workers or max(1, get_worker().state.nthreads)
     made = label_region(layout, job.card, predictor, box, reader.read_into, scene.dtype, config.probabilities, lock,
-                        readers=readers, block_shape=scene.block_shape, overview=True)
-    return {"labels": made.labels, "probabilities": made.probabilities, "patches": made.patches,
+                        readers=readers, block_shape=scene.block_shape, overview=True, uncertainty=config.uncertainty)
+    return {"labels": made.labels, "probabilities": made.probabilities, "uncertainty": made.uncertainty,
+            "patches": made.patches,
             "overview": made.overview, "counts": np.bincount(made.labels.ravel(), minlength=256),
             "model_seconds": predictor.model_seconds - seconds, "device": str(predictor.device),
             "precision": predictor.precision, "backend": predictor.backend, "batch": predictor.batch_size,

@@ -8,7 +8,10 @@ keeps two rolling windows of rows on the device, both as wide as the scene:
   as fixed-point integers in units of 2**-:data:`geoseg.engine.plan.QUANTUM_BITS`. Integer sums do
   not depend on their order, so a pixel gets bit-identical probabilities whatever the block size,
   and the mask equals a plain sliding window over the whole scene (tests/engine/test_exactness.py);
-* ``valid``: which scene pixels hold data, ``(row, col)`` on the scene grid.
+* ``valid``: which scene pixels hold data, ``(row, col)`` on the scene grid;
+* ``votes``: the smallest and largest class any single patch chose at each model-grid pixel (where its blend
+  weight is positive), so that :attr:`Blender.seam_pixels` counts the valid pixels where overlapping patches
+  disagree: a map's seam figure, order-free like the sums.
 
 After each row of blocks, the rows that no later patch reaches are normalised by the summed blend
 weights, brought back to the scene grid (bilinear, when the model grid is coarser), turned into
@@ -20,6 +23,7 @@ scene's width, never on its height.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 
@@ -50,12 +54,14 @@ class Blender:
     """Turns the patches of one run, block row by block row, into label strips (see module docstring)."""
 
     def __init__(self, layout: Layout, card: ModelCard, predictor: Predictor, probabilities: str | None = None,
-                 overview_levels: int = 0):
+                 overview_levels: int = 0, uncertainty: str | None = None):
         if probabilities not in PROBABILITY_BANDS:
             raise ConfigError(f"probabilities {probabilities!r} is not one of top, all (or none)")
         self.layout = layout
         #: Also hand out probabilities as uint8 (see :func:`quantize`): the top class's, or one band per class.
         self.probability_bands = probabilities
+        #: Also hand out an uncertainty layer (:func:`uncertainty_layer`): margin or entropy.
+        self.uncertainty = uncertainty
         #: Also hand out the labels' first overview levels (:func:`mode2x2`), computed here on the device:
         #: ``overview_levels`` of them (the pipeline asks for at most ``Tuning.device_overview_levels``).
         self.overview_levels = overview_levels
@@ -66,6 +72,7 @@ class Blender:
         self.num_classes = card.num_classes
         window2d = np.outer(layout.window, layout.window) * float(2**QUANTUM_BITS)
         self.window2d = torch.from_numpy(window2d.astype(np.float32)).to(dev)
+        self.votes_here = self.window2d > 0  # where a patch's class counts as its vote
         self.acc_dtype = torch.int32 if layout.deepest_sum < 2**31 - 1 else torch.int64
         # Weights that turn fixed-point sums back into probabilities, the quantum folded into rows.
         self.row_weight = torch.from_numpy(layout.row_weight * 2**QUANTUM_BITS).float().to(dev)
@@ -77,9 +84,15 @@ class Blender:
             # Every scene row's taps, uploaded once: a copy from the host mid-run would wait for the device.
             self.row_taps = tuple(torch.from_numpy(a).to(dev) for a in bilinear_taps(0, layout.height, layout.factor,
                                                                                      layout.rows.size))
+            # the model-grid pixel nearest each scene row and column: whose votes it shows
+            self.nearest_rows = torch.where(self.row_taps[2] < 0.5, self.row_taps[0], self.row_taps[1])
+            self.nearest_cols = torch.from_numpy(np.where(ct < 0.5, c0, c1)).to(dev)
 
         self.acc = torch.zeros((self.num_classes, 0, layout.cols.size), dtype=self.acc_dtype, device=dev)
-        self.acc_base = 0  # model-grid row of acc[:, 0]
+        self.acc_base = 0  # model-grid row of acc[:, 0] (and of votes[:, 0])
+        self.votes = torch.zeros((2, 0, layout.cols.size), dtype=torch.uint8, device=dev)
+        #: Valid scene pixels where overlapping patches chose different classes, on the device.
+        self.seam_pixels = torch.zeros((), dtype=torch.int64, device=dev)
         self.valid = torch.zeros((0, layout.width), dtype=torch.bool, device=dev)
         self.emitted = 0  # scene rows handed out so far (valid[0] is this row)
         self._row_valid: torch.Tensor | None = None
@@ -102,6 +115,9 @@ class Blender:
             more = torch.zeros((self.num_classes, need - self.acc.shape[1], self.layout.cols.size),
                                dtype=self.acc_dtype, device=self.device)
             self.acc = torch.cat([self.acc, more], dim=1)
+            fresh = torch.empty((2, more.shape[1], more.shape[2]), dtype=torch.uint8, device=self.device)
+            fresh[0], fresh[1] = 255, 0  # no vote yet: smallest 255, largest 0
+            self.votes = torch.cat([self.votes, fresh], dim=1)
         self._row_valid = valid
 
     def add_block(self, block: BlockPlan, region: torch.Tensor | None) -> None:
@@ -145,10 +161,14 @@ class Blender:
             labels = torch.where(valid, labels, NODATA)
             for value in self._counted:  # counted where the labels are: no pass over them on the host
                 self.counts[value] += (labels == value).sum()
+            self.seam_pixels += (self._disagree(start, end) & valid).sum()
             strips = {"labels": HostStrip.of(labels)}
             if self.probability_bands is not None:
                 assert probs is not None
                 strips["probabilities"] = HostStrip.of(quantize(probs, valid, self.probability_bands == "top"))
+            if self.uncertainty is not None:
+                assert probs is not None
+                strips["uncertainty"] = HostStrip.of(uncertainty_layer(probs, valid, self.uncertainty))
             level = labels  # strips start on multiples of LABEL_ROWS: each level's halving is exact
             for k in range(1, self.overview_levels + 1):
                 level = mode2x2(level, NODATA)
@@ -159,6 +179,7 @@ class Blender:
                                                                       layout.rows.size)[0][0])
         keep_from = min(keep_from, self.acc_base + self.acc.shape[1])
         self.acc = self.acc[:, keep_from - self.acc_base :]
+        self.votes = self.votes[:, keep_from - self.acc_base :]
         self.acc_base = keep_from
         self.valid = self.valid[stop - self.emitted :]
         self.emitted = stop
@@ -171,13 +192,31 @@ class Blender:
         if self.on_predicted is not None:
             self.on_predicted(len(self._pending))
         weighted = torch.round(probs * self.window2d).to(self.acc_dtype)
+        chosen = argmax_classes(probs.transpose(0, 1))  # (N, T, T): each patch's own class
+        lowest = torch.where(self.votes_here, chosen, 255)
+        highest = torch.where(self.votes_here, chosen, 0)
         patch, height, width = self.layout.patch, self.layout.rows.size, self.layout.cols.size
+        base = self.acc_base
         for i, (_, r, c) in enumerate(self._pending):
             r0, r1, c0, c1 = max(r, 0), min(r + patch, height), max(c, 0), min(c + patch, width)
-            self.acc[:, r0 - self.acc_base : r1 - self.acc_base, c0:c1] += weighted[i, :, r0 - r : r1 - r,
-                                                                                     c0 - c : c1 - c]
+            inside = (slice(r0 - r, r1 - r), slice(c0 - c, c1 - c))
+            self.acc[:, r0 - base : r1 - base, c0:c1] += weighted[i, :, inside[0], inside[1]]
+            lo, hi = self.votes[0, r0 - base : r1 - base, c0:c1], self.votes[1, r0 - base : r1 - base, c0:c1]
+            torch.minimum(lo, lowest[i, inside[0], inside[1]], out=lo)
+            torch.maximum(hi, highest[i, inside[0], inside[1]], out=hi)
         self._ran += len(self._pending)
         self._pending.clear()
+
+    def _disagree(self, start: int, end: int) -> torch.Tensor:
+        """``(row, col)`` bool of scene rows ``[start, end)``: patches that reach the pixel chose different classes
+        (at the nearest model-grid pixel when the model grid is coarser)."""
+        base = self.acc_base
+        if self.layout.factor == 1:
+            lo, hi = self.votes[0, start - base : end - base], self.votes[1, start - base : end - base]
+        else:
+            picked = self.votes.index_select(1, self.nearest_rows[start:end] - base).index_select(2, self.nearest_cols)
+            lo, hi = picked[0], picked[1]
+        return lo < hi
 
     def _final_scene_rows(self, limit: int, last: bool) -> int:
         """Scene rows before this can be labelled once model-grid rows before ``limit`` are final:
@@ -197,7 +236,8 @@ class Blender:
     def _labels(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Class labels ``(row, col)`` uint8 of scene rows ``[start, end)``, and their probabilities
         where they were needed."""
-        needed = self.probe is not None or self.layout.factor > 1 or self.probability_bands is not None
+        needed = (self.probe is not None or self.layout.factor > 1 or self.probability_bands is not None
+                  or self.uncertainty is not None)
         probs = self.probabilities(start, end) if needed else None
         if self.probe is not None:
             self.probe(start, probs)
@@ -270,6 +310,26 @@ def quantize(probs: torch.Tensor, valid: torch.Tensor, top: bool) -> torch.Tenso
     picked = probs.amax(dim=0, keepdim=True) if top else probs
     scaled = torch.round(picked.clamp(0, 1) * PROBABILITY_SCALE).to(torch.uint8)
     return torch.where(valid, scaled, NODATA)
+
+
+def uncertainty_layer(probs: torch.Tensor, valid: torch.Tensor, kind: str) -> torch.Tensor:
+    """How unsure blended probabilities ``(class, row, col)`` are, as ``(1, row, col)`` uint8
+    ``round(u * PROBABILITY_SCALE)``, NODATA where the scene has no data. ``margin``: u = 1 - (p1 - p2), the two
+    likeliest classes' gap taken from 1; ``entropy``: u = -sum(p log p) / log(classes). Both are 0 for a sure
+    pixel and 1 for a tie of all (entropy) or of the first two (margin)."""
+    classes = probs.shape[0]
+    p = probs.clamp(0, 1)
+    if classes < 2:
+        u = torch.zeros_like(p[0])
+    elif kind == "margin":
+        top = p.topk(2, dim=0).values
+        u = 1 - (top[0] - top[1])
+    elif kind == "entropy":
+        u = -(p * torch.log(p.clamp_min(1e-12))).sum(dim=0) / math.log(classes)
+    else:
+        raise ConfigError(f"uncertainty {kind!r} is not one of margin, entropy")
+    scaled = torch.round(u.clamp(0, 1) * PROBABILITY_SCALE).to(torch.uint8)
+    return torch.where(valid, scaled, NODATA)[None]
 
 
 def mode2x2(labels: torch.Tensor, nodata: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from geoseg.engine.blender import argmax_classes, mode2x2, quantize
+from geoseg.engine.blender import argmax_classes, mode2x2, quantize, uncertainty_layer
 from geoseg.engine.grid import AxisGrid, reflect_index
 from geoseg.engine.input_rows import InputRows
 from geoseg.engine.plan import QUANTUM_BITS, Box, Layout, ReadFn
@@ -89,12 +89,14 @@ class RegionLabels:
     probabilities: np.ndarray | None
     patches: int  # patches predicted for it (its halo's included)
     overview: np.ndarray | None = None  # the labels halved (the COG's first overview level), when asked for
+    uncertainty: np.ndarray | None = None  # (1, row, col) uint8 (geoseg.engine.blender.uncertainty_layer)
 
 
 def label_region(layout: Layout, card: ModelCard, predictor: Predictor, region: Box, read: ReadFn,
                  dtype: np.dtype | str, probabilities: str | None = None,
                  lock: threading.Lock | None = None, readers: int = 1,
-                 block_shape: tuple[int, int] = (512, 512), overview: bool = False) -> RegionLabels:
+                 block_shape: tuple[int, int] = (512, 512), overview: bool = False,
+                 uncertainty: str | None = None) -> RegionLabels:
     """The labels of ``region`` (scene grid; see module docstring); ``read`` reads scene pixels as the
     file engine's readers do (:data:`geoseg.engine.plan.ReadFn`); ``lock``, when given, is held around
     each batch's model call and blending (a predictor shared by threads runs one batch at a time);
@@ -138,7 +140,7 @@ def label_region(layout: Layout, card: ModelCard, predictor: Predictor, region: 
     del region_in
 
     probs = None
-    if f > 1 or probabilities is not None:
+    if f > 1 or probabilities is not None or uncertainty is not None:
         probs = _probabilities(layout, plan, acc)
     labels = argmax_classes(acc if f == 1 else probs)
     region = plan.region
@@ -147,7 +149,8 @@ def label_region(layout: Layout, card: ModelCard, predictor: Predictor, region: 
     labels = torch.where(here, labels, NODATA)
     quantized = None if probabilities is None else quantize(probs, here, probabilities == "top").cpu().numpy()
     halved = mode2x2(labels, NODATA).cpu().numpy() if overview else None
-    return RegionLabels(labels.cpu().numpy(), quantized, len(origins), halved)
+    unsure = None if uncertainty is None else uncertainty_layer(probs, here, uncertainty).cpu().numpy()
+    return RegionLabels(labels.cpu().numpy(), quantized, len(origins), halved, unsure)
 
 
 #: A read chunk of the region engine: about this many rows and columns, in whole file blocks.

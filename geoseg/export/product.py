@@ -38,15 +38,30 @@ from geoseg.io.writing import (
     get_format,
     mask_spec,
     probability_spec,
+    uncertainty_spec,
 )
 from geoseg.models.card import ModelCard
 from geoseg.sensors import acquisition_time
 from geoseg.version import __version__
 
+
+@dataclass(frozen=True)
+class Produced:
+    """What a :data:`Producer` counted: pixels per label value (classes and NODATA) and, where the producer
+    blended whole patches itself (the file engine), the valid pixels where overlapping patches chose different
+    classes (:attr:`geoseg.engine.blender.Blender.seam_pixels`)."""
+
+    counts: np.ndarray
+    seam_pixels: int | None = None
+
+
 #: Makes a scene's strips and hands them to ``write`` (:data:`geoseg.engine.pipeline.WriteFn`) in order,
 #: with up to the given number of overview levels (:func:`geoseg.io.overviews.level_key`; at least the first
-#: when that number is not 0); returns the pixels per label value (classes and NODATA).
-Producer = Callable[[WriteFn, int], np.ndarray]
+#: when that number is not 0), the probabilities and the uncertainty layer where the run asks for them.
+Producer = Callable[[WriteFn, int], Produced]
+
+#: The rasters of a product besides the mask, by the key of their strips and their :class:`ProductPaths` role.
+LAYERS = ("probabilities", "uncertainty")
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,7 @@ class Product:
     finish_seconds: float
     class_stats: list[dict]
     files: dict[str, str]
+    seam_share: float | None = None  # of the valid pixels, where overlapping patches disagreed (Produced)
 
 
 def write_product(scene: SceneInfo, card: ModelCard, output: Path, config: RunConfig, tags: dict[str, str],
@@ -72,8 +88,13 @@ def write_product(scene: SceneInfo, card: ModelCard, output: Path, config: RunCo
         fmt = replace(fmt, working={**fmt.working, "zlevel": zlevel})
     paths = ProductPaths.of(output)
     rasters = [(paths.mask, mask_spec(card, tags))]
+    layers = []  # (strip key, writer index)
     if config.probabilities is not None:
+        layers.append(("probabilities", len(rasters)))
         rasters.append((paths.probabilities, probability_spec(card, config.probabilities == "top", tags)))
+    if config.uncertainty is not None:
+        layers.append(("uncertainty", len(rasters)))
+        rasters.append((paths.uncertainty, uncertainty_spec(config.uncertainty, tags)))
     tiff_errors = TiffErrors.mark()
     with Staging() as staging:
         working = {final: staging.scratch(final, "work") if fmt.finish else staging.stage(final)
@@ -96,11 +117,11 @@ def write_product(scene: SceneInfo, card: ModelCard, output: Path, config: RunCo
                 if pyramid is not None:
                     pyramid.add_levels([strips[level_key(k)] for k in range(1, len(pyramid.grids) + 1)
                                         if level_key(k) in strips])
-                if "probabilities" in strips:
-                    writers[1].write(row0, strips["probabilities"])
+                for key, index in layers:
+                    writers[index].write(row0, strips[key])
 
             try:
-                counts = produce(write, len(pyramid.grids) if pyramid is not None else 0)
+                produced = produce(write, len(pyramid.grids) if pyramid is not None else 0)
             except GeosegError:
                 raise
             except OSError as exc:
@@ -118,14 +139,18 @@ def write_product(scene: SceneInfo, card: ModelCard, output: Path, config: RunCo
         with gdal_cache():
             finishing = sum(finish(fmt, working[final], staging.stage(final), spec, final) for final, spec in rasters
                             if fmt.finish is not None)
+        counts = produced.counts
+        valid = int(counts.sum() - counts[NODATA])
+        seam = (None if produced.seam_pixels is None else
+                round(produced.seam_pixels / valid, 6) if valid else 0.0)
         stats = class_table(card.classes, counts, counts * scene_pixel_area(scene))
-        write_sidecars(staging, paths, scene, card, config, stats, counts)
+        write_sidecars(staging, paths, scene, card, config, stats, counts, seam)
         TiffErrors.check(tiff_errors, paths.mask)  # a write libtiff failed but GDAL did not report
         staging.publish(last=paths.mask, overwrite=config.overwrite)
     return Product(counts=counts, finish_seconds=round(finishing, 3), class_stats=[vars(s) for s in stats],
                    files={"mask": str(paths.mask), "style": str(paths.style), "stac": str(paths.stac),
                           "legend": str(paths.legend),
-                          **({"probabilities": str(paths.probabilities)} if config.probabilities else {})})
+                          **{key: str(getattr(paths, key)) for key, _ in layers}}, seam_share=seam)
 
 
 def scene_pixel_area(scene: SceneInfo) -> float:
@@ -134,17 +159,19 @@ def scene_pixel_area(scene: SceneInfo) -> float:
 
 
 def write_sidecars(staging: Staging, paths: ProductPaths, scene: SceneInfo, card: ModelCard, config: RunConfig,
-                   stats: list[ClassStat], counts: np.ndarray) -> None:
+                   stats: list[ClassStat], counts: np.ndarray, seam_share: float | None = None) -> None:
     """The legend (GDAL's PAM sidecar), the QGIS style and the STAC Item of a mask, staged for publishing."""
     sidecars = {"style": paths.style, "legend": paths.legend}
-    if config.probabilities is not None:
-        sidecars["probabilities"] = paths.probabilities
+    for key in LAYERS:
+        if getattr(config, key) is not None:
+            sidecars[key] = getattr(paths, key)
     item = mask_item(paths.mask, crs=scene.crs, transform=scene.transform, width=scene.width, height=scene.height,
                      pixel_size_m=scene.pixel_size_m, classes=card.classes, stats=stats, nodata=NODATA,
                      fmt=config.output_format, source=scene.path, sidecars=sidecars,
                      acquired=acquisition_time(scene.path.name, scene.tags),
                      properties={"geoseg:model": card.name, "geoseg:model_description": card.description,
                                  "geoseg:version": __version__,
+                                 **({"geoseg:seam_disagreement": seam_share} if seam_share is not None else {}),
                                  "geoseg:settings": {k: v for k, v in asdict(config).items() if k in RESULT_SETTINGS
                                                      and v is not None and not callable(v)}})
     if ITEM_TAG in scene.tags:  # a stack of a STAC Item's assets (geoseg.io.stack): the Item it came from

@@ -67,27 +67,30 @@ class ProductPaths:
 
     mask: Path
     probabilities: Path  # NAME.probs.tif (with --probabilities)
+    uncertainty: Path  # NAME.uncertainty.tif (with --uncertainty)
     style: Path  # NAME.qml: QGIS loads it as the mask's default style
     stac: Path  # NAME.json: the STAC Item
     legend: Path  # NAME.tif.aux.xml: GDAL's category names and attribute table
 
     @classmethod
     def of(cls, mask: Path) -> ProductPaths:
-        return cls(mask, mask.with_name(f"{mask.stem}.probs{mask.suffix}"), mask.with_suffix(".qml"),
+        return cls(mask, mask.with_name(f"{mask.stem}.probs{mask.suffix}"),
+                   mask.with_name(f"{mask.stem}.uncertainty{mask.suffix}"), mask.with_suffix(".qml"),
                    mask.with_suffix(".json"), mask.with_name(f"{mask.name}.aux.xml"))
 
-    def roles(self, probabilities: bool) -> dict[str, Path]:
-        """The files a run writes, by what they are (the probabilities only when asked for)."""
+    def roles(self, probabilities: bool, uncertainty: bool = False) -> dict[str, Path]:
+        """The files a run writes, by what they are (the probabilities and uncertainty only when asked for)."""
         return {"mask": self.mask, **({"probabilities": self.probabilities} if probabilities else {}),
+                **({"uncertainty": self.uncertainty} if uncertainty else {}),
                 "QGIS style": self.style, "STAC Item": self.stac, "legend": self.legend}
 
 
 def check_output(output: Path, scene: Path, overwrite: bool, *, probabilities: bool = False,
-                 vector: Path | None = None, inputs: tuple[Path, ...] = ()) -> None:
-    """Refuse a product whose files (mask, probabilities, sidecars, ``vector``) would overwrite the input or
-    any other file the scene is read from (``inputs``), collide with each other, replace an existing file
+                 uncertainty: bool = False, vector: Path | None = None, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse a product whose files (mask, probabilities, uncertainty, sidecars, ``vector``) would overwrite the
+    input or any other file the scene is read from (``inputs``), collide with each other, replace an existing file
     without ``overwrite``, or cannot be created (:func:`geoseg.io.outputs.check_outputs`)."""
-    outputs = ProductPaths.of(output).roles(probabilities)
+    outputs = ProductPaths.of(output).roles(probabilities, uncertainty)
     if vector is not None:
         outputs["vector layer"] = vector
     check_outputs(outputs, [scene, *inputs], overwrite)
@@ -313,6 +316,16 @@ def probability_spec(card: ModelCard, top: bool, tags: dict[str, str]) -> Raster
     return RasterSpec(len(names), "uint8", NODATA,
                       {"GEOSEG_PRODUCT": "probabilities", "PROBABILITY_SCALE": str(PROBABILITY_SCALE), **tags},
                       descriptions=names, scales=(1 / PROBABILITY_SCALE,) * len(names), overview_resampling="AVERAGE")
+
+
+def uncertainty_spec(kind: str, tags: dict[str, str]) -> RasterSpec:
+    """The uncertainty layer (:func:`geoseg.engine.blender.uncertainty_layer`): uint8 ``round(u * PROBABILITY_SCALE)``,
+    0 sure to 250 unsure, NODATA where the scene has none; the band scale turns it back into 0..1."""
+    what = {"margin": "uncertainty: 1 - (p1 - p2), the two likeliest classes",
+            "entropy": "uncertainty: entropy of the class probabilities / log(classes)"}[kind]
+    return RasterSpec(1, "uint8", NODATA, {"GEOSEG_PRODUCT": "uncertainty", "UNCERTAINTY": kind,
+                                           "PROBABILITY_SCALE": str(PROBABILITY_SCALE), **tags},
+                      descriptions=(what,), scales=(1 / PROBABILITY_SCALE,), overview_resampling="AVERAGE")
 
 
 class StripWriter:

@@ -68,11 +68,14 @@ def test_one_scene_split_over_two_workers_equals_the_one_process_mask(client, pa
     from geoseg.cluster.split import segment_scene_on
 
     (path,) = _scenes(tmp_path / "in", count=1, shape=(3, 1300, 420))
-    config = replace(_config(package), probabilities="top")
+    config = replace(_config(package), probabilities="top", uncertainty="margin")
     one = segment_scene(path, tmp_path / "one.tif", config)
     split = segment_scene_on(client, path, tmp_path / "split.tif", config, rows=512)  # 3 bands
     np.testing.assert_array_equal(_pixels(tmp_path / "split.tif"), _pixels(tmp_path / "one.tif"))
     np.testing.assert_array_equal(_pixels(tmp_path / "split.probs.tif"), _pixels(tmp_path / "one.probs.tif"))
+    np.testing.assert_array_equal(_pixels(tmp_path / "split.uncertainty.tif"),
+                                  _pixels(tmp_path / "one.uncertainty.tif"))
+    assert one.seam_share is not None and split.seam_share is None  # regions blended apart have no seam figure
     assert (tmp_path / "split.tif").read_bytes() == (tmp_path / "one.tif").read_bytes()  # overviews too
     assert split.class_shares == one.class_shares and split.nodata_share == one.nodata_share
     assert split.patches > one.patches  # the patch rows two bands share are predicted twice

@@ -1,4 +1,5 @@
-"""The blender's device-side halving of label strips equals the host's, edges and nodata included."""
+"""The blender: its device-side halving of label strips equals the host's, edges and nodata included; the
+uncertainty layer; the seam figure against a plain sliding window."""
 
 from __future__ import annotations
 
@@ -17,3 +18,76 @@ def test_device_halving_equals_the_host_one(shape) -> None:
     padded = np.full((shape[0] + shape[0] % 2, shape[1] + shape[1] % 2), 255, np.uint8)
     padded[: shape[0], : shape[1]] = labels
     np.testing.assert_array_equal(device_mode2x2(torch.from_numpy(labels), 255).numpy(), host_mode2x2(padded, 255))
+
+
+def test_uncertainty_layer_margin_and_entropy() -> None:
+    from geoseg.engine.blender import uncertainty_layer
+
+    probs = torch.tensor([[0.5, 1.0, 1 / 3, 0.2], [0.3, 0.0, 1 / 3, 0.2], [0.2, 0.0, 1 / 3, 0.6]])[:, None, :]
+    valid = torch.tensor([[True, True, True, False]])
+    margin = uncertainty_layer(probs, valid, "margin")[0, 0].tolist()
+    assert margin == [round((1 - 0.2) * 250), 0, 250, 255]  # gap 0.2; sure; a tie; no data
+    entropy = uncertainty_layer(probs, valid, "entropy")[0, 0].tolist()
+    h = -(0.5 * np.log(0.5) + 0.3 * np.log(0.3) + 0.2 * np.log(0.2)) / np.log(3)
+    assert entropy == [round(h * 250), 0, 250, 255]
+
+
+def _votes_reference(image: np.ndarray, net: torch.nn.Module, tile: int, overlap: int) -> np.ndarray:
+    """Pixels where two patches of a plain sliding window (positive cosine weight) chose different classes."""
+    from geoseg.engine.windows import get_window
+
+    _, height, width = image.shape
+    stride = tile - overlap
+    n_r, n_c = -(-(height + overlap) // stride), -(-(width + overlap) // stride)
+    pad_r = (n_r - 1) * stride + tile - overlap - height
+    pad_c = (n_c - 1) * stride + tile - overlap - width
+    padded = np.pad(image, ((0, 0), (overlap, pad_r), (overlap, pad_c)), mode="reflect")
+    w = get_window("cosine", tile, overlap)
+    counts = np.outer(w, w) > 0
+    lo = np.full(padded.shape[1:], 255)
+    hi = np.zeros(padded.shape[1:], dtype=int)
+    with torch.no_grad():
+        for i in range(n_r):
+            for j in range(n_c):
+                r, c = i * stride, j * stride
+                patch = torch.from_numpy(np.ascontiguousarray(padded[None, :, r : r + tile, c : c + tile]))
+                chosen = net(patch)[0].argmax(0).numpy()
+                lo[r : r + tile, c : c + tile] = np.where(counts, np.minimum(lo[r : r + tile, c : c + tile], chosen),
+                                                          lo[r : r + tile, c : c + tile])
+                hi[r : r + tile, c : c + tile] = np.where(counts, np.maximum(hi[r : r + tile, c : c + tile], chosen),
+                                                          hi[r : r + tile, c : c + tile])
+    return (lo < hi)[overlap : overlap + height, overlap : overlap + width]
+
+
+def test_seam_share_counts_where_overlapping_patches_disagree(make_tif, tmp_path) -> None:
+    """The summary's and STAC Item's seam figure: valid pixels where two patches chose different classes, the
+    same for any block or batch size, and what a plain sliding window finds."""
+    import json
+
+    import rasterio
+
+    from geoseg import RunConfig, segment_scene
+    from geoseg.models.registry import LoadedModel
+    from tests.helpers import SkewedNet, smooth_image, tiny_card
+
+    model = LoadedModel(card=tiny_card(), network=SkewedNet().eval())
+    data = smooth_image((3, 140, 190), seed=12)
+    data[:, :, :20] = np.nan  # no data: never counted
+    path = make_tif(data, block=32)
+    shares = []
+    for block, batch in ((64, 1), (4096, 8)):
+        config = RunConfig(device="cpu", precision="fp32", block_size=block, batch_size=batch, uncertainty="entropy")
+        summary = segment_scene(path, tmp_path / f"m{block}.tif", config, model=model)
+        shares.append(summary.seam_share)
+    disagree = _votes_reference(np.nan_to_num(data), model.network, 64, 16)
+    valid = ~np.isnan(data).any(axis=0)
+    expected = (disagree & valid).sum() / valid.sum()
+    assert shares[0] == shares[1] == round(expected, 6) and expected > 0
+    item = json.loads((tmp_path / "m64.json").read_text())
+    assert item["properties"]["geoseg:seam_disagreement"] == shares[0]
+    assert item["assets"]["uncertainty"]["href"] == "./m64.uncertainty.tif"
+    with rasterio.open(tmp_path / "m64.uncertainty.tif") as unsure, rasterio.open(tmp_path / "m64.tif") as mask:
+        assert unsure.transform == mask.transform and unsure.shape == mask.shape
+        values = unsure.read(1)
+        assert (values[mask.read(1) == 255] == 255).all() and values[valid].max() <= 250
+        assert unsure.tags()["UNCERTAINTY"] == "entropy" and unsure.scales == (1 / 250,)
