@@ -12,6 +12,8 @@
 * **Reports**: an event per line in a JSON-lines log, and a final JSON summary.
 * **Catalogue**: each output folder gets a STAC Collection of its masks' Items (``collection.json``)
   and a VRT mosaic of them (``geoseg-mosaic.vrt``), rewritten after every batch.
+* **Report**: and a self-contained ``report.html`` (:mod:`geoseg.batch.report`): quicklooks, classes, times,
+  warnings and failures of the batch's scenes there.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Protocol
 
 from geoseg.batch.claims import Claims, Owner, claim, release
 from geoseg.batch.jobs import Job, ListProblem, expand_inputs
+from geoseg.batch.report import ReportScene, write_report
 from geoseg.config import RunConfig
 from geoseg.engine.device import DeviceSession
 from geoseg.errors import EXIT_FAILED, EXIT_OK, Cancelled, ConfigError, GeosegError, OutputError
@@ -81,6 +84,7 @@ class BatchSummary:
     notes: list[str]
     scenes: list[SceneResult]
     catalogs: list[str] = field(default_factory=list)  # each output folder's STAC Collection and VRT mosaic
+    reports: list[str] = field(default_factory=list)  # each output folder's report.html (geoseg.batch.report)
     files: dict[str, str] = field(default_factory=dict)  # the batch's log and summary (geoseg.batch.session)
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,10 +250,24 @@ def run_batch(tasks: list[Task], *, force: bool = False, parallel: int = 2, log:
                                       notes)
         except (OSError, ValueError) as exc:  # a catalogue is extra: the masks are done either way
             notes.append(f"{folder}: its STAC Collection and mosaic could not be written ({exc})")
+    reports = []
+    for folder in sorted({Path(r.output).parent for r in scenes}):
+        if folder.is_dir():
+            try:  # like the catalogue, extra: a failure is a note
+                reports.append(str(write_report(folder, [report_scene(r) for r in scenes])))
+            except (GeosegError, OSError, ValueError) as exc:
+                notes.append(f"{folder}: its report could not be written ({exc})")
     summary = BatchSummary(started=started, finished=_now(), seconds=round(time.perf_counter() - clock, 3),
-                           counts=counts, exit_code=code, notes=notes, scenes=scenes, catalogs=catalogs)
+                           counts=counts, exit_code=code, notes=notes, scenes=scenes, catalogs=catalogs,
+                           reports=reports)
     log.emit("batch_end", counts=counts, seconds=summary.seconds)
     return summary
+
+
+def report_scene(result: SceneResult) -> ReportScene:
+    """A scene's outcome as the batch report shows it."""
+    return ReportScene(input=result.input, output=result.output, status=result.status, seconds=result.seconds,
+                       warnings=list(result.warnings), error=result.error, reason=result.reason)
 
 
 def _remote_result(future: Future, task: Task, log: EventLog) -> SceneResult:

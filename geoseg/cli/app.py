@@ -21,6 +21,7 @@ from geoseg.cli.errors import printable
 from geoseg.cli.export import export
 from geoseg.cli.info import info
 from geoseg.cli.models import models
+from geoseg.cli.report import report
 from geoseg.cli.run import run
 from geoseg.cli.serve import serve
 from geoseg.cli.train import evaluate, train
@@ -112,6 +113,7 @@ app.command()(evaluate)
 app.add_typer(export, name="export")
 app.add_typer(serve, name="serve")
 app.add_typer(assess, name="assess")
+app.command()(report)
 
 
 def main() -> None:

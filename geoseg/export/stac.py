@@ -88,7 +88,8 @@ def mask_item(mask: Path, *, crs: CRS | None, transform: Any, width: int, height
     for key, path in (sidecars or {}).items():
         media = {".qml": "application/xml", ".tif": COG_TYPE if fmt == "cog" else GTIFF_TYPE,
                  ".xml": "application/xml"}.get(path.suffix)
-        roles = {"style": ["style"], "probabilities": ["data"], "legend": ["metadata"]}.get(key, ["metadata"])
+        roles = {"style": ["style"], "probabilities": ["data"], "uncertainty": ["data"],
+                 "legend": ["metadata"]}.get(key, ["metadata"])
         item.add_asset(key, pystac.Asset(href=f"./{path.name}", media_type=media, roles=roles))
     if source is not None:
         item.add_link(pystac.Link("derived_from", str(source.resolve()), media_type=GTIFF_TYPE, title="source scene"))
