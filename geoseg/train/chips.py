@@ -67,6 +67,8 @@ def split_cells(images: list[TrainImage], chip: int, val_share: float, seed: int
         order = rng.permutation(len(cells))
         for rank, k in enumerate(order):
             (val if every and rank % every == every - 1 else train).append(cells[k])
+    if every and not val and len(train) >= 2:  # images of fewer than `every` cells each: still one to validate on
+        val.append(train.pop(int(rng.integers(len(train)))))
     return train, val, SPLIT_CELLS
 
 

@@ -92,6 +92,13 @@ def test_the_validation_split_is_spatial(tmp_path) -> None:
     assert all(c.size == 128 for c in train_cells + val_cells)  # training chips stay inside their cell
 
 
+def test_an_image_of_fewer_cells_than_the_share_needs_still_validates_on_one(tmp_path) -> None:
+    image, labels = learnable_scene(tmp_path, size=256)  # 4 cells of 128 px; the default share holds every 5th
+    images, _, _ = _images([image], [labels], CONFIG, None, "class")
+    train_cells, val_cells, how = split_cells(images, 64, 0.2)
+    assert how == "cells within each image" and len(val_cells) == 1 and len(train_cells) == 3
+
+
 def test_vector_labels_are_rasterised_on_the_fly(tmp_path) -> None:
     import pyogrio  # noqa: F401 - the writer below
     import shapely
