@@ -27,7 +27,7 @@ from geoseg.engine.pipeline import ProgressFn, Tuning, WriteFn, default_workers,
 from geoseg.engine.predictor import Predictor
 from geoseg.engine.tile_decode import TileIndex, decode_plan, make_decoder
 from geoseg.engine.traced import load_traced, save_traced
-from geoseg.errors import DeviceError
+from geoseg.errors import ConfigError, DeviceError
 from geoseg.export.product import Produced, write_product
 from geoseg.export.vector import polygonize
 from geoseg.io.outputs import OutputLock
@@ -38,6 +38,7 @@ from geoseg.io.writing import (
     clean_leftovers,
 )
 from geoseg.models import LoadedModel, load_model
+from geoseg.models.onnxfile import onnx_output
 from geoseg.prepare import PreparedRun, VectorRequest, prepare_run
 from geoseg.summary import RunSummary
 from geoseg.version import __version__
@@ -140,7 +141,15 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
     weights_key = None if loaded.built else loaded.weights_key
     exported = traced = None
     backend = resolve_backend(config.backend, device, config.precision)
-    if weights_key is not None and not config.compile and backend in EXPORTED:
+    if loaded.onnx is not None:  # an ONNX model file: the exported backends run it as it is
+        if backend not in EXPORTED or config.compile:
+            raise ConfigError(f"{loaded.onnx}: an ONNX model runs on the CPU backends only; use --device cpu and "
+                              f"--backend auto, onnxruntime or openvino (without --compile)")
+        if layout.patch != card.tile_size:
+            raise ConfigError(f"{loaded.onnx}: takes patches of {card.tile_size} px only; drop --tile-size "
+                              f"{layout.patch}")
+        exported, weights_key = loaded.onnx, None
+    elif weights_key is not None and not config.compile and backend in EXPORTED:
         exported = cached_export(weights_key, len(card.bands), layout.patch)
     elif weights_key is not None and not config.compile:  # the torch backend: a trace needs no smp (traced.py)
         traced = load_traced(weights_key, len(card.bands), layout.patch, resolve_precision(config.precision, device),
@@ -158,7 +167,9 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
                                                     reproducible=config.reproducible, exported=exported,
                                                     weights_key=weights_key,
                                                     network_source=lambda: loaded.network,
-                                                    traced=traced is not None, tta=config.tta)) as predictor:
+                                                    traced=traced is not None, tta=config.tta,
+                                                    probabilities_out=loaded.onnx is not None
+                                                    and onnx_output(loaded.onnx) == "probabilities")) as predictor:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         decoder = make_decoder(config.decode, tiles, scene, prepared.bands, device, tuning.decode_streams,

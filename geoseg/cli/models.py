@@ -1,4 +1,4 @@
-"""``geoseg models``: list the built-in models; show, check and import model packages; list sensors."""
+"""``geoseg models``: list the built-in models; show, check, import and export model packages; list sensors."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from rich.table import Table
 from geoseg.cli.errors import user_errors
 from geoseg.cli.options import json_option
 from geoseg.config import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, parse_bands
-from geoseg.errors import ConfigError
+from geoseg.errors import ConfigError, ModelError
 from geoseg.models.card import ModelCard, network_config
+from geoseg.models.onnxfile import is_onnx_model as is_onnx_name
 from geoseg.models.registry import builtin_cards, get_card
 from geoseg.sensors import SENSORS
 
@@ -126,6 +127,34 @@ def import_(
             overlap=overlap, resolution_m=resolution, trust_checkpoint=trust_checkpoint, overwrite=overwrite)
     Console().print(f"{output}: model package written ({card.architecture} / {card.encoder}, "
                     f"{len(card.bands)} bands, {card.num_classes} classes); `geoseg models check {output}` tries it")
+
+
+@models.command()
+def export(
+    model: str = typer.Argument(..., help="A model package folder or a built-in name.", show_default=False),
+    output: Path = typer.Option(..., "-o", "--output", help="The ONNX file to write (NAME.onnx).",
+                                show_default=False),
+    fmt: str = typer.Option("onnx", "--format", help="onnx (logits out, geoseg's card inside: `geoseg run --model "
+                            "FILE.onnx` runs it) or deepness (probabilities out, and QGIS Deepness's metadata too)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing file."),
+    trust_checkpoint: bool = typer.Option(False, help="Allow a pickled checkpoint in the folder."),
+    as_json: bool = json_option(),
+) -> None:
+    """Export a model to one ONNX file with its card (and QGIS Deepness's metadata with --format deepness)."""
+    from geoseg.models import load_model
+    from geoseg.models.onnxfile import export_model
+
+    with user_errors(as_json):
+        if is_onnx_name(model):
+            raise ModelError(f"{model}: is an ONNX file already; export a model package or a built-in model")
+        loaded = load_model(model, trust_checkpoint)
+        written = export_model(loaded.network, loaded.card, output, fmt, overwrite)
+    if as_json:
+        print(json.dumps(written, indent=2))
+        return
+    Console().print(f"{output}: {fmt} model written ({written['bytes'] / 1e6:.1f} MB; {len(written['bands'])} bands "
+                    f"{','.join(written['bands'])}; {len(written['classes'])} classes; patches of "
+                    f"{written['tile_size']} px); `geoseg run --model {output}` runs it on the CPU")
 
 
 @models.command()

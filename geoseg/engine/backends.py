@@ -17,15 +17,14 @@ import functools
 import hashlib
 import os
 import threading
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from geoseg.errors import ConfigError
+from geoseg.models.onnxfile import OPSET, export_network
 
 #: ``auto`` on the CPU at ``--precision auto`` (:func:`resolve_backend`) is the fastest backend installed:
 #: OpenVINO, in bf16 on a CPU with bf16 instructions and in fp32 on other x86 CPUs; ONNX Runtime in fp32 where
@@ -33,7 +32,6 @@ from geoseg.errors import ConfigError
 #: keeps PyTorch's fp32 as the reference). The comparison is benchmarks/RESULTS.md section 9.
 #: Backends that run the network's ONNX export (CPU only), and the precisions each offers.
 EXPORTED = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
-OPSET = 17
 #: Patches per call of an exported backend when no batch size is given: one patch's activations stay nearer
 #: the caches, so batching gains nothing on a CPU (benchmarks/RESULTS.md section 9).
 EXPORTED_BATCH = 1
@@ -211,52 +209,8 @@ def _private_dir() -> Path:
 
 
 def _export(network: torch.nn.Module, channels: int, patch: int, path: Path) -> None:
-    """Export ``network`` for ``channels x patch x patch`` patches (a dynamic batch axis) to ``path``, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    example = torch.zeros(1, channels, patch, patch)
-    encoder = getattr(network, "encoder", None)
-    if hasattr(encoder, "set_swish"):  # EfficientNet: plain x * sigmoid(x), which ONNX Runtime fuses
-        encoder.set_swish(memory_efficient=False)
-    try:
-        # The TorchScript exporter warns about what it cannot fold; those are notes for torch's
-        # developers, not for a user of a finished export.
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(network.eval(), example, str(tmp), input_names=["x"], output_names=["logits"],
-                              dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, opset_version=OPSET, dynamo=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """The TorchScript exporter with its log off. Its ``setup_onnx_logging`` tests a function for truth
-    instead of calling it, so it turns on ONNX logging for every export, and an export that fails prints
-    the whole graph (hundreds of lines) on standard output before the error is raised."""
-    import importlib
-
-    modules = []
-    for name in ("torch.onnx._internal.torchscript_exporter.utils", "torch.onnx.utils"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(module, "setup_onnx_logging"):
-            modules.append((module, module.setup_onnx_logging))
-            module.setup_onnx_logging = _no_onnx_log  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        for module, original in modules:
-            module.setup_onnx_logging = original  # type: ignore[attr-defined]
-
-
-@contextmanager
-def _no_onnx_log(verbose: bool = False) -> Iterator[None]:
-    torch._C._jit_set_onnx_log_enabled(False)
-    yield
+    """Export ``network`` for ``channels x patch x patch`` patches (logits out, a dynamic batch axis), atomically."""
+    export_network(network, channels, patch, path)
 
 
 #: One export and one session (ONNX Runtime) or compiled model (OpenVINO) per exported file, precision and

@@ -50,7 +50,7 @@ class Predictor:
                  tune: bool = True, session: DeviceSession | None = None, backend: str = "torch",
                  reproducible: bool = False, exported: Path | None = None, weights_key: str | None = None,
                  network_source: Callable[[], torch.nn.Module] | None = None, traced: bool = False,
-                 tta: str = "none"):
+                 tta: str = "none", probabilities_out: bool = False):
         """``network`` may be None only for an exported backend (onnxruntime, openvino) with ``exported``, a
         cached export of its weights (:func:`geoseg.engine.backends.cached_export`); ``weights_key`` names the
         weights of a network fresh from its file, so that its export can be found that way next time.
@@ -59,9 +59,11 @@ class Predictor:
         as in smp's PSPNet and UPerNet) runs with PyTorch, with a note; a backend asked for by name fails
         with a one-line :class:`ModelError`. ``traced``: ``network`` is a trace with the precision's autocast
         recorded inside it (:mod:`geoseg.engine.traced`), run without autocast. ``tta``: the probabilities
-        averaged over each patch's symmetric copies (:mod:`geoseg.engine.tta`), inside the CUDA graph."""
+        averaged over each patch's symmetric copies (:mod:`geoseg.engine.tta`), inside the CUDA graph.
+        ``probabilities_out``: the network already ends in a softmax (an ONNX model made for QGIS Deepness)."""
         self.traced = traced
         self.tta = tta
+        self.probabilities_out = probabilities_out
         if cuda_graphs is None:  # on by default where they exist (benchmarks/RESULTS.md)
             cuda_graphs = device.type == "cuda"
         if cuda_graphs and device.type != "cuda":
@@ -137,7 +139,7 @@ class Predictor:
             # calls (other numerics, and seconds of compiling), so the trace would stop being the eager network.
             with self._autocast(), torch.jit.optimized_execution(not self.traced):
                 logits = (net or self._net)(batch)
-            return torch.softmax(logits.float(), dim=1)
+            return logits.float() if self.probabilities_out else torch.softmax(logits.float(), dim=1)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """``(N, C, T, T)`` float32 in, ``(N, K, T, T)`` float32 probabilities out, on the device.

@@ -203,3 +203,35 @@ def network_config(card: ModelCard) -> dict[str, Any]:
     if card.architecture in _WITH_DECODER_CHANNELS:
         config["decoder_channels"] = list(card.decoder_channels)
     return config
+
+
+#: Colours for classes the caller gives without colours (distinct, readable on a map).
+PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+
+
+#: Colours for common land-cover class names (word in the name -> RGB), close to ESA WorldCover's legend,
+#: so that a model trained on "water, forest, farm ..." opens in a GIS looking like a land-cover map.
+LAND_COVER_COLOURS: tuple[tuple[tuple[str, ...], tuple[int, int, int]], ...] = (
+    (("water", "river", "lake", "sea", "ocean"), (0, 100, 200)),
+    (("wetland", "marsh", "swamp", "bog", "mangrove"), (0, 150, 160)),
+    (("forest", "tree", "wood"), (0, 100, 0)),
+    (("scrub", "shrub", "bush", "heath"), (255, 187, 34)),
+    (("meadow", "pasture", "hay"), (190, 230, 100)),
+    (("grass", "park", "lawn"), (255, 255, 76)),
+    (("farm", "crop", "agri", "arable", "field", "orchard", "vineyard"), (240, 150, 255)),
+    (("residential", "urban", "built", "building", "industrial", "commercial", "road", "settlement"), (250, 0, 0)),
+    (("bare", "sand", "rock", "soil", "quarry"), (180, 180, 180)),
+    (("snow", "ice", "glacier"), (240, 240, 240)),
+    (("cloud",), (255, 255, 255)),
+    (("shadow",), (90, 70, 140)),
+)
+
+
+def class_colour(name: str, index: int) -> tuple[int, int, int]:
+    """A colour for class ``name``: a land-cover colour when the name says what it is, else :data:`PALETTE`'s."""
+    lower = name.lower()
+    for words, rgb in LAND_COVER_COLOURS:
+        if any(w in lower for w in words):
+            return rgb
+    return PALETTE[index % len(PALETTE)]

@@ -11,6 +11,7 @@ from geoseg.config import AUTO
 from geoseg.errors import ModelError
 from geoseg.models.builtin import CSMASK_VARIANTS, UNUSED_KEYS, csmask_card, csmask_source, csmask_weights
 from geoseg.models.card import ModelCard
+from geoseg.models.onnxfile import is_onnx_model, onnx_card
 from geoseg.models.package import CARD_FILE, SMP_CONFIG, WEIGHTS_FILE, read_card
 
 if TYPE_CHECKING:
@@ -35,10 +36,13 @@ class LoadedModel:
     """
 
     def __init__(self, card: ModelCard, network: torch.nn.Module | None = None, identity: str = "", *,
-                 build: Callable[[], torch.nn.Module] | None = None, weights_key: str | None = None):
+                 build: Callable[[], torch.nn.Module] | None = None, weights_key: str | None = None,
+                 onnx: Path | None = None):
         if network is None and build is None:
             raise ValueError("a LoadedModel needs its network or a way to build it")
         self.card, self.identity = card, identity
+        #: An ONNX model file (:mod:`geoseg.models.onnxfile`): the CPU backends run it; there is no torch network.
+        self.onnx = onnx
         self._network, self._build = network, build
         self._building = threading.Lock()  # a batch's scene threads share one model
         #: Names these weights for caches of what is derived from them (the ONNX export); None: not stable
@@ -68,6 +72,8 @@ def get_card(name: str) -> ModelCard:
     """The card of a built-in model or of a model folder, without loading weights."""
     if name in BUILTIN_MODELS:
         return BUILTIN_MODELS[name][0](name)
+    if is_onnx_model(name):
+        return onnx_card(Path(name))
     folder = Path(name)
     if folder.is_dir():
         return read_card(folder)
@@ -88,6 +94,13 @@ def load_model(name: str, trust_checkpoint: bool = False, *, deferred: bool = Fa
     """
     card = get_card(name)
     identity = model_identity(name, trust_checkpoint)  # also: the weights file is there and may be read
+    if is_onnx_model(name):
+        def no_network() -> torch.nn.Module:
+            raise ModelError(f"{name}: is an ONNX model, which runs on the CPU backends only (--device cpu, "
+                             f"--backend auto, onnxruntime or openvino); for PyTorch or a GPU, import its weights "
+                             f"as a package")
+
+        return LoadedModel(card, identity=identity, build=no_network, weights_key=None, onnx=Path(name))
 
     def build() -> torch.nn.Module:
         from geoseg.models.architectures import build_network
@@ -113,6 +126,9 @@ def model_identity(name: str, trust_checkpoint: bool = False) -> str:
     """Names exactly the weights ``load_model(name)`` loads, without loading them (for resume records)."""
     if name in BUILTIN_MODELS:
         return f"{name}@{get_card(name).description}"
+    if is_onnx_model(name):
+        stat = Path(name).stat()
+        return f"{Path(name).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     folder = Path(name)
     path = weights_file(folder, trust_checkpoint)
     stat = path.stat()

@@ -31,8 +31,8 @@ from geoseg.engine.device import resolve_device
 from geoseg.errors import ConfigError, ModelError, OutputError
 from geoseg.io.scene import open_scene
 from geoseg.models.architectures import architecture_class
-from geoseg.models.card import ClassInfo, ModelCard, Scaling
-from geoseg.models.importing import architecture_name, class_colour
+from geoseg.models.card import ClassInfo, ModelCard, Scaling, class_colour
+from geoseg.models.importing import architecture_name
 from geoseg.models.package import save_package
 from geoseg.models.registry import BUILTIN_MODELS, load_model
 from geoseg.sensors import get_sensor, sensor_from_name

@@ -135,7 +135,7 @@ def test_classes_from_yaml_with_colours(tmp_path) -> None:
 
 
 def test_class_colours_follow_land_cover_names() -> None:
-    from geoseg.models.importing import PALETTE, class_colour
+    from geoseg.models.card import PALETTE, class_colour
 
     assert class_colour("Open water", 0) == (0, 100, 200) and class_colour("Deciduous forest", 1) == (0, 100, 0)
     assert class_colour("meadow", 2) != class_colour("grass", 3)
