@@ -331,3 +331,20 @@ def test_a_folder_of_chips_pairs_with_a_folder_of_labels_by_name(tmp_path) -> No
     missing = runner.invoke(app, ["train", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "-o",
                                   str(tmp_path / "pkg2"), "--device", "cpu"])
     assert missing.exit_code == 2 and "tile_3.tif" in missing.stderr
+
+
+@pytest.mark.parametrize("encoder", ["tu-convnext_tiny", "tu-efficientnetv2_s"])
+def test_timm_encoders_train_run_and_export(tmp_path, encoder) -> None:
+    """smp's timm universal encoders (``tu-`` + any timm model with features): trained, run, exported."""
+    image, labels = learnable_scene(tmp_path)
+    config = TrainConfig(**{**CONFIG.__dict__, "encoder": encoder, "epochs": 1, "chips_per_epoch": 8,
+                            "batch_size": 4})
+    result = train([image], [labels], tmp_path / "pkg", config)
+    assert result.epochs_run == 1 and np.isfinite(result.history[0].loss)
+    summary = segment_scene(image, tmp_path / "m.tif", RunConfig(model=str(tmp_path / "pkg"), device="cpu",
+                                                               precision="fp32", backend="torch"))
+    assert summary.patches > 0
+    exported = runner.invoke(app, ["models", "export", str(tmp_path / "pkg"), "-o", str(tmp_path / "m.onnx")])
+    assert exported.exit_code == 0, exported.output
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        assert ds.read(1).max() < 3
