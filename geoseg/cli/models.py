@@ -32,14 +32,18 @@ def _default(ctx: typer.Context,
 
 @models.command("list")
 def list_models(as_json: bool = json_option()) -> None:
-    """List the built-in models."""
+    """List the built-in models and the packages `geoseg models pull` made."""
+    from geoseg.models.cache import packages_dir
+
     with user_errors(as_json):
         cards = builtin_cards()
+        pulled = sorted(p for p in packages_dir().glob("*") if p.is_dir()) if packages_dir().is_dir() else []
+        cards += [get_card(str(p)) for p in pulled]
     if as_json:
         print(json.dumps([_card_json(c) for c in cards], indent=2))
         return
     table = Table("name", "bands", "classes", "tile / overlap", "trained at",
-                  title="built-in models (--json for full cards)")
+                  title="built-in models and pulled packages (--json for full cards)")
     for c in cards:
         table.add_row(c.name, ", ".join(c.bands), ", ".join(f"{k.value}={k.name}" for k in c.classes),
                       f"{c.tile_size} / {c.overlap}", f"{c.resolution_m:g} m" if c.resolution_m else "-")
@@ -155,6 +159,37 @@ def export(
     Console().print(f"{output}: {fmt} model written ({written['bytes'] / 1e6:.1f} MB; {len(written['bands'])} bands "
                     f"{','.join(written['bands'])}; {len(written['classes'])} classes; patches of "
                     f"{written['tile_size']} px); `geoseg run --model {output}` runs it on the CPU")
+
+
+@models.command()
+def pull(
+    repo: str = typer.Argument(..., help="A Hugging Face model repository: OWNER/NAME or its https://huggingface.co "
+                               "address (smp's config.json + model.safetensors).", show_default=False),
+    name: str | None = typer.Option(None, help="The package's name for --model [default: the repository's]"),
+    revision: str | None = typer.Option(None, help="A branch, tag or commit [default: main]"),
+    bands: str | None = typer.Option(None, help="Input bands in order, where the repository does not say "
+                                     "(red,green,blue,nir).", show_default=False),
+    sensor: str | None = typer.Option(None, help="Take the bands and scaling of a sensor preset.", show_default=False),
+    classes: str | None = typer.Option(None, help="Class names, where the repository does not say (comma-separated "
+                                       "or a YAML/JSON file).", show_default=False),
+    overwrite: bool = typer.Option(False, help="Replace a package pulled before under the same name."),
+    as_json: bool = json_option(),
+) -> None:
+    """Fetch an smp model repository from the Hugging Face Hub into geoseg's cache as a package for --model NAME
+    (HF_HUB_OFFLINE=1 uses only what the cache holds; pickles are never fetched)."""
+    from geoseg.models.hub import pull as pull_model
+    from geoseg.models.importing import parse_classes
+
+    with user_errors(as_json):
+        pulled = pull_model(repo, name=name, revision=revision,
+                            bands=tuple(str(b) for b in parse_bands(bands) or ()) if bands is not None else None,
+                            classes=parse_classes(classes), sensor=sensor, overwrite=overwrite)
+    if as_json:
+        print(json.dumps(pulled.to_dict(), indent=2))
+        return
+    Console().print(f"{pulled.repo}@{pulled.revision[:12]}: package {pulled.package.name!r} at {pulled.package} "
+                    f"({len(pulled.card.bands)} bands, {pulled.card.num_classes} classes); `geoseg run --model "
+                    f"{pulled.package.name}` uses it")
 
 
 @models.command()

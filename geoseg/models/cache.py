@@ -20,6 +20,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("geoseg"))
 
 
+#: Under the cache: huggingface_hub's cache of the repositories ``geoseg models pull`` fetched, and the packages
+#: made from them (:mod:`geoseg.models.hub`), which ``--model NAME`` finds.
+HUB_FOLDER, PACKAGES_FOLDER = "hub", "packages"
+
+
+def packages_dir() -> Path:
+    return cache_dir() / PACKAGES_FOLDER
+
+
+def pulled_package(name: str) -> Path | None:
+    """The folder of the package ``geoseg models pull`` made under ``name``, if there is one."""
+    if not name or "/" in name or "\\" in name or name.startswith(".") or name.lower().endswith(".onnx"):
+        return None
+    folder = packages_dir() / name
+    return folder if folder.is_dir() else None
+
+
 def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Write safetensors to ``path`` via a temporary name, so a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from geoseg.config import AUTO
 from geoseg.errors import ModelError
 from geoseg.models.builtin import CSMASK_VARIANTS, UNUSED_KEYS, csmask_card, csmask_source, csmask_weights
+from geoseg.models.cache import pulled_package
 from geoseg.models.card import ModelCard
 from geoseg.models.onnxfile import is_onnx_model, onnx_card
 from geoseg.models.package import CARD_FILE, SMP_CONFIG, WEIGHTS_FILE, read_card
@@ -68,8 +69,18 @@ def builtin_cards() -> list[ModelCard]:
     return [factory(name) for name, (factory, _) in BUILTIN_MODELS.items()]
 
 
+def resolve_name(name: str) -> str:
+    """``name``, or the folder of the package ``geoseg models pull`` made under it (a local folder of that name
+    wins)."""
+    if name in BUILTIN_MODELS or Path(name).exists():
+        return name
+    pulled = pulled_package(name)
+    return str(pulled) if pulled is not None else name
+
+
 def get_card(name: str) -> ModelCard:
     """The card of a built-in model or of a model folder, without loading weights."""
+    name = resolve_name(name)
     if name in BUILTIN_MODELS:
         return BUILTIN_MODELS[name][0](name)
     if is_onnx_model(name):
@@ -80,8 +91,8 @@ def get_card(name: str) -> ModelCard:
     if "/" in name or "\\" in name or name.startswith((".", "~")):  # meant as a folder
         raise ModelError(f"model folder {name!r} does not exist (relative paths start at {Path.cwd()}); check the "
                          f"path, or give a built-in model: `geoseg models` lists them")
-    raise ModelError(f"unknown model {name!r}; choose one of {AUTO}, {', '.join(BUILTIN_MODELS)} "
-                     f"or give a model package folder; `geoseg models` lists them")
+    raise ModelError(f"unknown model {name!r}; choose one of {AUTO}, {', '.join(BUILTIN_MODELS)}, a package "
+                     f"`geoseg models pull` made, or a model package folder; `geoseg models` lists them")
 
 
 def load_model(name: str, trust_checkpoint: bool = False, *, deferred: bool = False) -> LoadedModel:
@@ -92,6 +103,7 @@ def load_model(name: str, trust_checkpoint: bool = False, *, deferred: bool = Fa
     the card and that the weights are there now, and builds the network on first use (then, a weight
     that does not fit raises there).
     """
+    name = resolve_name(name)
     card = get_card(name)
     identity = model_identity(name, trust_checkpoint)  # also: the weights file is there and may be read
     if is_onnx_model(name):
@@ -124,6 +136,7 @@ def load_model(name: str, trust_checkpoint: bool = False, *, deferred: bool = Fa
 
 def model_identity(name: str, trust_checkpoint: bool = False) -> str:
     """Names exactly the weights ``load_model(name)`` loads, without loading them (for resume records)."""
+    name = resolve_name(name)
     if name in BUILTIN_MODELS:
         return f"{name}@{get_card(name).description}"
     if is_onnx_model(name):
