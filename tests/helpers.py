@@ -305,11 +305,16 @@ def geoseg_process(args: list[str], *, env: dict[str, str] | None = None, timeou
     return done.returncode, done.stderr.decode(errors="replace"), int(text) * 1024 if text else 0
 
 
+#: :class:`RangeServer` faults besides HTTP statuses: a connection dropped mid-body, an answer 30 s late.
+RESET, SLOW = -1, -2
+
+
 class RangeServer:
     """An HTTP server on 127.0.0.1 serving ``folder`` with single-range GET requests, as object storage serves
     COGs, in a process of its own (GDAL holds the GIL while it waits on curl: a server thread of the test's
     process would answer only when curl gives up). ``faults`` maps a file name to the statuses its next
-    requests get (``[503]``: one 503, then the file). :attr:`sent` is the body bytes served so far."""
+    requests get (``[503]``: one 503, then the file); :data:`RESET` sends the headers and half the body, then
+    drops the connection; :data:`SLOW` answers after 30 s. :attr:`sent` is the body bytes served so far."""
 
     def __init__(self, folder: Path, faults: dict[str, list[int]] | None = None):
         import multiprocessing
@@ -358,6 +363,14 @@ def _serve_range(folder: str, faults: dict[str, list[int]], sent: Any, port: Any
             name = self.path.lstrip("/").split("?")[0]
             with lock:
                 status = queued[name].pop(0) if queued.get(name) else None
+            if status == SLOW:
+                import time
+
+                time.sleep(30)
+                status = None
+            self.reset = status == RESET
+            if status == RESET:
+                status = None
             if status is not None:
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -395,6 +408,14 @@ def _serve_range(folder: str, faults: dict[str, list[int]], sent: Any, port: Any
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Accept-Ranges", "bytes")
             self.end_headers()
+            if self.reset:  # half the body, then the connection drops
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                import socket
+
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             self.wfile.write(body)
             with sent.get_lock():
                 sent.value += len(body)

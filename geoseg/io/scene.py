@@ -217,6 +217,13 @@ class WindowReader:
                 valid = valid_from_values(values, nodata_value(self.info))
         except RasterioIOError as exc:
             first = str(exc).splitlines()[0] if str(exc) else "read error"
+            if self.info.remote_files:
+                failing = failing_source(self.info.remote_files, ds.window_bounds(window))
+                if failing is not None:
+                    raise SceneError(f"{failing}: cannot be read (for {self.info.path}, rows {row0}-{row1}, columns "
+                                     f"{col0}-{col1}: {first}); the server failed or did not answer in time "
+                                     f"(GDAL_HTTP_TIMEOUT, GDAL_HTTP_MAX_RETRY): check the network and the URL") \
+                        from None
             fix = ("a remote source failed or did not answer in time (GDAL_HTTP_TIMEOUT): check the network and "
                    "the source's URL" if self.info.remote_files else
                    "the file is damaged or incomplete: re-download or re-export it")
@@ -227,6 +234,29 @@ class WindowReader:
     def read_into(self, row0: int, row1: int, col0: int, col1: int, out: np.ndarray) -> np.ndarray | None:
         """Read a window into ``out``; return its validity (the engine's :data:`geoseg.engine.plan.ReadFn`)."""
         return self.read(row0, row1, col0, col1, out)[1]
+
+
+#: The most remote sources :func:`failing_source` tries before it gives up naming one.
+MAX_PROBED_SOURCES = 32
+
+
+def failing_source(sources: tuple[str, ...], bounds: tuple[float, float, float, float]) -> str | None:
+    """The first of a VRT's remote ``sources`` whose pixels inside ``bounds`` (the VRT's CRS) cannot be read now,
+    to name it in the error of a read that failed; None if each reads (the failure passed) or there are too many."""
+    from rasterio.windows import from_bounds
+
+    for source in sources[:MAX_PROBED_SOURCES]:
+        try:
+            with open_quiet(source) as ds:
+                window = from_bounds(*bounds, transform=ds.transform).round_offsets().round_lengths()
+                try:
+                    window = window.intersection(Window(0, 0, ds.width, ds.height))
+                except rasterio.errors.WindowError:  # this source does not reach the failed window
+                    continue
+                ds.read(1, window=window)
+        except (RasterioIOError, SceneError):
+            return source.removeprefix("/vsicurl/")
+    return None
 
 
 def nodata_value(info: SceneInfo) -> float | None:
