@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-bench"))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--format", default="cog", choices=["cog", "gtiff"],
-                        help="mask format of the geoseg runs in --parts main (gtiff: the engine alone, no COG pass)")
+                        help="mask format of the geoseg runs in --parts main and peers (gtiff: no COG pass)")
     parser.add_argument("--child", choices=["geoseg", "toolbelt"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=Path, help=argparse.SUPPRESS)

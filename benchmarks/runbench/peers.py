@@ -28,7 +28,8 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
         patches = patches_of(scene, card, 1)
         floors = {how: model_floor(card, patches, args.device, how) for how in ("eager", "graph")}
         floor = min(floors.values())
-        settings = {"device": args.device, "match_resolution": False, "profile": args.profile_gpu}
+        settings = {"device": args.device, "match_resolution": False, "profile": args.profile_gpu,
+                    "output_format": args.format}
         geo = spawn("geoseg", scene, args.workdir / f"peer-geoseg-{n}.tif", model, args.source, settings)
         best = min(geo["seconds"], geo["steady"]["seconds"])
         rows.append([scene.name, card.encoder, "geoseg --no-match-resolution", f"{geo['seconds']:.2f}",
@@ -51,7 +52,8 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
         rows.append([scene.name, card.encoder, "toolbelt / geoseg", f"{peer['seconds'] / best:.2f}x", "", "", "",
                      f"{peer['rss'] / geo['rss']:.2f}x", "", ""])
         details.append(f"masks agree on {agreement:.2%} (blend windows differ)")
-    table(f"peers (f=1, tile {card.tile_size} overlap {card.overlap}, bf16, batch {BATCH}; x model floor: the "
-          f"better of warm and steady against the better floor)", head, rows)
+    table(f"peers (f=1, tile {card.tile_size} overlap {card.overlap}, bf16, batch {BATCH}, geoseg writes --format "
+          f"{args.format} (the script: a tiled GeoTIFF); x model floor: the better of warm and steady against the "
+          f"better floor)", head, rows)
     for line in details:
         print("-", line)

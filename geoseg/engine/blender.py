@@ -9,9 +9,9 @@ keeps two rolling windows of rows on the device, both as wide as the scene:
   not depend on their order, so a pixel gets bit-identical probabilities whatever the block size,
   and the mask equals a plain sliding window over the whole scene (tests/engine/test_exactness.py);
 * ``valid``: which scene pixels hold data, ``(row, col)`` on the scene grid;
-* ``votes``: the smallest and largest class any single patch chose at each model-grid pixel (where its blend
-  weight is positive), so that :attr:`Blender.seam_pixels` counts the valid pixels where overlapping patches
-  disagree: a map's seam figure, order-free like the sums.
+* ``votes``: the smallest class, and 255 minus the largest, that any single patch chose at each model-grid
+  pixel (where its blend weight is positive), so that :attr:`Blender.seam_pixels` counts the valid pixels
+  where overlapping patches disagree: a map's seam figure, order-free like the sums.
 
 After each row of blocks, the rows that no later patch reaches are normalised by the summed blend
 weights, brought back to the scene grid (bilinear, when the model grid is coarser), turned into
@@ -115,9 +115,8 @@ class Blender:
             more = torch.zeros((self.num_classes, need - self.acc.shape[1], self.layout.cols.size),
                                dtype=self.acc_dtype, device=self.device)
             self.acc = torch.cat([self.acc, more], dim=1)
-            fresh = torch.empty((2, more.shape[1], more.shape[2]), dtype=torch.uint8, device=self.device)
-            fresh[0], fresh[1] = 255, 0  # no vote yet: smallest 255, largest 0
-            self.votes = torch.cat([self.votes, fresh], dim=1)
+            fresh = torch.full((2, more.shape[1], more.shape[2]), 255, dtype=torch.uint8, device=self.device)
+            self.votes = torch.cat([self.votes, fresh], dim=1)  # no vote yet
         self._row_valid = valid
 
     def add_block(self, block: BlockPlan, region: torch.Tensor | None) -> None:
@@ -193,17 +192,17 @@ class Blender:
             self.on_predicted(len(self._pending))
         weighted = torch.round(probs * self.window2d).to(self.acc_dtype)
         chosen = argmax_classes(probs.transpose(0, 1))  # (N, T, T): each patch's own class
-        lowest = torch.where(self.votes_here, chosen, 255)
-        highest = torch.where(self.votes_here, chosen, 0)
+        # (N, 2, T, T): the class and 255 minus it where the patch votes, 255 elsewhere: one running minimum keeps
+        # the smallest class and 255 minus the largest
+        votes = torch.where(self.votes_here, torch.stack((chosen, 255 - chosen), dim=1), 255)
         patch, height, width = self.layout.patch, self.layout.rows.size, self.layout.cols.size
         base = self.acc_base
         for i, (_, r, c) in enumerate(self._pending):
             r0, r1, c0, c1 = max(r, 0), min(r + patch, height), max(c, 0), min(c + patch, width)
             inside = (slice(r0 - r, r1 - r), slice(c0 - c, c1 - c))
             self.acc[:, r0 - base : r1 - base, c0:c1] += weighted[i, :, inside[0], inside[1]]
-            lo, hi = self.votes[0, r0 - base : r1 - base, c0:c1], self.votes[1, r0 - base : r1 - base, c0:c1]
-            torch.minimum(lo, lowest[i, inside[0], inside[1]], out=lo)
-            torch.maximum(hi, highest[i, inside[0], inside[1]], out=hi)
+            here = self.votes[:, r0 - base : r1 - base, c0:c1]
+            torch.minimum(here, votes[i, :, inside[0], inside[1]], out=here)
         self._ran += len(self._pending)
         self._pending.clear()
 
@@ -212,11 +211,11 @@ class Blender:
         (at the nearest model-grid pixel when the model grid is coarser)."""
         base = self.acc_base
         if self.layout.factor == 1:
-            lo, hi = self.votes[0, start - base : end - base], self.votes[1, start - base : end - base]
+            lo, not_hi = self.votes[0, start - base : end - base], self.votes[1, start - base : end - base]
         else:
             picked = self.votes.index_select(1, self.nearest_rows[start:end] - base).index_select(2, self.nearest_cols)
-            lo, hi = picked[0], picked[1]
-        return lo < hi
+            lo, not_hi = picked[0], picked[1]
+        return lo < 255 - not_hi  # the smallest class below the largest
 
     def _final_scene_rows(self, limit: int, last: bool) -> int:
         """Scene rows before this can be labelled once model-grid rows before ``limit`` are final:
@@ -342,15 +341,12 @@ def mode2x2(labels: torch.Tensor, nodata: int) -> torch.Tensor:
         padded = torch.full((rows + rows % 2, cols + cols % 2), nodata, dtype=labels.dtype, device=labels.device)
         padded[:rows, :cols] = labels
         labels = padded
-    cells = (labels[0::2, 0::2], labels[0::2, 1::2], labels[1::2, 0::2], labels[1::2, 1::2])
-    best = cells[0]
-    best_count = torch.zeros(best.shape, dtype=torch.uint8, device=labels.device)
-    for i, x in enumerate(cells):
-        count = sum((x == y).to(torch.uint8) for y in cells) * (x != nodata)
-        if i == 0:
-            best_count = count
-            continue
-        better = count > best_count
-        best = torch.where(better, x, best)
-        best_count = torch.maximum(count, best_count)
+    cells = torch.stack((labels[0::2, 0::2], labels[0::2, 1::2], labels[1::2, 0::2], labels[1::2, 1::2]))
+    # how many of its cell's four hold each value (as many kernels for all four as the loop took for one)
+    counts = (cells[:, None] == cells[None, :]).sum(dim=1, dtype=torch.uint8) * (cells != nodata)
+    best, best_count = cells[0], counts[0]
+    for i in range(1, 4):  # the first of the most frequent, in the order of the docstring
+        better = counts[i] > best_count
+        best = torch.where(better, cells[i], best)
+        best_count = torch.maximum(counts[i], best_count)
     return torch.where(best_count == 0, torch.full_like(best, nodata), best)
