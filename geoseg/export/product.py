@@ -177,8 +177,8 @@ def write_sidecars(staging: Staging, paths: ProductPaths, scene: SceneInfo, card
     if ITEM_TAG in scene.tags:  # a stack of a STAC Item's assets (geoseg.io.stack): the Item it came from
         item["links"].append({"rel": "derived_from", "href": scene.tags[ITEM_TAG], "type": "application/geo+json",
                               "title": "source STAC Item"})
-        if PLATFORM_TAG in scene.tags:
-            item["properties"]["platform"] = scene.tags[PLATFORM_TAG]
+    if PLATFORM_TAG in scene.tags:  # an Item's platform, or a product folder's (Landsat)
+        item["properties"]["platform"] = scene.tags[PLATFORM_TAG]
     try:
         write_pam(staging.stage(paths.legend), card.classes, counts)
         write_qml(staging.stage(paths.style), card.classes)

@@ -55,8 +55,9 @@ class SceneInfo:
 
     @property
     def local_files(self) -> tuple[Path, ...]:
-        """The files of :attr:`files` on this machine (a run never writes over any of them)."""
-        return tuple(Path(f) for f in self.files if not is_remote(f))
+        """The files of :attr:`files` on this machine (a run never writes over any of them); a source inside a local
+        archive (``/vsizip/A.zip/...``) is the archive."""
+        return tuple(dict.fromkeys(archive_of(f) for f in self.files if not is_remote(f)))
 
     @property
     def remote_files(self) -> tuple[str, ...]:
@@ -147,6 +148,15 @@ def check_sources(info: SceneInfo) -> None:
         if b"vrtrawrasterband" in source.read_bytes().lower():
             raise SceneError(f"{info.path}: reads raw bytes of files through a VRTRawRasterBand, which geoseg refuses "
                              f"for files it did not make; set GDAL_VRT_ENABLE_RAWRASTERBAND=YES if you trust this VRT")
+
+
+def archive_of(name: str) -> Path:
+    """The local file GDAL reads ``name`` from: the archive of ``/vsizip/ARCHIVE.zip/member``, else ``name``."""
+    for prefix, suffix in (("/vsizip/", ".zip/"), ("/vsitar/", ".tar/")):
+        if name.startswith(prefix) and suffix in name.lower():
+            inner = name[len(prefix):]
+            return Path(inner[: inner.lower().index(suffix) + len(suffix) - 1])
+    return Path(name)
 
 
 def is_remote(name: str) -> bool:

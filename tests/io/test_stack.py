@@ -256,3 +256,60 @@ def test_a_batch_of_an_item_collection(tmp_path) -> None:
     assert np.array_equal(_labels(out / "S2A_T33UUU_20170216.mask.tif"), _labels(out / "second.mask.tif"))
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and json.loads(again.stdout)["counts"]["skipped"] == 2
+
+
+@pytest.mark.skipif(not (S2 / "IMG_DATA").is_dir(), reason="needs ../shared/data/sentinel2-t33uuu/IMG_DATA")
+def test_a_sentinel2_safe_folder_and_zip_run_as_their_band_files(tmp_path) -> None:
+    """The real L1C JP2s in a SAFE's layout: the folder gives the file list's mask; its .zip is read in place and
+    its metadata's RADIO_ADD_OFFSET (baseline 04.00 on) becomes the stack's offset."""
+    import shutil
+    import zipfile
+
+    safe = tmp_path / "S2A_MSIL1C_20170216T102101_N0204_R065_T33UUU_20170216T102204.SAFE"
+    img = safe / "GRANULE" / "L1C_T33UUU_A008642_20170216T102204" / "IMG_DATA"
+    img.mkdir(parents=True)
+    for jp2 in sorted((S2 / "IMG_DATA").glob("*.jp2")):
+        shutil.copy(jp2, img / jp2.name)
+    _run(*map(str, sorted(img.glob("*.jp2"))), "-o", str(tmp_path / "files.tif"))
+    _run(str(safe), "-o", str(tmp_path / "safe.tif"))
+    assert np.array_equal(_labels(tmp_path / "files.tif"), _labels(tmp_path / "safe.tif"))
+    (safe / "MTD_MSIL1C.xml").write_text('<x><RADIO_ADD_OFFSET band_id="0">-1000</RADIO_ADD_OFFSET></x>')
+    archive = tmp_path / f"{safe.name.removesuffix('.SAFE')}.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(safe.rglob("*")):
+            zf.write(path, path.relative_to(tmp_path))
+    shutil.rmtree(safe)
+    _run(str(archive))  # the mask beside the zip, named after it
+    mask = tmp_path / f"{archive.stem}.mask.tif"
+    assert mask.is_file()
+    with rasterio.open(tmp_path / f"{archive.stem}.bands.vrt") as vrt:
+        assert vrt.count == 13 and vrt.descriptions[1] == "B02" and vrt.tags()["GEOSEG_OFFSET"] == "-0.1"
+
+
+def test_a_landsat_collection2_folder_names_its_bands_and_scales_them(tmp_path) -> None:
+    scene = _scene(tmp_path)
+    product = tmp_path / "LC08_L2SP_190024_20200418_20200822_02_T1"
+    product.mkdir()
+    with rasterio.open(scene) as src:
+        profile = {**src.profile, "count": 1}
+        bands = [src.read(1), *[src.read(i) for i in range(1, 7)]]  # SR_B1 (coastal) stands in as a copy of blue
+    for number, data in enumerate(bands, start=1):
+        with rasterio.open(product / f"{product.name}_SR_B{number}.TIF", "w", **profile) as dst:
+            dst.write(data, 1)
+    (product / f"{product.name}_MTL.txt").write_text("GROUP = LANDSAT_METADATA_FILE\nEND\n")
+    _run(str(product))
+    with rasterio.open(tmp_path / f"{product.name}.bands.vrt") as vrt:
+        assert vrt.descriptions == ("coastal", "blue", "green", "red", "nir", "swir16", "swir22")
+        assert float(vrt.tags()["GEOSEG_SCALE"]) == 2.75e-05 and float(vrt.tags()["GEOSEG_OFFSET"]) == -0.2
+    item = json.loads((tmp_path / f"{product.name}.mask.json").read_text())
+    assert item["properties"]["platform"] == "landsat-8"
+
+
+def test_a_folder_without_band_files_is_one_line(tmp_path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("nothing here")
+    result = runner.invoke(app, ["run", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "no band files" in result.stderr
+    (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 not really")
+    broken = runner.invoke(app, ["run", str(tmp_path / "broken.zip")])
+    assert broken.exit_code == 3 and broken.stderr.count("\n") == 1 and "not a readable .zip" in broken.stderr
