@@ -46,6 +46,9 @@ LABEL_ROWS = 256
 #: Every strip but a scene's last has LABEL_ROWS rows from a multiple of them, so each level's rows pair up
 #: as they would over the whole mask (an odd last strip is padded with nodata, as the pyramid pads its end).
 DEVICE_OVERVIEW_LEVELS = 4
+#: Blend whole batches with indexed adds (:meth:`Blender._blend_batch`): None on a GPU only (there the per-patch
+#: slices' launches cost more than the network's spare time; on a CPU the slice adds are faster). Tests set it.
+BATCHED_BLEND: bool | None = None
 #: What the blender can hand out beside the labels: nothing, the top class's probability, every class's.
 PROBABILITY_BANDS = (None, "top", "all")
 
@@ -73,6 +76,8 @@ class Blender:
         window2d = np.outer(layout.window, layout.window) * float(2**QUANTUM_BITS)
         self.window2d = torch.from_numpy(window2d.astype(np.float32)).to(dev)
         self.votes_here = self.window2d > 0  # where a patch's class counts as its vote
+        #: Blend a batch's patches in a few kernels (:meth:`_blend_batch`) instead of a slice per patch.
+        self.batched = dev.type == "cuda" if BATCHED_BLEND is None else BATCHED_BLEND
         self.acc_dtype = torch.int32 if layout.deepest_sum < 2**31 - 1 else torch.int64
         # Weights that turn fixed-point sums back into probabilities, the quantum folded into rows.
         self.row_weight = torch.from_numpy(layout.row_weight * 2**QUANTUM_BITS).float().to(dev)
@@ -101,7 +106,6 @@ class Blender:
         self._settles: deque[tuple[int, int]] = deque()  # (patches that must have run, final model rows)
         #: Pixels per label value (classes and NODATA), on the device until the run ends.
         self.counts = torch.zeros(256, dtype=torch.int64, device=dev)
-        self._counted = [c.value for c in card.classes] + [NODATA]
         #: Diagnostics (benchmarks/precision.py): called with (scene row, probabilities) of every strip.
         self.probe: Callable[[int, torch.Tensor], None] | None = None
 
@@ -158,8 +162,7 @@ class Blender:
             labels, probs = self._labels(start, end)
             valid = self.valid[start - self.emitted : end - self.emitted]
             labels = torch.where(valid, labels, NODATA)
-            for value in self._counted:  # counted where the labels are: no pass over them on the host
-                self.counts[value] += (labels == value).sum()
+            self.counts += torch.bincount(labels.reshape(-1), minlength=256)  # where the labels are: no host pass
             self.seam_pixels += (self._disagree(start, end) & valid).sum()
             strips = {"labels": HostStrip.of(labels)}
             if self.probability_bands is not None:
@@ -195,16 +198,42 @@ class Blender:
         # (N, 2, T, T): the class and 255 minus it where the patch votes, 255 elsewhere: one running minimum keeps
         # the smallest class and 255 minus the largest
         votes = torch.where(self.votes_here, torch.stack((chosen, 255 - chosen), dim=1), 255)
+        if self.batched:
+            self._blend_batch(weighted, votes, [(r, c) for _, r, c in self._pending])
+        else:
+            self._blend_each(weighted, votes, [(r, c) for _, r, c in self._pending])
+        self._ran += len(self._pending)
+        self._pending.clear()
+
+    def _blend_each(self, weighted: torch.Tensor, votes: torch.Tensor, origins: list[tuple[int, int]]) -> None:
+        """Add each patch's weighted probabilities and votes into the rolling rows, a slice at a time (the CPU's
+        way: its slice adds run on every core)."""
         patch, height, width = self.layout.patch, self.layout.rows.size, self.layout.cols.size
         base = self.acc_base
-        for i, (_, r, c) in enumerate(self._pending):
+        for i, (r, c) in enumerate(origins):
             r0, r1, c0, c1 = max(r, 0), min(r + patch, height), max(c, 0), min(c + patch, width)
             inside = (slice(r0 - r, r1 - r), slice(c0 - c, c1 - c))
             self.acc[:, r0 - base : r1 - base, c0:c1] += weighted[i, :, inside[0], inside[1]]
             here = self.votes[:, r0 - base : r1 - base, c0:c1]
             torch.minimum(here, votes[i, :, inside[0], inside[1]], out=here)
-        self._ran += len(self._pending)
-        self._pending.clear()
+
+    def _blend_batch(self, weighted: torch.Tensor, votes: torch.Tensor, origins: list[tuple[int, int]]) -> None:
+        """The same as :meth:`_blend_each` for a whole batch in a few kernels (a GPU's way: one launch per patch
+        and slice kept the device thread busier than the network). Integer sums and minima do not depend on the
+        order of the atomic updates, so the rows hold the same bits."""
+        patch, height, width = self.layout.patch, self.layout.rows.size, self.layout.cols.size
+        dev = self.device
+        at = torch.tensor(origins, dtype=torch.int64)
+        at = at.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else at.to(dev)
+        steps = torch.arange(patch, device=dev)
+        rows, cols = at[:, :1] + steps, at[:, 1:] + steps  # (N, T) each: model-grid row and column of each pixel
+        inside = (((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :])
+        flat = ((rows - self.acc_base)[:, :, None] * width + cols[:, None, :]).where(inside, 0).reshape(-1)
+        classes = weighted.shape[1]
+        added = weighted.where(inside[:, None], 0).transpose(0, 1).reshape(classes, -1)
+        self.acc.view(classes, -1).index_add_(1, flat, added)
+        kept = votes.where(inside[:, None], 255).transpose(0, 1).reshape(2, -1)
+        self.votes.view(2, -1).scatter_reduce_(1, flat.expand(2, -1), kept, reduce="amin")
 
     def _disagree(self, start: int, end: int) -> torch.Tensor:
         """``(row, col)`` bool of scene rows ``[start, end)``: patches that reach the pixel chose different classes
