@@ -140,6 +140,10 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
     # CPU from its cached ONNX export without building the network, or records the export it makes.
     weights_key = None if loaded.built else loaded.weights_key
     exported = traced = None
+    once = one_time_costs(patches, device, cuda_graphs=config.cuda_graphs, batch_size=config.batch_size,
+                          reproducible=config.reproducible)
+    # cuDNN times its algorithms in this run (a trace records that choice: geoseg.engine.traced)
+    tuned = device.type == "cuda" and not config.reproducible and (once.tune or torch.backends.cudnn.benchmark)
     backend = resolve_backend(config.backend, device, config.precision)
     if loaded.onnx is not None:  # an ONNX model file: the exported backends run it as it is
         if backend not in EXPORTED or config.compile:
@@ -153,12 +157,10 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
         exported = cached_export(weights_key, len(card.bands), layout.patch)
     elif weights_key is not None and not config.compile:  # the torch backend: a trace needs no smp (traced.py)
         traced = load_traced(weights_key, len(card.bands), layout.patch, resolve_precision(config.precision, device),
-                             device)
+                             device, tuned)
     network = None if exported else traced if traced is not None else loaded.network
     # run_in_flight: CUDA graphs are captured only by a run alone in the session (entered before the
     # predictor touches the GPU); closing: captured graphs stay with the network for the next scene.
-    once = one_time_costs(patches, device, cuda_graphs=config.cuda_graphs, batch_size=config.batch_size,
-                          reproducible=config.reproducible)
     with session.run_in_flight(), closing(Predictor(network, device, config.precision, once.batch_size,
                                                     channels=len(card.bands), patch=layout.patch,
                                                     compile=config.compile, cuda_graphs=once.cuda_graphs,
@@ -199,7 +201,8 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
                                 produce, tuning.zlevel)
         if weights_key is not None and traced is None and predictor.backend == "torch" and not config.compile:
             # built from its file for this run: the next cold process loads the trace instead
-            save_traced(predictor.network, weights_key, len(card.bands), layout.patch, predictor.precision, device)
+            save_traced(predictor.network, weights_key, len(card.bands), layout.patch, predictor.precision, device,
+                        tuned)
         return Execution(
             counts=product.counts, device=str(device), precision=predictor.precision, backend=predictor.backend,
             batch_size=predictor.batch_size, model_seconds=predictor.model_seconds, patches=predictor.patches,

@@ -235,13 +235,16 @@ def test_a_trace_run_without_autocast_equals_the_network_under_autocast_on_cuda(
     cuda = torch.device("cuda")
     net = load_model(str(varied_unet_package(tmp_path / "unet"))).network.eval().to(cuda)
     net = net.to(memory_format=torch.channels_last)
+    # an earlier run of the process timed cuDNN's algorithms: a trace for a run on the heuristics must not keep that
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
     path = save_traced(net, "key", 3, 64, "bf16", cuda)
     assert path is not None
     traced = torch.jit.load(str(path), map_location=cuda)
     x = torch.randn(16, 3, 64, 64, device=cuda).contiguous(memory_format=torch.channels_last)
-    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True), torch.inference_mode():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            eager = net(x)
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False), torch.inference_mode(), \
+            torch.autocast("cuda", dtype=torch.bfloat16):
+        eager = net(x)
+    with torch.inference_mode():
         assert torch.equal(traced(x), eager)
 
 

@@ -10,6 +10,12 @@ alone and runs it **without** autocast: the same operations in the same precisio
 the eager network under autocast (tests/engine/test_traced.py on the CPU, tests/test_gpu.py on CUDA).
 Running the trace under autocast again would cast twice and differ.
 
+A trace keeps the cuDNN flags it was traced under: each convolution's ``benchmark`` and ``deterministic``
+arguments are constants of the traced graph, whatever ``torch.backends.cudnn`` says when it runs. So a trace
+is made under the flags its run uses (``tuned``: cuDNN times its algorithms, as a large scene's run does;
+else its fixed heuristics, as ``--reproducible`` and small scenes do) and keyed by them: a reproducible run
+never replays a trace that times its algorithms.
+
 The trace is keyed like the ONNX export (:func:`geoseg.engine.backends.cached_export`): the weight file's
 identity (path, size, modification time, cards), torch's version and the settings above. A network that
 cannot be traced is simply not cached; ``--compile`` runs never use a trace.
@@ -30,9 +36,11 @@ from geoseg.engine.predictor import AUTOCAST_DTYPES
 from geoseg.models.cache import cache_dir
 
 
-def traced_path(weights_key: str, channels: int, patch: int, precision: str, device: torch.device) -> Path:
+def traced_path(weights_key: str, channels: int, patch: int, precision: str, device: torch.device,
+                tuned: bool = False) -> Path:
     """Where the trace of these weights for these settings lives in geoseg's cache."""
-    settings = f"{torch.__version__}|{device.type}|{precision}|{channels}|{patch}|{weights_key}"
+    tuned = tuned and device.type == "cuda"  # cuDNN's flags mean nothing elsewhere
+    settings = f"{torch.__version__}|{device.type}|{precision}|{channels}|{patch}|{weights_key}|tuned={tuned}"
     return cache_dir() / "traced" / f"{hashlib.sha256(settings.encode()).hexdigest()[:32]}.pt"
 
 
@@ -43,9 +51,9 @@ _LOADING = threading.Lock()
 
 
 def load_traced(weights_key: str, channels: int, patch: int, precision: str,
-                device: torch.device) -> torch.jit.ScriptModule | None:
+                device: torch.device, tuned: bool = False) -> torch.jit.ScriptModule | None:
     """The cached trace of these weights, on ``device``, or None when there is none (or it cannot be read)."""
-    path = traced_path(weights_key, channels, patch, precision, device)
+    path = traced_path(weights_key, channels, patch, precision, device, tuned)
     with _LOADING:
         if (path, str(device)) in _LOADED:
             return _LOADED[path, str(device)]
@@ -62,10 +70,11 @@ def load_traced(weights_key: str, channels: int, patch: int, precision: str,
 
 
 def save_traced(network: torch.nn.Module, weights_key: str, channels: int, patch: int, precision: str,
-                device: torch.device) -> Path | None:
+                device: torch.device, tuned: bool = False) -> Path | None:
     """Trace ``network`` (placed on ``device``, in eval mode) with one patch under ``precision``'s autocast and
-    write it to the cache atomically; None when the network cannot be traced or the cache cannot be written."""
-    path = traced_path(weights_key, channels, patch, precision, device)
+    the cuDNN flags of a ``tuned`` run or of one on cuDNN's heuristics, and write it to the cache atomically; None
+    when the network cannot be traced or the cache cannot be written."""
+    path = traced_path(weights_key, channels, patch, precision, device, tuned)
     if path.is_file():
         return path
     example = torch.zeros((1, channels, patch, patch), device=device).contiguous(memory_format=torch.channels_last)
@@ -74,7 +83,9 @@ def save_traced(network: torch.nn.Module, weights_key: str, channels: int, patch
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit's deprecation notes, and the tracer's on shape checks
-            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None), \
+                    torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=tuned and
+                                               device.type == "cuda", deterministic=False):
                 traced = torch.jit.trace(network, example, check_trace=False)
             # Serialised in memory, written by Python: torch's own file writer aborts the process when a write
             # fails (a full disk), where Python raises OSError.

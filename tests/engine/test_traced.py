@@ -76,3 +76,25 @@ def test_a_cold_process_with_the_trace_imports_no_smp(package, tmp_path) -> None
     assert "segmentation_models_pytorch" in cold[0].stdout  # the first process built the network and traced it
     assert cold[1].stdout.strip() == "[]", cold[1].stdout  # the second loaded the trace with torch alone
     assert (tmp_path / "m0.tif").read_bytes() == (tmp_path / "m1.tif").read_bytes()
+
+
+def test_a_trace_keeps_the_cudnn_flags_of_its_run_and_is_keyed_by_them(tmp_path, monkeypatch) -> None:
+    """A traced convolution's benchmark flag is a constant of the graph: a trace is made under its run's flags
+    (heuristics unless tuned), whatever the process's flag says, and the two kinds never share a file."""
+    import torch
+
+    from geoseg.engine.traced import save_traced, traced_path
+
+    monkeypatch.setenv("GEOSEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1)).eval()
+    path = save_traced(net, "key", 3, 32, "fp32", torch.device("cpu"))
+    assert path is not None
+    graph = str(torch.jit.load(str(path)).inlined_graph).splitlines()
+    conv = next(line for line in graph if "aten::_convolution(" in line)
+    benchmark = conv.split("aten::_convolution(")[1].split(")")[0].split(", ")[9]  # the 10th argument
+    value = next(line for line in graph if line.strip().startswith(f"{benchmark} : bool = prim::Constant"))
+    assert "value=0" in value  # traced on cuDNN's heuristics though the process timed its algorithms
+    cuda = torch.device("cuda")
+    assert traced_path("key", 3, 32, "bf16", cuda, tuned=True) != traced_path("key", 3, 32, "bf16", cuda)
+    assert traced_path("key", 3, 32, "fp32", torch.device("cpu"), tuned=True) == path
