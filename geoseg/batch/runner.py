@@ -40,7 +40,7 @@ from geoseg.export.stac import collection
 from geoseg.io.integrity import write_text
 from geoseg.io.record import RECORD_TAG, make_record, read_record, same_record
 from geoseg.io.scene import open_scene
-from geoseg.io.stack import is_item_collection, split_collection, stack_input
+from geoseg.io.stack import catalog_items, is_item_collection, is_stac_catalog, split_collection, stack_input
 from geoseg.io.writing import PARTIAL_MARK, clean_leftovers
 from geoseg.models import LoadedModel, load_model
 from geoseg.models.registry import model_identity
@@ -119,8 +119,13 @@ def plan_tasks(jobs: list[Job]) -> tuple[list[Task], list[str]]:
 
 
 def _items_of(scene: Path | ListProblem, job: Job) -> list[Path | ListProblem]:
-    """``scene``, or the Items of a STAC ItemCollection, each a file in ``.geoseg-items/`` of the output folder."""
-    if isinstance(scene, ListProblem) or not is_item_collection(scene):
+    """``scene``; the Items of a STAC ItemCollection, each a file in ``.geoseg-items/`` of the output folder; or the
+    Item files a static catalog links to."""
+    if isinstance(scene, ListProblem):
+        return [scene]
+    if is_stac_catalog(scene):
+        return list(catalog_items(scene))
+    if not is_item_collection(scene):
         return [scene]
     return list(split_collection(scene, (job.output_dir or scene.parent) / ITEMS_FOLDER))
 

@@ -108,6 +108,49 @@ def is_item_collection(path: Path) -> bool:
         _is_item(f) for f in data.get("features", []))
 
 
+def is_stac_catalog(path: Path) -> bool:
+    """Whether ``path`` is a static STAC Catalog or Collection (its Items reached through ``item`` and ``child``
+    links)."""
+    data = _geojson(path)
+    return data is not None and data.get("type") in ("Catalog", "Collection") and isinstance(data.get("links"), list)
+
+
+#: The most Items and catalogs :func:`catalog_items` walks: a cycle or a runaway catalogue ends there.
+MAX_CATALOG_ENTRIES = 1_000_000
+
+
+def catalog_items(path: Path) -> list[Path]:
+    """The Item files of the static catalog at ``path``, in link order, through its ``child`` catalogs (each read
+    once); links are files relative to the catalog that names them. A remote link stops with one line."""
+    items: list[Path] = []
+    seen: set[Path] = set()
+    pending = [path.resolve()]
+    while pending:
+        catalog = pending.pop(0)
+        if catalog in seen:
+            continue
+        seen.add(catalog)
+        try:
+            data = json.loads(read_text(catalog, ITEM_BYTES, "a STAC catalog"))
+        except ValueError as exc:
+            raise ConfigError(f"{catalog}: is not JSON ({exc}); check the catalog's links") from None
+        for link in data.get("links", []) if isinstance(data, dict) else []:
+            rel, href = link.get("rel"), str(link.get("href", ""))
+            if rel not in ("item", "child") or not href:
+                continue
+            if "://" in href and not href.startswith("file://"):
+                raise ConfigError(f"{catalog}: links to {href}; geoseg walks local static catalogs only: list the "
+                                  f"Items' URLs in a file (one per line) and pass @FILE")
+            target = Path(gdal_href(href, catalog.parent))
+            if rel == "child":
+                pending.append(target)
+            elif target not in items:
+                items.append(target)
+            if len(items) + len(seen) > MAX_CATALOG_ENTRIES:
+                raise ConfigError(f"{path}: more than {MAX_CATALOG_ENTRIES:,} Items and catalogs; split the batch")
+    return items
+
+
 def split_collection(path: Path, folder: Path) -> list[Path]:
     """The Items of the collection at ``path``, each written to ``folder`` as ``ID.json`` (relative hrefs made
     absolute against the collection's folder; a file is rewritten only when its Item changed)."""

@@ -313,3 +313,35 @@ def test_a_folder_without_band_files_is_one_line(tmp_path) -> None:
     (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 not really")
     broken = runner.invoke(app, ["run", str(tmp_path / "broken.zip")])
     assert broken.exit_code == 3 and broken.stderr.count("\n") == 1 and "not a readable .zip" in broken.stderr
+
+
+def test_a_batch_of_a_static_catalog_walks_its_children_to_the_items(tmp_path) -> None:
+    """A static catalog (catalog -> collection -> Items, relative links, a link back up that is not followed as a
+    child): every Item a scene, named by its file, and a remote link refused in one line."""
+    scene = _scene(tmp_path)
+    files = _split(scene, tmp_path / "bands")
+    template = json.loads(_item(tmp_path, files, scale=None, offset=None).read_text())
+    root = tmp_path / "catalog"
+    for name in ("a", "b"):
+        item = {**json.loads(json.dumps(template)), "id": name}
+        for asset in item["assets"].values():
+            asset["href"] = str((tmp_path / asset["href"]).resolve())
+        (root / "s2" / name).mkdir(parents=True)
+        (root / "s2" / name / f"{name}.json").write_text(json.dumps(item))
+    (root / "s2" / "collection.json").write_text(json.dumps({
+        "type": "Collection", "id": "s2", "stac_version": "1.1.0", "description": "", "license": "other",
+        "extent": {}, "links": [{"rel": "item", "href": "./a/a.json"}, {"rel": "item", "href": "./b/b.json"},
+                                {"rel": "parent", "href": "../catalog.json"}]}))
+    (root / "catalog.json").write_text(json.dumps({
+        "type": "Catalog", "id": "root", "stac_version": "1.1.0", "description": "",
+        "links": [{"rel": "child", "href": "./s2/collection.json"}, {"rel": "self", "href": "./catalog.json"}]}))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["batch", str(root / "catalog.json"), "-o", str(out), "--device", "cpu", "--quiet",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"]["done"] == 2
+    assert (out / "a.mask.tif").is_file() and (out / "b.mask.tif").is_file()
+    (root / "remote.json").write_text(json.dumps({"type": "Catalog", "id": "r", "links": [
+        {"rel": "item", "href": "https://example.com/x.json"}]}))
+    remote = runner.invoke(app, ["batch", str(root / "remote.json"), "-o", str(out), "--device", "cpu"])
+    assert remote.exit_code == 2 and remote.stderr.count("\n") == 1 and "local static catalogs" in remote.stderr
