@@ -1,6 +1,7 @@
 """Chips for training: windows read from the images and labels as needed, with a spatial split.
 
-Each image is cut into square *cells* of ``2 x chip`` pixels. A fixed share of the cells, spread over
+Each image is cut into square *cells* of ``2 x chip`` pixels (images smaller than that, as in chip datasets,
+into cells as large as the smallest image, at least one chip). A fixed share of the cells, spread over
 each image (every k-th cell in a shuffled order from a fixed seed), is held out for validation. Where
 the images are too small for that (a chip dataset: most images hold fewer cells than k), whole images
 are held out instead, the same share of them, so that validation is never empty while there are two
@@ -46,7 +47,9 @@ def split_cells(images: list[TrainImage], chip: int, val_share: float, seed: int
                 min_labelled: float = 0.02) -> tuple[list[Cell], list[Cell], str]:
     """Training and validation cells, and how they were split (see module docstring); cells with fewer
     than ``min_labelled`` of their pixels labelled are left out of both."""
-    size = 2 * chip
+    # a cell is two chips wide; images smaller than that (chip datasets of 256² files and --chip-size 256) are one
+    # cell each, as large as the smallest of them allows (at least a chip), so that every cell has the same size
+    size = max(chip, min(2 * chip, *(min(img.scene.height, img.scene.width) for img in images)))
     rng = np.random.default_rng(seed)
     every = max(2, round(1 / val_share)) if val_share > 0 else 0
     per_image = []

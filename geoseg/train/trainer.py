@@ -254,14 +254,16 @@ def _train(images: Sequence[Path], labels: Sequence[Path], output: Path, config:
     first = found[0].scene
     scaling, scaling_source = _scaling(first.dtype, config.sensor, config.scale, first.path)
     scale, offset = scaling.factors(first.dtype)
-    if min(min(i.scene.height, i.scene.width) for i in found) < 2 * config.chip_size:
-        raise ConfigError(f"images must be at least {2 * config.chip_size} px on each side for --chip-size "
-                          f"{config.chip_size}; pass a smaller --chip-size")
+    small = min(found, key=lambda i: min(i.scene.height, i.scene.width)).scene
+    if min(small.height, small.width) < config.chip_size:
+        raise ConfigError(f"{small.path}: is {small.width} x {small.height} px, smaller than --chip-size "
+                          f"{config.chip_size}; pass a --chip-size of at most {min(small.height, small.width)}")
     reader = ChipReader(found, scale, offset, np.zeros(len(band_names)), np.ones(len(band_names)))
     train_cells, val_cells, split = split_cells(found, config.chip_size, config.val_share, config.seed)
     if not train_cells or (config.val_share > 0 and not val_cells):
-        raise ConfigError(f"too few labelled cells of {2 * config.chip_size} px for a spatial split "
-                          f"({len(train_cells)} training, {len(val_cells)} validation); pass a smaller --chip-size")
+        cell = train_cells[0].size if train_cells else 2 * config.chip_size
+        raise ConfigError(f"too few labelled cells of {cell} px for a spatial split ({len(train_cells)} training, "
+                          f"{len(val_cells)} validation); pass a smaller --chip-size")
     mean, std, counts = band_statistics(reader, train_cells, seed=config.seed)
     reader.mean, reader.std = mean.reshape(-1, 1, 1).astype(np.float32), std.reshape(-1, 1, 1).astype(np.float32)
     n_classes = len(table)

@@ -313,6 +313,26 @@ def test_a_chip_dataset_holds_out_whole_images(tmp_path) -> None:
     assert summary.split == "whole images" and summary.val_cells == len(val_cells)
 
 
+def test_chips_exactly_one_chip_in_size_train(tmp_path) -> None:
+    """A chip dataset's files are often the chip size itself (256² files, --chip-size 256): each file is one cell
+    of its own size, whole images are held out, and training runs (it used to ask for files twice the chip)."""
+    images, labels = [], []
+    for i in range(6):
+        folder = tmp_path / f"chip{i}"
+        folder.mkdir()
+        image, label = learnable_scene(folder, size=64)
+        images.append(image)
+        labels.append(label)
+    found, _, _ = _images(images, labels, CONFIG, None, "class")
+    train_cells, val_cells, how = split_cells(found, 64, 0.2)
+    assert how == "whole images" and all(c.size == 64 for c in train_cells + val_cells) and val_cells
+    summary = train(images, labels, tmp_path / "pkg", TrainConfig(**{**CONFIG.__dict__, "epochs": 1}))
+    assert summary.epochs_run == 1 and summary.val_cells >= 1
+    small = runner.invoke(app, ["train", str(images[0]), "--labels", str(labels[0]), "-o", str(tmp_path / "p2"),
+                                "--chip-size", "128", "--device", "cpu"])
+    assert small.exit_code == 2 and "smaller than --chip-size 128" in small.stderr
+
+
 def test_a_folder_of_chips_pairs_with_a_folder_of_labels_by_name(tmp_path) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
