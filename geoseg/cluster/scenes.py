@@ -21,11 +21,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geoseg.batch.claims import Owner
-from geoseg.batch.runner import EventLog, SceneResult, Task, run_task
 from geoseg.cluster.workers import model_for_workers, scene_resources
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the batch's runner imports torch: a client of the service (segment_scene_as_task) never needs it
+    from geoseg.batch.claims import Owner
+    from geoseg.batch.runner import SceneResult, Task
     from geoseg.config import RunConfig
     from geoseg.prepare import VectorRequest
     from geoseg.summary import RunSummary
@@ -77,6 +77,7 @@ def run_remote(task: Task, force: bool, owner: Owner, cancel_name: str) -> tuple
     """One scene on a dask worker (see module docstring)."""
     from distributed import get_worker
 
+    from geoseg.batch.runner import EventLog, run_task
     from geoseg.cluster.workers import relax_malloc
     from geoseg.engine.resident import RESIDENT, ModelRef
 

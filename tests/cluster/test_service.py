@@ -98,6 +98,24 @@ def test_a_run_through_the_service_equals_a_local_run(service, package, tmp_path
         assert (tmp_path / "svc" / name).read_bytes() == (tmp_path / "here" / name).read_bytes(), name
 
 
+def test_a_client_of_the_service_does_not_import_the_network_libraries(service, package, tmp_path) -> None:
+    """The client checks, submits and shows the summary: torch, smp and timm stay on the worker (about 1 s of a
+    cold process, benchmarks/RESULTS.md "Cold start")."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.cli.test_startup import PROBE
+
+    scene = _scene(tmp_path / "s.tif", size=96)
+    done = subprocess.run([sys.executable, "-c", PROBE, "run", str(scene), "-o", str(tmp_path / "m.tif"), "--model",
+                           str(package)], capture_output=True, text=True, timeout=300, env=os.environ)
+    last = json.loads(done.stderr.strip().splitlines()[-1])
+    assert last["code"] in (0, None), done.stderr
+    assert NOTICE in done.stderr and (tmp_path / "m.tif").is_file()
+    assert last["heavy"] == [], last
+
+
 def test_a_batch_through_the_service_equals_a_local_batch(service, package, tmp_path) -> None:
     scenes = [str(_scene(tmp_path / f"s{i}.tif", 200, seed=i)) for i in range(2)]
     served = runner.invoke(app, ["batch", *scenes, "-o", str(tmp_path / "svc"), "--model", str(package)])
