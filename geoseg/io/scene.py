@@ -230,10 +230,10 @@ class WindowReader:
             if self.info.remote_files:
                 failing = failing_source(self.info.remote_files, ds.window_bounds(window))
                 if failing is not None:
-                    raise SceneError(f"{failing}: cannot be read (for {self.info.path}, rows {row0}-{row1}, columns "
-                                     f"{col0}-{col1}: {first}); the server failed or did not answer in time "
-                                     f"(GDAL_HTTP_TIMEOUT, GDAL_HTTP_MAX_RETRY): check the network and the URL") \
-                        from None
+                    raise SceneError(f"{failing}: cannot be read (a remote source of {self.info.path}, rows "
+                                     f"{row0}-{row1}, columns {col0}-{col1}: {first}); the server failed or did not "
+                                     f"answer in time (GDAL_HTTP_TIMEOUT, GDAL_HTTP_MAX_RETRY): check the network and "
+                                     f"the URL") from None
             fix = ("a remote source failed or did not answer in time (GDAL_HTTP_TIMEOUT): check the network and "
                    "the source's URL" if self.info.remote_files else
                    "the file is damaged or incomplete: re-download or re-export it")

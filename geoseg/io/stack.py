@@ -279,8 +279,9 @@ def folder_stack(path: Path) -> Stack:
     files = sorted(n for n in names if Path(n).suffix.lower() in (".tif", ".tiff", ".jp2")
                    and _BAND_TOKEN.search(Path(n).stem))
     if not files:
-        raise ConfigError(f"{path}: no band files found (a Landsat *_SR_B*.TIF product, a Sentinel-2 SAFE, or files "
-                          f"named by band: *_B02.tif, *_red.tif ...); give the scene's raster itself")
+        raise SceneError(f"{path}: is a directory with no band files (a Landsat *_SR_B*.TIF product, a Sentinel-2 "
+                         f"SAFE, or files named by band: *_B02.tif ...); for every raster in a folder use geoseg batch "
+                         f"FOLDER -o OUT")
     if path.is_dir():
         stack = files_stack([path / n for n in files])
         return Stack(stack.sources, name, stack.tags, path.parent)
@@ -336,13 +337,17 @@ def write_stack(stack: Stack, path: Path) -> Path:
                          f"band alike: pass --scale, or stack them yourself")
     finest = min(range(len(grids)), key=lambda i: abs(grids[i][1].a))
     _, t, width, height, dtype, *_ = grids[finest]
+    # the VRT's blocks are the finest source's tiles: geoseg reads whole blocks of its scene, so each of a COG's
+    # tiles is fetched once (with the VRT's default 128-px blocks, reader threads fetched 512-px tiles twice)
+    block = grids[finest][6]
     bands = []
     for i, (source, (_, st, w, h, _, nodata, _)) in enumerate(zip(stack.sources, grids, strict=True)):
         x_off, y_off = (st.c - t.c) / t.a, (st.f - t.f) / t.e
         x_size, y_size = w * st.a / t.a, h * st.e / t.e
         value = source.nodata if source.nodata is not None else nodata
         bands.append(
-            f'  <VRTRasterBand dataType="{_VRT_TYPES.get(dtype, dtype)}" band="{i + 1}">\n'
+            f'  <VRTRasterBand dataType="{_VRT_TYPES.get(dtype, dtype)}" band="{i + 1}" '
+            f'blockXSize="{block[1]}" blockYSize="{block[0]}">\n'
             f"    <Description>{escape(source.name)}</Description>\n"
             + (f"    <NoDataValue>{value!r}</NoDataValue>\n" if value is not None else "")
             + f'    <SimpleSource resampling="nearest">\n      <SourceFilename relativeToVRT="0">'

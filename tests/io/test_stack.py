@@ -309,7 +309,7 @@ def test_a_folder_without_band_files_is_one_line(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("nothing here")
     result = runner.invoke(app, ["run", str(tmp_path / "empty")])
-    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "no band files" in result.stderr
+    assert result.exit_code == 3 and result.stderr.count("\n") == 1 and "no band files" in result.stderr
     (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 not really")
     broken = runner.invoke(app, ["run", str(tmp_path / "broken.zip")])
     assert broken.exit_code == 3 and broken.stderr.count("\n") == 1 and "not a readable .zip" in broken.stderr
