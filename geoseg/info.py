@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -9,16 +10,32 @@ from geoseg.bands import match_bands
 from geoseg.engine.resample import resolution_factor
 from geoseg.errors import BandError
 from geoseg.io.scene import open_scene
+from geoseg.io.stack import BandSource, folder_stack, is_product_folder, is_stac_item, item_stack, write_stack
 from geoseg.models import get_card
 from geoseg.prepare import choose_builtin
 
 
 def describe(path: str | Path) -> dict[str, Any]:
+    """What geoseg sees in ``path``: a raster, or a STAC Item or product folder read as its stack of band files
+    (then ``inputs`` says which asset or file feeds which of the fitting model's inputs; no file is written)."""
+    path = Path(path)
+    if not (is_product_folder(path) or is_stac_item(path)):
+        return _describe(path)
+    stack = folder_stack(path) if is_product_folder(path) else item_stack(path)
+    with tempfile.TemporaryDirectory(prefix="geoseg-info-") as tmp:
+        facts = _describe(write_stack(stack, Path(tmp) / f"{stack.name}.bands.vrt"), stack.sources)
+    return {**facts, "path": str(path), "driver": f"{facts['driver']} of {len(stack.sources)} band files"}
+
+
+def _describe(path: Path, sources: tuple[BandSource, ...] = ()) -> dict[str, Any]:
     scene = open_scene(path)
     name = choose_builtin(scene)
     card = get_card(name)
+    inputs: list[str] = []
     try:
         indexes, how = match_bands(scene.descriptions, card.bands, str(scene.path))
+        inputs = [f"{wanted} <- {sources[i - 1].name} ({sources[i - 1].href.removeprefix('/vsicurl/')})"
+                  for wanted, i in zip(card.bands, indexes, strict=True)] if sources else []
         fit = f"{name} (bands {','.join(map(str, indexes))} matched by {how})"
         if how == "position":  # nothing names the bands: say how to
             fit += "; the bands have no names: pass --sensor (e.g. naip, planetscope) or --bands if not in this order"
@@ -41,4 +58,5 @@ def describe(path: str | Path) -> dict[str, Any]:
         "inference_grid": f"1/{factor} of the scene's resolution" if factor > 1 else "scene's own grid",
         # Read over a network when pixels are read (a VRT of remote COGs): a user sees what a run will fetch.
         "remote_sources": list(scene.remote_files),
+        **({"inputs": inputs} if sources else {}),
     }

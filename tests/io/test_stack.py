@@ -345,3 +345,19 @@ def test_a_batch_of_a_static_catalog_walks_its_children_to_the_items(tmp_path) -
         {"rel": "item", "href": "https://example.com/x.json"}]}))
     remote = runner.invoke(app, ["batch", str(root / "remote.json"), "-o", str(out), "--device", "cpu"])
     assert remote.exit_code == 2 and remote.stderr.count("\n") == 1 and "local static catalogs" in remote.stderr
+
+
+def test_info_says_which_asset_feeds_which_input_and_writes_nothing(tmp_path) -> None:
+    scene = _scene(tmp_path)
+    files = _split(scene, tmp_path / "bands", coarse=("B11", "B12"))
+    item = _item(tmp_path, files, scale=0.0001, offset=0.0)
+    before = sorted(tmp_path.rglob("*"))
+    result = runner.invoke(app, ["info", str(item), "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert facts["path"] == str(item) and facts["size"].startswith(f"{_labels(scene).shape[1]} x")
+    assert facts["inputs"][0].startswith("blue <- ") and str(files[0]) in facts["inputs"][0]
+    assert facts["inputs"][5].startswith("swir22 <- ") and str(files[5]) in facts["inputs"][5]
+    assert sorted(tmp_path.rglob("*")) == before  # no stack written beside the Item
+    folder = runner.invoke(app, ["info", str(tmp_path / "bands"), "--json"])
+    assert folder.exit_code == 0 and len(json.loads(folder.stdout)["inputs"]) == 6
