@@ -40,7 +40,15 @@ from geoseg.export.stac import collection
 from geoseg.io.integrity import write_text
 from geoseg.io.record import RECORD_TAG, make_record, read_record, same_record
 from geoseg.io.scene import open_scene
-from geoseg.io.stack import catalog_items, is_item_collection, is_stac_catalog, split_collection, stack_input
+from geoseg.io.stack import (
+    ITEM_ID_TAG,
+    UPDATED_TAG,
+    catalog_items,
+    is_item_collection,
+    is_stac_catalog,
+    split_collection,
+    stack_input,
+)
 from geoseg.io.writing import PARTIAL_MARK, clean_leftovers
 from geoseg.models import LoadedModel, load_model
 from geoseg.models.registry import model_identity
@@ -321,17 +329,20 @@ def run_task(task: Task, force: bool, loader: Callable[[str, bool], LoadedModel]
         # a STAC Item: its per-band assets, through the stack VRT beside the mask (geoseg.io.stack); else as it is
         source, _ = stack_input([task.input], task.output, overwrite=True)
         scene = open_scene(source)
+        # an Item's scenes are keyed in the log by its id and the updated times it carries, beside the paths
+        keys = {key: scene.tags[tag] for key, tag in (("item", ITEM_ID_TAG), ("item_updated", UPDATED_TAG))
+                if tag in scene.tags}
         name = choose_model(scene, task.config)
         record = make_record(scene.path, model_identity(name, task.config.trust_checkpoint), task.config)
         found = read_record(task.output) if task.output.exists() else None
         if not force and same_record(found, record):
             reason = "finished earlier with the same input, model and settings"
-            log.emit("scene_skipped", **base, reason=reason)
+            log.emit("scene_skipped", **base, **keys, reason=reason)
             return SceneResult(**base, status="skipped", reason=reason)
         if task.output.exists() and found is None and not force:
             raise OutputError(f"{task.output}: exists and was not written by geoseg (no {RECORD_TAG} tag); "
                               f"move it away or pass --force to replace it")
-        log.emit("scene_start", **base, model=name)
+        log.emit("scene_start", **base, **keys, model=name)
         summary = segment_scene(source, task.output, replace(task.config, model=name, overwrite=True),
                                 loader=loader, cancel=cancel, session=session)
     except Cancelled:
@@ -345,8 +356,8 @@ def run_task(task: Task, force: bool, loader: Callable[[str, bool], LoadedModel]
                        log)
     result = SceneResult(**base, status="done", seconds=summary.seconds,
                          megapixels_per_second=summary.megapixels_per_second, warnings=summary.warnings)
-    log.emit("scene_done", **base, seconds=summary.seconds, megapixels_per_second=summary.megapixels_per_second,
-             warnings=summary.warnings)
+    log.emit("scene_done", **base, **keys, seconds=summary.seconds,
+             megapixels_per_second=summary.megapixels_per_second, warnings=summary.warnings)
     return result
 
 

@@ -42,6 +42,8 @@ ITEM_BYTES = 16 * 2**20
 STACK_SUFFIX = ".bands.vrt"
 #: Tags a stack carries for the run (see module docstring).
 SCALE_TAG, OFFSET_TAG, ITEM_TAG, PLATFORM_TAG = "GEOSEG_SCALE", "GEOSEG_OFFSET", "GEOSEG_STAC_ITEM", "GEOSEG_PLATFORM"
+#: The Item's id, and the ``updated`` times the Item and its assets carry (a changed one rewrites the stack).
+ITEM_ID_TAG, UPDATED_TAG = "GEOSEG_STAC_ITEM_ID", "GEOSEG_STAC_UPDATED"
 #: A band token in a file name: Sentinel-2 ``B02``/``B8A``, Landsat ``B4`` / ``SR_B4``, or a common name.
 _BAND_TOKEN = re.compile(r"(?:^|[_.\-])((?:SR_)?B\d{1,2}A?|coastal|blue|green|red|rededge\d?|nir\d*|swir\d+)$", re.I)
 
@@ -201,7 +203,13 @@ def item_stack(path: Path) -> Stack:
     if not sources:
         raise SceneError(f"{path}: the STAC Item has no single-band raster data assets to segment")
     props = item.get("properties", {})
-    tags = {ITEM_TAG: str(path.resolve())}
+    tags = {ITEM_TAG: str(path.resolve()), ITEM_ID_TAG: str(item.get("id") or path.stem)}
+    # when the Item or an asset says it was updated: the stack's text changes with it, so a batch's resume record
+    # (the stack's modification time) redoes the scene when a provider republishes an asset at the same href
+    updated = sorted({str(v) for v in [props.get("updated"), *(a.get("updated") for a in item.get("assets", {}).values()
+                                                             if isinstance(a, dict))] if v})
+    if updated:
+        tags[UPDATED_TAG] = ",".join(updated)
     if props.get("datetime") or props.get("start_datetime"):
         tags["ACQUISITION_DATETIME"] = str(props.get("datetime") or props.get("start_datetime"))
     if props.get("platform"):

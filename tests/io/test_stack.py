@@ -361,3 +361,25 @@ def test_info_says_which_asset_feeds_which_input_and_writes_nothing(tmp_path) ->
     assert sorted(tmp_path.rglob("*")) == before  # no stack written beside the Item
     folder = runner.invoke(app, ["info", str(tmp_path / "bands"), "--json"])
     assert folder.exit_code == 0 and len(json.loads(folder.stdout)["inputs"]) == 6
+
+
+def test_an_item_republished_with_a_new_updated_time_is_segmented_again(tmp_path) -> None:
+    """A provider republishes an asset at the same href and says so in ``updated``: the rerun redoes the scene (the
+    stack's text changes), and the log names the Item by its id and updated time."""
+    scene = _scene(tmp_path)
+    files = _split(scene, tmp_path / "bands")
+    item = _item(tmp_path, files, scale=None, offset=None)
+    data = json.loads(item.read_text())
+    data["properties"]["updated"] = "2024-01-01T00:00:00Z"
+    item.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    args = ["batch", str(item), "-o", str(out), "--device", "cpu", "--quiet", "--json"]
+    assert json.loads(runner.invoke(app, args).stdout)["counts"]["done"] == 1
+    assert json.loads(runner.invoke(app, args).stdout)["counts"]["skipped"] == 1
+    data["assets"]["B04"]["updated"] = "2025-06-01T00:00:00Z"
+    item.write_text(json.dumps(data))
+    assert json.loads(runner.invoke(app, args).stdout)["counts"]["done"] == 1
+    events = [json.loads(line) for line in (out / "geoseg-batch.jsonl").read_text().splitlines()]
+    done = [e for e in events if e["event"] == "scene_done"]
+    assert done[-1]["item"] == "S2A_T33UUU_20170216"
+    assert done[-1]["item_updated"] == "2024-01-01T00:00:00Z,2025-06-01T00:00:00Z"
