@@ -16,6 +16,7 @@ same tiling, blending and products as any other.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -138,11 +139,19 @@ def is_onnx_model(name: str) -> bool:
 
 
 def read_metadata(path: Path) -> tuple[dict[str, str], tuple[Any, ...]]:
-    """The file's metadata properties and its input's shape (dimensions as ints or names)."""
-    import onnx
-
+    """The file's metadata properties and its input's shape (dimensions as ints or names); read once per version
+    of the file in a process (a run asks for the card several times, and parsing a large model takes a while)."""
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist; check the path")
+    stat = path.stat()
+    return _read_metadata(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_metadata(name: str, size: int, mtime_ns: int) -> tuple[dict[str, str], tuple[Any, ...]]:
+    import onnx
+
+    path = Path(name)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # a truncated or foreign file: protobuf's own errors
