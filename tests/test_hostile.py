@@ -526,3 +526,34 @@ def test_a_service_whose_folders_cannot_be_made_is_one_line(tmp_path, monkeypatc
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "a-file" / "state"))  # under a file: no folder there
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     one_line(runner.invoke(app, ["serve", "start", "--cpu-workers", "1"]), 6, "the service's files cannot be written")
+
+
+def test_a_folder_of_too_many_files_is_not_walked_as_a_product(tmp_path, monkeypatch) -> None:
+    from geoseg.io import stack
+
+    monkeypatch.setattr(stack, "MAX_PRODUCT_FILES", 10)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"f{i}.txt").write_text("x")
+    one_line(runner.invoke(app, ["run", str(folder)]), 2, "more than a product", "geoseg batch FOLDER")
+
+
+def test_the_report_passes_over_a_garbled_log_and_an_oversized_item(tmp_path, monkeypatch) -> None:
+    from geoseg.batch import report
+
+    monkeypatch.setattr(report, "MAX_ITEM_BYTES", 1000)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for name, pad in (("a", 10), ("big", 2000)):  # an Item over the limit is not read, its mask not listed
+        (folder / f"{name}.tif").write_bytes(b"")
+        (folder / f"{name}.json").write_text(json.dumps({"type": "Feature", "assets": {"mask": {}}, "pad": "x" * pad}))
+    lines = ["not json", json.dumps({"event": "scene_failed", "input": "b.tif", "output": str(folder / "b.tif"),
+                                     "error": "<script>alert(1)</script>", "seconds": "NaN"}),
+             "{" + "x" * (report.MAX_EVENT_BYTES + 10) + "}", json.dumps(["a list"])]
+    (folder / "geoseg-batch.jsonl").write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["report", str(folder)])
+    assert result.exit_code == 0, result.output
+    page = (folder / "report.html").read_text()
+    assert "&lt;script&gt;" in page and "<script>alert" not in page  # messages are escaped
+    assert "1 failed" in page and "1 done" in page and "big.tif" not in page

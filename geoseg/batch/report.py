@@ -32,10 +32,11 @@ from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 
 from geoseg.bands import band_matches
-from geoseg.errors import OutputError
+from geoseg.errors import ConfigError, OutputError
 from geoseg.io.integrity import write_text
 from geoseg.io.writing import NODATA, PARTIAL_MARK
 from geoseg.sensors import sensor_from_name
+from geoseg.textfiles import read_text
 
 REPORT_NAME = "report.html"
 #: A quicklook's longest side in pixels.
@@ -44,6 +45,8 @@ QUICKLOOK_EDGE = 480
 DIRECT_EDGE = 2048
 #: The mask's share of a quicklook pixel's colour over the scene's true colour.
 MASK_OPACITY = 0.45
+#: The largest log line and mask Item the report reads (geoseg writes a few KB of each).
+MAX_EVENT_BYTES, MAX_ITEM_BYTES = 1 * 2**20, 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -69,19 +72,34 @@ def scenes_from_log(log: Path) -> list[ReportScene]:
     """The latest outcome of each scene in a batch's JSON-lines log (:class:`geoseg.batch.runner.EventLog`), in
     the order the scenes first appear; lines that are not JSON are passed over."""
     latest: dict[str, ReportScene] = {}
-    for line in log.read_text(errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        kind = str(event.get("event", ""))
-        if not kind.startswith("scene_") or kind == "scene_start" or "input" not in event:
-            continue
-        latest[str(event["input"])] = ReportScene(
-            input=str(event["input"]), output=str(event.get("output", "")), status=kind.removeprefix("scene_"),
-            seconds=event.get("seconds"), warnings=list(event.get("warnings") or []), error=event.get("error"),
-            reason=event.get("reason"))
+    with open(log, encoding="utf-8", errors="replace") as lines:  # years of nightly runs: a line at a time
+        for line in lines:
+            if len(line) > MAX_EVENT_BYTES:  # not an event geoseg wrote
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            scene = _event_scene(event)
+            if scene is not None:
+                latest[scene.input] = scene
     return list(latest.values())
+
+
+def _event_scene(event: object) -> ReportScene | None:
+    """A scene's outcome from one log event (a finished, skipped, failed or cancelled scene), or None."""
+    if not isinstance(event, dict):
+        return None
+    kind = str(event.get("event", ""))
+    if not kind.startswith("scene_") or kind == "scene_start" or "input" not in event:
+        return None
+    seconds, warnings = event.get("seconds"), event.get("warnings")
+    return ReportScene(
+        input=str(event["input"]), output=str(event.get("output", "")), status=kind.removeprefix("scene_"),
+        seconds=float(seconds) if isinstance(seconds, (int, float)) else None,
+        warnings=[str(w) for w in warnings] if isinstance(warnings, list) else [],
+        error=str(event["error"]) if event.get("error") else None,
+        reason=str(event["reason"]) if event.get("reason") else None)
 
 
 def write_report(folder: Path, scenes: list[ReportScene], title: str | None = None) -> Path:
@@ -171,11 +189,12 @@ def _swatch(colour: str) -> str:
 
 
 def _item(mask: Path) -> dict[str, Any] | None:
-    """The mask's STAC Item, if it is there and readable."""
+    """The mask's STAC Item, if it is there, readable and of a sane size (a mask's Item is a few KB)."""
     try:
-        return json.loads(mask.with_suffix(".json").read_text())
-    except (OSError, ValueError):
+        item = json.loads(read_text(mask.with_suffix(".json"), MAX_ITEM_BYTES, "a mask's STAC Item"))
+    except (ConfigError, ValueError):
         return None
+    return item if isinstance(item, dict) else None
 
 
 def _classes(item: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -33,9 +33,9 @@ def report(
             raise ConfigError(f"{log}: no such log; give the batch's {LOG_NAME} or leave --log out")
         scenes = scenes_from_log(source) if source.is_file() else []
         known = {Path(s.output).resolve() for s in scenes}
-        for item in sorted(folder.glob("*.json")):  # masks the log does not name (another batch's, a run's)
-            mask = item.with_suffix(".tif")
-            if mask.is_file() and mask.resolve() not in known and _is_mask_item(item):
+        for path in sorted(folder.glob("*.json")):  # masks the log does not name (another batch's, a run's)
+            mask = path.with_suffix(".tif")
+            if mask.is_file() and mask.resolve() not in known and (item := _mask_item(path)) is not None:
                 scenes.append(ReportScene(input=_derived_from(item) or str(mask), output=str(mask), status="done"))
         path = write_report(folder, scenes)
     shown = sum(Path(s.output).parent.resolve() == folder.resolve() for s in scenes)
@@ -45,14 +45,21 @@ def report(
         print(f"{path}: {shown} scene(s)")
 
 
-def _is_mask_item(path: Path) -> bool:
+def _mask_item(path: Path) -> dict | None:
+    """The mask Item at ``path`` (a STAC Feature with a ``mask`` asset, of a sane size), or None."""
+    from geoseg.batch.report import MAX_ITEM_BYTES
+    from geoseg.errors import ConfigError
+    from geoseg.textfiles import read_text
+
     try:
-        item = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(item, dict) and item.get("type") == "Feature" and "mask" in item.get("assets", {})
+        item = json.loads(read_text(path, MAX_ITEM_BYTES, "a mask's STAC Item"))
+    except (ConfigError, ValueError):
+        return None
+    ok = isinstance(item, dict) and item.get("type") == "Feature" and isinstance(item.get("assets"), dict)
+    return item if ok and "mask" in item["assets"] else None
 
 
-def _derived_from(path: Path) -> str | None:
-    item = json.loads(path.read_text())
-    return next((str(link["href"]) for link in item.get("links", []) if link.get("rel") == "derived_from"), None)
+def _derived_from(item: dict) -> str | None:
+    links = item.get("links") if isinstance(item.get("links"), list) else []
+    return next((str(link["href"]) for link in links if isinstance(link, dict) and link.get("rel") == "derived_from"
+                 and "href" in link), None)

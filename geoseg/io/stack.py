@@ -245,6 +245,10 @@ _S2_FILE = re.compile(r"_(B\d\d|B8A)(?:_(\d\d)m)?\.jp2$", re.I)
 _S2_OFFSET = re.compile(r"<(?:BOA|RADIO)_ADD_OFFSET[^>]*>\s*(-?\d+(?:\.\d+)?)\s*<")
 
 
+#: The most files a product folder (or .zip) may hold: a SAFE has a few hundred.
+MAX_PRODUCT_FILES = 20_000
+
+
 def is_product_folder(path: Path) -> bool:
     """Whether ``geoseg run PATH`` reads ``path`` as a product of one file per band: a folder, or a .zip."""
     return path.is_dir() or (path.suffix.lower() == ".zip" and path.is_file())
@@ -301,8 +305,15 @@ def folder_stack(path: Path) -> Stack:
 def _listing(path: Path) -> tuple[list[str], Callable[[str], str], Callable[[str], str]]:
     """The files of a folder or .zip (relative names), how GDAL reaches one, and how to read a small one as text."""
     if path.is_dir():
-        names = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
-        return names, lambda n: str((path / n).resolve()), lambda n: (path / n).read_text(errors="replace")
+        names = []
+        for found in path.rglob("*"):  # a product is a few hundred files; `geoseg run /` must not walk the disk
+            if len(names) >= MAX_PRODUCT_FILES:
+                raise ConfigError(f"{path}: holds more than {MAX_PRODUCT_FILES:,} files, more than a product; give "
+                                  f"the product's own folder, or use geoseg batch FOLDER -o OUT for a folder of scenes")
+            if found.is_file():
+                names.append(str(found.relative_to(path)))
+        return (sorted(names), lambda n: str((path / n).resolve()),
+                lambda n: read_text(path / n, ITEM_BYTES, "a product's metadata"))
     import zipfile
 
     try:
@@ -310,6 +321,9 @@ def _listing(path: Path) -> tuple[list[str], Callable[[str], str], Callable[[str
         names = sorted(i.filename for i in archive.infolist() if not i.is_dir())
     except (OSError, zipfile.BadZipFile) as exc:
         raise SceneError(f"{path}: is not a readable .zip ({exc}); download it again") from None
+    if len(names) > MAX_PRODUCT_FILES:
+        raise ConfigError(f"{path}: holds {len(names):,} files, more than a product's {MAX_PRODUCT_FILES:,}; give "
+                          f"one product's .zip")
 
     def text(name: str) -> str:
         with archive.open(name) as handle:
