@@ -20,7 +20,6 @@ import base64
 import html
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,9 +31,9 @@ from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 
 from geoseg.bands import band_matches
-from geoseg.errors import ConfigError, OutputError
-from geoseg.io.integrity import write_text
-from geoseg.io.writing import NODATA, PARTIAL_MARK
+from geoseg.errors import ConfigError
+from geoseg.io.integrity import publish_text
+from geoseg.io.writing import NODATA
 from geoseg.sensors import sensor_from_name
 from geoseg.textfiles import read_text
 
@@ -107,17 +106,7 @@ def write_report(folder: Path, scenes: list[ReportScene], title: str | None = No
     here = [s for s in scenes if Path(s.output).parent.resolve() == folder.resolve()]
     page = render(here, title or f"geoseg batch: {folder.resolve().name or folder}")
     path = folder / REPORT_NAME
-    tmp = path.with_name(f".{path.name}{PARTIAL_MARK}{os.getpid()}")
-    try:
-        write_text(tmp, page, path)
-        os.replace(tmp, path)
-    except OutputError:
-        tmp.unlink(missing_ok=True)
-        raise
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: the batch report cannot be written ({exc.strerror}); check free space and "
-                          f"permissions") from None
+    publish_text(path, page, "the batch report ")
     return path
 
 
@@ -128,11 +117,12 @@ def render(scenes: list[ReportScene], title: str) -> str:
     sections = []
     for scene in scenes:
         item = _item(Path(scene.output)) if scene.status in ("done", "skipped") else None
-        for c in _classes(item):
+        classes = _classes(item)
+        for c in classes:
             if c.get("hectares") is not None:
                 colour, total = areas.get(c["name"], (c["color"], 0.0))
                 areas[c["name"]] = (colour, total + c["hectares"])
-        sections.append(_scene_section(scene, item))
+        sections.append(_scene_section(scene, item, classes))
     seconds = sum(s.seconds or 0.0 for s in scenes if s.status == "done")
     totals = " · ".join(f"{n} {k}" for k, n in counts.items() if n) or "no scenes"
     area_rows = "".join(f"<tr><td>{_swatch(colour)} {html.escape(name)}</td><td>{ha:,.1f} ha</td></tr>"
@@ -146,7 +136,7 @@ def render(scenes: list[ReportScene], title: str) -> str:
         sections="\n".join(sections), images=sum(s.count("<img ") for s in sections))
 
 
-def _scene_section(scene: ReportScene, item: dict[str, Any] | None) -> str:
+def _scene_section(scene: ReportScene, item: dict[str, Any] | None, classes: list[dict[str, Any]]) -> str:
     name = html.escape(Path(scene.input).name)
     status = html.escape(scene.status)
     parts = [f"<section class='scene {status}'><h2>{name} <span class='status'>{status}</span></h2>",
@@ -174,7 +164,7 @@ def _scene_section(scene: ReportScene, item: dict[str, Any] | None) -> str:
         if look.note:
             parts.append(f"<p class='note'>{html.escape(look.note)}</p>")
         legend = "".join(f"<li>{_swatch(c['color'])} {html.escape(c['name'])}: {c['percentage']:.2f} %</li>"
-                         for c in _classes(item) if c.get("percentage") is not None)
+                         for c in classes if c.get("percentage") is not None)
         if legend:
             parts.append(f"<ul class='legend'>{legend}</ul>")
     if scene.warnings:

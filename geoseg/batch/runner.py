@@ -37,7 +37,7 @@ from geoseg.engine.device import DeviceSession
 from geoseg.errors import EXIT_FAILED, EXIT_OK, Cancelled, ConfigError, GeosegError, OutputError
 from geoseg.export.mosaic import write_vrt
 from geoseg.export.stac import collection
-from geoseg.io.integrity import write_text
+from geoseg.io.integrity import publish_text
 from geoseg.io.record import RECORD_TAG, make_record, read_record, same_record
 from geoseg.io.scene import open_scene
 from geoseg.io.stack import (
@@ -49,7 +49,7 @@ from geoseg.io.stack import (
     split_collection,
     stack_input,
 )
-from geoseg.io.writing import PARTIAL_MARK, clean_leftovers
+from geoseg.io.writing import clean_leftovers
 from geoseg.models import LoadedModel, load_model
 from geoseg.models.registry import model_identity
 from geoseg.prepare import choose_model
@@ -395,9 +395,8 @@ def write_catalog(folder: Path, masks: list[Path], notes: list[str]) -> list[str
     written = []
     if items:
         path = folder / COLLECTION_NAME
-        tmp = path.with_name(f".{path.name}{PARTIAL_MARK}{os.getpid()}")
-        tmp.write_text(json.dumps(collection(folder, items, folder.name or "geoseg"), indent=2) + "\n")
-        os.replace(tmp, path)
+        publish_text(path, json.dumps(collection(folder, items, folder.name or "geoseg"), indent=2) + "\n",
+                     "the batch's STAC Collection ")
         written.append(str(path))
     used, left_out = write_vrt([m for m in masks if m.is_file()], folder / MOSAIC_NAME)
     notes += left_out
@@ -408,18 +407,12 @@ def write_catalog(folder: Path, masks: list[Path], notes: list[str]) -> list[str
 
 def write_summary(summary: BatchSummary, path: Path) -> None:
     """Write the summary JSON atomically (a reader never sees half of it)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fix = "choose a writable folder with --summary PATH"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text(tmp, json.dumps(summary.to_dict(), indent=2, default=str) + "\n", path)
-        os.replace(tmp, path)
-    except OutputError:
-        tmp.unlink(missing_ok=True)
-        raise
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: the batch's summary cannot be written ({exc.strerror}); choose a writable "
-                          f"folder with --summary PATH") from None
+        raise OutputError(f"{path}: the batch's summary cannot be written ({exc.strerror}); {fix}") from None
+    publish_text(path, json.dumps(summary.to_dict(), indent=2, default=str) + "\n", "the batch's summary ", fix)
 
 
 def _now() -> str:

@@ -132,14 +132,14 @@ class Predictor:
             return averaged(lambda x: self._softmax(x, net), batch, self.tta)
 
     def _softmax(self, batch: torch.Tensor, net: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
-        with torch.inference_mode():
-            if self.backend == "torch":
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            # A trace runs on TorchScript's plain interpreter: its optimising executor would fuse kernels after a few
-            # calls (other numerics, and seconds of compiling), so the trace would stop being the eager network.
-            with self._autocast(), torch.jit.optimized_execution(not self.traced):
-                logits = (net or self._net)(batch)
-            return logits.float() if self.probabilities_out else torch.softmax(logits.float(), dim=1)
+        """One pass of the network, as probabilities (inside :meth:`_forward`'s inference mode)."""
+        if self.backend == "torch":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        # A trace runs on TorchScript's plain interpreter: its optimising executor would fuse kernels after a few
+        # calls (other numerics, and seconds of compiling), so the trace would stop being the eager network.
+        with self._autocast(), torch.jit.optimized_execution(not self.traced):
+            logits = (net or self._net)(batch)
+        return logits.float() if self.probabilities_out else torch.softmax(logits.float(), dim=1)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """``(N, C, T, T)`` float32 in, ``(N, K, T, T)`` float32 probabilities out, on the device.

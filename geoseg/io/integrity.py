@@ -71,6 +71,26 @@ def write_text(path: Path, text: str, shown: Path) -> None:
         raise OutputError(f"{shown}: cannot be written ({exc.strerror}); check free space and permissions") from None
 
 
+#: Marks a file still being written under a temporary name (``.NAME.partial-PID``), removed by the next run.
+PARTIAL_MARK = ".partial-"
+
+
+def publish_text(path: Path, text: str, what: str = "", fix: str = "check free space and permissions") -> None:
+    """``text`` at ``path``, whole or not at all: written under a temporary name, flushed and renamed. A failed
+    write (a full disk, a read-only folder) is one :class:`OutputError` ("PATH: WHAT cannot be written (why);
+    FIX") and leaves nothing behind."""
+    partial = path.with_name(f".{path.name}{PARTIAL_MARK}{os.getpid()}")
+    try:
+        write_text(partial, text, path)
+        os.replace(partial, path)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"{path}: {what}cannot be written ({exc.strerror}); {fix}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def check_tiff(path: Path, shown: Path) -> None:
     """Raise :class:`OutputError` unless every tile (or strip) of every image in the TIFF at ``path`` lies
     inside the file, none overlaps another, and every directory can be read.

@@ -28,7 +28,7 @@ from xml.sax.saxutils import escape
 import rasterio
 
 from geoseg.errors import ConfigError, OutputError, SceneError
-from geoseg.io.integrity import write_text
+from geoseg.io.integrity import publish_text
 from geoseg.io.scene import check_regular_file
 from geoseg.sensors import SENSORS
 from geoseg.textfiles import read_text
@@ -175,7 +175,7 @@ def split_collection(path: Path, folder: Path) -> list[Path]:
         out = folder / f"{name}.json"
         text = json.dumps(item, indent=1)
         if not out.exists() or out.read_text() != text:
-            _publish(out, text)
+            publish_text(out, text)
         items.append(out)
     return items
 
@@ -389,21 +389,8 @@ def write_stack(stack: Stack, path: Path) -> Path:
             + (f"  <Metadata>\n{metadata}  </Metadata>\n" if metadata else "") + "".join(bands) + "</VRTDataset>\n")
     if geoseg_stack(path) == text:  # unchanged: its time stays, and with it a batch's resume record
         return path
-    _publish(path, text)
+    publish_text(path, text)
     return path
-
-
-def _publish(path: Path, text: str) -> None:
-    """``text`` at ``path``, whole or not at all: a failed write (a full disk, a read-only folder) is one
-    :class:`OutputError` and leaves nothing behind."""
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        write_text(partial, text, path)
-        os.replace(partial, path)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot be written ({exc.strerror}); check free space and permissions") from None
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def stack_input(paths: list[Path], output: Path | None, overwrite: bool) -> tuple[Path, Path | None]:

@@ -36,7 +36,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from geoseg.errors import ConfigError, OutputError
-from geoseg.io.integrity import check_pixels, check_tiff, low_space, sync_file, sync_folder
+from geoseg.io.integrity import PARTIAL_MARK, check_pixels, check_tiff, low_space, sync_file, sync_folder
 from geoseg.io.outputs import check_outputs
 from geoseg.io.scene import SceneInfo
 from geoseg.models.card import ModelCard
@@ -46,7 +46,6 @@ NODATA = 255
 PROBABILITY_SCALE = 250
 #: Output tile edge; the engine's strips are multiples of it, so every write fills whole tiles.
 OUTPUT_TILE = 256
-PARTIAL_MARK = ".partial-"
 #: Deflate level of the plain GeoTIFF mask, below GDAL's default (6): encoding the mask competes with decoding
 #: the input for the same cores, and masks are small next to their scenes (benchmarks/RESULTS.md).
 ZLEVEL = 3

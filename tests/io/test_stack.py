@@ -178,46 +178,44 @@ def test_a_missing_remote_asset_fails_in_one_line_naming_its_url(tmp_path) -> No
     assert not (tmp_path / "remote.tif").exists()
 
 
-def test_a_connection_dropped_mid_file_is_retried_and_then_named(tmp_path) -> None:
-    """A band whose first transfer is cut off half-way: read again, the same mask; one cut off every time: the
-    run stops in one line naming that band's URL, and no mask is left."""
+def _fault_once_then_always(tmp_path: Path, band: int, fault: int) -> tuple[object, str, float]:
+    """Band ``band`` served with ``fault`` on its first request: the mask equals the local stacked file's. Then
+    with ``fault`` on every request: the failed run's result, the band's URL and the run's seconds."""
+    import time
+
     scene = _scene(tmp_path)
     files = _split(scene, tmp_path / "bands")
     _run(str(scene), "-o", str(tmp_path / "stacked.tif"))
-    with RangeServer(tmp_path / "bands", faults={files[2].name: [RESET]}) as server:
+    with RangeServer(tmp_path / "bands", faults={files[band].name: [fault]}) as server:
         item = _remote_item(tmp_path, server, files)
         _run(str(item), "-o", str(tmp_path / "once.tif"))
     assert np.array_equal(_labels(tmp_path / "stacked.tif"), _labels(tmp_path / "once.tif"))
-    with RangeServer(tmp_path / "bands", faults={files[2].name: [RESET] * 1000}) as server:
+    with RangeServer(tmp_path / "bands", faults={files[band].name: [fault] * 1000}) as server:
         item = _remote_item(tmp_path, server, files)
+        started = time.monotonic()
         result = runner.invoke(app, ["run", str(item), "-o", str(tmp_path / "always.tif")])
-        url = server.url(files[2].name)
+        seconds = time.monotonic() - started
+        url = server.url(files[band].name)
+    assert not (tmp_path / "always.tif").exists()
+    return result, url, seconds
+
+
+def test_a_connection_dropped_mid_file_is_retried_and_then_named(tmp_path) -> None:
+    """A band whose first transfer is cut off half-way: read again, the same mask; one cut off every time: the
+    run stops in one line naming that band's URL, and no mask is left."""
+    result, url, _ = _fault_once_then_always(tmp_path, 2, RESET)
     assert result.exit_code == 3, result.output
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"geoseg: error: {url}: cannot be read")
-    assert not (tmp_path / "always.tif").exists()
 
 
 def test_a_server_slower_than_the_timeout_is_retried_then_fails(tmp_path, monkeypatch) -> None:
     """GDAL_HTTP_TIMEOUT (geoseg's default 60 s) bounds each request: one late answer is retried, a server late
     every time fails the run in one line, well before its answers would come."""
-    import time
-
     monkeypatch.setenv("GDAL_HTTP_TIMEOUT", "2")
     monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "1")
-    scene = _scene(tmp_path)
-    files = _split(scene, tmp_path / "bands")
-    _run(str(scene), "-o", str(tmp_path / "stacked.tif"))
-    with RangeServer(tmp_path / "bands", faults={files[1].name: [SLOW]}) as server:
-        item = _remote_item(tmp_path, server, files)
-        _run(str(item), "-o", str(tmp_path / "late-once.tif"))
-    assert np.array_equal(_labels(tmp_path / "stacked.tif"), _labels(tmp_path / "late-once.tif"))
-    with RangeServer(tmp_path / "bands", faults={files[1].name: [SLOW] * 1000}) as server:
-        item = _remote_item(tmp_path, server, files)
-        started = time.monotonic()
-        result = runner.invoke(app, ["run", str(item), "-o", str(tmp_path / "late.tif")])
-        seconds = time.monotonic() - started
+    result, _, seconds = _fault_once_then_always(tmp_path, 1, SLOW)
     assert result.exit_code == 3 and result.stderr.count("\n") == 1, result.output
-    assert seconds < 25 and not (tmp_path / "late.tif").exists()
+    assert seconds < 25
 
 
 def test_a_batch_of_items_resumes(tmp_path) -> None:
