@@ -256,8 +256,13 @@ def validate_stac(document: dict) -> None:
         uri = f"{schema['$id'].rsplit('/', 1)[0]}/{path.name}"
         resources.append((uri, Resource.from_contents(schema, default_specification=DRAFT7)))
     for path in STAC_SCHEMAS.glob("*.json"):
+        # Registered by file name (NAME-vX.Y.Z.json): processing v1.1.0's own $id still says v1.0.0.
+        name, version = path.stem.rsplit("-", 1)
         schema = json.loads(path.read_text())
-        resources.append((schema["$id"].rstrip("#"), Resource.from_contents(schema, default_specification=DRAFT7)))
+        resource = Resource.from_contents(schema, default_specification=DRAFT7)
+        resources.append((f"https://stac-extensions.github.io/{name}/{version}/schema.json", resource))
+        if path.stem == "raster-v1.0.0":  # what MLM v1.5.0 refers to in raster v1.1.0 (tests/data/stac/README.md)
+            resources.append(("https://stac-extensions.github.io/raster/v1.1.0/schema.json", resource))
     registry = Registry().with_resources(resources)
     kind = "item" if document["type"] == "Feature" else "collection"
     core_uri = f"https://schemas.stacspec.org/v1.1.0/{kind}-spec/json-schema/{kind}.json"

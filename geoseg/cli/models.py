@@ -52,10 +52,20 @@ def list_models(as_json: bool = json_option()) -> None:
 
 @models.command()
 def show(model: str = typer.Argument(..., help="A model package folder or a built-in name.", show_default=False),
-         as_json: bool = json_option()) -> None:
+         as_json: bool = json_option(),
+         stac: bool = typer.Option(False, "--stac", help="Print the model as a STAC Item with the Machine Learning "
+                                   "Model extension (MLM v1.5.0), for a catalogue.")) -> None:
     """Explain a model: its network, inputs and how they are scaled, classes, tiling."""
-    with user_errors(as_json):
+    with user_errors(as_json or stac):
         card = get_card(model)
+        if stac:
+            from geoseg.models.mlm import mlm_item
+            from geoseg.models.registry import resolve_name
+
+            item = mlm_item(card, resolve_name(model))
+    if stac:
+        print(json.dumps(item, indent=2))
+        return
     if as_json:
         print(json.dumps(_card_json(card), indent=2))
         return

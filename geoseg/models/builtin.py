@@ -81,29 +81,30 @@ def csmask_card(name: str) -> ModelCard:
     )
 
 
-def _onnx_path(name: str) -> Path:
+def onnx_path(name: str) -> Path:
+    """The ONNX file in ukis-csmask that holds a built-in model's weights."""
     stem, _ = CSMASK_VARIANTS[name]
-    onnx_path = _package_dir() / f"{stem}.onnx"
-    if not onnx_path.is_file():
-        raise ModelError(f"{onnx_path}: the built-in model's weights are missing; reinstall ukis-csmask")
-    return onnx_path
+    path = _package_dir() / f"{stem}.onnx"
+    if not path.is_file():
+        raise ModelError(f"{path}: the built-in model's weights are missing; reinstall ukis-csmask")
+    return path
 
 
 def csmask_source(name: str) -> str:
     """Names the source of a built-in model's weights: ukis-csmask's version and its ONNX file's size."""
-    return f"{metadata.version('ukis-csmask')}-{_onnx_path(name).stat().st_size}"
+    return f"{metadata.version('ukis-csmask')}-{onnx_path(name).stat().st_size}"
 
 
 def csmask_weights(name: str) -> dict[str, torch.Tensor]:
     """The smp state dict of a built-in model, from the cache or converted from its ONNX file."""
-    onnx_path = _onnx_path(name)
+    source = onnx_path(name)
     cached = cache_dir() / "models" / f"{name}-{csmask_source(name)}.safetensors"
     if cached.is_file():
         try:
             return load_weights(cached)
         except Exception:  # a damaged cache entry is rebuilt, never trusted
             cached.unlink(missing_ok=True)
-    tensors = _onnx_initializers(onnx_path)
+    tensors = _onnx_initializers(source)
     with contextlib.suppress(OSError):  # a read-only or full cache: the weights serve this process all the same
         save_weights(cached, tensors)
     return tensors
