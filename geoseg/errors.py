@@ -26,6 +26,13 @@ class SceneError(GeosegError, OSError):
     exit_code = 3
 
 
+def no_such_file(path: object) -> SceneError:
+    """The error for an input path that does not exist, naming the folder relative paths start at."""
+    import os
+
+    return SceneError(f"{path}: no such file; check the path (relative paths start at {os.getcwd()})")
+
+
 class BandError(GeosegError, ValueError):
     """The scene's bands do not give the model what it needs."""
 

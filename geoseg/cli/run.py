@@ -19,7 +19,7 @@ from geoseg.config import RunConfig
 
 if TYPE_CHECKING:
     from geoseg.cluster.workers import ClusterSpec
-    from geoseg.prepare import PreparedRun, VectorRequest
+    from geoseg.prepare import VectorRequest
     from geoseg.summary import RunSummary
 
 
@@ -45,33 +45,32 @@ def run(
 ) -> None:
     """Segment SCENE into a georeferenced class mask (Cloud-Optimized GeoTIFF, uint8, nodata 255) with its
     QGIS style (.qml), STAC Item (.json) and GDAL legend (.aux.xml) beside it."""
-    from geoseg.prepare import VectorRequest, prepare_run
-
     config = replace(settings, overwrite=overwrite)
     err = Console(stderr=True)
+    plain = quiet or as_json or not err.is_terminal
     with user_errors(as_json):
-        # Every check a user can fail (scene, output, model card, bands, settings) before torch is imported:
-        # a mistake is reported in a second, not after the network's libraries have loaded.
-        from geoseg.io.stack import stack_input
-
-        scene, output = stack_input(scenes, output, overwrite)
-        prepared = prepare_run(scene, output, config, vector=vector)
-        layer = VectorRequest(vector, min_area, simplify) if vector is not None else None
         if cluster is not None:  # on a dask cluster's workers (or this user's geoseg service)
             if cluster.service and not quiet:
                 print(service_notice(cluster), file=sys.stderr)
-            summary = _on_cluster(cluster, scene, output, config, layer, prepared,
-                                  quiet or as_json or not err.is_terminal, err)
-        elif quiet or as_json or not err.is_terminal:
-            from geoseg.run import segment_scene
-
-            summary = segment_scene(scene, output, config, vector=layer, prepared=prepared)
+            summary = _on_cluster(cluster, scenes, output, config, _layer(vector, min_area, simplify), plain, err)
         else:
-            from geoseg.run import segment_scene
+            from geoseg.io.stack import stack_input
+            from geoseg.prepare import prepare_run
 
-            with _progress_bar(err) as (bar, task):
-                summary = segment_scene(scene, output, config, vector=layer, prepared=prepared,
-                                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+            # Every check a user can fail (scene, output, model card, bands, settings) before torch is imported:
+            # a mistake is reported in a second, not after the network's libraries have loaded.
+            scene, output = stack_input(scenes, output, overwrite)
+            prepared = prepare_run(scene, output, config, vector=vector)
+            layer = _layer(vector, min_area, simplify)
+            from geoseg.run import segment_scene  # torch, after the checks
+
+            if plain:
+                summary = segment_scene(scene, output, config, vector=layer, prepared=prepared)
+            else:
+                with _progress_bar(err) as (bar, task):
+                    summary = segment_scene(scene, output, config, vector=layer, prepared=prepared,
+                                            progress=lambda done, total: bar.update(task, completed=done,
+                                                                                    total=total))
     for note in summary.warnings:
         print(printable(f"geoseg: warning: {note}"), file=sys.stderr)
     if as_json:
@@ -80,16 +79,28 @@ def run(
         Console().print(summary_table(summary))
 
 
-def _on_cluster(cluster: ClusterSpec, scene: Path, output: Path | None, config: RunConfig,
-                layer: VectorRequest | None, prepared: PreparedRun, plain: bool, err: Console) -> RunSummary:
+def _layer(vector: Path | None, min_area: float, simplify: float) -> VectorRequest | None:
+    if vector is None:
+        return None
+    from geoseg.prepare import VectorRequest
+
+    return VectorRequest(vector, min_area, simplify)
+
+
+def _on_cluster(cluster: ClusterSpec, scenes: list[Path], output: Path | None, config: RunConfig,
+                layer: VectorRequest | None, plain: bool, err: Console) -> RunSummary:
     from geoseg.cluster.scenes import segment_scene_as_task
     from geoseg.cluster.workers import connect
 
     with connect(cluster) as client:
-        if len(client.scheduler_info()["workers"]) == 1:  # the whole scene on the one worker, written there
-            return segment_scene_as_task(client, scene, output, config, layer)
+        if len(client.scheduler_info()["workers"]) == 1:  # the whole scene on the one worker, checked and written there
+            return segment_scene_as_task(client, scenes, output, config, layer)
         from geoseg.cluster.split import segment_scene_on
+        from geoseg.io.stack import stack_input
+        from geoseg.prepare import prepare_run
 
+        scene, output = stack_input(scenes, output, config.overwrite)
+        prepared = prepare_run(scene, output, config, vector=None if layer is None else layer.path)
         if plain:  # row strips on the workers, written here
             return segment_scene_on(client, scene, output, config, vector=layer, prepared=prepared)
         with _progress_bar(err) as (bar, task):

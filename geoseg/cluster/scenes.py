@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from dataclasses import replace
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoseg.cluster.workers import model_for_workers, scene_resources
+from geoseg.errors import no_such_file
 
 if TYPE_CHECKING:  # the batch's runner imports torch: a client of the service (segment_scene_as_task) never needs it
     from geoseg.batch.claims import Owner
@@ -120,16 +121,21 @@ def cancel_watch(cancel_name: str) -> Iterator[threading.Event]:
         finished.set()
 
 
-def segment_scene_as_task(client: Any, scene_path: str | Path, output: str | Path | None, config: RunConfig,
+def segment_scene_as_task(client: Any, scenes: Sequence[str | Path], output: str | Path | None, config: RunConfig,
                           vector: VectorRequest | None = None) -> RunSummary:
     """One scene as one task on a worker, which runs the file engine with its resident model and writes the
-    product (a one-worker cluster or ``geoseg serve``: no row strips to share out). Paths go to the worker
-    absolute; the summary names them as given. Interrupted here, the task is cancelled at its next block
-    and leaves no output."""
+    product (a one-worker cluster or ``geoseg serve``: no row strips to share out). ``scenes`` are what
+    ``geoseg run`` was given (one raster, a STAC Item, a product folder or one file per band): the worker
+    checks them, stacks them where needed and reports a mistake as a local run would, so this process never
+    opens a raster (nor imports rasterio). Paths go to the worker absolute; the summary names them as given.
+    Interrupted here, the task is cancelled at its next block and leaves no output."""
     from distributed import Event
 
+    for given in scenes:  # the one check made here: a path mistyped is named as typed, from this folder
+        if not str(given).startswith("/vsi") and ":/" not in str(given) and not Path(given).exists():
+            raise no_such_file(given)
     cancel_name = f"geoseg-cancel-{uuid.uuid4().hex[:12]}"
-    where = Path(scene_path).absolute(), None if output is None else Path(output).absolute()
+    where = [Path(s).absolute() for s in scenes], None if output is None else Path(output).absolute()
     layer = None if vector is None else replace(vector, path=vector.path.absolute())
     config = replace(config, model=model_for_workers(config.model))
     remote = client.submit(segment_remote, *where, config, layer, cancel_name, pure=False,
@@ -141,26 +147,31 @@ def segment_scene_as_task(client: Any, scene_path: str | Path, output: str | Pat
         with suppress(BaseException):
             remote.result(timeout=CANCEL_WAIT_S)  # its staging removed before this process leaves
         raise
-    # Paths as the caller gave them: the product lies beside the output asked for (or the scene).
-    written, here = Path(summary.output).parent, Path(output).parent if output is not None else Path(scene_path).parent
+    # Paths as the caller gave them: the product lies beside the output asked for (or the first input).
+    here = Path(output).parent if output is not None else Path(scenes[0]).parent
+    written = here.absolute()
 
     def shown(path: str) -> str:
         return str(here / Path(path).relative_to(written)) if Path(path).is_relative_to(written) else path
 
-    return replace(summary, input=str(scene_path), output=shown(summary.output), device=f"1 dask worker(s): "
-                   f"{summary.device}", files={kind: shown(path) for kind, path in summary.files.items()})
+    return replace(summary, input=shown(summary.input), output=shown(summary.output),
+                   device=f"1 dask worker(s): {summary.device}",
+                   files={kind: shown(path) for kind, path in summary.files.items()})
 
 
-def segment_remote(scene: Path, output: Path | None, config: RunConfig, vector: VectorRequest | None,
+def segment_remote(scenes: list[Path], output: Path | None, config: RunConfig, vector: VectorRequest | None,
                    cancel_name: str) -> RunSummary:
-    """On a worker: :func:`geoseg.run.segment_scene` with the worker's resident models and device session."""
+    """On a worker: ``geoseg run``'s inputs stacked where needed (:func:`geoseg.io.stack.stack_input`), then
+    :func:`geoseg.run.segment_scene` with the worker's resident models and device session."""
     from distributed import get_worker
 
     from geoseg.cluster.workers import relax_malloc
     from geoseg.engine.resident import RESIDENT, ModelRef
+    from geoseg.io.stack import stack_input
     from geoseg.run import segment_scene
 
     relax_malloc()
+    scene, output = stack_input(scenes, output, config.overwrite)
     if config.workers is None:  # reader threads: the worker's cores (it runs one scene at a time)
         config = replace(config, workers=max(1, get_worker().state.nthreads))
     with cancel_watch(cancel_name) as cancel:

@@ -25,7 +25,7 @@ from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from geoseg.errors import SceneError
+from geoseg.errors import SceneError, no_such_file
 
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
@@ -116,7 +116,7 @@ def check_regular_file(path: Path, what: str, fix: str) -> None:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise SceneError(f"{path}: no such file; check the path (relative paths start at {Path.cwd()})") from None
+        raise no_such_file(path) from None
     except OSError as exc:
         raise SceneError(f"{path}: cannot be read ({exc.strerror}); check the path and its permissions") from None
     if stat.S_ISDIR(mode):

@@ -14,15 +14,23 @@ from tests.helpers import write_tif
 
 HEAVY = ("torch", "segmentation_models_pytorch", "timm", "torchvision")
 
-PROBE = f"""
+
+
+def probe_script(heavy: tuple[str, ...]) -> str:
+    """A Python script that runs geoseg's CLI on its arguments and prints, last on stderr, the exit code and
+    which of ``heavy`` the process imported."""
+    return f"""
 import json, sys
 from geoseg.cli.app import app
 try:
     app(sys.argv[1:], standalone_mode=True)
 except SystemExit as exc:
     code = exc.code
-print(json.dumps({{"code": code, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}), file=sys.stderr)
+print(json.dumps({{"code": code, "heavy": [m for m in {heavy!r} if m in sys.modules]}}), file=sys.stderr)
 """
+
+
+PROBE = probe_script(HEAVY)
 
 
 def probe(*args: str) -> tuple[int, list[str], str]:

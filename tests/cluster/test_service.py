@@ -99,21 +99,38 @@ def test_a_run_through_the_service_equals_a_local_run(service, package, tmp_path
 
 
 def test_a_client_of_the_service_does_not_import_the_network_libraries(service, package, tmp_path) -> None:
-    """The client checks, submits and shows the summary: torch, smp and timm stay on the worker (about 1 s of a
-    cold process, benchmarks/RESULTS.md "Cold start")."""
+    """The client submits the scene and shows the summary: torch, smp and timm stay on the worker (about 1 s of a
+    cold process, benchmarks/RESULTS.md "Cold start"), and so does rasterio: the worker checks the inputs."""
     import os
     import subprocess
     import sys
 
-    from tests.cli.test_startup import PROBE
+    from tests.cli.test_startup import HEAVY, probe_script
 
     scene = _scene(tmp_path / "s.tif", size=96)
-    done = subprocess.run([sys.executable, "-c", PROBE, "run", str(scene), "-o", str(tmp_path / "m.tif"), "--model",
-                           str(package)], capture_output=True, text=True, timeout=300, env=os.environ)
+    done = subprocess.run([sys.executable, "-c", probe_script((*HEAVY, "rasterio")), "run", str(scene), "-o",
+                           str(tmp_path / "m.tif"), "--model", str(package)], capture_output=True, text=True,
+                          timeout=300, env=os.environ)
     last = json.loads(done.stderr.strip().splitlines()[-1])
     assert last["code"] in (0, None), done.stderr
     assert NOTICE in done.stderr and (tmp_path / "m.tif").is_file()
     assert last["heavy"] == [], last
+
+
+def test_mistakes_through_the_service_are_the_local_run_s(service, package, tmp_path, monkeypatch) -> None:
+    """The worker checks the inputs: the same one-line errors and exit codes as a local run, nothing written."""
+    scene = _scene(tmp_path / "s.tif", size=96)
+    before = scene.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    for args, code, words in ((["missing.tif"], 3, f"missing.tif: no such file; check the path (relative paths "
+                                                   f"start at {tmp_path})"),
+                              (["s.tif", "-o", "s.tif", "--overwrite"], 6, "the mask would overwrite it"),
+                              (["s.tif", "--tile-size", "100"], 2, "tile")):
+        for where in ([], ["--local"]):
+            result = runner.invoke(app, ["run", *args, "--model", str(package), *where])
+            assert result.exit_code == code, (where, result.output)
+            assert words in result.output and "Traceback" not in result.output, result.output
+    assert scene.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
 
 
 def test_a_batch_through_the_service_equals_a_local_batch(service, package, tmp_path) -> None:
