@@ -31,8 +31,13 @@ def sample_means(scene: SceneInfo, bands: tuple[int, ...], card: ModelCard) -> n
     scale, offset = card.scaling.factors(scene.dtype)
     sums, count = np.zeros(len(bands)), 0
     size = min(WINDOW, scene.height), min(WINDOW, scene.width)
-    rows = np.linspace(0, scene.height - size[0], SAMPLES).astype(int)
-    cols = np.linspace(0, scene.width - size[1], SAMPLES).astype(int)
+    # Spread over the scene, each window starting on a block of the file: a window of a remote COG then fetches
+    # one tile, not the four it would straddle.
+    block_rows, block_cols = (max(1, b) for b in scene.block_shape)
+    rows = [min(r // block_rows * block_rows, scene.height - size[0])
+            for r in np.linspace(0, scene.height - size[0], SAMPLES).astype(int)]
+    cols = [min(c // block_cols * block_cols, scene.width - size[1])
+            for c in np.linspace(0, scene.width - size[1], SAMPLES).astype(int)]
     for r in sorted(set(rows)):
         for c in sorted(set(cols)):
             values, valid = reader.read(int(r), int(r) + size[0], int(c), int(c) + size[1])

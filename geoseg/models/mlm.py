@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.errors import ModelError
-from geoseg.export.legend import hex_color
 from geoseg.models.card import ModelCard, network_config
 
 MLM = "https://stac-extensions.github.io/mlm/v1.5.0/schema.json"
@@ -74,7 +73,7 @@ def mlm_item(card: ModelCard, model: str | Path) -> dict[str, Any]:
             "result": {"shape": [-1, card.num_classes, tile, tile], "dim_order": ["batch", "class", "height", "width"],
                        "data_type": "float32"},
             "classification:classes": [{"value": c.value, "name": c.name, "description": c.name,
-                                        "color_hint": hex_color(c.color)} for c in card.classes],
+                                        "color_hint": "".join(f"{v:02X}" for v in c.color)} for c in card.classes],
             "post_processing_function": None,
         }],
         "bands": _bands(card),
