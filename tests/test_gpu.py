@@ -66,6 +66,25 @@ def test_a_network_that_cannot_be_captured_runs_eagerly_with_a_note() -> None:
     assert torch.equal(graphed(batch), eager(batch))  # and goes on eagerly
 
 
+def test_a_later_predictor_of_the_same_weights_knows_its_batch_size_without_probing() -> None:
+    """The batch-size probe keeps what a patch took in geoseg's cache (the tests' own, tests/conftest.py)."""
+    cuda = torch.device("cuda")
+
+    class Counting(TinyNet):
+        calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            Counting.calls += 1
+            return super().forward(x)
+
+    first = Predictor(Counting(), cuda, "fp32", None, channels=3, patch=64, cuda_graphs=False,
+                      weights_key="test-probe-record")
+    assert Counting.calls == 1  # the probe
+    second = Predictor(Counting(), cuda, "fp32", None, channels=3, patch=64, cuda_graphs=False,
+                       weights_key="test-probe-record")
+    assert Counting.calls == 1 and second.batch_size == first.batch_size
+
+
 def test_graph_replay_gives_the_eager_probabilities() -> None:
     cuda = torch.device("cuda")
     graphed = Predictor(TinyNet(), cuda, "fp32", 4, channels=3, patch=64)  # graphs are the default on a GPU

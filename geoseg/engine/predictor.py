@@ -116,10 +116,15 @@ class Predictor:
         self._host_seconds = 0.0  # CPU: each call's wall time
         # probed eagerly: no compile for the probe's shape. Reproducible: one size in every process (a batch of
         # another size runs other cuDNN kernels, whose logits differ in the last bits).
+        # The probe's result is kept in geoseg's cache for these weights and settings: a later process knows
+        # the memory a patch takes without the probe's new shape (3.2 s of cuDNN plans and kernels in a cold
+        # process on the H100, benchmarks/RESULTS.md "Cold start").
+        remember = (probe_record_path(weights_key, channels, patch, self.precision, tta, traced, device)
+                    if weights_key and device.type == "cuda" else None)
         self.batch_size = batch_size or (MAX_AUTO_BATCH if reproducible and device.type == "cuda" else
                                          EXPORTED_BATCH if self.backend in EXPORTED else
                                          auto_batch_size(lambda x: self._forward(x, self.network), device,
-                                                         channels, patch))
+                                                         channels, patch, remember))
 
     def _autocast(self) -> torch.autocast | nullcontext:
         if self.precision in AUTOCAST_DTYPES and self.backend == "torch" and not self.traced:  # exported backends
@@ -249,21 +254,66 @@ class Predictor:
 
 
 def auto_batch_size(forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device, channels: int,
-                    patch: int) -> int:
+                    patch: int, remember: Path | None = None) -> int:
     """A batch size that fits the GPU's free memory: the largest power of two, up to
-    :data:`MAX_AUTO_BATCH`, whose measured working memory (one probe forward pass of two patches)
-    fits :data:`AUTO_BATCH_SHARE` of what is free. :data:`CPU_BATCH` on the CPU."""
+    :data:`MAX_AUTO_BATCH`, whose working memory fits :data:`AUTO_BATCH_SHARE` of what is free. The memory a
+    patch takes is measured by one probe forward pass of two patches, or read from ``remember``, where an
+    earlier probe of the same weights and settings kept it (and where this probe keeps it). :data:`CPU_BATCH`
+    on the CPU."""
     if device.type != "cuda":
         return CPU_BATCH
-    torch.cuda.synchronize(device)
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    probe = torch.zeros((2, channels, patch, patch), device=device)
-    with torch.backends.cudnn.flags(enabled=True, benchmark=False):  # no tuning for a shape used once
-        forward(probe)
-    torch.cuda.synchronize(device)
-    per_patch = max(1, (torch.cuda.max_memory_allocated(device) - base) / 2)
-    del probe
+    per_patch = _remembered(remember)
+    if per_patch is None:
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        probe = torch.zeros((2, channels, patch, patch), device=device)
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False):  # no tuning for a shape used once
+            forward(probe)
+        torch.cuda.synchronize(device)
+        per_patch = max(1.0, (torch.cuda.max_memory_allocated(device) - base) / 2)
+        del probe
+        _remember(remember, per_patch)
     free, _ = torch.cuda.mem_get_info(device)
     fits = AUTO_BATCH_SHARE * free / per_patch
     return int(min(MAX_AUTO_BATCH, 2 ** max(0, math.floor(math.log2(max(fits, 1))))))
+
+
+def probe_record_path(weights_key: str, channels: int, patch: int, precision: str, tta: str, traced: bool,
+                      device: torch.device) -> Path:
+    """Where the batch-size probe of these weights and settings keeps the memory a patch took (geoseg's cache):
+    keyed by everything that changes it, the GPU's model and the libraries' versions included."""
+    import hashlib
+
+    from geoseg.models.cache import cache_dir
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    settings = (f"{torch.__version__}|{torch.backends.cudnn.version()}|{name}|{precision}|{channels}|{patch}|{tta}|"
+                f"traced={traced}|{weights_key}")
+    return cache_dir() / "probes" / f"{hashlib.sha256(settings.encode()).hexdigest()[:32]}.json"
+
+
+def _remembered(path: Path | None) -> float | None:
+    """The bytes a patch took, as an earlier probe kept them; None where there is no sound record."""
+    import json
+
+    if path is None:
+        return None
+    try:
+        value = json.loads(path.read_text())["bytes_per_patch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) and value >= 1 else None
+
+
+def _remember(path: Path | None, per_patch: float) -> None:
+    import contextlib
+    import json
+
+    from geoseg.io.integrity import publish_text
+
+    if path is None:
+        return
+    with contextlib.suppress(OSError):  # a read-only or full cache: the next process probes again
+        path.parent.mkdir(parents=True, exist_ok=True)
+        publish_text(path, json.dumps({"bytes_per_patch": per_patch}))

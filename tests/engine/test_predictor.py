@@ -80,3 +80,27 @@ def test_compiled_network_gives_the_same_mask(make_tif, tmp_path, tiny_model) ->
     eager, compiled = _mask(tmp_path / "eager.tif"), _mask(tmp_path / "compiled.tif")
     assert len(np.unique(eager)) > 1
     assert (eager == compiled).mean() >= 0.999  # only exact near-ties may flip: fusion reorders float sums
+
+
+def test_the_batch_probe_s_record_is_keyed_by_what_changes_a_patch_s_memory(tmp_path) -> None:
+    """A later process reads the memory a patch took (no probe) only for the same weights and settings, and
+    a damaged record is probed again, never trusted."""
+    from geoseg.engine.predictor import _remember, _remembered, probe_record_path
+
+    cpu = torch.device("cpu")
+    base = probe_record_path("w1", 6, 512, "bf16", "none", False, cpu)
+    others = [probe_record_path("w2", 6, 512, "bf16", "none", False, cpu),
+              probe_record_path("w1", 4, 512, "bf16", "none", False, cpu),
+              probe_record_path("w1", 6, 256, "bf16", "none", False, cpu),
+              probe_record_path("w1", 6, 512, "fp32", "none", False, cpu),
+              probe_record_path("w1", 6, 512, "bf16", "d4", False, cpu),
+              probe_record_path("w1", 6, 512, "bf16", "none", True, cpu)]
+    assert len({base, *others}) == 7 and base == probe_record_path("w1", 6, 512, "bf16", "none", False, cpu)
+    record = tmp_path / "probe.json"
+    assert _remembered(record) is None  # none yet
+    _remember(record, 123456789.0)
+    assert _remembered(record) == 123456789.0
+    for damaged in ("{", '{"bytes_per_patch": "x"}', '{"bytes_per_patch": -5}', '{"bytes_per_patch": NaN}', "[]"):
+        record.write_text(damaged)
+        assert _remembered(record) is None, damaged
+    _remember(tmp_path / "not-a-folder" / "x" / "probe.json", 1.0)  # a cache it cannot write: no error
