@@ -114,9 +114,10 @@ def main() -> None:
             rows.append([str(round_), "local stacked file (baseline)", f"{local:.2f}", "-", "-", "1.00x"])
             for label, env in (("Item, geoseg's settings", {}), *((f"Item, + {' '.join(opts.env)}", tuned),)
                                * bool(tuned)):
-                before = server.sent
+                before, asked, missed = server.sent, server.requests, server.misses
                 seconds = geoseg_run(item, work / "remote.tif", args, env)
                 fetched = server.sent - before
+                label += f" ({server.requests - asked} requests, {server.misses - missed} for missing files)"
                 rows.append([str(round_), label, f"{seconds:.2f}", f"{fetched / size:.3f}x", f"{fetched / tiles:.3f}x",
                              f"{seconds / local:.2f}x"])
     with rasterio.open(work / "local.tif") as a, rasterio.open(work / "remote.tif") as b:

@@ -319,13 +319,14 @@ class RangeServer:
     COGs, in a process of its own (GDAL holds the GIL while it waits on curl: a server thread of the test's
     process would answer only when curl gives up). ``faults`` maps a file name to the statuses its next
     requests get (``[503]``: one 503, then the file); :data:`RESET` sends the headers and half the body, then
-    drops the connection; :data:`SLOW` answers after 30 s. :attr:`sent` is the body bytes served so far."""
+    drops the connection; :data:`SLOW` answers after 30 s. :attr:`sent` is the body bytes served so far,
+    :attr:`requests` the requests answered, :attr:`misses` those for files it does not have (404)."""
 
     def __init__(self, folder: Path, faults: dict[str, list[int]] | None = None):
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
-        self._sent = context.Value("q", 0)
+        self._sent = context.Array("q", 3)  # body bytes, requests, 404s
         self._port = context.Value("i", 0)
         self._process = context.Process(target=_serve_range, args=(str(folder), faults or {}, self._sent, self._port),
                                         daemon=True)
@@ -345,7 +346,15 @@ class RangeServer:
 
     @property
     def sent(self) -> int:
-        return int(self._sent.value)
+        return int(self._sent[0])
+
+    @property
+    def requests(self) -> int:
+        return int(self._sent[1])
+
+    @property
+    def misses(self) -> int:
+        return int(self._sent[2])
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self._port.value}/{name}"
@@ -365,6 +374,8 @@ def _serve_range(folder: str, faults: dict[str, list[int]], sent: Any, port: Any
             pass
 
         def _file(self) -> Path | None:
+            with sent.get_lock():
+                sent[1] += 1
             name = self.path.lstrip("/").split("?")[0]
             with lock:
                 status = queued[name].pop(0) if queued.get(name) else None
@@ -383,6 +394,8 @@ def _serve_range(folder: str, faults: dict[str, list[int]], sent: Any, port: Any
                 return None
             path = root / name
             if not name or not path.is_file():
+                with sent.get_lock():
+                    sent[2] += 1
                 self.send_error(404)
                 return None
             return path
@@ -425,7 +438,7 @@ def _serve_range(folder: str, faults: dict[str, list[int]], sent: Any, port: Any
                 return
             self.wfile.write(body)
             with sent.get_lock():
-                sent.value += len(body)
+                sent[0] += len(body)
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     port.value = httpd.server_address[1]

@@ -159,6 +159,28 @@ def archive_of(name: str) -> Path:
     return Path(name)
 
 
+def quiet_source(name: str) -> str:
+    """A remote COG as geoseg's stack VRTs name it: ``/vsicurl/URL`` with GDAL's directory listing and side-car
+    probes (``.aux.xml``, ``.ovr``, ``.msk``) off, ``/vsicurl?empty_dir=yes&url=...``. On object storage each
+    probe is a request that fails: 43 of a 4096² Item's 289 requests (benchmarks/bench_remote.py)."""
+    if name.startswith("/vsicurl/"):
+        from urllib.parse import quote
+
+        return "/vsicurl?empty_dir=yes&url=" + quote(name.removeprefix("/vsicurl/"), safe="")
+    return name
+
+
+def plain_source(name: str) -> str:
+    """``name`` as a user gave it: the inverse of :func:`quiet_source` (``/vsicurl/URL``), anything else as is."""
+    if name.startswith("/vsicurl?"):
+        from urllib.parse import parse_qs
+
+        url = parse_qs(name.removeprefix("/vsicurl?")).get("url")
+        if url:
+            return f"/vsicurl/{url[0]}"
+    return name
+
+
 def is_remote(name: str) -> bool:
     """Whether GDAL reads ``name`` over a network (``/vsicurl/``, ``/vsis3/``, ``https://`` ...)."""
     return "://" in name or name.startswith(("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss",
@@ -188,7 +210,7 @@ def _describe(path: Path, ds: rasterio.DatasetReader) -> SceneInfo:
         descriptions=tuple(ds.descriptions),
         mask_kind=mask_kind,
         tags=dict(ds.tags()),
-        files=tuple(str(f) for f in ds.files),
+        files=tuple(plain_source(str(f)) for f in ds.files),
     )
 
 

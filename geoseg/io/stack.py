@@ -29,7 +29,7 @@ import rasterio
 
 from geoseg.errors import ConfigError, OutputError, SceneError
 from geoseg.io.integrity import publish_text
-from geoseg.io.scene import check_regular_file
+from geoseg.io.scene import check_regular_file, quiet_source
 from geoseg.sensors import SENSORS
 from geoseg.textfiles import read_text
 
@@ -339,7 +339,7 @@ def write_stack(stack: Stack, path: Path) -> Path:
         if not source.href.startswith("/vsi"):  # a FIFO or a device would block or stream for ever
             check_regular_file(Path(source.href), "band", "give one raster file per band")
         try:
-            with rasterio.open(source.href) as ds:
+            with rasterio.open(quiet_source(source.href)) as ds:
                 if ds.count != 1:
                     raise SceneError(f"{source.href}: has {ds.count} bands; a stack takes one band per file")
                 grids.append((ds.crs, ds.transform, ds.width, ds.height, ds.dtypes[0], ds.nodata, ds.block_shapes[0]))
@@ -373,7 +373,7 @@ def write_stack(stack: Stack, path: Path) -> Path:
             f"    <Description>{escape(source.name)}</Description>\n"
             + (f"    <NoDataValue>{value!r}</NoDataValue>\n" if value is not None else "")
             + f'    <SimpleSource resampling="nearest">\n      <SourceFilename relativeToVRT="0">'
-            f"{escape(source.href)}</SourceFilename>\n      <SourceBand>1</SourceBand>\n"
+            f"{escape(quiet_source(source.href))}</SourceFilename>\n      <SourceBand>1</SourceBand>\n"
             f'      <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>\n'
             f'      <DstRect xOff="{x_off:.10g}" yOff="{y_off:.10g}" xSize="{x_size:.10g}" ySize="{y_size:.10g}"/>\n'
             "    </SimpleSource>\n  </VRTRasterBand>\n")

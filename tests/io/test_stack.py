@@ -158,8 +158,9 @@ def test_a_remote_item_is_read_over_http_with_a_503_retried(tmp_path) -> None:
         item = _remote_item(tmp_path, server, files)
         _run(str(scene), "-o", str(tmp_path / "stacked.tif"))
         _run(str(item), "-o", str(tmp_path / "remote.tif"))
-        fetched = server.sent
+        fetched, misses = server.sent, server.misses
     assert np.array_equal(_labels(tmp_path / "stacked.tif"), _labels(tmp_path / "remote.tif"))
+    assert misses == 0  # no directory listing, no probe for side-car files (.aux.xml, .ovr, .msk)
     size = sum(p.stat().st_size for p in files)
     # 1.54x here: every reader thread's open reads the header chunk, and GDAL reads 16 KB chunks around these small
     # files' 5 KB tiles; the issue's 1.05x target on a 16384² scene is not measured yet (docs/performance.md).
@@ -381,3 +382,14 @@ def test_an_item_republished_with_a_new_updated_time_is_segmented_again(tmp_path
     done = [e for e in events if e["event"] == "scene_done"]
     assert done[-1]["item"] == "S2A_T33UUU_20170216"
     assert done[-1]["item_updated"] == "2024-01-01T00:00:00Z,2025-06-01T00:00:00Z"
+
+
+def test_remote_sources_are_named_quietly_in_the_vrt_and_plainly_to_the_user() -> None:
+    from geoseg.io.scene import plain_source, quiet_source
+
+    signed = "/vsicurl/https://example.blob.core.windows.net/c/T33_B02.tif?st=2026-12-06&sig=a%2Bb&sp=r"
+    quiet = quiet_source(signed)
+    assert quiet.startswith("/vsicurl?empty_dir=yes&url=") and "?st=" not in quiet  # the URL's own query is quoted
+    assert plain_source(quiet) == signed
+    for other in ("/vsis3/bucket/B02.tif", "/data/B02.tif", "/vsizip/a.zip/B02.jp2"):
+        assert quiet_source(other) == other and plain_source(other) == other
