@@ -26,7 +26,7 @@ import rasterio.shutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.make_scene import build_scene
-from benchmarks.runbench.common import table
+from benchmarks.runbench.common import ensure_weights, table
 from tests.helpers import RangeServer
 
 BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("scene", type=Path, help="the real scene to mirror (6 bands, Sentinel-2 order)")
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--model", default="csmask-6b-l1c")
+    parser.add_argument("--model", default="csmask-6b-l1c", help="a built-in name or a model folder")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE: a GDAL option for a tuned row")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-remote"))
@@ -103,6 +103,8 @@ def main() -> None:
     files = band_cogs(scene, work / f"bands-{opts.size}")
     size = sum(f.stat().st_size for f in files)
     tiles = sum(full_resolution_bytes(f) for f in files)
+    if Path(opts.model).is_dir():  # a model folder of the benchmarks (.bench/efb4): random weights made once
+        ensure_weights(Path(opts.model))
     args = ["--model", opts.model, "--device", opts.device]
     tuned = dict(kv.split("=", 1) for kv in opts.env)
     rows = []
