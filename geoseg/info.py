@@ -9,8 +9,17 @@ from typing import Any
 from geoseg.bands import match_bands
 from geoseg.engine.resample import resolution_factor
 from geoseg.errors import BandError
-from geoseg.io.scene import open_scene
-from geoseg.io.stack import BandSource, folder_stack, is_product_folder, is_stac_item, item_stack, write_stack
+from geoseg.io.scene import open_scene, plain_source
+from geoseg.io.stack import (
+    BandSource,
+    folder_stack,
+    is_product_folder,
+    is_stac_item,
+    item_stack,
+    remote_name,
+    remote_stack,
+    write_stack,
+)
 from geoseg.models import get_card
 from geoseg.prepare import choose_builtin
 
@@ -18,12 +27,16 @@ from geoseg.prepare import choose_builtin
 def describe(path: str | Path) -> dict[str, Any]:
     """What geoseg sees in ``path``: a raster, or a STAC Item or product folder read as its stack of band files
     (then ``inputs`` says which asset or file feeds which of the fitting model's inputs; no file is written)."""
+    remote = remote_name(path)
     path = Path(path)
-    if not (is_product_folder(path) or is_stac_item(path)):
+    if remote is None and not (is_product_folder(path) or is_stac_item(path)):
         return _describe(path)
-    stack = folder_stack(path) if is_product_folder(path) else item_stack(path)
+    stack = (remote_stack(remote) if remote is not None else folder_stack(path) if is_product_folder(path) else
+             item_stack(path))
     with tempfile.TemporaryDirectory(prefix="geoseg-info-") as tmp:
         facts = _describe(write_stack(stack, Path(tmp) / f"{stack.name}.bands.vrt"), stack.sources)
+    if remote is not None:
+        return {**facts, "path": plain_source(remote).removeprefix("/vsicurl/"), "driver": "remote raster"}
     return {**facts, "path": str(path), "driver": f"{facts['driver']} of {len(stack.sources)} band files"}
 
 

@@ -19,7 +19,7 @@ from geoseg.engine.plan import Layout, plan_layout
 from geoseg.engine.resample import resolution_factor
 from geoseg.errors import BandError
 from geoseg.io.scene import SceneInfo, open_scene
-from geoseg.io.stack import OFFSET_TAG, SCALE_TAG
+from geoseg.io.stack import OFFSET_TAG, SCALE_TAG, STACK_MARK_VALUE
 from geoseg.io.writing import check_free_space, check_output, default_output
 from geoseg.models import ModelCard, Scaling, get_card
 from geoseg.sanity import check_inputs
@@ -62,7 +62,7 @@ def prepare_grid(scene: SceneInfo, config: RunConfig, card: ModelCard | None = N
     output (``output`` is None); ``sample`` reads sample windows of the file for the input checks
     (:func:`geoseg.sanity.check_inputs`), which pixels held in memory skip."""
     notes: list[str] = []
-    if scene.remote_files:
+    if scene.remote_files and scene.tags.get("GEOSEG_PRODUCT") != STACK_MARK_VALUE:  # not the URL or Item asked for
         shown = ", ".join(scene.remote_files[:3]) + (f" and {len(scene.remote_files) - 3} more"
                                                       if len(scene.remote_files) > 3 else "")
         notes.append(f"{scene.path}: reads {len(scene.remote_files)} remote source(s) over the network: {shown}")

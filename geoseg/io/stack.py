@@ -29,7 +29,7 @@ import rasterio
 
 from geoseg.errors import ConfigError, OutputError, SceneError
 from geoseg.io.integrity import publish_text
-from geoseg.io.scene import check_regular_file, quiet_source
+from geoseg.io.scene import check_regular_file, is_remote, plain_source, quiet_source
 from geoseg.sensors import SENSORS
 from geoseg.textfiles import read_text
 
@@ -57,6 +57,7 @@ class BandSource:
     scale: float | None = None
     offset: float | None = None
     nodata: float | None = None
+    band: int = 1  # the band of ``href`` (a stack of one multi-band remote raster reads each of its bands)
 
 
 @dataclass(frozen=True)
@@ -340,9 +341,11 @@ def write_stack(stack: Stack, path: Path) -> Path:
             check_regular_file(Path(source.href), "band", "give one raster file per band")
         try:
             with rasterio.open(quiet_source(source.href)) as ds:
-                if ds.count != 1:
+                if ds.count != 1 and len({s.href for s in stack.sources}) == len(stack.sources):
                     raise SceneError(f"{source.href}: has {ds.count} bands; a stack takes one band per file")
-                grids.append((ds.crs, ds.transform, ds.width, ds.height, ds.dtypes[0], ds.nodata, ds.block_shapes[0]))
+                b = source.band - 1
+                grids.append((ds.crs, ds.transform, ds.width, ds.height, ds.dtypes[b], ds.nodatavals[b],
+                              ds.block_shapes[b]))
         except rasterio.errors.RasterioIOError as exc:
             raise SceneError(f"{source.href}: cannot be read ({str(exc).splitlines()[0]}); check the path or "
                              f"URL") from None
@@ -370,10 +373,10 @@ def write_stack(stack: Stack, path: Path) -> Path:
         bands.append(
             f'  <VRTRasterBand dataType="{_VRT_TYPES.get(dtype, dtype)}" band="{i + 1}" '
             f'blockXSize="{block[1]}" blockYSize="{block[0]}">\n'
-            f"    <Description>{escape(source.name)}</Description>\n"
+            + (f"    <Description>{escape(source.name)}</Description>\n" if source.name else "")
             + (f"    <NoDataValue>{value!r}</NoDataValue>\n" if value is not None else "")
             + f'    <SimpleSource resampling="nearest">\n      <SourceFilename relativeToVRT="0">'
-            f"{escape(quiet_source(source.href))}</SourceFilename>\n      <SourceBand>1</SourceBand>\n"
+            f"{escape(quiet_source(source.href))}</SourceFilename>\n      <SourceBand>{source.band}</SourceBand>\n"
             f'      <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>\n'
             f'      <DstRect xOff="{x_off:.10g}" yOff="{y_off:.10g}" xSize="{x_size:.10g}" ySize="{y_size:.10g}"/>\n'
             "    </SimpleSource>\n  </VRTRasterBand>\n")
@@ -397,7 +400,10 @@ def stack_input(paths: list[Path], output: Path | None, overwrite: bool) -> tupl
     """What ``geoseg run PATHS... -o OUTPUT`` reads and writes: one raster as it is; a STAC Item, or several
     single-band files, as the stack VRT written beside the mask (named after the Item's id or the files'
     common prefix, in the Item's or the first file's folder unless ``output`` says otherwise)."""
-    if len(paths) == 1 and is_product_folder(paths[0]):
+    remote = remote_name(paths[0]) if len(paths) == 1 else None
+    if remote is not None:
+        stack = remote_stack(remote)
+    elif len(paths) == 1 and is_product_folder(paths[0]):
         stack = folder_stack(paths[0])
     elif len(paths) == 1 and not is_stac_item(paths[0]):
         return paths[0], output
@@ -410,6 +416,30 @@ def stack_input(paths: list[Path], output: Path | None, overwrite: bool) -> tupl
     if vrt.exists() and not overwrite and geoseg_stack(vrt) is None:
         raise OutputError(f"{vrt}: exists and is not a stack geoseg wrote; move it, or pass --overwrite")
     return write_stack(stack, vrt), out
+
+
+def remote_name(path: str | Path) -> str | None:
+    """GDAL's name for a remote raster given on the command line (``https://``, ``s3://``, ``/vsicurl/``,
+    ``/vsis3/`` ...), else None. A path object folds a URL's ``//`` into ``/``: it is put back."""
+    text = re.sub(r"^(/vsicurl/)?(https?|s3):/(?!/)", r"\1\2://", str(path))
+    if text.startswith(("http://", "https://", "s3://")):
+        return gdal_href(text)
+    return text if is_remote(text) else None
+
+
+def remote_stack(name: str) -> Stack:
+    """One remote raster (a multi-band COG at a URL) as a stack of its own bands: the run reads it through a local
+    VRT that names it quietly (:func:`geoseg.io.scene.quiet_source`), so nothing downstream needs a local path.
+    The mask goes to the current folder, named after the file."""
+    try:
+        with rasterio.open(quiet_source(name)) as ds:
+            names = [d or "" for d in ds.descriptions]
+    except rasterio.errors.RasterioIOError as exc:
+        raise SceneError(f"{plain_source(name).removeprefix('/vsicurl/')}: cannot be read "
+                         f"({str(exc).splitlines()[0]}); check the URL") from None
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name.split("?")[0].rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0])
+    sources = tuple(BandSource(href=name, name=n, band=i) for i, n in enumerate(names, start=1))
+    return Stack(sources=sources, name=stem or "remote", tags={}, folder=Path.cwd())
 
 
 def geoseg_stack(path: Path) -> str | None:

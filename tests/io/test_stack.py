@@ -393,3 +393,28 @@ def test_remote_sources_are_named_quietly_in_the_vrt_and_plainly_to_the_user() -
     assert plain_source(quiet) == signed
     for other in ("/vsis3/bucket/B02.tif", "/data/B02.tif", "/vsizip/a.zip/B02.jp2"):
         assert quiet_source(other) == other and plain_source(other) == other
+
+
+def test_one_remote_raster_by_url_gives_the_local_file_s_mask(tmp_path, monkeypatch) -> None:
+    """``geoseg run URL`` and ``geoseg info URL`` (issue 31 item 3): a multi-band COG over HTTP is read through a
+    local VRT of its bands; the mask goes to the current folder and equals the local file's."""
+    scene = _scene(tmp_path)
+    (tmp_path / "served").mkdir()
+    served = tmp_path / "served" / scene.name  # the same name: it names the sensor
+    served.write_bytes(scene.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    with RangeServer(served.parent) as server:
+        url = server.url(scene.name)
+        result = CliRunner().invoke(app, ["run", url, "--json", "--device", "cpu", "--precision", "fp32"])
+        assert result.exit_code == 0, result.output
+        assert "remote source" not in result.output  # asked for: no warning
+        described = CliRunner().invoke(app, ["info", url, "--json"])
+        assert described.exit_code == 0, described.output
+        missing = CliRunner().invoke(app, ["run", server.url("nothing.tif")])
+        misses = server.misses
+    _run(str(scene), "-o", str(tmp_path / "local.tif"))
+    assert np.array_equal(_labels(tmp_path / f"{scene.stem}.mask.tif"), _labels(tmp_path / "local.tif"))
+    facts = json.loads(described.output)
+    assert facts["path"] == url and facts["driver"] == "remote raster" and facts["remote_sources"]
+    assert missing.exit_code == 3 and "nothing.tif: cannot be read" in missing.output
+    assert "Traceback" not in missing.output and misses == 1  # the one file asked for; no side-car probes
