@@ -20,6 +20,7 @@ import base64
 import html
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 
 from geoseg.bands import band_matches
@@ -300,7 +302,8 @@ def _rgb_bands(ds: rasterio.io.DatasetReader, source: Path) -> tuple[int, int, i
 
 def _png(rgb: np.ndarray) -> bytes:
     """``(rows, cols, 3)`` uint8 as PNG bytes (GDAL's PNG driver)."""
-    with MemoryFile() as memory:
+    with MemoryFile() as memory, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a picture, not a map
         with memory.open(driver="PNG", width=rgb.shape[1], height=rgb.shape[0], count=3, dtype="uint8") as png:
             png.write(np.moveaxis(rgb, -1, 0))
         return memory.read()

@@ -412,6 +412,11 @@ def test_one_remote_raster_by_url_gives_the_local_file_s_mask(tmp_path, monkeypa
         assert described.exit_code == 0, described.output
         missing = CliRunner().invoke(app, ["run", server.url("nothing.tif")])
         misses = server.misses
+        batch = CliRunner().invoke(app, ["batch", url, "-o", str(tmp_path / "b"), "--device", "cpu", "--precision",
+                                         "fp32"])
+    assert batch.exit_code == 0 and f"done      {url}:" in batch.output, batch.output
+    name = f"{scene.stem}.mask.tif"
+    assert np.array_equal(_labels(tmp_path / "b" / name), _labels(tmp_path / name))
     _run(str(scene), "-o", str(tmp_path / "local.tif"))
     assert np.array_equal(_labels(tmp_path / f"{scene.stem}.mask.tif"), _labels(tmp_path / "local.tif"))
     facts = json.loads(described.output)
