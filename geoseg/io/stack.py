@@ -434,12 +434,13 @@ def remote_stack(name: str) -> Stack:
     try:
         with rasterio.open(quiet_source(name)) as ds:
             names = [d or "" for d in ds.descriptions]
+            tags = {k: v for k, v in ds.tags().items() if k != "GEOSEG_PRODUCT"}  # a label file's CLASSES ...
     except rasterio.errors.RasterioIOError as exc:
         raise SceneError(f"{plain_source(name).removeprefix('/vsicurl/')}: cannot be read "
                          f"({str(exc).splitlines()[0]}); check the URL") from None
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name.split("?")[0].rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0])
     sources = tuple(BandSource(href=name, name=n, band=i) for i, n in enumerate(names, start=1))
-    return Stack(sources=sources, name=stem or "remote", tags={}, folder=Path.cwd())
+    return Stack(sources=sources, name=stem or "remote", tags=tags, folder=Path.cwd())
 
 
 def geoseg_stack(path: Path) -> str | None:

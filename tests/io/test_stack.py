@@ -423,3 +423,26 @@ def test_one_remote_raster_by_url_gives_the_local_file_s_mask(tmp_path, monkeypa
     assert facts["path"] == url and facts["driver"] == "remote raster" and facts["remote_sources"]
     assert missing.exit_code == 3 and "nothing.tif: cannot be read" in missing.output
     assert "Traceback" not in missing.output and misses == 1  # the one file asked for; no side-car probes
+
+
+@pytest.mark.skipif(not S2_SCENE.exists(), reason="needs the real Sentinel-2 scene and its labels")
+def test_training_reads_remote_images_and_labels(tmp_path) -> None:
+    """``geoseg train URL --labels URL`` (issue 31 item 3): the same package as from the local files."""
+    labels = S2 / "S2A_T33UUU_20170216_osm_landuse_labels_10m.tif"
+    common = ["--encoder", "resnet18", "--epochs", "1", "--chip-size", "128", "--chips-per-epoch", "8",
+              "--batch-size", "4", "--device", "cpu", "--json"]
+    (tmp_path / "served").mkdir()
+    for source in (S2_SCENE, labels):
+        (tmp_path / "served" / source.name).write_bytes(source.read_bytes())
+
+    def train(image: str, label: str, out: str) -> dict:
+        result = CliRunner().invoke(app, ["train", image, "--labels", label, "-o", str(tmp_path / out), *common])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    with RangeServer(tmp_path / "served") as server:
+        remote = train(server.url(S2_SCENE.name), server.url(labels.name), "remote")
+    local = train(str(S2_SCENE), str(labels), "local")
+    assert remote["validation"] == local["validation"] and remote["val_cells"] == local["val_cells"]
+    assert json.loads((tmp_path / "remote" / "geoseg.json").read_text())["classes"] == \
+        json.loads((tmp_path / "local" / "geoseg.json").read_text())["classes"]
