@@ -131,14 +131,16 @@ def segment_scene_as_task(client: Any, scenes: Sequence[str | Path], output: str
     Interrupted here, the task is cancelled at its next block and leaves no output."""
     from distributed import Event
 
-    for given in scenes:  # the one check made here: a path mistyped is named as typed, from this folder
-        if not str(given).startswith("/vsi") and ":/" not in str(given) and not Path(given).exists():
+    urls = [str(s).startswith("/vsi") or ":/" in str(s) for s in scenes]  # the worker reads them as given
+    for given, far in zip(scenes, urls, strict=True):  # the one check made here: a mistyped path, named as typed
+        if not far and not Path(given).exists():
             raise no_such_file(given)
     cancel_name = f"geoseg-cancel-{uuid.uuid4().hex[:12]}"
-    where = [Path(s).absolute() for s in scenes], None if output is None else Path(output).absolute()
+    where = ([str(s) if far else Path(s).absolute() for s, far in zip(scenes, urls, strict=True)],
+             None if output is None else Path(output).absolute())
     layer = None if vector is None else replace(vector, path=vector.path.absolute())
     config = replace(config, model=model_for_workers(config.model))
-    remote = client.submit(segment_remote, *where, config, layer, cancel_name, pure=False,
+    remote = client.submit(segment_remote, *where, config, layer, cancel_name, Path.cwd(), pure=False,
                            resources=scene_resources(client), key=f"geoseg-scene-{uuid.uuid4().hex}")
     try:
         summary = remote.result()
@@ -147,8 +149,9 @@ def segment_scene_as_task(client: Any, scenes: Sequence[str | Path], output: str
         with suppress(BaseException):
             remote.result(timeout=CANCEL_WAIT_S)  # its staging removed before this process leaves
         raise
-    # Paths as the caller gave them: the product lies beside the output asked for (or the first input).
-    here = Path(output).parent if output is not None else Path(scenes[0]).parent
+    # Paths as the caller gave them: the product lies beside the output asked for (or the first input; a URL's in
+    # the current folder).
+    here = Path(output).parent if output is not None else Path(".") if urls[0] else Path(scenes[0]).parent
     written = here.absolute()
 
     def shown(path: str) -> str:
@@ -159,8 +162,8 @@ def segment_scene_as_task(client: Any, scenes: Sequence[str | Path], output: str
                    files={kind: shown(path) for kind, path in summary.files.items()})
 
 
-def segment_remote(scenes: list[Path], output: Path | None, config: RunConfig, vector: VectorRequest | None,
-                   cancel_name: str) -> RunSummary:
+def segment_remote(scenes: list[Path | str], output: Path | None, config: RunConfig, vector: VectorRequest | None,
+                   cancel_name: str, cwd: Path | None = None) -> RunSummary:
     """On a worker: ``geoseg run``'s inputs stacked where needed (:func:`geoseg.io.stack.stack_input`), then
     :func:`geoseg.run.segment_scene` with the worker's resident models and device session."""
     from distributed import get_worker
@@ -171,7 +174,7 @@ def segment_remote(scenes: list[Path], output: Path | None, config: RunConfig, v
     from geoseg.run import segment_scene
 
     relax_malloc()
-    scene, output = stack_input(scenes, output, config.overwrite)
+    scene, output = stack_input(scenes, output, config.overwrite, cwd)  # cwd: the client's, for a URL's mask
     if config.workers is None:  # reader threads: the worker's cores (it runs one scene at a time)
         config = replace(config, workers=max(1, get_worker().state.nthreads))
     with cancel_watch(cancel_name) as cancel:

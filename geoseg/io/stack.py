@@ -396,13 +396,14 @@ def write_stack(stack: Stack, path: Path) -> Path:
     return path
 
 
-def stack_input(paths: list[Path], output: Path | None, overwrite: bool) -> tuple[Path, Path | None]:
+def stack_input(paths: list[Path], output: Path | None, overwrite: bool, cwd: Path | None = None
+                ) -> tuple[Path, Path | None]:
     """What ``geoseg run PATHS... -o OUTPUT`` reads and writes: one raster as it is; a STAC Item, or several
     single-band files, as the stack VRT written beside the mask (named after the Item's id or the files'
     common prefix, in the Item's or the first file's folder unless ``output`` says otherwise)."""
     remote = remote_name(paths[0]) if len(paths) == 1 else None
-    if remote is not None:
-        stack = remote_stack(remote)
+    if remote is not None:  # in the current folder (``cwd``: the caller's, for a task on a worker)
+        stack = remote_stack(remote, cwd)
     elif len(paths) == 1 and is_product_folder(paths[0]):
         stack = folder_stack(paths[0])
     elif len(paths) == 1 and not is_stac_item(paths[0]):
@@ -427,10 +428,10 @@ def remote_name(path: str | Path) -> str | None:
     return text if is_remote(text) else None
 
 
-def remote_stack(name: str) -> Stack:
+def remote_stack(name: str, folder: Path | None = None) -> Stack:
     """One remote raster (a multi-band COG at a URL) as a stack of its own bands: the run reads it through a local
     VRT that names it quietly (:func:`geoseg.io.scene.quiet_source`), so nothing downstream needs a local path.
-    The mask goes to the current folder, named after the file."""
+    The mask goes to ``folder`` (the current folder), named after the file."""
     try:
         with rasterio.open(quiet_source(name)) as ds:
             names = [d or "" for d in ds.descriptions]
@@ -440,7 +441,7 @@ def remote_stack(name: str) -> Stack:
                          f"({str(exc).splitlines()[0]}); check the URL") from None
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name.split("?")[0].rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0])
     sources = tuple(BandSource(href=name, name=n, band=i) for i, n in enumerate(names, start=1))
-    return Stack(sources=sources, name=stem or "remote", tags=tags, folder=Path.cwd())
+    return Stack(sources=sources, name=stem or "remote", tags=tags, folder=folder or Path.cwd())
 
 
 def geoseg_stack(path: Path) -> str | None:

@@ -133,6 +133,29 @@ def test_mistakes_through_the_service_are_the_local_run_s(service, package, tmp_
     assert scene.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
 
 
+def test_a_remote_raster_through_the_service_lands_in_the_client_s_folder(service, package, tmp_path,
+                                                                          monkeypatch) -> None:
+    """A URL is read by the worker as given; its mask goes to the folder the command ran in, as locally."""
+    from tests.helpers import RangeServer
+
+    (tmp_path / "served").mkdir()
+    _scene(tmp_path / "served" / "far.tif", size=96)
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "here").mkdir()
+    with RangeServer(tmp_path / "served") as server:
+        for where, extra in (("svc", []), ("here", ["--local"])):
+            monkeypatch.chdir(tmp_path / where)
+            result = runner.invoke(app, ["run", server.url("far.tif"), "--model", str(package), *extra])
+            assert result.exit_code == 0, result.output
+            assert (NOTICE in result.output) == (where == "svc")
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(tmp_path / "svc" / "far.mask.tif") as a, rasterio.open(tmp_path / "here" / "far.mask.tif") as b:
+        assert np.array_equal(a.read(), b.read()) and a.profile == b.profile  # (the tags name each folder's VRT)
+    assert (tmp_path / "svc" / "far.bands.vrt").is_file() and (tmp_path / "svc" / "far.mask.json").is_file()
+
+
 def test_a_batch_through_the_service_equals_a_local_batch(service, package, tmp_path) -> None:
     scenes = [str(_scene(tmp_path / f"s{i}.tif", 200, seed=i)) for i in range(2)]
     served = runner.invoke(app, ["batch", *scenes, "-o", str(tmp_path / "svc"), "--model", str(package)])
