@@ -100,7 +100,9 @@ def main() -> None:
     scene = work / f"scene-{opts.size}.tif"
     if not scene.exists():
         build_scene(opts.scene, scene, opts.size)
+    started = time.perf_counter()
     files = band_cogs(scene, work / f"bands-{opts.size}")
+    print(f"scene and band COGs ready in {time.perf_counter() - started:.0f} s", flush=True)
     size = sum(f.stat().st_size for f in files)
     tiles = sum(full_resolution_bytes(f) for f in files)
     if Path(opts.model).is_dir():  # a model folder of the benchmarks (.bench/efb4): random weights made once
@@ -114,6 +116,7 @@ def main() -> None:
         for round_ in range(1, opts.rounds + 1):
             local = geoseg_run(scene, work / "local.tif", args, {})
             rows.append([str(round_), "local stacked file (baseline)", f"{local:.2f}", "-", "-", "1.00x"])
+            print(rows[-1], flush=True)
             for label, env in (("Item, geoseg's settings", {}), *((f"Item, + {' '.join(opts.env)}", tuned),)
                                * bool(tuned)):
                 before, asked, missed = server.sent, server.requests, server.misses
@@ -122,6 +125,7 @@ def main() -> None:
                 label += f" ({server.requests - asked} requests, {server.misses - missed} for missing files)"
                 rows.append([str(round_), label, f"{seconds:.2f}", f"{fetched / size:.3f}x", f"{fetched / tiles:.3f}x",
                              f"{seconds / local:.2f}x"])
+                print(rows[-1], flush=True)
     with rasterio.open(work / "local.tif") as a, rasterio.open(work / "remote.tif") as b:
         same = bool((a.read(1) == b.read(1)).all())
     table(f"{opts.size}² scene, 6 per-band COGs ({size / 2**20:.1f} MiB) over HTTP on 127.0.0.1, device {opts.device}, "
