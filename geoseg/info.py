@@ -9,17 +9,11 @@ from typing import Any
 from geoseg.bands import match_bands
 from geoseg.engine.resample import resolution_factor
 from geoseg.errors import BandError
+from geoseg.io.items import is_stac_item, item_stack
+from geoseg.io.products import folder_stack, is_product_folder
 from geoseg.io.scene import open_scene, plain_source
-from geoseg.io.stack import (
-    BandSource,
-    folder_stack,
-    is_product_folder,
-    is_stac_item,
-    item_stack,
-    remote_name,
-    remote_stack,
-    write_stack,
-)
+from geoseg.io.sources import BandSource, remote_name
+from geoseg.io.stack import remote_stack, write_stack
 from geoseg.models import get_card
 from geoseg.prepare import choose_builtin
 

@@ -19,7 +19,8 @@ from geoseg.engine.plan import Layout, plan_layout
 from geoseg.engine.resample import resolution_factor
 from geoseg.errors import BandError
 from geoseg.io.scene import SceneInfo, open_scene
-from geoseg.io.stack import OFFSET_TAG, SCALE_TAG, STACK_MARK_VALUE
+from geoseg.io.sources import OFFSET_TAG, SCALE_TAG
+from geoseg.io.stack import STACK_MARK_VALUE
 from geoseg.io.writing import check_free_space, check_output, default_output
 from geoseg.models import ModelCard, Scaling, get_card
 from geoseg.sanity import check_inputs

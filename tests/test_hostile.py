@@ -529,9 +529,9 @@ def test_a_service_whose_folders_cannot_be_made_is_one_line(tmp_path, monkeypatc
 
 
 def test_a_folder_of_too_many_files_is_not_walked_as_a_product(tmp_path, monkeypatch) -> None:
-    from geoseg.io import stack
+    from geoseg.io import products
 
-    monkeypatch.setattr(stack, "MAX_PRODUCT_FILES", 10)
+    monkeypatch.setattr(products, "MAX_PRODUCT_FILES", 10)
     folder = tmp_path / "data"
     folder.mkdir()
     for i in range(12):

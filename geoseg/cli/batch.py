@@ -111,7 +111,7 @@ def _print_line(r: SceneResult, finished: int, total: int) -> None:
     detail = {"done": f"{r.seconds:.1f} s", "skipped": r.reason or "already done", "cancelled": error,
               "failed": error}[r.status]
     from geoseg.io.scene import plain_source
-    from geoseg.io.stack import remote_name
+    from geoseg.io.sources import remote_name
 
     shown = remote_name(r.input) or r.input  # a URL as typed (a path object folds its "//")
     print(printable(f"[{finished}/{total}] {r.status:9} {plain_source(str(shown)).removeprefix('/vsicurl/')}: "

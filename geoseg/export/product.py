@@ -27,7 +27,7 @@ from geoseg.export.stats import ClassStat, class_table, pixel_area_m2
 from geoseg.io.integrity import TiffErrors, write_text
 from geoseg.io.overviews import OverviewPyramid, level_key, overview_vrt
 from geoseg.io.scene import SceneInfo
-from geoseg.io.stack import ITEM_TAG, PLATFORM_TAG
+from geoseg.io.sources import ITEM_TAG, PLATFORM_TAG
 from geoseg.io.writing import (
     NODATA,
     ProductPaths,

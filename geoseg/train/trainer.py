@@ -115,7 +115,8 @@ def local_raster(path: str | Path) -> Path:
     import hashlib
     import tempfile
 
-    from geoseg.io.stack import remote_name, remote_stack, write_stack
+    from geoseg.io.sources import remote_name
+    from geoseg.io.stack import remote_stack, write_stack
 
     remote = remote_name(path)
     if remote is None:

@@ -12,7 +12,8 @@ import rasterio
 from typer.testing import CliRunner
 
 from geoseg.cli.app import app
-from geoseg.io.stack import files_stack, item_stack
+from geoseg.io.items import item_stack
+from geoseg.io.products import files_stack
 from tests.helpers import RESET, SLOW, RangeServer, smooth_image, write_tif
 
 runner = CliRunner()
