@@ -10,9 +10,10 @@ from geoseg.bands import match_bands
 from geoseg.engine.resample import resolution_factor
 from geoseg.errors import BandError
 from geoseg.io.items import is_stac_item, item_stack
+from geoseg.io.names import remote_name, shown_source
 from geoseg.io.products import folder_stack, is_product_folder
-from geoseg.io.scene import open_scene, plain_source
-from geoseg.io.sources import BandSource, remote_name
+from geoseg.io.scene import open_scene
+from geoseg.io.sources import BandSource
 from geoseg.io.stack import remote_stack, write_stack
 from geoseg.models import get_card
 from geoseg.prepare import choose_builtin
@@ -30,7 +31,7 @@ def describe(path: str | Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="geoseg-info-") as tmp:
         facts = _describe(write_stack(stack, Path(tmp) / f"{stack.name}.bands.vrt"), stack.sources)
     if remote is not None:
-        return {**facts, "path": plain_source(remote).removeprefix("/vsicurl/"), "driver": "remote raster"}
+        return {**facts, "path": shown_source(remote), "driver": "remote raster"}
     return {**facts, "path": str(path), "driver": f"{facts['driver']} of {len(stack.sources)} band files"}
 
 
@@ -41,7 +42,7 @@ def _describe(path: Path, sources: tuple[BandSource, ...] = ()) -> dict[str, Any
     inputs: list[str] = []
     try:
         indexes, how = match_bands(scene.descriptions, card.bands, str(scene.path))
-        inputs = [f"{wanted} <- {sources[i - 1].name} ({sources[i - 1].href.removeprefix('/vsicurl/')})"
+        inputs = [f"{wanted} <- {sources[i - 1].name} ({shown_source(sources[i - 1].href)})"
                   for wanted, i in zip(card.bands, indexes, strict=True)] if sources else []
         fit = f"{name} (bands {','.join(map(str, indexes))} matched by {how})"
         if how == "position":  # nothing names the bands: say how to

@@ -110,11 +110,9 @@ def _print_line(r: SceneResult, finished: int, total: int) -> None:
     error = (r.error or "").removeprefix(f"{r.input}: ")  # the path is said once, at the start of the line
     detail = {"done": f"{r.seconds:.1f} s", "skipped": r.reason or "already done", "cancelled": error,
               "failed": error}[r.status]
-    from geoseg.io.scene import plain_source
-    from geoseg.io.sources import remote_name
+    from geoseg.io.names import remote_name, shown_source
 
-    shown = remote_name(r.input) or r.input  # a URL as typed (a path object folds its "//")
-    print(printable(f"[{finished}/{total}] {r.status:9} {plain_source(str(shown)).removeprefix('/vsicurl/')}: "
-                    f"{detail}"), file=sys.stderr, flush=True)
+    shown = shown_source(remote_name(r.input) or str(r.input))  # a URL as typed (a path object folds its "//")
+    print(printable(f"[{finished}/{total}] {r.status:9} {shown}: {detail}"), file=sys.stderr, flush=True)
     for warning in r.warnings:  # input sanity and other notes, as `geoseg run` prints them
         print(printable(f"    warning: {warning}"), file=sys.stderr, flush=True)

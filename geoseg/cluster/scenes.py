@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from geoseg.cluster.workers import model_for_workers, scene_resources
 from geoseg.errors import no_such_file
+from geoseg.io.names import remote_name
 
 if TYPE_CHECKING:  # the batch's runner imports torch: a client of the service (segment_scene_as_task) never needs it
     from geoseg.batch.claims import Owner
@@ -131,7 +132,7 @@ def segment_scene_as_task(client: Any, scenes: Sequence[str | Path], output: str
     Interrupted here, the task is cancelled at its next block and leaves no output."""
     from distributed import Event
 
-    urls = [str(s).startswith("/vsi") or ":/" in str(s) for s in scenes]  # the worker reads them as given
+    urls = [remote_name(s) is not None or str(s).startswith("/vsi") for s in scenes]  # the worker reads them as given
     for given, far in zip(scenes, urls, strict=True):  # the one check made here: a mistyped path, named as typed
         if not far and not Path(given).exists():
             raise no_such_file(given)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from geoseg.errors import ConfigError, OutputError, SceneError
 from geoseg.io.integrity import publish_text
-from geoseg.io.sources import ITEM_BYTES, ITEM_ID_TAG, ITEM_TAG, PLATFORM_TAG, UPDATED_TAG, BandSource, Stack, gdal_href
+from geoseg.io.names import gdal_href
+from geoseg.io.sources import ITEM_BYTES, ITEM_ID_TAG, ITEM_TAG, PLATFORM_TAG, UPDATED_TAG, BandSource, Stack
 from geoseg.textfiles import read_text
 
 

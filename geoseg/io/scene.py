@@ -26,6 +26,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from geoseg.errors import SceneError, no_such_file
+from geoseg.io.names import is_remote, plain_source, shown_source
 
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
@@ -159,34 +160,6 @@ def archive_of(name: str) -> Path:
     return Path(name)
 
 
-def quiet_source(name: str) -> str:
-    """A remote COG as geoseg's stack VRTs name it: ``/vsicurl/URL`` with GDAL's directory listing and side-car
-    probes (``.aux.xml``, ``.ovr``, ``.msk``) off, ``/vsicurl?empty_dir=yes&url=...``. On object storage each
-    probe is a request that fails: 43 of a 4096² Item's 289 requests (benchmarks/bench_remote.py)."""
-    if name.startswith("/vsicurl/"):
-        from urllib.parse import quote
-
-        return "/vsicurl?empty_dir=yes&url=" + quote(name.removeprefix("/vsicurl/"), safe="")
-    return name
-
-
-def plain_source(name: str) -> str:
-    """``name`` as a user gave it: the inverse of :func:`quiet_source` (``/vsicurl/URL``), anything else as is."""
-    if name.startswith("/vsicurl?"):
-        from urllib.parse import parse_qs
-
-        url = parse_qs(name.removeprefix("/vsicurl?")).get("url")
-        if url:
-            return f"/vsicurl/{url[0]}"
-    return name
-
-
-def is_remote(name: str) -> bool:
-    """Whether GDAL reads ``name`` over a network (``/vsicurl/``, ``/vsis3/``, ``https://`` ...)."""
-    return "://" in name or name.startswith(("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss",
-                                             "/vsiswift", "/vsiwebhdfs", "/vsihdfs"))
-
-
 def _describe(path: Path, ds: rasterio.DatasetReader) -> SceneInfo:
     flags = ds.mask_flag_enums
     if all(f == [MaskFlags.all_valid] for f in flags):
@@ -287,7 +260,7 @@ def failing_source(sources: tuple[str, ...], bounds: tuple[float, float, float, 
                     continue
                 ds.read(1, window=window)
         except (RasterioIOError, SceneError):
-            return source.removeprefix("/vsicurl/")
+            return shown_source(source)
     return None
 
 

@@ -3,11 +3,8 @@ where GDAL reads an href (``https://`` through ``/vsicurl/``, ``s3://`` through 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
-
-from geoseg.io.scene import is_remote
 
 #: The most bytes of a STAC Item (or catalog, or a product's metadata file) geoseg reads.
 ITEM_BYTES = 16 * 2**20
@@ -37,25 +34,3 @@ class Stack:
     name: str
     tags: dict[str, str]
     folder: Path  # where the mask goes by default: beside the Item or the first file
-
-
-def gdal_href(href: str, base: Path | None = None) -> str:
-    """``href`` as GDAL opens it: http(s) through ``/vsicurl/``, s3 through ``/vsis3/``, a relative path against
-    ``base``."""
-    if href.startswith(("http://", "https://")):
-        return f"/vsicurl/{href}"
-    if href.startswith("s3://"):
-        return f"/vsis3/{href[5:]}"
-    if href.startswith("file://"):
-        href = href[7:]
-    path = Path(href)
-    return str(path if path.is_absolute() or base is None else (base / path).resolve())
-
-
-def remote_name(path: str | Path) -> str | None:
-    """GDAL's name for a remote raster given on the command line (``https://``, ``s3://``, ``/vsicurl/``,
-    ``/vsis3/`` ...), else None. A path object folds a URL's ``//`` into ``/``: it is put back."""
-    text = re.sub(r"^(/vsicurl/)?(https?|s3):/(?!/)", r"\1\2://", str(path))
-    if text.startswith(("http://", "https://", "s3://")):
-        return gdal_href(text)
-    return text if is_remote(text) else None

@@ -21,7 +21,12 @@ VRT of its bands), a STAC Item (:mod:`geoseg.io.items`), a product folder or per
 
 from __future__ import annotations
 
+import atexit
+import functools
+import hashlib
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -30,9 +35,10 @@ import rasterio
 from geoseg.errors import OutputError, SceneError
 from geoseg.io.integrity import publish_text
 from geoseg.io.items import is_stac_item, item_stack
+from geoseg.io.names import quiet_source, remote_name, shown_source
 from geoseg.io.products import files_stack, folder_stack, is_product_folder
-from geoseg.io.scene import check_regular_file, plain_source, quiet_source
-from geoseg.io.sources import OFFSET_TAG, SCALE_TAG, BandSource, Stack, remote_name
+from geoseg.io.scene import check_regular_file
+from geoseg.io.sources import OFFSET_TAG, SCALE_TAG, BandSource, Stack
 
 #: The tag that marks a stack geoseg wrote (so that a rerun may replace it), as it appears in the VRT.
 STACK_MARK_VALUE = "band stack"
@@ -129,18 +135,38 @@ def stack_input(paths: list[Path], output: Path | None, overwrite: bool, cwd: Pa
 
 def remote_stack(name: str, folder: Path | None = None) -> Stack:
     """One remote raster (a multi-band COG at a URL) as a stack of its own bands: the run reads it through a local
-    VRT that names it quietly (:func:`geoseg.io.scene.quiet_source`), so nothing downstream needs a local path.
+    VRT that names it quietly (:func:`geoseg.io.names.quiet_source`), so nothing downstream needs a local path.
     The mask goes to ``folder`` (the current folder), named after the file."""
     try:
         with rasterio.open(quiet_source(name)) as ds:
             names = [d or "" for d in ds.descriptions]
             tags = {k: v for k, v in ds.tags().items() if k != "GEOSEG_PRODUCT"}  # a label file's CLASSES ...
     except rasterio.errors.RasterioIOError as exc:
-        raise SceneError(f"{plain_source(name).removeprefix('/vsicurl/')}: cannot be read "
+        raise SceneError(f"{shown_source(name)}: cannot be read "
                          f"({str(exc).splitlines()[0]}); check the URL") from None
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name.split("?")[0].rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0])
     sources = tuple(BandSource(href=name, name=n, band=i) for i, n in enumerate(names, start=1))
     return Stack(sources=sources, name=stem or "remote", tags=tags, folder=folder or Path.cwd())
+
+
+@functools.cache
+def _process_folder() -> Path:
+    """A temporary folder for this process's stacks of remote rasters, removed when the process exits."""
+    folder = Path(tempfile.mkdtemp(prefix="geoseg-stacks-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def local_raster(path: str | Path) -> Path:
+    """``path``, or for a remote raster (``https://``, ``s3://``, ``/vsicurl/`` ...) a VRT of its bands in a
+    temporary folder of this process, which GDAL reads over the network: training reads chips from it as from a
+    local file."""
+    remote = remote_name(path)
+    if remote is None:
+        return Path(path)
+    stack = remote_stack(remote)
+    name = f"{hashlib.sha256(remote.encode()).hexdigest()[:12]}-{stack.name}{STACK_SUFFIX}"
+    return write_stack(stack, _process_folder() / name)
 
 
 def geoseg_stack(path: Path) -> str | None:

@@ -30,6 +30,7 @@ from geoseg.config import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from geoseg.engine.device import resolve_device
 from geoseg.errors import ConfigError, ModelError, OutputError
 from geoseg.io.scene import open_scene
+from geoseg.io.stack import local_raster
 from geoseg.models.architectures import architecture_class
 from geoseg.models.card import ClassInfo, ModelCard, Scaling, class_colour
 from geoseg.models.importing import architecture_name
@@ -104,31 +105,6 @@ def pair_folders(images: Path, labels: Path) -> tuple[list[Path], list[Path]]:
     return found, [by_stem[p.stem] for p in found]
 
 
-_STACKS: list[Path] = []
-
-
-def local_raster(path: str | Path) -> Path:
-    """``path``, or for a remote raster (``https://``, ``s3://``, ``/vsicurl/`` ...) a VRT of its bands in a
-    temporary folder of this process (removed when it exits), which GDAL reads over the network: training
-    reads chips from it as from a local file."""
-    import atexit
-    import hashlib
-    import tempfile
-
-    from geoseg.io.sources import remote_name
-    from geoseg.io.stack import remote_stack, write_stack
-
-    remote = remote_name(path)
-    if remote is None:
-        return Path(path)
-    if not _STACKS:
-        _STACKS.append(Path(tempfile.mkdtemp(prefix="geoseg-train-")))
-        atexit.register(shutil.rmtree, _STACKS[0], True)
-    stack = remote_stack(remote)
-    name = f"{hashlib.sha256(remote.encode()).hexdigest()[:12]}-{stack.name}.bands.vrt"
-    return write_stack(stack, _STACKS[0] / name)
-
-
 def _images(paths: Sequence[Path], labels: Sequence[Path], config: TrainConfig, classes: list | dict | None,
             label_field: str) -> tuple[list[TrainImage], tuple[str, ...], dict[int, str]]:
     if len(paths) == 1 and len(labels) == 1 and Path(paths[0]).is_dir() and Path(labels[0]).is_dir():
@@ -139,7 +115,7 @@ def _images(paths: Sequence[Path], labels: Sequence[Path], config: TrainConfig, 
                           f"second file after one --labels is taken as an image")
     images, names, table = [], None, None
     for path, label in zip(paths, labels, strict=True):
-        path, label = local_raster(path), local_raster(label)
+        path, label = local_raster(path), local_raster(label)  # a URL: read through a VRT of its bands
         scene = open_scene(path)
         descriptions = get_sensor(config.sensor).bands if config.sensor else scene.descriptions
         if config.bands:

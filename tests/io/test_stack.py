@@ -386,7 +386,7 @@ def test_an_item_republished_with_a_new_updated_time_is_segmented_again(tmp_path
 
 
 def test_remote_sources_are_named_quietly_in_the_vrt_and_plainly_to_the_user() -> None:
-    from geoseg.io.scene import plain_source, quiet_source
+    from geoseg.io.names import plain_source, quiet_source
 
     signed = "/vsicurl/https://example.blob.core.windows.net/c/T33_B02.tif?st=2026-12-06&sig=a%2Bb&sp=r"
     quiet = quiet_source(signed)
