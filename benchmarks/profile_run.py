@@ -3,7 +3,12 @@
 Warms up on ``--warmup`` (same model and settings), then profiles the run of ``scene`` and prints
 the functions with the most own time, plus the engine's stage timings.
 
+``--sync-sites`` instead lists where the run makes the host wait for the GPU (PyTorch's sync debug mode):
+each site's thread, its geoseg frames and how often. A wait on the device thread drains the queue of
+network batches, so the GPU idles until the thread has queued more.
+
     python benchmarks/profile_run.py SCENE.tif --model MODEL_DIR --warmup SMALL.tif --device cuda
+    python benchmarks/profile_run.py SCENE.tif --model MODEL_DIR --warmup SMALL.tif --sync-sites
 """
 
 from __future__ import annotations
@@ -12,7 +17,14 @@ import argparse
 import cProfile
 import pstats
 import sys
+import threading
+import traceback
+import warnings
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from geoseg.config import RunConfig
@@ -31,18 +43,48 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--no-match-resolution", action="store_true", help="run at the scene's own resolution (f = 1)")
     parser.add_argument("--sort", default="tottime", help="pstats sort key (tottime, cumulative)")
+    parser.add_argument("--sync-sites", action="store_true", help="list where the run waits for the GPU instead")
     args = parser.parse_args()
     DeviceSession.tune_for_many_scenes()
     loaded = load_model(args.model)
     config = RunConfig(device=args.device, batch_size=16, overwrite=True,
                        match_resolution=not args.no_match_resolution)
     segment_scene(args.warmup, args.out, config, model=loaded)
+    if args.sync_sites:
+        sites = sync_sites(lambda: segment_scene(args.scene, args.out, config, model=loaded))
+        print(f"{sum(sites.values())} waits for the GPU at {len(sites)} sites:")
+        for (thread, where), n in sites.most_common():
+            print(f"{n:6d}  [{thread}] {where}")
+        return
     profile = cProfile.Profile()
     profile.enable()
     summary = segment_scene(args.scene, args.out, config, model=loaded)
     profile.disable()
     print(f"{summary.seconds:.2f} s; stages {summary.stage_seconds}; model {summary.model_seconds:.2f} s")
     pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
+
+
+def sync_sites(run: Callable[[], object]) -> Counter[tuple[str, str]]:
+    """Run ``run`` with PyTorch's sync debug mode on warn; count each synchronizing call by thread and by its
+    three innermost geoseg frames."""
+    sites: Counter[tuple[str, str]] = Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None) -> None:
+        if "synchroniz" not in str(message):
+            return
+        ours = [f for f in traceback.extract_stack() if "/geoseg/" in f.filename and "/benchmarks/" not in f.filename]
+        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(ours[-3:]))
+        sites[threading.current_thread().name, where or f"{filename}:{lineno}"] += 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sites
 
 
 if __name__ == "__main__":

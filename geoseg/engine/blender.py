@@ -162,7 +162,7 @@ class Blender:
             labels, probs = self._labels(start, end)
             valid = self.valid[start - self.emitted : end - self.emitted]
             labels = torch.where(valid, labels, NODATA)
-            self.counts += torch.bincount(labels.reshape(-1), minlength=256)  # where the labels are: no host pass
+            self.counts += label_counts(labels, self.num_classes)  # where the labels are: no host pass
             self.seam_pixels += (self._disagree(start, end) & valid).sum()
             strips = {"labels": HostStrip.of(labels)}
             if self.probability_bands is not None:
@@ -330,6 +330,25 @@ def argmax_classes(scores: torch.Tensor) -> torch.Tensor:
         best = torch.where(better, scores[k], best)
         label.masked_fill_(better, k)
     return label
+
+
+def label_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Pixels per value (256 of them, int64) of labels that hold classes below ``num_classes`` and NODATA.
+
+    ``torch.bincount`` on the CPU; on a GPU :func:`counts_per_value`, since bincount there reads the largest value
+    back to the host first: a wait for the device, which drains the queue of network batches once per strip.
+    """
+    if labels.device.type != "cuda":
+        return torch.bincount(labels.reshape(-1), minlength=256)
+    return counts_per_value(labels, num_classes)
+
+
+def counts_per_value(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """:func:`label_counts` in a reduction per possible value, none of which waits for the device. The counts are
+    put together by concatenation: an index from the host (``counts[[...]] = ...``) would be a copy that waits."""
+    hits = torch.stack([(labels == v).sum() for v in (*range(num_classes), NODATA)])
+    gap, tail = hits.new_zeros(NODATA - num_classes), hits.new_zeros(255 - NODATA)
+    return torch.cat([hits[:num_classes], gap, hits[num_classes:], tail])
 
 
 def quantize(probs: torch.Tensor, valid: torch.Tensor, top: bool) -> torch.Tensor:

@@ -118,3 +118,17 @@ def test_batched_blending_gives_the_same_bits_as_a_slice_per_patch(make_tif, tmp
     for a, b in zip(out[False], out[True], strict=True):
         assert np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b
     assert out[True][2] > 0
+
+
+@pytest.mark.parametrize("num_classes", [1, 3, 12])
+def test_counts_per_value_equal_bincount(num_classes) -> None:
+    """The GPU's way of counting labels (no read-back of the largest value) gives bincount's counts."""
+    from geoseg.engine.blender import counts_per_value
+    from geoseg.io.writing import NODATA
+
+    rng = np.random.default_rng(num_classes)
+    labels = rng.integers(0, num_classes, size=(64, 96)).astype(np.uint8)
+    labels[rng.random(labels.shape) < 0.2] = NODATA
+    got = counts_per_value(torch.from_numpy(labels), num_classes)
+    assert got.dtype == torch.int64 and got.shape == (256,)
+    assert np.array_equal(got.numpy(), np.bincount(labels.ravel(), minlength=256))
