@@ -95,6 +95,9 @@ def main() -> None:
                              "kernel, busy share by tenth")
     parser.add_argument("--no-toolbelt", action="store_true",
                         help="--parts peers: leave out the pytorch-toolbelt script (geoseg against the floors only)")
+    parser.add_argument("--first-row-variants", type=int, nargs="*",
+                        help="--parts peers: also run geoseg with the first row of blocks this many patch rows high "
+                             "(Tuning.first_row_patches; default geoseg.engine.plan.FIRST_ROW_PATCHES)")
     parser.add_argument("--decode-codecs", nargs="*", default=["deflate", "zstd"], choices=["deflate", "zstd"],
                         help="--parts decode: zstd adds a zstd copy of the first size's scene")
     parser.add_argument("--tuned", action="store_true",

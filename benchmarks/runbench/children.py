@@ -115,8 +115,10 @@ def profiled_run(run: Callable[[], object], trace: Path) -> dict:
 
 #: Child settings that size the pipeline (:class:`geoseg.engine.pipeline.Tuning`), not run options: zlevel:
 #: --parts options; decode_streams: --stream-variants; hybrid_share: --hybrid-variants; device_overview_levels:
-#: --overview-ab; network_priority: --priority-ab. chunk_bytes sets ``Tuning.chunking``.
-TUNING_SETTINGS = ("zlevel", "decode_streams", "hybrid_share", "device_overview_levels", "network_priority")
+#: --overview-ab; network_priority: --priority-ab; first_row_patches: --first-row-variants. chunk_bytes sets
+#: ``Tuning.chunking``.
+TUNING_SETTINGS = ("zlevel", "decode_streams", "hybrid_share", "device_overview_levels", "network_priority",
+                   "first_row_patches")
 
 
 def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: dict) -> dict:

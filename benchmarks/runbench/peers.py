@@ -39,6 +39,15 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
                        f"{floors['graph']:.2f} s; batch {geo['batch']}; model s {geo['model s']:.2f} / steady "
                        f"{geo['steady']['model s']:.2f}; stages {geo['stages']}; steady stages "
                        f"{geo['steady']['stages']}" + (f"; GPU timeline {geo['timeline']}" if geo["timeline"] else ""))
+        for first in args.first_row_variants or ():
+            var = spawn("geoseg", scene, args.workdir / f"peer-geoseg-{n}-first{first}.tif", model, args.source,
+                        {**settings, "profile": False, "first_row_patches": first})
+            best_var = min(var["seconds"], var["steady"]["seconds"])
+            rows.append([scene.name, card.encoder, f"geoseg, first row of {first} patch rows", f"{var['seconds']:.2f}",
+                         f"{var['steady']['seconds']:.2f}", f"{info.megapixels / best_var:.1f}",
+                         f"{best_var / floor:.2f}", f"{var['rss']:.2f}", fmt(var["gpu_gib"], ".2f"),
+                         fmt(var["busy"], ".0%")])
+            details.append(f"{card.encoder}, first row of {first} patch rows: steady stages {var['steady']['stages']}")
         if n or args.no_toolbelt:
             continue
         peer = spawn("toolbelt", scene, args.workdir / "peer-toolbelt.tif", model, args.source,

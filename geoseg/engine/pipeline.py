@@ -30,7 +30,7 @@ import numpy as np
 
 from geoseg.engine.blender import DEVICE_OVERVIEW_LEVELS, Blender
 from geoseg.engine.input_rows import InputRows, InputStrip
-from geoseg.engine.plan import Layout, ReadChunking, ReadFn, plan_blocks, plan_reads
+from geoseg.engine.plan import FIRST_ROW_PATCHES, Layout, ReadChunking, ReadFn, plan_blocks, plan_reads
 from geoseg.engine.staging import StagingPool
 from geoseg.engine.tile_decode import DECODE_STREAMS, HYBRID_SHARE, ChunkQueue, TileDecoder
 from geoseg.errors import Cancelled
@@ -70,6 +70,8 @@ class Tuning:
     #: Overview levels of the mask made on the device, at most (:data:`geoseg.engine.blender.DEVICE_OVERVIEW_LEVELS`);
     #: the writer makes the rest.
     device_overview_levels: int = DEVICE_OVERVIEW_LEVELS
+    #: Rows of patches in the first row of blocks (:data:`geoseg.engine.plan.FIRST_ROW_PATCHES`).
+    first_row_patches: int = FIRST_ROW_PATCHES
     #: DEFLATE level of a plain GeoTIFF mask (``--format gtiff``); None: the format's
     #: (:data:`geoseg.io.writing.ZLEVEL`). Changes the file's bytes, never its pixels.
     zlevel: int | None = None
@@ -93,7 +95,7 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
     chunks too: all of them (mode ``gpu``), or those it takes from the right of each strip while the
     reader threads take them from the left (``hybrid``).
     """
-    plan = plan_blocks(layout)
+    plan = plan_blocks(layout, tuning.first_row_patches)
     strips = plan_reads(layout, plan, block_shape, inputs.pixel_bytes, tuning.chunking)
     largest = max((c.shape[0] * c.shape[1] for strip in strips for c in strip.chunks), default=1)
     pool = StagingPool(inputs.staged_bytes(largest), workers + tuning.staging_spare, inputs.pin)

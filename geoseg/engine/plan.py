@@ -132,16 +132,16 @@ class BlockRow:
     last: bool
 
 
-#: The first row of blocks of a scene taller than one block is this share of a block high: the device starts on it
-#: while the readers are still on the next rows, instead of waiting for a whole block's rows first (0.2 to 0.3 s
-#: of a 16384² run at f = 1 on the H100 host, benchmarks/RESULTS.md section 14). The mask does not depend on how the
-#: rows are cut (tests/engine/test_exactness.py).
-FIRST_ROW_SHARE = 4
+#: Rows of patches in the first row of blocks of a scene taller than one block: the device starts on them while the
+#: readers are still on the next rows, instead of waiting for a whole block's rows first (0.2 to 0.3 s of a 16384²
+#: run at f = 1 on the H100 host, benchmarks/RESULTS.md section 14). The fewer, the fewer rows the first read takes
+#: (``Tuning.first_row_patches``). The mask does not depend on how the rows are cut (tests/engine/test_exactness.py).
+FIRST_ROW_PATCHES = 2
 
 
-def plan_blocks(layout: Layout) -> list[BlockRow]:
-    """Every block of the run, row by row (the first row shorter, see :data:`FIRST_ROW_SHARE`)."""
-    first = max(1, layout.block // FIRST_ROW_SHARE)
+def plan_blocks(layout: Layout, first_row_patches: int = FIRST_ROW_PATCHES) -> list[BlockRow]:
+    """Every block of the run, row by row (the first row shorter, see :data:`FIRST_ROW_PATCHES`)."""
+    first = max(1, min(layout.block, first_row_patches * layout.rows.stride))
     row_blocks = ([(0, first), *((a + first, b + first) for a, b in split_axis(layout.rows.size - first, layout.block))]
                   if layout.rows.size > layout.block else split_axis(layout.rows.size, layout.block))
     col_blocks = split_axis(layout.cols.size, layout.block)

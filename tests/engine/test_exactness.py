@@ -168,3 +168,16 @@ def test_a_tile_larger_than_a_block_reaching_back_at_the_bottom_edge(make_tif, t
     small = _run(path, tmp_path / "small.tif", model, block_size=64)
     whole = _run(path, tmp_path / "whole.tif", model, block_size=4096)
     np.testing.assert_array_equal(small, whole)
+
+
+@pytest.mark.parametrize("first_row_patches", [1, 2, 5])
+def test_mask_is_independent_of_the_first_rows_height(make_tif, tmp_path, tiny_model, first_row_patches) -> None:
+    """A first row of blocks one, two or five patch rows high (Tuning.first_row_patches) gives the one-block mask."""
+    model = tiny_model()
+    data = smooth_image((3, 301, 555), seed=7)
+    path = make_tif(data, block=32)
+    whole = _run(path, tmp_path / "whole.tif", model, block_size=4096, batch_size=8)
+    cut = _run(path, tmp_path / "cut.tif", model, Tuning(first_row_patches=first_row_patches), block_size=128,
+               batch_size=3)
+    np.testing.assert_array_equal(cut, whole)
+    assert len(np.unique(whole)) > 1
