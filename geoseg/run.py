@@ -31,12 +31,10 @@ from geoseg.errors import ConfigError, DeviceError
 from geoseg.export.product import Produced, write_product
 from geoseg.export.vector import polygonize
 from geoseg.io.outputs import OutputLock
+from geoseg.io.publish import clean_leftovers
 from geoseg.io.record import RECORD_TAG, encode, make_record
 from geoseg.io.scene import WindowReader
-from geoseg.io.writing import (
-    NODATA,
-    clean_leftovers,
-)
+from geoseg.io.writing import NODATA
 from geoseg.models import LoadedModel, load_model
 from geoseg.models.onnxfile import onnx_output
 from geoseg.prepare import PreparedRun, VectorRequest, prepare_run

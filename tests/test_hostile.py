@@ -25,7 +25,8 @@ from typer.testing import CliRunner
 
 from geoseg.cli.app import app
 from geoseg.io.outputs import OutputLock
-from geoseg.io.writing import ProductPaths, process_tag
+from geoseg.io.publish import process_tag
+from geoseg.io.writing import ProductPaths
 from tests.helpers import geoseg_process as child
 from tests.helpers import smooth_image, write_tif
 
@@ -237,7 +238,7 @@ def test_a_second_run_to_the_same_output_gets_exit_6(tmp_path, model_folder) -> 
 
 def test_a_file_that_appears_during_a_run_is_never_replaced_without_overwrite(tmp_path) -> None:
     from geoseg.errors import OutputError
-    from geoseg.io.writing import Staging
+    from geoseg.io.publish import Staging
 
     final = tmp_path / "m.tif"
     with Staging() as staging:

@@ -207,8 +207,8 @@ def expand_inputs(specs: tuple[str, ...] | list[str]) -> tuple[list[Path | ListP
     A plain path is kept even if missing, so that scene fails with its own reason; a list file's line that
     names no existing file is a :class:`ListProblem` (its scene fails with "line N: not a path").
     """
+    from geoseg.io.publish import PARTIAL_MARK
     from geoseg.io.record import is_geoseg_output  # rasterio: only when inputs are expanded
-    from geoseg.io.writing import PARTIAL_MARK
 
     found: list[Path | ListProblem] = []
     empty: list[str] = []

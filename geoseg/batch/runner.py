@@ -39,11 +39,11 @@ from geoseg.export.mosaic import write_vrt
 from geoseg.export.stac import collection
 from geoseg.io.integrity import publish_text
 from geoseg.io.items import catalog_items, is_item_collection, is_stac_catalog, split_collection
+from geoseg.io.publish import clean_leftovers
 from geoseg.io.record import RECORD_TAG, make_record, read_record, same_record
 from geoseg.io.scene import open_scene
 from geoseg.io.sources import ITEM_ID_TAG, UPDATED_TAG
 from geoseg.io.stack import stack_input
-from geoseg.io.writing import clean_leftovers
 from geoseg.models import LoadedModel, load_model
 from geoseg.models.registry import model_identity
 from geoseg.prepare import choose_model

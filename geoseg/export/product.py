@@ -26,13 +26,13 @@ from geoseg.export.stac import mask_item
 from geoseg.export.stats import ClassStat, class_table, pixel_area_m2
 from geoseg.io.integrity import TiffErrors, write_text
 from geoseg.io.overviews import OverviewPyramid, level_key, overview_vrt
+from geoseg.io.publish import Staging
 from geoseg.io.scene import SceneInfo
 from geoseg.io.sources import ITEM_TAG, PLATFORM_TAG
 from geoseg.io.writing import (
     NODATA,
     ProductPaths,
     RasterSpec,
-    Staging,
     StripWriter,
     finish,
     get_format,
@@ -80,7 +80,7 @@ def write_product(scene: SceneInfo, card: ModelCard, output: Path, config: RunCo
     """Write the product of ``scene`` at ``output`` from the strips ``produce`` makes: the mask in
     ``config.output_format`` (a COG's overviews built as strips arrive), the probabilities if asked for, the
     legend, style and STAC sidecars. Nothing appears at the final paths until all of it is complete
-    (:class:`geoseg.io.writing.Staging`). The file engine (:func:`geoseg.run.execute`) and a cluster's row
+    (:class:`geoseg.io.publish.Staging`). The file engine (:func:`geoseg.run.execute`) and a cluster's row
     strips (:mod:`geoseg.cluster.split`) both write through here. ``zlevel`` overrides the DEFLATE level of a
     format that writes DEFLATE as it goes (``gtiff``; ``Tuning.zlevel``)."""
     fmt = get_format(config.output_format)

@@ -55,7 +55,7 @@ from geoseg.errors import ConfigError, OutputError
 from geoseg.export.legend import read_legend
 from geoseg.export.stats import _open, pixel_area_m2
 from geoseg.io.outputs import check_outputs
-from geoseg.io.writing import PARTIAL_MARK, process_tag
+from geoseg.io.publish import PARTIAL_MARK, process_tag
 
 #: Vector formats by file extension: GDAL driver name, and whether it can be appended to in batches.
 VECTOR_FORMATS: dict[str, tuple[str, bool]] = {

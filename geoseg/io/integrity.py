@@ -7,7 +7,7 @@ a file whose tiles were cut short or overwritten by the next ones and returned s
 
 * :class:`TiffErrors` takes libtiff's error handler over (once per process) and counts write errors; a
   run checks the count around its writes (:meth:`TiffErrors.check`);
-* before a product's files are renamed into place (:class:`geoseg.io.writing.Staging`), :func:`sync_file`
+* before a product's files are renamed into place (:class:`geoseg.io.publish.Staging`), :func:`sync_file`
   flushes each one to the disk (where a delayed allocation fails, the error comes here), and
   :func:`check_tiff` reads every image file directory (the mask, its overviews, its probabilities) and
   checks that every tile lies inside the file and that no two overlap: directories only, milliseconds on
