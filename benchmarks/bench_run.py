@@ -95,6 +95,9 @@ def main() -> None:
                              "kernel, busy share by tenth")
     parser.add_argument("--no-toolbelt", action="store_true",
                         help="--parts peers: leave out the pytorch-toolbelt script (geoseg against the floors only)")
+    parser.add_argument("--device-stages", action="store_true",
+                        help="--parts peers: run each model's scene once more with the engine's device-side steps "
+                             "timed by CUDA events (benchmarks/runbench/stages.py): seconds by step")
     parser.add_argument("--first-row-variants", type=int, nargs="*",
                         help="--parts peers: also run geoseg with the first row of blocks this many patch rows high "
                              "(Tuning.first_row_patches; default geoseg.engine.plan.FIRST_ROW_PATCHES)")

@@ -113,6 +113,20 @@ def profiled_run(run: Callable[[], object], trace: Path) -> dict:
         trace.unlink(missing_ok=True)
 
 
+def timed_steps(run: Callable[[], object], device: str) -> dict:
+    """Run ``run`` with the engine's device-side steps timed (:mod:`benchmarks.runbench.stages`)."""
+    from benchmarks.runbench.stages import stage_clock
+
+    try:  # a diagnostic: its failure must not cost the lease's other figures
+        import torch
+
+        with stage_clock(cuda=device != "cpu" and torch.cuda.is_available()) as clock:
+            run()
+        return clock.seconds()
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 #: Child settings that size the pipeline (:class:`geoseg.engine.pipeline.Tuning`), not run options: zlevel:
 #: --parts options; decode_streams: --stream-variants; hybrid_share: --hybrid-variants; device_overview_levels:
 #: --overview-ab; network_priority: --priority-ab; first_row_patches: --first-row-variants. chunk_bytes sets
@@ -130,6 +144,7 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
 
     settings = dict(settings)
     profile = settings.pop("profile", False)
+    device_stages = settings.pop("device_stages", False)
     tuning = Tuning(**{key: settings.pop(key) for key in TUNING_SETTINGS if key in settings})
     if "chunk_bytes" in settings:
         tuning = replace(tuning, chunking=ReadChunking(max_bytes=settings.pop("chunk_bytes")))
@@ -146,8 +161,10 @@ def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: di
     again = segment_scene(scene, out, config, model=loaded, tuning=tuning)
     timeline = (profiled_run(lambda: segment_scene(scene, out, config, model=loaded, tuning=tuning),
                              out.with_suffix(".trace.json")) if profile else None)
-    return {"timeline": timeline, "seconds": summary.seconds, "warmup s": warmup_s, "busy": busy.fraction,
-            "memory": memory,
+    stages = (timed_steps(lambda: segment_scene(scene, out, config, model=loaded, tuning=tuning), config.device)
+              if device_stages else None)
+    return {"timeline": timeline, "device stages": stages, "seconds": summary.seconds, "warmup s": warmup_s,
+            "busy": busy.fraction, "memory": memory,
             "gpu_gib": summary.peak_device_memory_gib, "model s": summary.model_seconds,
             "finish s": summary.finish_seconds,
             "patches": summary.patches, "batch": summary.batch_size, "stages": summary.stage_seconds,

@@ -29,7 +29,7 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
         floors = {how: model_floor(card, patches, args.device, how) for how in ("eager", "graph")}
         floor = min(floors.values())
         settings = {"device": args.device, "match_resolution": False, "profile": args.profile_gpu,
-                    "output_format": args.format}
+                    "device_stages": args.device_stages, "output_format": args.format}
         geo = spawn("geoseg", scene, args.workdir / f"peer-geoseg-{n}.tif", model, args.source, settings)
         best = min(geo["seconds"], geo["steady"]["seconds"])
         rows.append([scene.name, card.encoder, "geoseg --no-match-resolution", f"{geo['seconds']:.2f}",
@@ -38,10 +38,11 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
         details.append(f"{card.encoder}: {patches} patches, floors eager {floors['eager']:.2f} s, graph "
                        f"{floors['graph']:.2f} s; batch {geo['batch']}; model s {geo['model s']:.2f} / steady "
                        f"{geo['steady']['model s']:.2f}; stages {geo['stages']}; steady stages "
-                       f"{geo['steady']['stages']}" + (f"; GPU timeline {geo['timeline']}" if geo["timeline"] else ""))
+                       f"{geo['steady']['stages']}" + (f"; GPU timeline {geo['timeline']}" if geo["timeline"] else "")
+                       + (f"; device seconds by step {geo['device stages']}" if geo["device stages"] else ""))
         for first in args.first_row_variants or ():
             var = spawn("geoseg", scene, args.workdir / f"peer-geoseg-{n}-first{first}.tif", model, args.source,
-                        {**settings, "profile": False, "first_row_patches": first})
+                        {**settings, "profile": False, "device_stages": False, "first_row_patches": first})
             best_var = min(var["seconds"], var["steady"]["seconds"])
             rows.append([scene.name, card.encoder, f"geoseg, first row of {first} patch rows", f"{var['seconds']:.2f}",
                          f"{var['steady']['seconds']:.2f}", f"{info.megapixels / best_var:.1f}",
