@@ -138,10 +138,10 @@ def _check_all_nodata(scene: Path, out: Path) -> None:
 
 
 def _unwritable(mp: pytest.MonkeyPatch) -> None:  # root ignores permissions: say what a user would get
-    import geoseg.io.writing
+    import geoseg.io.outputs
 
-    real = geoseg.io.writing.os.access
-    mp.setattr(geoseg.io.writing.os, "access", lambda path, mode: False if mode == geoseg.io.writing.os.W_OK
+    real = geoseg.io.outputs.os.access
+    mp.setattr(geoseg.io.outputs.os, "access", lambda path, mode: False if mode == geoseg.io.outputs.os.W_OK
                else real(path, mode))
 
 
