@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.make_scene import build_scene
 from benchmarks.runbench.common import ensure_weights
 from geoseg.batch.jobs import Job
-from geoseg.batch.runner import plan_tasks, run_batch
+from geoseg.batch.runner import run_batch
+from geoseg.batch.tasks import plan_tasks
 from geoseg.cluster.scenes import DaskScenes
 from geoseg.cluster.split import segment_scene_on
 from geoseg.cluster.workers import ClusterSpec, connect

@@ -8,12 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from geoseg.batch.jobs import Job, expand_inputs, load_job_file
-    from geoseg.batch.runner import BatchSummary, EventLog, SceneResult, Task, plan_tasks, run_batch, write_summary
+    from geoseg.batch.log import EventLog
+    from geoseg.batch.runner import run_batch, write_summary
     from geoseg.batch.session import Stop, run_jobs
+    from geoseg.batch.tasks import BatchSummary, SceneResult, Task, plan_tasks
 
 _LAZY = {**dict.fromkeys(("Job", "expand_inputs", "load_job_file"), "geoseg.batch.jobs"),
-         **dict.fromkeys(("BatchSummary", "EventLog", "SceneResult", "Task", "plan_tasks", "run_batch",
-                          "write_summary"), "geoseg.batch.runner"),
+         **dict.fromkeys(("BatchSummary", "SceneResult", "Task", "plan_tasks"), "geoseg.batch.tasks"),
+         "EventLog": "geoseg.batch.log",
+         **dict.fromkeys(("run_batch", "write_summary"), "geoseg.batch.runner"),
          **dict.fromkeys(("Stop", "run_jobs"), "geoseg.batch.session")}
 
 __all__ = ["BatchSummary", "EventLog", "Job", "SceneResult", "Stop", "Task", "expand_inputs", "load_job_file",

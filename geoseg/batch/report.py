@@ -70,7 +70,7 @@ class Quicklook:
 
 
 def scenes_from_log(log: Path) -> list[ReportScene]:
-    """The latest outcome of each scene in a batch's JSON-lines log (:class:`geoseg.batch.runner.EventLog`), in
+    """The latest outcome of each scene in a batch's JSON-lines log (:class:`geoseg.batch.log.EventLog`), in
     the order the scenes first appear; lines that are not JSON are passed over."""
     latest: dict[str, ReportScene] = {}
     with open(log, encoding="utf-8", errors="replace") as lines:  # years of nightly runs: a line at a time

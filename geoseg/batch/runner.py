@@ -24,21 +24,19 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from geoseg.batch.claims import Claims, Owner, claim, release
-from geoseg.batch.jobs import Job, ListProblem, expand_inputs
+from geoseg.batch.log import EventLog, now
 from geoseg.batch.report import ReportScene, write_report
-from geoseg.config import RunConfig
+from geoseg.batch.tasks import BatchSummary, SceneResult, Task
 from geoseg.engine.device import DeviceSession
-from geoseg.errors import EXIT_FAILED, EXIT_OK, Cancelled, ConfigError, GeosegError, OutputError
+from geoseg.errors import EXIT_FAILED, EXIT_OK, Cancelled, GeosegError, OutputError
 from geoseg.export.mosaic import write_vrt
 from geoseg.export.stac import collection
 from geoseg.io.integrity import publish_text
-from geoseg.io.items import catalog_items, is_item_collection, is_stac_catalog, split_collection
 from geoseg.io.publish import clean_leftovers
 from geoseg.io.record import RECORD_TAG, make_record, read_record, same_record
 from geoseg.io.scene import open_scene
@@ -48,134 +46,6 @@ from geoseg.models import LoadedModel, load_model
 from geoseg.models.registry import model_identity
 from geoseg.prepare import choose_model
 from geoseg.run import segment_scene
-
-
-@dataclass(frozen=True)
-class Task:
-    """One scene of a batch."""
-
-    job: str
-    input: Path
-    output: Path
-    config: RunConfig
-    #: Why this input cannot run at all (a list file's line that names no file): it fails with this message.
-    problem: str | None = None
-
-
-@dataclass
-class SceneResult:
-    job: str
-    input: str
-    output: str
-    status: str  # done | skipped | failed | cancelled
-    seconds: float = 0.0
-    megapixels_per_second: float | None = None
-    error: str | None = None
-    error_kind: str | None = None  # the error class: SceneError, BandError, ... (exit code in `geoseg run`)
-    warnings: list[str] = field(default_factory=list)
-    reason: str | None = None  # why a scene was skipped: done earlier, or claimed by another batch
-
-
-@dataclass
-class BatchSummary:
-    started: str
-    finished: str
-    seconds: float
-    counts: dict[str, int]
-    exit_code: int
-    notes: list[str]
-    scenes: list[SceneResult]
-    catalogs: list[str] = field(default_factory=list)  # each output folder's STAC Collection and VRT mosaic
-    reports: list[str] = field(default_factory=list)  # each output folder's report.html (geoseg.batch.report)
-    files: dict[str, str] = field(default_factory=dict)  # the batch's log and summary (geoseg.batch.session)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def plan_tasks(jobs: list[Job]) -> tuple[list[Task], list[str]]:
-    """Every scene of every job with its output path; notes for inputs that matched nothing.
-
-    Two scenes writing the same output is a configuration error, found before anything runs.
-    """
-    tasks, notes = [], []
-    for job in jobs:
-        scenes, empty = expand_inputs(job.inputs)
-        notes += [f"job {job.name!r}: {n}" for n in empty]
-        scenes = [item for scene in scenes for item in _items_of(scene, job)]
-        for scene in scenes:
-            if isinstance(scene, ListProblem):  # fails as a scene, named by its list and line only
-                folder = job.output_dir if job.output_dir is not None else scene.listing.parent
-                tasks.append(Task(job.name, Path(str(scene)), folder / f".{scene.listing.name}.{scene.line}",
-                                  job.config, problem=scene.message))
-            else:
-                tasks.append(Task(job.name, scene, job.output_for(scene), job.config))
-    seen: dict[Path, Task] = {}
-    for task in tasks:
-        key = task.output.resolve()
-        if key in seen:
-            raise ConfigError(f"{seen[key].input} and {task.input} would both be written to {task.output}; "
-                              f"use {{parent}} or {{job}} in the name template")
-        seen[key] = task
-    return tasks, notes
-
-
-def _items_of(scene: Path | ListProblem, job: Job) -> list[Path | ListProblem]:
-    """``scene``; the Items of a STAC ItemCollection, each a file in ``.geoseg-items/`` of the output folder; or the
-    Item files a static catalog links to."""
-    if isinstance(scene, ListProblem):
-        return [scene]
-    if is_stac_catalog(scene):
-        return list(catalog_items(scene))
-    if not is_item_collection(scene):
-        return [scene]
-    return list(split_collection(scene, (job.output_dir or scene.parent) / ITEMS_FOLDER))
-
-
-#: Where a batch writes the Items of an ItemCollection it was given, in the output folder.
-ITEMS_FOLDER = ".geoseg-items"
-
-
-class EventLog:
-    """JSON lines, one event each, flushed as they happen (``tail -f`` friendly); thread-safe.
-
-    Each line is one ``write`` to a file opened for appending, so batches (and processes) sharing a
-    log never interleave inside a line. ``record=True`` keeps the events in :attr:`events` instead (a
-    dask worker hands them back to its batch, which writes them)."""
-
-    def __init__(self, path: Path | None, record: bool = False):
-        self.path = path
-        self.events: list[dict[str, Any]] | None = [] if record else None
-        self._fd: int | None = None
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> EventLog:
-        if self.path is not None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            except OSError as exc:
-                raise OutputError(f"{self.path}: the batch's log cannot be written ({exc.strerror}); choose a "
-                                  f"writable output folder or --log PATH") from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def emit(self, event: str, **fields: Any) -> None:
-        self.write({"time": _now(), "event": event, **fields})
-
-    def write(self, record: dict[str, Any]) -> None:
-        """Write one event as it is (a worker's events keep their own time)."""
-        if self.events is not None:
-            self.events.append(record)
-        if self._fd is None:
-            return
-        line = (json.dumps(record, default=str) + "\n").encode()
-        with self._lock:
-            os.write(self._fd, line)
 
 
 class SceneRunner(Protocol):
@@ -195,7 +65,7 @@ def run_batch(tasks: list[Task], *, force: bool = False, parallel: int = 2, log:
 
     ``runner`` runs the scenes on a dask cluster instead of this process's threads (``parallel`` is then
     the cluster's affair); ``owner`` names this batch in its scene claims (:mod:`geoseg.batch.claims`)."""
-    started, clock = _now(), time.perf_counter()
+    started, clock = now(), time.perf_counter()
     log = log or EventLog(None)
     cancel = cancel or threading.Event()
     notes = list(notes or [])
@@ -264,7 +134,7 @@ def run_batch(tasks: list[Task], *, force: bool = False, parallel: int = 2, log:
                 reports.append(str(write_report(folder, [report_scene(r) for r in scenes])))
             except (GeosegError, OSError, ValueError) as exc:
                 notes.append(f"{folder}: its report could not be written ({exc})")
-    summary = BatchSummary(started=started, finished=_now(), seconds=round(time.perf_counter() - clock, 3),
+    summary = BatchSummary(started=started, finished=now(), seconds=round(time.perf_counter() - clock, 3),
                            counts=counts, exit_code=code, notes=notes, scenes=scenes, catalogs=catalogs,
                            reports=reports)
     log.emit("batch_end", counts=counts, seconds=summary.seconds)
@@ -407,7 +277,3 @@ def write_summary(summary: BatchSummary, path: Path) -> None:
     except OSError as exc:
         raise OutputError(f"{path}: the batch's summary cannot be written ({exc.strerror}); {fix}") from None
     publish_text(path, json.dumps(summary.to_dict(), indent=2, default=str) + "\n", "the batch's summary ", fix)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,6 +1,6 @@
 """``run_jobs``: a whole batch as one library call, what ``geoseg batch`` and a scheduler's script do.
 
-It plans the jobs' scenes (:func:`~geoseg.batch.runner.plan_tasks`), makes their output folders, opens the
+It plans the jobs' scenes (:func:`~geoseg.batch.tasks.plan_tasks`), makes their output folders, opens the
 JSON-lines log (:data:`LOG_NAME` in the first job's output folder, or beside the first mask where masks go
 beside their scenes, unless told otherwise), runs the scenes in
 this process or on the :class:`~geoseg.batch.runner.SceneRunner` that ``connect`` makes (a dask cluster: the
@@ -19,7 +19,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from geoseg.batch.jobs import LOG_NAME, SUMMARY_NAME, Job
-from geoseg.batch.runner import BatchSummary, EventLog, SceneResult, SceneRunner, plan_tasks, run_batch, write_summary
+from geoseg.batch.log import EventLog
+from geoseg.batch.runner import SceneRunner, run_batch, write_summary
+from geoseg.batch.tasks import BatchSummary, SceneResult, plan_tasks
 from geoseg.errors import ConfigError, GeosegError
 
 

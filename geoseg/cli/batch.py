@@ -21,7 +21,8 @@ from geoseg.config import SETTINGS, RunConfig
 from geoseg.errors import EXIT_SIGINT, EXIT_SIGTERM
 
 if TYPE_CHECKING:
-    from geoseg.batch.runner import SceneResult, SceneRunner
+    from geoseg.batch.runner import SceneRunner
+    from geoseg.batch.tasks import SceneResult
     from geoseg.cluster.workers import ClusterSpec
 
 

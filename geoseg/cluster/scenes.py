@@ -27,7 +27,7 @@ from geoseg.io.names import remote_name
 
 if TYPE_CHECKING:  # the batch's runner imports torch: a client of the service (segment_scene_as_task) never needs it
     from geoseg.batch.claims import Owner
-    from geoseg.batch.runner import SceneResult, Task
+    from geoseg.batch.tasks import SceneResult, Task
     from geoseg.config import RunConfig
     from geoseg.prepare import VectorRequest
     from geoseg.summary import RunSummary
@@ -79,7 +79,8 @@ def run_remote(task: Task, force: bool, owner: Owner, cancel_name: str) -> tuple
     """One scene on a dask worker (see module docstring)."""
     from distributed import get_worker
 
-    from geoseg.batch.runner import EventLog, run_task
+    from geoseg.batch.log import EventLog
+    from geoseg.batch.runner import run_task
     from geoseg.cluster.workers import relax_malloc
     from geoseg.engine.resident import RESIDENT, ModelRef
 

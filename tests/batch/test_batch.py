@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from geoseg.batch.jobs import load_job_file
-from geoseg.batch.runner import clean_leftovers
 from geoseg.cli.app import app
 from geoseg.errors import ConfigError
+from geoseg.io.publish import clean_leftovers
 from geoseg.io.record import read_record
 from tests.helpers import run_batch_cli as batch
 from tests.helpers import small_scenes as scenes

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from geoseg.batch.claims import STALE_S, Owner, claim, claim_path, release
-from geoseg.batch.runner import clean_leftovers
+from geoseg.io.publish import clean_leftovers
 from tests.helpers import small_scenes as scenes
 
 

@@ -14,7 +14,9 @@ import rasterio
 
 from geoseg import RunConfig, segment_array, segment_scene
 from geoseg.batch.jobs import Job
-from geoseg.batch.runner import EventLog, plan_tasks, run_batch
+from geoseg.batch.log import EventLog
+from geoseg.batch.runner import run_batch
+from geoseg.batch.tasks import plan_tasks
 from geoseg.errors import ModelError
 from tests.helpers import smooth_image, write_tif
 
