@@ -119,26 +119,33 @@ def run_batch(tasks: list[Task], *, force: bool = False, parallel: int = 2, log:
     scenes = [r for r in results if r is not None]
     counts = {s: sum(r.status == s for r in scenes) for s in ("done", "skipped", "failed", "cancelled")}
     code = EXIT_FAILED if counts["failed"] else EXIT_OK
-    catalogs = []
-    for folder in sorted({Path(r.output).parent for r in scenes if r.status in ("done", "skipped")}):
-        try:
-            catalogs += write_catalog(folder, [Path(r.output) for r in scenes
-                                               if r.status in ("done", "skipped") and Path(r.output).parent == folder],
-                                      notes)
-        except (OSError, ValueError) as exc:  # a catalogue is extra: the masks are done either way
-            notes.append(f"{folder}: its STAC Collection and mosaic could not be written ({exc})")
-    reports = []
-    for folder in sorted({Path(r.output).parent for r in scenes}):
-        if folder.is_dir():
-            try:  # like the catalogue, extra: a failure is a note
-                reports.append(str(write_report(folder, [report_scene(r) for r in scenes])))
-            except (GeosegError, OSError, ValueError) as exc:
-                notes.append(f"{folder}: its report could not be written ({exc})")
+    catalogs, reports = write_folder_files(scenes, notes)
     summary = BatchSummary(started=started, finished=now(), seconds=round(time.perf_counter() - clock, 3),
                            counts=counts, exit_code=code, notes=notes, scenes=scenes, catalogs=catalogs,
                            reports=reports)
     log.emit("batch_end", counts=counts, seconds=summary.seconds)
     return summary
+
+
+def write_folder_files(scenes: list[SceneResult], notes: list[str]) -> tuple[list[str], list[str]]:
+    """Each output folder's STAC Collection and VRT mosaic of its masks (:func:`write_catalog`) and its
+    ``report.html``: the paths written. Both are extra, so a failure is a note in ``notes``, never the batch's."""
+    catalogs: list[str] = []
+    for folder in sorted({Path(r.output).parent for r in scenes if r.status in ("done", "skipped")}):
+        try:
+            catalogs += write_catalog(folder, [Path(r.output) for r in scenes
+                                               if r.status in ("done", "skipped") and Path(r.output).parent == folder],
+                                      notes)
+        except (OSError, ValueError) as exc:  # the masks are done either way
+            notes.append(f"{folder}: its STAC Collection and mosaic could not be written ({exc})")
+    reports: list[str] = []
+    for folder in sorted({Path(r.output).parent for r in scenes}):
+        if folder.is_dir():
+            try:
+                reports.append(str(write_report(folder, [report_scene(r) for r in scenes])))
+            except (GeosegError, OSError, ValueError) as exc:
+                notes.append(f"{folder}: its report could not be written ({exc})")
+    return catalogs, reports
 
 
 def report_scene(result: SceneResult) -> ReportScene:
