@@ -12,7 +12,6 @@ without improvement.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -37,6 +36,7 @@ from geoseg.models.importing import architecture_name
 from geoseg.models.package import save_package
 from geoseg.models.registry import BUILTIN_MODELS, load_model
 from geoseg.sensors import get_sensor, sensor_from_name
+from geoseg.train.checkpoint import EpochRecord, TrainingState, load_checkpoint, save_checkpoint
 from geoseg.train.chips import ChipReader, EpochSampler, TrainChips, TrainImage, ValChips, band_statistics, split_cells
 from geoseg.train.config import TrainConfig
 from geoseg.train.labels import open_labels
@@ -45,16 +45,6 @@ from geoseg.train.metrics import IGNORE, Accuracy, confusion
 INITS = ("imagenet", "none", *BUILTIN_MODELS)
 #: Training steps between progress reports (each report reads the loss back from the device).
 REPORT_EVERY = 20
-
-
-@dataclass
-class EpochRecord:
-    epoch: int
-    loss: float
-    val_miou: float
-    val_overall: float
-    seconds: float
-    chips_per_second: float
 
 
 @dataclass
@@ -240,16 +230,8 @@ def train(images: Sequence[Path], labels: Sequence[Path], output: Path, config: 
 def _train(images: Sequence[Path], labels: Sequence[Path], output: Path, config: TrainConfig,
            classes: list | dict | None, label_field: str, resume: bool, overwrite: bool,
            progress: Callable[[str, int, int, dict[str, float]], None] | None) -> TrainSummary:
-    if output.exists() and not (overwrite or resume):
-        raise OutputError(f"{output}: already exists; pass --overwrite or choose another -o")
-    work = output.with_name(output.name + ".train")
-    if not output.parent.is_dir():
-        raise OutputError(f"{output}: folder {output.parent} does not exist; create it first")
-    if not os.access(output.parent, os.W_OK):
-        raise OutputError(f"{output}: folder {output.parent} is not writable; choose another -o")
-    checkpoint_path = work / "checkpoint.pt"
-    if resume and not checkpoint_path.is_file():
-        raise OutputError(f"{checkpoint_path}: no checkpoint to resume from; start without --resume")
+    checkpoint_path = _checkpoint_path(output, overwrite, resume)
+    work = checkpoint_path.parent
     torch.manual_seed(config.seed)
     found, band_names, table = _images([Path(p) for p in images], [Path(p) for p in labels], config, classes,
                                        label_field)
@@ -269,9 +251,7 @@ def _train(images: Sequence[Path], labels: Sequence[Path], output: Path, config:
     mean, std, counts = band_statistics(reader, train_cells, seed=config.seed)
     reader.mean, reader.std = mean.reshape(-1, 1, 1).astype(np.float32), std.reshape(-1, 1, 1).astype(np.float32)
     n_classes = len(table)
-    freq = counts[:n_classes].astype(float) / max(counts[:n_classes].sum(), 1)
-    weights = np.where(freq > 0, 1 / np.sqrt(np.maximum(freq, 1e-12)), 0.0)
-    weights = weights / weights[weights > 0].mean()
+    weights = class_weights(counts[:n_classes])
 
     device = resolve_device(config.device)
     use_bf16 = device.type == "cuda" and config.precision in ("auto", "bf16")
@@ -292,17 +272,7 @@ def _train(images: Sequence[Path], labels: Sequence[Path], output: Path, config:
                                          **loader_args)
     val_loader = torch.utils.data.DataLoader(ValChips(reader, val_cells), batch_size=max(1, config.batch_size // 4),
                                              **loader_args)
-    history: list[EpochRecord] = []
-    start_epoch, best_miou, best_epoch, best_state, stale = 0, -1.0, 0, None, 0
-    if resume:
-        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        net.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        start_epoch, best_miou, best_epoch, stale = (int(saved["epoch"]), float(saved["best_miou"]),
-                                                     int(saved["best_epoch"]), int(saved["stale"]))
-        best_state = saved["best_model"]
-        history = [EpochRecord(**r) for r in json.loads(saved["history"])]
+    state = load_checkpoint(checkpoint_path, net, optimizer, scheduler) if resume else TrainingState()
     try:
         work.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -311,26 +281,14 @@ def _train(images: Sequence[Path], labels: Sequence[Path], output: Path, config:
     names = tuple(table.values())
     last_accuracy = None
     stopped_early = False
-    for epoch in range(start_epoch, config.epochs):
-        if stale >= config.patience:
+    for epoch in range(state.epoch, config.epochs):
+        if state.stale >= config.patience:
             stopped_early = True
             break
         started = time.perf_counter()
         sampler.epoch = epoch
-        net.train()
-        losses = []
-        steps = len(loader)
-        for step, (x, y) in enumerate(loader):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = loss_fn(net(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())  # kept on the device: reading it each step would stall the GPU
-            if progress and (step == 0 or step % REPORT_EVERY == REPORT_EVERY - 1 or step == steps - 1):
-                recent = float(torch.stack(losses[-REPORT_EVERY:]).mean())
-                progress("train", step + 1, steps, {"epoch": epoch + 1, "loss": recent})
+        losses = _train_epoch(net, loader, optimizer, loss_fn, use_bf16, epoch, progress)
+        steps = len(losses)
         scheduler.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -340,21 +298,12 @@ def _train(images: Sequence[Path], labels: Sequence[Path], output: Path, config:
         mean_loss = float(torch.stack(losses).float().mean()) if losses else float("nan")
         record = EpochRecord(epoch + 1, mean_loss, miou, accuracy.overall,
                              round(seconds, 3), round(steps * config.batch_size / seconds, 2))
-        history.append(record)
         if progress:
             progress("epoch", epoch + 1, config.epochs, asdict(record))
-        if miou > best_miou or best_state is None:
-            best_miou, best_epoch, stale = miou, epoch + 1, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        if state.scored(record, net):
             last_accuracy = accuracy
-        else:
-            stale += 1
-        partial = checkpoint_path.with_suffix(".partial")
-        torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best_miou": best_miou,
-                    "best_epoch": best_epoch, "stale": stale, "best_model": best_state,
-                    "history": json.dumps([asdict(h) for h in history])}, partial)
-        partial.replace(checkpoint_path)
+        save_checkpoint(checkpoint_path, state, net, optimizer, scheduler)
+    best_state, best_epoch, best_miou, history = state.best_state, state.best_epoch, state.best_miou, state.history
     assert best_state is not None
     if last_accuracy is None:  # resumed after the best epoch: score the best weights again
         net.load_state_dict(best_state)
@@ -377,6 +326,50 @@ def _train(images: Sequence[Path], labels: Sequence[Path], output: Path, config:
     save_package(output, card, best_state, overwrite=True)
     return TrainSummary(str(output), len(history), best_epoch, round(best_miou, 6),
                         stopped_early, history, last_accuracy.to_dict(), len(train_cells), len(val_cells), split)
+
+
+def _checkpoint_path(output: Path, overwrite: bool, resume: bool) -> Path:
+    """Where training keeps its checkpoint (``OUTPUT.train/checkpoint.pt``), once ``output`` may be written."""
+    if output.exists() and not (overwrite or resume):
+        raise OutputError(f"{output}: already exists; pass --overwrite or choose another -o")
+    if not output.parent.is_dir():
+        raise OutputError(f"{output}: folder {output.parent} does not exist; create it first")
+    if not os.access(output.parent, os.W_OK):
+        raise OutputError(f"{output}: folder {output.parent} is not writable; choose another -o")
+    path = output.with_name(output.name + ".train") / "checkpoint.pt"
+    if resume and not path.is_file():
+        raise OutputError(f"{path}: no checkpoint to resume from; start without --resume")
+    return path
+
+
+def class_weights(counts: np.ndarray) -> np.ndarray:
+    """The loss's class weights from labelled pixel counts: 1/sqrt(frequency), mean 1 over the classes present, 0
+    for a class with no pixels."""
+    freq = counts.astype(float) / max(counts.sum(), 1)
+    weights = np.where(freq > 0, 1 / np.sqrt(np.maximum(freq, 1e-12)), 0.0)
+    return weights / weights[weights > 0].mean()
+
+
+def _train_epoch(net: torch.nn.Module, loader: torch.utils.data.DataLoader, optimizer: torch.optim.Optimizer,
+                 loss_fn: torch.nn.Module, use_bf16: bool, epoch: int,
+                 progress: Callable[[str, int, int, dict[str, float]], None] | None) -> list[torch.Tensor]:
+    """One pass over ``loader``; each step's loss, kept on the device (reading it each step would stall the GPU)."""
+    device = next(net.parameters()).device
+    net.train()
+    losses: list[torch.Tensor] = []
+    steps = len(loader)
+    for step, (x, y) in enumerate(loader):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = loss_fn(net(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+        if progress and (step == 0 or step % REPORT_EVERY == REPORT_EVERY - 1 or step == steps - 1):
+            recent = float(torch.stack(losses[-REPORT_EVERY:]).mean())
+            progress("train", step + 1, steps, {"epoch": epoch + 1, "loss": recent})
+    return losses
 
 
 def evaluate_network(net: torch.nn.Module, loader: torch.utils.data.DataLoader, classes: int,
