@@ -134,29 +134,11 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
     session = session or DeviceSession.default()
     patches = layout.rows.count * layout.cols.count
     stages: dict[str, float] = {}
-    # A model fresh from its file (not built yet: nothing in memory can have changed its weights) runs on the
-    # CPU from its cached ONNX export without building the network, or records the export it makes.
-    weights_key = None if loaded.built else loaded.weights_key
-    exported = traced = None
     once = one_time_costs(patches, device, cuda_graphs=config.cuda_graphs, batch_size=config.batch_size,
                           reproducible=config.reproducible)
     # cuDNN times its algorithms in this run (a trace records that choice: geoseg.engine.traced)
     tuned = device.type == "cuda" and not config.reproducible and (once.tune or torch.backends.cudnn.benchmark)
-    backend = resolve_backend(config.backend, device, config.precision)
-    if loaded.onnx is not None:  # an ONNX model file: the exported backends run it as it is
-        if backend not in EXPORTED or config.compile:
-            raise ConfigError(f"{loaded.onnx}: an ONNX model runs on the CPU backends only; use --device cpu and "
-                              f"--backend auto, onnxruntime or openvino (without --compile)")
-        if layout.patch != card.tile_size:
-            raise ConfigError(f"{loaded.onnx}: takes patches of {card.tile_size} px only; drop --tile-size "
-                              f"{layout.patch}")
-        exported, weights_key = loaded.onnx, None
-    elif weights_key is not None and not config.compile and backend in EXPORTED:
-        exported = cached_export(weights_key, len(card.bands), layout.patch)
-    elif weights_key is not None and not config.compile:  # the torch backend: a trace needs no smp (traced.py)
-        traced = load_traced(weights_key, len(card.bands), layout.patch, resolve_precision(config.precision, device),
-                             device, tuned)
-    network = None if exported else traced if traced is not None else loaded.network
+    network, exported, traced, weights_key = network_form(loaded, config, prepared, device, tuned)
     # run_in_flight: CUDA graphs are captured only by a run alone in the session (entered before the
     # predictor touches the GPU); closing: captured graphs stay with the network for the next scene.
     with session.run_in_flight(), closing(Predictor(network, device, config.precision, once.batch_size,
@@ -210,6 +192,36 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
             notes=[f"{scene.path}: {note}" for note in predictor.notes], finish_seconds=product.finish_seconds,
             class_stats=product.class_stats, files=product.files, decode=decoder.mode if decoder else "cpu",
             seam_share=product.seam_share)
+
+
+def network_form(loaded: LoadedModel, config: RunConfig, prepared: PreparedRun, device: torch.device, tuned: bool
+                 ) -> tuple[torch.nn.Module | None, object | None, torch.nn.Module | None, str | None]:
+    """Which form of the network a run uses: ``(network, exported, traced, weights_key)``.
+
+    An ONNX model file runs as it is on the exported (CPU) backends. A model fresh from its file (not built yet:
+    nothing in memory can have changed its weights) runs on those backends from its cached ONNX export, or on torch
+    from its cached trace (no smp needed: :mod:`geoseg.engine.traced`), without building the network; where none
+    is cached yet, the built network runs and ``weights_key`` says where to record the export or trace it makes.
+    ``network`` is None where the export runs."""
+    layout, card = prepared.layout, prepared.card
+    weights_key = None if loaded.built else loaded.weights_key
+    exported = traced = None
+    backend = resolve_backend(config.backend, device, config.precision)
+    if loaded.onnx is not None:
+        if backend not in EXPORTED or config.compile:
+            raise ConfigError(f"{loaded.onnx}: an ONNX model runs on the CPU backends only; use --device cpu and "
+                              f"--backend auto, onnxruntime or openvino (without --compile)")
+        if layout.patch != card.tile_size:
+            raise ConfigError(f"{loaded.onnx}: takes patches of {card.tile_size} px only; drop --tile-size "
+                              f"{layout.patch}")
+        exported, weights_key = loaded.onnx, None
+    elif weights_key is not None and not config.compile and backend in EXPORTED:
+        exported = cached_export(weights_key, len(card.bands), layout.patch)
+    elif weights_key is not None and not config.compile:
+        traced = load_traced(weights_key, len(card.bands), layout.patch, resolve_precision(config.precision, device),
+                             device, tuned)
+    network = None if exported else traced if traced is not None else loaded.network
+    return network, exported, traced, weights_key
 
 
 def network_stream(device: torch.device, decoder: object | None, tuning: Tuning) -> AbstractContextManager:
