@@ -31,10 +31,8 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
         settings = {"device": args.device, "match_resolution": False, "profile": args.profile_gpu,
                     "device_stages": args.device_stages, "output_format": args.format}
         geo = spawn("geoseg", scene, args.workdir / f"peer-geoseg-{n}.tif", model, args.source, settings)
-        best = min(geo["seconds"], geo["steady"]["seconds"])
-        rows.append([scene.name, card.encoder, "geoseg --no-match-resolution", f"{geo['seconds']:.2f}",
-                     f"{geo['steady']['seconds']:.2f}", f"{info.megapixels / best:.1f}", f"{best / floor:.2f}",
-                     f"{geo['rss']:.2f}", fmt(geo["gpu_gib"], ".2f"), fmt(geo["busy"], ".0%")])
+        row, best = geoseg_row([scene.name, card.encoder, "geoseg --no-match-resolution"], geo, info.megapixels, floor)
+        rows.append(row)
         details.append(f"{card.encoder}: {patches} patches, floors eager {floors['eager']:.2f} s, graph "
                        f"{floors['graph']:.2f} s; batch {geo['batch']}; model s {geo['model s']:.2f} / steady "
                        f"{geo['steady']['model s']:.2f}; stages {geo['stages']}; steady stages "
@@ -43,11 +41,8 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
         for first in args.first_row_variants or ():
             var = spawn("geoseg", scene, args.workdir / f"peer-geoseg-{n}-first{first}.tif", model, args.source,
                         {**settings, "profile": False, "device_stages": False, "first_row_patches": first})
-            best_var = min(var["seconds"], var["steady"]["seconds"])
-            rows.append([scene.name, card.encoder, f"geoseg, first row of {first} patch rows", f"{var['seconds']:.2f}",
-                         f"{var['steady']['seconds']:.2f}", f"{info.megapixels / best_var:.1f}",
-                         f"{best_var / floor:.2f}", f"{var['rss']:.2f}", fmt(var["gpu_gib"], ".2f"),
-                         fmt(var["busy"], ".0%")])
+            rows.append(geoseg_row([scene.name, card.encoder, f"geoseg, first row of {first} patch rows"], var,
+                                   info.megapixels, floor)[0])
             details.append(f"{card.encoder}, first row of {first} patch rows: steady stages {var['steady']['stages']}")
         if n or args.no_toolbelt:
             continue
@@ -67,3 +62,11 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
           f"better floor)", head, rows)
     for line in details:
         print("-", line)
+
+
+def geoseg_row(lead: list[str], run: dict, megapixels: float, floor: float) -> tuple[list[str], float]:
+    """A geoseg child's table row after ``lead`` (scene, model, tool): warm and steady seconds, MP/s and x floor of the
+    better of the two, memory and GPU busy; and that better time."""
+    best = min(run["seconds"], run["steady"]["seconds"])
+    return [*lead, f"{run['seconds']:.2f}", f"{run['steady']['seconds']:.2f}", f"{megapixels / best:.1f}",
+            f"{best / floor:.2f}", f"{run['rss']:.2f}", fmt(run["gpu_gib"], ".2f"), fmt(run["busy"], ".0%")], best
