@@ -1,5 +1,6 @@
-"""The parts of a band stack (:mod:`geoseg.io.stack`): a band source, a stack, the tags a stack carries, and
-where GDAL reads an href (``https://`` through ``/vsicurl/``, ``s3://`` through ``/vsis3/``)."""
+"""The parts of a band stack (:mod:`geoseg.io.stack`): a band source, a stack, and the tags a stack carries. Where
+GDAL reads an href (``https://`` through ``/vsicurl/``, ``s3://`` through ``/vsis3/``) is
+:func:`geoseg.io.names.gdal_href`."""
 
 from __future__ import annotations
 
