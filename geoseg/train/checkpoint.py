@@ -9,11 +9,14 @@ previous checkpoint whole. Tensors and plain values only: it loads with ``weight
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..errors import OutputError
 
 
 @dataclass
@@ -53,11 +56,22 @@ def save_checkpoint(path: Path, state: TrainingState, net: torch.nn.Module, opti
                     scheduler: Any) -> None:
     """Write the checkpoint at ``path`` through a temporary file (see module docstring)."""
     partial = path.with_suffix(".partial")
-    torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": state.epoch, "best_miou": state.best_miou, "best_epoch": state.best_epoch,
-                "stale": state.stale, "best_model": state.best_state,
-                "history": json.dumps([asdict(h) for h in state.history])}, partial)
-    partial.replace(path)
+    try:
+        torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": state.epoch, "best_miou": state.best_miou,
+                    "best_epoch": state.best_epoch, "stale": state.stale,
+                    # the best weights are the current ones when this epoch was the best: not written twice
+                    "best_model": None if state.best_epoch == state.epoch else state.best_state,
+                    "history": json.dumps([asdict(h) for h in state.history])}, partial)
+        partial.replace(path)
+    except (OSError, RuntimeError) as exc:
+        # torch.save reports a full disk as RuntimeError('... iostream error'), without the errno.
+        partial.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else 0
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "a write failed"
+        raise OutputError(f"{path}: the checkpoint after epoch {state.epoch} could not be written ({reason}; "
+                          f"{free / 2**20:.0f} MiB free there); free space there and run again with --resume, "
+                          f"which starts from the last checkpoint written") from None
 
 
 def load_checkpoint(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -67,5 +81,6 @@ def load_checkpoint(path: Path, net: torch.nn.Module, optimizer: torch.optim.Opt
     net.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
+    best = saved["model"] if saved["best_model"] is None else saved["best_model"]  # a copy: net's own are apart
     return TrainingState(int(saved["epoch"]), float(saved["best_miou"]), int(saved["best_epoch"]), int(saved["stale"]),
-                         saved["best_model"], [EpochRecord(**r) for r in json.loads(saved["history"])])
+                         best, [EpochRecord(**r) for r in json.loads(saved["history"])])

@@ -212,8 +212,9 @@ def train(images: Sequence[Path], labels: Sequence[Path], output: Path, config: 
           keep_checkpoint: bool = False) -> TrainSummary:
     """Train and write a model package at ``output`` (see module docstring). A run stopped (Ctrl-C, an error)
     before its first checkpoint leaves no empty ``OUTPUT.train`` folder behind; one stopped later keeps its
-    checkpoint for ``resume``. Once the package is written, the checkpoint (the network twice and the
-    optimizer's moments: about 4x the package) is removed unless ``keep_checkpoint``."""
+    checkpoint for ``resume``. Once the package is written, the checkpoint (the network, the best epoch's
+    weights where they differ, the optimizer's moments: 3x to 4x the package) is removed unless
+    ``keep_checkpoint``."""
     work = output.with_name(output.name + ".train")
     existed = work.exists()
     try:

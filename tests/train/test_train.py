@@ -19,7 +19,7 @@ from geoseg.run import segment_scene
 from geoseg.train.chips import split_cells
 from geoseg.train.evaluate import evaluate_mask
 from geoseg.train.trainer import TrainConfig, _images, train
-from tests.helpers import smooth_image, write_tif
+from tests.helpers import geoseg_process, smooth_image, write_tif
 
 runner = CliRunner()
 S2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "sentinel2-t33uuu"
@@ -368,3 +368,19 @@ def test_timm_encoders_train_run_and_export(tmp_path, encoder) -> None:
     assert exported.exit_code == 0, exported.output
     with rasterio.open(tmp_path / "m.tif") as ds:
         assert ds.read(1).max() < 3
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path) -> None:
+    """A full disk at the checkpoint (a file-size limit stands in for it) ends in exit 6 on one line, with no
+    package, no ``.partial`` and no empty ``.train`` folder left (torch.save reports it as a RuntimeError)."""
+    image, labels = learnable_scene(tmp_path)
+    code, stderr, _ = geoseg_process(["train", str(image), "--labels", str(labels), "-o", str(tmp_path / "pkg"),
+                                      "--encoder", "resnet18", "--epochs", "1", "--chip-size", "64",
+                                      "--chips-per-epoch", "4", "--batch-size", "4", "--device", "cpu",
+                                      "--workers", "0"], file_limit=2_000_000)  # the checkpoint is ~200 MB
+    assert code == 6, stderr
+    *progress, error = stderr.strip().splitlines()  # the epoch's progress line, then the error
+    assert [line.split(":")[0] for line in progress] == ["epoch 1/1"], stderr
+    assert error.startswith("geoseg: error: ") and "checkpoint after epoch 1 could not be written" in error
+    assert "--resume" in error and "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.tif", "labels.tif"]
