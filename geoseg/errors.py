@@ -57,6 +57,17 @@ class DeviceError(GeosegError, RuntimeError):
     exit_code = 7
 
 
+def reason(exc: BaseException, limit: int = 200) -> str:
+    """What a library's exception says, fit for a one-line message: its first line, without the SQL of a
+    failed GDAL SQLite statement (GeoPackage), at most ``limit`` characters."""
+    import re
+
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    first = re.sub(r"sqlite3_exec\(.*\) failed: ", "SQLite: ", first)
+    return first if len(first) <= limit else first[:limit - 1] + "…"
+
+
 class Cancelled(Exception):
     """A run was asked to stop (a signal in ``geoseg batch``); nothing was left at the output path."""
 

@@ -558,3 +558,41 @@ def test_the_report_passes_over_a_garbled_log_and_an_oversized_item(tmp_path, mo
     page = (folder / "report.html").read_text()
     assert "&lt;script&gt;" in page and "<script>alert" not in page  # messages are escaped
     assert "1 failed" in page and "1 done" in page and "big.tif" not in page
+
+
+@pytest.mark.parametrize("command", [
+    ["models", "export", "{model}", "-o", "{out}/m.onnx"],
+    ["models", "import", "{model}", "-o", "{out}/pkg", "--bands", "b1,b2,b3", "--classes", "a,b,c"],
+    ["export", "vector", "{mask}", "-o", "{out}/v.gpkg"],
+    ["export", "stats", "{mask}", "-o", "{out}/s.csv"],
+    ["assess", "design", "{mask}", "-o", "{out}/s.gpkg", "--n", "60"],
+    ["evaluate", "{mask}", "{mask}", "-o", "{out}/e.csv"],
+])
+def test_a_full_disk_under_any_writing_command_is_one_line(tmp_path, model_folder, command) -> None:
+    """Every command that writes a file, on a full disk (a file-size limit of 64 bytes stands in for it):
+    exit 6 on one line naming what failed, and nothing left in its output folder."""
+    source = scene(tmp_path)
+    mask = tmp_path / "m.tif"
+    made = runner.invoke(app, ["run", str(source), "-o", str(mask), "--model", str(model_folder), "--device", "cpu",
+                               "--quiet"])
+    assert made.exit_code == 0, made.output
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [a.format(model=model_folder, mask=mask, out=out) for a in command]
+    code, stderr, _ = child(args, file_limit=64)
+    assert code == 6 and "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geoseg: error: ") and len(lines[0]) < 400, stderr
+    assert str(out) in lines[0]  # names the file it could not write
+    assert not list(out.iterdir()), list(out.iterdir())
+
+
+def test_a_library_s_long_error_is_cut_to_one_readable_line() -> None:
+    from geoseg.errors import reason
+
+    sql = RuntimeError("sqlite3_exec(CREATE TABLE gpkg_contents (x TEXT);INSERT INTO t VALUES ('a)b')) failed: "
+                       "disk I/O error\nsecond line")
+    assert reason(sql) == "SQLite: disk I/O error"
+    assert reason(OSError()) == "OSError"
+    long = reason(ValueError("x" * 500))
+    assert len(long) == 200 and long.endswith("…")

@@ -24,7 +24,7 @@ import rasterio
 from rasterio.windows import Window
 
 from geoseg.assess.estimate import AreaAccuracy, estimate
-from geoseg.errors import ConfigError, OutputError, SceneError
+from geoseg.errors import ConfigError, OutputError, SceneError, reason
 from geoseg.export.legend import write_points_qml
 from geoseg.export.stats import pixel_area_m2
 from geoseg.models.card import ClassInfo
@@ -117,7 +117,7 @@ def design(mask: Path, output: Path, n: int, min_per_class: int = 50, seed: int 
         with rasterio.open(mask) as ds:
             crs, transform = ds.crs, ds.transform
     except rasterio.errors.RasterioIOError as exc:
-        raise SceneError(f"{mask}: not a mask GDAL can read ({str(exc).splitlines()[0]})") from None
+        raise SceneError(f"{mask}: not a mask GDAL can read ({reason(exc)})") from None
     pixels = class_pixels(mask, len(names))
     per_class = allocate(pixels, n, min_per_class)
     rows, cols, values = sample(mask, per_class, seed)
@@ -141,7 +141,7 @@ def design(mask: Path, output: Path, n: int, min_per_class: int = 50, seed: int 
         partial.replace(output)
     except Exception as exc:
         partial.unlink(missing_ok=True)
-        raise OutputError(f"{output}: writing the sample failed ({str(exc).splitlines()[0]})") from None
+        raise OutputError(f"{output}: writing the sample failed ({reason(exc)})") from None
     return {"sample": str(output), "points": len(values),
             "strata": [{"value": h, "name": names[h], "mapped_pixels": int(pixels[h]), "points": int(per_class[h])}
                        for h in range(len(names))]}
@@ -161,7 +161,7 @@ def _values_at(raster: Path, geometry: np.ndarray, crs: str | None) -> np.ndarra
             found = ds.sample(zip(shapely.get_x(points), shapely.get_y(points), strict=True), indexes=1, masked=True)
             values = np.array([None if v.mask.any() else int(v[0]) for v in found], object)
     except rasterio.errors.RasterioIOError as exc:
-        raise SceneError(f"{raster}: not a raster GDAL can read ({str(exc).splitlines()[0]})") from None
+        raise SceneError(f"{raster}: not a raster GDAL can read ({reason(exc)})") from None
     return values
 
 
@@ -188,7 +188,7 @@ def estimate_sample(path: Path, reference: str = REFERENCE_FIELD) -> tuple[AreaA
         _, _, geometry, data = pyogrio.raw.read(path, layer=LAYER,
                                                 columns=["map_class"] + ([] if raster else [reference]))
     except Exception as exc:
-        raise SceneError(f"{path}: not a sample geoseg assess design wrote ({str(exc).splitlines()[0]})") from None
+        raise SceneError(f"{path}: not a sample geoseg assess design wrote ({reason(exc)})") from None
     if raster is not None:
         data = [data[0], _values_at(raster, geometry, info.get("crs"))]
     elif reference not in list(info["fields"]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from collections.abc import Iterator
@@ -9,7 +10,10 @@ from contextlib import contextmanager
 
 import typer
 
-from geoseg.errors import EXIT_SIGINT, GeosegError
+from geoseg.errors import EXIT_SIGINT, GeosegError, OutputError
+
+#: The errnos of a write the environment refused: no space, over a quota, past a file-size limit.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 @contextmanager
@@ -27,6 +31,15 @@ def user_errors(as_json: bool = False) -> Iterator[None]:
     except KeyboardInterrupt:
         _report("interrupted; no output was left at the final path", EXIT_SIGINT, as_json)
         raise typer.Exit(EXIT_SIGINT) from None
+    except OSError as exc:
+        # A full disk, a quota or a file-size limit met by a write that no command names (a library's own
+        # file, an export): the environment's fault, not a bug, so one line and the output error's code.
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        _report(f"{where}a write failed ({exc.strerror}); free space or choose another output folder, then run "
+                f"again", OutputError.exit_code, as_json)
+        raise typer.Exit(OutputError.exit_code) from None
 
 
 def printable(text: str) -> str:

@@ -11,6 +11,7 @@ the mask's CRS), reading only the windows the polygon covers.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from rasterio.features import geometry_mask
 from rasterio.warp import transform_geom
 from rasterio.windows import Window, from_bounds
 
-from geoseg.errors import ConfigError, OutputError, SceneError
+from geoseg.errors import ConfigError, OutputError, SceneError, reason
 from geoseg.export.legend import read_legend
 from geoseg.models.card import ClassInfo
 
@@ -96,7 +97,7 @@ def zonal_stats(mask: Path, regions: Path, by: str | None) -> list[dict[str, Any
     try:
         meta, _, geometry, fields = pyogrio.raw.read(regions)
     except Exception as exc:
-        raise ConfigError(f"{regions}: regions layer cannot be read ({str(exc).splitlines()[0]}); give a vector file "
+        raise ConfigError(f"{regions}: regions layer cannot be read ({reason(exc)}); give a vector file "
                           f"(GeoPackage, shapefile, GeoJSON ...)") from None
     names = list(meta["fields"])
     if by is not None and by not in names:
@@ -163,7 +164,7 @@ def _open(mask: Path) -> rasterio.io.DatasetReader:
     try:
         ds = rasterio.open(mask)
     except rasterio.errors.RasterioIOError as exc:
-        raise SceneError(f"{mask}: not a raster GDAL can read ({str(exc).splitlines()[0]})") from None
+        raise SceneError(f"{mask}: not a raster GDAL can read ({reason(exc)})") from None
     if ds.count != 1 or ds.dtypes[0] not in ("uint8", "uint16"):
         ds.close()
         raise SceneError(f"{mask}: has {ds.count} band(s) of {ds.dtypes[0]}; a class mask has one uint8 or uint16 band")
@@ -178,13 +179,21 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    """A CSV file of ``header`` and ``rows``; a file that cannot be written is an :class:`OutputError`."""
+    """A CSV file of ``header`` and ``rows``, written under a temporary name and renamed into place (a full
+    disk leaves no half table); a file that cannot be written is an :class:`OutputError`."""
     import csv
 
+    from geoseg.io.publish import partial_path
+
+    partial = partial_path(path)
     try:
-        with path.open("w", newline="") as f:
+        with partial.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(rows)
+        os.replace(partial, path)
     except OSError as exc:
         raise OutputError(f"{path}: cannot be written ({exc.strerror}); choose a writable path with -o") from None
+    finally:
+        if partial.exists():  # (unlink's missing_ok does not cover a parent that is a file)
+            partial.unlink()

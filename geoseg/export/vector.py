@@ -51,7 +51,7 @@ from rasterio.features import shapes
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
 
-from geoseg.errors import ConfigError, OutputError
+from geoseg.errors import ConfigError, OutputError, reason
 from geoseg.export.legend import read_legend
 from geoseg.export.stats import _open, pixel_area_m2
 from geoseg.io.outputs import check_outputs
@@ -354,7 +354,7 @@ class _Layer:
                     layer=self.name, append=append, promote_to_multi=False,
                     **({"dataset_options": {"VERSION": GPKG_VERSION}} if self.driver == "GPKG" and not append else {}))
         except Exception as exc:
-            raise OutputError(f"{self.output}: writing the {self.driver} layer failed ({str(exc).splitlines()[0]})"
+            raise OutputError(f"{self.output}: writing the {self.driver} layer failed ({reason(exc)})"
                               ) from None
 
 

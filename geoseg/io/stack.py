@@ -32,7 +32,7 @@ from xml.sax.saxutils import escape
 
 import rasterio
 
-from geoseg.errors import OutputError, SceneError
+from geoseg.errors import OutputError, SceneError, reason
 from geoseg.io.integrity import publish_text
 from geoseg.io.items import is_stac_item, item_stack
 from geoseg.io.names import quiet_source, remote_name, shown_source
@@ -61,7 +61,7 @@ def write_stack(stack: Stack, path: Path) -> Path:
                 grids.append((ds.crs, ds.transform, ds.width, ds.height, ds.dtypes[b], ds.nodatavals[b],
                               ds.block_shapes[b]))
         except rasterio.errors.RasterioIOError as exc:
-            raise SceneError(f"{source.href}: cannot be read ({str(exc).splitlines()[0]}); check the path or "
+            raise SceneError(f"{source.href}: cannot be read ({reason(exc)}); check the path or "
                              f"URL") from None
     crs = grids[0][0]
     if any(g[0] != crs for g in grids):
@@ -143,7 +143,7 @@ def remote_stack(name: str, folder: Path | None = None) -> Stack:
             tags = {k: v for k, v in ds.tags().items() if k != "GEOSEG_PRODUCT"}  # a label file's CLASSES ...
     except rasterio.errors.RasterioIOError as exc:
         raise SceneError(f"{shown_source(name)}: cannot be read "
-                         f"({str(exc).splitlines()[0]}); check the URL") from None
+                         f"({reason(exc)}); check the URL") from None
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name.split("?")[0].rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0])
     sources = tuple(BandSource(href=name, name=n, band=i) for i, n in enumerate(names, start=1))
     return Stack(sources=sources, name=stem or "remote", tags=tags, folder=folder or Path.cwd())

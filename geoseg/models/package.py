@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from geoseg.errors import ModelError, OutputError
+from geoseg.errors import ModelError, OutputError, reason
 from geoseg.models.card import ModelCard, network_config
 
 if TYPE_CHECKING:
@@ -109,6 +109,10 @@ def save_package(folder: Path, card: ModelCard, tensors: dict[str, torch.Tensor]
         if folder.exists():
             shutil.rmtree(folder)
         staging.rename(folder)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OutputError(f"{folder}: the package cannot be written ({exc.strerror or reason(exc)}); free space "
+                          f"or choose another -o") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from geoseg.errors import ModelError
+from geoseg.errors import ModelError, reason
 from geoseg.models.cache import load_weights
 
 #: Suffixes of pickled PyTorch files: loading one can run code, so it needs ``trust_checkpoint``.
@@ -37,7 +37,7 @@ def read_torchscript(path: Path, trust_checkpoint: bool) -> dict[str, torch.Tens
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
-        raise ModelError(f"{path}: cannot be read as TorchScript ({str(exc).splitlines()[0][:200]})") from None
+        raise ModelError(f"{path}: cannot be read as TorchScript ({reason(exc)})") from None
     return {k: v for k, v in module.state_dict().items()}
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from geoseg.errors import ConfigError, SceneError
+from geoseg.errors import ConfigError, SceneError, reason
 from geoseg.io.scene import SceneInfo, check_regular_file, open_quiet
 from geoseg.train.metrics import IGNORE
 
@@ -99,7 +99,7 @@ def open_labels(path: Path, image: SceneInfo, spec: list | dict | None, field: s
     try:
         ds = open_quiet(str(path))
     except rasterio.errors.RasterioIOError as exc:
-        raise SceneError(f"{path}: labels are not a raster GDAL can read ({str(exc).splitlines()[0]})") from None
+        raise SceneError(f"{path}: labels are not a raster GDAL can read ({reason(exc)})") from None
     with ds:
         if ds.count != 1:
             raise SceneError(f"{path}: has {ds.count} bands; labels must be one band of class values (is it the "
@@ -137,7 +137,7 @@ def _vector_labels(path: Path, image: SceneInfo, spec: list | dict | None, field
     try:
         meta, _, geometry, fields = pyogrio.raw.read(path, columns=[field])
     except Exception as exc:
-        raise SceneError(f"{path}: cannot read the label layer ({str(exc).splitlines()[0]})") from None
+        raise SceneError(f"{path}: cannot read the label layer ({reason(exc)})") from None
     if field not in list(meta["fields"]):
         raise ConfigError(f"{path}: has no field {field!r} (fields: {', '.join(meta['fields'])}); pass --label-field")
     values = fields[0]
