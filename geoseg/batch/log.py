@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -30,6 +31,8 @@ class EventLog:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                if _ends_mid_line(self.path):  # a run stopped by a full disk: its cut line stays a line of its own
+                    os.write(self._fd, b"\n")
             except OSError as exc:
                 raise OutputError(f"{self.path}: the batch's log cannot be written ({exc.strerror}); choose a "
                                   f"writable output folder or --log PATH") from None
@@ -51,7 +54,22 @@ class EventLog:
             return
         line = (json.dumps(record, default=str) + "\n").encode()
         with self._lock:
-            os.write(self._fd, line)
+            try:
+                if os.write(self._fd, line) < len(line):  # a short write: the disk filled up within the line
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError as exc:
+                raise OutputError(f"{self.path}: the batch's log cannot be written ({exc.strerror}); free space "
+                                  f"and run the batch again (it picks up where it stopped; a cut line is "
+                                  f"skipped)") from None
+
+
+def _ends_mid_line(path: Path) -> bool:
+    with path.open("rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return False
+        f.seek(size - 1)
+        return f.read(1) != b"\n"
 
 
 def now() -> str:

@@ -30,7 +30,7 @@ from rasterio._err import CPLE_BaseError
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from geoseg.errors import ConfigError, OutputError
+from geoseg.errors import ConfigError, OutputError, reason
 from geoseg.io.outputs import check_outputs
 from geoseg.io.scene import SceneInfo
 from geoseg.models.card import ModelCard
@@ -232,7 +232,7 @@ class StripWriter:
             ds.update_tags(**spec.tags)
         except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
             self.__exit__(type(exc), exc, None)  # closes what was opened, if anything
-            raise OutputError(f"{self.output}: cannot be created ({_first_line(exc)}); check the folder and free "
+            raise OutputError(f"{self.output}: cannot be created ({reason(exc)}); check the folder and free "
                               f"space") from None
         return self
 
@@ -244,7 +244,7 @@ class StripWriter:
             try:
                 self._dataset.write(values, window=Window(0, row0, values.shape[2], values.shape[1]))
             except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
-                raise OutputError(f"{self.output}: writing failed ({_first_line(exc)}); check free space") from None
+                raise OutputError(f"{self.output}: writing failed ({reason(exc)}); check free space") from None
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -254,12 +254,8 @@ class StripWriter:
                 ds.close()
             except (rasterio.errors.RasterioError, CPLE_BaseError) as close_error:
                 if exc is None:  # the first error is the one to report
-                    raise OutputError(f"{self.output}: writing failed ({_first_line(close_error)}); check free "
+                    raise OutputError(f"{self.output}: writing failed ({reason(close_error)}); check free "
                                       f"space") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def finish(fmt: RasterFormat, working: Path, product: Path, spec: RasterSpec, shown: Path | None = None) -> float:
@@ -270,6 +266,6 @@ def finish(fmt: RasterFormat, working: Path, product: Path, spec: RasterSpec, sh
         try:
             fmt.finish(working, product, spec.overview_resampling)
         except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as exc:
-            raise OutputError(f"{shown or product}: finishing the {fmt.name} failed ({_first_line(exc)}); check free "
+            raise OutputError(f"{shown or product}: finishing the {fmt.name} failed ({reason(exc)}); check free "
                               f"space") from None
     return time.perf_counter() - started
