@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -12,13 +13,14 @@ from rich.table import Table
 from geoseg.cli.errors import user_errors
 from geoseg.cli.options import json_option
 from geoseg.config import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, parse_bands
-from geoseg.errors import ConfigError, ModelError
+from geoseg.errors import ConfigError, ModelError, OutputError
 from geoseg.models.card import ModelCard, network_config
 from geoseg.models.onnxfile import is_onnx_model as is_onnx_name
 from geoseg.models.registry import builtin_cards, get_card
 from geoseg.sensors import SENSORS
 
-models = typer.Typer(help="Models: the built-in ones, packages of your own (show, check, import), sensors.",
+models = typer.Typer(help="Models: the built-in ones, packages of your own (show, check, import), sensors, "
+                          "the cache.",
                      invoke_without_command=True)
 
 
@@ -200,6 +202,38 @@ def pull(
     Console().print(f"{pulled.repo}@{pulled.revision[:12]}: package {pulled.package.name!r} at {pulled.package} "
                     f"({len(pulled.card.bands)} bands, {pulled.card.num_classes} classes); `geoseg run --model "
                     f"{pulled.package.name}` uses it")
+
+
+@models.command()
+def cache(clear: bool = typer.Option(False, "--clear", help="Remove what geoseg makes again when it is missing "
+                                     "(conversions, exports, traces, probes); keep what was pulled."),
+          as_json: bool = json_option()) -> None:
+    """Show what geoseg's cache holds, folder by folder, and its size; --clear empties the folders geoseg fills
+    by itself (clear it while no run is going: a run only makes again what it needs)."""
+    from geoseg.models.cache import cache_dir, cache_usage, clear_derived
+
+    with user_errors(as_json):
+        try:
+            freed = clear_derived() if clear else None
+            usage = cache_usage()
+        except OSError as exc:
+            raise OutputError(f"{cache_dir()}: the cache cannot be read or cleared ({exc.strerror}); check its "
+                              f"permissions (GEOSEG_CACHE_DIR moves it)") from None
+    total = sum(f.bytes for f in usage)
+    if as_json:
+        document = {"path": str(cache_dir()), "bytes": total, "folders": [asdict(f) for f in usage]}
+        if freed is not None:
+            document["cleared"] = {"files": freed[0], "bytes": freed[1]}
+        print(json.dumps(document, indent=2))
+        return
+    table = Table("folder", "holds", "files", "MiB", "--clear",
+                  title=f"geoseg's cache at {cache_dir()} (GEOSEG_CACHE_DIR moves it): {total / 2**20:,.1f} MiB")
+    for f in usage:
+        table.add_row(f.name, f.holds, str(f.files), f"{f.bytes / 2**20:,.1f}", "removes" if f.derived else "keeps")
+    Console().print(table)
+    if freed is not None:
+        Console().print(f"removed {freed[0]} file(s), {freed[1] / 2**20:,.1f} MiB; what was pulled is kept "
+                        f"(remove a package with rm -r)")
 
 
 @models.command()

@@ -1,8 +1,10 @@
-"""Where converted weights are kept between runs, written atomically."""
+"""geoseg's cache: what runs keep for later runs (converted weights, exports, traces, probes, pulled
+packages), each file written atomically; :func:`cache_usage` and :func:`clear_derived` for ``geoseg models cache``."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,3 +56,63 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
+
+
+#: The cache's folders geoseg makes again by itself when they are missing (``geoseg models cache --clear``
+#: empties them), and what each holds.
+DERIVED_FOLDERS = {
+    "models": "built-in weights converted from their installed package",
+    "onnx": "networks exported to ONNX for the CPU backends",
+    "openvino": "OpenVINO's compiled networks",
+    "traced": "networks traced for a fast cold start on the GPU",
+    "probes": "batch sizes measured per GPU, network and patch",
+}
+#: Folders of what ``geoseg models pull`` fetched: not made again offline, so ``--clear`` keeps them.
+FETCHED_FOLDERS = {
+    HUB_FOLDER: "repositories fetched from the Hugging Face Hub",
+    PACKAGES_FOLDER: "packages made from them (--model NAME)",
+}
+
+
+@dataclass(frozen=True)
+class CacheFolder:
+    """One of the cache's folders: what it holds, its files and their bytes (links not followed)."""
+
+    name: str
+    holds: str
+    files: int
+    bytes: int
+    derived: bool  # made again when missing (cleared by --clear)
+
+
+def _files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+
+
+def cache_usage() -> list[CacheFolder]:
+    """What each of the cache's folders holds (see :data:`DERIVED_FOLDERS`, :data:`FETCHED_FOLDERS`)."""
+    root = cache_dir()
+    usage = []
+    for folders, derived in ((DERIVED_FOLDERS, True), (FETCHED_FOLDERS, False)):
+        for name, holds in folders.items():
+            files = _files(root / name)
+            usage.append(CacheFolder(name, holds, len(files), sum(p.lstat().st_size for p in files), derived))
+    return usage
+
+
+def clear_derived() -> tuple[int, int]:
+    """Remove the files of the folders geoseg makes again (:data:`DERIVED_FOLDERS`), keeping the folders
+    themselves; what was pulled stays. The files and bytes removed. A run going on meanwhile keeps the
+    files it has open; the next run makes what it needs again."""
+    files = removed = 0
+    for name in DERIVED_FOLDERS:
+        for path in _files(cache_dir() / name):
+            size = path.lstat().st_size
+            try:
+                path.unlink()
+            except FileNotFoundError:  # removed by another process meanwhile
+                continue
+            files, removed = files + 1, removed + size
+    return files, removed

@@ -47,3 +47,31 @@ def test_import_errors_are_one_line_with_exit_codes(tmp_path) -> None:
 def test_models_sensors_lists_the_presets() -> None:
     result = runner.invoke(app, ["models", "sensors", "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["landsat8"]["offset"] == -0.2
+
+
+def test_cache_shows_what_runs_kept_and_clear_keeps_what_was_pulled(tmp_path, make_tif, model_folder) -> None:
+    """A CPU run exports its network into the cache (this test's own: tests/conftest.py); ``models cache`` counts
+    it, ``--clear`` removes it and keeps a pulled package, and the next run exports it again, same mask."""
+    from geoseg.models.cache import cache_dir
+
+    scene = make_tif(torch.randint(0, 6000, (3, 64, 64), dtype=torch.int32).numpy().astype("uint16"),
+                     descriptions=("b1", "b2", "b3"))
+    args = ["run", str(scene), "--model", str(model_folder), "--device", "cpu", "--backend", "onnxruntime", "--quiet",
+            "--format", "gtiff", "--overwrite", "-o"]
+    assert runner.invoke(app, [*args, str(tmp_path / "a.tif")]).exit_code == 0
+    pulled = cache_dir() / "packages" / "mine" / "config.json"
+    pulled.parent.mkdir(parents=True)
+    pulled.write_text("{}")
+    shown = json.loads(runner.invoke(app, ["models", "cache", "--json"]).stdout)
+    folders = {f["name"]: f for f in shown["folders"]}
+    exported = sum(p.stat().st_size for p in (cache_dir() / "onnx").rglob("*") if p.is_file())
+    assert folders["onnx"]["files"] >= 1 and folders["onnx"]["bytes"] == exported > 1_000_000
+    assert folders["packages"] == {"name": "packages", "holds": folders["packages"]["holds"], "files": 1,
+                                   "bytes": 2, "derived": False}
+    assert shown["bytes"] == sum(f["bytes"] for f in folders.values())
+    cleared = runner.invoke(app, ["models", "cache", "--clear"], terminal_width=200)
+    assert cleared.exit_code == 0 and f"{exported / 2**20:,.1f} MiB" in cleared.stdout, cleared.output
+    assert not [p for p in (cache_dir() / "onnx").rglob("*") if p.is_file()] and pulled.is_file()
+    assert runner.invoke(app, [*args, str(tmp_path / "b.tif")]).exit_code == 0
+    assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()
+    assert list((cache_dir() / "onnx").glob("*.onnx"))

@@ -39,7 +39,8 @@ def probe(*args: str) -> tuple[int, list[str], str]:
     return last["code"], last["heavy"], done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["models"], ["models", "sensors"], ["run", "--help"],
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["models"], ["models", "sensors"], ["models", "cache"],
+                                  ["run", "--help"],
                                   ["batch", "--help"], ["info", "--help"], ["train", "--help"],
                                   ["run", "missing.tif"], ["run", "--tile-size", "100", "missing.tif"]])
 def test_answers_without_the_network_libraries(args) -> None:
