@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,17 @@ def smooth_image(shape: tuple[int, int, int], seed: int = 0, dtype: str = "float
     if np.dtype(dtype).kind == "f":
         return field.astype(dtype)
     return np.clip(2000 + 800 * field, 1, 60000).astype(dtype)
+
+
+@contextmanager
+def module_package(tmp_path_factory: Any, folder: str, name: str) -> Iterator[Path]:
+    """:func:`varied_unet_package` at ``FOLDER/NAME`` for a module-scoped fixture, removed when the module's tests
+    are done (about 110 MB each: kept to the end of the run, they added up)."""
+    base = tmp_path_factory.mktemp(folder)
+    try:
+        yield varied_unet_package(base / name)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def varied_unet_package(folder: Path, tile: int = 64, overlap: int = 16) -> Path:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import varied_unet_package
+from tests.helpers import module_package
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +21,7 @@ def client():
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory) -> Path:
+def package(tmp_path_factory) -> Iterator[Path]:
     """A real smp U-Net as a model package: workers load it by its folder."""
-    return varied_unet_package(tmp_path_factory.mktemp("model") / "unet")
+    with module_package(tmp_path_factory, "model", "unet") as package:
+        yield package

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,13 @@ from geoseg.config import RunConfig
 from geoseg.engine.traced import save_traced, traced_path
 from geoseg.models import load_model
 from geoseg.run import segment_scene
-from tests.helpers import smooth_image, varied_unet_package, write_tif
+from tests.helpers import module_package, smooth_image, write_tif
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory) -> Path:
-    return varied_unet_package(tmp_path_factory.mktemp("model") / "unet")
+def package(tmp_path_factory) -> Iterator[Path]:
+    with module_package(tmp_path_factory, "model", "unet") as package:
+        yield package
 
 
 def _labels(path: Path):

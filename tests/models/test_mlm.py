@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -15,7 +17,7 @@ from typer.testing import CliRunner
 from geoseg.cli.app import app
 from geoseg.models.mlm import MLM, _mlm_name
 from geoseg.models.registry import get_card
-from tests.helpers import validate_stac, varied_unet_package
+from tests.helpers import module_package, validate_stac
 
 runner = CliRunner()
 
@@ -27,8 +29,9 @@ def _item(model: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory):
-    return varied_unet_package(tmp_path_factory.mktemp("mlm") / "pkg")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with module_package(tmp_path_factory, "mlm", "pkg") as package:
+        yield package
 
 
 def test_a_built_in_model_is_a_valid_mlm_item_that_says_what_the_card_says() -> None:

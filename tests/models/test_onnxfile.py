@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -15,14 +17,15 @@ from geoseg import RunConfig, segment_scene
 from geoseg.cli.app import app
 from geoseg.models import load_model
 from geoseg.models.onnxfile import export_network, onnx_card
-from tests.helpers import smooth_image, varied_unet_package, write_tif
+from tests.helpers import module_package, smooth_image, write_tif
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory):
-    return varied_unet_package(tmp_path_factory.mktemp("onnx") / "pkg")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with module_package(tmp_path_factory, "onnx", "pkg") as package:
+        yield package
 
 
 def _session(path) -> ort.InferenceSession:
