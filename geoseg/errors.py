@@ -7,6 +7,8 @@ else is a bug and is reported as such.
 
 from __future__ import annotations
 
+import errno
+
 
 class GeosegError(Exception):
     """Root of geoseg's user-facing errors."""
@@ -55,6 +57,10 @@ class DeviceError(GeosegError, RuntimeError):
     """The requested compute device is not available."""
 
     exit_code = 7
+
+
+#: The errnos of a write the environment refused: no space, over a quota, past a file-size limit.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def reason(exc: BaseException, limit: int = 200) -> str:

@@ -596,3 +596,21 @@ def test_a_library_s_long_error_is_cut_to_one_readable_line() -> None:
     assert reason(OSError()) == "OSError"
     long = reason(ValueError("x" * 500))
     assert len(long) == 200 and long.endswith("…")
+
+
+def test_a_full_cache_is_named_for_an_exported_backend_and_auto_runs_on(tmp_path, model_folder) -> None:
+    """The CPU backends export the network into geoseg's cache (about 56 MB here); on a full disk (a 5 MB file-size
+    limit) an asked-for backend ends in exit 6 naming the cache, not 'cannot run this network' (exit 5);
+    ``--backend auto`` says so once and runs with PyTorch."""
+    source = scene(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["run", str(source), "-o", str(out / "m.tif"), "--model", str(model_folder), "--device", "cpu"]
+    code, stderr, _ = child([*args, "--backend", "onnxruntime"], file_limit=5_000_000)
+    assert code == 6 and len(stderr.strip().splitlines()) == 1, stderr
+    assert "export for --backend onnxruntime cannot be written" in stderr and "GEOSEG_CACHE_DIR" in stderr
+    assert not list(out.iterdir())
+    code, stderr, _ = child([*args, "--backend", "auto", "--quiet"], file_limit=5_000_000)
+    assert code == 0 and "it ran with PyTorch" in stderr, stderr
+    with rasterio.open(out / "m.tif") as ds:
+        ds.read()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import sys
 from collections.abc import Iterator
@@ -10,10 +9,7 @@ from contextlib import contextmanager
 
 import typer
 
-from geoseg.errors import EXIT_SIGINT, GeosegError, OutputError
-
-#: The errnos of a write the environment refused: no space, over a quota, past a file-size limit.
-WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+from geoseg.errors import EXIT_SIGINT, WRITE_ERRNOS, GeosegError, OutputError
 
 
 @contextmanager

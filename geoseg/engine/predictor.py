@@ -27,7 +27,7 @@ import torch
 from geoseg.engine.backends import EXPORTED, EXPORTED_BATCH, exported_network, exported_precision, resolve_backend
 from geoseg.engine.device import DeviceSession, Graphs, resolve_precision
 from geoseg.engine.tta import averaged
-from geoseg.errors import ConfigError, DeviceError, ModelError
+from geoseg.errors import WRITE_ERRNOS, ConfigError, DeviceError, ModelError, OutputError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -93,6 +93,13 @@ class Predictor:
                                              exported=exported, weights_key=weights_key)
             except Exception as exc:  # the exporter or the runtime could not take this network
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:200]
+                full = isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS
+                if full and backend != "auto":  # the disk, not the network: the export had nowhere to go
+                    from geoseg.models.cache import CACHE_ENV, cache_dir
+
+                    raise OutputError(f"{cache_dir()}: the network's export for --backend {self.backend} cannot be "
+                                      f"written ({exc.strerror}); free space there or point {CACHE_ENV} at a "
+                                      f"folder with room") from None
                 if backend != "auto" or (self.network is None and network_source is None):
                     raise ModelError(f"--backend {self.backend} cannot run this network ({reason}); use "
                                      f"--backend torch") from None
