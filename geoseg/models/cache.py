@@ -39,14 +39,19 @@ def pulled_package(name: str) -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Write safetensors to ``path`` via a temporary name, so a crash never leaves half a file."""
+def save_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write safetensors to ``path`` via a temporary name, so a crash never leaves half a file.
+
+    Serialised in memory and written by Python: safetensors' own writer reports a full disk as a
+    ``SafetensorError``, where Python raises ``OSError`` (ENOSPC, EFBIG) that callers can tell apart."""
+    from safetensors.torch import save
+
+    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    from safetensors.torch import save_file
-
     try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -79,9 +79,8 @@ def save_package(folder: Path, card: ModelCard, tensors: dict[str, torch.Tensor]
 
     The weights must fit the card's network exactly (checked by loading them into it first).
     """
-    from safetensors.torch import save_file
-
     from geoseg.models.architectures import build_network
+    from geoseg.models.cache import save_weights
     from geoseg.models.weights import load_state
 
     config = network_config(card)
@@ -101,7 +100,7 @@ def save_package(folder: Path, card: ModelCard, tensors: dict[str, torch.Tensor]
     try:
         (staging / SMP_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
         state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        save_weights(staging / WEIGHTS_FILE, state, metadata={"format": "pt"})
         # safetensors writes 0600 whatever the umask: the weights get the same mode as the package's other files.
         os.chmod(staging / WEIGHTS_FILE, (staging / SMP_CONFIG).stat().st_mode & 0o777)
         (staging / CARD_FILE).write_text(json.dumps(card_document(card), indent=2))
