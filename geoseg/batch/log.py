@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +65,9 @@ class EventLog:
 
 
 def _ends_mid_line(path: Path) -> bool:
+    """The regular file at ``path`` ends inside a line (a pipe or a device, ``--log /dev/stderr``, never does)."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        return False
     with path.open("rb") as f:
         size = f.seek(0, os.SEEK_END)
         if size == 0:

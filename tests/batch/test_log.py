@@ -4,6 +4,7 @@ lines of their own after the cut one."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from geoseg.batch.log import EventLog
 from tests.helpers import geoseg_process, smooth_image, write_tif
@@ -42,3 +43,21 @@ def test_a_full_disk_at_the_log_is_one_line_and_the_batch_goes_on_later(tmp_path
     assert events.count("scene_done") == 2, events
 
 
+
+
+def test_a_log_on_a_pipe_or_a_device_is_written_as_before(tmp_path) -> None:
+    """``--log /dev/stderr`` or a FIFO: no end to look at, events written as they come."""
+    import os
+    import threading
+
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    with EventLog(fifo) as events:
+        events.emit("start")
+    reader.join(10)
+    assert json.loads(got[0])["event"] == "start"
+    with EventLog(Path(os.devnull)) as events:
+        events.emit("start")
