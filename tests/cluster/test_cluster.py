@@ -97,8 +97,10 @@ def _kill_a_busy_worker(client, deadline_s: float = 60.0) -> int:
     raise AssertionError("no worker became busy")
 
 
-def test_a_worker_killed_mid_run_and_the_scene_still_comes_out_whole(client, package, tmp_path) -> None:
+def test_a_worker_killed_mid_run_and_the_scene_still_comes_out_whole(own_client, package, tmp_path) -> None:
     from geoseg.cluster.split import segment_scene_on
+
+    client = own_client
 
     (path,) = _scenes(tmp_path / "in", count=1, shape=(3, 1300, 420))
     config = _config(package)
@@ -112,11 +114,12 @@ def test_a_worker_killed_mid_run_and_the_scene_still_comes_out_whole(client, pac
     assert "s" in done, "the run did not finish after a worker was killed"
     assert (tmp_path / "split.tif").read_bytes() == (tmp_path / "one.tif").read_bytes()
     assert killed not in client.run(os.getpid).values()
-    client.wait_for_workers(2)
 
 
-def test_a_worker_killed_mid_batch_leaves_no_partial_mask(client, package, tmp_path) -> None:
+def test_a_worker_killed_mid_batch_leaves_no_partial_mask(own_client, package, tmp_path) -> None:
     from geoseg.cluster.scenes import DaskScenes
+
+    client = own_client
 
     _scenes(tmp_path / "in", count=2, shape=(3, 700, 400))
     tasks, _ = plan_tasks([Job("j", (str(tmp_path / "in"),), tmp_path / "local", config=_config(package))])
@@ -132,7 +135,6 @@ def test_a_worker_killed_mid_batch_leaves_no_partial_mask(client, package, tmp_p
         assert (tmp_path / "cluster" / f"s{i}.mask.tif").read_bytes() == \
             (tmp_path / "local" / f"s{i}.mask.tif").read_bytes()
     assert not list((tmp_path / "cluster").glob(".*partial*"))  # the dead worker's temporary files were removed
-    client.wait_for_workers(2)
 
 
 def test_a_cancelled_distributed_batch_stops_its_running_scene_and_drops_the_rest(client, package, tmp_path) -> None:
