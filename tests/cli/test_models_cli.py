@@ -49,10 +49,14 @@ def test_models_sensors_lists_the_presets() -> None:
     assert result.exit_code == 0 and json.loads(result.stdout)["landsat8"]["offset"] == -0.2
 
 
-def test_cache_shows_what_runs_kept_and_clear_keeps_what_was_pulled(tmp_path, make_tif, model_folder) -> None:
-    """A CPU run exports its network into the cache (this test's own: tests/conftest.py); ``models cache`` counts
-    it, ``--clear`` removes it and keeps a pulled package, and the next run exports it again, same mask."""
-    from geoseg.models.cache import cache_dir
+def test_cache_shows_what_runs_kept_and_clear_keeps_what_was_pulled(tmp_path, make_tif, model_folder,
+                                                                    monkeypatch) -> None:
+    """A CPU run exports its network into the cache; ``models cache`` counts it, ``--clear`` removes it and keeps
+    a pulled package, and the next run exports it again, same mask."""
+    from geoseg.models.cache import CACHE_ENV, cache_dir
+
+    # a cache wholly this test's: the one tests/conftest.py gives shares its models/ with the whole run
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
 
     scene = make_tif(torch.randint(0, 6000, (3, 64, 64), dtype=torch.int32).numpy().astype("uint16"),
                      descriptions=("b1", "b2", "b3"))
