@@ -11,7 +11,6 @@ the mask's CRS), reading only the windows the polygon covers.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from rasterio.features import geometry_mask
 from rasterio.warp import transform_geom
 from rasterio.windows import Window, from_bounds
 
-from geoseg.errors import ConfigError, OutputError, SceneError, reason
+from geoseg.errors import ConfigError, SceneError, reason
 from geoseg.export.legend import read_legend
 from geoseg.models.card import ClassInfo
 
@@ -179,21 +178,15 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    """A CSV file of ``header`` and ``rows``, written under a temporary name and renamed into place (a full
+    """A CSV file of ``header`` and ``rows``, whole or not at all (:func:`geoseg.io.integrity.publish_text`: a full
     disk leaves no half table); a file that cannot be written is an :class:`OutputError`."""
     import csv
+    import io
 
-    from geoseg.io.publish import partial_path
+    from geoseg.io.integrity import publish_text
 
-    partial = partial_path(path)
-    try:
-        with partial.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.replace(partial, path)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot be written ({exc.strerror}); choose a writable path with -o") from None
-    finally:
-        if partial.exists():  # (unlink's missing_ok does not cover a parent that is a file)
-            partial.unlink()
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(header)
+    writer.writerows(rows)
+    publish_text(path, table.getvalue(), fix="choose a writable path with -o")

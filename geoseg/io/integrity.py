@@ -60,15 +60,17 @@ def sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def write_text(path: Path, text: str, shown: Path) -> None:
-    """Write ``text`` to ``path`` and flush it to the disk; any error is an :class:`OutputError`."""
+def write_text(path: Path, text: str, shown: Path, what: str = "",
+               fix: str = "check free space and permissions") -> None:
+    """Write ``text`` to ``path`` and flush it to the disk; any error is an :class:`OutputError`
+    ("SHOWN: WHAT cannot be written (why); FIX")."""
     try:
         with path.open("w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
     except OSError as exc:
-        raise OutputError(f"{shown}: cannot be written ({exc.strerror}); check free space and permissions") from None
+        raise OutputError(f"{shown}: {what}cannot be written ({exc.strerror}); {fix}") from None
 
 
 #: Marks a file still being written under a temporary name (``.NAME.partial-PID``), removed by the next run.
@@ -81,14 +83,13 @@ def publish_text(path: Path, text: str, what: str = "", fix: str = "check free s
     FIX") and leaves nothing behind."""
     partial = path.with_name(f".{path.name}{PARTIAL_MARK}{os.getpid()}")
     try:
-        write_text(partial, text, path)
+        write_text(partial, text, path, what, fix)
         os.replace(partial, path)
-    except OutputError:
-        raise
     except OSError as exc:
         raise OutputError(f"{path}: {what}cannot be written ({exc.strerror}); {fix}") from None
     finally:
-        partial.unlink(missing_ok=True)
+        if partial.exists():  # (unlink's missing_ok does not cover a parent that is a file)
+            partial.unlink()
 
 
 def check_tiff(path: Path, shown: Path) -> None:

@@ -100,9 +100,7 @@ def save_package(folder: Path, card: ModelCard, tensors: dict[str, torch.Tensor]
     try:
         (staging / SMP_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
         state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-        save_weights(staging / WEIGHTS_FILE, state, metadata={"format": "pt"})
-        # safetensors writes 0600 whatever the umask: the weights get the same mode as the package's other files.
-        os.chmod(staging / WEIGHTS_FILE, (staging / SMP_CONFIG).stat().st_mode & 0o777)
+        save_weights(staging / WEIGHTS_FILE, state, metadata={"format": "pt"})  # written by Python: the umask's mode
         (staging / CARD_FILE).write_text(json.dumps(card_document(card), indent=2))
         (staging / "README.md").write_text(readme or describe(card))
         if folder.exists():
