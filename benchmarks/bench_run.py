@@ -98,9 +98,12 @@ def main() -> None:
     parser.add_argument("--device-stages", action="store_true",
                         help="--parts peers: run each model's scene once more with the engine's device-side steps "
                              "timed by CUDA events (benchmarks/runbench/stages.py): seconds by step")
-    parser.add_argument("--first-row-variants", type=int, nargs="*",
-                        help="--parts peers: also run geoseg with the first row of blocks this many patch rows high "
-                             "(Tuning.first_row_patches; default geoseg.engine.plan.FIRST_ROW_PATCHES)")
+    parser.add_argument("--variants", nargs="*", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="--parts peers: also run geoseg with these pipeline settings (Tuning: first_row_patches, "
+                             "last_row_patches, spread_first_strip, ...) or run settings (RunConfig: compile, "
+                             "cuda_graphs, ...), one run per variant, e.g. first_row_patches=1 "
+                             "first_row_patches=1,last_row_patches=1,spread_first_strip=true compile=true (a "
+                             "compile variant runs for the first model only, and adds its compiled network floor)")
     parser.add_argument("--decode-codecs", nargs="*", default=["deflate", "zstd"], choices=["deflate", "zstd"],
                         help="--parts decode: zstd adds a zstd copy of the first size's scene")
     parser.add_argument("--tuned", action="store_true",

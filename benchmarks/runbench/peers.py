@@ -38,12 +38,22 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
                        f"{geo['steady']['model s']:.2f}; stages {geo['stages']}; steady stages "
                        f"{geo['steady']['stages']}" + (f"; GPU timeline {geo['timeline']}" if geo["timeline"] else "")
                        + (f"; device seconds by step {geo['device stages']}" if geo["device stages"] else ""))
-        for first in args.first_row_variants or ():
-            var = spawn("geoseg", scene, args.workdir / f"peer-geoseg-{n}-first{first}.tif", model, args.source,
-                        {**settings, "profile": False, "device_stages": False, "first_row_patches": first})
-            rows.append(geoseg_row([scene.name, card.encoder, f"geoseg, first row of {first} patch rows"], var,
-                                   info.megapixels, floor)[0])
-            details.append(f"{card.encoder}, first row of {first} patch rows: steady stages {var['steady']['stages']}")
+        for k, spec in enumerate(args.variants):
+            changes = parse_variant(spec)
+            if changes.get("compile") and n:
+                continue  # compiling takes a minute a model: the first model only
+            if changes.get("compile") and "compile" not in floors:
+                floors["compile"] = model_floor(card, patches, args.device, "compile")
+                details.append(f"{card.encoder}: compiled floor {floors['compile']:.2f} s")
+            var = spawn("geoseg", scene, args.workdir / f"peer-geoseg-{n}-v{k}.tif", model, args.source,
+                        {**settings, "profile": False, "device_stages": False, **changes})
+            against = floors["compile"] if changes.get("compile") else floor
+            rows.append(geoseg_row([scene.name, card.encoder, f"geoseg, {spec}"], var, info.megapixels, against)[0])
+            with rasterio.open(args.workdir / f"peer-geoseg-{n}.tif") as a, \
+                    rasterio.open(args.workdir / f"peer-geoseg-{n}-v{k}.tif") as b:
+                changed = float((a.read(1) != b.read(1)).mean())
+            details.append(f"{card.encoder}, {spec}: pixels changed {changed:.4%}; warm-up {var['warmup s']:.1f} s; "
+                           f"steady stages {var['steady']['stages']}")
         if n or args.no_toolbelt:
             continue
         peer = spawn("toolbelt", scene, args.workdir / "peer-toolbelt.tif", model, args.source,
@@ -62,6 +72,25 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
           f"better floor)", head, rows)
     for line in details:
         print("-", line)
+
+
+def parse_variant(spec: str) -> dict:
+    """``key=value,key=value`` as settings: integers, floats, and 0/1 or true/false as they read."""
+    def value(text: str) -> object:
+        lowered = text.lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+
+    pairs = [item.split("=", 1) for item in spec.split(",") if item]
+    if any(len(pair) != 2 for pair in pairs):
+        raise SystemExit(f"--variants {spec!r}: write KEY=VALUE[,KEY=VALUE]")
+    return {key: value(text) for key, text in pairs}
 
 
 def geoseg_row(lead: list[str], run: dict, megapixels: float, floor: float) -> tuple[list[str], float]:

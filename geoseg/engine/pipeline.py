@@ -30,7 +30,16 @@ import numpy as np
 
 from geoseg.engine.blender import DEVICE_OVERVIEW_LEVELS, Blender
 from geoseg.engine.input_rows import InputRows, InputStrip
-from geoseg.engine.plan import FIRST_ROW_PATCHES, Layout, ReadChunking, ReadFn, plan_blocks, plan_reads
+from geoseg.engine.plan import (
+    FIRST_ROW_PATCHES,
+    LAST_ROW_PATCHES,
+    SPREAD_FIRST_STRIP,
+    Layout,
+    ReadChunking,
+    ReadFn,
+    plan_blocks,
+    plan_reads,
+)
 from geoseg.engine.staging import StagingPool
 from geoseg.engine.tile_decode import DECODE_STREAMS, HYBRID_SHARE, ChunkQueue, TileDecoder
 from geoseg.errors import Cancelled
@@ -72,6 +81,11 @@ class Tuning:
     device_overview_levels: int = DEVICE_OVERVIEW_LEVELS
     #: Rows of patches in the first row of blocks (:data:`geoseg.engine.plan.FIRST_ROW_PATCHES`).
     first_row_patches: int = FIRST_ROW_PATCHES
+    #: Rows of patches in the last row of blocks; 0: what is left (:data:`geoseg.engine.plan.LAST_ROW_PATCHES`).
+    last_row_patches: int = LAST_ROW_PATCHES
+    #: Cut the first strip's reads to the reader threads (:func:`geoseg.engine.plan.spread_cols`;
+    #: :data:`geoseg.engine.plan.SPREAD_FIRST_STRIP`).
+    spread_first_strip: bool = SPREAD_FIRST_STRIP
     #: DEFLATE level of a plain GeoTIFF mask (``--format gtiff``); None: the format's
     #: (:data:`geoseg.io.writing.ZLEVEL`). Changes the file's bytes, never its pixels.
     zlevel: int | None = None
@@ -95,8 +109,9 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
     chunks too: all of them (mode ``gpu``), or those it takes from the right of each strip while the
     reader threads take them from the left (``hybrid``).
     """
-    plan = plan_blocks(layout, tuning.first_row_patches)
-    strips = plan_reads(layout, plan, block_shape, inputs.pixel_bytes, tuning.chunking)
+    plan = plan_blocks(layout, tuning.first_row_patches, tuning.last_row_patches)
+    strips = plan_reads(layout, plan, block_shape, inputs.pixel_bytes, tuning.chunking,
+                        workers=max(1, workers) if tuning.spread_first_strip and decoder is None else 0)
     largest = max((c.shape[0] * c.shape[1] for strip in strips for c in strip.chunks), default=1)
     pool = StagingPool(inputs.staged_bytes(largest), workers + tuning.staging_spare, inputs.pin)
     total = sum(len(block.origins) for row in plan for block in row.blocks)  # progress counts patches

@@ -137,13 +137,20 @@ class BlockRow:
 #: run at f = 1 on the H100 host, benchmarks/RESULTS.md section 14). The fewer, the fewer rows the first read takes
 #: (``Tuning.first_row_patches``). The mask does not depend on how the rows are cut (tests/engine/test_exactness.py).
 FIRST_ROW_PATCHES = 2
+#: Rows of patches in the last row of blocks (0: the last row is what is left after whole blocks). The rows of the
+#: last row are labelled and written after its last patch, while the GPU has nothing more to do; a thin last row
+#: shortens that tail (``Tuning.last_row_patches``; benchmarks/RESULTS.md section 14).
+LAST_ROW_PATCHES = 0
+#: Whether the first strip's reads are cut to the reader threads (:func:`spread_cols`): the device waits for that
+#: strip with nothing else to do (``Tuning.spread_first_strip``; benchmarks/RESULTS.md section 14).
+SPREAD_FIRST_STRIP = False
 
 
-def plan_blocks(layout: Layout, first_row_patches: int = FIRST_ROW_PATCHES) -> list[BlockRow]:
-    """Every block of the run, row by row (the first row shorter, see :data:`FIRST_ROW_PATCHES`)."""
-    first = max(1, min(layout.block, first_row_patches * layout.rows.stride))
-    row_blocks = ([(0, first), *((a + first, b + first) for a, b in split_axis(layout.rows.size - first, layout.block))]
-                  if layout.rows.size > layout.block else split_axis(layout.rows.size, layout.block))
+def plan_blocks(layout: Layout, first_row_patches: int = FIRST_ROW_PATCHES,
+                last_row_patches: int = LAST_ROW_PATCHES) -> list[BlockRow]:
+    """Every block of the run, row by row (the first row shorter, see :data:`FIRST_ROW_PATCHES`, and the last
+    one too with ``last_row_patches``, see :data:`LAST_ROW_PATCHES`)."""
+    row_blocks = _row_blocks(layout.rows.size, layout.block, layout.rows.stride, first_row_patches, last_row_patches)
     col_blocks = split_axis(layout.cols.size, layout.block)
     plan = []
     for bi, (r0, r1) in enumerate(row_blocks):
@@ -154,6 +161,19 @@ def plan_blocks(layout: Layout, first_row_patches: int = FIRST_ROW_PATCHES) -> l
                   for bj, (c0, c1) in enumerate(col_blocks)]
         plan.append(BlockRow((r0, r1), blocks, layout.rows.size if last_row else layout.final_rows(r1), last_row))
     return plan
+
+
+def _row_blocks(size: int, block: int, stride: int, first_patches: int, last_patches: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of the rows of blocks over ``size`` model-grid rows: a thin first row (and last row) of
+    whole patch rows when the scene is taller than one block, whole blocks between them."""
+    if size <= block:
+        return split_axis(size, block)
+    first = max(1, min(block, first_patches * stride))
+    last = min(block, last_patches * stride) if last_patches > 0 else 0
+    if first + last >= size:
+        last = 0
+    middle = [(a + first, b + first) for a, b in split_axis(size - first - last, block)]
+    return [(0, first), *middle, *([(size - last, size)] if last else [])]
 
 
 def _plan_block(layout: Layout, core: Box, row_patches: range, col_patches: range) -> BlockPlan:
@@ -185,24 +205,40 @@ class ReadStrip:
 
 
 def plan_reads(layout: Layout, plan: list[BlockRow], block_shape: tuple[int, int], pixel_bytes: int,
-               chunking: ReadChunking = ReadChunking()) -> list[ReadStrip]:
+               chunking: ReadChunking = ReadChunking(), workers: int = 0) -> list[ReadStrip]:
     """The reads for ``plan``, one strip per row of blocks, so that every internal block of the
     file (``block_shape``, rows x cols) is decoded exactly once.
 
     Strips end on file-block rows (or the scene's end); chunks are about ``chunking.cols`` wide and
     at most ``chunking.max_bytes`` of ``pixel_bytes``-byte pixels, both in whole file blocks.
-    Striped files (blocks as wide as the scene) are cut into runs of rows instead.
+    Striped files (blocks as wide as the scene) are cut into runs of rows instead. With ``workers``
+    (reader threads), the first strip, which the device waits for with nothing else to do, is cut
+    into chunks of the width that lets that many threads finish it soonest (:func:`spread_cols`).
     """
     height, width = layout.height, layout.width
     bh, bw = max(1, min(block_shape[0], height)), max(1, min(block_shape[1], width))
     cw = min(width, max(bw, chunking.cols // bw * bw))
     ch = max(bh, chunking.max_bytes // pixel_bytes // cw // bh * bh)
     strips, fetched = [], 0
-    for row in plan:
+    for i, row in enumerate(plan):
         need = (min(b.native.row0 for b in row.blocks), max(b.native.row1 for b in row.blocks))
         end = max(fetched, min(height, -(-need[1] // bh) * bh))
-        chunks = [Box(r, min(r + ch, end), c, min(c + cw, width))
-                  for r in range(fetched, end, ch) for c in range(0, width, cw)]
+        w = spread_cols(width, bw, cw, -(-(end - fetched) // ch), workers) if i == 0 and workers > 0 else cw
+        chunks = [Box(r, min(r + ch, end), c, min(c + w, width))
+                  for r in range(fetched, end, ch) for c in range(0, width, w)]
         strips.append(ReadStrip(need, (fetched, end), chunks))
         fetched = end
     return strips
+
+
+def spread_cols(width: int, block_cols: int, cols: int, row_runs: int, workers: int) -> int:
+    """The chunk width, in whole file blocks of ``block_cols`` and at most ``cols``, with which ``workers`` threads
+    read ``row_runs`` runs of rows across ``width`` columns soonest: the fewest columns a thread decodes in all
+    (rounds of chunks times their width); the widest of equals, for fewer reads. E.g. 16384 columns of 512-px
+    tiles, 1024 at most, 15 threads: 512 (32 chunks, 3 rounds: 1536 columns a thread) rather than 1024 (16
+    chunks, 2 rounds: 2048)."""
+    def columns(w: int) -> int:
+        return -(-row_runs * -(-width // w) // workers) * min(w, width)
+
+    options = range(block_cols, max(block_cols, cols) + 1, block_cols)
+    return min(options, key=lambda w: (columns(w), -w))

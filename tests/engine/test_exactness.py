@@ -170,14 +170,19 @@ def test_a_tile_larger_than_a_block_reaching_back_at_the_bottom_edge(make_tif, t
     np.testing.assert_array_equal(small, whole)
 
 
-@pytest.mark.parametrize("first_row_patches", [1, 2, 5])
-def test_mask_is_independent_of_the_first_rows_height(make_tif, tmp_path, tiny_model, first_row_patches) -> None:
-    """A first row of blocks one, two or five patch rows high (Tuning.first_row_patches) gives the one-block mask."""
+@pytest.mark.parametrize(("first_row_patches", "last_row_patches", "spread"),
+                         [(1, 0, False), (2, 0, False), (5, 0, False), (1, 1, True), (2, 2, False), (1, 9, True)])
+def test_mask_is_independent_of_the_first_and_last_rows_height(make_tif, tmp_path, tiny_model, first_row_patches,
+                                                                last_row_patches, spread) -> None:
+    """A first row of blocks one, two or five patch rows high (Tuning.first_row_patches), a thin last row
+    (Tuning.last_row_patches; nine rows: more than the scene has, so none) and the first strip's reads cut to the
+    reader threads (Tuning.spread_first_strip) give the one-block mask."""
     model = tiny_model()
     data = smooth_image((3, 301, 555), seed=7)
     path = make_tif(data, block=32)
     whole = _run(path, tmp_path / "whole.tif", model, block_size=4096, batch_size=8)
-    cut = _run(path, tmp_path / "cut.tif", model, Tuning(first_row_patches=first_row_patches), block_size=128,
-               batch_size=3)
+    tuning = Tuning(first_row_patches=first_row_patches, last_row_patches=last_row_patches,
+                    spread_first_strip=spread, chunking=ReadChunking(max_bytes=6 * 64 * 96, cols=128))
+    cut = _run(path, tmp_path / "cut.tif", model, tuning, block_size=128, batch_size=3)
     np.testing.assert_array_equal(cut, whole)
     assert len(np.unique(whole)) > 1

@@ -5,19 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoseg.engine.plan import ReadChunking, plan_blocks, plan_layout, plan_reads
+from geoseg.engine.plan import ReadChunking, plan_blocks, plan_layout, plan_reads, spread_cols
 
 
 @pytest.mark.parametrize("block_shape", [(64, 64), (512, 512), (1, 555), (16, 555), (32, 96)],
                          ids=["tiles-64", "tiles-larger-than-scene", "strips-1", "strips-16", "tiles-32x96"])
 @pytest.mark.parametrize("factor", [1, 3])
-def test_reads_decode_every_file_block_exactly_once(block_shape, factor) -> None:
+@pytest.mark.parametrize(("last_row_patches", "workers"), [(0, 0), (1, 3)], ids=["plain", "thin-last-spread"])
+def test_reads_decode_every_file_block_exactly_once(block_shape, factor, last_row_patches, workers) -> None:
     """The read chunks partition the scene, each made of whole file blocks, and every row of blocks
-    finds the rows it needs already read and not yet dropped."""
+    finds the rows it needs already read and not yet dropped (also with a thin last row of blocks, and the
+    first strip cut to the reader threads)."""
     height, width = 701, 555
     layout = plan_layout(height, width, factor, 64, 16, block_size=128 * factor)
-    plan = plan_blocks(layout)
-    strips = plan_reads(layout, plan, block_shape, pixel_bytes=12, chunking=ReadChunking(12 * 64 * 64, 100))
+    plan = plan_blocks(layout, last_row_patches=last_row_patches)
+    strips = plan_reads(layout, plan, block_shape, pixel_bytes=12, chunking=ReadChunking(12 * 64 * 64, 100),
+                        workers=workers)
     seen = np.zeros((height, width), np.int32)
     bh, bw = min(block_shape[0], height), min(block_shape[1], width)
     for chunk in (c for s in strips for c in s.chunks):
@@ -37,9 +40,32 @@ def test_reads_decode_every_file_block_exactly_once(block_shape, factor) -> None
 
 
 @pytest.mark.parametrize(("height", "width", "factor"), [(37, 53, 1), (701, 555, 1), (701, 555, 3)])
-def test_blocks_own_every_patch_exactly_once(height, width, factor) -> None:
+@pytest.mark.parametrize(("first", "last"), [(2, 0), (1, 1), (3, 2), (1, 30)])
+def test_blocks_own_every_patch_exactly_once(height, width, factor, first, last) -> None:
     layout = plan_layout(height, width, factor, 64, 16, block_size=128 * factor)
-    owned = [origin for row in plan_blocks(layout) for block in row.blocks for origin in block.origins]
+    owned = [origin for row in plan_blocks(layout, first, last) for block in row.blocks for origin in block.origins]
     every = [(layout.rows.origin(k), layout.cols.origin(m))
              for k in range(layout.rows.count) for m in range(layout.cols.count)]
     assert sorted(owned) == sorted(every) and len(set(owned)) == len(owned)
+
+
+@pytest.mark.parametrize(("first", "last", "rows"), [
+    (2, 0, [(0, 96), (96, 224), (224, 352), (352, 480), (480, 608), (608, 701)]),
+    (1, 1, [(0, 48), (48, 176), (176, 304), (304, 432), (432, 560), (560, 653), (653, 701)]),
+    (1, 30, [(0, 48), (48, 176), (176, 304), (304, 432), (432, 560), (560, 573), (573, 701)]),
+])
+def test_the_first_and_last_rows_of_blocks_are_whole_patch_rows(first, last, rows) -> None:
+    """The first row of blocks is ``first`` patch rows (stride 48) high, the last ``last`` of them (one block
+    at most), whole blocks between."""
+    layout = plan_layout(701, 555, 1, 64, 16, block_size=128)
+    assert [row.core_rows for row in plan_blocks(layout, first, last)] == rows
+
+
+@pytest.mark.parametrize(("width", "block_cols", "cols", "row_runs", "workers", "expected"), [
+    (16384, 512, 1024, 1, 15, 512),  # 32 chunks in 3 rounds of 512 beat 16 in 2 rounds of 1024
+    (16384, 512, 1024, 1, 16, 1024),  # one round of 16
+    (10980, 512, 1024, 1, 15, 1024),  # 11 chunks, one round: the wider of equals
+    (555, 555, 555, 1, 4, 555),  # striped file: one chunk across
+])
+def test_the_first_strip_is_cut_to_the_reader_threads(width, block_cols, cols, row_runs, workers, expected) -> None:
+    assert spread_cols(width, block_cols, cols, row_runs, workers) == expected
