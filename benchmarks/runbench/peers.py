@@ -4,6 +4,7 @@ network's floor for each model, and against a pytorch-toolbelt script (first mod
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import rasterio
@@ -22,7 +23,17 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
     info = open_scene(scene)
     head = ("scene", "model", "tool", "seconds", "steady s", "MP/s", "x model floor", "peak RSS GiB",
             "peak GPU GiB", "GPU busy")
-    rows, details = [], []
+    rows: list[list[str]] = []
+    details: list[str] = []
+
+    def add(row: list[str]) -> None:  # each row as it is measured too: a run cut short keeps what it measured
+        rows.append(row)
+        print("row:", " | ".join(row), file=sys.stderr, flush=True)
+
+    def note(line: str) -> None:
+        details.append(line)
+        print("detail:", line, file=sys.stderr, flush=True)
+
     for n, model in enumerate(models):
         card = ModelCard.load(model / "config.json")
         patches = patches_of(scene, card, 1)
@@ -32,8 +43,8 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
                     "device_stages": args.device_stages, "output_format": args.format}
         geo = spawn("geoseg", scene, args.workdir / f"peer-geoseg-{n}.tif", model, args.source, settings)
         row, best = geoseg_row([scene.name, card.encoder, "geoseg --no-match-resolution"], geo, info.megapixels, floor)
-        rows.append(row)
-        details.append(f"{card.encoder}: {patches} patches, floors eager {floors['eager']:.2f} s, graph "
+        add(row)
+        note(f"{card.encoder}: {patches} patches, floors eager {floors['eager']:.2f} s, graph "
                        f"{floors['graph']:.2f} s; batch {geo['batch']}; model s {geo['model s']:.2f} / steady "
                        f"{geo['steady']['model s']:.2f}; stages {geo['stages']}; steady stages "
                        f"{geo['steady']['stages']}" + (f"; GPU timeline {geo['timeline']}" if geo["timeline"] else "")
@@ -44,15 +55,15 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
                 continue  # compiling takes a minute a model: the first model only
             if changes.get("compile") and "compile" not in floors:
                 floors["compile"] = model_floor(card, patches, args.device, "compile")
-                details.append(f"{card.encoder}: compiled floor {floors['compile']:.2f} s")
+                note(f"{card.encoder}: compiled floor {floors['compile']:.2f} s")
             var = spawn("geoseg", scene, args.workdir / f"peer-geoseg-{n}-v{k}.tif", model, args.source,
                         {**settings, "profile": False, "device_stages": False, **changes})
             against = floors["compile"] if changes.get("compile") else floor
-            rows.append(geoseg_row([scene.name, card.encoder, f"geoseg, {spec}"], var, info.megapixels, against)[0])
+            add(geoseg_row([scene.name, card.encoder, f"geoseg, {spec}"], var, info.megapixels, against)[0])
             with rasterio.open(args.workdir / f"peer-geoseg-{n}.tif") as a, \
                     rasterio.open(args.workdir / f"peer-geoseg-{n}-v{k}.tif") as b:
                 changed = float((a.read(1) != b.read(1)).mean())
-            details.append(f"{card.encoder}, {spec}: pixels changed {changed:.4%}; warm-up {var['warmup s']:.1f} s; "
+            note(f"{card.encoder}, {spec}: pixels changed {changed:.4%}; warm-up {var['warmup s']:.1f} s; "
                            f"steady stages {var['steady']['stages']}")
         if n or args.no_toolbelt:
             continue
@@ -61,12 +72,12 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
         with rasterio.open(args.workdir / "peer-geoseg-0.tif") as a, \
                 rasterio.open(args.workdir / "peer-toolbelt.tif") as b:
             agreement = float((a.read(1) == b.read(1)).mean())
-        rows.append([scene.name, card.encoder, "pytorch-toolbelt script", f"{peer['seconds']:.2f}", "",
+        add([scene.name, card.encoder, "pytorch-toolbelt script", f"{peer['seconds']:.2f}", "",
                      f"{info.megapixels / peer['seconds']:.1f}", f"{peer['seconds'] / floor:.2f}",
                      f"{peer['rss']:.2f}", fmt(peer["gpu_gib"], ".2f"), fmt(peer["busy"], ".0%")])
-        rows.append([scene.name, card.encoder, "toolbelt / geoseg", f"{peer['seconds'] / best:.2f}x", "", "", "",
+        add([scene.name, card.encoder, "toolbelt / geoseg", f"{peer['seconds'] / best:.2f}x", "", "", "",
                      f"{peer['rss'] / geo['rss']:.2f}x", "", ""])
-        details.append(f"masks agree on {agreement:.2%} (blend windows differ)")
+        note(f"masks agree on {agreement:.2%} (blend windows differ)")
     table(f"peers (f=1, tile {card.tile_size} overlap {card.overlap}, bf16, batch {BATCH}, geoseg writes --format "
           f"{args.format} (the script: a tiled GeoTIFF); x model floor: the better of warm and steady against the "
           f"better floor)", head, rows)
