@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.make_scene import build_scene
-from benchmarks.runbench.common import ensure_weights
+from benchmarks.runbench.common import differing, ensure_weights
 from geoseg.batch.jobs import Job
 from geoseg.batch.runner import run_batch
 from geoseg.batch.tasks import plan_tasks
@@ -144,14 +144,6 @@ def probe_scene(scene: Path, out: Path, config: RunConfig) -> tuple[float, dict]
     summary = segment_scene(scene, out, config, loader=lambda name, trust: RESIDENT.model(ModelRef(name, trust)),
                             session=RESIDENT.session)
     return summary.seconds, summary.stage_seconds
-
-
-def differing(a: Path, b: Path) -> float:
-    """Share of pixels whose labels differ between two masks."""
-    import rasterio
-
-    with rasterio.open(a) as x, rasterio.open(b) as y:
-        return float((x.read(1) != y.read(1)).mean())
 
 
 if __name__ == "__main__":

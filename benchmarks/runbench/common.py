@@ -31,6 +31,14 @@ def patches_of(scene: Path, card: ModelCard, factor: int) -> int:
     return layout.rows.count * layout.cols.count
 
 
+def differing(a: Path, b: Path) -> float:
+    """Share of pixels whose labels differ between two masks."""
+    import rasterio
+
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        return float((x.read(1) != y.read(1)).mean())
+
+
 def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 

@@ -7,10 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import rasterio
-
 from benchmarks.runbench.children import spawn
-from benchmarks.runbench.common import BATCH, fmt, patches_of, table
+from benchmarks.runbench.common import BATCH, differing, fmt, patches_of, table
 from benchmarks.runbench.floors import model_floor
 from geoseg.io.scene import open_scene
 from geoseg.models.card import ModelCard
@@ -45,38 +43,36 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
         row, best = geoseg_row([scene.name, card.encoder, "geoseg --no-match-resolution"], geo, info.megapixels, floor)
         add(row)
         note(f"{card.encoder}: {patches} patches, floors eager {floors['eager']:.2f} s, graph "
-                       f"{floors['graph']:.2f} s; batch {geo['batch']}; model s {geo['model s']:.2f} / steady "
-                       f"{geo['steady']['model s']:.2f}; stages {geo['stages']}; steady stages "
-                       f"{geo['steady']['stages']}" + (f"; GPU timeline {geo['timeline']}" if geo["timeline"] else "")
-                       + (f"; device seconds by step {geo['device stages']}" if geo["device stages"] else ""))
+             f"{floors['graph']:.2f} s; batch {geo['batch']}; model s {geo['model s']:.2f} / steady "
+             f"{geo['steady']['model s']:.2f}; stages {geo['stages']}; steady stages "
+             f"{geo['steady']['stages']}" + (f"; GPU timeline {geo['timeline']}" if geo["timeline"] else "")
+             + (f"; device seconds by step {geo['device stages']}" if geo["device stages"] else ""))
         for k, spec in enumerate(args.variants):
             changes = parse_variant(spec)
-            if changes.get("compile") and n:
+            compiled = bool(changes.get("compile"))
+            if compiled and n:
                 continue  # compiling takes a minute a model: the first model only
-            if changes.get("compile") and "compile" not in floors:
+            if compiled and "compile" not in floors:
                 floors["compile"] = model_floor(card, patches, args.device, "compile")
                 note(f"{card.encoder}: compiled floor {floors['compile']:.2f} s")
-            var = spawn("geoseg", scene, args.workdir / f"peer-geoseg-{n}-v{k}.tif", model, args.source,
+            out = args.workdir / f"peer-geoseg-{n}-v{k}.tif"
+            var = spawn("geoseg", scene, out, model, args.source,
                         {**settings, "profile": False, "device_stages": False, **changes})
-            against = floors["compile"] if changes.get("compile") else floor
+            against = floors["compile"] if compiled else floor
             add(geoseg_row([scene.name, card.encoder, f"geoseg, {spec}"], var, info.megapixels, against)[0])
-            with rasterio.open(args.workdir / f"peer-geoseg-{n}.tif") as a, \
-                    rasterio.open(args.workdir / f"peer-geoseg-{n}-v{k}.tif") as b:
-                changed = float((a.read(1) != b.read(1)).mean())
+            changed = differing(args.workdir / f"peer-geoseg-{n}.tif", out)
             note(f"{card.encoder}, {spec}: pixels changed {changed:.4%}; warm-up {var['warmup s']:.1f} s; "
-                           f"steady stages {var['steady']['stages']}")
+                 f"steady stages {var['steady']['stages']}")
         if n or args.no_toolbelt:
             continue
         peer = spawn("toolbelt", scene, args.workdir / "peer-toolbelt.tif", model, args.source,
                      {"device": args.device})
-        with rasterio.open(args.workdir / "peer-geoseg-0.tif") as a, \
-                rasterio.open(args.workdir / "peer-toolbelt.tif") as b:
-            agreement = float((a.read(1) == b.read(1)).mean())
+        agreement = 1 - differing(args.workdir / "peer-geoseg-0.tif", args.workdir / "peer-toolbelt.tif")
         add([scene.name, card.encoder, "pytorch-toolbelt script", f"{peer['seconds']:.2f}", "",
-                     f"{info.megapixels / peer['seconds']:.1f}", f"{peer['seconds'] / floor:.2f}",
-                     f"{peer['rss']:.2f}", fmt(peer["gpu_gib"], ".2f"), fmt(peer["busy"], ".0%")])
+             f"{info.megapixels / peer['seconds']:.1f}", f"{peer['seconds'] / floor:.2f}",
+             f"{peer['rss']:.2f}", fmt(peer["gpu_gib"], ".2f"), fmt(peer["busy"], ".0%")])
         add([scene.name, card.encoder, "toolbelt / geoseg", f"{peer['seconds'] / best:.2f}x", "", "", "",
-                     f"{peer['rss'] / geo['rss']:.2f}x", "", ""])
+             f"{peer['rss'] / geo['rss']:.2f}x", "", ""])
         note(f"masks agree on {agreement:.2%} (blend windows differ)")
     table(f"peers (f=1, tile {card.tile_size} overlap {card.overlap}, bf16, batch {BATCH}, geoseg writes --format "
           f"{args.format} (the script: a tiled GeoTIFF); x model floor: the better of warm and steady against the "
@@ -86,7 +82,8 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
 
 
 def parse_variant(spec: str) -> dict:
-    """``key=value,key=value`` as settings: integers, floats, and 0/1 or true/false as they read."""
+    """``key=value,key=value`` as settings: true/false as booleans, numbers as integers or floats, the rest as
+    text."""
     def value(text: str) -> object:
         lowered = text.lower()
         if lowered in ("true", "false"):

@@ -175,7 +175,7 @@ def test_a_tile_larger_than_a_block_reaching_back_at_the_bottom_edge(make_tif, t
 def test_mask_is_independent_of_the_first_and_last_rows_height(make_tif, tmp_path, tiny_model, first_row_patches,
                                                                 last_row_patches, spread) -> None:
     """A first row of blocks one, two or five patch rows high (Tuning.first_row_patches), a thin last row
-    (Tuning.last_row_patches; nine rows: more than the scene has, so none) and the first strip's reads cut to the
+    (Tuning.last_row_patches; nine patch rows are capped at one block) and the first strip's reads cut to the
     reader threads (Tuning.spread_first_strip) give the one-block mask."""
     model = tiny_model()
     data = smooth_image((3, 301, 555), seed=7)
