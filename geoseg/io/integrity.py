@@ -85,6 +85,8 @@ def publish_text(path: Path, text: str, what: str = "", fix: str = "check free s
     try:
         write_text(partial, text, path, what, fix)
         os.replace(partial, path)
+    except OutputError:  # write_text's own message (an OutputError is an OSError without a strerror)
+        raise
     except OSError as exc:
         raise OutputError(f"{path}: {what}cannot be written ({exc.strerror}); {fix}") from None
     finally:
