@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--profile-gpu", action="store_true",
                         help="--parts decode, peers: run each measured scene a third time under torch's "
                              "profiler (GPU activity only) and print what the GPU did: busy time, time by kind of "
-                             "kernel, busy share by tenth")
+                             "kernel, busy share by tenth, the largest idle gaps")
     parser.add_argument("--no-toolbelt", action="store_true",
                         help="--parts peers: leave out the pytorch-toolbelt script (geoseg against the floors only)")
     parser.add_argument("--device-stages", action="store_true",
@@ -103,7 +103,9 @@ def main() -> None:
                              "last_row_patches, spread_first_strip, ...) or run settings (RunConfig: compile, "
                              "cuda_graphs, ...), one run per variant, e.g. first_row_patches=1 "
                              "first_row_patches=1,last_row_patches=1,spread_first_strip=true compile=true (a "
-                             "compile variant runs for the first model only, and adds its compiled network floor)")
+                             "compile variant runs for the first model only, and adds its compiled network floor; "
+                             "profile=true and device_stages=true profile a variant as --profile-gpu and "
+                             "--device-stages do the default run)")
     parser.add_argument("--decode-codecs", nargs="*", default=["deflate", "zstd"], choices=["deflate", "zstd"],
                         help="--parts decode: zstd adds a zstd copy of the first size's scene")
     parser.add_argument("--tuned", action="store_true",

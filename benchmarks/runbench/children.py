@@ -3,6 +3,7 @@ pytorch-toolbelt script; what the GPU did meanwhile."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -54,7 +55,8 @@ KERNEL_KINDS = (("decode", ("nvcomp", "inflate", "deflate", "zstd")),
 
 def gpu_timeline(trace: Path, wall: float) -> dict:
     """What a profiled run's GPU did (its kineto trace): busy time (the union of kernels and copies), each kind's own
-    time, and the busy share of each tenth of the span from the first to the last GPU event."""
+    time, the busy share of each tenth of the span from the first to the last GPU event, and the idle gaps between
+    GPU events (the profiled wall less the span is the idle before the first and after the last)."""
     events = [e for e in json.loads(trace.read_text()).get("traceEvents", [])
               if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
     if not events:
@@ -90,7 +92,10 @@ def gpu_timeline(trace: Path, wall: float) -> dict:
             lo, hi = start + i * width, start + (i + 1) * width
             tenths[i] += max(0.0, min(b, hi) - max(a, lo))
     top = sorted(names.items(), key=lambda kv: -kv[1])[:12]
+    gaps = sorted(((b[0] - a[1], a[1] - start) for a, b in itertools.pairwise(merged)), reverse=True)
     return {"profiled wall s": round(wall, 3), "gpu span s": round(end - start, 3), "gpu busy s": round(busy, 3),
+            "idle in gaps over 1 ms s": round(sum(g for g, _ in gaps if g > 1e-3), 3),
+            "largest gaps (s, at s)": [(round(g, 4), round(at, 3)) for g, at in gaps[:8]],
             "kinds s": {k: round(v, 3) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
             "busy by tenth": [round(t / width, 2) for t in tenths], "top kernels s": {k: round(v, 3) for k, v in top}}
 

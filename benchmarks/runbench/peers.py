@@ -62,7 +62,9 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
             add(geoseg_row([scene.name, card.encoder, f"geoseg, {spec}"], var, info.megapixels, against)[0])
             changed = differing(args.workdir / f"peer-geoseg-{n}.tif", out)
             note(f"{card.encoder}, {spec}: pixels changed {changed:.4%}; warm-up {var['warmup s']:.1f} s; "
-                 f"steady stages {var['steady']['stages']}")
+                 f"steady stages {var['steady']['stages']}"
+                 + (f"; GPU timeline {var['timeline']}" if var["timeline"] else "")
+                 + (f"; device seconds by step {var['device stages']}" if var["device stages"] else ""))
         if n or args.no_toolbelt:
             continue
         peer = spawn("toolbelt", scene, args.workdir / "peer-toolbelt.tif", model, args.source,
