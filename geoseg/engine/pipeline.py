@@ -19,6 +19,7 @@ Three stages overlap, each bounded, so host memory does not grow with the scene:
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -86,6 +87,10 @@ class Tuning:
     #: Cut the first strip's reads to the reader threads (:func:`geoseg.engine.plan.spread_cols`;
     #: :data:`geoseg.engine.plan.SPREAD_FIRST_STRIP`).
     spread_first_strip: bool = SPREAD_FIRST_STRIP
+    #: Python's thread switch interval (:func:`sys.setswitchinterval`) while the pipeline runs, in seconds; None:
+    #: the interpreter's (5 ms). A shorter one hands the GIL to the device thread sooner while every reader thread
+    #: is busy (the start of a run); it is the process's setting, restored when the run ends.
+    switch_interval: float | None = None
     #: DEFLATE level of a plain GeoTIFF mask (``--format gtiff``); None: the format's
     #: (:data:`geoseg.io.writing.ZLEVEL`). Changes the file's bytes, never its pixels.
     zlevel: int | None = None
@@ -104,7 +109,8 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
 
     ``block_shape`` is the file's internal block shape: reads are whole blocks of it. ``timings``,
     when given, receives the device thread's seconds per stage (waiting for reads, taking them in,
-    blocks, labels, waiting for writes). Raises :class:`geoseg.errors.Cancelled` at the next block
+    blocks, labels, waiting for writes), the pipeline's seconds, and when the first strip was in and
+    the first row of blocks queued (seconds from the start). Raises :class:`geoseg.errors.Cancelled` at the next block
     once ``cancel`` is set. With a ``decoder`` (:mod:`geoseg.engine.tile_decode`), the device decodes
     chunks too: all of them (mode ``gpu``), or those it takes from the right of each strip while the
     reader threads take them from the left (``hybrid``).
@@ -133,7 +139,8 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
     loading: dict[int, tuple[InputStrip, list[Future]]] = {}
     writes: deque[Future] = deque()
     spent = dict.fromkeys(("wait for reads", "take in", "blocks", "labels", "wait for writes"), 0.0)
-    clock = time.perf_counter()
+    clock = began = time.perf_counter()
+    marks: dict[str, float] = {}
     done = 0
 
     def lap(stage: str) -> None:
@@ -172,6 +179,9 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
             progress(min(done, total), total)
 
         blender.on_predicted = predicted
+    interval = sys.getswitchinterval()
+    if tuning.switch_interval is not None:
+        sys.setswitchinterval(tuning.switch_interval)
     try:
         for i, row in enumerate(plan):
             check()
@@ -182,6 +192,8 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
                 check()
                 load.result()
             lap("wait for reads")
+            if i == 0:
+                marks["first strip in at"] = clock - began
             inputs.take_strip(strip)
             del strip, loads
             lap("take in")
@@ -191,6 +203,8 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
                 check()
                 blender.add_block(block, inputs.patch_region(block) if block.origins else None)
             lap("blocks")
+            if i == 0:
+                marks["first row queued at"] = clock - began
             for row0, made in blender.end_row(row):
                 lap("labels")
                 writes.append(writer.submit(lambda r, m: write(r, {k: v.numpy() for k, v in m.items()}), row0, made))
@@ -207,6 +221,7 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
         if progress is not None:
             progress(total, total)
     finally:
+        sys.setswitchinterval(interval)
         readers.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True, cancel_futures=True)
         if device_reader is not None:
@@ -214,6 +229,8 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
             device_reader.shutdown(wait=True, cancel_futures=True)
         if timings is not None:
             timings.update({k: round(v, 3) for k, v in spent.items()})
+            timings.update({k: round(v, 3) for k, v in marks.items()})
+            timings["pipeline s"] = round(time.perf_counter() - began, 3)
             if decoder is not None:
                 s = decoder.stats
                 timings.update({"device decode chunks": s.chunks, "reader chunks": s.cpu_chunks,

@@ -5,6 +5,7 @@ independently of the engine."""
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -186,3 +187,26 @@ def test_mask_is_independent_of_the_first_and_last_rows_height(make_tif, tmp_pat
     cut = _run(path, tmp_path / "cut.tif", model, tuning, block_size=128, batch_size=3)
     np.testing.assert_array_equal(cut, whole)
     assert len(np.unique(whole)) > 1
+
+
+def test_a_shorter_switch_interval_is_the_runs_alone(make_tif, tmp_path, tiny_model) -> None:
+    """Tuning.switch_interval: the same mask, and the interpreter's switch interval as it was once the run
+    ends, whether it ends well or fails."""
+    model = tiny_model()
+    path = make_tif(smooth_image((3, 150, 170), seed=3), block=32)
+    before = sys.getswitchinterval()
+    whole = _run(path, tmp_path / "whole.tif", model, block_size=4096)
+    fast = Tuning(switch_interval=before / 10, chunking=ReadChunking(max_bytes=6 * 64 * 48, cols=64))
+    cut = _run(path, tmp_path / "cut.tif", model, fast, block_size=64, batch_size=3)
+    np.testing.assert_array_equal(cut, whole)
+    assert sys.getswitchinterval() == before
+    seen: list[float] = []
+
+    def fail(done: int, total: int) -> None:
+        seen.append(sys.getswitchinterval())
+        raise RuntimeError("stop")
+
+    config = RunConfig(workers=2, block_size=64, device="cpu", precision="fp32", overwrite=True)
+    with pytest.raises(RuntimeError, match="stop"):
+        segment_scene(path, tmp_path / "failed.tif", config, model=model, tuning=fast, progress=fail)
+    assert seen == [pytest.approx(before / 10)] and sys.getswitchinterval() == before

@@ -50,7 +50,11 @@ def test_out_of_memory_halves_the_batch_reports_it_and_keeps_the_mask(make_tif, 
     np.testing.assert_array_equal(_mask(tmp_path / "oom.tif"), _mask(tmp_path / "plain.tif"))
     # The summary says where the time went: patches the network ran (failed attempts not counted).
     assert plain.patches == sum(n for n in flaky.sizes if n <= 2) and 0 < plain.model_seconds < plain.seconds
-    assert set(plain.stage_seconds) == {"wait for reads", "take in", "blocks", "labels", "wait for writes"}
+    stages = ("wait for reads", "take in", "blocks", "labels", "wait for writes")
+    assert set(plain.stage_seconds) == {*stages, "first strip in at", "first row queued at", "pipeline s"}
+    marks = plain.stage_seconds
+    assert 0 <= marks["first strip in at"] <= marks["first row queued at"] <= marks["pipeline s"] < plain.seconds
+    assert sum(marks[k] for k in stages) <= marks["pipeline s"]
 
 
 def test_out_of_memory_for_one_patch_is_a_device_error(make_tif, tmp_path, tiny_model) -> None:
