@@ -33,6 +33,7 @@ from geoseg.engine.blender import DEVICE_OVERVIEW_LEVELS, Blender
 from geoseg.engine.input_rows import InputRows, InputStrip
 from geoseg.engine.plan import (
     FIRST_ROW_PATCHES,
+    GROW_ROWS,
     LAST_ROW_PATCHES,
     SPREAD_FIRST_STRIP,
     Layout,
@@ -84,6 +85,9 @@ class Tuning:
     first_row_patches: int = FIRST_ROW_PATCHES
     #: Rows of patches in the last row of blocks; 0: what is left (:data:`geoseg.engine.plan.LAST_ROW_PATCHES`).
     last_row_patches: int = LAST_ROW_PATCHES
+    #: How much higher each row of blocks after the first is than the one before, up to a block
+    #: (:data:`geoseg.engine.plan.GROW_ROWS`).
+    grow_rows: int = GROW_ROWS
     #: Cut the first strip's reads to the reader threads (:func:`geoseg.engine.plan.spread_cols`;
     #: :data:`geoseg.engine.plan.SPREAD_FIRST_STRIP`).
     spread_first_strip: bool = SPREAD_FIRST_STRIP
@@ -115,7 +119,7 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
     chunks too: all of them (mode ``gpu``), or those it takes from the right of each strip while the
     reader threads take them from the left (``hybrid``).
     """
-    plan = plan_blocks(layout, tuning.first_row_patches, tuning.last_row_patches)
+    plan = plan_blocks(layout, tuning.first_row_patches, tuning.last_row_patches, tuning.grow_rows)
     strips = plan_reads(layout, plan, block_shape, inputs.pixel_bytes, tuning.chunking,
                         workers=max(1, workers) if tuning.spread_first_strip and decoder is None else 0)
     largest = max((c.shape[0] * c.shape[1] for strip in strips for c in strip.chunks), default=1)

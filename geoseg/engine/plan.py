@@ -144,13 +144,21 @@ LAST_ROW_PATCHES = 0
 #: Whether the first strip's reads are cut to the reader threads (:func:`spread_cols`): the device waits for that
 #: strip with nothing else to do (``Tuning.spread_first_strip``; benchmarks/RESULTS.md section 14).
 SPREAD_FIRST_STRIP = False
+#: How much higher each row of blocks after the first is than the one before, until a whole block (1: the second row
+#: is a whole block). At f = 1 on the H100 host the readers decode about twice as fast as the network consumes, so
+#: after a thin first row a whole block's rows were not in when the device finished it: the device waited on the
+#: second strip instead of the first (benchmarks/RESULTS.md section 14). Rows that grow twice as high keep each
+#: strip's reads within the device's time on the rows before it (``Tuning.grow_rows``).
+GROW_ROWS = 1
 
 
 def plan_blocks(layout: Layout, first_row_patches: int = FIRST_ROW_PATCHES,
-                last_row_patches: int = LAST_ROW_PATCHES) -> list[BlockRow]:
-    """Every block of the run, row by row (the first row shorter, see :data:`FIRST_ROW_PATCHES`, and the last
-    one too with ``last_row_patches``, see :data:`LAST_ROW_PATCHES`)."""
-    row_blocks = _row_blocks(layout.rows.size, layout.block, layout.rows.stride, first_row_patches, last_row_patches)
+                last_row_patches: int = LAST_ROW_PATCHES, grow_rows: int = GROW_ROWS) -> list[BlockRow]:
+    """Every block of the run, row by row (the first row shorter, see :data:`FIRST_ROW_PATCHES`, the rows after
+    it growing ``grow_rows`` times as high up to a block, see :data:`GROW_ROWS`, and the last one shorter too with
+    ``last_row_patches``, see :data:`LAST_ROW_PATCHES`)."""
+    row_blocks = _row_blocks(layout.rows.size, layout.block, layout.rows.stride, first_row_patches, last_row_patches,
+                             grow_rows)
     col_blocks = split_axis(layout.cols.size, layout.block)
     plan = []
     for bi, (r0, r1) in enumerate(row_blocks):
@@ -163,17 +171,24 @@ def plan_blocks(layout: Layout, first_row_patches: int = FIRST_ROW_PATCHES,
     return plan
 
 
-def _row_blocks(size: int, block: int, stride: int, first_patches: int, last_patches: int) -> list[tuple[int, int]]:
+def _row_blocks(size: int, block: int, stride: int, first_patches: int, last_patches: int,
+                grow: int = 1) -> list[tuple[int, int]]:
     """``[start, stop)`` of the rows of blocks over ``size`` model-grid rows: a thin first row (and last row) of
-    whole patch rows when the scene is taller than one block, whole blocks between them."""
+    whole patch rows when the scene is taller than one block, rows ``grow`` times as high as the one before up to a
+    block after the first, whole blocks between them."""
     if size <= block:
         return split_axis(size, block)
     first = max(1, min(block, first_patches * stride))
     last = min(block, last_patches * stride) if last_patches > 0 else 0
     if first + last >= size:
         last = 0
-    middle = [(a + first, b + first) for a, b in split_axis(size - first - last, block)]
-    return [(0, first), *middle, *([(size - last, size)] if last else [])]
+    rows, start, height = [(0, first)], first, first
+    while grow > 1 and height < block and start < size - last:
+        height = min(block, height * grow)
+        rows.append((start, min(start + height, size - last)))
+        start = rows[-1][1]
+    rows += [(a + start, b + start) for a, b in split_axis(size - start - last, block)]
+    return [*rows, *([(size - last, size)] if last else [])]
 
 
 def _plan_block(layout: Layout, core: Box, row_patches: range, col_patches: range) -> BlockPlan:
@@ -212,8 +227,9 @@ def plan_reads(layout: Layout, plan: list[BlockRow], block_shape: tuple[int, int
     Strips end on file-block rows (or the scene's end); chunks are about ``chunking.cols`` wide and
     at most ``chunking.max_bytes`` of ``pixel_bytes``-byte pixels, both in whole file blocks.
     Striped files (blocks as wide as the scene) are cut into runs of rows instead. With ``workers``
-    (reader threads), the first strip, which the device waits for with nothing else to do, is cut
-    into chunks of the width that lets that many threads finish it soonest (:func:`spread_cols`).
+    (reader threads), the first strip, which the device waits for with nothing else to do, and the
+    growing strips after it (:data:`GROW_ROWS`) are cut into chunks of the width that lets that many
+    threads finish each soonest (:func:`spread_cols`).
     """
     height, width = layout.height, layout.width
     bh, bw = max(1, min(block_shape[0], height)), max(1, min(block_shape[1], width))
@@ -223,7 +239,8 @@ def plan_reads(layout: Layout, plan: list[BlockRow], block_shape: tuple[int, int
     for i, row in enumerate(plan):
         need = (min(b.native.row0 for b in row.blocks), max(b.native.row1 for b in row.blocks))
         end = max(fetched, min(height, -(-need[1] // bh) * bh))
-        w = spread_cols(width, bw, cw, -(-(end - fetched) // ch), workers) if i == 0 and workers > 0 else cw
+        ramp = i == 0 or (row.core_rows[1] - row.core_rows[0] < layout.block and not row.last)
+        w = spread_cols(width, bw, cw, -(-(end - fetched) // ch), workers) if ramp and workers > 0 else cw
         chunks = [Box(r, min(r + ch, end), c, min(c + w, width))
                   for r in range(fetched, end, ch) for c in range(0, width, w)]
         strips.append(ReadStrip(need, (fetched, end), chunks))

@@ -171,19 +171,21 @@ def test_a_tile_larger_than_a_block_reaching_back_at_the_bottom_edge(make_tif, t
     np.testing.assert_array_equal(small, whole)
 
 
-@pytest.mark.parametrize(("first_row_patches", "last_row_patches", "spread"),
-                         [(1, 0, False), (2, 0, False), (5, 0, False), (1, 1, True), (2, 2, False), (1, 9, True)])
+@pytest.mark.parametrize(("first_row_patches", "last_row_patches", "spread", "grow"),
+                         [(1, 0, False, 1), (2, 0, False, 1), (5, 0, False, 1), (1, 1, True, 1), (2, 2, False, 1),
+                          (1, 9, True, 1), (1, 0, True, 2), (1, 1, True, 3)])
 def test_mask_is_independent_of_the_first_and_last_rows_height(make_tif, tmp_path, tiny_model, first_row_patches,
-                                                                last_row_patches, spread) -> None:
-    """A first row of blocks one, two or five patch rows high (Tuning.first_row_patches), a thin last row
-    (Tuning.last_row_patches; nine patch rows are capped at one block) and the first strip's reads cut to the
-    reader threads (Tuning.spread_first_strip) give the one-block mask."""
+                                                                last_row_patches, spread, grow) -> None:
+    """A first row of blocks one, two or five patch rows high (Tuning.first_row_patches), rows after it growing
+    up to a block (Tuning.grow_rows), a thin last row (Tuning.last_row_patches; nine patch rows are capped at one
+    block) and the first strips' reads cut to the reader threads (Tuning.spread_first_strip) give the one-block
+    mask."""
     model = tiny_model()
     data = smooth_image((3, 301, 555), seed=7)
     path = make_tif(data, block=32)
     whole = _run(path, tmp_path / "whole.tif", model, block_size=4096, batch_size=8)
     tuning = Tuning(first_row_patches=first_row_patches, last_row_patches=last_row_patches,
-                    spread_first_strip=spread, chunking=ReadChunking(max_bytes=6 * 64 * 96, cols=128))
+                    spread_first_strip=spread, grow_rows=grow, chunking=ReadChunking(max_bytes=6 * 64 * 96, cols=128))
     cut = _run(path, tmp_path / "cut.tif", model, tuning, block_size=128, batch_size=3)
     np.testing.assert_array_equal(cut, whole)
     assert len(np.unique(whole)) > 1
