@@ -174,6 +174,8 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
             except torch.OutOfMemoryError:
                 raise DeviceError(f"{device} ran out of memory outside the model (the input and blend rows grow "
                                   f"with the scene's width and --block-size); use a smaller --block-size") from None
+            finally:
+                reader.close()
             return Produced(blender.counts.cpu().numpy(), int(blender.seam_pixels))
 
         assert prepared.output is not None

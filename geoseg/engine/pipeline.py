@@ -2,7 +2,7 @@
 
 Three stages overlap, each bounded, so host memory does not grow with the scene:
 
-* **read** (a thread pool): the scene rows each row of blocks needs, in the chunks of
+* **read** (the process's reader threads, kept across runs): the scene rows each row of blocks needs, in the chunks of
   :func:`geoseg.engine.plan.plan_reads` (whole internal blocks of the file, each decoded exactly
   once, with the GIL released), into a fixed pool of staging buffers, page-locked on a GPU
   (:class:`geoseg.engine.staging.StagingPool`); the reader thread then starts the copy to the
@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,6 +91,9 @@ class Tuning:
     #: Cut the first strip's reads to the reader threads (:func:`geoseg.engine.plan.spread_cols`;
     #: :data:`geoseg.engine.plan.SPREAD_FIRST_STRIP`).
     spread_first_strip: bool = SPREAD_FIRST_STRIP
+    #: Read on the process's reader threads, kept across runs (:func:`reader_threads`); False: threads of the
+    #: run's own, as before 2026-12-07 (an A/B for the benchmark).
+    keep_readers: bool = True
     #: Python's thread switch interval (:func:`sys.setswitchinterval`) while the pipeline runs, in seconds; None:
     #: the interpreter's (5 ms). A shorter one hands the GIL to the device thread sooner while every reader thread
     #: is busy (the start of a run); it is the process's setting, restored when the run ends.
@@ -98,6 +101,45 @@ class Tuning:
     #: DEFLATE level of a plain GeoTIFF mask (``--format gtiff``); None: the format's
     #: (:data:`geoseg.io.writing.ZLEVEL`). Changes the file's bytes, never its pixels.
     zlevel: int | None = None
+
+
+class ReaderThreads:
+    """One run's share of the process's reader threads (:func:`reader_threads`): what it submits, it can cancel
+    and wait for, leaving the threads to the next run."""
+
+    def __init__(self, pool: ThreadPoolExecutor, own: bool = False):
+        self.pool, self.own = pool, own  # own: threads of this run alone, ended by finish()
+        self.submitted: list[Future] = []
+
+    def submit(self, fn: Callable[..., object], *args: object) -> Future:
+        future = self.pool.submit(fn, *args)
+        self.submitted.append(future)
+        return future
+
+    def finish(self) -> None:
+        """Cancel this run's reads that have not started and wait for those that have (they fill its buffers)."""
+        for future in self.submitted:
+            future.cancel()
+        wait(self.submitted)
+        self.submitted.clear()
+        if self.own:
+            self.pool.shutdown(wait=True)
+
+
+_READER_POOLS: dict[int, ThreadPoolExecutor] = {}
+_READER_POOLS_LOCK = threading.Lock()
+
+
+def reader_threads(workers: int) -> ReaderThreads:
+    """``workers`` reader threads kept for the process's later runs. A thread's first GDAL open costs about
+    10 ms more than its later ones (its GDAL and PROJ state), and a run's first strip waits for every reader's
+    first open: on the H100 host, 15 fresh threads a run kept the device waiting ~0.2 s for the first strip,
+    however small (benchmarks/RESULTS.md section 14). Runs in one process share the threads."""
+    with _READER_POOLS_LOCK:
+        pool = _READER_POOLS.get(workers)
+        if pool is None:
+            pool = _READER_POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="geoseg-read")
+    return ReaderThreads(pool)
 
 
 def default_workers() -> int:
@@ -130,7 +172,8 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
     keep_from = [layout.height] * (len(strips) + 1)
     for i in range(len(strips) - 1, -1, -1):
         keep_from[i] = min(strips[i].need[0], keep_from[i + 1])
-    readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="geoseg-read")
+    readers = (reader_threads(max(1, workers)) if tuning.keep_readers else
+               ReaderThreads(ThreadPoolExecutor(max(1, workers), thread_name_prefix="geoseg-read"), own=True))
     writer = ThreadPoolExecutor(1, thread_name_prefix="geoseg-write")
     device_reader = ThreadPoolExecutor(1, thread_name_prefix="geoseg-decode") if decoder is not None else None
     ahead = tuning.read_ahead_strips
@@ -226,7 +269,7 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
             progress(total, total)
     finally:
         sys.setswitchinterval(interval)
-        readers.shutdown(wait=True, cancel_futures=True)
+        readers.finish()
         writer.shutdown(wait=True, cancel_futures=True)
         if device_reader is not None:
             decoder.close()

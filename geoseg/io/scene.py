@@ -198,12 +198,25 @@ class WindowReader:
         self.info = info
         self.indexes = list(indexes)
         self._local = threading.local()
+        self._opened: list[rasterio.DatasetReader] = []
+        self._lock = threading.Lock()
 
     def _dataset(self) -> rasterio.DatasetReader:
         ds = getattr(self._local, "dataset", None)
         if ds is None:
             ds = self._local.dataset = open_quiet(str(self.info.path))
+            with self._lock:
+                self._opened.append(ds)
         return ds
+
+    def close(self) -> None:
+        """Close every thread's handle, once no thread reads any more (the engine's reader threads outlive a
+        run: their handles would stay open until this reader is collected)."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for ds in opened:
+            ds.close()
+        self._local = threading.local()
 
     def read(self, row0: int, row1: int, col0: int, col1: int, out: np.ndarray | None = None
              ) -> tuple[np.ndarray, np.ndarray | None]:

@@ -1,0 +1,97 @@
+"""The pipeline's reader threads: kept across runs, and each run leaves them as it found them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from geoseg import RunConfig, segment_scene
+from geoseg.engine.pipeline import Tuning, reader_threads
+from geoseg.errors import SceneError
+from tests.helpers import smooth_image
+
+
+def _readers() -> set[int]:
+    return {t.ident for t in threading.enumerate() if t.name.startswith("geoseg-read")}
+
+
+def _open_handles(path: Path) -> int:
+    """File descriptors of this process open on ``path`` (Linux)."""
+    folder = Path("/proc/self/fd")
+    found = 0
+    for fd in os.listdir(folder):
+        with contextlib.suppress(OSError):  # closed since it was listed
+            found += os.path.realpath(folder / fd) == str(path.resolve())
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_runs_share_reader_threads_and_close_their_handles(make_tif, tmp_path, tiny_model) -> None:
+    """A second run reads on the first run's threads (no thread is started per run), and neither leaves the
+    scene open."""
+    model = tiny_model()
+    path = make_tif(smooth_image((3, 300, 260), seed=2), block=32)
+    config = RunConfig(workers=3, block_size=64, device="cpu", precision="fp32", overwrite=True)
+    first = segment_scene(path, tmp_path / "a.tif", config, model=model)
+    threads = _readers()
+    assert _open_handles(path) == 0
+    second = segment_scene(path, tmp_path / "b.tif", config, model=model)
+    assert _readers() == threads and len(threads) >= 3
+    assert _open_handles(path) == 0
+    assert first.patches == second.patches
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+
+
+def test_a_failed_run_leaves_no_read_behind(tmp_path) -> None:
+    """A run's reads are cancelled or waited for when it stops: the shared threads are free for the next run."""
+    readers = reader_threads(2)
+    started, release = threading.Event(), threading.Event()
+
+    def slow() -> None:
+        started.set()
+        release.wait(5)
+
+    running = readers.submit(slow)
+    queued = [readers.submit(slow) for _ in range(4)]
+    started.wait(5)
+    threading.Timer(0.2, release.set).start()
+    readers.finish()
+    assert running.done() and all(f.done() for f in queued)
+    assert sum(f.cancelled() for f in queued) >= 2  # two threads: at most two started
+    assert reader_threads(2).submit(lambda: 7).result(timeout=5) == 7
+
+
+def test_a_damaged_scene_fails_and_the_next_run_reads(make_tif, tmp_path, tiny_model) -> None:
+    """A read error fails its run with the scene's error; the threads go on to read the next run's scene."""
+    model = tiny_model()
+    good = make_tif(smooth_image((3, 200, 200), seed=4), block=32)
+    bad = tmp_path / "bad.tif"
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2 :] = bytes(len(data) - len(data) // 2)  # tiles' bytes zeroed: they do not inflate
+    bad.write_bytes(bytes(data))
+    config = RunConfig(workers=2, block_size=64, device="cpu", precision="fp32", overwrite=True)
+    with pytest.raises(SceneError, match=r"pixels at rows .* cannot be read"):
+        segment_scene(bad, tmp_path / "bad-mask.tif", config, model=model)
+    assert not (tmp_path / "bad-mask.tif").exists()
+    summary = segment_scene(good, tmp_path / "good-mask.tif", config, model=model)
+    assert summary.patches > 0
+
+
+def test_a_run_with_threads_of_its_own_ends_them(make_tif, tmp_path, tiny_model) -> None:
+    """Tuning.keep_readers=False (the benchmark's A/B): the run's threads end with it; the mask is the same."""
+    model = tiny_model()
+    path = make_tif(smooth_image((3, 150, 170), seed=6), block=32)
+    config = RunConfig(workers=2, block_size=64, device="cpu", precision="fp32", overwrite=True)
+    segment_scene(path, tmp_path / "kept.tif", config, model=model)
+    before = _readers()
+    segment_scene(path, tmp_path / "own.tif", config, model=model, tuning=Tuning(keep_readers=False))
+    assert _readers() == before
+    with rasterio.open(tmp_path / "kept.tif") as a, rasterio.open(tmp_path / "own.tif") as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
