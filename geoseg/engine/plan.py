@@ -139,16 +139,17 @@ class BlockRow:
 FIRST_ROW_PATCHES = 2
 #: Rows of patches in the last row of blocks (0: the last row is what is left after whole blocks). The rows of the
 #: last row are labelled and written after its last patch, while the GPU has nothing more to do; a thin last row
-#: shortens that tail (``Tuning.last_row_patches``; benchmarks/RESULTS.md section 14).
+#: shortens that tail (``Tuning.last_row_patches``). Off: on the H100 it moved the run by less than the leases'
+#: spread (benchmarks/RESULTS.md section 14, 2026-12-07).
 LAST_ROW_PATCHES = 0
 #: Whether the first strip's reads are cut to the reader threads (:func:`spread_cols`): the device waits for that
-#: strip with nothing else to do (``Tuning.spread_first_strip``; benchmarks/RESULTS.md section 14).
+#: strip with nothing else to do (``Tuning.spread_first_strip``). Off: measured with it, the first strip came no
+#: sooner (benchmarks/RESULTS.md section 14, 2026-12-07).
 SPREAD_FIRST_STRIP = False
 #: How much higher each row of blocks after the first is than the one before, until a whole block (1: the second row
-#: is a whole block). At f = 1 on the H100 host the readers decode about twice as fast as the network consumes, so
-#: after a thin first row a whole block's rows were not in when the device finished it: the device waited on the
-#: second strip instead of the first (benchmarks/RESULTS.md section 14). Rows that grow twice as high keep each
-#: strip's reads within the device's time on the rows before it (``Tuning.grow_rows``).
+#: is a whole block; ``Tuning.grow_rows``). Meant for a thin first row, so that the second strip's reads fit in the
+#: device's time on the first. Measured on the H100 (benchmarks/RESULTS.md section 14, 2026-12-07): no gain beyond
+#: the leases' spread, because the first strip's wait followed the reader threads' first opens, not its size.
 GROW_ROWS = 1
 
 
