@@ -137,6 +137,20 @@ def wall(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) ->
     return seconds
 
 
+def wall_json(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, dict]:
+    """:func:`wall` of a command run with ``--json``, and the summary it printed (an empty dict where it printed
+    none)."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-3000:]}")
+    try:
+        return seconds, json.loads(proc.stdout)
+    except ValueError:
+        return seconds, {}
+
+
 def geoseg_cmd(scene: Path, out: Path, model: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "geoseg.cli", "run", str(scene), "-o", str(out), "--model", str(model),
             "--overwrite", "--quiet", "--format", "gtiff", "--batch-size", str(BATCH), *extra]
@@ -234,23 +248,35 @@ def main() -> None:
               [[k, f"{v['warm s']:.2f}", f"{v['steady s']:.2f}"] for k, v in steady.items()])
 
     served: dict[str, list[float]] = {}
+    inside: dict[str, list[float]] = {}  # the service's own seconds for each served run
     if "serve" in args.parts:
         env = {"XDG_STATE_HOME": str(work / "state"), "XDG_CONFIG_HOME": str(work / "config")}
         started = wall([sys.executable, "-m", "geoseg.cli", "serve", "start", "--gpus", "1", "--model",
                         str(args.model.resolve())], env)
         try:
             for scene in scenes:
-                for _ in range(args.rounds + 1):
-                    seconds = wall(geoseg_cmd(scene, work / "served.tif", args.model), env)
+                for k in range(args.rounds + 1):
+                    # --json instead of --quiet: the service's own run time beside the client's wall
+                    cmd = [c for c in geoseg_cmd(scene, work / "served.tif", args.model) if c != "--quiet"]
+                    seconds, summary = wall_json([*cmd, "--json"], env)
                     served.setdefault(scene.name, []).append(seconds)
+                    if summary.get("seconds") is not None:
+                        inside.setdefault(scene.name, []).append(float(summary["seconds"]))
+                    print(f"served {scene.name} run {k + 1}: client wall {seconds:.2f} s, the service's run "
+                          f"{summary.get('seconds', float('nan')):.2f} s; stages {summary.get('stage_seconds')}",
+                          flush=True)
             wall(geoseg_cmd(large, work / "served-repro.tif", args.model, "--reproducible"), env)
             wall(geoseg_cmd(large, work / "local-repro.tif", args.model, "--reproducible", "--local"), env)
             same = same_mask(work / "served-repro.tif", work / "local-repro.tif")
         finally:
             wall([sys.executable, "-m", "geoseg.cli", "serve", "stop"], env)
-        table(f"through geoseg serve (start took {started:.2f} s; client walls, first run first)",
-              ("scene", "first s", "later s (median)"),
-              [[k, f"{v[0]:.2f}", f"{statistics.median(v[1:]):.2f}"] for k, v in served.items()])
+        table(f"through geoseg serve (start took {started:.2f} s; client walls, first run first; the service's "
+              f"own seconds for the run inside them)",
+              ("scene", "first s", "later s (median)", "the service's run: first s", "later s (median)"),
+              [[k, f"{v[0]:.2f}", f"{statistics.median(v[1:]):.2f}",
+                f"{inside[k][0]:.2f}" if len(inside.get(k, [])) == len(v) else "",
+                f"{statistics.median(inside[k][1:]):.2f}" if len(inside.get(k, [])) == len(v) else ""]
+               for k, v in served.items()])
         print(f"--reproducible {large.name}: through the service equals --local: {same}")
 
     if cold and steady and served:
