@@ -130,6 +130,17 @@ _READER_POOLS: dict[int, ThreadPoolExecutor] = {}
 _READER_POOLS_LOCK = threading.Lock()
 
 
+def _forget_readers_after_fork() -> None:
+    """A forked child has the pools but not their threads: it starts its own on its first run."""
+    global _READER_POOLS_LOCK
+    _READER_POOLS.clear()
+    _READER_POOLS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_readers_after_fork)
+
+
 def reader_threads(workers: int) -> ReaderThreads:
     """``workers`` reader threads kept for the process's later runs. A thread's first GDAL open costs about
     10 ms more than its later ones (its GDAL and PROJ state), and a run's first strip waits for every reader's

@@ -95,3 +95,20 @@ def test_a_run_with_threads_of_its_own_ends_them(make_tif, tmp_path, tiny_model)
     assert _readers() == before
     with rasterio.open(tmp_path / "kept.tif") as a, rasterio.open(tmp_path / "own.tif") as b:
         np.testing.assert_array_equal(a.read(1), b.read(1))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_reads_on_threads_of_its_own() -> None:
+    """A process forked after a run (a multiprocessing pool, a DataLoader's workers) has the parent's pools but
+    none of their threads: its reads start threads of its own instead of waiting for ever."""
+    assert reader_threads(2).submit(lambda: 1).result(timeout=10) == 1  # the parent's pool, with its threads
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if its reads run
+        code = 1
+        try:
+            readers = reader_threads(2)
+            code = 0 if [readers.submit(lambda k=k: k).result(timeout=10) for k in range(4)] == [0, 1, 2, 3] else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
