@@ -260,11 +260,12 @@ def main() -> None:
                     cmd = [c for c in geoseg_cmd(scene, work / "served.tif", args.model) if c != "--quiet"]
                     seconds, summary = wall_json([*cmd, "--json"], env)
                     served.setdefault(scene.name, []).append(seconds)
-                    if summary.get("seconds") is not None:
-                        inside.setdefault(scene.name, []).append(float(summary["seconds"]))
+                    own = summary.get("seconds")
+                    if own is not None:
+                        inside.setdefault(scene.name, []).append(float(own))
                     print(f"served {scene.name} run {k + 1}: client wall {seconds:.2f} s, the service's run "
-                          f"{summary.get('seconds', float('nan')):.2f} s; stages {summary.get('stage_seconds')}",
-                          flush=True)
+                          f"{float('nan') if own is None else float(own):.2f} s; stages "
+                          f"{summary.get('stage_seconds')}", flush=True)
             wall(geoseg_cmd(large, work / "served-repro.tif", args.model, "--reproducible"), env)
             wall(geoseg_cmd(large, work / "local-repro.tif", args.model, "--reproducible", "--local"), env)
             same = same_mask(work / "served-repro.tif", work / "local-repro.tif")
