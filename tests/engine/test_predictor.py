@@ -54,7 +54,7 @@ def test_out_of_memory_halves_the_batch_reports_it_and_keeps_the_mask(make_tif, 
     assert set(plain.stage_seconds) == {*stages, "first strip in at", "first row queued at", "pipeline s"}
     marks = plain.stage_seconds
     assert 0 <= marks["first strip in at"] <= marks["first row queued at"] <= marks["pipeline s"] < plain.seconds
-    assert sum(marks[k] for k in stages) <= marks["pipeline s"]
+    assert sum(marks[k] for k in stages) <= marks["pipeline s"] + 0.005  # each figure rounded to 1 ms
 
 
 def test_out_of_memory_for_one_patch_is_a_device_error(make_tif, tmp_path, tiny_model) -> None:
