@@ -4,10 +4,13 @@ Times what :class:`geoseg.engine.blender.Blender` runs besides the network on a 
 ``--tile``² with ``--classes`` classes over rolling rows as wide as a ``--width`` scene, and on each strip of
 :data:`~geoseg.engine.blender.LABEL_ROWS` rows, each the median of CUDA-event timings after a warm-up. The votes'
 running minimum is timed as geoseg keeps it (uint8) and in int32 (native atomics), and the label counts as
-``torch.bincount`` (which waits for the device) and per value. A scene of ``--width``² at stride tile - overlap
-has (width / stride)² patches: the table's last column scales each row to a whole scene.
+``torch.bincount`` (which waits for the device) and per value. The batch's weighting and blending are also timed
+as geoseg did them before 2026-12-07 (patch-major, every batch masked at the scene's edges and copied to
+class-major: :func:`blend_before`), the baseline in the same process. A scene of ``--width``² at stride
+tile - overlap has (width / stride)² patches: the table's last column scales each row to a whole scene.
 
     python benchmarks/blend_kernels.py --width 16384
+    python benchmarks/blend_kernels.py --width 4096 --device cpu   # wall-clock timings on the host instead
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,12 +29,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from geoseg.engine.blender import LABEL_ROWS, Blender, argmax_classes, counts_per_value
 
 
-def timed(fn: Callable[[], object], repeats: int = 30) -> float:
-    """Median milliseconds of ``fn`` on the current stream (events around each call, after three warm-ups)."""
+def timed(fn: Callable[[], object], dev: torch.device, repeats: int = 30) -> float:
+    """Median milliseconds of ``fn``: on a GPU on the current stream (events around each call), on the CPU by the
+    clock; after three warm-ups."""
     for _ in range(3):
         fn()
     times = []
     for _ in range(repeats):
+        if dev.type != "cuda":
+            started = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - started) * 1000)
+            continue
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn()
@@ -40,6 +50,30 @@ def timed(fn: Callable[[], object], repeats: int = 30) -> float:
     return statistics.median(times)
 
 
+def blend_before(state: SimpleNamespace, weighted: torch.Tensor, votes: torch.Tensor,
+                 origins: list[tuple[int, int]]) -> None:
+    """``Blender._blend_batch`` as it was before 2026-12-07 (commit 3d388f5): patch-major ``(N, C, T, T)`` sums and
+    ``(N, 2, T, T)`` votes, masked at the scene's edges whatever the batch, then copied to class-major."""
+    patch, height, width = state.layout.patch, state.layout.rows.size, state.layout.cols.size
+    at = torch.tensor(origins, dtype=torch.int64).to(state.device)
+    steps = torch.arange(patch, device=state.device)
+    rows, cols = at[:, :1] + steps, at[:, 1:] + steps
+    inside = (((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :])
+    flat = ((rows - state.acc_base)[:, :, None] * width + cols[:, None, :]).where(inside, 0).reshape(-1)
+    classes = weighted.shape[1]
+    added = weighted.where(inside[:, None], 0).transpose(0, 1).reshape(classes, -1)
+    state.acc.view(classes, -1).index_add_(1, flat, added)
+    kept = votes.where(inside[:, None], 255).transpose(0, 1).reshape(2, -1)
+    state.votes.view(2, -1).scatter_reduce_(1, flat.expand(2, -1), kept, reduce="amin")
+
+
+def class_major(probs: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """The weighted sums as geoseg makes them for its batched blending: written class-major once."""
+    out = torch.empty((probs.shape[1], probs.shape[0], *probs.shape[2:]), dtype=torch.float32, device=probs.device)
+    torch.mul(probs.transpose(0, 1), window, out=out)
+    return out.round_().to(torch.int32)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=int, default=16384)
@@ -47,8 +81,9 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--classes", type=int, default=3)
+    parser.add_argument("--device", default="cuda")
     args = parser.parse_args()
-    dev = torch.device("cuda")
+    dev = torch.device(args.device)
     n, k, t, w = args.batch, args.classes, args.tile, args.width
     stride = t - args.overlap
     rows = 2 * t + 128  # about the rolling window's height: one block and one patch
@@ -62,17 +97,30 @@ def main() -> None:
                             acc_base=0, device=dev, acc=torch.zeros((k, rows, w), dtype=torch.int32, device=dev),
                             votes=torch.full((2, rows, w), 255, dtype=torch.uint8, device=dev))
     wide = SimpleNamespace(**{**vars(state), "votes": state.votes.to(torch.int32)})
-    weighted = torch.round(probs * window).to(torch.int32)
+    weighted_before = torch.round(probs * window).to(torch.int32)
+    weighted = class_major(probs, window)
     chosen = argmax_classes(probs.transpose(0, 1))
-    votes = torch.where(votes_here, torch.stack((chosen, 255 - chosen), dim=1), 255)
+    votes_before = torch.where(votes_here, torch.stack((chosen, 255 - chosen), dim=1), 255)
+    votes = torch.where(votes_here, torch.stack((chosen, 255 - chosen)), 255)
     labels = torch.randint(0, k, (LABEL_ROWS, w), dtype=torch.uint8, device=dev, generator=gen)
     per_batch = {
-        "weighted sums (round, int32)": lambda: torch.round(probs * window).to(torch.int32),
+        "weighted sums, patch-major (before)": lambda: torch.round(probs * window).to(torch.int32),
+        "weighted sums, class-major (geoseg)": lambda: class_major(probs, window),
         "each patch's class (argmax)": lambda: argmax_classes(probs.transpose(0, 1)),
-        "votes (where, stack)": lambda: torch.where(votes_here, torch.stack((chosen, 255 - chosen), dim=1), 255),
+        "votes, patch-major (before)": lambda: torch.where(votes_here, torch.stack((chosen, 255 - chosen), dim=1),
+                                                           255),
+        "votes, class-major (geoseg)": lambda: torch.where(votes_here, torch.stack((chosen, 255 - chosen)), 255),
+        "blend: masked and copied (before)": lambda: blend_before(state, weighted_before, votes_before, origins),
         "blend: index_add + uint8 amin (geoseg)": lambda: Blender._blend_batch(state, weighted, votes, origins),
         "blend: index_add + int32 amin": lambda: Blender._blend_batch(wide, weighted, votes.to(torch.int32), origins),
     }
+    # the two ways hold the same bits (tests/engine/test_blender.py checks the whole run)
+    fresh = [SimpleNamespace(**{**vars(state), "acc": torch.zeros_like(state.acc), "votes": torch.full_like(
+        state.votes, 255)}) for _ in range(2)]
+    blend_before(fresh[0], weighted_before, votes_before, origins)
+    Blender._blend_batch(fresh[1], weighted, votes, origins)
+    if not (torch.equal(fresh[0].acc, fresh[1].acc) and torch.equal(fresh[0].votes, fresh[1].votes)):
+        raise SystemExit("the class-major blend differs from the one before: a bug")
     per_strip = {
         "labels (argmax of the sums)": lambda: argmax_classes(state.acc[:, :LABEL_ROWS]),
         "counts: bincount (waits for the device)": lambda: torch.bincount(labels.reshape(-1), minlength=256),
@@ -80,13 +128,14 @@ def main() -> None:
     }
     patches = (w // stride) ** 2
     strips = w // LABEL_ROWS
-    print(f"| {torch.cuda.get_device_name()} | ms | x{patches // n} batches or x{strips} strips: s per {w}² scene |")
+    name = torch.cuda.get_device_name() if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"| {name} | ms | x{patches // n} batches or x{strips} strips: s per {w}² scene |")
     print("|---|---|---|")
     for name, fn in per_batch.items():
-        ms = timed(fn)
+        ms = timed(fn, dev)
         print(f"| batch: {name} | {ms:.3f} | {ms * patches / n / 1000:.3f} |")
     for name, fn in per_strip.items():
-        ms = timed(fn)
+        ms = timed(fn, dev)
         print(f"| strip: {name} | {ms:.3f} | {ms * strips / 1000:.3f} |")
 
 

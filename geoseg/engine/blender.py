@@ -193,15 +193,20 @@ class Blender:
         probs = self.predictor(torch.stack([p for p, _, _ in self._pending]))
         if self.on_predicted is not None:
             self.on_predicted(len(self._pending))
-        weighted = torch.round(probs * self.window2d).to(self.acc_dtype)
         chosen = argmax_classes(probs.transpose(0, 1))  # (N, T, T): each patch's own class
-        # (N, 2, T, T): the class and 255 minus it where the patch votes, 255 elsewhere: one running minimum keeps
-        # the smallest class and 255 minus the largest
-        votes = torch.where(self.votes_here, torch.stack((chosen, 255 - chosen), dim=1), 255)
-        if self.batched:
-            self._blend_batch(weighted, votes, [(r, c) for _, r, c in self._pending])
-        else:
-            self._blend_each(weighted, votes, [(r, c) for _, r, c in self._pending])
+        origins = [(r, c) for _, r, c in self._pending]
+        # The votes: the class and 255 minus it where the patch votes, 255 elsewhere: one running minimum keeps the
+        # smallest class and 255 minus the largest.
+        if self.batched:  # class-major, (C, N, T, T) and (2, N, T, T): the layout the indexed adds take, made once
+            weighted = torch.empty((probs.shape[1], probs.shape[0], *probs.shape[2:]),
+                                   dtype=torch.result_type(probs, self.window2d), device=probs.device)
+            torch.mul(probs.transpose(0, 1), self.window2d, out=weighted)
+            self._blend_batch(weighted.round_().to(self.acc_dtype),
+                              torch.where(self.votes_here, torch.stack((chosen, 255 - chosen)), 255), origins)
+        else:  # patch-major, (N, C, T, T) and (N, 2, T, T)
+            weighted = torch.round(probs * self.window2d).to(self.acc_dtype)
+            self._blend_each(weighted, torch.where(self.votes_here, torch.stack((chosen, 255 - chosen), dim=1), 255),
+                             origins)
         self._ran += len(self._pending)
         self._pending.clear()
 
@@ -219,21 +224,23 @@ class Blender:
 
     def _blend_batch(self, weighted: torch.Tensor, votes: torch.Tensor, origins: list[tuple[int, int]]) -> None:
         """The same as :meth:`_blend_each` for a whole batch in a few kernels (a GPU's way: one launch per patch
-        and slice kept the device thread busier than the network). Integer sums and minima do not depend on the
-        order of the atomic updates, so the rows hold the same bits."""
+        and slice kept the device thread busier than the network). ``weighted`` and ``votes`` are class-major,
+        ``(C, N, T, T)`` and ``(2, N, T, T)``. Integer sums and minima do not depend on the order of the atomic
+        updates, so the rows hold the same bits. A batch whose patches all lie inside the scene (most of them) adds
+        its values as they are; one reaching outside first zeroes what lies outside."""
         patch, height, width = self.layout.patch, self.layout.rows.size, self.layout.cols.size
         dev = self.device
         at = torch.tensor(origins, dtype=torch.int64)
         at = at.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else at.to(dev)
         steps = torch.arange(patch, device=dev)
         rows, cols = at[:, :1] + steps, at[:, 1:] + steps  # (N, T) each: model-grid row and column of each pixel
-        inside = (((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :])
-        flat = ((rows - self.acc_base)[:, :, None] * width + cols[:, None, :]).where(inside, 0).reshape(-1)
-        classes = weighted.shape[1]
-        added = weighted.where(inside[:, None], 0).transpose(0, 1).reshape(classes, -1)
-        self.acc.view(classes, -1).index_add_(1, flat, added)
-        kept = votes.where(inside[:, None], 255).transpose(0, 1).reshape(2, -1)
-        self.votes.view(2, -1).scatter_reduce_(1, flat.expand(2, -1), kept, reduce="amin")
+        flat = (rows - self.acc_base)[:, :, None] * width + cols[:, None, :]  # (N, T, T)
+        if not all(r >= 0 and c >= 0 and r + patch <= height and c + patch <= width for r, c in origins):
+            inside = (((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :])
+            flat, weighted, votes = flat.where(inside, 0), weighted.where(inside, 0), votes.where(inside, 255)
+        classes, flat = weighted.shape[0], flat.reshape(-1)
+        self.acc.view(classes, -1).index_add_(1, flat, weighted.reshape(classes, -1))
+        self.votes.view(2, -1).scatter_reduce_(1, flat.expand(2, -1), votes.reshape(2, -1), reduce="amin")
 
     def _disagree(self, start: int, end: int) -> torch.Tensor:
         """``(row, col)`` bool of scene rows ``[start, end)``: patches that reach the pixel chose different classes

@@ -93,9 +93,13 @@ def test_seam_share_counts_where_overlapping_patches_disagree(make_tif, tmp_path
         assert unsure.tags()["UNCERTAINTY"] == "entropy" and unsure.scales == (1 / 250,)
 
 
-def test_batched_blending_gives_the_same_bits_as_a_slice_per_patch(make_tif, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize(("shape", "batch"), [((3, 170, 233), 5), ((3, 330, 410), 3)],
+                         ids=["edge-batches", "interior-batches-too"])
+def test_batched_blending_gives_the_same_bits_as_a_slice_per_patch(make_tif, tmp_path, monkeypatch, shape,
+                                                                   batch) -> None:
     """The GPU's way of blending (a batch in a few indexed kernels) against the CPU's (a slice per patch), both
-    run here on the CPU: the same mask, probabilities and seam figure, edges and nodata included."""
+    run here on the CPU: the same mask, probabilities and seam figure, edges and nodata included; the larger
+    scene has batches whose patches all lie inside it (added without the edge masking)."""
     import rasterio
 
     from geoseg import RunConfig, segment_scene
@@ -104,13 +108,13 @@ def test_batched_blending_gives_the_same_bits_as_a_slice_per_patch(make_tif, tmp
     from tests.helpers import SkewedNet, smooth_image, tiny_card
 
     model = LoadedModel(card=tiny_card(), network=SkewedNet().eval())
-    data = smooth_image((3, 170, 233), seed=21)
+    data = smooth_image(shape, seed=21)
     data[:, 100:, :30] = np.nan
     path = make_tif(data, block=32)
     out = {}
     for batched in (False, True):
         monkeypatch.setattr(blender, "BATCHED_BLEND", batched)
-        config = RunConfig(device="cpu", precision="fp32", block_size=64, batch_size=5, probabilities="all",
+        config = RunConfig(device="cpu", precision="fp32", block_size=64, batch_size=batch, probabilities="all",
                            output_format="gtiff")
         summary = segment_scene(path, tmp_path / f"m{batched}.tif", config, model=model)
         with rasterio.open(tmp_path / f"m{batched}.tif") as m, rasterio.open(tmp_path / f"m{batched}.probs.tif") as p:
