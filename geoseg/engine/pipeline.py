@@ -144,8 +144,9 @@ if hasattr(os, "register_at_fork"):
 def reader_threads(workers: int) -> ReaderThreads:
     """``workers`` reader threads kept for the process's later runs. A thread's first GDAL open costs about
     10 ms more than its later ones (its GDAL and PROJ state), and a run's first strip waits for every reader's
-    first open: on the H100 host, 15 fresh threads a run kept the device waiting ~0.2 s for the first strip,
-    however small (benchmarks/RESULTS.md section 14). Runs in one process share the threads."""
+    first open. On the H100 host the first strip came about 0.2 s into every run however small it was, and
+    sooner with fewer threads; on the development machine kept threads brought it 0.1 s sooner
+    (benchmarks/RESULTS.md section 14). Runs in one process share the threads."""
     with _READER_POOLS_LOCK:
         pool = _READER_POOLS.get(workers)
         if pool is None:
