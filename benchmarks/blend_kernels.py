@@ -26,7 +26,8 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from geoseg.engine.blender import LABEL_ROWS, Blender, argmax_classes, counts_per_value
+from geoseg.engine.blender import LABEL_ROWS, Blender, weighted_sums
+from geoseg.engine.labels import argmax_classes, counts_per_value
 
 
 def timed(fn: Callable[[], object], dev: torch.device, repeats: int = 30) -> float:
@@ -67,13 +68,6 @@ def blend_before(state: SimpleNamespace, weighted: torch.Tensor, votes: torch.Te
     state.votes.view(2, -1).scatter_reduce_(1, flat.expand(2, -1), kept, reduce="amin")
 
 
-def class_major(probs: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    """The weighted sums as geoseg makes them for its batched blending: written class-major once."""
-    out = torch.empty((probs.shape[1], probs.shape[0], *probs.shape[2:]), dtype=torch.float32, device=probs.device)
-    torch.mul(probs.transpose(0, 1), window, out=out)
-    return out.round_().to(torch.int32)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=int, default=16384)
@@ -98,14 +92,14 @@ def main() -> None:
                             votes=torch.full((2, rows, w), 255, dtype=torch.uint8, device=dev))
     wide = SimpleNamespace(**{**vars(state), "votes": state.votes.to(torch.int32)})
     weighted_before = torch.round(probs * window).to(torch.int32)
-    weighted = class_major(probs, window)
+    weighted = weighted_sums(probs.transpose(0, 1), window, torch.int32)
     chosen = argmax_classes(probs.transpose(0, 1))
     votes_before = torch.where(votes_here, torch.stack((chosen, 255 - chosen), dim=1), 255)
     votes = torch.where(votes_here, torch.stack((chosen, 255 - chosen)), 255)
     labels = torch.randint(0, k, (LABEL_ROWS, w), dtype=torch.uint8, device=dev, generator=gen)
     per_batch = {
         "weighted sums, patch-major (before)": lambda: torch.round(probs * window).to(torch.int32),
-        "weighted sums, class-major (geoseg)": lambda: class_major(probs, window),
+        "weighted sums, class-major (geoseg)": lambda: weighted_sums(probs.transpose(0, 1), window, torch.int32),
         "each patch's class (argmax)": lambda: argmax_classes(probs.transpose(0, 1)),
         "votes, patch-major (before)": lambda: torch.where(votes_here, torch.stack((chosen, 255 - chosen), dim=1),
                                                            255),

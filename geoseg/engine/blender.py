@@ -23,19 +23,19 @@ scene's width, never on its height.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
+from geoseg.engine.labels import argmax_classes, label_counts, mode2x2, quantize, uncertainty_layer
 from geoseg.engine.plan import QUANTUM_BITS, BlockPlan, BlockRow, Layout
 from geoseg.engine.predictor import Predictor
 from geoseg.engine.resample import ColumnPhases, bilinear_taps
 from geoseg.errors import ConfigError
 from geoseg.io.overviews import level_key
-from geoseg.io.writing import NODATA, OUTPUT_TILE, PROBABILITY_SCALE
+from geoseg.io.writing import NODATA, OUTPUT_TILE
 from geoseg.models.card import ModelCard
 
 #: Scene rows labelled at a time, to bound device memory.
@@ -193,34 +193,28 @@ class Blender:
         probs = self.predictor(torch.stack([p for p, _, _ in self._pending]))
         if self.on_predicted is not None:
             self.on_predicted(len(self._pending))
-        chosen = argmax_classes(probs.transpose(0, 1))  # (N, T, T): each patch's own class
+        by_class = probs.transpose(0, 1)  # (C, N, T, T)
+        chosen = argmax_classes(by_class)  # (N, T, T): each patch's own class
+        weighted = weighted_sums(by_class, self.window2d, self.acc_dtype)
+        # (2, N, T, T): the class and 255 minus it where the patch votes, 255 elsewhere: one running minimum keeps
+        # the smallest class and 255 minus the largest
+        votes = torch.where(self.votes_here, torch.stack((chosen, 255 - chosen)), 255)
         origins = [(r, c) for _, r, c in self._pending]
-        # The votes: the class and 255 minus it where the patch votes, 255 elsewhere: one running minimum keeps the
-        # smallest class and 255 minus the largest.
-        if self.batched:  # class-major, (C, N, T, T) and (2, N, T, T): the layout the indexed adds take, made once
-            weighted = torch.empty((probs.shape[1], probs.shape[0], *probs.shape[2:]),
-                                   dtype=torch.result_type(probs, self.window2d), device=probs.device)
-            torch.mul(probs.transpose(0, 1), self.window2d, out=weighted)
-            self._blend_batch(weighted.round_().to(self.acc_dtype),
-                              torch.where(self.votes_here, torch.stack((chosen, 255 - chosen)), 255), origins)
-        else:  # patch-major, (N, C, T, T) and (N, 2, T, T)
-            weighted = torch.round(probs * self.window2d).to(self.acc_dtype)
-            self._blend_each(weighted, torch.where(self.votes_here, torch.stack((chosen, 255 - chosen), dim=1), 255),
-                             origins)
+        (self._blend_batch if self.batched else self._blend_each)(weighted, votes, origins)
         self._ran += len(self._pending)
         self._pending.clear()
 
     def _blend_each(self, weighted: torch.Tensor, votes: torch.Tensor, origins: list[tuple[int, int]]) -> None:
-        """Add each patch's weighted probabilities and votes into the rolling rows, a slice at a time (the CPU's
-        way: its slice adds run on every core)."""
+        """Add each patch's weighted probabilities and votes (class-major, ``(C, N, T, T)`` and ``(2, N, T, T)``)
+        into the rolling rows, a slice at a time (the CPU's way: its slice adds run on every core)."""
         patch, height, width = self.layout.patch, self.layout.rows.size, self.layout.cols.size
         base = self.acc_base
         for i, (r, c) in enumerate(origins):
             r0, r1, c0, c1 = max(r, 0), min(r + patch, height), max(c, 0), min(c + patch, width)
             inside = (slice(r0 - r, r1 - r), slice(c0 - c, c1 - c))
-            self.acc[:, r0 - base : r1 - base, c0:c1] += weighted[i, :, inside[0], inside[1]]
+            self.acc[:, r0 - base : r1 - base, c0:c1] += weighted[:, i, inside[0], inside[1]]
             here = self.votes[:, r0 - base : r1 - base, c0:c1]
-            torch.minimum(here, votes[i, :, inside[0], inside[1]], out=here)
+            torch.minimum(here, votes[:, i, inside[0], inside[1]], out=here)
 
     def _blend_batch(self, weighted: torch.Tensor, votes: torch.Tensor, origins: list[tuple[int, int]]) -> None:
         """The same as :meth:`_blend_each` for a whole batch in a few kernels (a GPU's way: one launch per patch
@@ -326,82 +320,8 @@ class HostStrip:
         return self.host.numpy()
 
 
-def argmax_classes(scores: torch.Tensor) -> torch.Tensor:
-    """Index of the first largest of ``(class, row, col)`` scores as ``(row, col)`` uint8.
-
-    A pass per class: much faster than ``argmax`` over a leading axis on the CPU, and the same result.
-    """
-    best, label = scores[0].clone(), torch.zeros(scores.shape[1:], dtype=torch.uint8, device=scores.device)
-    for k in range(1, scores.shape[0]):
-        better = scores[k] > best
-        best = torch.where(better, scores[k], best)
-        label.masked_fill_(better, k)
-    return label
-
-
-def label_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Pixels per value (256 of them, int64) of labels that hold classes below ``num_classes`` and NODATA.
-
-    ``torch.bincount`` on the CPU; on a GPU :func:`counts_per_value`, since bincount there reads the largest value
-    back to the host first: a wait for the device, which drains the queue of network batches once per strip.
-    """
-    if labels.device.type != "cuda":
-        return torch.bincount(labels.reshape(-1), minlength=256)
-    return counts_per_value(labels, num_classes)
-
-
-def counts_per_value(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """:func:`label_counts` in a reduction per possible value, none of which waits for the device. The counts are
-    put together by concatenation: an index from the host (``counts[[...]] = ...``) would be a copy that waits."""
-    hits = torch.stack([(labels == v).sum() for v in (*range(num_classes), NODATA)])
-    gap, tail = hits.new_zeros(NODATA - num_classes), hits.new_zeros(255 - NODATA)
-    return torch.cat([hits[:num_classes], gap, hits[num_classes:], tail])
-
-
-def quantize(probs: torch.Tensor, valid: torch.Tensor, top: bool) -> torch.Tensor:
-    """Probabilities ``(class, row, col)`` as uint8 ``round(p * PROBABILITY_SCALE)`` (0..250), NODATA
-    where the scene has no data: ``(1, row, col)`` of the largest when ``top``, else one band per class."""
-    picked = probs.amax(dim=0, keepdim=True) if top else probs
-    scaled = torch.round(picked.clamp(0, 1) * PROBABILITY_SCALE).to(torch.uint8)
-    return torch.where(valid, scaled, NODATA)
-
-
-def uncertainty_layer(probs: torch.Tensor, valid: torch.Tensor, kind: str) -> torch.Tensor:
-    """How unsure blended probabilities ``(class, row, col)`` are, as ``(1, row, col)`` uint8
-    ``round(u * PROBABILITY_SCALE)``, NODATA where the scene has no data. ``margin``: u = 1 - (p1 - p2), the two
-    likeliest classes' gap taken from 1; ``entropy``: u = -sum(p log p) / log(classes). Both are 0 for a sure
-    pixel and 1 for a tie of all (entropy) or of the first two (margin)."""
-    classes = probs.shape[0]
-    p = probs.clamp(0, 1)
-    if classes < 2:
-        u = torch.zeros_like(p[0])
-    elif kind == "margin":
-        top = p.topk(2, dim=0).values
-        u = 1 - (top[0] - top[1])
-    elif kind == "entropy":
-        u = -(p * torch.log(p.clamp_min(1e-12))).sum(dim=0) / math.log(classes)
-    else:
-        raise ConfigError(f"uncertainty {kind!r} is not one of margin, entropy")
-    scaled = torch.round(u.clamp(0, 1) * PROBABILITY_SCALE).to(torch.uint8)
-    return torch.where(valid, scaled, NODATA)[None]
-
-
-def mode2x2(labels: torch.Tensor, nodata: int) -> torch.Tensor:
-    """``(row, col)`` -> half the rows and columns (rounded up; odd edges padded with ``nodata``): the
-    most frequent valid value of each 2 x 2 cell, ties to the first of top-left, top-right,
-    bottom-left, bottom-right; ``nodata`` only where all four are. The device twin of
-    :func:`geoseg.io.overviews.mode2x2` (tests/engine/test_blender.py holds them equal)."""
-    rows, cols = labels.shape
-    if rows % 2 or cols % 2:
-        padded = torch.full((rows + rows % 2, cols + cols % 2), nodata, dtype=labels.dtype, device=labels.device)
-        padded[:rows, :cols] = labels
-        labels = padded
-    cells = torch.stack((labels[0::2, 0::2], labels[0::2, 1::2], labels[1::2, 0::2], labels[1::2, 1::2]))
-    # how many of its cell's four hold each value (as many kernels for all four as the loop took for one)
-    counts = (cells[:, None] == cells[None, :]).sum(dim=1, dtype=torch.uint8) * (cells != nodata)
-    best, best_count = cells[0], counts[0]
-    for i in range(1, 4):  # the first of the most frequent, in the order of the docstring
-        better = counts[i] > best_count
-        best = torch.where(better, cells[i], best)
-        best_count = torch.maximum(counts[i], best_count)
-    return torch.where(best_count == 0, torch.full_like(best, nodata), best)
+def weighted_sums(by_class: torch.Tensor, window2d: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(C, N, T, T)`` probabilities (a view) times the fixed-point blend window, rounded to ``dtype``, written
+    class-major once: the layout the batched indexed adds take without a copy."""
+    out = torch.empty(by_class.shape, dtype=torch.result_type(by_class, window2d), device=by_class.device)
+    return torch.mul(by_class, window2d, out=out).round_().to(dtype)

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from geoseg.engine.blender import argmax_classes, mode2x2, quantize, uncertainty_layer
 from geoseg.engine.grid import AxisGrid, reflect_index
 from geoseg.engine.input_rows import InputRows
+from geoseg.engine.labels import argmax_classes, mode2x2, quantize, uncertainty_layer
 from geoseg.engine.plan import QUANTUM_BITS, Box, Layout, ReadFn
 from geoseg.engine.predictor import Predictor
 from geoseg.engine.resample import bilinear_taps
@@ -83,13 +83,13 @@ def plan_region(layout: Layout, region: Box) -> RegionPlan:
 @dataclass
 class RegionLabels:
     """The product of one region: ``labels`` ``(row, col)`` uint8 and, when asked, ``probabilities``
-    ``(band, row, col)`` uint8 (see :func:`geoseg.engine.blender.quantize`)."""
+    ``(band, row, col)`` uint8 (see :func:`geoseg.engine.labels.quantize`)."""
 
     labels: np.ndarray
     probabilities: np.ndarray | None
     patches: int  # patches predicted for it (its halo's included)
     overview: np.ndarray | None = None  # the labels halved (the COG's first overview level), when asked for
-    uncertainty: np.ndarray | None = None  # (1, row, col) uint8 (geoseg.engine.blender.uncertainty_layer)
+    uncertainty: np.ndarray | None = None  # (1, row, col) uint8 (geoseg.engine.labels.uncertainty_layer)
 
 
 def label_region(layout: Layout, card: ModelCard, predictor: Predictor, region: Box, read: ReadFn,
@@ -101,7 +101,7 @@ def label_region(layout: Layout, card: ModelCard, predictor: Predictor, region: 
     file engine's readers do (:data:`geoseg.engine.plan.ReadFn`); ``lock``, when given, is held around
     each batch's model call and blending (a predictor shared by threads runs one batch at a time);
     ``readers`` threads read the pixels in chunks of whole ``block_shape`` file blocks; ``overview`` also
-    halves the labels on the device (:func:`geoseg.engine.blender.mode2x2`; a region starting on an even row
+    halves the labels on the device (:func:`geoseg.engine.labels.mode2x2`; a region starting on an even row
     and column gives the rows of the scene's first overview level)."""
     plan = plan_region(layout, region)
     device, patch = predictor.device, layout.patch

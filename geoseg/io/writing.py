@@ -190,7 +190,7 @@ def probability_spec(card: ModelCard, top: bool, tags: dict[str, str]) -> Raster
 
 
 def uncertainty_spec(kind: str, tags: dict[str, str]) -> RasterSpec:
-    """The uncertainty layer (:func:`geoseg.engine.blender.uncertainty_layer`): uint8 ``round(u * PROBABILITY_SCALE)``,
+    """The uncertainty layer (:func:`geoseg.engine.labels.uncertainty_layer`): uint8 ``round(u * PROBABILITY_SCALE)``,
     0 sure to 250 unsure, NODATA where the scene has none; the band scale turns it back into 0..1."""
     what = {"margin": "uncertainty: 1 - (p1 - p2), the two likeliest classes",
             "entropy": "uncertainty: entropy of the class probabilities / log(classes)"}[kind]

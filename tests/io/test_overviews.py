@@ -90,7 +90,7 @@ def test_levels_halved_on_the_device_give_the_same_pyramid(height, width) -> Non
     import torch
 
     from geoseg.engine.blender import DEVICE_OVERVIEW_LEVELS, LABEL_ROWS
-    from geoseg.engine.blender import mode2x2 as device_mode2x2
+    from geoseg.engine.labels import mode2x2 as device_mode2x2
 
     mask = blocky_mask(height, width, 4, seed=width)
 
