@@ -128,25 +128,26 @@ def spawn_child(kind: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def wall(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> float:
+def timed_run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> tuple[float, str]:
+    """Seconds ``cmd`` took and what it printed on stdout; its failure ends the benchmark."""
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     seconds = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-3000:]}")
-    return seconds
+    return seconds, proc.stdout
+
+
+def wall(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> float:
+    return timed_run(cmd, env, cwd)[0]
 
 
 def wall_json(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, dict]:
     """:func:`wall` of a command run with ``--json``, and the summary it printed (an empty dict where it printed
     none)."""
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
-    seconds = time.perf_counter() - start
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-3000:]}")
+    seconds, out = timed_run(cmd, env)
     try:
-        return seconds, json.loads(proc.stdout)
+        return seconds, json.loads(out)
     except ValueError:
         return seconds, {}
 

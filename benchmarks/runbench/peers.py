@@ -45,8 +45,7 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
         note(f"{card.encoder}: {patches} patches, floors eager {floors['eager']:.2f} s, graph "
              f"{floors['graph']:.2f} s; batch {geo['batch']}; model s {geo['model s']:.2f} / steady "
              f"{geo['steady']['model s']:.2f}; stages {geo['stages']}; steady stages "
-             f"{geo['steady']['stages']}" + (f"; GPU timeline {geo['timeline']}" if geo["timeline"] else "")
-             + (f"; device seconds by step {geo['device stages']}" if geo["device stages"] else ""))
+             f"{geo['steady']['stages']}{diagnostics(geo)}")
         for k, spec in enumerate(args.variants):
             changes = parse_variant(spec)
             compiled = bool(changes.get("compile"))
@@ -62,9 +61,7 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
             add(geoseg_row([scene.name, card.encoder, f"geoseg, {spec}"], var, info.megapixels, against)[0])
             changed = differing(args.workdir / f"peer-geoseg-{n}.tif", out)
             note(f"{card.encoder}, {spec}: pixels changed {changed:.4%}; warm-up {var['warmup s']:.1f} s; "
-                 f"steady stages {var['steady']['stages']}"
-                 + (f"; GPU timeline {var['timeline']}" if var["timeline"] else "")
-                 + (f"; device seconds by step {var['device stages']}" if var["device stages"] else ""))
+                 f"steady stages {var['steady']['stages']}{diagnostics(var)}")
         if n or args.no_toolbelt:
             continue
         peer = spawn("toolbelt", scene, args.workdir / "peer-toolbelt.tif", model, args.source,
@@ -81,6 +78,12 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
           f"better floor)", head, rows)
     for line in details:
         print("-", line)
+
+
+def diagnostics(run: dict) -> str:
+    """A geoseg child's GPU timeline and device seconds by step, where it was asked for them."""
+    return ((f"; GPU timeline {run['timeline']}" if run["timeline"] else "")
+            + (f"; device seconds by step {run['device stages']}" if run["device stages"] else ""))
 
 
 def parse_variant(spec: str) -> dict:

@@ -141,12 +141,14 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_readers_after_fork)
 
 
-def reader_threads(workers: int) -> ReaderThreads:
-    """``workers`` reader threads kept for the process's later runs. A thread's first GDAL open costs about
-    10 ms more than its later ones (its GDAL and PROJ state), and a run's first strip waits for every reader's
-    first open. On the H100 host the first strip came about 0.2 s into every run however small it was, and
-    sooner with fewer threads; on the development machine kept threads brought it 0.1 s sooner
-    (benchmarks/RESULTS.md section 14). Runs in one process share the threads."""
+def reader_threads(workers: int, keep: bool = True) -> ReaderThreads:
+    """``workers`` reader threads kept for the process's later runs (``keep``; else threads of one run's own). A
+    thread's first GDAL open costs about 10 ms more than its later ones (its GDAL and PROJ state), and a run's
+    first strip waits for every reader's first open. On the H100 host the first strip came about 0.2 s into every
+    run however small it was, and sooner with fewer threads; on the development machine kept threads brought it
+    0.1 s sooner (benchmarks/RESULTS.md section 14). Runs in one process share the threads."""
+    if not keep:
+        return ReaderThreads(ThreadPoolExecutor(workers, thread_name_prefix="geoseg-read"), own=True)
     with _READER_POOLS_LOCK:
         pool = _READER_POOLS.get(workers)
         if pool is None:
@@ -184,8 +186,7 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
     keep_from = [layout.height] * (len(strips) + 1)
     for i in range(len(strips) - 1, -1, -1):
         keep_from[i] = min(strips[i].need[0], keep_from[i + 1])
-    readers = (reader_threads(max(1, workers)) if tuning.keep_readers else
-               ReaderThreads(ThreadPoolExecutor(max(1, workers), thread_name_prefix="geoseg-read"), own=True))
+    readers = reader_threads(max(1, workers), tuning.keep_readers)
     writer = ThreadPoolExecutor(1, thread_name_prefix="geoseg-write")
     device_reader = ThreadPoolExecutor(1, thread_name_prefix="geoseg-decode") if decoder is not None else None
     ahead = tuning.read_ahead_strips
