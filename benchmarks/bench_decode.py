@@ -24,8 +24,8 @@ from benchmarks.make_scene import build_scene
 from benchmarks.runbench.common import table
 from benchmarks.runbench.floors import read_floor
 from geoseg.engine.inflate import undo_predictor
-from geoseg.engine.pipeline import default_workers
 from geoseg.io.scene import open_scene
+from geoseg.io.threads import default_workers
 from geoseg.io.tiles import tile_index
 from geoseg.models.card import ModelCard
 

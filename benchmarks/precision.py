@@ -24,9 +24,10 @@ from geoseg.config import RunConfig
 from geoseg.engine.blender import Blender
 from geoseg.engine.device import resolve_device
 from geoseg.engine.input_rows import InputRows
-from geoseg.engine.pipeline import default_workers, run_pipeline
+from geoseg.engine.pipeline import run_pipeline
 from geoseg.engine.predictor import Predictor
 from geoseg.io.scene import WindowReader
+from geoseg.io.threads import default_workers
 from geoseg.io.writing import NODATA
 from geoseg.models import LoadedModel, load_model
 from geoseg.prepare import prepare_run

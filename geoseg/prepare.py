@@ -87,7 +87,7 @@ def prepare_grid(scene: SceneInfo, config: RunConfig, card: ModelCard | None = N
         notes.append(f"{scene.path}: bands have no names; assumed in the model's order "
                      f"({', '.join(card.bands)}); pass --bands or --sensor if they are not")
     factor = resolution_factor(scene.pixel_size_m, card.resolution_m) if config.match_resolution else 1
-    found = check_inputs(scene, indexes, card, factor) if sample else []
+    found = check_inputs(scene, indexes, card, factor, config.workers) if sample else []
     if found and config.strict_inputs:
         raise BandError(f"{found[0]} (--strict-inputs)")
     notes += found

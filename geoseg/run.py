@@ -23,7 +23,7 @@ from geoseg.engine.blender import Blender
 from geoseg.engine.costs import one_time_costs
 from geoseg.engine.device import DeviceSession, resolve_device, resolve_precision
 from geoseg.engine.input_rows import InputRows
-from geoseg.engine.pipeline import ProgressFn, Tuning, WriteFn, default_workers, run_pipeline
+from geoseg.engine.pipeline import ProgressFn, Tuning, WriteFn, run_pipeline
 from geoseg.engine.predictor import Predictor
 from geoseg.engine.tile_decode import TileIndex, decode_plan, make_decoder
 from geoseg.engine.traced import load_traced, save_traced
@@ -34,6 +34,7 @@ from geoseg.io.outputs import OutputLock
 from geoseg.io.publish import clean_leftovers
 from geoseg.io.record import RECORD_TAG, encode, make_record
 from geoseg.io.scene import WindowReader
+from geoseg.io.threads import default_workers
 from geoseg.io.writing import NODATA
 from geoseg.models import LoadedModel, load_model
 from geoseg.models.onnxfile import onnx_output
@@ -93,7 +94,7 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
     with exclusive_output(prepared):
         loaded = model if model is not None else (loader or deferred_load)(prepared.model, config.trust_checkpoint)
         execution = execute(prepared, loaded, config, device, progress=progress, cancel=cancel, session=session,
-                            tuning=tuning, tiles=tiles)
+                            tuning=tuning, tiles=tiles, started=started)
         return with_vector(summarise(prepared, execution, config, time.perf_counter() - started), vector,
                            config.overwrite)
 
@@ -125,12 +126,16 @@ def with_vector(summary: RunSummary, vector: VectorRequest | None, overwrite: bo
 def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, device: torch.device, *,
             progress: ProgressFn | None = None, cancel: threading.Event | None = None,
             session: DeviceSession | None = None, tuning: Tuning = Tuning(),
-            tiles: TileIndex | None = None) -> Execution:
+            tiles: TileIndex | None = None, started: float | None = None) -> Execution:
     """Run the network over ``prepared``'s scene on ``device`` and write its product
     (:func:`write_product`): the mask in ``config.output_format``, the probabilities if asked for, the
     legend, style and STAC sidecars. ``tiles`` is the scene's tile index where the device decodes it
-    (:func:`~geoseg.engine.tile_decode.decode_plan`, planned once by the caller), None for the CPU readers."""
+    (:func:`~geoseg.engine.tile_decode.decode_plan`, planned once by the caller), None for the CPU readers.
+    ``started`` (:func:`time.perf_counter`) is when the caller's run began: the stage seconds then say when the
+    pipeline began and ended and when the product was published, from it (where a run's time outside the
+    pipeline goes)."""
     scene, layout, card = prepared.scene, prepared.layout, prepared.card
+    started = time.perf_counter() if started is None else started
     session = session or DeviceSession.default()
     patches = layout.rows.count * layout.cols.count
     stages: dict[str, float] = {}
@@ -165,8 +170,9 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
             inputs = InputRows(layout, card, device, scene.dtype)
             blender = Blender(layout, card, predictor, config.probabilities,
                               overview_levels=min(overview_levels, tuning.device_overview_levels),
-                              uncertainty=config.uncertainty)
+                              uncertainty=config.uncertainty, wide_votes=tuning.wide_votes)
             reader = WindowReader(scene, prepared.bands)
+            stages["pipeline began at"] = round(time.perf_counter() - started, 3)
             try:
                 run_pipeline(layout, inputs, blender, reader.read_into, write,
                              config.workers or default_workers(), progress, cancel, block_shape=scene.block_shape,
@@ -176,11 +182,13 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
                                   f"with the scene's width and --block-size); use a smaller --block-size") from None
             finally:
                 reader.close()
+                stages["pipeline ended at"] = round(time.perf_counter() - started, 3)
             return Produced(blender.counts.cpu().numpy(), int(blender.seam_pixels))
 
         assert prepared.output is not None
         product = write_product(scene, card, prepared.output, config, mask_tags(prepared, loaded.identity, config),
                                 produce, tuning.zlevel)
+        stages["published at"] = round(time.perf_counter() - started, 3)
         if weights_key is not None and traced is None and predictor.backend == "torch" and not config.compile:
             # built from its file for this run: the next cold process loads the trace instead
             save_traced(predictor.network, weights_key, len(card.bands), layout.patch, predictor.precision, device,

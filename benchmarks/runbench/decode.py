@@ -12,9 +12,10 @@ import rasterio
 from benchmarks.runbench.children import spawn
 from benchmarks.runbench.common import fmt, patches_of, table
 from benchmarks.runbench.floors import decode_floors, model_floor, write_floor
-from geoseg.engine.pipeline import Tuning, default_workers
+from geoseg.engine.pipeline import Tuning
 from geoseg.engine.resample import resolution_factor
 from geoseg.io.scene import open_scene
+from geoseg.io.threads import default_workers
 from geoseg.models.card import ModelCard
 
 

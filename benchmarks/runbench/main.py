@@ -10,9 +10,9 @@ from pathlib import Path
 from benchmarks.runbench.children import run_cli, spawn
 from benchmarks.runbench.common import fmt, patches_of, table
 from benchmarks.runbench.floors import model_floor, read_floor, write_floor
-from geoseg.engine.pipeline import default_workers
 from geoseg.engine.resample import resolution_factor
 from geoseg.io.scene import open_scene
+from geoseg.io.threads import default_workers
 from geoseg.models.card import ModelCard
 
 

@@ -49,6 +49,10 @@ DEVICE_OVERVIEW_LEVELS = 4
 #: Blend whole batches with indexed adds (:meth:`Blender._blend_batch`): None on a GPU only (there the per-patch
 #: slices' launches cost more than the network's spare time; on a CPU the slice adds are faster). Tests set it.
 BATCHED_BLEND: bool | None = None
+#: Keep the votes' running minima in int32 (native atomic minimum on a GPU) rather than uint8 (a GPU emulates a byte's
+#: atomic minimum with compare-and-swap loops on the word that holds four neighbours). Same bits either way; int32
+#: takes 4x the votes' device memory. ``Tuning.wide_votes`` chooses per run (benchmarks/blend_kernels.py times both).
+WIDE_VOTES = False
 #: What the blender can hand out beside the labels: nothing, the top class's probability, every class's.
 PROBABILITY_BANDS = (None, "top", "all")
 
@@ -57,7 +61,7 @@ class Blender:
     """Turns the patches of one run, block row by block row, into label strips (see module docstring)."""
 
     def __init__(self, layout: Layout, card: ModelCard, predictor: Predictor, probabilities: str | None = None,
-                 overview_levels: int = 0, uncertainty: str | None = None):
+                 overview_levels: int = 0, uncertainty: str | None = None, wide_votes: bool = WIDE_VOTES):
         if probabilities not in PROBABILITY_BANDS:
             raise ConfigError(f"probabilities {probabilities!r} is not one of top, all (or none)")
         self.layout = layout
@@ -95,7 +99,8 @@ class Blender:
 
         self.acc = torch.zeros((self.num_classes, 0, layout.cols.size), dtype=self.acc_dtype, device=dev)
         self.acc_base = 0  # model-grid row of acc[:, 0] (and of votes[:, 0])
-        self.votes = torch.zeros((2, 0, layout.cols.size), dtype=torch.uint8, device=dev)
+        self.votes_dtype = torch.int32 if wide_votes else torch.uint8
+        self.votes = torch.zeros((2, 0, layout.cols.size), dtype=self.votes_dtype, device=dev)
         #: Valid scene pixels where overlapping patches chose different classes, on the device.
         self.seam_pixels = torch.zeros((), dtype=torch.int64, device=dev)
         self.valid = torch.zeros((0, layout.width), dtype=torch.bool, device=dev)
@@ -119,7 +124,7 @@ class Blender:
             more = torch.zeros((self.num_classes, need - self.acc.shape[1], self.layout.cols.size),
                                dtype=self.acc_dtype, device=self.device)
             self.acc = torch.cat([self.acc, more], dim=1)
-            fresh = torch.full((2, more.shape[1], more.shape[2]), 255, dtype=torch.uint8, device=self.device)
+            fresh = torch.full((2, more.shape[1], more.shape[2]), 255, dtype=self.votes_dtype, device=self.device)
             self.votes = torch.cat([self.votes, fresh], dim=1)  # no vote yet
         self._row_valid = valid
 
@@ -194,7 +199,7 @@ class Blender:
         if self.on_predicted is not None:
             self.on_predicted(len(self._pending))
         by_class = probs.transpose(0, 1)  # (C, N, T, T)
-        chosen = argmax_classes(by_class)  # (N, T, T): each patch's own class
+        chosen = argmax_classes(by_class).to(self.votes_dtype)  # (N, T, T): each patch's own class
         weighted = weighted_sums(by_class, self.window2d, self.acc_dtype)
         # (2, N, T, T): the class and 255 minus it where the patch votes, 255 elsewhere: one running minimum keeps
         # the smallest class and 255 minus the largest

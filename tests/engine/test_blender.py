@@ -74,12 +74,14 @@ def test_seam_share_counts_where_overlapping_patches_disagree(make_tif, tmp_path
 def test_batched_blending_gives_the_same_bits_as_a_slice_per_patch(make_tif, tmp_path, monkeypatch, shape,
                                                                    batch) -> None:
     """The GPU's way of blending (a batch in a few indexed kernels) against the CPU's (a slice per patch), both
-    run here on the CPU: the same mask, probabilities and seam figure, edges and nodata included; the larger
-    scene has batches whose patches all lie inside it (added without the edge masking)."""
+    run here on the CPU, with the votes in uint8 and in int32 (``Tuning.wide_votes``): the same mask,
+    probabilities and seam figure, edges and nodata included; the larger scene has batches whose patches all lie
+    inside it (added without the edge masking)."""
     import rasterio
 
     from geoseg import RunConfig, segment_scene
     from geoseg.engine import blender
+    from geoseg.engine.pipeline import Tuning
     from geoseg.models.registry import LoadedModel
     from tests.helpers import SkewedNet, smooth_image, tiny_card
 
@@ -88,13 +90,15 @@ def test_batched_blending_gives_the_same_bits_as_a_slice_per_patch(make_tif, tmp
     data[:, 100:, :30] = np.nan
     path = make_tif(data, block=32)
     out = {}
-    for batched in (False, True):
+    for batched, wide in ((False, False), (True, False), (True, True), (False, True)):
         monkeypatch.setattr(blender, "BATCHED_BLEND", batched)
         config = RunConfig(device="cpu", precision="fp32", block_size=64, batch_size=batch, probabilities="all",
                            output_format="gtiff")
-        summary = segment_scene(path, tmp_path / f"m{batched}.tif", config, model=model)
-        with rasterio.open(tmp_path / f"m{batched}.tif") as m, rasterio.open(tmp_path / f"m{batched}.probs.tif") as p:
-            out[batched] = (m.read(), p.read(), summary.seam_share, summary.class_shares)
-    for a, b in zip(out[False], out[True], strict=True):
-        assert np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b
-    assert out[True][2] > 0
+        name = f"m{batched}{wide}"
+        summary = segment_scene(path, tmp_path / f"{name}.tif", config, model=model, tuning=Tuning(wide_votes=wide))
+        with rasterio.open(tmp_path / f"{name}.tif") as m, rasterio.open(tmp_path / f"{name}.probs.tif") as p:
+            out[batched, wide] = (m.read(), p.read(), summary.seam_share, summary.class_shares)
+    for other in ((True, False), (True, True), (False, True)):
+        for a, b in zip(out[False, False], out[other], strict=True):
+            assert np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b
+    assert out[True, True][2] > 0

@@ -12,8 +12,9 @@ import pytest
 import rasterio
 
 from geoseg import RunConfig, segment_scene
-from geoseg.engine.pipeline import Tuning, reader_threads
+from geoseg.engine.pipeline import Tuning
 from geoseg.errors import SceneError
+from geoseg.io.threads import reader_threads
 from tests.helpers import smooth_image
 
 
