@@ -89,9 +89,10 @@ def run_remote(task: Task, force: bool, owner: Owner, cancel_name: str) -> tuple
     if task.config.workers is None:  # reader threads: the worker's cores (it runs one scene at a time)
         task = replace(task, config=replace(task.config, workers=max(1, worker.state.nthreads)))
     log = EventLog(None, record=True)
-    with cancel_watch(cancel_name) as cancel:
-        result = run_task(task, force, lambda name, trust: RESIDENT.model(ModelRef(name, trust)), cancel, log,
-                          RESIDENT.session, owner)
+    with cancel_watch(cancel_name) as cancel:  # on the worker's device thread: its cuDNN plans are warm
+        result = RESIDENT.on_device_thread(lambda: run_task(
+            task, force, lambda name, trust: RESIDENT.model(ModelRef(name, trust)), cancel, log, RESIDENT.session,
+            owner))
     return result, log.events or []
 
 
@@ -179,6 +180,7 @@ def segment_remote(scenes: list[Path | str], output: Path | None, config: RunCon
     scene, output = stack_input(scenes, output, config.overwrite, cwd)  # cwd: the client's, for a URL's mask
     if config.workers is None:  # reader threads: the worker's cores (it runs one scene at a time)
         config = replace(config, workers=max(1, get_worker().state.nthreads))
-    with cancel_watch(cancel_name) as cancel:
-        return segment_scene(scene, output, config, loader=lambda name, trust: RESIDENT.model(ModelRef(name, trust)),
-                             cancel=cancel, session=RESIDENT.session, vector=vector)
+    with cancel_watch(cancel_name) as cancel:  # on the worker's device thread: its cuDNN plans are warm
+        return RESIDENT.on_device_thread(lambda: segment_scene(
+            scene, output, config, loader=lambda name, trust: RESIDENT.model(ModelRef(name, trust)), cancel=cancel,
+            session=RESIDENT.session, vector=vector))

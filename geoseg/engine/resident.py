@@ -6,13 +6,22 @@ send its weights with each one. Each process (the local one, or each dask worker
 first time one of its tasks asks for it and keeps it, with one :class:`~geoseg.engine.predictor.Predictor`
 per device and settings, in :data:`RESIDENT`. A predictor runs one batch at a time (its lock): tasks
 in the threads of one process read and develop their pixels in parallel and take turns on the device.
+
+A whole scene on a worker (``geoseg serve``, a batch's scene) runs on the process's one device thread
+(:meth:`ResidentModels.on_device_thread`), not on whichever of dask's threads took the task: PyTorch keeps
+cuDNN's execution plans per thread, so a scene on a thread new to the network planned every convolution
+again (about 2 s of an efficientnet-b4 run on the lent H100, benchmarks/RESULTS.md section 14).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -21,6 +30,8 @@ from geoseg.engine.device import DeviceSession, resolve_device
 from geoseg.engine.predictor import Predictor
 from geoseg.errors import ModelError
 from geoseg.models.registry import LoadedModel, load_model
+
+T = TypeVar("T")
 
 #: Names of networks held in memory (``segment_array(model=loaded)``) start with this.
 MEMORY_PREFIX = "memory:"
@@ -59,6 +70,21 @@ class ResidentModels:
         self._predictors: dict[PredictorKey, tuple[Predictor, threading.Lock]] = {}
         self._numbers = itertools.count()
         self.session = DeviceSession()
+        self._device_thread: ThreadPoolExecutor | None = None
+
+    def on_device_thread(self, fn: Callable[[], T]) -> T:
+        """``fn()`` run on this process's device thread (one, kept for the process's life), its result or error
+        returned here: the thread's cuDNN plans, cuBLAS handles and CUDA graphs' warm state serve every scene."""
+        with self._lock:
+            if self._device_thread is None:
+                self._device_thread = ThreadPoolExecutor(1, thread_name_prefix="geoseg-device")
+            thread = self._device_thread
+        return thread.submit(fn).result()
+
+    def forget_threads(self) -> None:
+        """After a fork: the child has the executor but not its thread."""
+        self._lock = threading.Lock()
+        self._device_thread = None
 
     def hold(self, loaded: LoadedModel) -> ModelRef:
         """Keep a network given in memory; tasks of this process name it by the returned reference."""
@@ -103,3 +129,6 @@ class ResidentModels:
 
 #: This process's resident models.
 RESIDENT = ResidentModels()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=RESIDENT.forget_threads)

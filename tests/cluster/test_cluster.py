@@ -60,6 +60,9 @@ def test_a_distributed_batch_equals_a_local_batch_byte_for_byte(client, package,
     events = [line for line in (tmp_path / "cluster" / "log.jsonl").read_text().splitlines()]
     kinds = [__import__("json").loads(e)["event"] for e in events]
     assert kinds.count("scene_start") == kinds.count("scene_done") == 3  # the workers' events, in the batch's log
+    # each worker ran its scenes on its one device thread (its cuDNN plans stay warm), not on dask's threads
+    ran = client.run(lambda: [t.name for t in threading.enumerate() if t.name.startswith("geoseg-device")])
+    assert any(ran.values()) and all(len(names) <= 1 for names in ran.values())
     # a rerun on the cluster skips every scene (resume records), as a local rerun does
     tasks, _ = plan_tasks([Job("j", (str(tmp_path / "in"),), tmp_path / "cluster", config=_config(package))])
     again = run_batch(tasks, runner=DaskScenes(client))
