@@ -18,6 +18,7 @@ Three stages overlap, each bounded, so host memory does not grow with the scene:
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -100,6 +101,12 @@ class Tuning:
     switch_interval: float | None = None
     #: The blender's votes in int32 rather than uint8 (:data:`geoseg.engine.blender.WIDE_VOTES`).
     wide_votes: bool = WIDE_VOTES
+    #: Python's cyclic garbage collector during the pipeline: False pauses it for the run (a full collection stops
+    #: every thread, the device thread too, for milliseconds); it is switched back on, as it was, when the run ends.
+    collect_garbage: bool = True
+    #: Diagnostics: the stage seconds also list each wait for reads over 1 ms after the first strip (``read wait
+    #: row N``) and the garbage collector's pauses during the run (``gc pauses``, ``gc s``).
+    trace_waits: bool = False
     #: DEFLATE level of a plain GeoTIFF mask (``--format gtiff``); None: the format's
     #: (:data:`geoseg.io.writing.ZLEVEL`). Changes the file's bytes, never its pixels.
     zlevel: int | None = None
@@ -183,9 +190,18 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
             progress(min(done, total), total)
 
         blender.on_predicted = predicted
-    interval = sys.getswitchinterval()
+    interval, collecting = sys.getswitchinterval(), gc.isenabled()
     if tuning.switch_interval is not None:
         sys.setswitchinterval(tuning.switch_interval)
+    if not tuning.collect_garbage:
+        gc.disable()
+    pauses: list[float] = []
+
+    def timed_collection(phase: str, info: dict) -> None:
+        pauses.append(time.perf_counter() * (1 if phase == "start" else -1))
+
+    if tuning.trace_waits:
+        gc.callbacks.append(timed_collection)
     try:
         for i, row in enumerate(plan):
             check()
@@ -195,9 +211,12 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
             for load in loads:
                 check()
                 load.result()
+            waited = time.perf_counter() - clock
             lap("wait for reads")
             if i == 0:
                 marks["first strip in at"] = clock - began
+            elif tuning.trace_waits and waited > 1e-3:
+                marks[f"read wait row {i}"] = waited
             inputs.take_strip(strip)
             del strip, loads
             lap("take in")
@@ -226,6 +245,12 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
             progress(total, total)
     finally:
         sys.setswitchinterval(interval)
+        if collecting:
+            gc.enable()
+        if tuning.trace_waits:
+            gc.callbacks.remove(timed_collection)
+            marks["gc pauses"] = len(pauses) // 2
+            marks["gc s"] = -sum(pauses[: len(pauses) // 2 * 2])  # ends less starts
         readers.finish()
         writer.shutdown(wait=True, cancel_futures=True)
         if device_reader is not None:

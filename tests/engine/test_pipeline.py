@@ -113,3 +113,29 @@ def test_a_forked_child_reads_on_threads_of_its_own() -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_waits_traced_and_garbage_collection_paused_leave_the_mask_and_the_collector_as_they_were(
+        make_tif, tmp_path, tiny_model) -> None:
+    """``Tuning.trace_waits`` lists the reads waited for and the collector's pauses; ``collect_garbage=False``
+    pauses the collector during the run only. Neither changes a pixel."""
+    import gc
+
+    model = tiny_model()
+    scene = make_tif(smooth_image((3, 300, 260), seed=8))
+    config = RunConfig(device="cpu", precision="fp32", block_size=64, batch_size=3, output_format="gtiff")
+    plain = segment_scene(scene, tmp_path / "plain.tif", config, model=model)
+    seen = []
+    gc.callbacks.append(lambda phase, info: seen.append(gc.isenabled()) if phase == "start" else None)
+    try:
+        traced = segment_scene(scene, tmp_path / "traced.tif", config, model=model,
+                               tuning=Tuning(collect_garbage=False, trace_waits=True))
+        gc.collect()
+    finally:
+        gc.callbacks.pop()
+    assert gc.isenabled() and seen  # on again after the run
+    marks = traced.stage_seconds
+    assert marks["gc pauses"] >= 0 and marks["gc s"] >= 0 and "gc s" not in plain.stage_seconds
+    assert all(v > 1e-3 for k, v in marks.items() if k.startswith("read wait row"))
+    with rasterio.open(tmp_path / "plain.tif") as a, rasterio.open(tmp_path / "traced.tif") as b:
+        assert np.array_equal(a.read(), b.read())
