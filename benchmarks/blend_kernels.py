@@ -16,6 +16,7 @@ tile - overlap has (width / stride)² patches: the table's last column scales ea
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -27,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from geoseg.engine.blender import LABEL_ROWS, Blender, weighted_sums
-from geoseg.engine.labels import argmax_classes, counts_per_value
+from geoseg.engine.labels import argmax_by_class, argmax_classes, counts_per_value
 
 
 def timed(fn: Callable[[], object], dev: torch.device, repeats: int = 30) -> float:
@@ -75,22 +76,29 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--classes", type=int, default=3)
+    parser.add_argument("--run", type=int, default=4,
+                        help="patches side by side in a batch (a block's width in patches: 4 to 5 at f = 1)")
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args()
     dev = torch.device(args.device)
     n, k, t, w = args.batch, args.classes, args.tile, args.width
     stride = t - args.overlap
-    rows = 2 * t + 128  # about the rolling window's height: one block and one patch
+    rows = 2048 + t  # about the rolling window's height at f = 1: one block and one patch
     gen = torch.Generator(device=dev).manual_seed(0)
     probs = torch.softmax(torch.randn((n, k, t, t), device=dev, generator=gen), dim=1)
     window = torch.rand((t, t), device=dev, generator=gen) * 2**12
     votes_here = window > 0.5
-    origins = [(r * stride % (rows - t), c * stride % (w - t)) for r in range(2) for c in range(n // 2)]
-    state = SimpleNamespace(layout=SimpleNamespace(patch=t, rows=SimpleNamespace(size=rows),
-                                                   cols=SimpleNamespace(size=w)),
-                            acc_base=0, device=dev, acc=torch.zeros((k, rows, w), dtype=torch.int32, device=dev),
-                            votes=torch.full((2, rows, w), 255, dtype=torch.uint8, device=dev))
-    wide = SimpleNamespace(**{**vars(state), "votes": state.votes.to(torch.int32)})
+    # as a batch of a row of blocks comes: runs of --run patches side by side (a block's width), row after row
+    origins = [((k // args.run) % 4 * stride, min(k // args.run * args.run * stride, w - args.run * stride - t)
+                + k % args.run * stride) for k in range(n)]
+    state = Blender.__new__(Blender)  # the blender's rolling rows alone, no network
+    state.layout = SimpleNamespace(patch=t, rows=SimpleNamespace(size=rows),
+                                   cols=SimpleNamespace(size=w, stride=stride))
+    state.acc_base, state.device = 0, dev
+    state.acc = torch.zeros((k, rows, w), dtype=torch.int32, device=dev)
+    state.votes = torch.full((2, rows, w), 255, dtype=torch.uint8, device=dev)
+    wide = copy.copy(state)
+    wide.votes = state.votes.to(torch.int32)
     weighted_before = torch.round(probs * window).to(torch.int32)
     weighted = weighted_sums(probs.transpose(0, 1), window, torch.int32)
     chosen = argmax_classes(probs.transpose(0, 1))
@@ -100,23 +108,31 @@ def main() -> None:
     per_batch = {
         "weighted sums, patch-major (before)": lambda: torch.round(probs * window).to(torch.int32),
         "weighted sums, class-major (geoseg)": lambda: weighted_sums(probs.transpose(0, 1), window, torch.int32),
-        "each patch's class (argmax)": lambda: argmax_classes(probs.transpose(0, 1)),
+        "each patch's class, a pass per class (before)": lambda: argmax_by_class(probs.transpose(0, 1)),
+        "each patch's class (geoseg: torch.argmax on a GPU)": lambda: argmax_classes(probs.transpose(0, 1)),
         "votes, patch-major (before)": lambda: torch.where(votes_here, torch.stack((chosen, 255 - chosen), dim=1),
                                                            255),
         "votes, class-major (geoseg)": lambda: torch.where(votes_here, torch.stack((chosen, 255 - chosen)), 255),
         "blend: masked and copied (before)": lambda: blend_before(state, weighted_before, votes_before, origins),
-        "blend: index_add + uint8 amin (geoseg)": lambda: Blender._blend_batch(state, weighted, votes, origins),
-        "blend: index_add + int32 amin": lambda: Blender._blend_batch(wide, weighted, votes.to(torch.int32), origins),
+        "blend: index_add + uint8 amin (before, the rest of a batch now)": lambda: state._add_indexed(
+            weighted, votes, origins),
+        "blend: index_add + int32 amin": lambda: wide._add_indexed(weighted, votes.to(torch.int32), origins),
+        "blend: runs of strided adds, uint8 votes (geoseg)": lambda: state._blend_batch(weighted, votes, origins),
+        "blend: runs of strided adds, int32 votes": lambda: wide._blend_batch(weighted, votes.to(torch.int32),
+                                                                              origins),
     }
     # the two ways hold the same bits (tests/engine/test_blender.py checks the whole run)
-    fresh = [SimpleNamespace(**{**vars(state), "acc": torch.zeros_like(state.acc), "votes": torch.full_like(
-        state.votes, 255)}) for _ in range(2)]
+    fresh = [copy.copy(state) for _ in range(3)]
+    for f in fresh:
+        f.acc, f.votes = torch.zeros_like(state.acc), torch.full_like(state.votes, 255)
     blend_before(fresh[0], weighted_before, votes_before, origins)
-    Blender._blend_batch(fresh[1], weighted, votes, origins)
-    if not (torch.equal(fresh[0].acc, fresh[1].acc) and torch.equal(fresh[0].votes, fresh[1].votes)):
-        raise SystemExit("the class-major blend differs from the one before: a bug")
+    fresh[1]._add_indexed(weighted, votes, origins)
+    fresh[2]._blend_batch(weighted, votes, origins)
+    if not all(torch.equal(fresh[0].acc, f.acc) and torch.equal(fresh[0].votes, f.votes) for f in fresh[1:]):
+        raise SystemExit("the blends differ from the one before: a bug")
     per_strip = {
-        "labels (argmax of the sums)": lambda: argmax_classes(state.acc[:, :LABEL_ROWS]),
+        "labels, a pass per class (before)": lambda: argmax_by_class(state.acc[:, :LABEL_ROWS]),
+        "labels (geoseg: torch.argmax on a GPU)": lambda: argmax_classes(state.acc[:, :LABEL_ROWS]),
         "counts: bincount (waits for the device)": lambda: torch.bincount(labels.reshape(-1), minlength=256),
         "counts: per value (geoseg)": lambda: counts_per_value(labels, k),
     }

@@ -224,9 +224,64 @@ class Blender:
     def _blend_batch(self, weighted: torch.Tensor, votes: torch.Tensor, origins: list[tuple[int, int]]) -> None:
         """The same as :meth:`_blend_each` for a whole batch in a few kernels (a GPU's way: one launch per patch
         and slice kept the device thread busier than the network). ``weighted`` and ``votes`` are class-major,
-        ``(C, N, T, T)`` and ``(2, N, T, T)``. Integer sums and minima do not depend on the order of the atomic
-        updates, so the rows hold the same bits. A batch whose patches all lie inside the scene (most of them) adds
-        its values as they are; one reaching outside first zeroes what lies outside."""
+        ``(C, N, T, T)`` and ``(2, N, T, T)``. Integer sums and minima do not depend on the order in which they are
+        taken, so the rows hold the same bits whichever way a patch is added.
+
+        Runs of patches side by side in one patch row, inside the scene (most of a batch), are added as strided
+        views (:meth:`_add_run`): no atomics, no index arrays. The rest (patches reaching outside the scene) go
+        through :meth:`_add_indexed`."""
+        patch, height, width = self.layout.patch, self.layout.rows.size, self.layout.cols.size
+        stride = self.layout.cols.stride
+
+        def inside(k: int) -> bool:
+            r, c = origins[k]
+            return r >= 0 and c >= 0 and r + patch <= height and c + patch <= width
+
+        rest: list[int] = []
+        i = 0
+        while i < len(origins):
+            if not inside(i):
+                rest.append(i)
+                i += 1
+                continue
+            (r, c), j = origins[i], i + 1
+            while j < len(origins) and origins[j] == (r, c + (j - i) * stride) and inside(j):
+                j += 1
+            self._add_run(weighted, votes, i, j, r, c)
+            i = j
+        if len(rest) == len(origins):
+            self._add_indexed(weighted, votes, origins)
+        elif rest:
+            picked = torch.tensor(rest, device=self.device)
+            self._add_indexed(weighted.index_select(1, picked), votes.index_select(1, picked),
+                              [origins[k] for k in rest])
+
+    def _add_run(self, weighted: torch.Tensor, votes: torch.Tensor, i: int, j: int, r: int, c: int) -> None:
+        """Add patches ``i`` to ``j - 1`` of the batch, side by side from model-grid row ``r``, column ``c``, one
+        patch stride apart, inside the scene. Patches ``phases`` apart do not overlap, so each phase is one
+        in-place add (and one minimum) on a strided view of the rolling rows."""
+        patch, stride = self.layout.patch, self.layout.cols.stride
+        phases = -(-patch // stride)
+        for p in range(min(phases, j - i)):
+            count = len(range(i + p, j, phases))
+            column = c + p * stride
+            self._patches_view(self.acc, r, column, count, phases * stride).add_(
+                weighted[:, i + p : j : phases].transpose(1, 2))
+            here = self._patches_view(self.votes, r, column, count, phases * stride)
+            torch.minimum(here, votes[:, i + p : j : phases].transpose(1, 2), out=here)
+
+    def _patches_view(self, rows: torch.Tensor, r: int, c: int, count: int, step: int) -> torch.Tensor:
+        """``(K, T, count, T)`` view of rolling ``rows`` (``(K, row, col)``, from model-grid row ``acc_base``):
+        ``count`` patch footprints from row ``r``, columns ``c``, ``c + step``, ... (``step`` of at least a patch:
+        the footprints do not overlap)."""
+        patch = self.layout.patch
+        s0, s1, s2 = rows.stride()
+        return rows.as_strided((rows.shape[0], patch, count, patch), (s0, s1, step * s2, s2),
+                               rows.storage_offset() + (r - self.acc_base) * s1 + c * s2)
+
+    def _add_indexed(self, weighted: torch.Tensor, votes: torch.Tensor, origins: list[tuple[int, int]]) -> None:
+        """Add patches anywhere (reaching outside the scene too) with indexed adds and minima over the flattened
+        rows: atomic updates, order-free for integers. A batch reaching outside first zeroes what lies outside."""
         patch, height, width = self.layout.patch, self.layout.rows.size, self.layout.cols.size
         dev = self.device
         at = torch.tensor(origins, dtype=torch.int64)

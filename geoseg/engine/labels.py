@@ -14,10 +14,19 @@ from geoseg.io.writing import NODATA, PROBABILITY_SCALE
 
 
 def argmax_classes(scores: torch.Tensor) -> torch.Tensor:
-    """Index of the first largest of ``(class, row, col)`` scores as ``(row, col)`` uint8.
+    """Index of the first largest of ``(class, row, col)`` scores (any number of trailing axes) as uint8.
 
-    A pass per class: much faster than ``argmax`` over a leading axis on the CPU, and the same result.
+    On a GPU, ``torch.argmax`` over the leading axis (two kernels; it too returns the first largest). On the CPU,
+    a pass per class: much faster there than ``argmax`` over a leading axis, and the same result for scores that
+    are not NaN (the probabilities of a working network, the blend's integer sums).
     """
+    if scores.device.type == "cuda":
+        return scores.argmax(dim=0).to(torch.uint8)
+    return argmax_by_class(scores)
+
+
+def argmax_by_class(scores: torch.Tensor) -> torch.Tensor:
+    """:func:`argmax_classes` a class at a time (the CPU's way)."""
     best, label = scores[0].clone(), torch.zeros(scores.shape[1:], dtype=torch.uint8, device=scores.device)
     for k in range(1, scores.shape[0]):
         better = scores[k] > best

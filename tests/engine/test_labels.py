@@ -43,3 +43,18 @@ def test_counts_per_value_equal_bincount(num_classes) -> None:
     got = counts_per_value(torch.from_numpy(labels), num_classes)
     assert got.dtype == torch.int64 and got.shape == (256,)
     assert np.array_equal(got.numpy(), np.bincount(labels.ravel(), minlength=256))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int32])
+def test_the_gpu_s_argmax_and_the_cpu_s_pass_per_class_pick_the_same_first_largest(dtype) -> None:
+    """The GPU takes ``torch.argmax`` over the class axis, the CPU a pass per class: the same labels, ties (frequent
+    in coarse scores and in the blend's integer sums) going to the first class, on the blender's strided layouts."""
+    from geoseg.engine.labels import argmax_by_class
+
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 4, (5, 7, 6, 9), generator=gen).to(dtype)  # (batch, class, row, col): many ties
+    by_class = scores.transpose(0, 1)  # the blender's class-major view of a batch
+    expected = torch.from_numpy(np.argmax(by_class.numpy(), axis=0).astype(np.uint8))  # numpy: the first largest
+    assert torch.equal(argmax_by_class(by_class), expected)
+    assert torch.equal(by_class.argmax(dim=0).to(torch.uint8), expected)  # what argmax_classes runs on a GPU
+    assert (expected > 0).any() and (by_class == by_class.amax(dim=0)).sum(dim=0).gt(1).any()  # ties were there
