@@ -92,7 +92,8 @@ def main() -> None:
     parser.add_argument("--profile-gpu", action="store_true",
                         help="--parts decode, peers: run each measured scene a third time under torch's "
                              "profiler (GPU activity only) and print what the GPU did: busy time, time by kind of "
-                             "kernel, busy share by tenth, the largest idle gaps")
+                             "kernel, busy share by tenth, the largest idle gaps; peers also profiles the graph "
+                             "floor and lists the kernels the run spent more time in than the floor did")
     parser.add_argument("--no-toolbelt", action="store_true",
                         help="--parts peers: leave out the pytorch-toolbelt script (geoseg against the floors only)")
     parser.add_argument("--device-stages", action="store_true",

@@ -53,6 +53,23 @@ KERNEL_KINDS = (("decode", ("nvcomp", "inflate", "deflate", "zstd")),
                 ("network: conv / gemm", ("conv", "gemm", "cudnn", "cutlass", "xmma", "sm90", "sm80", "implicit")))
 
 
+#: Key of :func:`gpu_timeline`'s result holding every kernel's seconds by name (for :func:`beyond`; not printed).
+ALL_KERNELS = "all kernels s"
+
+
+def beyond(run: dict, floor: dict, top: int = 10) -> dict[str, float]:
+    """The kernels a profiled run spent more time in than the profiled network floor (seconds more, largest first):
+    the run's own GPU work beside the network, by kernel name."""
+    mine, theirs = run.get(ALL_KERNELS, {}), floor.get(ALL_KERNELS, {})
+    extra = {name: mine[name] - theirs.get(name, 0.0) for name in mine}
+    return {name: round(v, 3) for name, v in sorted(extra.items(), key=lambda kv: -kv[1])[:top] if v > 5e-4}
+
+
+def printable(timeline: dict) -> dict:
+    """``timeline`` without its every-kernel listing."""
+    return {k: v for k, v in timeline.items() if k != ALL_KERNELS}
+
+
 def gpu_timeline(trace: Path, wall: float) -> dict:
     """What a profiled run's GPU did (its kineto trace): busy time (the union of kernels and copies), each kind's own
     time, the busy share of each tenth of the span from the first to the last GPU event, and the idle gaps between
@@ -97,7 +114,8 @@ def gpu_timeline(trace: Path, wall: float) -> dict:
             "idle in gaps over 1 ms s": round(sum(g for g, _ in gaps if g > 1e-3), 3),
             "largest gaps (s, at s)": [(round(g, 4), round(at, 3)) for g, at in gaps[:8]],
             "kinds s": {k: round(v, 3) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
-            "busy by tenth": [round(t / width, 2) for t in tenths], "top kernels s": {k: round(v, 3) for k, v in top}}
+            "busy by tenth": [round(t / width, 2) for t in tenths], "top kernels s": {k: round(v, 3) for k, v in top},
+            ALL_KERNELS: names}
 
 
 def profiled_run(run: Callable[[], object], trace: Path) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import rasterio
 
-from benchmarks.runbench.children import spawn
+from benchmarks.runbench.children import printable, spawn
 from benchmarks.runbench.common import fmt, patches_of, table
 from benchmarks.runbench.floors import decode_floors, model_floor, write_floor
 from geoseg.engine.pipeline import Tuning
@@ -64,7 +64,7 @@ def part_decode(scenes: list[Path], model: Path, args: argparse.Namespace) -> No
         for name, run in runs.items():
             if run.get("timeline"):
                 print(f"GPU timeline {scene.name} {name} (a third run, profiled; steady run "
-                      f"{run['steady']['seconds']:.2f} s): {json.dumps(run['timeline'])}", flush=True)
+                      f"{run['steady']['seconds']:.2f} s): {json.dumps(printable(run['timeline']))}", flush=True)
         if args.overview_ab:
             one = runs["gpu, one device level"]["steady"]
             differ = int((masks["gpu, one device level"] != masks["gpu"]).sum())

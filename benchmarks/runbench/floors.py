@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,9 +53,12 @@ def read_floor(path: Path, factor: int, card: ModelCard, threads: int) -> dict[s
     return {"read own s": own, "read dask s": time.perf_counter() - start}
 
 
-def model_floor(card: ModelCard, patches: int, device: str, how: str = "eager") -> float:
+def model_floor(card: ModelCard, patches: int, device: str, how: str = "eager", profiled: dict | None = None
+                ) -> float:
     """Raw network time for ``patches`` patches, batches already on the device, bf16, channels_last;
-    ``how``: eager, graph (CUDA graph replay) or compile (torch.compile, compile time excluded)."""
+    ``how``: eager, graph (CUDA graph replay) or compile (torch.compile, compile time excluded). With
+    ``profiled`` (a dict, on a GPU), the timed batches run once more under torch's profiler, and ``profiled``
+    receives what the GPU did (:func:`benchmarks.runbench.children.gpu_timeline`)."""
     import torch
 
     from geoseg.models.architectures import build_network
@@ -88,7 +92,13 @@ def model_floor(card: ModelCard, patches: int, device: str, how: str = "eager") 
         for _ in range(batches):
             run()
         sync()
-    return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        if profiled is not None and cuda:
+            from benchmarks.runbench.children import profiled_run
+
+            trace = Path(tempfile.gettempdir()) / f"geoseg-floor-{os.getpid()}.json"
+            profiled.update(profiled_run(lambda: [run() for _ in range(batches)], trace))
+    return seconds
 
 
 def write_floor(mask: Path, out: Path) -> float:

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.runbench.children import spawn
+from benchmarks.runbench.children import beyond, printable, spawn
 from benchmarks.runbench.common import BATCH, differing, fmt, patches_of, table
 from benchmarks.runbench.floors import model_floor
 from geoseg.io.scene import open_scene
@@ -35,7 +35,9 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
     for n, model in enumerate(models):
         card = ModelCard.load(model / "config.json")
         patches = patches_of(scene, card, 1)
-        floors = {how: model_floor(card, patches, args.device, how) for how in ("eager", "graph")}
+        floor_profile: dict = {}
+        floors = {how: model_floor(card, patches, args.device, how, floor_profile if how == "graph" and
+                                   args.profile_gpu else None) for how in ("eager", "graph")}
         floor = min(floors.values())
         settings = {"device": args.device, "match_resolution": False, "profile": args.profile_gpu,
                     "device_stages": args.device_stages, "output_format": args.format}
@@ -46,6 +48,9 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
              f"{floors['graph']:.2f} s; batch {geo['batch']}; model s {geo['model s']:.2f} / steady "
              f"{geo['steady']['model s']:.2f}; stages {geo['stages']}; steady stages "
              f"{geo['steady']['stages']}{diagnostics(geo)}")
+        if geo["timeline"] and floor_profile:
+            note(f"{card.encoder}: the graph floor's GPU timeline {printable(floor_profile)}; the run's kernels beyond "
+                 f"the floor's (s more) {beyond(geo['timeline'], floor_profile)}")
         for k, spec in enumerate(args.variants):
             changes = parse_variant(spec)
             compiled = bool(changes.get("compile"))
@@ -82,7 +87,7 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
 
 def diagnostics(run: dict) -> str:
     """A geoseg child's GPU timeline and device seconds by step, where it was asked for them."""
-    return ((f"; GPU timeline {run['timeline']}" if run["timeline"] else "")
+    return ((f"; GPU timeline {printable(run['timeline'])}" if run["timeline"] else "")
             + (f"; device seconds by step {run['device stages']}" if run["device stages"] else ""))
 
 
