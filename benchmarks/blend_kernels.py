@@ -4,10 +4,13 @@ Times what :class:`geoseg.engine.blender.Blender` runs besides the network on a 
 ``--tile``² with ``--classes`` classes over rolling rows as wide as a ``--width`` scene, and on each strip of
 :data:`~geoseg.engine.blender.LABEL_ROWS` rows, each the median of CUDA-event timings after a warm-up. The votes'
 running minimum is timed as geoseg keeps it (uint8) and in int32 (native atomics), and the label counts as
-``torch.bincount`` (which waits for the device) and per value. The batch's weighting and blending are also timed
-as geoseg did them before 2026-12-07 (patch-major, every batch masked at the scene's edges and copied to
-class-major: :func:`blend_before`), the baseline in the same process. A scene of ``--width``² at stride
-tile - overlap has (width / stride)² patches: the table's last column scales each row to a whole scene.
+``torch.bincount`` (which waits for the device) and per value. The baselines, in the same process: the batch's
+weighting and blending as geoseg did them before 2026-12-07 (patch-major, every batch masked at the scene's edges
+and copied to class-major: :func:`blend_before`); the blend by indexed adds alone (``Blender._add_indexed``, the
+whole batch's way until the strided runs, now the way of patches at the scene's edges); argmax a pass per class
+(the CPU's way, the GPU's until ``torch.argmax``). The batch's patches come as a row of blocks gives them: runs of
+``--run`` side by side. A scene of ``--width``² at stride tile - overlap has (width / stride)² patches: the table's
+last column scales each row to a whole scene.
 
     python benchmarks/blend_kernels.py --width 16384
     python benchmarks/blend_kernels.py --width 4096 --device cpu   # wall-clock timings on the host instead
