@@ -69,14 +69,15 @@ def test_seam_share_counts_where_overlapping_patches_disagree(make_tif, tmp_path
         assert unsure.tags()["UNCERTAINTY"] == "entropy" and unsure.scales == (1 / 250,)
 
 
-@pytest.mark.parametrize(("shape", "batch"), [((3, 170, 233), 5), ((3, 330, 410), 3)],
-                         ids=["edge-batches", "interior-batches-too"])
+@pytest.mark.parametrize(("shape", "batch", "resolution"), [((3, 170, 233), 5, None), ((3, 330, 410), 3, None),
+                                                           ((3, 500, 610), 4, 20.0)],
+                         ids=["edge-batches", "interior-batches-too", "model-grid-halved"])
 def test_batched_blending_gives_the_same_bits_as_a_slice_per_patch(make_tif, tmp_path, monkeypatch, shape,
-                                                                   batch) -> None:
+                                                                   batch, resolution) -> None:
     """The GPU's way of blending (a batch in a few indexed kernels) against the CPU's (a slice per patch), both
     run here on the CPU, with the votes in uint8 and in int32 (``Tuning.wide_votes``): the same mask,
     probabilities and seam figure, edges and nodata included; the larger scene has batches whose patches all lie
-    inside it (added without the edge masking)."""
+    inside it (added without the edge masking), and the third blends on a model grid coarser than the scene's."""
     import rasterio
 
     from geoseg import RunConfig, segment_scene
@@ -85,7 +86,8 @@ def test_batched_blending_gives_the_same_bits_as_a_slice_per_patch(make_tif, tmp
     from geoseg.models.registry import LoadedModel
     from tests.helpers import SkewedNet, smooth_image, tiny_card
 
-    model = LoadedModel(card=tiny_card(), network=SkewedNet().eval())
+    # resolution: a model trained at 20 m runs on the 10 m scene's pixels averaged 2 x 2 (its own, coarser grid)
+    model = LoadedModel(card=tiny_card(resolution_m=resolution), network=SkewedNet().eval())
     data = smooth_image(shape, seed=21)
     data[:, 100:, :30] = np.nan
     path = make_tif(data, block=32)
@@ -96,6 +98,7 @@ def test_batched_blending_gives_the_same_bits_as_a_slice_per_patch(make_tif, tmp
                            output_format="gtiff")
         name = f"m{batched}{wide}"
         summary = segment_scene(path, tmp_path / f"{name}.tif", config, model=model, tuning=Tuning(wide_votes=wide))
+        assert summary.factor == (2 if resolution else 1)
         with rasterio.open(tmp_path / f"{name}.tif") as m, rasterio.open(tmp_path / f"{name}.probs.tif") as p:
             out[batched, wide] = (m.read(), p.read(), summary.seam_share, summary.class_shares)
     for other in ((True, False), (True, True), (False, True)):
