@@ -52,6 +52,7 @@ BATCHED_BLEND: bool | None = None
 #: Keep the votes' running minima in int32 (native atomic minimum on a GPU) rather than uint8 (a GPU emulates a byte's
 #: atomic minimum with compare-and-swap loops on the word that holds four neighbours). Same bits either way; int32
 #: takes 4x the votes' device memory. ``Tuning.wide_votes`` chooses per run (benchmarks/blend_kernels.py times both).
+#: Off: on the H100 int32 was no faster, in the kernels' timing or the run (benchmarks/RESULTS.md section 14).
 WIDE_VOTES = False
 #: What the blender can hand out beside the labels: nothing, the top class's probability, every class's.
 PROBABILITY_BANDS = (None, "top", "all")

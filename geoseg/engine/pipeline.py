@@ -103,6 +103,8 @@ class Tuning:
     wide_votes: bool = WIDE_VOTES
     #: Python's cyclic garbage collector during the pipeline: False pauses it for the run (a full collection stops
     #: every thread, the device thread too, for milliseconds); it is switched back on, as it was, when the run ends.
+    #: On by default: in a 16384² run at f = 1 on the H100 it paused 7 times for 1 ms in all (benchmarks/RESULTS.md
+    #: section 14, 2026-12-07).
     collect_garbage: bool = True
     #: Diagnostics: the stage seconds also list each wait for reads over 1 ms after the first strip (``read wait
     #: row N``) and the garbage collector's pauses during the run (``gc pauses``, ``gc s``).
