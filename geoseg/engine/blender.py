@@ -231,22 +231,16 @@ class Blender:
         Runs of patches side by side in one patch row, inside the scene (most of a batch), are added as strided
         views (:meth:`_add_run`): no atomics, no index arrays. The rest (patches reaching outside the scene) go
         through :meth:`_add_indexed`."""
-        patch, height, width = self.layout.patch, self.layout.rows.size, self.layout.cols.size
         stride = self.layout.cols.stride
-
-        def inside(k: int) -> bool:
-            r, c = origins[k]
-            return r >= 0 and c >= 0 and r + patch <= height and c + patch <= width
-
         rest: list[int] = []
         i = 0
         while i < len(origins):
-            if not inside(i):
+            if not self._inside(*origins[i]):
                 rest.append(i)
                 i += 1
                 continue
             (r, c), j = origins[i], i + 1
-            while j < len(origins) and origins[j] == (r, c + (j - i) * stride) and inside(j):
+            while j < len(origins) and origins[j] == (r, c + (j - i) * stride) and self._inside(*origins[j]):
                 j += 1
             self._add_run(weighted, votes, i, j, r, c)
             i = j
@@ -256,6 +250,11 @@ class Blender:
             picked = torch.tensor(rest, device=self.device)
             self._add_indexed(weighted.index_select(1, picked), votes.index_select(1, picked),
                               [origins[k] for k in rest])
+
+    def _inside(self, r: int, c: int) -> bool:
+        """Whether the patch at model-grid row ``r``, column ``c`` lies wholly inside the scene."""
+        patch = self.layout.patch
+        return r >= 0 and c >= 0 and r + patch <= self.layout.rows.size and c + patch <= self.layout.cols.size
 
     def _add_run(self, weighted: torch.Tensor, votes: torch.Tensor, i: int, j: int, r: int, c: int) -> None:
         """Add patches ``i`` to ``j - 1`` of the batch, side by side from model-grid row ``r``, column ``c``, one
@@ -290,7 +289,7 @@ class Blender:
         steps = torch.arange(patch, device=dev)
         rows, cols = at[:, :1] + steps, at[:, 1:] + steps  # (N, T) each: model-grid row and column of each pixel
         flat = (rows - self.acc_base)[:, :, None] * width + cols[:, None, :]  # (N, T, T)
-        if not all(r >= 0 and c >= 0 and r + patch <= height and c + patch <= width for r, c in origins):
+        if not all(self._inside(r, c) for r, c in origins):
             inside = (((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :])
             flat, weighted, votes = flat.where(inside, 0), weighted.where(inside, 0), votes.where(inside, 255)
         classes, flat = weighted.shape[0], flat.reshape(-1)

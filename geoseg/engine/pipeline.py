@@ -156,11 +156,13 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
     marks: dict[str, float] = {}
     done = 0
 
-    def lap(stage: str) -> None:
+    def lap(stage: str) -> float:
+        """Count the time since the last lap to ``stage``; return it."""
         nonlocal clock
         now = time.perf_counter()
-        spent[stage] += now - clock
-        clock = now
+        elapsed, clock = now - clock, now
+        spent[stage] += elapsed
+        return elapsed
 
     def start_reading(i: int) -> None:
         if i < len(strips) and i not in loading:
@@ -197,10 +199,16 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
         sys.setswitchinterval(tuning.switch_interval)
     if not tuning.collect_garbage:
         gc.disable()
-    pauses: list[float] = []
+    pauses: list[float] = []  # seconds of each collection during the run (trace_waits)
+    collection_began = 0.0
 
     def timed_collection(phase: str, info: dict) -> None:
-        pauses.append(time.perf_counter() * (1 if phase == "start" else -1))
+        nonlocal collection_began
+        if phase == "start":
+            collection_began = time.perf_counter()
+        elif collection_began:  # not a collection already under way when the run began
+            pauses.append(time.perf_counter() - collection_began)
+            collection_began = 0.0
 
     if tuning.trace_waits:
         gc.callbacks.append(timed_collection)
@@ -213,8 +221,7 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
             for load in loads:
                 check()
                 load.result()
-            waited = time.perf_counter() - clock
-            lap("wait for reads")
+            waited = lap("wait for reads")
             if i == 0:
                 marks["first strip in at"] = clock - began
             elif tuning.trace_waits and waited > 1e-3:
@@ -251,8 +258,8 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
             gc.enable()
         if tuning.trace_waits:
             gc.callbacks.remove(timed_collection)
-            marks["gc pauses"] = len(pauses) // 2
-            marks["gc s"] = -sum(pauses[: len(pauses) // 2 * 2])  # ends less starts
+            marks["gc pauses"] = len(pauses)
+            marks["gc s"] = sum(pauses)
         readers.finish()
         writer.shutdown(wait=True, cancel_futures=True)
         if device_reader is not None:
