@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -154,3 +156,35 @@ class DeviceSession:
         from process to process, and so can near-tie labels."""
         DeviceSession._reproducible = True
         torch.backends.cudnn.benchmark = False
+
+
+#: The message of torch's sync debug mode (:func:`torch.cuda.set_sync_debug_mode`) for a call that waits.
+_WAIT_MESSAGE = "synchronizing CUDA operation"
+
+
+@contextmanager
+def device_waits(on: bool) -> Iterator[Counter[str]]:
+    """Diagnostics: the calls made while open that made the host wait for the GPU (a read-back, a copy from pageable
+    memory, a synchronize), counted by where they were made (``file.py:line``), from torch's sync debug mode. In the
+    pipeline such a wait drains the queue of network batches: the GPU idles until the device thread, back from the
+    wait and from the reader threads' hold on the GIL, queues more. ``on`` False (or no GPU): counts nothing.
+
+    The mode is the process's: waits on other threads are counted too, and the mode is put back as it was."""
+    import warnings
+
+    waits: Counter[str] = Counter()
+    if not on or not torch.cuda.is_available():
+        yield waits
+        return
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield waits
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+            waits.update(f"{Path(w.filename).name}:{w.lineno}" for w in caught if _WAIT_MESSAGE in str(w.message))
+    for w in caught:  # the run's other warnings, as they would have been shown
+        if _WAIT_MESSAGE not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

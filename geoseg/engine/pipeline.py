@@ -22,7 +22,7 @@ import gc
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from geoseg.engine.blender import DEVICE_OVERVIEW_LEVELS, WIDE_VOTES, Blender
+from geoseg.engine.device import device_waits
 from geoseg.engine.input_rows import InputRows, InputStrip
 from geoseg.engine.plan import (
     FIRST_ROW_PATCHES,
@@ -107,7 +108,9 @@ class Tuning:
     #: section 14, 2026-12-07).
     collect_garbage: bool = True
     #: Diagnostics: the stage seconds also list each wait for reads over 1 ms after the first strip (``read wait
-    #: row N``) and the garbage collector's pauses during the run (``gc pauses``, ``gc s``).
+    #: row N``), the garbage collector's pauses during the run (``gc pauses``, ``gc s``) and, on a GPU, the calls
+    #: that made the host wait for the device while the rows ran (``device waits``, ``device wait at FILE:LINE``;
+    #: :func:`geoseg.engine.device.device_waits`).
     trace_waits: bool = False
     #: DEFLATE level of a plain GeoTIFF mask (``--format gtiff``); None: the format's
     #: (:data:`geoseg.io.writing.ZLEVEL`). Changes the file's bytes, never its pixels.
@@ -212,39 +215,41 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
 
     if tuning.trace_waits:
         gc.callbacks.append(timed_collection)
+    waited: Counter[str] = Counter()  # calls that made the device thread wait for the GPU (trace_waits)
     try:
-        for i, row in enumerate(plan):
-            check()
-            for k in range(ahead + 1):  # the readers go on while the device works on this one
-                start_reading(i + k)
-            strip, loads = loading.pop(i)
-            for load in loads:
+        with device_waits(tuning.trace_waits and inputs.device.type == "cuda") as waited:
+            for i, row in enumerate(plan):
                 check()
-                load.result()
-            waited = lap("wait for reads")
-            if i == 0:
-                marks["first strip in at"] = clock - began
-            elif tuning.trace_waits and waited > 1e-3:
-                marks[f"read wait row {i}"] = waited
-            inputs.take_strip(strip)
-            del strip, loads
-            lap("take in")
-            inputs.develop()
-            blender.begin_row(row, inputs.validity(*layout.scene_span(*row.core_rows, layout.height)))
-            for block in row.blocks:
-                check()
-                blender.add_block(block, inputs.patch_region(block) if block.origins else None)
-            lap("blocks")
-            if i == 0:
-                marks["first row queued at"] = clock - began
-            for row0, made in blender.end_row(row):
+                for k in range(ahead + 1):  # the readers go on while the device works on this one
+                    start_reading(i + k)
+                strip, loads = loading.pop(i)
+                for load in loads:
+                    check()
+                    load.result()
+                waited = lap("wait for reads")
+                if i == 0:
+                    marks["first strip in at"] = clock - began
+                elif tuning.trace_waits and waited > 1e-3:
+                    marks[f"read wait row {i}"] = waited
+                inputs.take_strip(strip)
+                del strip, loads
+                lap("take in")
+                inputs.develop()
+                blender.begin_row(row, inputs.validity(*layout.scene_span(*row.core_rows, layout.height)))
+                for block in row.blocks:
+                    check()
+                    blender.add_block(block, inputs.patch_region(block) if block.origins else None)
+                lap("blocks")
+                if i == 0:
+                    marks["first row queued at"] = clock - began
+                for row0, made in blender.end_row(row):
+                    lap("labels")
+                    writes.append(writer.submit(_write_strips, write, row0, made))
+                    while len(writes) > tuning.writes_ahead:
+                        writes.popleft().result()
+                    lap("wait for writes")
                 lap("labels")
-                writes.append(writer.submit(lambda r, m: write(r, {k: v.numpy() for k, v in m.items()}), row0, made))
-                while len(writes) > tuning.writes_ahead:
-                    writes.popleft().result()
-                lap("wait for writes")
-            lap("labels")
-            inputs.drop_before(keep_from[i + 1])
+                inputs.drop_before(keep_from[i + 1])
         while writes:
             writes.popleft().result()
         lap("wait for writes")
@@ -260,6 +265,9 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
             gc.callbacks.remove(timed_collection)
             marks["gc pauses"] = len(pauses)
             marks["gc s"] = sum(pauses)
+            if inputs.device.type == "cuda":
+                marks["device waits"] = sum(waited.values())
+                marks.update({f"device wait at {site}": n for site, n in waited.most_common(4)})
         readers.finish()
         writer.shutdown(wait=True, cancel_futures=True)
         if device_reader is not None:
@@ -276,3 +284,8 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
                                 "device decode busy": round(s.busy_seconds, 3),
                                 "device decode fetch": round(s.fetch_seconds, 3)})
 
+
+def _write_strips(write: WriteFn, row0: int, strips: dict) -> None:
+    """On the writer thread: wait for the strips' copies to the host (:class:`geoseg.engine.blender.HostStrip`),
+    then write them."""
+    write(row0, {name: strip.numpy() for name, strip in strips.items()})

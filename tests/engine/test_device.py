@@ -61,3 +61,25 @@ def test_a_run_alone_in_its_session_may_capture_and_one_beside_others_may_not() 
 def test_precision_names_are_checked() -> None:
     with pytest.raises(ConfigError, match="precision 'fp64' is not valid"):
         device.resolve_precision("fp64", torch.device("cpu"))
+
+
+def test_device_waits_counts_the_waits_by_where_they_were_made_and_puts_the_mode_back(monkeypatch) -> None:
+    """torch's sync debug mode warns at each call that waits for the GPU; without a GPU here, its warnings are made
+    by hand (the GPU test, tests/test_gpu.py, has the real ones)."""
+    import warnings
+
+    modes = ["default"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: modes[-1])
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    with pytest.warns(UserWarning, match="an unrelated warning"), device.device_waits(True) as waits:
+        assert modes[-1] == "warn"
+        for _ in range(2):
+            warnings.warn("called a synchronizing CUDA operation", stacklevel=1)
+        warnings.warn("an unrelated warning", stacklevel=1)  # shown as it would have been
+    assert modes[-1] == "default"
+    assert sum(waits.values()) == 2 and len(waits) == 1
+    assert next(iter(waits)).startswith("test_device.py:")
+    with pytest.warns(UserWarning, match="synchronizing"), device.device_waits(False) as none:
+        warnings.warn("called a synchronizing CUDA operation", stacklevel=1)  # left alone when off
+    assert not none and modes[-1] == "default"
