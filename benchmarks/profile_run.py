@@ -17,18 +17,13 @@ import argparse
 import cProfile
 import pstats
 import sys
-import threading
-import traceback
-import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from geoseg.config import RunConfig
-from geoseg.engine.device import DeviceSession
+from geoseg.engine.device import DeviceSession, device_waits
 from geoseg.models import load_model
 from geoseg.run import segment_scene
 
@@ -53,8 +48,8 @@ def main() -> None:
     if args.sync_sites:
         sites = sync_sites(lambda: segment_scene(args.scene, args.out, config, model=loaded))
         print(f"{sum(sites.values())} waits for the GPU at {len(sites)} sites:")
-        for (thread, where), n in sites.most_common():
-            print(f"{n:6d}  [{thread}] {where}")
+        for where, n in sites.most_common():
+            print(f"{n:6d}  {where}")
         return
     profile = cProfile.Profile()
     profile.enable()
@@ -64,27 +59,12 @@ def main() -> None:
     pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
 
 
-def sync_sites(run: Callable[[], object]) -> Counter[tuple[str, str]]:
+def sync_sites(run: Callable[[], object]) -> Counter[str]:
     """Run ``run`` with PyTorch's sync debug mode on warn; count each synchronizing call by thread and by its
-    three innermost geoseg frames."""
-    sites: Counter[tuple[str, str]] = Counter()
-
-    def record(message, category, filename, lineno, file=None, line=None) -> None:
-        if "synchroniz" not in str(message):
-            return
-        ours = [f for f in traceback.extract_stack() if "/geoseg/" in f.filename and "/benchmarks/" not in f.filename]
-        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(ours[-3:]))
-        sites[threading.current_thread().name, where or f"{filename}:{lineno}"] += 1
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = record
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            run()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return sites
+    three innermost geoseg frames (:func:`geoseg.engine.device.device_waits`)."""
+    with device_waits(True) as waits:
+        run()
+    return waits
 
 
 if __name__ == "__main__":

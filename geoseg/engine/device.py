@@ -160,31 +160,43 @@ class DeviceSession:
 
 #: The message of torch's sync debug mode (:func:`torch.cuda.set_sync_debug_mode`) for a call that waits.
 _WAIT_MESSAGE = "synchronizing CUDA operation"
+#: The geoseg package's folder: the frames :func:`device_waits` names a wait by.
+_PACKAGE = str(Path(__file__).resolve().parents[1])
 
 
 @contextmanager
 def device_waits(on: bool) -> Iterator[Counter[str]]:
     """Diagnostics: the calls made while open that made the host wait for the GPU (a read-back, a copy from pageable
-    memory, a synchronize), counted by where they were made (``file.py:line``), from torch's sync debug mode. In the
-    pipeline such a wait drains the queue of network batches: the GPU idles until the device thread, back from the
-    wait and from the reader threads' hold on the GIL, queues more. ``on`` False (or no GPU): counts nothing.
+    memory, a synchronize), counted by thread and by their three innermost geoseg frames
+    (``geoseg-device: blender.py:250 _blend_batch <- ...``), from torch's sync debug mode. In the pipeline such a wait
+    drains the queue of network batches: the GPU idles until the device thread, back from the wait and from the
+    reader threads' hold on the GIL, queues more. ``on`` False (or no GPU): counts nothing.
 
-    The mode is the process's: waits on other threads are counted too, and the mode is put back as it was."""
+    The mode is the process's: waits on other threads are counted too; it is put back as it was. Other warnings are
+    shown as usual (every time, while it is open)."""
+    import traceback
     import warnings
 
     waits: Counter[str] = Counter()
     if not on or not torch.cuda.is_available():
         yield waits
         return
+    shown = warnings.showwarning
+
+    def record(message, category, filename, lineno, file=None, line=None) -> None:
+        if _WAIT_MESSAGE not in str(message):
+            shown(message, category, filename, lineno, file, line)
+            return
+        ours = [f for f in traceback.extract_stack()[:-1] if f.filename.startswith(_PACKAGE)][-3:]
+        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(ours))
+        waits[f"{threading.current_thread().name}: {where or f'{Path(filename).name}:{lineno}'}"] += 1
+
     previous = torch.cuda.get_sync_debug_mode()
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
+        warnings.showwarning = record
         torch.cuda.set_sync_debug_mode("warn")
         try:
             yield waits
         finally:
             torch.cuda.set_sync_debug_mode(previous)
-            waits.update(f"{Path(w.filename).name}:{w.lineno}" for w in caught if _WAIT_MESSAGE in str(w.message))
-    for w in caught:  # the run's other warnings, as they would have been shown
-        if _WAIT_MESSAGE not in str(w.message):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
