@@ -215,9 +215,9 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
 
     if tuning.trace_waits:
         gc.callbacks.append(timed_collection)
-    waited: Counter[str] = Counter()  # calls that made the device thread wait for the GPU (trace_waits)
+    device_waited: Counter[str] = Counter()  # calls that made the device thread wait for the GPU (trace_waits)
     try:
-        with device_waits(tuning.trace_waits and inputs.device.type == "cuda") as waited:
+        with device_waits(tuning.trace_waits and inputs.device.type == "cuda") as device_waited:
             for i, row in enumerate(plan):
                 check()
                 for k in range(ahead + 1):  # the readers go on while the device works on this one
@@ -266,8 +266,8 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
             marks["gc pauses"] = len(pauses)
             marks["gc s"] = sum(pauses)
             if inputs.device.type == "cuda":
-                marks["device waits"] = sum(waited.values())
-                marks.update({f"device wait at {site}": n for site, n in waited.most_common(4)})
+                marks["device waits"] = sum(device_waited.values())
+                marks.update({f"device wait at {site}": n for site, n in device_waited.most_common(4)})
         readers.finish()
         writer.shutdown(wait=True, cancel_futures=True)
         if device_reader is not None:
