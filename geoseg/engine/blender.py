@@ -33,6 +33,7 @@ from geoseg.engine.labels import argmax_classes, label_counts, mode2x2, quantize
 from geoseg.engine.plan import QUANTUM_BITS, BlockPlan, BlockRow, Layout
 from geoseg.engine.predictor import Predictor
 from geoseg.engine.resample import ColumnPhases, bilinear_taps
+from geoseg.engine.staging import upload
 from geoseg.errors import ConfigError
 from geoseg.io.overviews import level_key
 from geoseg.io.writing import NODATA, OUTPUT_TILE
@@ -247,7 +248,7 @@ class Blender:
         if len(rest) == len(origins):
             self._add_indexed(weighted, votes, origins)
         elif rest:
-            picked = _on_device(rest, self.device)
+            picked = upload(np.array(rest, dtype=np.int64), self.device)
             self._add_indexed(weighted.index_select(1, picked), votes.index_select(1, picked),
                               [origins[k] for k in rest])
 
@@ -284,7 +285,7 @@ class Blender:
         rows: atomic updates, order-free for integers. A batch reaching outside first zeroes what lies outside."""
         patch, height, width = self.layout.patch, self.layout.rows.size, self.layout.cols.size
         dev = self.device
-        at = _on_device(origins, dev)
+        at = upload(np.array(origins, dtype=np.int64), dev)
         steps = torch.arange(patch, device=dev)
         rows, cols = at[:, :1] + steps, at[:, 1:] + steps  # (N, T) each: model-grid row and column of each pixel
         flat = (rows - self.acc_base)[:, :, None] * width + cols[:, None, :]  # (N, T, T)
@@ -377,16 +378,6 @@ class HostStrip:
         if self.copied is not None:
             self.copied.synchronize()
         return self.host.numpy()
-
-
-def _on_device(values: list, device: torch.device) -> torch.Tensor:
-    """Host integers (a list, or a list of tuples) as an int64 tensor on ``device``, without waiting for the device.
-
-    ``torch.tensor(values, device=...)`` would copy from pageable memory and then wait for the device's queue to
-    drain (every batch's network with it): a bubble in the GPU's work, and the device thread back only once the
-    reader threads let go of the GIL. Pinned memory and an asynchronous copy wait for nothing."""
-    host = torch.tensor(values, dtype=torch.int64)
-    return host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
 
 
 def weighted_sums(by_class: torch.Tensor, window2d: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

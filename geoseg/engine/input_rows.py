@@ -26,7 +26,7 @@ import torch
 
 from geoseg.engine.plan import BlockPlan, Box, Layout, ReadFn
 from geoseg.engine.resample import coarsen
-from geoseg.engine.staging import StagingPool, carve
+from geoseg.engine.staging import StagingPool, carve, upload
 from geoseg.models.card import ModelCard
 
 #: Scene rows developed at a time, to bound device memory.
@@ -231,7 +231,7 @@ def _gather(x: torch.Tensor, dim: int, index: np.ndarray) -> torch.Tensor:
     the columns was 7x slower on the CPU); a gather where the runs are many (a scene smaller than a patch)."""
     runs = _runs(index)
     if runs is None:
-        return x.index_select(dim, _upload(index, x.device))
+        return x.index_select(dim, upload(index, x.device))
     parts = [x.narrow(dim, int(min(index[a], index[b - 1])), b - a) for a, b, _ in runs]
     parts = [part.flip(dim) if step < 0 else part for part, (_, _, step) in zip(parts, runs, strict=True)]
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
@@ -258,11 +258,3 @@ def _runs(index: np.ndarray) -> list[tuple[int, int, int]] | None:
 
 #: Runs of positions :func:`_gather` puts together at most before it gathers instead.
 MAX_RUNS = 8
-
-
-def _upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A small host array on ``device`` without waiting for the device (pinned, asynchronous)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if device.type != "cuda":
-        return tensor
-    return tensor.pin_memory().to(device, non_blocking=True)

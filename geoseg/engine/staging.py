@@ -18,6 +18,7 @@ import math
 import threading
 from collections import deque
 
+import numpy as np
 import torch
 
 
@@ -69,3 +70,16 @@ def carve(buffer: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, offs
     """A ``shape`` tensor of ``dtype`` on the bytes of ``buffer`` from ``offset`` (a multiple of the item size)."""
     nbytes = math.prod(shape) * dtype.itemsize
     return buffer[offset : offset + nbytes].view(dtype).view(shape)
+
+
+def upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A small host array on ``device`` without waiting for the device: page-locked, copied asynchronously.
+
+    ``torch.tensor(values, device="cuda")`` (or ``.to("cuda")`` from pageable memory) would copy and then wait for
+    the device's queue to drain, every queued network batch with it: a gap in the GPU's work, with the device
+    thread back only once the reader threads let go of the GIL (benchmarks/RESULTS.md section 14). On the CPU: the
+    array's values as a tensor."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
