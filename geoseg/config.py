@@ -195,6 +195,18 @@ class RunConfig:
             if meta is not None:
                 check_setting(f.name, meta, getattr(self, f.name), f.default)
 
+    def to_json(self) -> dict[str, Any]:
+        """The settings as JSON values (what ``geoseg run`` sends the service's door); the Python API's own
+        blend function has no JSON form."""
+        if callable(self.blend):
+            raise ConfigError("a blend function has no JSON form; give a blend window's name")
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunConfig:
+        """The inverse of :meth:`to_json`; every value is checked as the command line's are."""
+        return cls(**{k: tuple(v) if isinstance(v, list) and value_type(k) is tuple else v for k, v in data.items()})
+
 
 def check_setting(name: str, meta: Setting, value: Any, default: Any) -> None:
     """Raise :class:`ConfigError` naming ``value`` and what is allowed, unless it suits setting ``name``."""

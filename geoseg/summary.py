@@ -47,3 +47,8 @@ class RunSummary:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunSummary:
+        """The inverse of :meth:`to_dict`, for a summary that came as JSON (the geoseg service's door)."""
+        return cls(**{**data, "bands": tuple(data["bands"])})

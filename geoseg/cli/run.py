@@ -89,6 +89,10 @@ def _layer(vector: Path | None, min_area: float, simplify: float) -> VectorReque
 
 def _on_cluster(cluster: ClusterSpec, scenes: list[Path], output: Path | None, config: RunConfig,
                 layer: VectorRequest | None, plain: bool, err: Console) -> RunSummary:
+    if cluster.service_door is not None:  # one scene, one worker: the service's door, no dask in this process
+        from geoseg.cluster.door import segment_scene_at_door
+
+        return segment_scene_at_door(cluster.service_door, scenes, output, config, layer)
     from geoseg.cluster.scenes import segment_scene_as_task
     from geoseg.cluster.workers import connect
 

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,37 +124,77 @@ def cancel_watch(cancel_name: str) -> Iterator[threading.Event]:
         finished.set()
 
 
-def segment_scene_as_task(client: Any, scenes: Sequence[str | Path], output: str | Path | None, config: RunConfig,
-                          vector: VectorRequest | None = None) -> RunSummary:
-    """One scene as one task on a worker, which runs the file engine with its resident model and writes the
-    product (a one-worker cluster or ``geoseg serve``: no row strips to share out). ``scenes`` are what
-    ``geoseg run`` was given (one raster, a STAC Item, a product folder or one file per band): the worker
-    checks them, stacks them where needed and reports a mistake as a local run would, so this process never
-    opens a raster (nor imports rasterio). Paths go to the worker absolute; the summary names them as given.
-    Interrupted here, the task is cancelled at its next block and leaves no output."""
+@dataclass(frozen=True)
+class SceneTask:
+    """``geoseg run``'s scene as a worker receives it (:func:`scene_task`): local paths absolute, URLs as given,
+    the model named as workers find it, the client's folder (where a URL's mask lands) and the name of the dask
+    event that cancels it. Plain values only, so that it travels as JSON (:mod:`geoseg.cluster.door`)."""
+
+    scenes: tuple[Path | str, ...]
+    output: Path | None
+    config: RunConfig
+    vector: VectorRequest | None
+    cwd: Path
+    cancel_name: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scenes": [str(s) for s in self.scenes], "output": None if self.output is None else str(self.output),
+                "config": self.config.to_json(), "cwd": str(self.cwd), "cancel_name": self.cancel_name,
+                "vector": None if self.vector is None else {**asdict(self.vector), "path": str(self.vector.path)}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SceneTask:
+        from geoseg.config import RunConfig
+        from geoseg.prepare import VectorRequest
+
+        vector = data["vector"]
+        return cls(scenes=tuple(s if _far(s) else Path(s) for s in data["scenes"]),
+                   output=None if data["output"] is None else Path(data["output"]),
+                   config=RunConfig.from_json(data["config"]), cwd=Path(data["cwd"]),
+                   cancel_name=str(data["cancel_name"]),
+                   vector=None if vector is None else VectorRequest(**{**vector, "path": Path(vector["path"])}))
+
+
+def _far(scene: str | Path) -> bool:
+    """Whether the worker reads ``scene`` as given (a URL, a GDAL virtual path) rather than as a file here."""
+    return remote_name(scene) is not None or str(scene).startswith("/vsi")
+
+
+def scene_task(scenes: Sequence[str | Path], output: str | Path | None, config: RunConfig,
+               vector: VectorRequest | None = None) -> SceneTask:
+    """The :class:`SceneTask` for ``geoseg run``'s ``scenes`` (one raster, a STAC Item, a product folder or one
+    file per band): the one check made in the calling process is a mistyped path, named as typed; the worker
+    checks the rest and reports a mistake as a local run would, so the caller never opens a raster."""
+    for given in scenes:
+        if not _far(given) and not Path(given).exists():
+            raise no_such_file(given)
+    return SceneTask(scenes=tuple(str(s) if _far(s) else Path(s).absolute() for s in scenes),
+                     output=None if output is None else Path(output).absolute(), config=replace(
+                         config, model=model_for_workers(config.model)),
+                     vector=None if vector is None else replace(vector, path=vector.path.absolute()),
+                     cwd=Path.cwd(), cancel_name=f"geoseg-cancel-{uuid.uuid4().hex[:12]}")
+
+
+def submit_scene(client: Any, task: SceneTask) -> Any:
+    """``task`` as one dask task (:func:`segment_remote`) on a worker that runs one scene at a time."""
+    return client.submit(segment_remote, list(task.scenes), task.output, task.config, task.vector,
+                         task.cancel_name, task.cwd, pure=False, resources=scene_resources(client),
+                         key=f"geoseg-scene-{uuid.uuid4().hex}")
+
+
+def cancel_scene(client: Any, task: SceneTask, remote: Any) -> None:
+    """Stop ``task`` at its next block and wait (up to :data:`CANCEL_WAIT_S`) until its staging is removed."""
     from distributed import Event
 
-    urls = [remote_name(s) is not None or str(s).startswith("/vsi") for s in scenes]  # the worker reads them as given
-    for given, far in zip(scenes, urls, strict=True):  # the one check made here: a mistyped path, named as typed
-        if not far and not Path(given).exists():
-            raise no_such_file(given)
-    cancel_name = f"geoseg-cancel-{uuid.uuid4().hex[:12]}"
-    where = ([str(s) if far else Path(s).absolute() for s, far in zip(scenes, urls, strict=True)],
-             None if output is None else Path(output).absolute())
-    layer = None if vector is None else replace(vector, path=vector.path.absolute())
-    config = replace(config, model=model_for_workers(config.model))
-    remote = client.submit(segment_remote, *where, config, layer, cancel_name, Path.cwd(), pure=False,
-                           resources=scene_resources(client), key=f"geoseg-scene-{uuid.uuid4().hex}")
-    try:
-        summary = remote.result()
-    except BaseException:
-        Event(cancel_name, client=client).set()
-        with suppress(BaseException):
-            remote.result(timeout=CANCEL_WAIT_S)  # its staging removed before this process leaves
-        raise
-    # Paths as the caller gave them: the product lies beside the output asked for (or the first input; a URL's in
-    # the current folder).
-    here = Path(output).parent if output is not None else Path(".") if urls[0] else Path(scenes[0]).parent
+    Event(task.cancel_name, client=client).set()
+    with suppress(BaseException):
+        remote.result(timeout=CANCEL_WAIT_S)
+
+
+def as_given(summary: RunSummary, scenes: Sequence[str | Path], output: str | Path | None) -> RunSummary:
+    """``summary`` (the worker's, with absolute paths) naming its files as the caller gave them: the product lies
+    beside the output asked for (or the first input; a URL's in the current folder)."""
+    here = Path(output).parent if output is not None else Path(".") if _far(scenes[0]) else Path(scenes[0]).parent
     written = here.absolute()
 
     def shown(path: str) -> str:
@@ -163,6 +203,21 @@ def segment_scene_as_task(client: Any, scenes: Sequence[str | Path], output: str
     return replace(summary, input=shown(summary.input), output=shown(summary.output),
                    device=f"1 dask worker(s): {summary.device}",
                    files={kind: shown(path) for kind, path in summary.files.items()})
+
+
+def segment_scene_as_task(client: Any, scenes: Sequence[str | Path], output: str | Path | None, config: RunConfig,
+                          vector: VectorRequest | None = None) -> RunSummary:
+    """One scene as one task on a worker, which runs the file engine with its resident model and writes the
+    product (a one-worker cluster or ``geoseg serve``: no row strips to share out); see :func:`scene_task`.
+    Interrupted here, the task is cancelled at its next block and leaves no output."""
+    task = scene_task(scenes, output, config, vector)
+    remote = submit_scene(client, task)
+    try:
+        summary = remote.result()
+    except BaseException:
+        cancel_scene(client, task, remote)
+        raise
+    return as_given(summary, scenes, output)
 
 
 def segment_remote(scenes: list[Path | str], output: Path | None, config: RunConfig, vector: VectorRequest | None,

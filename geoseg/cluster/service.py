@@ -87,6 +87,8 @@ class ServiceInfo:
     started: float
     version: str
     log: str
+    #: The service's own door for a one-worker ``geoseg run`` (:mod:`geoseg.cluster.door`), or None.
+    door: str | None = None
 
     @property
     def uptime_s(self) -> float:
@@ -130,7 +132,9 @@ def running() -> ServiceInfo | None:
         return None
     pid = _read_pid(pid_file)
     if pid is None or not _alive(pid):
-        for f in (pid_file, info_file):
+        from geoseg.cluster.door import SOCKET_NAME
+
+        for f in (pid_file, info_file, pid_file.parent / SOCKET_NAME):
             f.unlink(missing_ok=True)
         return None
     try:
@@ -246,7 +250,9 @@ def stop(wait_s: float = STOP_TIMEOUT_S) -> ServiceInfo | None:
     if pid is None or (info is None and not _alive(pid)):
         return None
     _terminate(pid, wait_s)
-    for f in (pid_file, info_file):
+    from geoseg.cluster.door import SOCKET_NAME
+
+    for f in (pid_file, info_file, pid_file.parent / SOCKET_NAME):  # the door too, where the service was killed
         f.unlink(missing_ok=True)
     return info
 
@@ -287,6 +293,7 @@ def serve(spec: ServiceSpec) -> int:
     import dask
     from distributed import Client, Nanny, Scheduler, SpecCluster
 
+    from geoseg.cluster.door import close_door, open_door
     from geoseg.cluster.workers import LOOPBACK, SCENE_RESOURCE, worker_environment
     from geoseg.io.integrity import write_text
     from geoseg.version import __version__
@@ -316,13 +323,15 @@ def serve(spec: ServiceSpec) -> int:
         with dask.config.set({**worker_environment(threads), **quiet_http}):
             cluster = SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": scheduler},
                                   silence_logs=40, security=sec)
+        door = connected = None
         try:
-            with Client(cluster, security=sec) as connected:
-                for model in spec.preload:
-                    connected.run(_preload, model)
+            connected = Client(cluster, security=sec)  # the preloads', then the door's (geoseg.cluster.door)
+            for model in spec.preload:
+                connected.run(_preload, model)
+            door = open_door(pid_file.parent, connected)
             info = ServiceInfo(pid=os.getpid(), address=cluster.scheduler_address, workers=count, gpus=bool(gpus),
                                threads=threads, idle_timeout_s=spec.idle_timeout_s, started=time.time(),
-                               version=__version__, log=str(log_file))
+                               version=__version__, log=str(log_file), door=None if door is None else str(door.path))
             cluster.scheduler.idle_since = time.time()  # idle from now: the workers' start is no idle time
             partial = info_file.with_name(f".{info_file.name}.{os.getpid()}")
             write_text(partial, json.dumps(asdict(info)), info_file)
@@ -333,6 +342,9 @@ def serve(spec: ServiceSpec) -> int:
                     print("geoseg service: idle timeout reached; exiting", flush=True)
                     break
         finally:
+            close_door(door)
+            if connected is not None:
+                connected.close()
             cluster.close(timeout=STOP_TIMEOUT_S)
     finally:
         info_file.unlink(missing_ok=True)

@@ -49,6 +49,9 @@ class ClusterSpec:
     #: ``scheduler`` is this user's running ``geoseg serve`` (:mod:`geoseg.cluster.service`), reached with
     #: the credentials it made, in this folder (:func:`folder_security`).
     service_credentials: Path | None = None
+    #: The service's own door (:mod:`geoseg.cluster.door`), where it has one worker: ``geoseg run`` of one
+    #: scene goes there, without dask in the calling process.
+    service_door: Path | None = None
 
     @property
     def service(self) -> bool:

@@ -71,6 +71,9 @@ def test_status_names_the_service_and_its_files_are_the_users_alone(service) -> 
     for key in ("cert.pem", "key.pem"):
         assert stat.S_IMODE((credentials_dir() / key).stat().st_mode) == 0o600
     assert stat.S_IMODE((state_dir() / "service.pid").stat().st_mode) == 0o600
+    door = Path(status["door"])  # the one-worker run's door: a socket only this user may open
+    assert door.parent == state_dir() and stat.S_ISSOCK(door.stat().st_mode)
+    assert stat.S_IMODE(door.stat().st_mode) == 0o600
 
 
 @pytest.mark.parametrize("credentials", ["none", "its own"])
@@ -100,7 +103,8 @@ def test_a_run_through_the_service_equals_a_local_run(service, package, tmp_path
 
 def test_a_client_of_the_service_does_not_import_the_network_libraries(service, package, tmp_path) -> None:
     """The client submits the scene and shows the summary: torch, smp and timm stay on the worker (about 1 s of a
-    cold process, benchmarks/RESULTS.md "Cold start"), and so does rasterio: the worker checks the inputs."""
+    cold process, benchmarks/RESULTS.md "Cold start"), and so does rasterio: the worker checks the inputs. A
+    one-worker service takes the scene at its own door (geoseg.cluster.door), so not even dask is imported."""
     import os
     import subprocess
     import sys
@@ -108,9 +112,9 @@ def test_a_client_of_the_service_does_not_import_the_network_libraries(service, 
     from tests.cli.test_startup import HEAVY, probe_script
 
     scene = _scene(tmp_path / "s.tif", size=96)
-    done = subprocess.run([sys.executable, "-c", probe_script((*HEAVY, "rasterio")), "run", str(scene), "-o",
-                           str(tmp_path / "m.tif"), "--model", str(package)], capture_output=True, text=True,
-                          timeout=300, env=os.environ)
+    done = subprocess.run([sys.executable, "-c", probe_script((*HEAVY, "rasterio", "dask", "distributed")), "run",
+                           str(scene), "-o", str(tmp_path / "m.tif"), "--model", str(package)], capture_output=True,
+                          text=True, timeout=300, env=os.environ)
     last = json.loads(done.stderr.strip().splitlines()[-1])
     assert last["code"] in (0, None), done.stderr
     assert NOTICE in done.stderr and (tmp_path / "m.tif").is_file()
@@ -196,6 +200,36 @@ def test_a_worker_killed_mid_scene_gives_the_same_mask_and_no_partial_file(servi
     assert local.exit_code == 0, local.output
     assert out.read_bytes() == (tmp_path / "here.tif").read_bytes()
     assert sorted(p.name for p in out.parent.iterdir()) == ["m.json", "m.qml", "m.tif", "m.tif.aux.xml"]
+
+
+def test_a_run_interrupted_at_the_door_stops_its_scene_and_leaves_nothing(service, package, tmp_path) -> None:
+    """Ctrl-C in the client: the door sees it hang up, the worker stops the scene at its next block, the client
+    exits 130 once it has, and neither the mask nor its staging is left; the service takes the next run."""
+    from geoseg.cluster.service import credentials_dir
+    from geoseg.cluster.workers import folder_security
+
+    scene = _scene(tmp_path / "big.tif", 2560, seed=5)  # long enough on a warm worker to be stopped half way
+    (tmp_path / "svc").mkdir()
+    out = tmp_path / "svc" / "m.tif"
+    child = subprocess.Popen([sys.executable, "-m", "geoseg.cli", "run", str(scene), "-o", str(out), "--model",
+                              str(package), "--quiet"], stderr=subprocess.PIPE, text=True)
+    interrupted = False
+    with distributed.Client(service["address"], security=folder_security(credentials_dir()), timeout=30) as client:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None and not interrupted:
+            if any(client.processing().values()):
+                time.sleep(0.5)  # into the scene: its staging files exist
+                child.send_signal(signal.SIGINT)
+                interrupted = True
+            time.sleep(0.05)
+        _, err = child.communicate(timeout=120)
+        assert interrupted, "the scene finished before it could be interrupted; make it larger"
+        assert child.returncode == 130, err
+        assert "interrupted" in err and "Traceback" not in err, err
+        assert not any(client.processing().values())  # the scene stopped before the client left
+    assert list(out.parent.iterdir()) == []
+    again = runner.invoke(app, ["run", str(_scene(tmp_path / "s.tif", 96)), "-o", str(out), "--model", str(package)])
+    assert again.exit_code == 0 and NOTICE in again.stderr, again.output
 
 
 def test_idle_exit_a_stale_pidfile_and_restart(tmp_path, monkeypatch) -> None:
