@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -14,10 +15,10 @@ from geoseg.cli.errors import user_errors
 from geoseg.cli.options import json_option
 from geoseg.config import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, parse_bands
 from geoseg.errors import ConfigError, ModelError, OutputError
-from geoseg.models.card import ModelCard, network_config
-from geoseg.models.onnxfile import is_onnx_model as is_onnx_name
-from geoseg.models.registry import builtin_cards, get_card
 from geoseg.sensors import SENSORS
+
+if TYPE_CHECKING:  # the model modules import numpy: loaded by the commands that use them, not by every command
+    from geoseg.models.card import ModelCard
 
 models = typer.Typer(help="Models: the built-in ones, packages of your own (show, check, import), sensors, "
                           "the cache.",
@@ -36,6 +37,7 @@ def _default(ctx: typer.Context,
 def list_models(as_json: bool = json_option()) -> None:
     """List the built-in models and the packages `geoseg models pull` made."""
     from geoseg.models.cache import packages_dir
+    from geoseg.models.registry import builtin_cards, get_card
 
     with user_errors(as_json):
         cards = builtin_cards()
@@ -58,6 +60,9 @@ def show(model: str = typer.Argument(..., help="A model package folder or a buil
          stac: bool = typer.Option(False, "--stac", help="Print the model as a STAC Item with the Machine Learning "
                                    "Model extension (MLM v1.5.0), for a catalogue.")) -> None:
     """Explain a model: its network, inputs and how they are scaled, classes, tiling."""
+    from geoseg.models.card import network_config
+    from geoseg.models.registry import get_card
+
     with user_errors(as_json or stac):
         card = get_card(model)
         if stac:
@@ -159,6 +164,7 @@ def export(
     """Export a model to one ONNX file with its card (and QGIS Deepness's metadata with --format deepness)."""
     from geoseg.models import load_model
     from geoseg.models.onnxfile import export_model
+    from geoseg.models.onnxfile import is_onnx_model as is_onnx_name
 
     with user_errors(as_json):
         if is_onnx_name(model):
