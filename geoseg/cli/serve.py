@@ -28,16 +28,18 @@ def start(
                                        "cores shared out].", show_default=False),
     idle_timeout: float = typer.Option(DEFAULT_IDLE_TIMEOUT_S, "--idle-timeout", min=0, help="Exit after this many "
                                        "seconds without work (0: never)."),
-    preload: list[str] = typer.Option([], "--model", help="Load this model on every worker now (repeatable), so "
-                                      "the first run finds it warm.", metavar="NAME"),
+    preload: list[str] = typer.Option([], "--model", help="Load this model on every worker now and run it once "
+                                      "on a small synthetic scene (repeatable), so that the first run finds it warm.",
+                                      metavar="NAME"),
     as_json: bool = json_option(),
 ) -> None:
     """Start the service in the background (127.0.0.1 only, TLS with credentials made for you)."""
     from geoseg.cluster import service
+    from geoseg.cluster.workers import model_for_workers
 
     with user_errors(as_json):
         spec = service.ServiceSpec(gpus=gpus, cpu_workers=cpu_workers, threads=threads, idle_timeout_s=idle_timeout,
-                                   preload=tuple(preload))
+                                   preload=tuple(model_for_workers(m) for m in preload))
         info = service.start(spec)
     _report(info, as_json, "started")
 

@@ -173,7 +173,8 @@ class ServiceSpec:
     cpu_workers: int | None = None
     threads: int | None = None
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
-    #: Models loaded on every worker at start, so that the first run finds them resident.
+    #: Models loaded and run once on every worker at start (:mod:`geoseg.cluster.warmup`), so that the first
+    #: run finds them warm; a model folder is named absolute (the service runs in ``/``).
     preload: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -294,6 +295,7 @@ def serve(spec: ServiceSpec) -> int:
     from distributed import Client, Nanny, Scheduler, SpecCluster
 
     from geoseg.cluster.door import close_door, open_door
+    from geoseg.cluster.warmup import warm_up
     from geoseg.cluster.workers import LOOPBACK, SCENE_RESOURCE, worker_environment
     from geoseg.io.integrity import write_text
     from geoseg.version import __version__
@@ -326,8 +328,9 @@ def serve(spec: ServiceSpec) -> int:
         door = connected = None
         try:
             connected = Client(cluster, security=sec)  # the preloads', then the door's (geoseg.cluster.door)
-            for model in spec.preload:
-                connected.run(_preload, model)
+            for model in spec.preload:  # loaded and run once on every worker (geoseg.cluster.warmup)
+                for worker, done in connected.run(warm_up, model).items():
+                    print(f"geoseg service: {model} warmed up on {worker}: {done}", flush=True)
             door = open_door(pid_file.parent, connected)
             info = ServiceInfo(pid=os.getpid(), address=cluster.scheduler_address, workers=count, gpus=bool(gpus),
                                threads=threads, idle_timeout_s=spec.idle_timeout_s, started=time.time(),
@@ -359,13 +362,6 @@ def _visible_gpus() -> int:
         return torch.cuda.device_count()
     except Exception:
         return 0
-
-
-def _preload(model: str) -> None:
-    """On a worker: load ``model`` into the worker's resident models."""
-    from geoseg.engine.resident import RESIDENT, ModelRef
-
-    RESIDENT.model(ModelRef(model, False))
 
 
 def main(argv: list[str] | None = None) -> int:

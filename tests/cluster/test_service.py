@@ -232,6 +232,29 @@ def test_a_run_interrupted_at_the_door_stops_its_scene_and_leaves_nothing(servic
     assert again.exit_code == 0 and NOTICE in again.stderr, again.output
 
 
+def test_a_model_named_at_start_is_run_once_before_the_first_scene(tmp_path, monkeypatch, package) -> None:
+    """``--model`` (relative to where start was typed) loads the model and segments a synthetic scene with it on
+    the worker (geoseg.cluster.warmup), which leaves no file; the first run is then as any other."""
+    import re
+    import tempfile
+
+    from geoseg.cluster.service import state_dir
+
+    _user(tmp_path, monkeypatch)
+    monkeypatch.chdir(package.parent)
+    _start("--model", package.name)
+    try:
+        log = (state_dir() / "service.log").read_text()
+        done = re.search(rf"{re.escape(str(package))} warmed up on tls://127\.0\.0\.1:\d+: (\d+) patches of 64 px on "
+                         rf"cpu", log)
+        assert done is not None and int(done.group(1)) > 0, log
+        assert not list(Path(tempfile.gettempdir()).glob("geoseg-warm-up-*"))
+        result = runner.invoke(app, ["run", str(_scene(tmp_path / "s.tif", 96)), "--model", str(package)])
+        assert result.exit_code == 0 and NOTICE in result.stderr, result.output
+    finally:
+        runner.invoke(app, ["serve", "stop"])
+
+
 def test_idle_exit_a_stale_pidfile_and_restart(tmp_path, monkeypatch) -> None:
     _user(tmp_path, monkeypatch)
     from geoseg.cluster.service import state_dir
