@@ -139,8 +139,10 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
     session = session or DeviceSession.default()
     patches = layout.rows.count * layout.cols.count
     stages: dict[str, float] = {}
+    # the batch sizes this model has run at in the session (a warm service, a batch): a small scene takes one
+    warm_key = (loaded.identity or id(loaded), len(card.bands), layout.patch, config.precision, config.tta, str(device))
     once = one_time_costs(patches, device, cuda_graphs=config.cuda_graphs, batch_size=config.batch_size,
-                          reproducible=config.reproducible)
+                          reproducible=config.reproducible, warm_batches=session.warm_batches(warm_key))
     # cuDNN times its algorithms in this run (a trace records that choice: geoseg.engine.traced)
     tuned = device.type == "cuda" and not config.reproducible and (once.tune or torch.backends.cudnn.benchmark)
     network, exported, traced, weights_key = network_form(loaded, config, prepared, device, tuned)
@@ -189,6 +191,8 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
         product = write_product(scene, card, prepared.output, config, mask_tags(prepared, loaded.identity, config),
                                 produce, tuning.zlevel)
         stages["published at"] = round(time.perf_counter() - started, 3)
+        if device.type == "cuda":
+            session.ran_batches(warm_key, predictor.batch_size)
         if weights_key is not None and traced is None and predictor.backend == "torch" and not config.compile:
             # built from its file for this run: the next cold process loads the trace instead
             save_traced(predictor.network, weights_key, len(card.bands), layout.patch, predictor.precision, device,

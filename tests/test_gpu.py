@@ -296,3 +296,21 @@ def test_a_steady_run_never_makes_the_device_thread_wait_for_the_gpu(make_tif, t
     segment_scene(path, tmp_path / "first.tif", config, model=model, tuning=traced)  # captures, tunes
     steady = segment_scene(path, tmp_path / "steady.tif", config, model=model, tuning=traced).stage_seconds
     assert steady["device waits"] == 0, {k: v for k, v in steady.items() if k.startswith("device wait")}
+
+
+def test_a_small_scene_pads_to_a_batch_size_its_process_has_run_at(make_tif, tmp_path, tiny_model) -> None:
+    """In a warm process (a service, a batch) a small scene's one call is padded to a batch size the network has
+    run at, whose cuDNN plans and kernels are ready, rather than a shape of its own (seconds on the H100)."""
+    from geoseg.engine.device import DeviceSession
+
+    model, session = tiny_model(), DeviceSession()
+    config = RunConfig(overwrite=True, scale=1e-3, device="cuda")
+    large = make_tif(smooth_image((3, 400, 400), seed=1, dtype="uint16"))  # 8 x 8 patches: the automatic size
+    small = make_tif(smooth_image((3, 100, 150), seed=2, dtype="uint16"))  # 2 x 3 patches
+    first = segment_scene(large, tmp_path / "large.tif", config, model=model, session=session)
+    later = segment_scene(small, tmp_path / "later.tif", config, model=model, session=session)
+    assert later.batch_size == first.batch_size > 6 and later.patches == first.batch_size  # one padded call
+    alone = segment_scene(small, tmp_path / "alone.tif", config, model=model, session=DeviceSession())
+    assert (alone.batch_size, alone.patches) == (6, 6)  # a cold session: exactly its patches, no probe
+    with rasterio.open(tmp_path / "later.tif") as a, rasterio.open(tmp_path / "alone.tif") as b:
+        assert (a.read(1) == b.read(1)).mean() > 0.9999  # another batch size may round a near-tie otherwise

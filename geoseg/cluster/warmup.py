@@ -6,8 +6,10 @@ placed on the device, cuDNN's plans for the batch's shape and the kernels loaded
 (benchmarks/RESULTS.md, "Cold start"). ``--model`` therefore loads the model *and* segments a small synthetic
 scene with it, on the worker's device thread (where the scenes run:
 :meth:`geoseg.engine.resident.ResidentModels.on_device_thread`) and with the settings a plain ``geoseg run``
-sends. The scene is small (a few patches), so it pays none of the one-time costs that only a large scene
-repays (cuDNN timing, CUDA-graph capture: :mod:`geoseg.engine.costs`); a large scene still decides those itself.
+sends. The scene holds a little more than one automatic batch of patches, so it runs at the automatic batch
+size, the shape every later scene of this model uses (a small scene at a batch size the process has run at:
+:mod:`geoseg.engine.costs`), and pays none of the one-time costs that only a large scene repays (cuDNN timing,
+CUDA-graph capture); a large scene still decides those itself.
 The scene and its mask live in a temporary folder that is removed.
 """
 
@@ -18,8 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: The warm-up scene's edge, in patches.
-WARM_UP_PATCHES = 2
+#: The warm-up scene's edge, in patches: more patches than one automatic batch holds
+#: (:data:`~geoseg.engine.predictor.MAX_AUTO_BATCH`), so that it runs at the automatic batch size, the shape later
+#: scenes use (a small one reuses it: :mod:`geoseg.engine.costs`).
+WARM_UP_EDGE = 5
 
 
 def warm_up(model: str, dask_worker: Any = None) -> str:
@@ -35,7 +39,7 @@ def warm_up(model: str, dask_worker: Any = None) -> str:
 
     started = time.perf_counter()
     card = RESIDENT.model(ModelRef(model, False)).card
-    side = WARM_UP_PATCHES * card.tile_size
+    side = (WARM_UP_EDGE - 1) * (card.tile_size - card.overlap) + card.tile_size  # WARM_UP_EDGE² patches
     pixels = np.random.default_rng(0).integers(1, 10_000, (len(card.bands), side, side), dtype=np.uint16)
     threads = dask_worker.state.nthreads if dask_worker is not None else 1
     config = RunConfig(model=model, output_format="gtiff", workers=max(1, threads))

@@ -9,7 +9,11 @@ Each costs seconds once per process (or per network) and saves a little on every
   network for the next scene of a batch or service, which then pays nothing.
 * **the batch-size probe**: a forward pass of another shape (new cuDNN plans and kernels) to measure the
   memory a patch takes. A scene of at most :data:`~geoseg.engine.predictor.MAX_AUTO_BATCH` patches is one
-  batch of exactly its patches, known without probing (out of memory, the predictor halves it).
+  batch, known without probing (out of memory, the predictor halves it): of a batch size the network has
+  already run at in this process where there is one that holds the scene (a warm service, a batch's later
+  scenes: padding a call costs milliseconds, a new shape seconds: on the lent H100 a 1536 x 768 scene through
+  a warm service took 3.96 s at a new batch size and 0.20 s at a warm one, benchmarks/RESULTS.md "Cold start"),
+  else of exactly its patches.
 
 The break-evens come from ``benchmarks/one_time_costs.py`` on the lent GPUs (benchmarks/RESULTS.md,
 "Start-up"): each is the cost measured once, divided by what it saves per patch, rounded up. A setting
@@ -19,6 +23,7 @@ given by the user (``--cuda-graphs``/``--no-cuda-graphs``, ``--batch-size``, ``-
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -43,15 +48,17 @@ class OneTimeCosts:
 
 
 def one_time_costs(patches: int, device: torch.device, *, cuda_graphs: bool | None, batch_size: int | None,
-                   reproducible: bool) -> OneTimeCosts:
+                   reproducible: bool, warm_batches: Collection[int] = ()) -> OneTimeCosts:
     """The one-time work a run of ``patches`` patches on ``device`` repays (see module docstring); the
-    user's ``cuda_graphs`` and ``batch_size`` win, and ``reproducible`` keeps the fixed batch it needs."""
+    user's ``cuda_graphs`` and ``batch_size`` win, and ``reproducible`` keeps the fixed batch it needs.
+    ``warm_batches``: the batch sizes the network has already run at in this process."""
     if device.type != "cuda":
         return OneTimeCosts(tune=False, cuda_graphs=cuda_graphs, batch_size=batch_size)
     graphs = cuda_graphs if cuda_graphs is not None else patches >= GRAPH_MIN_PATCHES
     batch = batch_size
     if batch is None and not reproducible and patches <= MAX_AUTO_BATCH:
-        batch = max(1, patches)  # one call of the whole scene: nothing to probe for
+        # one call of the whole scene, nothing to probe for: at a warm batch size where one holds it
+        batch = min((b for b in warm_batches if b >= patches), default=max(1, patches))
     return OneTimeCosts(tune=patches >= TUNE_MIN_PATCHES, cuda_graphs=graphs, batch_size=batch)
 
 

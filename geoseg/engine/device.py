@@ -85,6 +85,8 @@ class DeviceSession:
         # precision, compile, the parameters' addresses: a graph replays the memory it was captured
         # on). One set per network, held by one run at a time: a replay writes the graph's own buffers.
         self._kept: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, Graphs]] = weakref.WeakKeyDictionary()
+        # Batch sizes a model has run at, by model and settings (:meth:`warm_batches`).
+        self._warm: dict[tuple, set[int]] = {}
 
     @classmethod
     def default(cls) -> DeviceSession:
@@ -137,6 +139,17 @@ class DeviceSession:
         if graphs:
             with self._capture:
                 self._kept[network] = (key, graphs)
+
+    def warm_batches(self, key: tuple) -> frozenset[int]:
+        """The batch sizes a network named by ``key`` (its weights, patch, precision, device) has already run at
+        in this session: shapes whose cuDNN plans and kernels are ready (a new shape costs seconds on a GPU)."""
+        with self._capture:
+            return frozenset(self._warm.get(key, ()))
+
+    def ran_batches(self, key: tuple, batch_size: int) -> None:
+        """Remember that the network named by ``key`` ran batches of ``batch_size`` (:meth:`warm_batches`)."""
+        with self._capture:
+            self._warm.setdefault(key, set()).add(batch_size)
 
     @staticmethod
     def tune_for_many_scenes() -> None:

@@ -42,3 +42,14 @@ def test_a_cpu_run_pays_none_of_them() -> None:
 def test_break_even() -> None:
     assert break_even(1.0, 0.01) == 100
     assert break_even(1.0, 0.0) is None
+
+
+def test_a_small_scene_reuses_a_batch_size_the_network_has_run_at() -> None:
+    """In a warm process a new shape costs seconds of cuDNN plans and kernels, padding a call milliseconds."""
+    assert _costs(6, warm_batches={16}).batch_size == 16
+    assert _costs(6, warm_batches={8, 16}).batch_size == 8  # the smallest warm one that holds the scene
+    assert _costs(6, warm_batches={4}).batch_size == 6  # none holds it: exactly its patches
+    assert _costs(6, warm_batches={16}, batch_size=2).batch_size == 2  # the user's setting wins
+    assert _costs(6, warm_batches={16}, reproducible=True).batch_size is None
+    assert _costs(MAX_AUTO_BATCH + 1, warm_batches={16}).batch_size is None  # a large scene: the automatic size
+    assert _costs(6, CPU, warm_batches={16}).batch_size is None

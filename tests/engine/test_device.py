@@ -83,3 +83,14 @@ def test_device_waits_counts_the_waits_by_where_they_were_made_and_puts_the_mode
     with pytest.warns(UserWarning, match="synchronizing"), device.device_waits(False) as none:
         warnings.warn("called a synchronizing CUDA operation", stacklevel=1)  # left alone when off
     assert not none and modes[-1] == "default"
+
+
+def test_a_device_session_remembers_the_batch_sizes_a_network_ran_at() -> None:
+    session, key = DeviceSession(), ("weights", 6, 512, "bf16", "none", "cuda:0")
+    assert session.warm_batches(key) == frozenset()
+    session.ran_batches(key, 16)
+    session.ran_batches(key, 16)
+    session.ran_batches(key, 8)
+    assert session.warm_batches(key) == {8, 16}
+    assert session.warm_batches((*key[:2], 256, *key[3:])) == frozenset()  # another patch: other shapes
+    assert DeviceSession().warm_batches(key) == frozenset()  # a session of its own
