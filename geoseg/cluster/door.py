@@ -176,7 +176,8 @@ def segment_scene_at_door(path: Path, scenes: Sequence[str | Path], output: str 
     on the same worker, the same summary, without dask in this process."""
     from geoseg.cluster.scenes import CANCEL_WAIT_S, as_given, scene_task
 
-    return as_given(run_at_door(path, scene_task(scenes, output, config, vector), CANCEL_WAIT_S), scenes, output)
+    return as_given(run_at_door(path, scene_task(scenes, output, config, vector), CANCEL_WAIT_S), scenes, output,
+                    vector)
 
 
 def run_at_door(path: Path, task: SceneTask, wait_on_cancel_s: float) -> RunSummary:

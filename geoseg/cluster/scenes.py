@@ -191,17 +191,20 @@ def cancel_scene(client: Any, task: SceneTask, remote: Any) -> None:
         remote.result(timeout=CANCEL_WAIT_S)
 
 
-def as_given(summary: RunSummary, scenes: Sequence[str | Path], output: str | Path | None) -> RunSummary:
+def as_given(summary: RunSummary, scenes: Sequence[str | Path], output: str | Path | None,
+             vector: VectorRequest | None = None) -> RunSummary:
     """``summary`` (the worker's, with absolute paths) naming its files as the caller gave them: the product lies
-    beside the output asked for (or the first input; a URL's in the current folder)."""
+    beside the output asked for (or the first input; a URL's in the current folder), the polygon layer where
+    ``vector`` named it."""
     here = Path(output).parent if output is not None else Path(".") if _far(scenes[0]) else Path(scenes[0]).parent
     written = here.absolute()
 
     def shown(path: str) -> str:
         return str(here / Path(path).relative_to(written)) if Path(path).is_relative_to(written) else path
 
+    layer = summary.vector if summary.vector is None or vector is None else {**summary.vector, "path": str(vector.path)}
     return replace(summary, input=shown(summary.input), output=shown(summary.output),
-                   device=f"1 dask worker(s): {summary.device}",
+                   device=f"1 dask worker(s): {summary.device}", vector=layer,
                    files={kind: shown(path) for kind, path in summary.files.items()})
 
 
@@ -217,7 +220,7 @@ def segment_scene_as_task(client: Any, scenes: Sequence[str | Path], output: str
     except BaseException:
         cancel_scene(client, task, remote)
         raise
-    return as_given(summary, scenes, output)
+    return as_given(summary, scenes, output, vector)
 
 
 def segment_remote(scenes: list[Path | str], output: Path | None, config: RunConfig, vector: VectorRequest | None,

@@ -101,6 +101,22 @@ def test_a_run_through_the_service_equals_a_local_run(service, package, tmp_path
         assert (tmp_path / "svc" / name).read_bytes() == (tmp_path / "here" / name).read_bytes(), name
 
 
+def test_a_vector_layer_through_the_service_equals_a_local_one(service, package, tmp_path, monkeypatch) -> None:
+    """--vector and its settings travel through the door (a relative layer path from the client's folder)."""
+    scene = _scene(tmp_path / "s.tif", size=160)
+    monkeypatch.chdir(tmp_path)
+    for where, extra in (("svc", []), ("here", ["--local"])):
+        (tmp_path / where).mkdir()
+        result = runner.invoke(app, ["run", "s.tif", "-o", f"{where}/m.tif", "--model", str(package), "--vector",
+                                     f"{where}/m.geojson", "--min-area", "2000", "--simplify", "5", "--json", *extra])
+        assert result.exit_code == 0, result.output
+        assert (NOTICE in result.stderr) == (where == "svc")
+        assert json.loads(result.stdout)["vector"]["path"] == f"{where}/m.geojson"
+    served, local = (json.loads((tmp_path / w / "m.geojson").read_text()) for w in ("svc", "here"))
+    assert served["features"] and served["features"] == local["features"]
+    assert scene.is_file()
+
+
 def test_a_client_of_the_service_does_not_import_the_network_libraries(service, package, tmp_path) -> None:
     """The client submits the scene and shows the summary: torch, smp and timm stay on the worker (about 1 s of a
     cold process, benchmarks/RESULTS.md "Cold start"), and so does rasterio: the worker checks the inputs. A
