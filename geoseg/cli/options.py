@@ -159,5 +159,5 @@ def service_spec() -> Any:
     from geoseg.cluster.service import credentials_dir
     from geoseg.cluster.workers import ClusterSpec
 
-    door = Path(info.door) if info.door is not None and info.workers == 1 else None
+    door = Path(info.door) if info.door is not None else None  # a one-worker service's
     return ClusterSpec(scheduler=info.address, service_credentials=credentials_dir(), service_door=door)

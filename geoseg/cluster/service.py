@@ -132,15 +132,21 @@ def running() -> ServiceInfo | None:
         return None
     pid = _read_pid(pid_file)
     if pid is None or not _alive(pid):
-        from geoseg.cluster.door import SOCKET_NAME
-
-        for f in (pid_file, info_file, pid_file.parent / SOCKET_NAME):
-            f.unlink(missing_ok=True)
+        _clear(pid_file, info_file)
         return None
     try:
         return ServiceInfo(**json.loads(info_file.read_text()))
     except (OSError, ValueError, TypeError):
         return None  # starting: the address is not written yet
+
+
+def _clear(pid_file: Path, info_file: Path) -> None:
+    """Remove what a service whose process is gone left: its pidfile, address file and door (a killed service
+    removes none of them)."""
+    from geoseg.cluster.door import SOCKET_NAME
+
+    for f in (pid_file, info_file, pid_file.parent / SOCKET_NAME):
+        f.unlink(missing_ok=True)
 
 
 def security() -> Any:
@@ -251,10 +257,7 @@ def stop(wait_s: float = STOP_TIMEOUT_S) -> ServiceInfo | None:
     if pid is None or (info is None and not _alive(pid)):
         return None
     _terminate(pid, wait_s)
-    from geoseg.cluster.door import SOCKET_NAME
-
-    for f in (pid_file, info_file, pid_file.parent / SOCKET_NAME):  # the door too, where the service was killed
-        f.unlink(missing_ok=True)
+    _clear(pid_file, info_file)
     return info
 
 
@@ -331,7 +334,7 @@ def serve(spec: ServiceSpec) -> int:
             for model in spec.preload:  # loaded and run once on every worker (geoseg.cluster.warmup)
                 for worker, done in connected.run(warm_up, model).items():
                     print(f"geoseg service: {model} warmed up on {worker}: {done}", flush=True)
-            door = open_door(pid_file.parent, connected)
+            door = open_door(pid_file.parent, connected) if count == 1 else None  # several share a scene in strips
             info = ServiceInfo(pid=os.getpid(), address=cluster.scheduler_address, workers=count, gpus=bool(gpus),
                                threads=threads, idle_timeout_s=spec.idle_timeout_s, started=time.time(),
                                version=__version__, log=str(log_file), door=None if door is None else str(door.path))
