@@ -108,9 +108,9 @@ class Tuning:
     #: section 14, 2026-12-07).
     collect_garbage: bool = True
     #: Diagnostics: the stage seconds also list each wait for reads over 1 ms after the first strip (``read wait
-    #: row N``), the garbage collector's pauses during the run (``gc pauses``, ``gc s``) and, on a GPU, the calls
-    #: that made the host wait for the device while the rows ran (``device waits``, ``device wait at FILE:LINE``;
-    #: :func:`geoseg.engine.device.device_waits`).
+    #: row N``) and each wait for the writer over 1 ms (``write wait row N``), the garbage collector's pauses during
+    #: the run (``gc pauses``, ``gc s``) and, on a GPU, the calls that made the host wait for the device while the
+    #: rows ran (``device waits``, ``device wait at FILE:LINE``; :func:`geoseg.engine.device.device_waits`).
     trace_waits: bool = False
     #: DEFLATE level of a plain GeoTIFF mask (``--format gtiff``); None: the format's
     #: (:data:`geoseg.io.writing.ZLEVEL`). Changes the file's bytes, never its pixels.
@@ -155,6 +155,7 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
     loading: dict[int, tuple[InputStrip, list[Future]]] = {}
     writes: deque[Future] = deque()
     spent = dict.fromkeys(("wait for reads", "take in", "blocks", "labels", "wait for writes"), 0.0)
+    wrote = WriterClock()
     clock = began = time.perf_counter()
     marks: dict[str, float] = {}
     done = 0
@@ -244,10 +245,12 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
                     marks["first row queued at"] = clock - began
                 for row0, made in blender.end_row(row):
                     lap("labels")
-                    writes.append(writer.submit(_write_strips, write, row0, made))
+                    writes.append(writer.submit(_write_strips, write, row0, made, wrote))
                     while len(writes) > tuning.writes_ahead:
                         writes.popleft().result()
-                    lap("wait for writes")
+                    waited = lap("wait for writes")
+                    if tuning.trace_waits and waited > 1e-3:
+                        marks[f"write wait row {i}"] = marks.get(f"write wait row {i}", 0.0) + waited
                 lap("labels")
                 inputs.drop_before(keep_from[i + 1])
         while writes:
@@ -277,6 +280,8 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
             timings.update({k: round(v, 3) for k, v in spent.items()})
             timings.update({k: round(v, 3) for k, v in marks.items()})
             timings["pipeline s"] = round(time.perf_counter() - began, 3)
+            timings["writer: copy waits"] = round(wrote.copy_waits, 3)
+            timings["writer: writing"] = round(wrote.writing, 3)
             if decoder is not None:
                 s = decoder.stats
                 timings.update({"device decode chunks": s.chunks, "reader chunks": s.cpu_chunks,
@@ -285,7 +290,22 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
                                 "device decode fetch": round(s.fetch_seconds, 3)})
 
 
-def _write_strips(write: WriteFn, row0: int, strips: dict) -> None:
+@dataclass
+class WriterClock:
+    """The writer thread's seconds: waiting for the strips' copies to the host (the device is behind), and
+    writing them (encoding and the file: the writer is behind). Which one grows tells where a device thread's
+    ``wait for writes`` comes from."""
+
+    copy_waits: float = 0.0
+    writing: float = 0.0
+
+
+def _write_strips(write: WriteFn, row0: int, strips: dict, clock: WriterClock) -> None:
     """On the writer thread: wait for the strips' copies to the host (:class:`geoseg.engine.blender.HostStrip`),
     then write them."""
-    write(row0, {name: strip.numpy() for name, strip in strips.items()})
+    began = time.perf_counter()
+    values = {name: strip.numpy() for name, strip in strips.items()}
+    copied = time.perf_counter()
+    write(row0, values)
+    clock.copy_waits += copied - began
+    clock.writing += time.perf_counter() - copied

@@ -52,8 +52,11 @@ def test_out_of_memory_halves_the_batch_reports_it_and_keeps_the_mask(make_tif, 
     assert plain.patches == sum(n for n in flaky.sizes if n <= 2) and 0 < plain.model_seconds < plain.seconds
     stages = ("wait for reads", "take in", "blocks", "labels", "wait for writes")
     spans = ("pipeline began at", "pipeline ended at", "published at")  # from the run's start
-    assert set(plain.stage_seconds) == {*stages, "first strip in at", "first row queued at", "pipeline s", *spans}
+    writer = ("writer: copy waits", "writer: writing")  # the writer thread's own seconds
+    assert set(plain.stage_seconds) == {*stages, "first strip in at", "first row queued at", "pipeline s", *spans,
+                                        *writer}
     marks = plain.stage_seconds
+    assert marks["writer: copy waits"] >= 0 and 0 < marks["writer: writing"] < marks["pipeline s"]
     assert 0 <= marks["first strip in at"] <= marks["first row queued at"] <= marks["pipeline s"] < plain.seconds
     assert 0 < marks["pipeline began at"] < marks["pipeline ended at"] <= marks["published at"] <= plain.seconds
     assert marks["pipeline ended at"] - marks["pipeline began at"] >= marks["pipeline s"] - 0.002
