@@ -197,7 +197,7 @@ class Blender:
     def _predict_pending(self) -> None:
         if not self._pending:
             return
-        probs = self.predictor(torch.stack([p for p, _, _ in self._pending]))
+        probs = self.predictor.predict_patches([p for p, _, _ in self._pending])
         if self.on_predicted is not None:
             self.on_predicted(len(self._pending))
         by_class = probs.transpose(0, 1)  # (C, N, T, T)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
@@ -166,6 +166,27 @@ class Predictor:
             batch = torch.cat([batch, batch.new_zeros((self.batch_size - n, *batch.shape[1:]))])
         return self._predict(batch)[:n]
 
+    def predict_patches(self, patches: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``self(torch.stack(patches))`` for at most :attr:`batch_size` ``(C, T, T)`` patches (views into the
+        developed rows). Where a CUDA graph is already recorded for the padded batch's shape, the patches are
+        copied straight into the graph's input buffer (:func:`fill_batch`): no stacked batch in between, one pass
+        over each batch fewer on the GPU. Same values, same probabilities."""
+        n = len(patches)
+        key = (self.batch_size, *patches[0].shape)
+        recorded = self._graphs.get(key) if self.cuda_graphs and self.device.type == "cuda" else None
+        if recorded is None or n > self.batch_size:
+            return self(torch.stack(list(patches)))
+        graph, static_in, static_out = recorded
+        span = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        span[0].record()
+        fill_batch(static_in, patches)
+        graph.replay()
+        span[1].record()
+        self._spans.append(span)
+        self._used.add(key)
+        self.patches += self.batch_size
+        return static_out[:n]
+
     def _predict(self, batch: torch.Tensor) -> torch.Tensor:
         try:
             if self.device.type != "cuda":
@@ -260,6 +281,15 @@ class Predictor:
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self._forward(static_in)
         return graph, static_in, static_out
+
+
+def fill_batch(buffer: torch.Tensor, patches: Sequence[torch.Tensor]) -> None:
+    """Copy ``patches`` into the first rows of ``buffer`` (``(N, C, T, T)``, any memory layout) and zero the rest:
+    the values of ``torch.cat([torch.stack(patches), zeros])``, the padded batch :meth:`Predictor.__call__` makes."""
+    for i, patch in enumerate(patches):
+        buffer[i].copy_(patch)
+    if len(patches) < len(buffer):
+        buffer[len(patches) :].zero_()
 
 
 def auto_batch_size(forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device, channels: int,

@@ -8,7 +8,7 @@ import rasterio
 import torch
 
 from geoseg import RunConfig, segment_scene
-from geoseg.engine.predictor import CPU_BATCH, Predictor
+from geoseg.engine.predictor import CPU_BATCH, Predictor, fill_batch
 from geoseg.errors import ConfigError, DeviceError
 from geoseg.models import LoadedModel
 from tests.helpers import TinyNet, smooth_image
@@ -114,3 +114,23 @@ def test_the_batch_probe_s_record_is_keyed_by_what_changes_a_patch_s_memory(tmp_
         record.write_text(damaged)
         assert _remembered(record) is None, damaged
     _remember(tmp_path / "not-a-folder" / "x" / "probe.json", 1.0)  # a cache it cannot write: no error
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("count", [5, 3])
+def test_patches_filled_into_a_graph_buffer_are_the_padded_stacked_batch(layout, count) -> None:
+    """What a recorded CUDA graph's input buffer holds after :func:`fill_batch` (the patches strided views of the
+    developed rows, the buffer channels-last as the graph records it): the padded ``torch.stack`` batch."""
+    rows = torch.randn(3, 40, 90)
+    patches = [rows[:, r : r + 16, c : c + 16] for r, c in [(0, 0), (5, 30), (24, 74), (10, 11), (3, 60)][:count]]
+    buffer = torch.full((5, 3, 16, 16), float("nan")).contiguous(memory_format=layout)  # last batch's values
+    fill_batch(buffer, patches)
+    padded = torch.cat([torch.stack(patches), torch.zeros(5 - count, 3, 16, 16)])
+    assert torch.equal(buffer, padded) and buffer.is_contiguous(memory_format=layout)
+
+
+def test_predicting_patches_equals_predicting_their_stacked_batch() -> None:
+    predictor = Predictor(TinyNet(), torch.device("cpu"), "fp32", 4, channels=3, patch=16)
+    rows = torch.randn(3, 40, 90)
+    patches = [rows[:, r : r + 16, c : c + 16] for r, c in [(0, 0), (5, 30), (24, 74)]]
+    assert torch.equal(predictor.predict_patches(patches), predictor(torch.stack(patches)))
