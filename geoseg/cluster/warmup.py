@@ -39,7 +39,8 @@ def warm_up(model: str, dask_worker: Any = None) -> str:
 
     started = time.perf_counter()
     card = RESIDENT.model(ModelRef(model, False)).card
-    side = (WARM_UP_EDGE - 1) * (card.tile_size - card.overlap) + card.tile_size  # WARM_UP_EDGE² patches
+    # WARM_UP_EDGE² patches: n = ceil((side + overlap) / stride) along each axis (geoseg.engine.grid)
+    side = WARM_UP_EDGE * (card.tile_size - card.overlap) - card.overlap
     pixels = np.random.default_rng(0).integers(1, 10_000, (len(card.bands), side, side), dtype=np.uint16)
     threads = dask_worker.state.nthreads if dask_worker is not None else 1
     config = RunConfig(model=model, output_format="gtiff", workers=max(1, threads))

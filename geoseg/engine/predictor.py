@@ -173,19 +173,21 @@ class Predictor:
         over each batch fewer on the GPU. Same values, same probabilities."""
         n = len(patches)
         key = (self.batch_size, *patches[0].shape)
-        recorded = self._graphs.get(key) if self.cuda_graphs and self.device.type == "cuda" else None
-        if recorded is None or n > self.batch_size:
+        if not (self.cuda_graphs and self.device.type == "cuda" and key in self._graphs and n <= self.batch_size):
             return self(torch.stack(list(patches)))
-        graph, static_in, static_out = recorded
+        probs = self._on_device(lambda: self._replay(key, lambda buffer: fill_batch(buffer, patches)))
+        self.patches += self.batch_size
+        return probs[:n]
+
+    def _on_device(self, run: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``run()`` (work queued on the GPU) between two timing events: its device time counts in
+        :attr:`model_seconds`."""
         span = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         span[0].record()
-        fill_batch(static_in, patches)
-        graph.replay()
+        probs = run()
         span[1].record()
         self._spans.append(span)
-        self._used.add(key)
-        self.patches += self.batch_size
-        return static_out[:n]
+        return probs
 
     def _predict(self, batch: torch.Tensor) -> torch.Tensor:
         try:
@@ -194,11 +196,7 @@ class Predictor:
                 probs = self._forward(batch)
                 self._host_seconds += time.perf_counter() - started
             else:
-                span = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                span[0].record()
-                probs = self._graphed(batch) if self.cuda_graphs else self._forward(batch)
-                span[1].record()
-                self._spans.append(span)
+                probs = self._on_device(lambda: self._graphed(batch) if self.cuda_graphs else self._forward(batch))
             self.patches += len(batch)
             return probs
         except torch.OutOfMemoryError:
@@ -257,9 +255,14 @@ class Predictor:
                                       "run alone; ran the model eagerly")
                 self.cuda_graphs = False
                 return self._forward(batch)
+        return self._replay(key, lambda buffer: buffer.copy_(batch))
+
+    def _replay(self, key: tuple[int, ...], fill: Callable[[torch.Tensor], object]) -> torch.Tensor:
+        """Replay the graph recorded for batch shape ``key`` after ``fill`` has written the batch into its input
+        buffer; the output is the graph's own buffer."""
         graph, static_in, static_out = self._graphs[key]
         self._used.add(key)
-        static_in.copy_(batch)
+        fill(static_in)
         graph.replay()
         return static_out
 
