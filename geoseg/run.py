@@ -29,7 +29,6 @@ from geoseg.engine.tile_decode import TileIndex, decode_plan, make_decoder
 from geoseg.engine.traced import load_traced, save_traced
 from geoseg.errors import ConfigError, DeviceError
 from geoseg.export.product import Produced, write_product
-from geoseg.export.vector import polygonize
 from geoseg.io.outputs import OutputLock
 from geoseg.io.publish import clean_leftovers
 from geoseg.io.record import RECORD_TAG, encode, make_record
@@ -116,6 +115,8 @@ def with_vector(summary: RunSummary, vector: VectorRequest | None, overwrite: bo
     """``summary``, after polygonising its finished mask into ``vector``'s layer when one is asked for."""
     if vector is None:
         return summary
+    from geoseg.export.vector import polygonize  # shapely loads only for a run that writes a vector layer
+
     layer = polygonize(Path(summary.output), vector.path, min_area_m2=vector.min_area_m2, simplify=vector.simplify,
                        overwrite=overwrite)
     notes = [f"{vector.path}: class {name!r} is in the mask but has no region of at least --min-area "

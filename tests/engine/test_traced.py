@@ -66,8 +66,8 @@ def test_a_cold_process_with_the_trace_imports_no_smp(package, tmp_path) -> None
     code = ("import sys\nfrom geoseg.config import RunConfig\nfrom geoseg.run import segment_scene\n"
             f"segment_scene({str(scene)!r}, {str(tmp_path / 'OUT')!r}, RunConfig(model={str(package)!r}, "
             "backend='torch', precision='fp32', device='cpu', overwrite=True))\n"
-            "print(sorted(m for m in ('segmentation_models_pytorch', 'timm', 'torchvision', 'torch._dynamo') "
-            "if m in sys.modules))\n")
+            "print(sorted(m for m in ('segmentation_models_pytorch', 'timm', 'torchvision', 'torch._dynamo', "
+            "'shapely') if m in sys.modules))\n")
     cache = {"GEOSEG_CACHE_DIR": str(tmp_path / "cache")}
     import os
 
@@ -76,7 +76,7 @@ def test_a_cold_process_with_the_trace_imports_no_smp(package, tmp_path) -> None
                            env=env, timeout=300, cwd=Path(__file__).resolve().parents[2]) for i in range(2)]
     assert all(c.returncode == 0 for c in cold), [c.stderr[-2000:] for c in cold]
     assert "segmentation_models_pytorch" in cold[0].stdout  # the first process built the network and traced it
-    assert cold[1].stdout.strip() == "[]", cold[1].stdout  # the second loaded the trace with torch alone
+    assert cold[1].stdout.strip() == "[]", cold[1].stdout  # the second: torch alone (and no shapely: no vector layer)
     assert (tmp_path / "m0.tif").read_bytes() == (tmp_path / "m1.tif").read_bytes()
 
 
