@@ -160,7 +160,8 @@ class RunConfig:
     decode: str = setting(
         "auto", "Who decodes the scene's compressed tiles: cpu (GDAL's reader threads), gpu (nvCOMP on the CUDA "
         "device; tiled deflate / zstd GeoTIFFs, pip install 'geoseg[gpu-decode]'), hybrid (both, sharing each "
-        "strip) or auto (gpu where it can be used, else cpu). The pixels, and the mask, are the same.",
+        "strip) or auto (gpu where it can be used and the network sees a coarser grid than the scene's, else cpu). "
+        "The pixels, and the mask, are the same.",
         choices=DECODE_MODES)
     block_size: int = setting(2048, "Scene pixels per processing block edge.", min=1, max=MAX_BLOCK_SIZE)
     workers: int | None = setting(None, "Reader threads.", min=1, max=MAX_WORKERS, default_text="CPU cores minus one")

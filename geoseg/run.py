@@ -89,7 +89,7 @@ def segment_scene(scene_path: str | Path, output: str | Path | None = None,
                                vector=vector.path if vector is not None else None)
     device = resolve_device(config.device)
     # Planned once, before the model loads: --decode gpu on a CPU fails at once.
-    tiles = decode_plan(config.decode, prepared.scene, device)
+    tiles = decode_plan(config.decode, prepared.scene, device, prepared.factor)
     with exclusive_output(prepared):
         loaded = model if model is not None else (loader or deferred_load)(prepared.model, config.trust_checkpoint)
         execution = execute(prepared, loaded, config, device, progress=progress, cancel=cancel, session=session,

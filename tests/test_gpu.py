@@ -221,13 +221,19 @@ def test_nvcomp_tiles_equal_gdal(tmp_path, dtype, compress, predictor, interleav
     assert torch.equal(strip.valid, reference.valid)
 
 
-def test_auto_decodes_a_tiled_deflate_scene_on_the_gpu(make_tif, tmp_path, tiny_model) -> None:
+def test_auto_decodes_a_tiled_deflate_scene_on_the_gpu_when_the_network_sees_a_coarser_grid(make_tif, tmp_path,
+                                                                                           tiny_model) -> None:
+    """A 10 m scene and a 20 m model (f = 2): the device decodes; the same scene with a model of its own
+    resolution (f = 1, the network is the wall): the CPU readers."""
     _nvcomp()
     data = smooth_image((3, 600, 500), seed=6, dtype="uint16")
     path = make_tif(data, block=128, predictor=2)
-    summary = segment_scene(path, tmp_path / "auto.tif", RunConfig(device="cuda", precision="fp32", scale=1e-3),
-                            model=tiny_model())
-    assert summary.decode == "gpu" and summary.stage_seconds["device decode chunks"] > 0
+    config = RunConfig(device="cuda", precision="fp32", scale=1e-3, overwrite=True)
+    coarser = segment_scene(path, tmp_path / "f2.tif", config, model=tiny_model(resolution_m=20.0))
+    assert coarser.factor == 2
+    assert coarser.decode == "gpu" and coarser.stage_seconds["device decode chunks"] > 0
+    native = segment_scene(path, tmp_path / "f1.tif", config, model=tiny_model(resolution_m=10.0))
+    assert native.factor == 1 and native.decode == "cpu" and "device decode chunks" not in native.stage_seconds
 
 
 @pytest.mark.parametrize("mode", ["gpu", "hybrid"])
@@ -302,15 +308,19 @@ def test_a_small_scene_pads_to_a_batch_size_its_process_has_run_at(make_tif, tmp
     """In a warm process (a service, a batch) a small scene's one call is padded to a batch size the network has
     run at, whose cuDNN plans and kernels are ready, rather than a shape of its own (seconds on the H100)."""
     from geoseg.engine.device import DeviceSession
+    from geoseg.engine.plan import plan_layout
 
     model, session = tiny_model(), DeviceSession()
     config = RunConfig(overwrite=True, scale=1e-3, device="cuda")
-    large = make_tif(smooth_image((3, 400, 400), seed=1, dtype="uint16"))  # 8 x 8 patches: the automatic size
-    small = make_tif(smooth_image((3, 100, 150), seed=2, dtype="uint16"))  # 2 x 3 patches
+    large = make_tif(smooth_image((3, 400, 400), seed=1, dtype="uint16"))  # 9 x 9 patches: the automatic size
+    small = make_tif(smooth_image((3, 100, 150), seed=2, dtype="uint16"))
+    card = model.card
+    layout = plan_layout(100, 150, 1, card.tile_size, card.overlap)
+    patches = layout.rows.count * layout.cols.count  # 3 x 4: the grid reaches half an overlap past the edges
     first = segment_scene(large, tmp_path / "large.tif", config, model=model, session=session)
     later = segment_scene(small, tmp_path / "later.tif", config, model=model, session=session)
-    assert later.batch_size == first.batch_size > 6 and later.patches == first.batch_size  # one padded call
+    assert later.batch_size == first.batch_size > patches and later.patches == first.batch_size  # one padded call
     alone = segment_scene(small, tmp_path / "alone.tif", config, model=model, session=DeviceSession())
-    assert (alone.batch_size, alone.patches) == (6, 6)  # a cold session: exactly its patches, no probe
+    assert (alone.batch_size, alone.patches) == (patches, patches)  # a cold session: exactly its patches, no probe
     with rasterio.open(tmp_path / "later.tif") as a, rasterio.open(tmp_path / "alone.tif") as b:
         assert (a.read(1) == b.read(1)).mean() > 0.9999  # another batch size may round a near-tie otherwise

@@ -50,9 +50,14 @@ BATCH_TILES = 1536
 #: whatever its size (each tile inflated by one thread block), so a batch of a few strips leaves most of the
 #: GPU idle unless the next one runs beside it.
 DECODE_STREAMS = 2
-#: ``--decode`` values. ``auto`` is ``gpu`` where it applies (a CUDA device, a tiled file in a codec nvCOMP
-#: decodes, nvCOMP installed) and ``cpu`` elsewhere, since the device decoder is the faster of the two on a GPU
-#: server (benchmarks/RESULTS.md section 11). ``hybrid`` is asked for by name only: it was slower than ``gpu``.
+#: ``--decode auto`` is ``gpu`` where it applies (a CUDA device, a tiled file in a codec nvCOMP decodes, nvCOMP
+#: installed) for a run whose network sees the scene at least this many times coarser (``factor``), ``cpu``
+#: elsewhere. Read-bound runs (the network on a coarser grid) were faster with the device decoder
+#: (benchmarks/RESULTS.md section 11); at the scene's own resolution (f = 1) the network is the wall and decoding
+#: on the same GPU takes its SMs: 2.30 against 2.23 s (efficientnet-b4) and 2.07 against 1.98 s (vgg16) with the
+#: CPU readers, 16384², on the H100 (section 14, 2026-12-07 evening). ``hybrid`` is asked for by name only: it was
+#: slower than both.
+AUTO_DEVICE_FROM_FACTOR = 2
 #: In ``hybrid``, of the chunks a strip has left, the most one batch of the device decoder takes.
 HYBRID_SHARE = 0.5
 
@@ -349,14 +354,15 @@ class TileDecoder:
         return valid
 
 
-def decode_plan(mode: str, scene: SceneInfo, device: torch.device) -> TileIndex | None:
-    """The tile index the device decodes ``scene`` from under ``--decode mode``, or None for the CPU readers.
+def decode_plan(mode: str, scene: SceneInfo, device: torch.device, factor: int) -> TileIndex | None:
+    """The tile index the device decodes ``scene`` from under ``--decode mode``, or None for the CPU readers;
+    ``factor`` is the run's scene pixels per model-grid pixel along each axis.
 
-    ``auto`` is the device where it can be (see :data:`DECODE_MODES`), quietly the CPU readers elsewhere;
-    ``gpu`` and ``hybrid`` say why they cannot be had (:class:`ConfigError`)."""
+    ``auto`` is the device where it can be and the run is read-bound (:data:`AUTO_DEVICE_FROM_FACTOR`), quietly
+    the CPU readers elsewhere; ``gpu`` and ``hybrid`` say why they cannot be had (:class:`ConfigError`)."""
     if mode == "cpu":
         return None
-    if mode == "auto" and device.type != "cuda":
+    if mode == "auto" and (device.type != "cuda" or factor < AUTO_DEVICE_FROM_FACTOR):
         return None
     index = tile_index(scene)
     reasons = [r for r in (

@@ -156,30 +156,34 @@ def test_files_gdal_keeps(tmp_path: Path, make_tif) -> None:
 
 def test_decode_modes_on_a_cpu(tmp_path: Path) -> None:
     scene = open_scene(write(tmp_path / "s.tif", values("uint16", (2, 64, 64))))
-    assert decode_plan("auto", scene, CPU) is None  # auto on a CPU: the CPU readers
-    assert decode_plan("cpu", scene, CPU) is None
+    assert decode_plan("auto", scene, CPU, 2) is None  # auto on a CPU: the CPU readers
+    assert decode_plan("cpu", scene, CPU, 1) is None
     with pytest.raises(ConfigError, match=r"s\.tif: --decode gpu cannot be used: the device is cpu, not a CUDA GPU; "):
-        decode_plan("gpu", scene, CPU)
+        decode_plan("gpu", scene, CPU, 1)
     lzw = open_scene(write(tmp_path / "lzw.tif", values("uint16", (2, 64, 64)), compress="lzw"))
     with pytest.raises(ConfigError, match="the file is LZW-compressed"):
-        decode_plan("hybrid", lzw, CPU)
+        decode_plan("hybrid", lzw, CPU, 1)
     assert make_decoder("cpu", None, scene, (1, 2), CPU) is None
 
 
 def test_auto_decodes_on_the_gpu_where_it_can_and_quietly_on_the_cpu_elsewhere(tmp_path: Path, monkeypatch) -> None:
-    """--decode auto: the device decoder for a tiled deflate file on a CUDA device with nvCOMP; the CPU
-    readers, without a word, for a file nvCOMP cannot decode, without nvCOMP, or on a CPU."""
+    """--decode auto: the device decoder for a tiled deflate file on a CUDA device with nvCOMP when the network
+    sees a coarser grid; the CPU readers, without a word, at the scene's own resolution (the network is the wall),
+    for a file nvCOMP cannot decode, without nvCOMP, or on a CPU. Named modes ignore the factor."""
     cuda = torch.device("cuda")  # only named: decode_plan decides without touching the device
     tiled = open_scene(write(tmp_path / "s.tif", values("uint16", (2, 64, 64))))
     lzw = open_scene(write(tmp_path / "lzw.tif", values("uint16", (2, 64, 64)), compress="lzw"))
     monkeypatch.setattr("geoseg.engine.tile_decode.nvcomp_missing", lambda: None)
-    assert isinstance(decode_plan("auto", tiled, cuda), TileIndex)
-    assert decode_plan("auto", lzw, cuda) is None
-    assert decode_plan("auto", tiled, CPU) is None
+    assert isinstance(decode_plan("auto", tiled, cuda, 2), TileIndex)
+    assert decode_plan("auto", tiled, cuda, 1) is None  # f = 1: the CPU readers
+    assert isinstance(decode_plan("gpu", tiled, cuda, 1), TileIndex)
+    assert isinstance(decode_plan("hybrid", tiled, cuda, 1), TileIndex)
+    assert decode_plan("auto", lzw, cuda, 2) is None
+    assert decode_plan("auto", tiled, CPU, 2) is None
     monkeypatch.setattr("geoseg.engine.tile_decode.nvcomp_missing", lambda: "nvCOMP is not installed")
-    assert decode_plan("auto", tiled, cuda) is None
+    assert decode_plan("auto", tiled, cuda, 2) is None
     with pytest.raises(ConfigError, match="nvCOMP is not installed"):
-        decode_plan("gpu", tiled, cuda)
+        decode_plan("gpu", tiled, cuda, 2)
 
 
 def test_a_cut_short_file_is_named(tmp_path: Path) -> None:
