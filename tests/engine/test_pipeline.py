@@ -136,6 +136,7 @@ def test_waits_traced_and_garbage_collection_paused_leave_the_mask_and_the_colle
     assert gc.isenabled() and seen  # on again after the run
     marks = traced.stage_seconds
     assert marks["gc pauses"] >= 0 and marks["gc s"] >= 0 and "gc s" not in plain.stage_seconds
-    assert all(v > 1e-3 for k, v in marks.items() if k.startswith(("read wait row", "write wait row")))
+    # waits over 1 ms only, rounded to the ms as every stage's seconds are (a 1.2 ms wait reads 0.001)
+    assert all(v >= 1e-3 for k, v in marks.items() if k.startswith(("read wait row", "write wait row")))
     with rasterio.open(tmp_path / "plain.tif") as a, rasterio.open(tmp_path / "traced.tif") as b:
         assert np.array_equal(a.read(), b.read())
