@@ -7,7 +7,6 @@ their copies are done, and the model is replayed from CUDA graphs; none of it ma
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -237,9 +236,8 @@ def test_auto_decodes_a_tiled_deflate_scene_on_the_gpu_when_the_network_sees_a_c
     assert native.factor == 1 and native.decode == "cpu" and "device decode chunks" not in native.stage_seconds
 
 
-@pytest.mark.parametrize("mode", ["gpu", "hybrid", "head"])
+@pytest.mark.parametrize("mode", ["gpu", "hybrid"])
 def test_runs_decoding_on_the_gpu_give_the_cpu_readers_mask(make_tif, tmp_path, tiny_model, mode) -> None:
-    """``head``: the device decodes the first strip (``Tuning.device_head_strips``), the reader threads the rest."""
     _nvcomp()
     model = tiny_model()
     data = smooth_image((3, 1100, 900), seed=5, dtype="uint16")
@@ -248,8 +246,7 @@ def test_runs_decoding_on_the_gpu_give_the_cpu_readers_mask(make_tif, tmp_path, 
     small = Tuning(chunking=ReadChunking(max_bytes=6 * 128 * 256, cols=256))
     kw = dict(device="cuda", precision="fp32", block_size=256, batch_size=4, workers=3, cuda_graphs=False)
     cpu = _mask(path, tmp_path / "cpu.tif", model, small, decode="cpu", **kw)
-    gpu = _mask(path, tmp_path / f"{mode}.tif", model, replace(small, device_head_strips=int(mode == "head")),
-                decode="gpu" if mode == "head" else mode, **kw)
+    gpu = _mask(path, tmp_path / f"{mode}.tif", model, small, decode=mode, **kw)
     np.testing.assert_array_equal(gpu, cpu)
 
 

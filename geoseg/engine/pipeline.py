@@ -112,10 +112,6 @@ class Tuning:
     #: the run (``gc pauses``, ``gc s``) and, on a GPU, the calls that made the host wait for the device while the
     #: rows ran (``device waits``, ``device wait at FILE:LINE``; :func:`geoseg.engine.device.device_waits`).
     trace_waits: bool = False
-    #: With a device decoder (``--decode gpu``), the strips it decodes: the first this many, whole, while the reader
-    #: threads decode the rest from the start; 0: all of them. At f = 1 the GPU decoder has the first strip in at
-    #: once but takes the network's SMs for the rest of the run (benchmarks/RESULTS.md section 14); an A/B.
-    device_head_strips: int = 0
     #: DEFLATE level of a plain GeoTIFF mask (``--format gtiff``); None: the format's
     #: (:data:`geoseg.io.writing.ZLEVEL`). Changes the file's bytes, never its pixels.
     zlevel: int | None = None
@@ -150,10 +146,8 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
     writer = ThreadPoolExecutor(1, thread_name_prefix="geoseg-write")
     device_reader = ThreadPoolExecutor(1, thread_name_prefix="geoseg-decode") if decoder is not None else None
     ahead = tuning.read_ahead_strips
-    head = tuning.device_head_strips if decoder is not None else 0  # strips the device decodes, the rest the readers'
-    if decoder is not None:
+    if decoder is not None:  # the device decoder batches tiles across strips: open enough of them
         device_reader.submit(decoder.serve)
-    if decoder is not None and not head:  # the device decoder batches tiles across strips: open enough of them
         widest = max(strips, key=lambda s: s.rows[1] - s.rows[0])
         tiles = sum(decoder.tiles_in(c) for c in widest.chunks)
         ahead = decoder.strips_ahead(tiles, (widest.rows[1] - widest.rows[0]) * layout.width * inputs.pixel_bytes,
@@ -181,11 +175,8 @@ def run_pipeline(layout: Layout, inputs: InputRows, blender: Blender, read: Read
                 loading[i] = strip, [readers.submit(inputs.load, strip, box, read, pool) for box in strips[i].chunks]
                 return
             queue = ChunkQueue(strips[i].chunks)
-            if head and i >= head:  # past the device's strips: the readers take every chunk
-                loading[i] = strip, [readers.submit(load_next, strip, queue) for _ in strips[i].chunks]
-                return
             loads = [decoder.submit(strip, queue, inputs.copy_stream)]
-            if decoder.mode != "gpu" and not head:
+            if decoder.mode != "gpu":
                 loads += [readers.submit(load_next, strip, queue) for _ in strips[i].chunks]
             loading[i] = strip, loads
 

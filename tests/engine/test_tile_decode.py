@@ -8,7 +8,6 @@ chunks with the CPU readers) is the code the GPU runs. tests/test_gpu.py runs nv
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -104,12 +103,11 @@ def test_chunks_are_shared_and_every_one_decoded_once(tmp_path: Path) -> None:
     assert decoder.stats.chunks == 8 and decoder.stats.tiles == 16 and decoder.stats.batches >= 4
 
 
-@pytest.mark.parametrize("mode", ["gpu", "hybrid", "head"])
+@pytest.mark.parametrize("mode", ["gpu", "hybrid"])
 @pytest.mark.parametrize("interleave", ["pixel", "band"])
 def test_run_with_device_decoding_gives_the_same_mask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       tiny_model, mode: str, interleave: str) -> None:
-    """A whole run, its chunks decoded by the tile decoder (and, in hybrid, the reader threads too; with
-    ``device_head_strips``, the decoder takes the first strip and the reader threads the rest)."""
+    """A whole run, its chunks decoded by the tile decoder (and, in hybrid, the reader threads too)."""
     data = values("uint16", (3, 300, 260))
     data[:, :40, :70] = 0
     path = write(tmp_path / "s.tif", data, tile=64, predictor=2, interleave=interleave, nodata=0)
@@ -118,8 +116,6 @@ def test_run_with_device_decoding_gives_the_same_mask(tmp_path: Path, monkeypatc
     tuning = Tuning(chunking=ReadChunking(max_bytes=64 * 64 * 6 * 2, cols=64))
     segment_scene(path, tmp_path / "cpu.tif", config, model=model, tuning=tuning)
     made: list[TileDecoder] = []
-    head = mode == "head"
-    mode = "gpu" if head else mode
 
     class PacedInflater(HostInflater):
         """The host inflater at a device's pace: each batch takes a while, as on a GPU, so in hybrid the
@@ -129,28 +125,17 @@ def test_run_with_device_decoding_gives_the_same_mask(tmp_path: Path, monkeypatc
             time.sleep(0.03)
             return super().inflate(*args, **kwargs)
 
-    class OfferedDecoder(TileDecoder):
-        """Lists the strips offered to it."""
-
-        def submit(self, strip, queue, allocated_on=None):
-            self.offered = [*getattr(self, "offered", []), strip]
-            return super().submit(strip, queue, allocated_on)
-
     def host_decoder(decode, planned, scene, bands, device, streams, hybrid_share):
         assert planned is None  # a CPU run: decode_plan gave the CPU readers
         index = tile_index(scene)
-        made.append(OfferedDecoder(index, bands, device, scene.nodata, mode, inflater=PacedInflater(index.codec),
-                                   batch_tiles=5, streams=streams, hybrid_share=hybrid_share))
+        made.append(TileDecoder(index, bands, device, scene.nodata, mode, inflater=PacedInflater(index.codec),
+                                batch_tiles=5, streams=streams, hybrid_share=hybrid_share))
         return made[-1]
 
     monkeypatch.setattr("geoseg.run.make_decoder", host_decoder)
-    summary = segment_scene(path, tmp_path / "dev.tif", config, model=model,
-                            tuning=replace(tuning, device_head_strips=1) if head else tuning)
+    summary = segment_scene(path, tmp_path / "dev.tif", config, model=model, tuning=tuning)
     stats = made[0].stats
-    assert stats.chunks > 0 and (stats.cpu_chunks > 0) == (mode == "hybrid" or head)
-    if head:  # the decoder was offered the first strip alone, and took all of it; the readers had the rest
-        assert [strip.rows[0] for strip in made[0].offered] == [0] and made[0].offered[0].rows[1] < 300
-        assert summary.stage_seconds["reader chunks"] == stats.cpu_chunks
+    assert stats.chunks > 0 and (stats.cpu_chunks > 0) == (mode == "hybrid")
     assert summary.stage_seconds["device decode chunks"] == stats.chunks and summary.decode == mode
     with rasterio.open(tmp_path / "cpu.tif") as a, rasterio.open(tmp_path / "dev.tif") as b:
         assert np.array_equal(a.read(), b.read())
