@@ -170,7 +170,7 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
                 return produce_here(write, overview_levels)
 
         def produce_here(write: WriteFn, overview_levels: int) -> Produced:
-            inputs = InputRows(layout, card, device, scene.dtype)
+            inputs = InputRows(layout, card, device, scene.dtype, fused=tuning.fused_develop)
             blender = Blender(layout, card, predictor, config.probabilities,
                               overview_levels=min(overview_levels, tuning.device_overview_levels),
                               uncertainty=config.uncertainty, wide_votes=tuning.wide_votes)

@@ -7,6 +7,7 @@ their copies are done, and the model is replayed from CUDA graphs; none of it ma
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -248,6 +249,51 @@ def test_runs_decoding_on_the_gpu_give_the_cpu_readers_mask(make_tif, tmp_path, 
     cpu = _mask(path, tmp_path / "cpu.tif", model, small, decode="cpu", **kw)
     gpu = _mask(path, tmp_path / f"{mode}.tif", model, small, decode=mode, **kw)
     np.testing.assert_array_equal(gpu, cpu)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "float32"])
+def test_rows_developed_in_one_kernel_have_the_op_by_op_bits(dtype) -> None:
+    """``Tuning.fused_develop`` (geoseg.engine.input_rows.fused_develop): the same float32 bits as the six passes,
+    for every value a file of ``dtype`` holds at its extremes, signed zeros and NaN among them, with and without
+    data, and on a column slice of the rows (not contiguous) as the pipeline develops them."""
+    from geoseg.engine.input_rows import InputRows
+    from geoseg.engine.plan import plan_layout
+    from geoseg.models.card import Scaling
+    from tests.helpers import tiny_card
+
+    rng = np.random.default_rng(3)
+    shape = (3, 70, 301)
+    if dtype == "float32":
+        pixels = (rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 30, shape)).astype(np.float32)
+        pixels.flat[:6] = [0.0, -0.0, np.nan, np.inf, -np.inf, np.finfo(np.float32).tiny]
+    else:
+        info = np.iinfo(dtype)
+        pixels = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+        pixels.flat[:3] = [info.min, info.max, 0]
+    card = replace(tiny_card(), mean=(0.3, -0.1, 0.25), std=(0.7, 1.3, 0.09),
+                   scaling=Scaling(integer_scale=1e-4, integer_offset=-0.1, float_scale=3.0))
+    cuda = torch.device("cuda")
+    valid = torch.from_numpy(rng.random(shape[1:]) > 0.2).to(cuda)
+    layout = plan_layout(shape[1], shape[2], 1, 64, 16)
+    plain, fused = (InputRows(layout, card, cuda, dtype, fused=on) for on in (False, True))
+    assert fused._fused is not None
+    raw = plain.transfer(pixels)
+    for part, ok in ((raw, valid), (raw[:, 5:60, 7:250], valid[5:60, 7:250])):
+        a, b = plain.developed(part, ok), fused.developed(part, ok)
+        assert a.dtype == b.dtype == torch.float32 and a.shape == b.shape
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32))  # bits: NaN and -0.0 compared too
+
+
+def test_a_run_with_rows_developed_in_one_kernel_gives_the_same_mask(make_tif, tmp_path, tiny_model) -> None:
+    model = tiny_model()
+    data = smooth_image((3, 700, 900), seed=4, dtype="uint16")
+    data[:, 100:180, 200:300] += 40000  # above int16's range: travels as int16 bits
+    data[:, 400:480, 600:700] = 0
+    path = make_tif(data, block=64, nodata=0)
+    kw = dict(device="cuda", precision="fp32", block_size=256, batch_size=4, cuda_graphs=False)
+    plain = _mask(path, tmp_path / "plain.tif", model, Tuning(), **kw)
+    fused = _mask(path, tmp_path / "fused.tif", model, Tuning(fused_develop=True), **kw)
+    np.testing.assert_array_equal(fused, plain)
 
 
 def test_a_trace_run_without_autocast_equals_the_network_under_autocast_on_cuda(tmp_path, monkeypatch) -> None:

@@ -153,11 +153,12 @@ def timed_steps(run: Callable[[], object], device: str) -> dict:
 #: Child settings that size the pipeline (:class:`geoseg.engine.pipeline.Tuning`), not run options: zlevel:
 #: --parts options; decode_streams: --stream-variants; hybrid_share: --hybrid-variants; device_overview_levels:
 #: --overview-ab; network_priority: --priority-ab; first_row_patches, last_row_patches, spread_first_strip,
-#: switch_interval, grow_rows, keep_readers, wide_votes, read_ahead_strips, collect_garbage, trace_waits:
-#: --variants. chunk_bytes sets ``Tuning.chunking``.
+#: switch_interval, grow_rows, keep_readers, wide_votes, read_ahead_strips, collect_garbage, trace_waits,
+#: fused_develop: --variants. chunk_bytes sets ``Tuning.chunking``.
 TUNING_SETTINGS = ("zlevel", "decode_streams", "hybrid_share", "device_overview_levels", "network_priority",
                    "first_row_patches", "last_row_patches", "spread_first_strip", "switch_interval",
-                   "grow_rows", "keep_readers", "wide_votes", "read_ahead_strips", "collect_garbage", "trace_waits")
+                   "grow_rows", "keep_readers", "wide_votes", "read_ahead_strips", "collect_garbage", "trace_waits",
+                   "fused_develop")
 
 
 def child_geoseg(scene: Path, out: Path, model: Path, warmup: Path, settings: dict) -> dict:

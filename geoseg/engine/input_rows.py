@@ -18,6 +18,7 @@ scene's width and the rows in flight, never its height.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -38,7 +39,8 @@ WIDEN_ROWS = 96
 class InputRows:
     """Scene rows in, developed model-grid rows and patch regions out (see module docstring)."""
 
-    def __init__(self, layout: Layout, card: ModelCard, device: torch.device, dtype: np.dtype | str):
+    def __init__(self, layout: Layout, card: ModelCard, device: torch.device, dtype: np.dtype | str,
+                 fused: bool = False):
         self.layout = layout
         self.device = dev = device
         self.file_dtype = np.dtype(dtype)
@@ -61,6 +63,9 @@ class InputRows:
         # one per slice would be mapped and faulted in each time; one reused for whole slices would hold more
         # memory at the peak.
         self._widened = torch.empty(0, dtype=torch.float32) if dev.type == "cpu" and layout.factor > 1 else None
+        # ``fused``: at f = 1 on a GPU, one kernel develops the rows (:func:`fused_develop`), where it applies
+        self._fused = (fused_develop(self.file_dtype, self.scale, self.offset)
+                       if fused and dev.type == "cuda" and layout.factor == 1 else None)
 
     @property
     def pixel_bytes(self) -> int:
@@ -151,6 +156,8 @@ class InputRows:
         written: the file engine and the region engine (:mod:`geoseg.engine.region`) share it."""
         # scaling is affine: it commutes with the mean, so it runs on fewer pixels
         f = self.layout.factor
+        if self._fused is not None:
+            return self._fused(raw, valid, self.mean, self.std)
         if self._widened is None:
             x, v = coarsen(_widen(raw, self.file_dtype), valid, f)
         else:  # in slices of whole cells: each cell's mean is the same whichever slice holds it
@@ -223,6 +230,41 @@ def _widen(x: torch.Tensor, file_dtype: np.dtype, out: torch.Tensor | None = Non
         return into(x.view(unsigned))
     except (NotImplementedError, RuntimeError):  # a build without unsigned kernels on this device
         return into(x.to(wider) & mask)
+
+
+#: One pixel developed at f = 1, as :meth:`InputRows.developed` computes it op by op: ``where(valid, (x * scale +
+#: offset - mean) / std, 0)``, each step rounded to float32 on its own (``__f*_rn``: no fused multiply-add), so the
+#: bits are the same. ``wrap`` (65536 for uint16, else 0) reads values that travelled as int16 bits as unsigned.
+_DEVELOP_PIXEL = """
+template <typename T> T develop_pixel(T x, T valid, T mean, T std, T scale, T offset, T wrap) {
+  if (valid == T(0)) return T(0);
+  T v = (wrap != T(0) && x < T(0)) ? x + wrap : x;
+  return __fdiv_rn(__fsub_rn(__fadd_rn(__fmul_rn(v, scale), offset), mean), std);
+}
+"""
+#: File dtypes whose values the kernel takes exactly as float32 (wider integers round, float64 is not float32).
+_FUSED_DTYPES = {"uint8": 0.0, "int8": 0.0, "uint16": 65536.0, "int16": 0.0, "float32": 0.0}
+
+
+def fused_develop(file_dtype: np.dtype, scale: float, offset: float) \
+        -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """One CUDA kernel (PyTorch's jiterator, compiled on first use and cached on disk) that develops raw rows at
+    f = 1 in one pass instead of six (widen, scale, offset, mean, std, no data), with the same bits; None where it
+    does not apply (a file dtype not in :data:`_FUSED_DTYPES`, or a PyTorch without the jiterator).
+    ``Tuning.fused_develop``: an A/B, off by default until measured on the GPUs."""
+    wrap = _FUSED_DTYPES.get(np.dtype(file_dtype).name)
+    if wrap is None:
+        return None
+    try:
+        from torch.cuda.jiterator import _create_jit_fn
+    except ImportError:
+        return None
+    kernel = _create_jit_fn(_DEVELOP_PIXEL, scale=0.0, offset=0.0, wrap=0.0)
+
+    def develop(raw: torch.Tensor, valid: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        return kernel(raw, valid, mean, std, scale=float(scale), offset=float(offset), wrap=wrap)
+
+    return develop
 
 
 def _gather(x: torch.Tensor, dim: int, index: np.ndarray) -> torch.Tensor:

@@ -112,6 +112,9 @@ class Tuning:
     #: the run (``gc pauses``, ``gc s``) and, on a GPU, the calls that made the host wait for the device while the
     #: rows ran (``device waits``, ``device wait at FILE:LINE``; :func:`geoseg.engine.device.device_waits`).
     trace_waits: bool = False
+    #: At f = 1 on a GPU, develop the input rows in one kernel (:func:`geoseg.engine.input_rows.fused_develop`) instead
+    #: of six passes; same bits. An A/B until measured.
+    fused_develop: bool = False
     #: DEFLATE level of a plain GeoTIFF mask (``--format gtiff``); None: the format's
     #: (:data:`geoseg.io.writing.ZLEVEL`). Changes the file's bytes, never its pixels.
     zlevel: int | None = None
