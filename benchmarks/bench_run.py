@@ -99,6 +99,10 @@ def main() -> None:
     parser.add_argument("--device-stages", action="store_true",
                         help="--parts peers: run each model's scene once more with the engine's device-side steps "
                              "timed by CUDA events (benchmarks/runbench/stages.py): seconds by step")
+    parser.add_argument("--steady-runs", type=int, default=1, metavar="N",
+                        help="--parts peers: time N steady runs in each geoseg process; the table's steady "
+                             "seconds are their median, the details list them all (settles A/Bs of a few "
+                             "tens of ms, less than one run's spread)")
     parser.add_argument("--variants", nargs="*", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                         help="--parts peers: also run geoseg with these pipeline settings (Tuning: first_row_patches, "
                              "last_row_patches, spread_first_strip, ...) or run settings (RunConfig: compile, "

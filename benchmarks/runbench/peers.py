@@ -40,14 +40,15 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
                                    args.profile_gpu else None) for how in ("eager", "graph")}
         floor = min(floors.values())
         settings = {"device": args.device, "match_resolution": False, "profile": args.profile_gpu,
-                    "device_stages": args.device_stages, "output_format": args.format}
+                    "device_stages": args.device_stages, "output_format": args.format,
+                    "steady_runs": args.steady_runs}
         geo = spawn("geoseg", scene, args.workdir / f"peer-geoseg-{n}.tif", model, args.source, settings)
         row, best = geoseg_row([scene.name, card.encoder, "geoseg --no-match-resolution"], geo, info.megapixels, floor)
         add(row)
         note(f"{card.encoder}: {patches} patches, floors eager {floors['eager']:.2f} s, graph "
              f"{floors['graph']:.2f} s; batch {geo['batch']}; model s {geo['model s']:.2f} / steady "
-             f"{geo['steady']['model s']:.2f}; stages {geo['stages']}; steady stages "
-             f"{geo['steady']['stages']}{diagnostics(geo)}")
+             f"{geo['steady']['model s']:.2f}; steady runs s {geo['steady']['all s']}; stages {geo['stages']}; "
+             f"steady stages {geo['steady']['stages']}{diagnostics(geo)}")
         if geo["timeline"] and floor_profile:
             note(f"{card.encoder}: the graph floor's GPU timeline {printable(floor_profile)}; the run's kernels beyond "
                  f"the floor's (s more) {beyond(geo['timeline'], floor_profile)}")
@@ -66,6 +67,7 @@ def part_peers(scene: Path, models: list[Path], args: argparse.Namespace) -> Non
             add(geoseg_row([scene.name, card.encoder, f"geoseg, {spec}"], var, info.megapixels, against)[0])
             changed = differing(args.workdir / f"peer-geoseg-{n}.tif", out)
             note(f"{card.encoder}, {spec}: pixels changed {changed:.4%}; warm-up {var['warmup s']:.1f} s; "
+                 f"steady runs s {var['steady']['all s']}; "
                  f"steady stages {var['steady']['stages']}{diagnostics(var)}")
         if n or args.no_toolbelt:
             continue
