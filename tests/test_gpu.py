@@ -29,12 +29,18 @@ def _mask(path, out, model, tuning: Tuning = Tuning(), **kw) -> np.ndarray:
         return ds.read(1)
 
 
-def test_mask_is_independent_of_blocks_chunks_staging_and_graphs(make_tif, tmp_path, tiny_model) -> None:
-    model = tiny_model()
-    data = smooth_image((3, 700, 900), seed=11, dtype="uint16")
+def _uint16_scene(make_tif, seed: int):
+    """A 700 x 900 uint16 scene in 64² blocks with values above int16's range and a block of no data at
+    rows 400-480, columns 600-700."""
+    data = smooth_image((3, 700, 900), seed=seed, dtype="uint16")
     data[:, 100:180, 200:300] += 40000  # above int16's range: travels as int16 bits
     data[:, 400:480, 600:700] = 0
-    path = make_tif(data, block=64, nodata=0)
+    return make_tif(data, block=64, nodata=0)
+
+
+def test_mask_is_independent_of_blocks_chunks_staging_and_graphs(make_tif, tmp_path, tiny_model) -> None:
+    model = tiny_model()
+    path = _uint16_scene(make_tif, seed=11)
     whole = _mask(path, tmp_path / "whole.tif", model, device="cuda", precision="fp32", block_size=4096,
                   cuda_graphs=False)
     # Three staging buffers for three readers: recycled all the time.
@@ -286,10 +292,7 @@ def test_rows_developed_in_one_kernel_have_the_op_by_op_bits(dtype) -> None:
 
 def test_a_run_with_rows_developed_in_one_kernel_gives_the_same_mask(make_tif, tmp_path, tiny_model) -> None:
     model = tiny_model()
-    data = smooth_image((3, 700, 900), seed=4, dtype="uint16")
-    data[:, 100:180, 200:300] += 40000  # above int16's range: travels as int16 bits
-    data[:, 400:480, 600:700] = 0
-    path = make_tif(data, block=64, nodata=0)
+    path = _uint16_scene(make_tif, seed=4)
     kw = dict(device="cuda", precision="fp32", block_size=256, batch_size=4, cuda_graphs=False)
     plain = _mask(path, tmp_path / "plain.tif", model, Tuning(), **kw)
     fused = _mask(path, tmp_path / "fused.tif", model, Tuning(fused_develop=True), **kw)
