@@ -213,6 +213,8 @@ CASES: dict[str, Case] = {
     "output-folder-not-writable": Case(_with([]), 6, "is not writable", in_batch=False, setup=_unwritable,
                                        out="out/m.tif", about="out"),
     "output-folder-missing": Case(_with([]), 6, "does not exist", in_batch=False, out="missing/m.tif", about="out"),
+    "mask-named-as-png": Case(_with([]), 2, "the mask is a GeoTIFF, but the name ends in '.png'", in_batch=False,
+                              out="m.png", about="out"),
     "output-is-input": Case(_with([]), 6, "is the input scene", in_batch=False, out="good.tif", about="scene"),
     "output-larger-than-free-disk": Case(_with([]), 6, "MiB free", setup=_no_space, about="out"),
     "unknown-model": Case(_unknown_model, 5, "unknown model 'sentinel-magic'", in_batch=False, about="model"),

@@ -292,6 +292,16 @@ def test_name_templates_stay_inside_the_output_folder(tmp_path, model_folder, te
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", model_folder.name]
 
 
+def test_a_name_template_of_another_format_is_refused_before_any_scene(tmp_path, model_folder) -> None:
+    (tmp_path / "in").mkdir()
+    source = scene(tmp_path / "in", "s.tif")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["batch", str(source), "-o", str(out), "--name", "{stem}.PNG", "--model",
+                                 str(model_folder)])
+    one_line(result, 2, "names masks '.PNG', but a mask is a GeoTIFF")
+    assert not out.exists()
+
+
 def test_a_parent_named_dot_dot_cannot_lead_a_mask_out(tmp_path, model_folder) -> None:
     from geoseg.batch.jobs import Job
     from geoseg.errors import ConfigError

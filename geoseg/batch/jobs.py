@@ -41,6 +41,7 @@ import yaml
 
 from geoseg.config import SETTINGS, RunConfig, value_type
 from geoseg.errors import ConfigError
+from geoseg.io.writing import OTHER_FORMATS
 from geoseg.textfiles import load_yaml, read_text
 
 #: Raster file endings taken from a directory.
@@ -106,6 +107,9 @@ def check_template(template: str, where: str) -> None:
     if Path(template).is_absolute() or ".." in Path(template).parts or template.startswith("~"):
         raise ConfigError(f"{where}: name template {template!r} must name a file inside the output folder (no "
                           f"absolute path, no '..'); set the folder with -o or output_dir")
+    if Path(template).suffix.lower() in OTHER_FORMATS:
+        raise ConfigError(f"{where}: name template {template!r} names masks {Path(template).suffix!r}, but a mask is a "
+                          f"GeoTIFF; end it in .tif, e.g. {DEFAULT_TEMPLATE!r}")
 
 
 def load_job_file(path: Path) -> list[Job]:

@@ -78,11 +78,23 @@ class ProductPaths:
                 "QGIS style": self.style, "STAC Item": self.stac, "legend": self.legend}
 
 
+#: Name endings of other formats. The mask is always a GeoTIFF: one named ``mask.png`` would be a GeoTIFF that the
+#: name, a file manager and a STAC reader take for something else, so such a name is refused.
+OTHER_FORMATS = frozenset({".png", ".jpg", ".jpeg", ".jp2", ".j2k", ".gif", ".bmp", ".webp", ".vrt", ".img", ".nc",
+                           ".h5", ".hdf", ".asc", ".xyz", ".zarr", ".gpkg", ".fgb", ".parquet", ".shp", ".geojson",
+                           ".json", ".qml", ".xml", ".csv", ".txt", ".html"})
+
+
 def check_output(output: Path, scene: Path, overwrite: bool, *, probabilities: bool = False,
                  uncertainty: bool = False, vector: Path | None = None, inputs: tuple[Path, ...] = ()) -> None:
-    """Refuse a product whose files (mask, probabilities, uncertainty, sidecars, ``vector``) would overwrite the
-    input or any other file the scene is read from (``inputs``), collide with each other, replace an existing file
-    without ``overwrite``, or cannot be created (:func:`geoseg.io.outputs.check_outputs`)."""
+    """Refuse a mask named as another format (:data:`OTHER_FORMATS`), and a product whose files (mask,
+    probabilities, uncertainty, sidecars, ``vector``) would overwrite the input or any other file the scene is read
+    from (``inputs``), collide with each other, replace an existing file without ``overwrite``, or cannot be created
+    (:func:`geoseg.io.outputs.check_outputs`)."""
+    suffix = output.suffix.lower()
+    if suffix in OTHER_FORMATS:
+        raise ConfigError(f"{output}: the mask is a GeoTIFF, but the name ends in {output.suffix!r}; name it "
+                          f"{output.with_suffix('.tif').name} (vector layers: --vector)")
     outputs = ProductPaths.of(output).roles(probabilities, uncertainty)
     if vector is not None:
         outputs["vector layer"] = vector
