@@ -292,6 +292,22 @@ def test_name_templates_stay_inside_the_output_folder(tmp_path, model_folder, te
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", model_folder.name]
 
 
+@pytest.mark.parametrize("out", ["s3://bucket/m.tif", "/vsis3/bucket/m.tif", "https://example.com/m.tif"])
+def test_a_mask_to_a_url_is_refused_with_what_to_do_instead(tmp_path, model_folder, out) -> None:
+    source = scene(tmp_path)
+    result = runner.invoke(app, ["run", str(source), "-o", out, "--model", str(model_folder)])
+    one_line(result, 6, "writes the mask to a local folder", "aws s3 cp")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([source.name, model_folder.name])
+
+
+def test_a_batch_to_a_url_is_refused_before_any_scene(tmp_path, model_folder, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    source = scene(tmp_path)
+    result = runner.invoke(app, ["batch", str(source), "-o", "s3://bucket/masks", "--model", str(model_folder)])
+    one_line(result, 2, "s3:/bucket/masks is a URL or GDAL virtual path", "aws s3 cp")
+    assert not (tmp_path / "s3:").exists()
+
+
 def test_a_name_template_of_another_format_is_refused_before_any_scene(tmp_path, model_folder) -> None:
     (tmp_path / "in").mkdir()
     source = scene(tmp_path / "in", "s.tif")

@@ -41,6 +41,7 @@ import yaml
 
 from geoseg.config import SETTINGS, RunConfig, value_type
 from geoseg.errors import ConfigError
+from geoseg.io.outputs import looks_remote
 from geoseg.io.writing import OTHER_FORMATS
 from geoseg.textfiles import load_yaml, read_text
 
@@ -72,6 +73,10 @@ class Job:
 
     def __post_init__(self) -> None:
         check_template(self.name_template, f"job {self.name!r}")
+        if self.output_dir is not None and looks_remote(self.output_dir):
+            raise ConfigError(f"job {self.name!r}: output folder {self.output_dir} is a URL or GDAL virtual path; "
+                              f"masks are written to a local folder: write them there and copy them with your "
+                              f"storage's tool (aws s3 cp, gsutil cp, rclone)")
 
     def output_for(self, scene: Path) -> Path:
         """The mask of ``scene``: the template filled in, inside :attr:`output_dir` whatever the fields hold."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -20,6 +21,8 @@ from types import TracebackType
 from geoseg.errors import OutputError
 
 LOCK_SUFFIX = ".lock"
+#: An output named as a URL (``s3://``, which a path shortens to ``s3:/``) or a GDAL virtual path (``/vsis3/``).
+_REMOTE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:/|/vsi[a-z0-9_]+/)")
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -55,9 +58,18 @@ def check_outputs(outputs: Mapping[str, Path], inputs: Iterable[Path], overwrite
             raise OutputError(f"{path}: already exists; pass --overwrite to replace it or choose -o")
         parent = path.parent
         if not parent.is_dir():
+            if looks_remote(path):
+                raise OutputError(f"{path}: geoseg writes the {role} to a local folder, not to a URL or GDAL virtual "
+                                  f"path; write it here and copy it with your storage's tool (aws s3 cp, gsutil cp, "
+                                  f"rclone)")
             raise OutputError(f"{path}: folder {parent} does not exist; create it first")
         if not os.access(parent, os.W_OK):
             raise OutputError(f"{path}: folder {parent} is not writable; choose another output with -o")
+
+
+def looks_remote(path: Path | str) -> bool:
+    """Whether ``path`` names a URL or a GDAL virtual file rather than a local one (outputs are local only)."""
+    return _REMOTE.match(str(path)) is not None
 
 
 def lock_path(output: Path) -> Path:
