@@ -55,3 +55,23 @@ def test_runs_of_a_reflected_edge() -> None:
     assert _runs(np.array([2, 1, 0, 1, 2, 3])) == [(0, 3, -1), (3, 6, 1)]
     assert _runs(np.arange(4, 9)) == [(0, 5, 1)]
     assert _runs(np.array([0, 1] * (MAX_RUNS + 1))) is None  # a tiny scene reflected many times: gathered
+
+
+@pytest.mark.parametrize(("height", "width", "block"), [(300, 700, 128), (40, 30, 64), (1000, 200, 256)])
+def test_every_blocks_region_is_its_footprint_gathered(height, width, block) -> None:
+    """:meth:`InputRows.patch_region` cuts the rows to the footprint's span before it reflects them (a block at the
+    top or bottom edge no longer copies rows as wide as the scene): every block's region, corners and scenes
+    smaller than a patch included, is still the developed rows at its footprint's reflected positions."""
+    from geoseg.engine.plan import plan_blocks
+
+    layout = plan_layout(height, width, 1, 64, 16, block_size=block)
+    inputs = InputRows(layout, tiny_card(), torch.device("cpu"), "float32")
+    inputs.model_rows = torch.randn(3, layout.rows.size, layout.cols.size)
+    blocks = [b for row in plan_blocks(layout) for b in row.blocks if b.origins]
+    edges = 0
+    for b in blocks:
+        want = inputs.model_rows.index_select(1, torch.from_numpy(b.src_rows)).index_select(
+            2, torch.from_numpy(b.src_cols))
+        assert torch.equal(inputs.patch_region(b), want)
+        edges += bool(b.src_rows.min() != b.footprint.row0 or b.src_cols.max() != b.footprint.col1 - 1)
+    assert edges > 0  # some footprints reach past the scene
