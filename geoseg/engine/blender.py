@@ -122,12 +122,16 @@ class Blender:
         validity of its scene rows."""
         reach = max((b.footprint.row1 for b in row.blocks if b.origins), default=0)
         need = min(reach, self.layout.rows.size) - self.acc_base
-        if need > self.acc.shape[1]:
-            more = torch.zeros((self.num_classes, need - self.acc.shape[1], self.layout.cols.size),
-                               dtype=self.acc_dtype, device=self.device)
-            self.acc = torch.cat([self.acc, more], dim=1)
-            fresh = torch.full((2, more.shape[1], more.shape[2]), 255, dtype=self.votes_dtype, device=self.device)
-            self.votes = torch.cat([self.votes, fresh], dim=1)  # no vote yet
+        have = self.acc.shape[1]
+        if need > have:  # the kept rows copied over, the new ones set in place (no zeros made, then copied again)
+            acc = torch.empty((self.num_classes, need, self.layout.cols.size), dtype=self.acc_dtype,
+                              device=self.device)
+            acc[:, :have].copy_(self.acc)
+            acc[:, have:].zero_()
+            votes = torch.empty((2, need, self.layout.cols.size), dtype=self.votes_dtype, device=self.device)
+            votes[:, :have].copy_(self.votes)
+            votes[:, have:].fill_(255)  # no vote yet
+            self.acc, self.votes = acc, votes
         self._row_valid = valid
 
     def add_block(self, block: BlockPlan, region: torch.Tensor | None) -> None:
