@@ -41,8 +41,7 @@ import yaml
 
 from geoseg.config import SETTINGS, RunConfig, value_type
 from geoseg.errors import ConfigError
-from geoseg.io.outputs import looks_remote
-from geoseg.io.writing import OTHER_FORMATS
+from geoseg.io.outputs import OTHER_FORMATS, looks_remote
 from geoseg.textfiles import load_yaml, read_text
 
 #: Raster file endings taken from a directory.

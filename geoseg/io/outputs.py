@@ -25,6 +25,13 @@ LOCK_SUFFIX = ".lock"
 _REMOTE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:/|/vsi[a-z0-9_]+/)")
 
 
+#: Name endings of other formats. The mask is always a GeoTIFF: one named ``mask.png`` would be a GeoTIFF that the
+#: name, a file manager and a STAC reader take for something else, so such a name is refused.
+OTHER_FORMATS = frozenset({".png", ".jpg", ".jpeg", ".jp2", ".j2k", ".gif", ".bmp", ".webp", ".vrt", ".img", ".nc",
+                           ".h5", ".hdf", ".asc", ".xyz", ".zarr", ".gpkg", ".fgb", ".parquet", ".shp", ".geojson",
+                           ".json", ".qml", ".xml", ".csv", ".txt", ".html"})
+
+
 def same_file(a: Path, b: Path) -> bool:
     """Whether ``a`` and ``b`` name one file: the same path once resolved, or the same inode (hard links)."""
     if a.resolve() == b.resolve():

@@ -31,7 +31,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from geoseg.errors import ConfigError, OutputError, reason
-from geoseg.io.outputs import check_outputs
+from geoseg.io.outputs import OTHER_FORMATS, check_outputs
 from geoseg.io.scene import SceneInfo
 from geoseg.models.card import ModelCard
 
@@ -76,13 +76,6 @@ class ProductPaths:
         return {"mask": self.mask, **({"probabilities": self.probabilities} if probabilities else {}),
                 **({"uncertainty": self.uncertainty} if uncertainty else {}),
                 "QGIS style": self.style, "STAC Item": self.stac, "legend": self.legend}
-
-
-#: Name endings of other formats. The mask is always a GeoTIFF: one named ``mask.png`` would be a GeoTIFF that the
-#: name, a file manager and a STAC reader take for something else, so such a name is refused.
-OTHER_FORMATS = frozenset({".png", ".jpg", ".jpeg", ".jp2", ".j2k", ".gif", ".bmp", ".webp", ".vrt", ".img", ".nc",
-                           ".h5", ".hdf", ".asc", ".xyz", ".zarr", ".gpkg", ".fgb", ".parquet", ".shp", ".geojson",
-                           ".json", ".qml", ".xml", ".csv", ".txt", ".html"})
 
 
 def check_output(output: Path, scene: Path, overwrite: bool, *, probabilities: bool = False,
