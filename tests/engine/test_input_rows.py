@@ -75,3 +75,43 @@ def test_every_blocks_region_is_its_footprint_gathered(height, width, block) -> 
         assert torch.equal(inputs.patch_region(b), want)
         edges += bool(b.src_rows.min() != b.footprint.row0 or b.src_cols.max() != b.footprint.col1 - 1)
     assert edges > 0  # some footprints reach past the scene
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16", "float32"])
+@pytest.mark.parametrize(("scale", "offset", "mean", "std"), [(1.0, 0.0, 0.0, 1.0), (1e-4, 0.0, 0.2, 0.25),
+                                                             (1e-4, -0.1, 0.0, 1.0), (-1.0, 0.0, 0.0, 1.0),
+                                                             (1.0, 0.0, 0.5, 1.0)])
+@pytest.mark.parametrize("factor", [1, 2])
+def test_developed_pixels_have_every_steps_bits(dtype, scale, offset, mean, std, factor) -> None:
+    """The steps that change no value (times 1, plus 0, minus 0, over 1) are left out of :meth:`InputRows.developed`;
+    the pixels keep the bits of ``where(valid, (x * scale + offset - mean) / std, 0)`` step by step, -0.0 included
+    (a float scene's -0.0 plus 0 is +0.0, and so is an integer 0 times a negative scale plus 0)."""
+    from dataclasses import replace
+
+    from geoseg.models.card import Scaling
+
+    rng = np.random.default_rng(3)
+    rows, cols = 12, 10
+    if dtype == "float32":
+        pixels = rng.normal(size=(3, rows, cols)).astype("float32")
+        pixels[:, :2] = -0.0
+        pixels[0, 2, :3] = [np.inf, -np.inf, 0.0]
+    else:
+        info = np.iinfo(dtype)
+        pixels = rng.integers(info.min, info.max, (3, rows, cols), endpoint=True).astype(dtype)
+        pixels[:, :2] = 0
+    valid = torch.from_numpy(rng.random((rows, cols)) > 0.2)
+    card = replace(tiny_card(), mean=(mean,) * 3, std=(std,) * 3,
+                   scaling=Scaling(integer_scale=scale, integer_offset=offset, float_scale=scale))
+    inputs = InputRows(plan_layout(rows, cols, factor, 64, 16), card, torch.device("cpu"), dtype)
+    raw = inputs.transfer(pixels)
+    got = inputs.developed(raw, valid)
+    out = torch.full_like(got, 7.0)
+    inputs.developed(raw, valid, out=out)
+    from geoseg.engine.resample import coarsen
+
+    x, v = coarsen(torch.from_numpy(pixels.astype("float32")), valid, factor)
+    s, o = card.scaling.factors(dtype)
+    want = torch.where(v, (x * s + o - inputs.mean) / inputs.std, 0.0)
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+    assert torch.equal(out.view(torch.int32), want.view(torch.int32))
