@@ -204,7 +204,8 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
             stage_seconds=stages,
             peak_device_memory_gib=(round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
                                     if device.type == "cuda" else None),
-            notes=[f"{scene.path}: {note}" for note in predictor.notes], finish_seconds=product.finish_seconds,
+            notes=[*(f"{scene.path}: {note}" for note in predictor.notes), *product.notes],
+            finish_seconds=product.finish_seconds,
             class_stats=product.class_stats, files=product.files, decode=decoder.mode if decoder else "cpu",
             seam_share=product.seam_share)
 

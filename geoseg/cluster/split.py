@@ -137,7 +137,8 @@ def _segment_on(client: Any, prepared: PreparedRun, config: RunConfig, rows: int
         counts=product.counts, device=f"{workers} dask worker(s): {', '.join(sorted(stats['device']))}",
         precision=",".join(sorted(stats["precision"])), backend=",".join(sorted(stats["backend"])),
         batch_size=min(stats["batch"]), model_seconds=stats["model_seconds"], patches=stats["patches"],
-        stage_seconds={}, peak_device_memory_gib=None, notes=[f"{scene.path}: {n}" for n in sorted(stats["notes"])],
+        stage_seconds={}, peak_device_memory_gib=None,
+        notes=[*(f"{scene.path}: {n}" for n in sorted(stats["notes"])), *product.notes],
         finish_seconds=product.finish_seconds, class_stats=product.class_stats, files=product.files)
     return with_vector(summarise(prepared, execution, config, time.perf_counter() - started), vector,
                        config.overwrite)

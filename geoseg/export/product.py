@@ -27,6 +27,7 @@ from geoseg.export.stats import ClassStat, class_table, pixel_area_m2
 from geoseg.io.integrity import TiffErrors, write_text
 from geoseg.io.overviews import OverviewPyramid, level_key, overview_vrt
 from geoseg.io.publish import Staging
+from geoseg.io.record import is_geoseg_output
 from geoseg.io.scene import SceneInfo
 from geoseg.io.sources import ITEM_TAG, PLATFORM_TAG
 from geoseg.io.writing import (
@@ -73,6 +74,7 @@ class Product:
     class_stats: list[dict]
     files: dict[str, str]
     seam_share: float | None = None  # of the valid pixels, where overlapping patches disagreed (Produced)
+    notes: tuple[str, ...] = ()  # for the run summary's warnings (:func:`stale_layers`)
 
 
 def write_product(scene: SceneInfo, card: ModelCard, output: Path, config: RunConfig, tags: dict[str, str],
@@ -150,7 +152,33 @@ def write_product(scene: SceneInfo, card: ModelCard, output: Path, config: RunCo
     return Product(counts=counts, finish_seconds=round(finishing, 3), class_stats=[vars(s) for s in stats],
                    files={"mask": str(paths.mask), "style": str(paths.style), "stac": str(paths.stac),
                           "legend": str(paths.legend),
-                          **{key: str(getattr(paths, key)) for key, _ in layers}}, seam_share=seam)
+                          **{key: str(getattr(paths, key)) for key, _ in layers}}, seam_share=seam,
+                   notes=tuple(stale_layers(paths, {key for key, _ in layers}, config.overwrite)))
+
+
+def stale_layers(paths: ProductPaths, written: set[str], overwrite: bool) -> list[str]:
+    """Deal with an earlier product's layers (probabilities, uncertainty) beside a mask just published, which this
+    run did not write: they belong to another mask. With ``overwrite`` (this product replaced that one) they are
+    removed, with the ``.aux.xml`` a client may have left beside them; otherwise they are left, with a note. Only
+    rasters geoseg wrote (its record tag) are touched. Returns the notes for the run summary."""
+    notes = []
+    for key in LAYERS:
+        path = getattr(paths, key)
+        if key in written or not is_geoseg_output(path):
+            continue
+        if not overwrite:
+            notes.append(f"{path}: an earlier run's {key} layer is beside this mask but does not belong to it (this "
+                         f"run wrote none); remove it, or rerun with --overwrite to have it removed")
+            continue
+        try:
+            path.unlink()
+            path.with_name(f"{path.name}.aux.xml").unlink(missing_ok=True)
+        except OSError as exc:
+            notes.append(f"{path}: an earlier run's {key} layer, which this mask replaces, could not be removed "
+                         f"({exc.strerror}); remove it by hand")
+        else:
+            notes.append(f"{path}: removed: the {key} layer of the mask this run replaced (this run wrote none)")
+    return notes
 
 
 def scene_pixel_area(scene: SceneInfo) -> float:

@@ -180,6 +180,38 @@ def test_probabilities_are_on_the_grid_quantised_and_agree_with_the_mask(product
     assert (chosen[valid] >= values.max(axis=0)[valid] - 1).all()  # the mask's class has the top probability
 
 
+def test_a_replaced_products_layers_go_with_it_and_others_are_only_named(make_tif, tmp_path, model_folder) -> None:
+    """A mask written over with --overwrite takes the old product's probabilities and uncertainty with it when this
+    run writes none (they belonged to the mask it replaced); without --overwrite, such a layer beside a new mask is
+    left and named in a warning; a file geoseg did not write is never touched."""
+    scene = make_tif(smooth_image((3, 120, 150), seed=1), descriptions=("b1", "b2", "b3"))
+    out = tmp_path / "s.mask.tif"
+    paths = ProductPaths.of(out)
+    base = ["run", str(scene), "-o", str(out), "--model", str(model_folder), "--device", "cpu", "--format", "gtiff"]
+    first = runner.invoke(app, [*base, "--probabilities", "top", "--uncertainty", "margin"])
+    assert first.exit_code == 0, first.output
+    paths.probabilities.with_name(paths.probabilities.name + ".aux.xml").write_text("<PAMDataset/>")  # a client's
+
+    again = runner.invoke(app, [*base, "--overwrite", "--uncertainty", "margin"])
+    assert again.exit_code == 0, again.output
+    assert not paths.probabilities.exists() and not Path(f"{paths.probabilities}.aux.xml").exists()
+    assert paths.uncertainty.is_file()  # written again by this run
+    assert f"{paths.probabilities}: removed: the probabilities layer of the mask this run replaced" in again.stderr
+
+    for path in (out, paths.style, paths.stac, paths.legend):  # a new mask where an earlier one's layer is left:
+        path.unlink()  # named, not removed
+    third = runner.invoke(app, base)
+    assert third.exit_code == 0, third.output
+    assert paths.uncertainty.is_file()
+    assert f"{paths.uncertainty}: an earlier run's uncertainty layer is beside this mask" in third.stderr
+
+    paths.uncertainty.unlink()
+    paths.probabilities.write_bytes(b"not geoseg's")
+    fourth = runner.invoke(app, [*base, "--overwrite"])
+    assert fourth.exit_code == 0, fourth.output
+    assert paths.probabilities.read_bytes() == b"not geoseg's" and "removed" not in fourth.stderr
+
+
 def test_plain_geotiff_format_and_top_probability(make_tif, tmp_path, tiny_model) -> None:
     scene = make_tif(smooth_image((3, 300, 400), seed=9))
     out = tmp_path / "m.tif"
