@@ -31,8 +31,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def count(scene: Path, model: str, classes: int) -> dict[str, dict[str, int]]:
-    """Bytes written per op and per calling geoseg line over one run of ``scene`` (module docstring)."""
+def count(scene: Path, model: str, classes: int) -> dict[str, object]:
+    """Bytes written per op (``op``) and per calling geoseg line (``site``) over one run of ``scene`` (module
+    docstring), and where this geoseg was imported from (``geoseg``)."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -58,9 +59,9 @@ def count(scene: Path, model: str, classes: int) -> dict[str, dict[str, int]]:
         def __torch_dispatch__(self, func: torch._ops.OpOverload, types: tuple, args: tuple = (),
                                kwargs: dict | None = None) -> object:
             out = func(*args, **(kwargs or {}))
-            if inside[0] or func.is_view or func.overloadpacket.__name__ in _ALLOCATES:
-                return out
             name = func.overloadpacket.__name__
+            if inside[0] or func.is_view or name in _ALLOCATES:
+                return out
             source = _SCATTERS.get(name)
             written = sum(t.numel() * t.element_size() for t in _tensors(out if source is None else args[source]))
             if written:
