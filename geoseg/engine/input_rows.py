@@ -60,6 +60,7 @@ class InputRows:
         self.mean = torch.tensor(card.mean, dtype=torch.float32, device=dev)[:, None, None]
         self.std = torch.tensor(card.std, dtype=torch.float32, device=dev)[:, None, None]
         self._zero = torch.zeros((), dtype=torch.float32, device=dev)  # no data, as ``torch.where(out=)`` takes it
+        self._scale = torch.tensor(self.scale, dtype=torch.float32, device=dev)  # float32 whatever the default dtype
         # The steps of :meth:`developed` that change no value are left out (each is a pass over the rows): times 1,
         # minus 0 and over 1 leave every float as it is; plus 0 too, except that it turns -0 into +0, and integer
         # pixels scaled by a positive factor are never -0.
@@ -176,24 +177,33 @@ class InputRows:
         if self._fused is not None:
             fused = self._fused(raw, valid, self.mean, self.std)
             return fused if out is None else out.copy_(fused)
-        if self._widened is None:
-            x, v = coarsen(_widen(raw, self.file_dtype), valid, f)
-        else:  # in slices of whole cells: each cell's mean is the same whichever slice holds it
-            step = max(f, WIDEN_ROWS // f * f)
-            xs, vs = [], []
-            for a in range(0, raw.shape[1], step):
-                part = raw[:, a : a + step]
-                x, v = coarsen(_widen(part, self.file_dtype, self._scratch(part.shape)), valid[a : a + step], f)
-                xs.append(x)
-                vs.append(v)
-            x, v = (xs[0], vs[0]) if len(xs) == 1 else (torch.cat(xs, dim=1), torch.cat(vs))
         scaled, offset, centred, spread = self._steps
-        developed = x * self.scale if scaled else x  # (x * scale + offset - mean) / std, step by step
+        # (x * scale + offset - mean) / std, step by step
+        if scaled and f == 1 and self.file_dtype.name in _FUSED_DTYPES:  # widened in the multiply's own pass
+            developed, v = _widen_scaled(raw, self.file_dtype, self._scale), valid
+        else:
+            x, v = self._cells(raw, valid)
+            developed = x * self.scale if scaled else x
         developed = developed + self.offset if offset else developed
         developed = developed - self.mean if centred else developed
         developed = developed / self.std if spread else developed
         # no data enters as the band means
         return torch.where(v, developed, 0.0) if out is None else torch.where(v, developed, self._zero, out=out)
+
+    def _cells(self, raw: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw pixels as float32 values, averaged over the model grid's cells (:func:`coarsen`), and their validity."""
+        f = self.layout.factor
+        if self._widened is None:
+            return coarsen(_widen(raw, self.file_dtype), valid, f)
+        # in slices of whole cells: each cell's mean is the same whichever slice holds it
+        step = max(f, WIDEN_ROWS // f * f)
+        xs, vs = [], []
+        for a in range(0, raw.shape[1], step):
+            part = raw[:, a : a + step]
+            x, v = coarsen(_widen(part, self.file_dtype, self._scratch(part.shape)), valid[a : a + step], f)
+            xs.append(x)
+            vs.append(v)
+        return (xs[0], vs[0]) if len(xs) == 1 else (torch.cat(xs, dim=1), torch.cat(vs))
 
     def _scratch(self, shape: torch.Size) -> torch.Tensor:
         """The reused CPU buffer, as a float32 tensor of ``shape``."""
@@ -260,6 +270,19 @@ def _widen(x: torch.Tensor, file_dtype: np.dtype, out: torch.Tensor | None = Non
         return into(x.view(unsigned))
     except (NotImplementedError, RuntimeError):  # a build without unsigned kernels on this device
         return into(x.to(wider) & mask)
+
+
+def _widen_scaled(x: torch.Tensor, file_dtype: np.dtype, scale: torch.Tensor) -> torch.Tensor:
+    """``_widen(x, file_dtype) * scale`` in one pass for the file dtypes of :data:`_FUSED_DTYPES` (``scale`` a
+    float32 scalar tensor): the multiply converts each integer to float32 as it loads it, exactly, as widening first
+    did, and rounds the same float32 product; one float32 tensor written instead of two."""
+    if file_dtype not in _UNSIGNED:
+        return torch.mul(x, scale)
+    unsigned, wider, mask = _UNSIGNED[file_dtype]
+    try:
+        return torch.mul(x.view(unsigned), scale)
+    except (NotImplementedError, RuntimeError):  # a build without unsigned kernels on this device
+        return torch.mul(x.to(wider) & mask, scale)
 
 
 #: One pixel developed at f = 1, as :meth:`InputRows.developed` computes it op by op: ``where(valid, (x * scale +

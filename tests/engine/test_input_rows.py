@@ -77,7 +77,7 @@ def test_every_blocks_region_is_its_footprint_gathered(height, width, block) -> 
     assert edges > 0  # some footprints reach past the scene
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16", "float32"])
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "uint16", "float32"])
 @pytest.mark.parametrize(("scale", "offset", "mean", "std"), [(1.0, 0.0, 0.0, 1.0), (1e-4, 0.0, 0.2, 0.25),
                                                              (1e-4, -0.1, 0.0, 1.0), (-1.0, 0.0, 0.0, 1.0),
                                                              (1.0, 0.0, 0.5, 1.0)])
@@ -85,7 +85,8 @@ def test_every_blocks_region_is_its_footprint_gathered(height, width, block) -> 
 def test_developed_pixels_have_every_steps_bits(dtype, scale, offset, mean, std, factor) -> None:
     """The steps that change no value (times 1, plus 0, minus 0, over 1) are left out of :meth:`InputRows.developed`;
     the pixels keep the bits of ``where(valid, (x * scale + offset - mean) / std, 0)`` step by step, -0.0 included
-    (a float scene's -0.0 plus 0 is +0.0, and so is an integer 0 times a negative scale plus 0)."""
+    (a float scene's -0.0 plus 0 is +0.0, and so is an integer 0 times a negative scale plus 0). At f = 1 integers
+    are widened inside the multiply (one pass, not two): the same bits as widening first."""
     from dataclasses import replace
 
     from geoseg.models.card import Scaling
