@@ -170,7 +170,8 @@ def execute(prepared: PreparedRun, loaded: LoadedModel, config: RunConfig, devic
                 return produce_here(write, overview_levels)
 
         def produce_here(write: WriteFn, overview_levels: int) -> Produced:
-            inputs = InputRows(layout, card, device, scene.dtype, fused=tuning.fused_develop)
+            inputs = InputRows(layout, card, device, scene.dtype, fused=tuning.fused_develop,
+                               all_valid=scene.mask_kind == "none" and np.dtype(scene.dtype).kind != "f")
             blender = Blender(layout, card, predictor, config.probabilities,
                               overview_levels=min(overview_levels, tuning.device_overview_levels),
                               uncertainty=config.uncertainty, wide_votes=tuning.wide_votes)

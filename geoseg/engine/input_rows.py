@@ -40,8 +40,11 @@ class InputRows:
     """Scene rows in, developed model-grid rows and patch regions out (see module docstring)."""
 
     def __init__(self, layout: Layout, card: ModelCard, device: torch.device, dtype: np.dtype | str,
-                 fused: bool = False):
+                 fused: bool = False, all_valid: bool = False):
         self.layout = layout
+        #: Every pixel of the scene holds data (an integer scene without nodata or masks: its reads never return a
+        #: validity mask, :meth:`geoseg.io.scene.SceneReader.read`): developing skips the no-data ``where``.
+        self.all_valid = all_valid
         self.device = dev = device
         self.file_dtype = np.dtype(dtype)
         self.transfer_dtype = _TRANSFER[self.file_dtype.name]
@@ -184,9 +187,13 @@ class InputRows:
         else:
             x, v = self._cells(raw, valid)
             developed = x * self.scale if scaled else x
-        developed = developed + self.offset if offset else developed
-        developed = developed - self.mean if centred else developed
-        developed = developed / self.std if spread else developed
+        steps = [(op, arg) for op, arg, on in ((torch.add, self.offset, offset), (torch.sub, self.mean, centred),
+                                               (torch.div, self.std, spread)) if on]
+        into = out if self.all_valid else None  # without a ``where``, the last step writes into ``out``
+        for i, (op, arg) in enumerate(steps):
+            developed = op(developed, arg) if into is None or i < len(steps) - 1 else op(developed, arg, out=into)
+        if self.all_valid:
+            return developed if out is None or steps else out.copy_(developed)
         # no data enters as the band means
         return torch.where(v, developed, 0.0) if out is None else torch.where(v, developed, self._zero, out=out)
 

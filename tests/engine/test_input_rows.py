@@ -116,3 +116,12 @@ def test_developed_pixels_have_every_steps_bits(dtype, scale, offset, mean, std,
     want = torch.where(v, (x * s + o - inputs.mean) / inputs.std, 0.0)
     assert torch.equal(got.view(torch.int32), want.view(torch.int32))
     assert torch.equal(out.view(torch.int32), want.view(torch.int32))
+    if dtype != "float32":  # an integer scene without nodata or masks: no `where`, the last step into `out`
+        every = torch.ones_like(valid)
+        inputs.all_valid = True
+        got, out = inputs.developed(raw, every), torch.full_like(got, 7.0)
+        inputs.developed(raw, every, out=out)
+        x, _ = coarsen(torch.from_numpy(pixels.astype("float32")), every, factor)
+        want = (x * s + o - inputs.mean) / inputs.std
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+        assert torch.equal(out.view(torch.int32), want.view(torch.int32))
