@@ -373,3 +373,42 @@ def test_a_small_scene_pads_to_a_batch_size_its_process_has_run_at(make_tif, tmp
     assert (alone.batch_size, alone.patches) == (patches, patches)  # a cold session: exactly its patches, no probe
     with rasterio.open(tmp_path / "later.tif") as a, rasterio.open(tmp_path / "alone.tif") as b:
         assert (a.read(1) == b.read(1)).mean() > 0.9999  # another batch size may round a near-tie otherwise
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "float32"])
+@pytest.mark.parametrize("all_valid", [False, True])
+def test_rows_developed_on_the_gpu_have_the_six_passes_bits(dtype, all_valid) -> None:
+    """The op-by-op develop as it now runs on a GPU (integers widened inside the scaling multiply at f = 1, no
+    ``where`` for an all-valid scene, the last step written in place) against the six passes written out: the same
+    float32 bits, on the device whose kernels the CPU test cannot see (tests/engine/test_input_rows.py)."""
+    from geoseg.engine.input_rows import InputRows
+    from geoseg.engine.plan import plan_layout
+    from geoseg.models.card import Scaling
+    from tests.helpers import tiny_card
+
+    if all_valid and dtype == "float32":
+        pytest.skip("a float scene is never all-valid (NaN)")
+    rng = np.random.default_rng(4)
+    shape = (3, 70, 301)
+    if dtype == "float32":
+        pixels = (rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 30, shape)).astype(np.float32)
+        pixels.flat[:6] = [0.0, -0.0, np.nan, np.inf, -np.inf, np.finfo(np.float32).tiny]
+    else:
+        info = np.iinfo(dtype)
+        pixels = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+        pixels.flat[:3] = [info.min, info.max, 0]
+    card = replace(tiny_card(), mean=(0.3, -0.1, 0.25), std=(0.7, 1.3, 0.09),
+                   scaling=Scaling(integer_scale=1e-4, integer_offset=0.0, float_scale=3.0))
+    cuda = torch.device("cuda")
+    valid = (torch.ones(shape[1:], dtype=torch.bool) if all_valid
+             else torch.from_numpy(rng.random(shape[1:]) > 0.2)).to(cuda)
+    inputs = InputRows(plan_layout(shape[1], shape[2], 1, 64, 16), card, cuda, dtype, all_valid=all_valid)
+    raw = inputs.transfer(pixels)
+    scale, offset = card.scaling.factors(dtype)
+    x = torch.from_numpy(pixels.astype(np.float32)).to(cuda)
+    want = torch.where(valid, (x * scale + offset - inputs.mean) / inputs.std, 0.0)
+    got = inputs.developed(raw, valid)
+    into = torch.full_like(want, 7.0)
+    inputs.developed(raw, valid, out=into)
+    for a in (got, into):
+        assert torch.equal(a.view(torch.int32), want.view(torch.int32))
