@@ -5,10 +5,12 @@
 #   .bench/           the real Sentinel-2 scene as s2.tif and model folders efb4/ and vgg16/ (cards only: random
 #                     weights are written there on first use)
 # Then: run(command="bash benchmarks/lease_run.sh", carry=[".site", ".bench"]) through the device tool.
-# About 4 minutes on 2 cores (most of it xz). Needs ../shared (tools, data) and the project installed here.
+# About 2 minutes on 2 cores (most of it xz). Needs ../shared (tools, data) and geoseg importable by $PYTHON.
 set -euo pipefail
 top=$(git rev-parse --show-toplevel)
 cd "$top"
+py=${PYTHON:-python3}  # an interpreter with geoseg installed (PYTHON=/path/to/venv/bin/python)
+"$py" -c "from geoseg.models import get_card; get_card('csmask-6b-l1c')" 2>/dev/null || { echo "lease_prepare.sh: $py cannot import geoseg; set PYTHON to the project's venv" >&2; exit 2; }
 for d in /.site/ /.whl/ /.whl2/; do grep -qx "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude; done
 ../shared/tools/device-wheels.sh platformdirs pytorch-toolbelt > /dev/null
 mkdir -p .whl2
@@ -23,7 +25,7 @@ tar cf - -C "$pack" . | xz -9e -T2 > .site/all.tar.xz
 rm -rf "$pack"
 mkdir -p .bench/efb4 .bench/vgg16
 install -m 644 ../shared/data/sentinel2-t33uuu/S2A_T33UUU_20170216_L1C_B02-B03-B04-B08-B11-B12_10m.tif .bench/s2.tif
-python3 - <<'PY'
+"$py" - <<'PY'
 import json
 from pathlib import Path
 
