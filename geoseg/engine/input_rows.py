@@ -267,29 +267,27 @@ _UNSIGNED = {np.dtype("uint16"): (torch.uint16, torch.int32, 0xFFFF),
 def _widen(x: torch.Tensor, file_dtype: np.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
     """Raw values as they travelled (see :data:`_TRANSFER`) as float32 values of the file's dtype, in ``out``
     when given (float32, ``x``'s shape)."""
-    def into(values: torch.Tensor) -> torch.Tensor:
-        return values.float() if out is None else out.copy_(values)
-
-    if file_dtype not in _UNSIGNED:
-        return into(x)
-    unsigned, wider, mask = _UNSIGNED[file_dtype]
-    try:
-        return into(x.view(unsigned))
-    except (NotImplementedError, RuntimeError):  # a build without unsigned kernels on this device
-        return into(x.to(wider) & mask)
+    return _on_file_values(x, file_dtype, lambda values: values.float() if out is None else out.copy_(values))
 
 
 def _widen_scaled(x: torch.Tensor, file_dtype: np.dtype, scale: torch.Tensor) -> torch.Tensor:
     """``_widen(x, file_dtype) * scale`` in one pass for the file dtypes of :data:`_FUSED_DTYPES` (``scale`` a
     float32 scalar tensor): the multiply converts each integer to float32 as it loads it, exactly, as widening first
     did, and rounds the same float32 product; one float32 tensor written instead of two."""
+    return _on_file_values(x, file_dtype, lambda values: torch.mul(values, scale))
+
+
+def _on_file_values(x: torch.Tensor, file_dtype: np.dtype, op: Callable[[torch.Tensor], torch.Tensor]) \
+        -> torch.Tensor:
+    """``op`` applied to raw values as they travelled (see :data:`_TRANSFER`) read as the file's values: unsigned
+    bits as torch's unsigned type, or widened and masked where this device has no kernel for it."""
     if file_dtype not in _UNSIGNED:
-        return torch.mul(x, scale)
+        return op(x)
     unsigned, wider, mask = _UNSIGNED[file_dtype]
     try:
-        return torch.mul(x.view(unsigned), scale)
+        return op(x.view(unsigned))
     except (NotImplementedError, RuntimeError):  # a build without unsigned kernels on this device
-        return torch.mul(x.to(wider) & mask, scale)
+        return op(x.to(wider) & mask)
 
 
 #: One pixel developed at f = 1, as :meth:`InputRows.developed` computes it op by op: ``where(valid, (x * scale +
