@@ -257,6 +257,19 @@ def test_runs_decoding_on_the_gpu_give_the_cpu_readers_mask(make_tif, tmp_path, 
     np.testing.assert_array_equal(gpu, cpu)
 
 
+def _extreme_pixels(dtype: str, shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """Pixels of ``dtype`` over its whole range: a float32 scene's magnitudes from 1e-30 to 1e30 with 0, -0.0, NaN,
+    ±inf and the smallest normal first; an integer scene's from its minimum to its maximum, both first, then 0."""
+    if dtype == "float32":
+        pixels = (rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 30, shape)).astype(np.float32)
+        pixels.flat[:6] = [0.0, -0.0, np.nan, np.inf, -np.inf, np.finfo(np.float32).tiny]
+    else:
+        info = np.iinfo(dtype)
+        pixels = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+        pixels.flat[:3] = [info.min, info.max, 0]
+    return pixels
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "float32"])
 def test_rows_developed_in_one_kernel_have_the_op_by_op_bits(dtype) -> None:
     """``Tuning.fused_develop`` (geoseg.engine.input_rows.fused_develop): the same float32 bits as the six passes,
@@ -269,13 +282,7 @@ def test_rows_developed_in_one_kernel_have_the_op_by_op_bits(dtype) -> None:
 
     rng = np.random.default_rng(3)
     shape = (3, 70, 301)
-    if dtype == "float32":
-        pixels = (rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 30, shape)).astype(np.float32)
-        pixels.flat[:6] = [0.0, -0.0, np.nan, np.inf, -np.inf, np.finfo(np.float32).tiny]
-    else:
-        info = np.iinfo(dtype)
-        pixels = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
-        pixels.flat[:3] = [info.min, info.max, 0]
+    pixels = _extreme_pixels(dtype, shape, rng)
     card = replace(tiny_card(), mean=(0.3, -0.1, 0.25), std=(0.7, 1.3, 0.09),
                    scaling=Scaling(integer_scale=1e-4, integer_offset=-0.1, float_scale=3.0))
     cuda = torch.device("cuda")
@@ -390,13 +397,7 @@ def test_rows_developed_on_the_gpu_have_the_six_passes_bits(dtype, all_valid) ->
         pytest.skip("a float scene is never all-valid (NaN)")
     rng = np.random.default_rng(4)
     shape = (3, 70, 301)
-    if dtype == "float32":
-        pixels = (rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 30, shape)).astype(np.float32)
-        pixels.flat[:6] = [0.0, -0.0, np.nan, np.inf, -np.inf, np.finfo(np.float32).tiny]
-    else:
-        info = np.iinfo(dtype)
-        pixels = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
-        pixels.flat[:3] = [info.min, info.max, 0]
+    pixels = _extreme_pixels(dtype, shape, rng)
     card = replace(tiny_card(), mean=(0.3, -0.1, 0.25), std=(0.7, 1.3, 0.09),
                    scaling=Scaling(integer_scale=1e-4, integer_offset=0.0, float_scale=3.0))
     cuda = torch.device("cuda")
